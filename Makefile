@@ -1,0 +1,38 @@
+# The README's two commands are `make book` and `make test`; both set themselves up.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# A CPU build of torch on machines without a GPU. Elsewhere, e.g.:
+#   make setup TORCH_INDEX=--extra-index-url=https://download.pytorch.org/whl/cpu
+TORCH       ?= torch==2.13.0
+TORCH_INDEX ?=
+STAMP  := $(VENV)/.installed
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
+.PHONY: setup book test lab execute clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_INDEX) "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	@touch $(STAMP)
+
+book: setup
+	$(BIN)/python tools/book.py --output _build
+
+test: setup
+	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest --nbval --nbval-current-env --nbval-sanitize-with tests/sanitize.cfg \
+		-p no:cacheprovider chapters
+
+lab: setup
+	$(BIN)/jupyter lab --notebook-dir=chapters $(ROOT_FLAG)
+
+execute: setup
+	$(BIN)/python tools/execute.py chapters/*.py
+
+clean:
+	rm -rf _build

@@ -1,0 +1,178 @@
+"""Accelerators: peak compute, memory bandwidth, memory capacity, and the ridge point.
+
+All peaks are *dense* (no 2:4 structured sparsity): datasheets often print the
+sparse figure, twice the dense one, with an asterisk. Where a datasheet gives a
+tensor-core peak with fp16 and with fp32 accumulation, we take fp32
+accumulation, which is what PyTorch's fp16 matmuls use.
+
+Bandwidths are decimal (1 GB/s = 1e9 B/s), as datasheets print them;
+capacities are what the datasheet calls "GB". Each entry cites its source.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+from .units import GB, TFLOP, check_positive, normalize_dtype
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    """One accelerator's limits, in SI units.
+
+    peak_flops: dense peak FLOP/s for each dtype the part runs on its matrix units.
+    mem_bandwidth: bytes per second to off-chip memory (HBM, GDDR, DRAM).
+    mem_capacity: bytes of that memory.
+    """
+
+    name: str
+    peak_flops: Mapping[str, float]
+    mem_bandwidth: float
+    mem_capacity: float
+    source: str = ""
+    notes: str = ""
+    aliases: tuple[str, ...] = field(default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.peak_flops:
+            raise ValueError("peak_flops must name at least one dtype")
+        canonical = {}
+        for dtype, value in self.peak_flops.items():
+            check_positive(f"peak_flops[{dtype!r}]", value)
+            canonical[normalize_dtype(dtype)] = float(value)
+        object.__setattr__(self, "peak_flops", MappingProxyType(canonical))
+        check_positive("mem_bandwidth", self.mem_bandwidth)
+        check_positive("mem_capacity", self.mem_capacity)
+
+    @property
+    def dtypes(self) -> tuple[str, ...]:
+        """The dtypes this part has a peak for."""
+        return tuple(self.peak_flops)
+
+    def peak(self, dtype: str = "fp16") -> float:
+        """Dense peak FLOP/s in `dtype`; ValueError if the part has no such peak."""
+        key = normalize_dtype(dtype)
+        if key not in self.peak_flops:
+            raise ValueError(
+                f"dtype {dtype!r} has no peak on {self.name}; it supports {list(self.peak_flops)}"
+            )
+        return self.peak_flops[key]
+
+    def ridge_point(self, dtype: str = "fp16") -> float:
+        """FLOP per byte where the roofline bends: peak FLOP/s divided by bandwidth in B/s.
+
+        An operator whose arithmetic intensity is below this is memory bound here.
+        """
+        return self.peak(dtype) / self.mem_bandwidth
+
+
+def _acc(name, flops_tera, bandwidth_gb_s, capacity_gb, source, aliases=(), notes=""):
+    return Accelerator(
+        name=name,
+        peak_flops={k: v * TFLOP for k, v in flops_tera.items()},
+        mem_bandwidth=bandwidth_gb_s * GB,
+        mem_capacity=capacity_gb * GB,
+        source=source,
+        notes=notes,
+        aliases=tuple(aliases),
+    )
+
+
+# Dense peaks in TFLOP/s (TOP/s for int8), bandwidth in GB/s, capacity in GB.
+CATALOG: tuple[Accelerator, ...] = (
+    # NVIDIA T4 datasheet: FP32 8.1 TFLOPS, mixed FP16/FP32 65 TFLOPS, INT8 130 TOPS,
+    # 320 GB/s, 16 GB GDDR6 (no bf16 or tf32 on Turing).
+    _acc("T4", {"fp32": 8.1, "fp16": 65, "int8": 130}, 320, 16,
+         "https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/tesla-t4/t4-tensor-core-datasheet-951643.pdf"),
+    # NVIDIA L4 datasheet: FP32 30.3; TF32 120*, FP16/BF16 242*, FP8 485*, INT8 485*
+    # (* with sparsity; dense is half); 300 GB/s; 24 GB GDDR6.
+    _acc("L4", {"fp32": 30.3, "tf32": 60, "fp16": 121, "bf16": 121, "fp8": 242.5, "int8": 242.5},
+         300, 24, "https://resources.nvidia.com/en-us-data-center-overview/l4-gpu-datasheet"),
+    # NVIDIA A10 datasheet: FP32 31.2; TF32 62.5; BF16/FP16 125; INT8 250 (dense);
+    # 600 GB/s; 24 GB GDDR6. The lecture's running example.
+    _acc("A10", {"fp32": 31.2, "tf32": 62.5, "fp16": 125, "bf16": 125, "int8": 250}, 600, 24,
+         "https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a10/pdf/a10-datasheet.pdf"),
+    # A10G (AWS G5 instances) has no public NVIDIA datasheet; figures as tabulated by
+    # Baseten: FP32 35, TF32 35, BF16/FP16 70, INT8 140 (dense); 600 GB/s; 24 GB.
+    _acc("A10G", {"fp32": 35, "tf32": 35, "fp16": 70, "bf16": 70, "int8": 140}, 600, 24,
+         "https://www.baseten.co/blog/nvidia-a10-vs-a10g-for-ml-model-inference/"),
+    # NVIDIA A100 datasheet (SXM): FP32 19.5; TF32 156; BF16/FP16 312; INT8 624 (dense);
+    # 40 GB HBM2 at 1,555 GB/s; 80 GB HBM2e at 2,039 GB/s.
+    _acc("A100 40GB", {"fp32": 19.5, "tf32": 156, "fp16": 312, "bf16": 312, "int8": 624}, 1555, 40,
+         "https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a100/pdf/nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf",
+         aliases=("A100-40G", "A100 SXM 40GB")),
+    _acc("A100 80GB", {"fp32": 19.5, "tf32": 156, "fp16": 312, "bf16": 312, "int8": 624}, 2039, 80,
+         "https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a100/pdf/nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf",
+         aliases=("A100", "A100-80G", "A100 SXM 80GB")),
+    # NVIDIA H100 datasheet, SXM: FP32 67; TF32 494.5; BF16/FP16 989.5; FP8/INT8 1,979
+    # (dense, half the sparse figures printed); 3.35 TB/s; 80 GB HBM3.
+    _acc("H100 SXM", {"fp32": 67, "tf32": 494.5, "fp16": 989.5, "bf16": 989.5, "fp8": 1979, "int8": 1979},
+         3350, 80, "https://resources.nvidia.com/en-us-tensor-core/nvidia-tensor-core-gpu-datasheet",
+         aliases=("H100",)),
+    # Same datasheet, PCIe: FP32 51; TF32 378; BF16/FP16 756; FP8/INT8 1,513 (dense);
+    # 2 TB/s; 80 GB HBM2e.
+    _acc("H100 PCIe", {"fp32": 51, "tf32": 378, "fp16": 756, "bf16": 756, "fp8": 1513, "int8": 1513},
+         2000, 80, "https://resources.nvidia.com/en-us-tensor-core/nvidia-tensor-core-gpu-datasheet"),
+    # NVIDIA H200 datasheet (SXM): compute as H100 SXM; 4.8 TB/s; 141 GB HBM3e.
+    _acc("H200", {"fp32": 67, "tf32": 494.5, "fp16": 989.5, "bf16": 989.5, "fp8": 1979, "int8": 1979},
+         4800, 141, "https://nvdam.widen.net/s/nb5zzzsjdf/hpc-datasheet-sc23-h200-datasheet-3002446",
+         aliases=("H200 SXM",)),
+    # NVIDIA L40S datasheet: FP32 91.6; TF32 183; BF16/FP16 362.05; FP8/INT8 733 (dense);
+    # 864 GB/s; 48 GB GDDR6.
+    _acc("L40S", {"fp32": 91.6, "tf32": 183, "fp16": 362.05, "bf16": 362.05, "fp8": 733, "int8": 733},
+         864, 48, "https://resources.nvidia.com/en-us-l40s/l40s-datasheet-28413"),
+    # NVIDIA Ada Lovelace architecture whitepaper, GeForce RTX 4090: FP32 82.6; TF32 82.6;
+    # FP16/BF16 with FP32 accumulate 165.2; FP8 with FP32 accumulate 330.3; INT8 660.6
+    # (dense); 1,008 GB/s; 24 GB GDDR6X.
+    _acc("RTX 4090", {"fp32": 82.6, "tf32": 82.6, "fp16": 165.2, "bf16": 165.2, "fp8": 330.3, "int8": 660.6},
+         1008, 24,
+         "https://images.nvidia.com/aem-dam/Solutions/geforce/ada/nvidia-ada-gpu-architecture.pdf",
+         aliases=("4090", "GeForce RTX 4090")),
+    # AMD Instinct MI300X data sheet: FP32 matrix 163.4; TF32 653.7; FP16/BF16 1,307.4;
+    # FP8/INT8 2,614.9 (dense); 5.3 TB/s; 192 GB HBM3.
+    _acc("MI300X", {"fp32": 163.4, "tf32": 653.7, "fp16": 1307.4, "bf16": 1307.4, "fp8": 2614.9, "int8": 2614.9},
+         5300, 192,
+         "https://www.amd.com/content/dam/amd/en/documents/instinct-tech-docs/data-sheets/amd-instinct-mi300x-data-sheet.pdf"),
+)
+
+def _key(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def _index() -> dict[str, Accelerator]:
+    index = {}
+    for acc in CATALOG:
+        for label in (acc.name, *acc.aliases):
+            index[_key(label)] = acc
+    return index
+
+
+_INDEX = _index()
+
+
+def list_accelerators() -> list[str]:
+    """Names of the catalog accelerators, in catalog order."""
+    return [acc.name for acc in CATALOG]
+
+
+def get_accelerator(name: str | Accelerator) -> Accelerator:
+    """Look up a catalog accelerator, ignoring case, spaces and punctuation.
+
+    An Accelerator passes through unchanged, so functions can take either.
+    """
+    if isinstance(name, Accelerator):
+        return name
+    if not isinstance(name, str):
+        raise ValueError(f"accelerator must be a name or an Accelerator, got {name!r}")
+    found = _INDEX.get(_key(name))
+    if found is None:
+        close = difflib.get_close_matches(_key(name), list(_INDEX), n=3, cutoff=0.4)
+        names = sorted({_INDEX[c].name for c in close})
+        hint = f" Closest: {names}." if names else ""
+        raise ValueError(
+            f"accelerator {name!r} is not in the catalog.{hint} Known: {list_accelerators()}"
+        )
+    return found

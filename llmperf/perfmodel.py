@@ -1,0 +1,132 @@
+"""End-to-end latency models of one request, and how many requests fit.
+
+Two models, from coarse to fine:
+- `simple_latency`, the lecture's: prefill is compute bound, decode memory bound,
+      time = S * 2P / FLOPS + G * 2P / BW
+  (2P FLOPs per token; 2P bytes of fp16 weights read per generated token).
+- `roofline_latency`: the sum of per-operator roofline times from `layer_costs`,
+  for the prefill and for every decode step as the KV cache grows. It adds what
+  the simple model leaves out: attention's N^2 work, the KV cache reads, and
+  element-wise operators.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .hardware import Accelerator, get_accelerator
+from .layers import layer_costs
+from .models import ModelConfig, get_model
+from .cost import matmul_cost
+from .units import bytes_per_element, check_non_negative, check_positive, normalize_dtype
+
+
+@dataclass(frozen=True)
+class LatencyEstimate:
+    """Seconds for one request: prefill (the time to first token) and the decode steps."""
+
+    prefill_s: float
+    decode_s: float
+    output_tokens: int
+
+    @property
+    def total_s(self) -> float:
+        return self.prefill_s + self.decode_s
+
+    @property
+    def ttft_s(self) -> float:
+        """Time to first token: the prefill."""
+        return self.prefill_s
+
+    @property
+    def tpot_s(self) -> float:
+        """Mean time per output token after the first (0 when only one token is generated)."""
+        steps = self.output_tokens - 1
+        return self.decode_s / steps if steps > 0 else 0.0
+
+
+def simple_latency(model: ModelConfig | str, accelerator: Accelerator | str, prompt_tokens: int,
+                   output_tokens: int, dtype: str = "fp16") -> LatencyEstimate:
+    """The lecture's model: S * 2P / peak FLOP/s + G * (P * bytes per parameter) / bandwidth.
+
+    P counts the parameters a token uses (the active ones for MoE). With fp16
+    weights the decode term is the lecture's G * 2P / BW. Like the lecture, it
+    charges G decode steps for G generated tokens.
+    """
+    m, acc = get_model(model), get_accelerator(accelerator)
+    check_positive("prompt_tokens", prompt_tokens, integer=True)
+    check_positive("output_tokens", output_tokens, integer=True)
+    params = m.active_param_count()
+    prefill_s = prompt_tokens * 2 * params / acc.peak(dtype)
+    decode_s = output_tokens * params * bytes_per_element(dtype) / acc.mem_bandwidth
+    return LatencyEstimate(prefill_s, decode_s, output_tokens)
+
+
+def decode_step_time(model: ModelConfig | str, accelerator: Accelerator | str, context: int,
+                     batch: int = 1, dtype: str = "fp16", kv_dtype: str | None = None) -> float:
+    """Roofline seconds of one decode step with `context` tokens already cached."""
+    return layer_costs(model, "decode", batch, context, dtype, kv_dtype, accelerator).time_s
+
+
+def prefill_time(model: ModelConfig | str, accelerator: Accelerator | str, prompt_tokens: int,
+                 batch: int = 1, dtype: str = "fp16", kv_dtype: str | None = None) -> float:
+    """Roofline seconds of the prefill of `batch` prompts of `prompt_tokens` tokens."""
+    return layer_costs(model, "prefill", batch, prompt_tokens, dtype, kv_dtype, accelerator).time_s
+
+
+def roofline_latency(model: ModelConfig | str, accelerator: Accelerator | str, prompt_tokens: int,
+                     output_tokens: int, batch: int = 1, dtype: str = "fp16",
+                     kv_dtype: str | None = None) -> LatencyEstimate:
+    """Per-step roofline model of a batch of identical requests.
+
+    The prefill yields the first token; each of the remaining output_tokens - 1
+    decode steps attends to the prompt plus the tokens generated so far.
+    """
+    check_positive("prompt_tokens", prompt_tokens, integer=True)
+    check_positive("output_tokens", output_tokens, integer=True)
+    prefill_s = prefill_time(model, accelerator, prompt_tokens, batch, dtype, kv_dtype)
+    decode_s = sum(
+        decode_step_time(model, accelerator, prompt_tokens + step, batch, dtype, kv_dtype)
+        for step in range(output_tokens - 1)
+    )
+    return LatencyEstimate(prefill_s, decode_s, output_tokens)
+
+
+def max_batch_size(model: ModelConfig | str, accelerator: Accelerator | str, seq_len: int,
+                   dtype: str = "fp16", kv_dtype: str | None = None,
+                   reserved_bytes: float = 0.0) -> int:
+    """Sequences of `seq_len` tokens whose KV cache fits beside the weights.
+
+    floor((capacity - weights - reserved) / KV bytes per sequence); 0 when the
+    weights alone do not fit. `reserved_bytes` sets aside memory for activations,
+    the runtime and fragmentation.
+    """
+    m, acc = get_model(model), get_accelerator(accelerator)
+    check_positive("seq_len", seq_len, integer=True)
+    check_non_negative("reserved_bytes", reserved_bytes)
+    free = acc.mem_capacity - m.weight_bytes(dtype) - reserved_bytes
+    if free <= 0:
+        return 0
+    return math.floor(free / m.kv_cache_bytes(seq_len, 1, kv_dtype or dtype))
+
+
+def critical_batch_size(model: ModelConfig | str, accelerator: Accelerator | str,
+                        dtype: str = "fp16") -> int:
+    """Smallest decode batch at which the FFN matmuls turn compute bound on this part.
+
+    For X (n, d) @ W (d, d_ff) with n << d, the intensity is about 2n / bytes per
+    element, so n is near ridge * bytes / 2 (about 208 for fp16 on an A10).
+    """
+    m, acc = get_model(model), get_accelerator(accelerator)
+    dtype = normalize_dtype(dtype)
+    ridge = acc.ridge_point(dtype)
+    if matmul_cost(2**20, m.d_model, m.d_ff, dtype).intensity < ridge:
+        raise ValueError(f"accelerator {acc.name}: no batch makes the FFN of {m.name} compute bound")
+    lo, hi = 1, 2**20
+    while lo < hi:  # intensity grows with n, so bisect for the first n past the ridge
+        mid = (lo + hi) // 2
+        if matmul_cost(mid, m.d_model, m.d_ff, dtype).intensity >= ridge:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
