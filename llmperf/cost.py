@@ -81,6 +81,7 @@ def matmul_cost(n: int, k: int, m: int, dtype: str = "fp16", weight_dtype: str |
     At n = k = m = 4096 in fp16 the intensity is 1365.3 FLOP/byte; at n = 1 (GEMV,
     one decode token) it is about 1.
     """
+    _positive_ints(n=n, k=k, m=m)
     return grouped_matmul_cost(n, k, m, weights=1, dtype=dtype, weight_dtype=weight_dtype)
 
 
@@ -177,6 +178,7 @@ def attention_cost(seq_len: int, d_head: int, kv_len: int | None = None, heads: 
     queries; `kv_len` (default `seq_len`) the number of keys. Every score is
     computed (no causal skipping), as the standard implementation does.
     """
+    check_positive("seq_len", seq_len, integer=True)
     kv_len = seq_len if kv_len is None else kv_len
     return (attention_scores_cost(seq_len, d_head, kv_len, heads, kv_heads, batch, dtype, kv_dtype)
             + softmax_cost(seq_len, kv_len, heads, batch, dtype)

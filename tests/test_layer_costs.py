@@ -1,0 +1,121 @@
+"""The per-operator table of one forward step, under dense, GQA and MoE models."""
+import pytest
+
+import llmperf as lp
+
+
+def test_decode_reads_every_weight_once():
+    llama = lp.get_model("llama-2-7b")
+    step = lp.layer_costs(llama, "decode", batch=1, seq_len=2048)
+    weight_rows = ["q_proj", "k_proj", "v_proj", "o_proj", "ffn_gate", "ffn_up", "ffn_down", "lm_head"]
+    weight_bytes = sum(step[name].bytes for name in weight_rows)
+    # Everything but the embedding table (only one row is gathered) and the norms.
+    linear_params = llama.param_count() - llama.embedding_params() - llama.param_breakdown()["norms"]
+    assert weight_bytes == pytest.approx(2 * linear_params, rel=1e-3)
+
+
+def test_decode_flops_are_about_two_per_parameter_plus_attention():
+    llama = lp.get_model("llama-2-7b")
+    context = 2048
+    step = lp.layer_costs(llama, "decode", batch=1, seq_len=context)
+    attention_flops = llama.n_layers * llama.n_heads * (4 * llama.d_head + 3) * (context + 1)
+    linear_params = llama.param_count() - llama.embedding_params() - llama.param_breakdown()["norms"]
+    assert step.total.flops == pytest.approx(2 * linear_params + attention_flops, rel=1e-3)
+
+
+def test_gqa_shrinks_kv_projections_and_kv_reads():
+    mistral = lp.get_model("mistral-7b")  # 8 KV heads, 32 query heads
+    mha = mistral.with_(name="mistral-mha", n_kv_heads=32)
+    gqa_step = lp.layer_costs(mistral, "decode", 1, 4096)
+    mha_step = lp.layer_costs(mha, "decode", 1, 4096)
+    assert gqa_step["k_proj"].flops * 4 == mha_step["k_proj"].flops
+    assert gqa_step["q_proj"].flops == mha_step["q_proj"].flops
+    assert gqa_step["qk"].flops == mha_step["qk"].flops  # every query head still scores
+    kv_read_gqa = mistral.n_layers * 4097 * mistral.kv_dim * 2
+    kv_read_mha = mha.n_layers * 4097 * mha.kv_dim * 2
+    assert mha_step["qk"].bytes - gqa_step["qk"].bytes == pytest.approx(kv_read_mha - kv_read_gqa)
+
+
+def test_moe_flops_count_active_experts_only():
+    mixtral = lp.get_model("mixtral-8x7b")
+    step = lp.layer_costs(mixtral, "prefill", batch=1, seq_len=512)
+    per_expert_matmul = 2 * 512 * mixtral.d_model * mixtral.d_ff
+    assert step["ffn_up"].flops == mixtral.n_layers * mixtral.experts_per_token * per_expert_matmul
+
+
+def test_moe_decode_bytes_follow_experts_touched():
+    mixtral = lp.get_model("mixtral-8x7b")
+    matrix_bytes = mixtral.d_model * mixtral.d_ff * 2
+    one = lp.layer_costs(mixtral, "decode", batch=1, seq_len=128)["ffn_up"]
+    # One token reads exactly its 2 experts' matrices (plus a few activations).
+    assert one.bytes == pytest.approx(mixtral.n_layers * 2 * matrix_bytes, rel=1e-3)
+    big = lp.layer_costs(mixtral, "decode", batch=256, seq_len=128)["ffn_up"]
+    # 256 tokens touch practically all 8 experts; each of the 512 token-expert pairs
+    # also reads its input row and writes its output row.
+    activations = mixtral.n_layers * 256 * 2 * (mixtral.d_model + mixtral.d_ff) * 2
+    assert big.bytes == pytest.approx(mixtral.n_layers * 8 * matrix_bytes + activations, rel=0.01)
+
+
+def test_experts_touched_limits():
+    assert lp.experts_touched(1, 8, 2) == pytest.approx(2)
+    assert lp.experts_touched(1000, 8, 2) == pytest.approx(8)
+    assert lp.experts_touched(5, 1, 1) == 1
+
+
+def test_prefill_ffn_is_compute_bound_and_decode_memory_bound_on_a10():
+    prefill = lp.layer_costs("llama-2-7b", "prefill", 1, 4096)
+    decode = lp.layer_costs("llama-2-7b", "decode", 1, 4096)
+    assert prefill["ffn_up"].bound == "compute"
+    assert decode["ffn_up"].bound == "memory"
+    assert decode["qk"].bound == "memory"
+
+
+def test_learned_positions_and_mlp_models_have_their_rows():
+    step = lp.layer_costs("gpt2", "prefill", 1, 128)
+    names = [r.name for r in step]
+    assert "positions" in names and "rope" not in names and "ffn_gate" not in names
+
+
+def test_table_text_lists_every_operator():
+    step = lp.layer_costs("llama-2-7b", "decode", 1, 2048)
+    text = step.to_text()
+    for row in step:
+        assert row.name in text
+    assert "total" in text
+
+
+def test_roofline_latency_sums_prefill_and_growing_decode_steps():
+    llama, a10 = "llama-2-7b", "A10"
+    est = lp.roofline_latency(llama, a10, prompt_tokens=100, output_tokens=4)
+    steps = [lp.decode_step_time(llama, a10, 100 + i) for i in range(3)]
+    assert est.prefill_s == pytest.approx(lp.prefill_time(llama, a10, 100))
+    assert est.decode_s == pytest.approx(sum(steps))
+    assert est.tpot_s == pytest.approx(sum(steps) / 3)
+
+
+def test_simple_and_roofline_models_agree_at_short_context_and_part_at_long():
+    llama, a10 = "llama-2-7b", "A10"
+    short = [m(llama, a10, 350, 150).decode_s for m in (lp.simple_latency, lp.roofline_latency)]
+    assert short[1] == pytest.approx(short[0], rel=0.05)
+    long_simple = lp.simple_latency(llama, a10, 3500, 150).decode_s
+    long_roof = lp.roofline_latency(llama, a10, 3500, 150).decode_s
+    # At 3.5K tokens each step also reads about 1.9 GB of KV cache beside 13.5 GB of weights.
+    assert long_roof > 1.1 * long_simple
+    # The simple model ignores the batch; four caches of 3.5K tokens add 7.5 GB per step.
+    assert lp.roofline_latency(llama, a10, 3500, 150, batch=4).decode_s > 1.4 * long_simple
+
+
+def test_critical_batch_is_near_ridge_times_bytes_over_two():
+    n = lp.critical_batch_size("llama-2-7b", "A10", "fp16")
+    assert 208 <= n <= 240
+    assert lp.matmul_cost(n, 4096, 11008).intensity >= lp.get_accelerator("A10").ridge_point()
+    assert lp.matmul_cost(n - 1, 4096, 11008).intensity < lp.get_accelerator("A10").ridge_point()
+
+
+def test_flash_attention_moves_less_than_standard():
+    std = lp.attention_cost(4096, 128)
+    flash = lp.flash_attention_cost(4096, 128, sram_bytes=192 * 1024)
+    assert flash.flops == std.flops
+    assert flash.bytes < std.bytes / 2
+    huge = lp.flash_attention_cost(4096, 128, sram_bytes=1e12)  # everything fits: Q,K,V,O once
+    assert huge.bytes == 4 * 4096 * 128 * 2

@@ -1,0 +1,76 @@
+"""The lecture's numbers, reproduced through llmperf's public API."""
+import pytest
+
+import llmperf as lp
+
+
+def test_a10_ridge_point_is_125_tflops_over_600_gbs():
+    a10 = lp.get_accelerator("A10")
+    assert a10.ridge_point("fp16") == pytest.approx(125e12 / 600e9)
+    assert round(a10.ridge_point("fp16"), 1) == 208.3
+
+
+def test_standard_attention_intensity_is_62_at_d128_n4096():
+    cost = lp.attention_cost(seq_len=4096, d_head=128, dtype="fp16")
+    d, n = 128, 4096
+    assert cost.flops == 2 * d * n * n + 3 * n * n + 2 * n * n * d
+    assert cost.bytes == 2 * 2 * d * n + 2 * n * n + 2 * n * n + 2 * n * n + 2 * (n * n + n * d) + 2 * n * d
+    assert round(cost.intensity, 1) == 62.4
+
+
+def test_attention_simplified_forms():
+    d, n = 64, 1000
+    cost = lp.attention_cost(seq_len=n, d_head=d)
+    assert cost.flops == (4 * d + 3) * n * n
+    assert cost.bytes == 8 * n * n + 8 * n * d
+
+
+def test_square_gemm_is_1365_flop_per_byte():
+    cost = lp.matmul_cost(4096, 4096, 4096, dtype="fp16")
+    assert cost.flops == 2 * 4096**3
+    assert cost.bytes == 2 * 3 * 4096**2
+    assert round(cost.intensity, 1) == 1365.3
+
+
+def test_gemv_is_about_one_flop_per_byte():
+    assert lp.matmul_cost(1, 4096, 4096, dtype="fp16").intensity == pytest.approx(1.0, rel=1e-3)
+    a10 = lp.get_accelerator("A10")
+    assert lp.bound(lp.matmul_cost(1, 4096, 4096), a10) == "memory"
+    assert lp.bound(lp.matmul_cost(4096, 4096, 4096), a10) == "compute"
+
+
+def test_kv_cache_is_2_2_layers_d_tokens_bytes():
+    llama = lp.get_model("llama-2-7b")
+    layers, d, n = 32, 4096, 4096
+    assert llama.kv_cache_bytes(tokens=n, dtype="fp16") == 2 * 2 * layers * d * n == 2_147_483_648
+    assert llama.kv_cache_bytes(tokens=n, dtype="fp16") == 2 * lp.GiB
+
+
+def test_kv_cache_under_gqa_uses_kv_heads():
+    llama3 = lp.get_model("llama-3-8b")  # 8 KV heads of 128 against 32 query heads
+    assert llama3.kv_bytes_per_token("fp16") == 2 * 2 * 32 * 8 * 128
+    assert llama3.kv_bytes_per_token("fp16") * 4 == lp.get_model("llama-2-7b").kv_bytes_per_token("fp16")
+
+
+def test_llama_2_7b_param_count():
+    assert lp.get_model("llama-2-7b").param_count() == 6_738_415_616
+
+
+def test_simple_model_has_the_lectures_two_terms():
+    llama, a10 = lp.get_model("llama-2-7b"), lp.get_accelerator("A10")
+    params = 6_738_415_616
+    est = lp.simple_latency(llama, a10, prompt_tokens=350, output_tokens=150)
+    assert est.prefill_s == pytest.approx(350 * 2 * params / 125e12)
+    assert est.decode_s == pytest.approx(150 * 2 * params / 600e9)
+    assert est.total_s == pytest.approx(est.prefill_s + est.decode_s)
+    # Decode dominates: about 3.4 s of the 3.4 s total on an A10.
+    assert est.decode_s > 50 * est.prefill_s
+
+
+def test_about_four_or_five_requests_of_4k_fit_on_an_a10():
+    llama, a10 = lp.get_model("llama-2-7b"), lp.get_accelerator("A10")
+    # (24e9 - 13.48e9) / 2.147e9 = 4.9: four whole 4K-token caches fit in 24 GB.
+    assert lp.max_batch_size(llama, a10, seq_len=4096) == 4
+    # Read as 24 GiB, the same card holds five: the GB/GiB gap the batching chapter explains.
+    gib_card = lp.Accelerator("A10 (24 GiB)", dict(a10.peak_flops), a10.mem_bandwidth, 24 * lp.GiB)
+    assert lp.max_batch_size(llama, gib_card, seq_len=4096) == 5

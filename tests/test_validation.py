@@ -1,0 +1,67 @@
+"""Bad inputs raise ValueError naming the argument; nothing silently wrong."""
+import math
+
+import pytest
+
+import llmperf as lp
+
+
+@pytest.mark.parametrize("call, argument", [
+    (lambda: lp.matmul_cost(0, 4, 4), "n"),
+    (lambda: lp.matmul_cost(4, -1, 4), "k"),
+    (lambda: lp.matmul_cost(4, 4, 2.5), "m"),
+    (lambda: lp.attention_cost(0, 128), "seq_len"),
+    (lambda: lp.attention_cost(16, 0), "d_head"),
+    (lambda: lp.attention_cost(16, 64, heads=6, kv_heads=4), "heads"),
+    (lambda: lp.get_model("llama-2-7b").kv_cache_bytes(tokens=0), "tokens"),
+    (lambda: lp.get_model("llama-2-7b").kv_cache_bytes(tokens=10, batch=-2), "batch"),
+    (lambda: lp.layer_costs("llama-2-7b", "decode", batch=0), "batch"),
+    (lambda: lp.layer_costs("llama-2-7b", "decode", seq_len=-5), "seq_len"),
+    (lambda: lp.layer_costs("llama-2-7b", "training"), "phase"),
+    (lambda: lp.simple_latency("llama-2-7b", "A10", 0, 10), "prompt_tokens"),
+    (lambda: lp.simple_latency("llama-2-7b", "A10", 10, float("nan")), "output_tokens"),
+    (lambda: lp.max_batch_size("llama-2-7b", "A10", seq_len=0), "seq_len"),
+    (lambda: lp.attainable_flops(-1.0, "A10"), "intensity"),
+    (lambda: lp.flash_attention_cost(1024, 128, sram_bytes=0), "sram_bytes"),
+    (lambda: lp.flash_attention_cost(1024, 128, sram_bytes=100), "sram_bytes"),
+    (lambda: lp.Cost(-1.0, 0.0), "flops"),
+    (lambda: lp.Cost(1.0, math.inf), "bytes"),
+    (lambda: lp.ModelConfig("x", 0, 64, 4, 128, 100), "n_layers"),
+    (lambda: lp.ModelConfig("x", 2, 64, 4, 128, 100, n_kv_heads=3), "n_heads"),
+    (lambda: lp.ModelConfig("x", 2, 64, 4, 128, 100, ffn_kind="conv"), "ffn_kind"),
+    (lambda: lp.ModelConfig("x", 2, 64, 4, 128, 100, n_experts=2, experts_per_token=3), "experts_per_token"),
+    (lambda: lp.Accelerator("x", {"fp16": 1e12}, mem_bandwidth=0, mem_capacity=1e9), "mem_bandwidth"),
+    (lambda: lp.Accelerator("x", {"fp17": 1e12}, mem_bandwidth=1e9, mem_capacity=1e9), "dtype"),
+])
+def test_bad_input_names_the_argument(call, argument):
+    with pytest.raises(ValueError, match=argument):
+        call()
+
+
+@pytest.mark.parametrize("dtype", ["fp12", "int3", "", "float128"])
+def test_unknown_dtype_lists_the_allowed_ones(dtype):
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        lp.bytes_per_element(dtype)
+    with pytest.raises(ValueError, match="dtype"):
+        lp.matmul_cost(4, 4, 4, dtype=dtype)
+
+
+def test_dtype_aliases_are_accepted():
+    assert lp.bytes_per_element("bfloat16") == lp.bytes_per_element("bf16") == 2
+    assert lp.bytes_per_element("float32") == 4
+    assert lp.bytes_per_element("int4") == 0.5
+
+
+def test_model_too_big_for_the_card_fits_zero_sequences():
+    assert lp.max_batch_size("llama-2-70b", "A10", seq_len=4096) == 0
+
+
+def test_zero_cost_has_zero_intensity_not_nan():
+    assert lp.Cost(0, 0).intensity == 0.0
+    assert lp.Cost(1.0, 0).intensity == math.inf
+
+
+def test_units_are_distinct():
+    assert lp.GB == 1e9 and lp.GiB == 2**30
+    assert lp.format_bytes(2**31) == "2.15 GB"
+    assert lp.format_bytes(2**31, binary=True) == "2.00 GiB"
