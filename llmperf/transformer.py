@@ -241,3 +241,322 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, step: _Step) -> torch.Tensor:
         h = x + self.attention(self.attention_norm(x), cos, sin, step)
         return h + self.feed_forward(self.ffn_norm(h))
+
+
+# ---- the model ------------------------------------------------------------------------------------
+class Transformer(nn.Module):
+    """A Llama-style decoder with a KV cache for `max_batch` sequences of `max_seq_len` tokens.
+
+    Weights are drawn from N(0, 0.02^2) with `seed` (norms start at 1), the same on
+    every device. Parameters do not require gradients: this is an inference model
+    (call `requires_grad_(True)` to train it).
+    """
+
+    def __init__(self, config: ModelConfig | str, device: str | torch.device = "cpu",
+                 dtype: str | torch.dtype = torch.float32, max_batch: int = 1,
+                 max_seq_len: int | None = None, seed: int = 0) -> None:
+        super().__init__()
+        cfg = get_model(config)
+        check_supported(cfg)
+        dev = resolve_device(device)
+        dt = resolve_dtype(dtype, dev)
+        check_positive("max_batch", max_batch, integer=True)
+        max_seq_len = cfg.max_seq_len if max_seq_len is None else max_seq_len
+        check_positive("max_seq_len", max_seq_len, integer=True)
+        self.config, self.max_batch, self.max_seq_len = cfg, int(max_batch), int(max_seq_len)
+        with torch.device("meta"):  # shapes first; memory once, on the target device
+            self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.d_model)
+            self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+            self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+            self.output = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+            self.rope = RotaryEmbedding(cfg.d_head, self.max_seq_len, cfg.rope_theta)
+            for layer in self.layers:
+                layer.attention.kv_cache = KVCache(self.max_batch, self.max_seq_len, cfg.n_kv_heads, cfg.d_head)
+        self.to(dtype=dt).to_empty(device=dev)
+        if cfg.tied_embeddings:
+            self.output.weight = self.tok_embeddings.weight
+        self._init_weights(seed)
+        self.rope.reset()
+        self.reset_cache()
+        self.requires_grad_(False)
+
+    @torch.no_grad()
+    def _init_weights(self, seed: int) -> None:
+        gen = torch.Generator().manual_seed(seed)
+        for name, p in self.named_parameters():
+            if name.endswith("norm.weight"):
+                p.fill_(1.0)
+            elif name.endswith("bias"):
+                p.zero_()
+            else:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
+
+    @property
+    def device(self) -> torch.device:
+        return self.output.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.output.weight.dtype
+
+    def num_parameters(self) -> int:
+        """Distinct parameters (a tied embedding counts once); equals config.param_count()."""
+        return sum(p.numel() for p in self.parameters())
+
+    def reset_cache(self) -> None:
+        """Zero every layer's keys and values."""
+        for layer in self.layers:
+            layer.attention.kv_cache.k.zero_()
+            layer.attention.kv_cache.v.zero_()
+
+    def _step(self, tokens: torch.Tensor, start_pos: int | torch.Tensor, use_cache: bool) -> _Step:
+        B, T = tokens.shape
+        arange = torch.arange(T, device=tokens.device)
+        if isinstance(start_pos, torch.Tensor):
+            if start_pos.shape != (B,) or start_pos.dtype not in (torch.int32, torch.int64):
+                raise ValueError(f"start_pos must be an int or an integer tensor of shape ({B},), "
+                                 f"got {start_pos.dtype} {tuple(start_pos.shape)}")
+            start_pos = start_pos.to(tokens.device, torch.int64)
+            lo, hi = int(start_pos.min()), int(start_pos.max())
+            if lo == hi:
+                start_pos = lo
+        else:
+            if isinstance(start_pos, bool) or not isinstance(start_pos, int):
+                raise ValueError(f"start_pos must be an int or a LongTensor, got {start_pos!r}")
+            lo = hi = start_pos
+        if lo < 0:
+            raise ValueError(f"start_pos must be >= 0, got {lo}")
+        end = hi + T
+        if not use_cache and hi != 0:
+            raise ValueError(f"start_pos must be 0 when use_cache=False, got {hi}")
+        if end > self.max_seq_len:
+            raise ValueError(f"context of {end} tokens (start_pos + tokens) is beyond the cache and "
+                             f"rope table of max_seq_len={self.max_seq_len}")
+        if use_cache and B > self.max_batch:
+            raise ValueError(f"batch of {B} sequences is beyond the cache's max_batch={self.max_batch}")
+        if isinstance(start_pos, int):
+            positions = (start_pos + arange).unsqueeze(0).expand(B, T)
+            start = start_pos
+        else:
+            positions, start = start_pos.unsqueeze(1) + arange, None
+        mask, causal = None, False
+        if T > 1 and start == 0:
+            causal = True  # keys are exactly the T new tokens
+        elif start is None or T > 1:
+            keys = torch.arange(end, device=tokens.device)
+            mask = (keys <= positions.unsqueeze(-1)).unsqueeze(1)  # (B, 1, T, end)
+        return _Step(positions, start, end, mask, causal, use_cache)
+
+    def forward(self, tokens: torch.Tensor, start_pos: int | torch.Tensor = 0, use_cache: bool = True,
+                last_only: bool = False, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, T, vocab) for tokens (B, T) at positions start_pos, start_pos+1, ...
+
+        start_pos is one int for the whole batch or a (B,) tensor, one per sequence.
+        With use_cache, keys and values are written to the cache and attention reads
+        every cached position before each token's own; without, the tokens are the
+        whole sequence (start_pos 0). last_only returns (B, 1, vocab) for each row's
+        last token: position T-1, or lengths-1 for right-padded rows of `lengths` tokens.
+        """
+        if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or tokens.dtype != torch.int64:
+            raise ValueError("tokens must be a LongTensor of shape (batch, seq_len), got "
+                             f"{getattr(tokens, 'dtype', type(tokens))} {tuple(getattr(tokens, 'shape', ()))}")
+        if tokens.shape[0] == 0 or tokens.shape[1] == 0:
+            raise ValueError(f"tokens must hold at least one token per row, got shape {tuple(tokens.shape)}")
+        lo, hi = torch.aminmax(tokens)
+        if lo < 0 or hi >= self.config.vocab_size:
+            raise ValueError(f"tokens must be ids in [0, {self.config.vocab_size}), got [{int(lo)}, {int(hi)}]")
+        tokens = tokens.to(self.device)
+        step = self._step(tokens, start_pos, use_cache)
+        cos, sin = self.rope(step.positions)
+        x = self.tok_embeddings(tokens)
+        for layer in self.layers:
+            x = layer(x, cos, sin, step)
+        if last_only:
+            if lengths is None:
+                x = x[:, -1:]
+            else:
+                lengths = torch.as_tensor(lengths, device=x.device)
+                if lengths.shape != (x.shape[0],) or lengths.min() < 1 or lengths.max() > x.shape[1]:
+                    raise ValueError(f"lengths must hold {x.shape[0]} values in [1, {x.shape[1]}]")
+                x = x[torch.arange(x.shape[0], device=x.device), lengths - 1].unsqueeze(1)
+        return self.output(self.norm(x))
+
+    # ---- Hugging Face weights ------------------------------------------------------------------
+    def hf_state_dict(self) -> dict[str, torch.Tensor]:
+        """This model's weights under the names and shapes of transformers' LlamaForCausalLM."""
+        if self.config.is_moe:
+            raise ValueError("hf_state_dict: MoE models have no LlamaForCausalLM layout")
+        c, out = self.config, {"model.embed_tokens.weight": self.tok_embeddings.weight,
+                               "model.norm.weight": self.norm.weight, "lm_head.weight": self.output.weight}
+        for i, layer in enumerate(self.layers):
+            p, a, f = f"model.layers.{i}.", layer.attention, layer.feed_forward
+            names = ("q_proj", "k_proj", "v_proj")
+            for name, w in zip(names, a.wqkv.weight.split([c.q_dim, c.kv_dim, c.kv_dim])):
+                out[f"{p}self_attn.{name}.weight"] = w
+            out[f"{p}self_attn.o_proj.weight"] = a.wo.weight
+            gate, up = f.w13.weight.chunk(2)
+            out[f"{p}mlp.gate_proj.weight"], out[f"{p}mlp.up_proj.weight"] = gate, up
+            out[f"{p}mlp.down_proj.weight"] = f.w2.weight
+            out[f"{p}input_layernorm.weight"] = layer.attention_norm.weight
+            out[f"{p}post_attention_layernorm.weight"] = layer.ffn_norm.weight
+            if c.bias:
+                for name, b in zip(names, a.wqkv.bias.split([c.q_dim, c.kv_dim, c.kv_dim])):
+                    out[f"{p}self_attn.{name}.bias"] = b
+                out[f"{p}self_attn.o_proj.bias"] = a.wo.bias
+                out[f"{p}mlp.gate_proj.bias"], out[f"{p}mlp.up_proj.bias"] = f.w13.bias.chunk(2)
+                out[f"{p}mlp.down_proj.bias"] = f.w2.bias
+        return {k: v.detach().clone() for k, v in out.items()}
+
+    @torch.no_grad()
+    def load_hf_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Copy in weights named as in LlamaForCausalLM (the inverse of `hf_state_dict`)."""
+        ours = self.hf_state_dict()
+        missing = sorted(set(ours) - set(state))
+        if missing:
+            raise ValueError(f"state is missing {len(missing)} tensors, e.g. {missing[:3]}")
+        c = self.config
+        for i, layer in enumerate(self.layers):
+            p, a, f = f"model.layers.{i}.", layer.attention, layer.feed_forward
+            qkv = [state[f"{p}self_attn.{n}_proj.weight"] for n in "qkv"]
+            a.wqkv.weight.copy_(torch.cat(qkv))
+            a.wo.weight.copy_(state[f"{p}self_attn.o_proj.weight"])
+            f.w13.weight.copy_(torch.cat([state[f"{p}mlp.gate_proj.weight"], state[f"{p}mlp.up_proj.weight"]]))
+            f.w2.weight.copy_(state[f"{p}mlp.down_proj.weight"])
+            layer.attention_norm.weight.copy_(state[f"{p}input_layernorm.weight"])
+            layer.ffn_norm.weight.copy_(state[f"{p}post_attention_layernorm.weight"])
+            if c.bias:
+                a.wqkv.bias.copy_(torch.cat([state[f"{p}self_attn.{n}_proj.bias"] for n in "qkv"]))
+                a.wo.bias.copy_(state[f"{p}self_attn.o_proj.bias"])
+                f.w13.bias.copy_(torch.cat([state[f"{p}mlp.gate_proj.bias"], state[f"{p}mlp.up_proj.bias"]]))
+                f.w2.bias.copy_(state[f"{p}mlp.down_proj.bias"])
+        self.tok_embeddings.weight.copy_(state["model.embed_tokens.weight"])
+        self.norm.weight.copy_(state["model.norm.weight"])
+        if not c.tied_embeddings:
+            self.output.weight.copy_(state["lm_head.weight"])
+
+
+# ---- generation -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Generation:
+    """New tokens (B, max_new_tokens) and when each step's tokens were ready.
+
+    timestamps_s[i] is the time from the start of `generate` until the i-th new
+    tokens were on the host: timestamps_s[0] is the time to first token (TTFT).
+    """
+
+    tokens: torch.Tensor
+    timestamps_s: list[float]
+    prompt_lens: tuple[int, ...]
+
+    @property
+    def prompt_len(self) -> int:
+        """The longest prompt of the batch (all of them, when they have one length)."""
+        return max(self.prompt_lens)
+
+    @property
+    def ttft_s(self) -> float:
+        return self.timestamps_s[0]
+
+    @property
+    def tpot_s(self) -> float:
+        """Mean time per output token after the first (0 with a single token)."""
+        n = len(self.timestamps_s) - 1
+        return (self.timestamps_s[-1] - self.timestamps_s[0]) / n if n else 0.0
+
+
+def synchronize(device: torch.device | str | None) -> None:
+    """Wait until queued GPU work on `device` is done (a no-op on the CPU)."""
+    if device is None:
+        return
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    elif dev.type == "mps":
+        torch.mps.synchronize()
+
+
+def _prompt_rows(prompt: torch.Tensor | Sequence[int] | Sequence[Sequence[int]]) -> list[list[int]]:
+    if isinstance(prompt, torch.Tensor):
+        if prompt.dim() == 1:
+            prompt = prompt.unsqueeze(0)
+        if prompt.dim() != 2 or prompt.dtype not in (torch.int32, torch.int64):
+            raise ValueError(f"prompt must be a (batch, T) integer tensor, got {prompt.dtype} {tuple(prompt.shape)}")
+        return prompt.tolist()
+    rows = list(prompt)
+    if rows and all(isinstance(t, int) for t in rows):
+        rows = [rows]
+    rows = [list(r) for r in rows]
+    if not rows or not all(rows) or not all(isinstance(t, int) for r in rows for t in r):
+        raise ValueError("prompt must be a LongTensor (B, T), a list of token ids, or a list of "
+                         "non-empty lists of token ids")
+    return rows
+
+
+def _sample(logits: torch.Tensor, temperature: float, top_k: int | None, gen: torch.Generator) -> torch.Tensor:
+    logits = logits.float()
+    if temperature == 0.0:
+        return logits.argmax(dim=-1)
+    logits = logits / temperature
+    if top_k is not None:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, -math.inf)
+    return torch.multinomial(logits.softmax(dim=-1), 1, generator=gen).squeeze(1)
+
+
+@torch.inference_mode()
+def generate(model: Transformer, prompt: torch.Tensor | Sequence[int] | Sequence[Sequence[int]],
+             max_new_tokens: int, temperature: float = 0.0, top_k: int | None = None,
+             seed: int = 0, use_cache: bool = True) -> Generation:
+    """Extend each prompt by max_new_tokens tokens.
+
+    temperature 0 is greedy (argmax); above 0 samples from softmax(logits / temperature),
+    restricted to the top_k most likely tokens when top_k is given, with a generator
+    seeded by `seed`. Prompts may differ in length (a list of lists): they are
+    right-padded and each sequence continues from its own length. Without the cache
+    every step runs the whole sequence again, which is slower and gives the same tokens.
+    """
+    if not isinstance(model, Transformer):
+        raise ValueError(f"model must be a llmperf.transformer.Transformer, got {type(model).__name__}")
+    check_positive("max_new_tokens", max_new_tokens, integer=True)
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+            or not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+    if top_k is not None:
+        check_positive("top_k", top_k, integer=True)
+        if top_k > model.config.vocab_size:
+            raise ValueError(f"top_k must be <= vocab_size ({model.config.vocab_size}), got {top_k}")
+    rows = _prompt_rows(prompt)
+    lens = [len(r) for r in rows]
+    B, total = len(rows), max(lens) + max_new_tokens - 1
+    if use_cache and B > model.max_batch:
+        raise ValueError(f"prompt has {B} sequences, beyond the model's max_batch={model.max_batch}")
+    if total > model.max_seq_len:
+        raise ValueError(f"prompt ({max(lens)} tokens) + max_new_tokens - 1 = {total} is beyond "
+                         f"max_seq_len={model.max_seq_len}")
+    dev = model.device
+    seq = torch.zeros(B, total + 1, dtype=torch.int64)  # right-padded with token 0
+    for b, r in enumerate(rows):
+        seq[b, :len(r)] = torch.tensor(r)
+    seq = seq.to(dev)
+    pos = torch.tensor(lens, device=dev)
+    uniform = len(set(lens)) == 1
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    out, stamps = [], []
+    batch = torch.arange(B, device=dev)
+    start = time.perf_counter()
+    logits = model(seq[:, :max(lens)], 0, use_cache, last_only=True, lengths=None if uniform else pos)
+    for i in range(max_new_tokens):
+        nxt = _sample(logits[:, -1], temperature, top_k, gen)
+        out.append(nxt)
+        synchronize(dev)
+        stamps.append(time.perf_counter() - start)
+        if i == max_new_tokens - 1:
+            break
+        seq[batch, pos] = nxt
+        if use_cache:
+            logits = model(nxt.unsqueeze(1), int(lens[0]) + i if uniform else pos, True)
+        else:
+            width = max(lens) + i + 1
+            logits = model(seq[:, :width], 0, False, last_only=True, lengths=None if uniform else pos + 1)
+        pos = pos + 1
+    return Generation(torch.stack(out, dim=1).cpu(), stamps, tuple(lens))
