@@ -1,0 +1,199 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Chapter 0: How to use this book
+#
+# This book asks one question over and over: when a transformer language model
+# answers a request, **where does the time go?** Each chapter answers it twice.
+# First it *derives* the answer with a small analytic model, written once in the
+# companion library `llmperf` (FLOPs, bytes, rooflines, memory capacity). Then it
+# *measures* the answer with a real PyTorch experiment on the machine in front of
+# you, and prints the two side by side. Where they disagree, the chapter says by
+# how much and why. That habit, **predict, then measure**, is the spine of the book.
+#
+# **Who it is for.** Readers who know what a matrix multiplication is and have
+# met the transformer, and want to reason about its speed the way inference
+# engineers do: students in a systems or ML course, instructors who teach one,
+# and practitioners who want their intuitions checked by numbers.
+#
+# **What you will be able to do after this chapter**
+#
+# - run every chapter on a laptop CPU, or on a GPU when you have one;
+# - read the units and conventions the rest of the book uses without ambiguity;
+# - compute the first numbers of the running example, Llama 2 7B on an NVIDIA A10,
+#   and locate that GPU among other common accelerators by its ridge point.
+
+# %% [markdown]
+# ## How to run it
+#
+# From a clone of the repository, two commands do everything:
+#
+# | command | what it does |
+# |---|---|
+# | `make book` | creates `.venv` (CPU build of PyTorch on a machine without a GPU), executes every chapter and writes the rendered pages to `_build/html/index.html` |
+# | `make test` | runs the test suite: the library's unit tests, the notebook checks and the grader's checks |
+#
+# To read interactively, `make lab` opens JupyterLab on `chapters/`. Each chapter
+# is a pair of files: `NN_topic.py` is the source, `NN_topic.ipynb` the same
+# notebook with its outputs as they came out when the book was built. Run a
+# chapter top to bottom: every one finishes in about a minute on two CPU cores.
+#
+# **On a GPU.** Nothing changes: the measured cells pick `cuda` when PyTorch sees
+# a GPU (and Apple's `mps` where it applies), and the predictions switch to the
+# catalog entry you choose. **On Colab**, upload or clone the repository, run
+# `pip install -e .` in a cell, and open the chapters from the `chapters/` folder.
+#
+# The numbers you will see in measured cells are *your* machine's. The prose never
+# states them as facts; it tells you what to look for.
+
+# %% [markdown]
+# ## Conventions
+#
+# | quantity | unit in code | printed as | note |
+# |---|---|---|---|
+# | time | seconds (`_s`) | s, ms, µs | |
+# | work | FLOP | GFLOP, TFLOP | a multiply-add is **2 FLOP** |
+# | compute rate | FLOP/s | TFLOP/s | peaks are **dense**: no 2:4 structured sparsity |
+# | data | bytes (`_bytes`) | GB = $10^9$ B or GiB = $2^{30}$ B, always said which | |
+# | bandwidth | B/s | GB/s (decimal, as datasheets print it) | |
+# | arithmetic intensity | FLOP/byte | FLOP/byte | work divided by off-chip traffic |
+#
+# Two traps deserve a sentence each. **GB against GiB**: datasheets and this
+# library count $1\,\text{GB} = 10^9$ bytes, while `nvidia-smi` and most operating
+# systems print binary units; the two differ by 7.4 %, enough to change how many
+# requests fit on a GPU (chapter 5). **Dense against sparse peaks**: datasheets of
+# recent NVIDIA parts print the 2:4-sparse throughput, twice the dense one, with an
+# asterisk; a dense matrix multiplication can never reach it, so `llmperf` stores
+# dense peaks only.
+#
+# The notation follows the lecture: $d$ is the size of one attention head, $h$ the
+# number of heads, $D = h\,d$ the model width, $N$ the number of tokens in the
+# sequence, $L$ the number of layers and $P$ the number of parameters.
+
+# %%
+import matplotlib.pyplot as plt
+
+import llmperf as lp
+from llmperf.plots import new_axes
+
+print(f"1 GB  = {lp.GB:>13,.0f} bytes")
+print(f"1 GiB = {lp.GiB:>13,.0f} bytes  ({lp.GiB / lp.GB - 1:.1%} more)")
+print("bytes per element:", {k: v for k, v in lp.BYTES_PER_ELEMENT.items() if k != "fp64"})
+
+# %% [markdown]
+# ## The running example: Llama 2 7B on an NVIDIA A10
+#
+# The lecture this book follows studies one model on one GPU, and so do we,
+# before asking the same questions of other parts and of your own machine.
+# Llama 2 7B has $L = 32$ layers of width $D = 4096$ ($h = 32$ heads of $d = 128$),
+# a feed-forward width of 11008 and a vocabulary of 32000 tokens (its published
+# `config.json`). The A10 does 125 TFLOP/s in fp16 and moves 600 GB/s, with 24 GB of
+# memory (NVIDIA's A10 datasheet, linked from the catalog entry below).
+
+# %%
+llama = lp.get_model("llama-2-7b")
+a10 = lp.get_accelerator("A10")
+
+print(f"parameters            {llama.param_count():,}")
+print(f"weights in fp16       {lp.format_bytes(llama.weight_bytes('fp16'))}"
+      f" = {lp.format_bytes(llama.weight_bytes('fp16'), binary=True)}")
+print(f"KV cache, 4096 tokens {lp.format_bytes(llama.kv_cache_bytes(4096, dtype='fp16'))}"
+      f" = {lp.format_bytes(llama.kv_cache_bytes(4096, dtype='fp16'), binary=True)}")
+print(f"A10 ridge point       {a10.ridge_point('fp16'):.1f} FLOP/byte  (source: {a10.source})")
+
+# %% [markdown]
+# Three numbers already tell most of the story of this book. The weights take
+# about 13.5 GB, more than half of the A10's memory. Every generated token must
+# read all of them, and the A10 moves 600 GB/s, so a token costs at least
+# $13.5 / 600 \approx 22$ ms no matter how fast the arithmetic is. And the A10 can
+# do about 208 FLOP for every byte it reads: an operation that does less work per
+# byte than that leaves compute idle. The lecture's simple end-to-end model turns
+# this into a latency estimate for a request with a 350-token prompt and 150
+# generated tokens:
+
+# %%
+estimate = lp.simple_latency(llama, a10, prompt_tokens=350, output_tokens=150)
+print(f"prefill (compute bound): {lp.format_seconds(estimate.prefill_s)}")
+print(f"decode  (memory bound):  {lp.format_seconds(estimate.decode_s)}"
+      f"  = 150 x {lp.format_seconds(estimate.decode_s / 150)}")
+print(f"total:                   {lp.format_seconds(estimate.total_s)}")
+
+# %% [markdown]
+# **Takeaway: on an A10, reading the prompt takes tens of milliseconds and writing
+# the answer takes seconds.** Chapters 2 and 4 explain why, and measure it.
+#
+# ## The accelerators in the catalog
+#
+# `llmperf` carries a small catalog of common inference accelerators. Each entry
+# cites its datasheet in the code, and its ridge point, peak FLOP/s divided by
+# memory bandwidth, says how much work an operation must do per byte before the
+# arithmetic, not the memory, limits it.
+
+# %%
+print(f"{'accelerator':<11}{'fp16 TFLOP/s':>13}{'GB/s':>8}{'memory GB':>11}{'ridge FLOP/B':>14}")
+for acc in lp.ACCELERATORS:
+    print(f"{acc.name:<11}{acc.peak('fp16') / 1e12:>13.1f}{acc.mem_bandwidth / 1e9:>8.0f}"
+          f"{acc.mem_capacity / 1e9:>11.0f}{acc.ridge_point('fp16'):>14.1f}")
+
+# %%
+ax = new_axes(title="Where the roofline bends (fp16, dense)",
+              xlabel="memory bandwidth (GB/s)", ylabel="peak fp16 (TFLOP/s)")
+label_below = {"A100 80GB", "H200"}  # their neighbours share the same peak
+for acc in lp.ACCELERATORS:
+    ax.scatter(acc.mem_bandwidth / 1e9, acc.peak("fp16") / 1e12, color="C0")
+    ax.annotate(acc.name, (acc.mem_bandwidth / 1e9, acc.peak("fp16") / 1e12), fontsize=8,
+                textcoords="offset points", xytext=(4, -11 if acc.name in label_below else 4))
+for ridge in (100, 200, 400):
+    xs = [200, 6000]
+    ax.plot(xs, [x * ridge / 1e3 for x in xs], ":", color="grey", linewidth=1)
+    ax.annotate(f"{ridge} FLOP/B", (6000, 6000 * ridge / 1e3), fontsize=7, color="grey")
+ax.set_xscale("log")
+ax.set_yscale("log")
+ax.set_xticks([300, 600, 1000, 2000, 5000], labels=["300", "600", "1000", "2000", "5000"])
+ax.set_xticks([], minor=True)
+plt.show()
+
+# %% [markdown]
+# **Figure 0.1.** Each accelerator by its memory bandwidth (x) and dense fp16 peak
+# (y). The dotted lines join parts with the same ridge point. Parts to the upper
+# left need more work per byte to keep their arithmetic busy: a data-centre H100
+# sits near 300 FLOP/byte, the T4 and L4 near 200 and 400, and none of them come
+# close to the 1 FLOP/byte of a batch-1 decode step (chapter 4).
+
+# %% [markdown]
+# ## The chapters
+#
+# | chapter | question |
+# |---|---|
+# | 1. Components | what is inside a transformer, and where do its parameters live? |
+# | 2. Phases | how do prefill and token-by-token decoding differ in time? |
+# | 3. State and dependencies | what must be kept between steps, and what waits for what? |
+# | 4. Compute or memory bound | which resource limits each part, and how long does a request take? |
+#
+# Each chapter ends with worked problems (answers folded away) and points to an
+# exercise notebook in `exercises/` whose questions are graded automatically; see
+# `exercises/README.md` for how students check their answers and how instructors
+# release and grade them.
+#
+# ## Summary
+#
+# - Every claim comes twice: derived by `llmperf`, measured on your machine.
+# - Units are explicit: FLOP against FLOP/s, GB ($10^9$) against GiB ($2^{30}$),
+#   dense peaks only, 2 FLOP per multiply-add.
+# - Llama 2 7B has 6,738,415,616 parameters, 13.5 GB in fp16; the A10's ridge point
+#   is 208.3 FLOP/byte.
+#
+# ## References
+#
+# - NVIDIA A10 datasheet: <https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a10/pdf/a10-datasheet.pdf>
+# - Llama 2 7B configuration: <https://huggingface.co/meta-llama/Llama-2-7b-hf/blob/main/config.json>
+# - S. Williams, A. Waterman, D. Patterson, "Roofline: an insightful visual performance
+#   model for multicore architectures", CACM 2009: <https://doi.org/10.1145/1498765.1498785>
