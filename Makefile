@@ -28,7 +28,13 @@ test: setup
 	$(BIN)/python -m pytest --nbval --nbval-current-env --nbval-sanitize-with tests/sanitize.cfg \
 		-p no:cacheprovider chapters
 
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings
+
 lab: setup
+	@mkdir -p $(LAB_SETTINGS)
+	@# Open the .py sources as notebooks (jupytext) on a double click.
+	@echo '{"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"python": "Jupytext Notebook"}}}' \
+		> $(LAB_SETTINGS)/overrides.json
 	$(BIN)/jupyter lab --notebook-dir=chapters $(ROOT_FLAG)
 
 execute: setup
