@@ -1,0 +1,582 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Chapter 1: The components of a transformer
+#
+# Before we can say where the time goes when a large language model answers a request, we
+# need to know what the model *is*: which matrices it holds, which multiplications it performs
+# on each token, and in what order. This chapter takes a decoder-only transformer apart. We
+# follow one batch of tokens through one block of a small Llama-style model that runs on your
+# machine, count the parameters of every component by hand, check the count for Llama 2 7B
+# against a full-size model built without allocating a single weight, and derive how many
+# floating-point operations a token costs. The chapter ends by naming the two workloads,
+# prefill and autoregression, that the rest of the book analyses.
+#
+# **After this chapter you will be able to**
+#
+# - name the parts of a Llama-style decoder (embedding, RMSNorm, self-attention, SwiGLU
+#   feed-forward network, residual connections, LM head) and give the shape of every tensor
+#   that flows between them;
+# - count the parameters of any such model from its configuration, and say which component
+#   holds most of them;
+# - estimate the FLOPs of a forward pass per token as about twice the parameter count, add the
+#   attention term, and say at which context length that rule of thumb breaks;
+# - predict the prefill time of a model on your own machine from its FLOPs and check the
+#   prediction by measurement.
+#
+# **Notation** (used throughout the book)
+#
+# | symbol | meaning | Llama 2 7B |
+# |---|---|---|
+# | $L$ | number of decoder layers (blocks) | 32 |
+# | $D$ | model width, `d_model` | 4096 |
+# | $h$ | number of query heads | 32 |
+# | $h_{kv}$ | number of key/value heads ($h_{kv} < h$: grouped-query attention) | 32 |
+# | $d$ | width of one head, $D = h\,d$ for most models | 128 |
+# | $F$ | hidden width of the feed-forward network, `d_ff` | 11008 |
+# | $V$ | vocabulary size | 32000 |
+# | $N$ | sequence length (tokens in the context) | up to 4096 |
+# | $P$ | number of parameters | 6.74 B |
+# | $S$, $G$ | prompt tokens, generated tokens | |
+#
+# The code below uses a GPU when one is present and the CPU otherwise; every measured number
+# is printed by the cell that measured it, so what you read in the outputs is your machine.
+
+# %%
+import math
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+import llmperf as lp
+from llmperf.plots import new_axes, use_style
+
+use_style()
+torch.manual_seed(0)
+np.random.seed(0)
+device = "cuda" if torch.cuda.is_available() else "cpu"
+llama = lp.get_model("llama-2-7b")
+ref = lp.get_model("ref-small")
+print(f"device: {device}; torch {torch.__version__}")
+
+# %% [markdown]
+# ## 1.1 The picture: a stack of identical blocks
+#
+# A decoder-only transformer turns a sequence of $N$ token ids into $N$ probability
+# distributions over the vocabulary, one for each position, each predicting the token that
+# follows. It does so in four stages.
+#
+# 1. **Embedding.** Each token id selects one row of an embedding table $E \in \mathbb{R}^{V \times D}$.
+#    The result is the *residual stream* $x \in \mathbb{R}^{N \times D}$, one vector of width
+#    $D$ per token. The lookup is a memory read; it does no arithmetic.
+# 2. **$L$ decoder blocks**, all of the same shape, each reading the residual stream and
+#    adding something to it. A block has two halves, and these are the two primary
+#    components of the model:
+#    - the **self-attention block**, the only place where tokens exchange information;
+#    - the **feed-forward network (FFN) block**, which transforms each token on its own.
+# 3. **A final normalisation** of the residual stream.
+# 4. **The LM head**, a matrix $W_{\text{out}} \in \mathbb{R}^{D \times V}$ that maps each
+#    token's vector to $V$ logits; a softmax turns logits into next-token probabilities.
+#
+# Each half of a block is wrapped the same way, in the *pre-norm* arrangement that Llama uses:
+#
+# $$
+# x \leftarrow x + \operatorname{Attention}\big(\operatorname{RMSNorm}(x)\big), \qquad
+# x \leftarrow x + \operatorname{FFN}\big(\operatorname{RMSNorm}(x)\big).
+# $$
+#
+# The additions are the **residual connections**: each block writes an update into the stream
+# instead of replacing it, which keeps a deep stack trainable. **RMSNorm** [Zhang and Sennrich,
+# 2019] rescales each token's vector to unit root-mean-square and multiplies by a learned
+# per-channel gain $g \in \mathbb{R}^D$:
+#
+# $$
+# \operatorname{RMSNorm}(x)_i = \frac{x_i}{\sqrt{\tfrac{1}{D}\sum_{j} x_j^2 + \epsilon}}\; g_i .
+# $$
+#
+# Unlike LayerNorm it subtracts no mean and has no bias, so it holds $D$ parameters, not $2D$.
+#
+# **Self-attention.** Three projections turn the normalised stream into queries, keys and
+# values, $Q = x W_Q$, $K = x W_K$, $V = x W_V$ with $W_Q \in \mathbb{R}^{D \times hd}$ and
+# $W_K, W_V \in \mathbb{R}^{D \times h_{kv} d}$. The columns are split into heads of width $d$.
+# Llama rotates each query and key by a position-dependent angle (rotary position embedding,
+# RoPE [Su et al., 2021]), which costs a few element-wise operations and no parameters. Each
+# head then computes
+#
+# $$
+# S = \frac{Q K^\top}{\sqrt d}, \qquad P = \operatorname{softmax}(S + M), \qquad O = P V,
+# $$
+#
+# where the causal mask $M$ puts $-\infty$ above the diagonal so that no token sees its
+# future. The heads' outputs are concatenated and projected back to width $D$ by
+# $W_O \in \mathbb{R}^{hd \times D}$. When $h_{kv} < h$ (grouped-query attention, GQA
+# [Ainslie et al., 2023]), groups of $h/h_{kv}$ query heads share one key head and one value
+# head; Llama 2 7B has $h_{kv} = h$, its larger sibling Llama 2 70B and the course's reference
+# models use GQA.
+#
+# **Feed-forward network.** Llama uses the gated SwiGLU form [Shazeer, 2020]: two matrices
+# expand the token from $D$ to $F$, one of them goes through the SiLU nonlinearity and gates
+# the other element by element, and a third matrix projects back to $D$:
+#
+# $$
+# \operatorname{FFN}(x) = \big(\operatorname{SiLU}(x W_{\text{gate}}) \odot x W_{\text{up}}\big)\, W_{\text{down}},
+# \qquad W_{\text{gate}}, W_{\text{up}} \in \mathbb{R}^{D\times F},\; W_{\text{down}} \in \mathbb{R}^{F \times D}.
+# $$
+#
+# Llama 2 7B expands $D = 4096$ to $F = 11008$ and projects back. GPT-2 and OPT use the older
+# two-matrix MLP with $F = 4D$; the catalog in `llmperf` knows both.
+#
+# Everything that follows in this book rests on one observation about these formulas: apart
+# from the two products $QK^\top$ and $PV$ inside attention, **every multiplication is a token
+# vector times a weight matrix**. Those products are where the parameters live and where
+# almost all of the arithmetic happens.
+
+# %% [markdown]
+# ## 1.2 Shapes through one block of the reference model
+#
+# The book's measured experiments use small Llama-style models built from the same
+# `ModelConfig` that the analytic calculators read. The default is `ref-small`:
+
+# %%
+print(ref)
+print(f"q_dim = h*d = {ref.q_dim}, kv_dim = h_kv*d = {ref.kv_dim}, "
+      f"query heads per key/value head = {ref.n_heads // ref.n_kv_heads}")
+
+# %% [markdown]
+# From the formulas of §1.1 we can write down the shape of every tensor in one block before
+# running anything. With a batch of $B$ sequences of $N$ tokens, the residual stream is
+# $(B, N, D)$; the queries split into $h$ heads of width $d$; keys and values into $h_{kv}$
+# heads; the attention scores are $(B, h, N, N)$; the FFN's hidden activation is $(B, N, F)$.
+# The cell below lists those predictions; the next one builds the model, runs a batch through
+# it and records what each submodule of the first block actually produced.
+
+# %%
+B, N = 2, 16
+D, h, hkv, d, F = ref.d_model, ref.n_heads, ref.n_kv_heads, ref.d_head, ref.d_ff
+expected = {
+    "input to the block (residual stream)": (B, N, D),
+    "queries, split into heads": (B, N, h, d),
+    "keys and values, split into heads": (B, N, hkv, d),
+    "attention scores S and probabilities P": (B, h, N, N),
+    "attention output before W_O": (B, N, h * d),
+    "FFN hidden (after gate * up)": (B, N, F),
+    "output of the block": (B, N, D),
+    "logits": (B, N, ref.vocab_size),
+}
+for what, shape in expected.items():
+    print(f"{what:<42}{str(shape):>22}")
+
+# %%
+from llmperf.transformer import Transformer
+
+model = Transformer(ref, device=device, max_batch=B, max_seq_len=64, seed=0)
+block = model.layers[0]
+seen = {}
+
+def record(name, use_input=False):
+    def hook(module, inputs, output):
+        seen[name] = tuple((inputs[0] if use_input else output).shape)
+    return hook
+
+probes = {  # (module, name, record its input instead of its output)
+    "embedding lookup": (model.tok_embeddings, False),
+    "RMSNorm before attention": (block.attention_norm, False),
+    "fused projection x [W_Q W_K W_V]": (block.attention.wqkv, False),
+    "attention output before W_O": (block.attention.wo, True),
+    "W_O (attention's update)": (block.attention.wo, False),
+    "fused projection x [W_gate W_up]": (block.feed_forward.w13, False),
+    "FFN hidden (after gate * up)": (block.feed_forward.w2, True),
+    "W_down (FFN's update)": (block.feed_forward.w2, False),
+    "output of the block": (block, False),
+    "logits": (model.output, False),
+}
+handles = [m.register_forward_hook(record(n, inp)) for n, (m, inp) in probes.items()]
+tokens = torch.randint(0, ref.vocab_size, (B, N))
+with torch.inference_mode():
+    logits = model(tokens, use_cache=False)
+for hnd in handles:
+    hnd.remove()
+for name, shape in seen.items():
+    print(f"{name:<36}{str(shape):>20}")
+assert seen["fused projection x [W_Q W_K W_V]"] == (B, N, ref.q_dim + 2 * ref.kv_dim)
+assert seen["attention output before W_O"] == expected["attention output before W_O"]
+assert seen["FFN hidden (after gate * up)"] == expected["FFN hidden (after gate * up)"]
+assert seen["output of the block"] == expected["output of the block"]
+assert seen["logits"] == expected["logits"]
+
+# %% [markdown]
+# What to notice:
+#
+# - The residual stream keeps its shape $(B, N, D)$ from the embedding to the last block: each
+#   half of a block reads it and adds an update of the same shape.
+# - The implementation fuses $W_Q$, $W_K$ and $W_V$ into one matrix of $D + 2h_256d$ columns
+#   (here 512 + 2 × 256), and $W_{\text{gate}}$, $W_{\text{up}}$ into one of $2F$ columns. One
+#   large product is faster than three small ones and gives the same numbers; the parameter count
+#   does not change. The output is then split and reshaped into heads.
+# - The scores $S$ and probabilities $P$ of shape $(B, h, N, N)$ never appear: PyTorch's
+#   `scaled_dot_product_attention` computes attention in one call and, on most devices, never
+#   stores the $N \times N$ matrices in full. The lecture's standard algorithm does store them;
+#   chapter 4 shows why that matters and chapter 6 how tiled attention avoids it.
+# - The hidden width of the FFN, $F$ = 1408, is the widest activation inside a block, and the
+#   logits ($V$ = 8000 per token) the widest in the model.
+
+# %% [markdown]
+# ## 1.3 Counting parameters
+#
+# The shapes give the parameter count directly: a weight matrix of shape $(a, b)$ holds $ab$
+# numbers. Per layer, attention holds the four projections,
+#
+# $$
+# P_{\text{attn}} = \underbrace{D\,hd}_{W_Q} + \underbrace{2\,D\,h_{kv} d}_{W_K,\,W_V} + \underbrace{hd\,D}_{W_O}
+# \;\overset{h_{kv}=h,\; hd = D}{=}\; 4D^2 ,
+# $$
+#
+# the SwiGLU FFN holds three matrices, $P_{\text{ffn}} = 3DF$, and the two RMSNorms hold $2D$.
+# Outside the layers there are the embedding table ($VD$), the final norm ($D$) and the LM head
+# ($VD$, unless it is *tied* to the embedding and shares its storage, as in GPT-2 and OPT).
+# Altogether
+#
+# $$
+# P = L\,\big(P_{\text{attn}} + 3DF + 2D\big) + D + 2VD .
+# $$
+#
+# For Llama 2 7B, by hand:
+
+# %%
+L_, D_, F_, V_ = llama.n_layers, llama.d_model, llama.d_ff, llama.vocab_size
+attn = 4 * D_ * D_
+ffn = 3 * D_ * F_
+norms = 2 * D_
+by_hand = L_ * (attn + ffn + norms) + D_ + 2 * V_ * D_
+print(f"attention per layer {attn:>13,}")
+print(f"FFN per layer       {ffn:>13,}")
+print(f"norms per layer     {norms:>13,}")
+print(f"embedding + LM head {2 * V_ * D_:>13,}")
+print(f"total by hand       {by_hand:>13,}")
+print(f"llmperf             {llama.param_count():>13,}")
+assert by_hand == llama.param_count() == 6_738_415_616
+assert llama.param_breakdown() == {"embedding": V_ * D_, "attention": L_ * attn, "ffn": L_ * ffn,
+                                   "norms": L_ * norms + D_, "lm_head": V_ * D_}
+
+# %% [markdown]
+# **Takeaway: Llama 2 7B has $32\,(4D^2 + 3DF + 2D) + D + 2VD = 6{,}738{,}415{,}616$ parameters,
+# and two thirds of them sit in the FFN.**
+#
+# A formula checked against another formula proves little if both share a mistake. The
+# strongest check is to build the real model and count its tensors. A 6.7-billion-parameter
+# model would need 27 GB of memory in fp32, more than many laptops have, but PyTorch's `meta`
+# device creates tensors that carry a shape and a dtype and no storage at all. The same
+# `Transformer` class that runs on your machine is built here at full Llama 2 7B size:
+
+# %%
+from torch import nn
+from llmperf.transformer import Block, RMSNorm
+
+
+def count_on_meta(config: lp.ModelConfig) -> tuple[int, dict[str, int]]:
+    """Build every weight of the model on the meta device and count them (no storage)."""
+    with torch.device("meta"):
+        parts = {
+            "embedding": nn.Embedding(config.vocab_size, config.d_model),
+            "layers": nn.ModuleList(Block(config) for _ in range(config.n_layers)),
+            "final norm": RMSNorm(config.d_model, config.norm_eps),
+            "lm_head": nn.Linear(config.d_model, config.vocab_size, bias=False),
+        }
+    assert all(p.is_meta for m in parts.values() for p in m.parameters())
+    counts = {k: sum(p.numel() for p in m.parameters()) for k, m in parts.items()}
+    return sum(counts.values()), counts
+
+
+start = time.perf_counter()
+total, counts = count_on_meta(llama)
+elapsed = time.perf_counter() - start
+for k, v in counts.items():
+    print(f"{k:<12}{v:>15,}")
+print(f"{'total':<12}{total:>15,}   (llmperf: {llama.param_count():,})")
+assert total == llama.param_count() == 6_738_415_616
+assert model.num_parameters() == ref.param_count()
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+print(f"built and counted in {elapsed:.2f} s; bytes of storage allocated: 0 "
+      f"(fp32 would need {lp.format_bytes(llama.weight_bytes('fp32'))})")
+
+# %% [markdown]
+# The full-size model has exactly the number of parameters the formula gives, and so does the
+# small model we ran above (`model.num_parameters()` equals `ref.param_count()`, asserted in the
+# cell). The modules are the very classes (`Block`, `RMSNorm`) from which the runnable
+# `Transformer` is assembled, so the formula, the analytic calculators and the code that runs
+# cannot disagree about what a model is.
+
+# %% [markdown]
+# ## 1.4 Where the parameters live
+#
+# The same breakdown for every model in the `llmperf` catalog shows how the split changes with
+# scale and with design choices. Each bar is one model; the segments are the fractions of its
+# parameters in each component.
+
+# %%
+names = [n for n in lp.list_models() if not n.startswith("ref-") or n == "ref-small"]
+parts = ["embedding", "attention", "ffn", "norms", "lm_head"]
+shares = np.array([[lp.get_model(n).param_breakdown()[p] / lp.get_model(n).param_count()
+                    for p in parts] for n in names])
+ax = new_axes("Where the parameters live", None, "share of all parameters", figsize=(8.0, 4.4))
+bottom = np.zeros(len(names))
+for j, part in enumerate(parts):
+    ax.bar(names, shares[:, j], bottom=bottom, label=part)
+    bottom += shares[:, j]
+for i, n in enumerate(names):
+    ax.text(i, 1.01, f"{lp.get_model(n).param_count() / 1e9:.2g}B", ha="center", fontsize=7)
+ax.set_ylim(0, 1.08)
+ax.tick_params(axis="x", rotation=60)
+ax.legend(loc="lower right", ncol=5)
+plt.show()
+for n, row in zip(names, shares):
+    print(f"{n:<14}" + "  ".join(f"{p} {s:5.1%}" for p, s in zip(parts, row)))
+
+# %% [markdown]
+# **Figure 1.** Share of each model's parameters by component; the label above each bar is the
+# total count. In every large model the FFN holds the majority and attention most of the rest;
+# the norms are invisible. Embedding and LM head matter for small models with large vocabularies
+# (GPT-2, the course's `ref-small`) and for Llama 3, whose vocabulary grew to 128,256 tokens.
+# Mixtral 8x7B stands out: eight expert FFNs per layer put nearly all of its parameters in the
+# FFN, though each token uses only two of them (chapter 6).
+#
+# Three design choices move the bars. *Grouped-query attention* shrinks $W_K$ and $W_V$ by
+# $h/h_{kv}$, which is why Mistral 7B and Llama 3 8B spend a smaller share on attention than
+# Llama 2 7B. A *wider FFN* ($F/D$ = 3.5 for Mistral against 2.7 for Llama 2) moves weight
+# into the FFN. *Mixture of experts* multiplies the FFN without multiplying the work per token.
+# The table printed under the figure gives the exact shares.
+
+# %% [markdown]
+# ## 1.5 FLOPs per token: about twice the parameters, plus attention
+#
+# Multiplying a token vector of length $a$ by a matrix of shape $(a, b)$ costs $ab$
+# multiply-adds, which the book counts as $2ab$ FLOPs. Every weight matrix in the model is used
+# exactly once per token, so the matrix products with weights cost **two FLOPs per parameter
+# per token**. Two corrections make this exact:
+#
+# - The embedding is a lookup, not a product: its $VD$ parameters cost nothing. The LM head is
+#   a product and costs $2VD$ per token that needs logits, even when it shares its storage with
+#   the embedding (tied, as in GPT-2), so a tied table is counted once in $P$ and used twice.
+# - Attention's two products with token data, $QK^\top$ and $PV$, use no parameters. For one
+#   new token attending to $N$ earlier ones, each of the $h$ heads does $2Nd$ FLOPs for the
+#   scores and $2Nd$ for the weighted sum of values.
+#
+# Write $P_{\text{layers}} = L(P_{\text{attn}} + 3DF + 2D)$ for the parameters inside the blocks.
+# Adding the norms, the softmax and the other element-wise work (a few FLOPs per element, small
+# beside the matrix products) gives the cost of one token at context length $N$:
+#
+# $$
+# C_{\text{token}}(N) \;\approx\; 2\,P_{\text{layers}} \;+\; 2VD \;+\; 4\,L\,N\,h\,d ,
+# $$
+#
+# which for an untied model is $2(P - VD) + 4LNhd$, and for a tied one $2P + 4LNhd$. The first
+# terms are the famous rule *FLOPs per token $\approx 2P$* [Kaplan et al., 2020, Table 1]; the last
+# grows with the context. For a model with $hd = D$ the attention term matches the weight term at
+#
+# $$
+# N^* = \frac{2P_{\text{layers}} + 2VD}{4 L D} \approx \frac{P}{2LD}\,,
+# $$
+#
+# which for Llama 2 7B is about 25,000 tokens. Below a few thousand tokens the $2P$ rule is good
+# to a few per cent; far beyond, attention dominates. `lp.layer_costs` counts every operator of
+# a forward step separately; the next cell checks the formula against it.
+
+# %%
+def flops_per_token(m: lp.ModelConfig, context: int) -> float:
+    """2 P_layers + 2 V D + 4 L N h d: weight products, LM head, the two attention products."""
+    p_layers = m.n_layers * m.layer_params()
+    return 2 * p_layers + 2 * m.vocab_size * m.d_model + 4 * m.n_layers * context * m.q_dim
+
+for context in (512, 4096, 32768):
+    table = lp.layer_costs(llama, "decode", batch=1, seq_len=context)
+    formula = flops_per_token(llama, context + 1)  # the new token attends to itself too
+    print(f"N = {context:>6}: layer_costs {table.total.flops / 1e9:7.2f} GFLOP, "
+          f"formula {formula / 1e9:7.2f} GFLOP, 2P {2 * llama.param_count() / 1e9:6.2f} GFLOP, "
+          f"formula / layer_costs = {formula / table.total.flops:.4f}")
+    assert abs(formula / table.total.flops - 1) < 0.01
+n_star = flops_per_token(llama, 0) / (4 * llama.n_layers * llama.q_dim)
+print(f"attention term equals the weight term at N* = {n_star:,.0f} tokens")
+
+# %% [markdown]
+# The formula and the operator-by-operator table agree to better than one per cent; what is left
+# is the norms, softmax, RoPE and residual additions. Figure 2 shows the ratio of the full count
+# to the $2P$ rule as the context grows, for models of very different sizes.
+
+# %%
+contexts = np.unique(np.logspace(5, 17, 40, base=2).astype(int))
+ax = new_axes("When does 'FLOPs per token = 2P' hold?", "context length N (tokens)",
+              "FLOPs per token / 2P")
+for name in ("gpt2", "ref-small", "mistral-7b", "llama-2-7b", "llama-2-70b"):
+    m = lp.get_model(name)
+    ratio = [lp.layer_costs(m, "decode", 1, int(n)).total.flops / (2 * m.param_count())
+             for n in contexts]
+    ax.plot(contexts, ratio, label=name)
+ax.axhline(1.0, color="black", lw=0.8)
+ax.set_xscale("log", base=2)
+ax.set_yscale("log")
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# **Figure 2.** FLOPs of one decode token, counted operator by operator by `lp.layer_costs`,
+# divided by $2P$, against the number of tokens in the context. Where a curve sits on the black
+# line the rule of thumb is exact. A curve starts below 1 where an untied embedding table is a
+# large share of the model (`ref-small`: a fifth of its parameters do no arithmetic); GPT-2's
+# tied table is used as the LM head, so it starts near 1. All curves bend upward once
+# $4LNhd$ becomes comparable with $2P$: early for small models (GPT-2's $N^*$ is a few thousand
+# tokens), late for Llama 2 70B, whose grouped-query attention does not reduce attention FLOPs
+# but whose weights grow faster than $LD$.
+#
+# **Takeaway: a forward pass costs $2(P - VD)$ FLOPs per token plus $4LNhd$ for attention; the
+# "$2P$" rule holds while $N$ is well below $P/(2LD)$.**
+#
+# A prefill of $N$ prompt tokens processes all of them at once. Token $i$ attends to $i$
+# earlier positions, so with causal skipping the attention work is $\sum_i 4Lid \cdot h \approx 2LN^2hd$,
+# half of what the standard algorithm computes, since it fills the whole $N \times N$ score
+# matrix and masks afterwards. `lp.layer_costs` counts the standard algorithm, as the lecture
+# does.
+
+# %% [markdown]
+# ## 1.6 Predict, then measure: prefill time from FLOPs
+#
+# If arithmetic is the bottleneck, the time of a prefill should be its FLOPs divided by the
+# rate at which the machine does arithmetic. `measure_host()` measures that rate on your machine
+# (a large matrix multiplication) together with its memory bandwidth, and returns an
+# `Accelerator`, so every calculator in `llmperf` applies to it.
+
+# %% [markdown]
+# MEASURE-PREFILL-PLACEHOLDER
+
+# %% [markdown]
+# ## 1.7 Two workloads: prefill and autoregression
+#
+# Serving a request runs the model in two different ways.
+#
+# - **Prefill** ingests the prompt: all $S$ tokens are known, so one forward pass processes them
+#   together. Each weight matrix multiplies a matrix of $S$ token vectors: a matrix-matrix
+#   product (GEMM), with $S$ multiply-adds for every weight read from memory.
+# - **Autoregression** (decode) generates the answer one token at a time. Token $t+1$ cannot be
+#   computed before token $t$ is known, so each step is a forward pass over a single new token:
+#   every weight matrix multiplies one vector (GEMV), one multiply-add per weight read.
+#
+# Both do the same FLOPs per token. What differs is how many FLOPs they do per byte fetched from
+# memory, the *arithmetic intensity*, and so which resource limits them. The table below uses
+# `lp.layer_costs` for Llama 2 7B on the lecture's A10 GPU, for a prefill of 350 tokens and for
+# one decode step at the same context.
+
+# %%
+a10 = lp.get_accelerator("A10")
+for phase in ("prefill", "decode"):
+    t = lp.layer_costs(llama, phase, batch=1, seq_len=350, dtype="fp16", accelerator=a10)
+    tokens = 350 if phase == "prefill" else 1
+    print(f"{phase:<8} tokens {tokens:>4}  FLOP {t.total.flops:9.3e}  bytes {t.total.bytes:9.3e}  "
+          f"intensity {t.total.intensity:7.1f} FLOP/B  time {lp.format_seconds(t.time_s):>10}  "
+          f"per token {lp.format_seconds(t.time_s / tokens):>10}")
+print(f"A10 ridge point: {a10.ridge_point('fp16'):.1f} FLOP/B")
+
+# %% [markdown]
+# The prefill does hundreds of FLOPs per byte, above the A10's ridge point, so it is compute
+# bound; the decode step does about one FLOP per byte and waits on memory. Per token, decode is
+# many times slower than prefill on the same hardware, although the arithmetic is the same.
+# Chapter 2 measures both phases on your machine; chapter 4 explains the ridge point and the
+# roofline in full.
+
+# %% [markdown]
+# ## Worked problems
+#
+# **Problem 1.** Count the parameters of Llama 2 13B ($L = 40$, $D = 5120$, $h = h_{kv} = 40$,
+# $F = 13824$, $V = 32000$, untied) by hand.
+#
+# <details><summary>Answer</summary>
+#
+# Per layer: attention $4D^2 = 104{,}857{,}600$; FFN $3DF = 212{,}336{,}640$; norms
+# $2D = 10{,}240$; together $317{,}204{,}480$. Times 40 layers: $12{,}688{,}179{,}200$. Add the
+# final norm ($5{,}120$) and embedding plus LM head ($2VD = 327{,}680{,}000$):
+# $P = 13{,}015{,}864{,}320$, which is `lp.get_model("llama-2-13b").param_count()`.
+#
+# </details>
+#
+# **Problem 2.** Mistral 7B has the shapes of Llama 2 7B except $h_{kv} = 8$ and $F = 14336$.
+# By how much does GQA shrink its attention parameters per layer, and where did the parameters
+# go?
+#
+# <details><summary>Answer</summary>
+#
+# $W_Q$ and $W_O$ keep $D^2$ each; $W_K$ and $W_V$ shrink from $D^2$ to $D \cdot h_{kv} d = D^2/4$.
+# Attention per layer falls from $4D^2 = 67.1$ M to $2.5D^2 = 41.9$ M parameters. The wider FFN
+# adds $3D(14336 - 11008) = 40.9$ M per layer, more than GQA saved, so Mistral 7B has more
+# parameters (7.24 B) than Llama 2 7B (6.74 B). Figure 1 shows the shift.
+#
+# </details>
+#
+# **Problem 3.** Llama 2 7B answers a 2,000-token prompt. About how many FLOPs does the prefill
+# take, and what share of them is attention's $QK^\top$ and $PV$ (standard algorithm, full
+# $N \times N$ scores)?
+#
+# <details><summary>Answer</summary>
+#
+# Weights inside the blocks: $2P_{\text{layers}}N \approx 2 \times 6.48\text{ B} \times 2000 \approx
+# 2.59 \times 10^{13}$ FLOPs; the LM head runs for the last position only ($2VD$, negligible).
+# Attention: $4LN^2hd = 4 \times 32 \times 2000^2 \times 4096 \approx 2.1 \times 10^{12}$. Total
+# about $2.80 \times 10^{13}$, of which attention is about 7.5 %. Check:
+# `lp.layer_costs(llama, "prefill", 1, 2000)`, rows `qk` and `sv`.
+#
+# </details>
+#
+# **Problem 4.** At what context length does one decode token of GPT-2 (124 M parameters,
+# $L = 12$, $D = 768$, tied embeddings) cost twice what the $2P$ rule says?
+#
+# <details><summary>Answer</summary>
+#
+# GPT-2's weight terms are $2P_{\text{layers}} + 2VD \approx 170.1\text{ M} + 77.2\text{ M} =
+# 247.3$ M FLOPs, within one per cent of $2P = 248.9$ M (the learned position table of 1024 rows
+# does no arithmetic). We need $247.3\text{ M} + 4 \times 12 \times 768\,N = 4P = 497.8$ M, so
+# $N \approx 6{,}800$ tokens; `lp.layer_costs(lp.get_model("gpt2"), "decode", 1, 6700)` agrees
+# once the softmax and norms are counted. That is beyond GPT-2's context of 1024 tokens, where
+# attention already adds about 15 % (Figure 2).
+#
+# </details>
+
+# %% [markdown]
+# ## Summary
+#
+# - A decoder-only transformer is an embedding lookup, $L$ identical blocks, a final norm and an
+#   LM head. Each block is a self-attention half and a feed-forward half, each pre-normalised
+#   with RMSNorm and added back to the residual stream.
+# - Parameters: $L(P_{\text{attn}} + 3DF + 2D) + D + 2VD$, with $P_{\text{attn}} = 4D^2$ without
+#   GQA. For Llama 2 7B this is 6,738,415,616, confirmed by a full-size model built on the `meta`
+#   device. The FFN holds about two thirds; GQA and MoE shift the balance further.
+# - FLOPs per token: $2(P - VD) + 4LNhd$, close to $2P$ until the context approaches $P/(2LD)$.
+# - Prefill is a large matrix-matrix workload and approaches the machine's arithmetic rate;
+#   decode multiplies one vector per weight matrix and is limited by memory.
+#
+# **Exercises:** `exercises/01_components.py` (count parameters of a configuration, FLOPs per
+# token, the crossover length, shapes of a block).
+#
+# ## References
+#
+# - A. Vaswani et al., *Attention Is All You Need*, 2017. https://arxiv.org/abs/1706.03762
+# - H. Touvron et al., *Llama 2: Open Foundation and Fine-Tuned Chat Models*, 2023.
+#   https://arxiv.org/abs/2307.09288 (model shapes: https://huggingface.co/meta-llama/Llama-2-7b-hf/blob/main/config.json)
+# - B. Zhang and R. Sennrich, *Root Mean Square Layer Normalization*, 2019. https://arxiv.org/abs/1910.07467
+# - N. Shazeer, *GLU Variants Improve Transformer*, 2020. https://arxiv.org/abs/2002.05202
+# - J. Su et al., *RoFormer: Enhanced Transformer with Rotary Position Embedding*, 2021. https://arxiv.org/abs/2104.09864
+# - J. Ainslie et al., *GQA: Training Generalized Multi-Query Transformer Models from Multi-Head
+#   Checkpoints*, 2023. https://arxiv.org/abs/2305.13245
+# - J. Kaplan et al., *Scaling Laws for Neural Language Models*, 2020, Table 1 (forward FLOPs per
+#   token $\approx 2N + 2n_{\text{layer}} n_{\text{ctx}} d_{\text{attn}}$). https://arxiv.org/abs/2001.08361
+# - Baseten, *A guide to LLM inference and performance*, 2023. https://www.baseten.co/blog/llm-transformer-inference-guide
+# - C. Chen, *Transformer Inference Arithmetic*, 2022. https://kipp.ly/transformer-inference-arithmetic/
+# - PyTorch, *Meta device*. https://pytorch.org/docs/stable/meta.html
