@@ -1,0 +1,921 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Chapter 4: Compute or memory bound?
+#
+# The first three chapters took a transformer apart, ran its two workloads (prefill and
+# autoregressive decode) and followed the state it keeps between steps. This chapter asks
+# the question the rest of the book turns on: **when a model serves a request, what is the
+# hardware waiting for?** Either the arithmetic units are busy and the memory system idles,
+# or the arithmetic units starve while bytes trickle in from memory. Which of the two holds
+# decides which optimizations help, which GPU to buy, and what batching (chapter 5) can buy.
+#
+# **After this chapter you will be able to:**
+#
+# 1. name the four resources that bound inference (compute, memory bandwidth, memory
+#    capacity, communication) and say which one limits a given workload;
+# 2. compute an accelerator's balance point (its *ridge*) and an operator's arithmetic
+#    intensity, and decide from the two whether the operator is compute or memory bound;
+# 3. derive, term by term, the FLOPs and bytes of attention under the standard algorithm
+#    and of a linear layer, and explain why the first is memory bound and the second is not,
+#    until decode turns it into a matrix-vector product;
+# 4. read a roofline plot, for a catalog GPU and for your own machine, with measured points;
+# 5. predict the latency of a request with the lecture's simple model, say why real runs take
+#    longer, and check the prediction against a run of the reference model on your machine;
+# 6. estimate the bytes that tensor parallelism sends between GPUs for each token.
+#
+# The running example stays the lecture's: Llama 2 7B on an NVIDIA A10. The chapter uses a GPU
+# when one is present and the CPU otherwise; either way, "your machine" below means the device
+# the notebook runs on.
+
+# %% [markdown]
+# ### Notation
+#
+# | symbol | meaning | Llama 2 7B / A10 |
+# |---|---|---|
+# | $P$ | parameters of the model | 6.74 billion |
+# | $L$ | layers | 32 |
+# | $d$ | dimension of one attention head | 128 |
+# | $h$ | attention heads | 32 |
+# | $D = h\,d$ | model width | 4096 |
+# | $N$ | tokens in a sequence (the attention's length) | up to 4096 |
+# | $S$, $G$ | prompt tokens, generated tokens | 350, 150 in section 4.7 |
+# | $B$ | sequences in a batch | 1 unless stated |
+# | $F$ | dense peak FLOP/s of the accelerator | 125 TFLOP/s (fp16) |
+# | $W$ | memory bandwidth in bytes per second | 600 GB/s |
+# | $I$ | arithmetic intensity: FLOPs per byte moved | |
+# | $p$ | GPUs in a tensor-parallel group | |
+#
+# A multiply-add counts as 2 FLOPs; a byte is a byte read from or written to off-chip memory
+# (HBM or GDDR on a GPU, DRAM on a CPU). GB means $10^9$ bytes and GiB $2^{30}$.
+
+# %%
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+import llmperf as lp
+from llmperf.plots import new_axes, use_style
+
+torch.manual_seed(0)
+np.random.seed(0)
+use_style()
+device = "cuda" if torch.cuda.is_available() else "cpu"
+# On a GPU we measure in fp16 like the lecture; a CPU has no fast fp16 matmul, so fp32 there.
+mdtype = "fp16" if device == "cuda" else "fp32"
+tdtype = torch.float16 if device == "cuda" else torch.float32
+
+llama = lp.get_model("llama-2-7b")
+a10 = lp.get_accelerator("A10")
+print(f"device for the measurements: {device}, dtype {mdtype}")
+
+# %% [markdown]
+# ## 4.1 What determines the speed of an LLM
+#
+# Four resources of an accelerator bound how fast it serves a model.
+#
+# - **Compute.** The arithmetic units do at most $F$ FLOPs per second. A forward pass over
+#   one token does about $2P$ FLOPs (one multiply-add per parameter, chapter 1), plus the
+#   attention's work, which grows with the context.
+# - **Memory bandwidth.** Every weight the pass uses, and every cached key and value it
+#   attends to, must travel from off-chip memory into the chip; at most $W$ bytes per second
+#   arrive. On-chip caches and registers are far faster but far too small to hold a model.
+# - **Memory capacity.** Weights and the KV cache must *fit*. Capacity does not slow a step
+#   down; it caps how many requests can be in flight at once, and so how much work a step can
+#   share (chapter 5).
+# - **Communication.** A model too large for one device is split across several, which
+#   must then exchange activations at every layer over links far slower than their memory.
+#
+# A first pass at the numbers for one decode step of Llama 2 7B on an A10 makes the
+# contrast between the first two concrete.
+
+# %%
+P = llama.param_count()
+flops_per_token = 2 * P
+weight_bytes = llama.weight_bytes("fp16")
+compute_s = flops_per_token / a10.peak("fp16")
+memory_s = weight_bytes / a10.mem_bandwidth
+print(f"parameters                    {P:,}")
+print(f"FLOPs for one token (2P)      {lp.format_flops(flops_per_token)}")
+print(f"fp16 weights read per step    {lp.format_bytes(weight_bytes)} "
+      f"(capacity {lp.format_bytes(a10.mem_capacity)})")
+print(f"time to do the FLOPs          {lp.format_seconds(compute_s)}")
+print(f"time to read the weights      {lp.format_seconds(memory_s)}")
+print(f"memory time / compute time    {memory_s / compute_s:.0f}x")
+
+# %% [markdown]
+# Generating one token asks the A10 for about a tenth of a millisecond of arithmetic but
+# over twenty milliseconds of reading: the arithmetic units sit idle more than 99 % of the
+# time. The weights use more than half of the card's 24 GB before a single request is
+# admitted. **For one request at a time, decode is a memory-bandwidth problem, and capacity
+# is already tight.** The rest of the chapter makes this precise per operator and per phase.
+#
+# The lecture frames the analysis as a cross product:
+#
+# $$[\text{prefill},\ \text{decode}] \times [\text{attention block},\ \text{FFN block}].$$
+#
+# Prefill pushes all $S$ prompt tokens through each weight matrix at once; decode pushes one.
+# The attention block holds the Q, K, V and output projections plus the attention proper
+# (scores, softmax, weighted sum of values); the FFN block holds the three SwiGLU matrices.
+# `lp.layer_costs` sums FLOPs and bytes operator by operator for one forward step, and
+# `block_total` adds up the rows of one block. Here are the four corners for $N = 4096$ on
+# the A10, the lecture's sizes.
+
+# %%
+def cross_product(model, acc, seq_len, batch=1, dtype="fp16"):
+    """FLOPs, bytes, intensity and roofline time of the attention and FFN blocks, per phase."""
+    print(f"{'phase':<9}{'block':<11}{'FLOP':>14}{'bytes':>12}{'FLOP/B':>9}{'bound':>9}{'time':>11}")
+    for phase in ("prefill", "decode"):
+        step = lp.layer_costs(model, phase, batch=batch, seq_len=seq_len, dtype=dtype,
+                              accelerator=acc)
+        for block in ("attention", "ffn"):
+            c = step.block_total(block)
+            print(f"{phase:<9}{block:<11}{lp.format_flops(c.flops):>14}"
+                  f"{lp.format_bytes(c.bytes):>12}{c.intensity:>9.1f}"
+                  f"{lp.bound(c, acc, dtype):>9}{lp.format_seconds(step.block_time_s(block)):>11}")
+
+
+cross_product(llama, a10, seq_len=4096)
+
+# %% [markdown]
+# Read the table by its intensity column. In prefill both blocks do hundreds to a thousand
+# FLOPs per byte; in decode both do about one. The *bound* column compares each block's
+# compute time with its memory time on the A10 (the next section explains the rule). Two
+# surprises hide here and get their own sections: the prefill attention block is far less
+# intense than the prefill FFN, although both run over the same 4096 tokens (section 4.3),
+# and a decode step costs tens of milliseconds while doing a thousand times fewer FLOPs than
+# prefill (section 4.4).
+
+# %% [markdown]
+# ## 4.2 The balance of an accelerator
+#
+# An operator that does $C$ FLOPs and moves $M$ bytes needs at least $C/F$ seconds of
+# arithmetic and $M/W$ seconds of data movement. If the two overlap perfectly, which good
+# kernels approach, its time is the larger of the two:
+#
+# $$t \;\ge\; \max\!\left(\frac{C}{F},\ \frac{M}{W}\right).$$
+#
+# Compute dominates exactly when $C/F > M/W$, that is when
+#
+# $$I \;=\; \frac{C}{M} \;>\; \frac{F}{W} \;=\; I^{*}.$$
+#
+# The left side, the **arithmetic intensity**, belongs to the operator; the right side, the
+# **ridge point** (the lecture's "ops per byte"), belongs to the hardware. For the A10 in fp16:
+#
+# $$I^{*}_{\text{A10}} = \frac{125 \times 10^{12}\ \text{FLOP/s}}{600 \times 10^{9}\ \text{B/s}}
+#   = 208.3\ \text{FLOP/byte}.$$
+#
+# An operator must do about 208 FLOPs for every byte it brings in to keep the A10's tensor
+# cores busy; below that, it waits on memory. **The ridge point is the exchange rate between
+# compute and bandwidth, and every boundedness question reduces to comparing an operator's
+# intensity with it.**
+
+# %%
+ridge_a10 = a10.ridge_point("fp16")
+assert abs(ridge_a10 - 125e12 / 600e9) < 1e-9
+print(f"A10 ridge point: {ridge_a10:.1f} FLOP/byte")
+
+# %% [markdown]
+# The catalog in `llmperf.hardware` holds the datasheet figures of common inference
+# accelerators (dense peaks, without 2:4 sparsity; each entry cites its datasheet in the
+# code). The table lists them with their fp16 ridge points.
+
+# %%
+def accelerator_row(acc, dtype="fp16"):
+    return (f"{acc.name:<12}{acc.peak(dtype) / 1e12:>10.1f}{acc.mem_bandwidth / 1e9:>10.0f}"
+            f"{acc.mem_capacity / 1e9:>9.0f}{acc.ridge_point(dtype):>9.1f}")
+
+
+print(f"{'part':<12}{'TFLOP/s':>10}{'GB/s':>10}{'GB':>9}{'ridge':>9}   (fp16, dense)")
+for name in lp.list_accelerators():
+    print(accelerator_row(lp.get_accelerator(name)))
+
+# %% [markdown]
+# Two things stand out. First, the ridge points stay between about 100 and 420 FLOP/byte
+# even though peak compute spans a factor of twenty: vendors scale bandwidth and compute
+# together, roughly. Second, within that range the spread matters. The L4 and L40S pair large
+# tensor throughput with GDDR memory and sit above 400, so an operator balanced on an A10 is
+# twice as memory bound there; the A10G, the A10's variant in AWS instances, has the A10's
+# bandwidth with little more than half its tensor throughput, and so a much lower ridge.
+#
+# ### Your machine
+#
+# `llmperf.measure.measure_host()` measures the device this notebook runs on: a large matrix
+# multiplication for the peak FLOP/s in each dtype, and a large copy for the memory bandwidth.
+# It returns an `Accelerator` like the catalog's, so every tool in this chapter applies to it.
+# The numbers below are *measured*, not from a datasheet, and will differ from machine to
+# machine and from run to run.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from llmperf.measure import benchmark, measure_host
+
+host = measure_host()
+print(host.name)
+for dtype in host.dtypes:
+    print(f"  {dtype}: peak {lp.format_flop_rate(host.peak(dtype))}, "
+          f"ridge {host.ridge_point(dtype):.1f} FLOP/byte")
+print(f"  memory bandwidth {lp.format_bandwidth(host.mem_bandwidth)}, "
+      f"capacity {lp.format_bytes(host.mem_capacity)}")
+
+# %% [markdown]
+# A laptop or server CPU typically lands somewhere between ten and a few hundred GFLOP/s in
+# fp32 and between ten and a hundred GB/s, so its ridge is lower than a GPU's: a CPU is a
+# somewhat *more* forgiving machine for memory-bound work, although far slower at both.
+# Whatever your output says, the same comparison of intensity against ridge decides what is
+# bound on your machine.
+#
+# The roofline plot draws the whole rule at once. Its horizontal axis is arithmetic
+# intensity; its vertical axis is the highest FLOP/s an operator of that intensity can reach,
+# $\min(F,\ I \cdot W)$. Left of the ridge the roof slopes up with the bandwidth; right of it
+# the roof is flat at the peak.
+
+# %%
+ax = new_axes("Rooflines of catalog accelerators (fp16, dense)")
+for name in ("T4", "A10", "A10G", "L4", "A100 80GB", "H100 SXM"):
+    lp.plot_roofline(name, dtype="fp16", ax=ax)
+ax.set_xlim(0.5, 1e4)
+plt.show()
+
+# %% [markdown]
+# **Figure 1.** Rooflines of six catalog GPUs, log-log. The dotted vertical line of each
+# marks its ridge point. Every roof has the same shape; they differ in the height of the
+# flat part (peak compute) and the height of the sloped part (bandwidth). A memory-bound
+# operator sits on the slope, where only bandwidth matters: there an H100 beats an A10 by its
+# bandwidth ratio (about 5.6), not by its compute ratio (about 8).
+
+# %% [markdown]
+# ## 4.3 Attention under the standard algorithm
+#
+# The lecture analyses one attention head with the standard (unfused) algorithm, in which
+# $Q, K, V \in \mathbb{R}^{N \times d}$ live in off-chip memory and every intermediate goes
+# back there:
+#
+# 1. load $Q$ and $K$, compute $S = QK^{\top}$, write $S$ ($N \times N$);
+# 2. read $S$, compute $P = \operatorname{softmax}(S)$, write $P$ ($N \times N$);
+# 3. load $P$ and $V$, compute $O = PV$, write $O$ ($N \times d$).
+#
+# **FLOPs.** Step 1 is $N^2$ dot products of length $d$: $2dN^2$. Step 2 costs, in the
+# lecture's count, 3 operations per score (exponentiate, sum, divide): $3N^2$. Step 3 is $Nd$
+# dot products of length $N$: $2N^2 d$. In total
+#
+# $$C_{\text{attn}} = 2dN^2 + 3N^2 + 2N^2 d = (4d + 3)\,N^2 .$$
+#
+# **Bytes**, at 2 bytes per fp16 element, step by step:
+#
+# $$
+# \begin{aligned}
+# \text{step 1:}\quad & \underbrace{2 \cdot 2dN}_{\text{read } Q,\,K} + \underbrace{2N^2}_{\text{write } S} \\
+# \text{step 2:}\quad & \underbrace{2N^2}_{\text{read } S} + \underbrace{2N^2}_{\text{write } P} \\
+# \text{step 3:}\quad & \underbrace{2(N^2 + Nd)}_{\text{read } P,\,V} + \underbrace{2Nd}_{\text{write } O}
+# \end{aligned}
+# \qquad\Longrightarrow\qquad M_{\text{attn}} = 8N^2 + 8Nd .
+# $$
+#
+# The intensity is
+#
+# $$I_{\text{attn}} = \frac{(4d+3)N^2}{8N^2 + 8Nd} = \frac{(4d+3)\,N}{8(N+d)} .$$
+#
+# At $d = 128$ and $N = 4096$ this is $\dfrac{515 \cdot 4096}{8 \cdot 4224} \approx 62.4$
+# FLOP/byte. The cell below computes the same numbers by hand and checks them against
+# `lp.attention_cost`.
+
+# %%
+d, N = 128, 4096
+hand_flops = 2 * d * N * N + 3 * N * N + 2 * N * N * d
+hand_bytes = 2 * 2 * d * N + 2 * N * N + 2 * N * N + 2 * N * N + 2 * (N * N + N * d) + 2 * N * d
+attn = lp.attention_cost(seq_len=N, d_head=d, dtype="fp16")
+assert attn.flops == hand_flops == (4 * d + 3) * N * N
+assert attn.bytes == hand_bytes == 8 * N * N + 8 * N * d
+print(f"FLOPs {hand_flops:,}   bytes {hand_bytes:,}")
+print(f"intensity {attn.intensity:.1f} FLOP/byte against the A10's ridge {ridge_a10:.1f}")
+print(f"roofline time of one head on the A10: {lp.format_seconds(lp.roofline_time(attn, a10))}"
+      f" ({lp.bound(attn, a10)} bound)")
+
+# %% [markdown]
+# Sixty-two FLOPs per byte is less than a third of the 208 the A10 needs: **attention under the
+# standard algorithm is memory bound on the A10, by a factor of more than three.**
+#
+# *Why?* Look at where the $N^2$ terms sit. The FLOPs grow as $4dN^2$; the bytes grow as
+# $8N^2$, and every one of those $N^2$ bytes belongs to $S$ or $P$: the score matrix is
+# written once and read once, the probability matrix is written once and read once. For
+# large $N$ the intensity therefore does not grow with the sequence; it saturates at
+#
+# $$\lim_{N\to\infty} I_{\text{attn}} = \frac{4d+3}{8} \approx \frac{d}{2} = 64.4 \quad (d = 128).$$
+#
+# No sequence length makes this algorithm compute bound on an A10. The only lever in the
+# formula is the head dimension $d$, which the model fixes. The bottleneck is not the
+# attention's arithmetic; it is the round trip of two $N \times N$ intermediates that exist
+# only to be consumed by the next step.
+#
+# *What fixes it?* Do not write $S$ and $P$ at all. FlashAttention (Dao et al., 2022) tiles
+# $Q$, $K$ and $V$ into blocks that fit in on-chip shared memory, computes the softmax
+# incrementally ("online") as blocks of keys stream past, and writes only $O$. The FLOPs are
+# the same; the $8N^2$ bytes disappear, and the remaining traffic is rereading $K$ and $V$
+# once per block of queries. Chapter 6 builds and measures it; here `lp.flash_attention_cost`
+# gives its bytes for an on-chip buffer of 128 KB, the L1/shared memory of one A10
+# streaming multiprocessor (NVIDIA GA102 whitepaper).
+
+# %%
+seq = np.array([128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768])
+sram = 128 * 1024
+standard = [lp.attention_cost(int(n), d).intensity for n in seq]
+flash = [lp.flash_attention_cost(int(n), d, sram_bytes=sram).intensity for n in seq]
+print(f"N = 4096: standard {standard[5]:.1f}, tiled (FlashAttention) {flash[5]:.1f} FLOP/byte")
+print(f"limit of the standard algorithm: (4d + 3) / 8 = {(4 * d + 3) / 8:.1f}")
+
+ax = new_axes("Attention intensity of one head (d = 128, fp16)",
+              "sequence length N (tokens)", "arithmetic intensity (FLOP/byte)")
+ax.plot(seq, standard, "o-", label="standard algorithm (S, P through memory)")
+ax.plot(seq, flash, "s-", label="tiled, online softmax (128 KB on chip)")
+ax.axhline(ridge_a10, color="gray", linestyle=":", label=f"A10 ridge {ridge_a10:.0f}")
+ax.axhline((4 * d + 3) / 8, color="C0", linestyle="--", linewidth=1, label="limit (4d+3)/8")
+ax.set_xscale("log", base=2)
+ax.set_yscale("log")
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# **Figure 2.** Arithmetic intensity of one attention head against sequence length. The
+# standard algorithm flattens out just above 64 FLOP/byte, under the A10's ridge at every
+# length. The tiled algorithm crosses the ridge: its traffic no longer contains the $N^2$
+# matrices, only $K$ and $V$ reread once per block of 128 queries, so its intensity is set by
+# the block size, not by $N$.
+
+# %% [markdown]
+# ## 4.4 Linear layers: GEMM in prefill, GEMV in decode
+#
+# Everything else with weights (the Q, K, V and output projections and the three FFN
+# matrices) is a linear layer $Y = XW$ with $X \in \mathbb{R}^{N\times K}$ holding $N$ token
+# vectors and $W \in \mathbb{R}^{K\times M}$ the weights. It does $N \cdot M$ dot products of
+# length $K$ and, if each operand crosses the memory boundary once, moves $X$, $W$ and $Y$:
+#
+# $$C_{\text{GEMM}} = 2NKM, \qquad M_{\text{GEMM}} = 2(NK + KM + NM)\ \text{bytes (fp16)},$$
+#
+# $$I_{\text{GEMM}} = \frac{NKM}{NK + KM + NM} = \frac{1}{\frac1M + \frac1N + \frac1K}.$$
+#
+# The intensity is the harmonic-mean-like combination of the three sizes: it is large only
+# if *all three* are large, and the smallest one dominates. At $N = K = M = 4096$ it is
+# $4096/3 \approx 1365$ FLOP/byte, more than six times the A10's ridge: **a linear layer fed
+# a long prompt is compute bound.**
+#
+# Decode feeds the same weights one token at a time, $N = 1$. The product becomes a
+# matrix-vector product (GEMV), and
+#
+# $$I_{\text{GEMV}} = \frac{KM}{K + KM + M} \approx 1 \ \text{FLOP/byte}:$$
+#
+# each 2-byte weight is read to do one multiply-add (2 FLOPs) and is never used again. **In
+# decode the linear layers, which hold nearly all the FLOPs, are memory bound by a factor of
+# about 200 on an A10.**
+
+# %%
+gemm = lp.matmul_cost(4096, 4096, 4096, dtype="fp16")
+gemv = lp.matmul_cost(1, 4096, 4096, dtype="fp16")
+assert gemm.flops == 2 * 4096**3 and gemm.bytes == 2 * 3 * 4096**2
+print(f"GEMM 4096^3: {gemm.intensity:.1f} FLOP/byte, {lp.bound(gemm, a10)} bound on the A10")
+print(f"GEMV 1x4096x4096: {gemv.intensity:.3f} FLOP/byte, {lp.bound(gemv, a10)} bound on the A10")
+rows = np.arange(1, 4097)
+intensity = [lp.matmul_cost(int(n), 4096, 4096).intensity for n in rows]
+crossing = next(int(n) for n, i in zip(rows, intensity) if i >= ridge_a10)
+print(f"smallest N past the A10's ridge: N = {crossing}")
+
+ax = new_axes("Linear layer X(N, 4096) @ W(4096, 4096), fp16",
+              "tokens N in the product", "arithmetic intensity (FLOP/byte)")
+ax.plot(rows, intensity, "-", label="GEMM intensity")
+ax.axhline(ridge_a10, color="gray", linestyle=":", label=f"A10 ridge {ridge_a10:.0f}")
+ax.set_xscale("log", base=2)
+ax.set_yscale("log")
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# **Figure 3.** Intensity of a 4096 by 4096 linear layer against the number of tokens
+# multiplied at once. For $N \ll K, M$ the intensity is about $N$ (each weight byte serves
+# $N$ tokens); it crosses the A10's ridge at a couple of hundred tokens and levels off at
+# $4096/3$. Decode sits at the far left. Chapter 5 moves decode to the right by batching
+# requests, which is exactly why it works for the linear layers, and why it does not work for
+# attention, whose "weights" (each request's K and V) are not shared.
+#
+# ### Predict, then measure: matrix products on your machine
+#
+# The roofline predicts how fast a matrix product of intensity $I$ can run on your machine,
+# $\min(F, I\cdot W)$, using the peak and bandwidth `measure_host()` found. The cell below
+# times products $X(N, K) \cdot W(K, K)$ with `benchmark` (which synchronizes the device and
+# reports the median of several runs) for $N$ from 1 (a GEMV) upwards, and prints the
+# attained FLOP/s beside the prediction. The weight matrix is large enough that it cannot sit
+# in the CPU's caches, so the GEMV really streams it from memory.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+K = 4096
+sizes = [1, 4, 16, 64, 256] if device == "cpu" else [1, 4, 16, 64, 256, 1024, 4096]
+weight = torch.randn(K, K, dtype=tdtype, device=device)
+measured_points, predicted_points = [], []
+print(f"{'N':>6}{'FLOP/B':>9}{'predicted':>14}{'measured':>14}{'meas/pred':>11}")
+for n in sizes:
+    x = torch.randn(n, K, dtype=tdtype, device=device)
+    timing = benchmark(lambda: x @ weight, warmup=1, repeat=5)
+    cost = lp.matmul_cost(n, K, K, dtype=mdtype)
+    achieved = cost.flops / timing.median_s
+    predicted = lp.attainable_flops(cost.intensity, host, mdtype)
+    label = "GEMV" if n == 1 else f"N={n}"
+    measured_points.append((label, cost.intensity, achieved))
+    predicted_points.append((label, cost.intensity))
+    print(f"{n:>6}{cost.intensity:>9.1f}{lp.format_flop_rate(predicted):>14}"
+          f"{lp.format_flop_rate(achieved):>14}{achieved / predicted:>11.2f}")
+
+# %% [markdown]
+# Read the last column. A ratio near 1 means the roofline predicted the product's speed; a
+# ratio well below 1 means something the roofline ignores got in the way. Typical outcomes
+# on a CPU: the GEMV lands near the bandwidth line, because streaming the weights really is
+# all it does; the middle sizes fall below the roof near the ridge, where neither compute nor
+# memory alone limits and the two do not overlap perfectly; the largest product approaches
+# the measured peak, which `measure_host()` itself found with a large product. On a GPU, the
+# smallest products also pay a fixed kernel-launch cost of several microseconds that the
+# roofline does not model.
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+lp.plot_roofline(a10, points=[("GEMV (N=1)", gemv.intensity), ("attention, N=4096", attn.intensity),
+                              ("GEMM 4096^3", gemm.intensity)], dtype="fp16", ax=axes[0])
+axes[0].set_title("A10 (datasheet), the lecture's operators")
+lp.plot_roofline(host, points=predicted_points, measured=measured_points, dtype=mdtype, ax=axes[1])
+axes[1].set_title("This machine (measured peak and bandwidth)")
+axes[1].set_xlim(0.1, 1e4)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# **Figure 4.** Left: the A10's roofline with the lecture's three operators. The GEMV
+# (intensity about 1) and standard attention (62) sit on the sloped, memory-bound part; the
+# 4096-cube GEMM (1365) sits on the flat, compute-bound part. Right: your machine's roofline,
+# drawn from the peak and bandwidth `measure_host()` measured, with the predicted position of
+# each timed product (filled circles, on the roof) and where it actually landed (hollow
+# squares). The vertical gap between a circle and its square is the ratio in the table above.
+# The *shape* is what to take away: as $N$ grows, the measured points climb the slope and
+# bend onto the flat part, just as the model says.
+
+# %% [markdown]
+# ### The whole step, operator by operator
+#
+# `lp.layer_costs` applies these formulas to every operator of Llama 2 7B, with the real
+# shapes: grouped heads where a model has them, RoPE, the norms, residual additions, the
+# SwiGLU activation, and the LM head (computed for the last position only, since generation
+# needs no other logits). Here are the per-operator tables of a 4096-token prefill and of one
+# decode step with 4096 tokens in the cache, on the A10.
+
+# %%
+prefill_table = lp.layer_costs(llama, "prefill", batch=1, seq_len=4096, accelerator=a10)
+decode_table = lp.layer_costs(llama, "decode", batch=1, seq_len=4096, accelerator=a10)
+print(prefill_table.to_text())
+print()
+print(decode_table.to_text())
+
+# %% [markdown]
+# Notice, in prefill:
+#
+# - The projections and FFN matrices run at 1000 or more FLOP/byte (for the square
+#   projections, about $4096/3$ as derived): compute bound, and together most of the step's time.
+# - `qk`, `softmax` and `sv` are the standard attention, now summed over 32 heads and 32
+#   layers: memory bound, and at $N = 4096$ they already cost a large share of the step because
+#   they carry the $N^2$ matrices. Their FLOPs grow as $N^2$ while the projections' grow as
+#   $N$, so the longer the prompt, the larger their share.
+# - The norms, RoPE, the activation and the residual additions do about one FLOP per byte.
+#   They are cheap in FLOPs but not free in time, since they stream whole activations through
+#   memory. Fusing them into their neighbours (chapter 6) removes most of those bytes.
+#
+# And in decode every single row is memory bound with intensity near 1. The time column is
+# almost exactly "bytes divided by 600 GB/s", and the bytes are almost exactly the weights
+# plus the KV cache: the step reads 13.5 GB of weights and, at 4096 cached tokens, another
+# 2.1 GB of keys and values (the `qk` and `sv` rows), to produce one token.
+
+# %% [markdown]
+# ## 4.5 The simple end-to-end model
+#
+# The lecture condenses all of this into a two-term model of a request with $S$ prompt
+# tokens and $G$ generated tokens, assuming prefill is compute bound and decode is memory
+# bound and ignoring attention's own work:
+#
+# $$t \;\approx\; S\cdot\frac{2P}{F} \;+\; G\cdot\frac{2P}{W}.$$
+#
+# The first term is the FLOPs of the prompt at the peak rate; the second reads the fp16
+# weights ($2P$ bytes) once per generated token at full bandwidth. Both terms are lower
+# bounds, since no kernel exceeds the peak and no step reads fewer bytes than the weights.
+# `lp.simple_latency` implements it; for the lecture's request, $S = 350$ and $G = 150$ on
+# an A10, by hand:
+#
+# $$t_{\text{prefill}} = 350 \cdot \frac{2 \cdot 6.74\times10^{9}}{125\times10^{12}} \approx 37.7\ \text{ms},\qquad
+#   t_{\text{decode}} = 150 \cdot \frac{2 \cdot 6.74\times10^{9}}{600\times10^{9}} \approx 3.37\ \text{s}.$$
+
+# %%
+S, G = 350, 150
+est = lp.simple_latency(llama, a10, prompt_tokens=S, output_tokens=G)
+assert math.isclose(est.prefill_s, S * 2 * P / 125e12)
+assert math.isclose(est.decode_s, G * 2 * P / 600e9)
+print(f"A10: prefill {lp.format_seconds(est.prefill_s)}, decode {lp.format_seconds(est.decode_s)}, "
+      f"total {lp.format_seconds(est.total_s)}")
+print(f"decode share of the total: {est.decode_s / est.total_s:.1%}")
+
+# %% [markdown]
+# Ninety-nine percent of the predicted time is decode. A user waits about 38 ms for the first
+# token and then 22 ms for each of the next ones. The same request on the other catalog
+# accelerators, from the T4 of older cloud instances to current parts:
+
+# %%
+names = ["T4", "A10G", "L4", "A10", "L40S", "RTX 4090", "A100 40GB", "A100 80GB",
+         "H100 PCIe", "H100 SXM", "H200", "MI300X"]
+estimates = {n: lp.simple_latency(llama, n, prompt_tokens=S, output_tokens=G) for n in names}
+print(f"{'part':<11}{'prefill':>11}{'decode':>10}{'total':>10}{'tokens/s':>10}")
+for n, e in estimates.items():
+    print(f"{n:<11}{lp.format_seconds(e.prefill_s):>11}{lp.format_seconds(e.decode_s):>10}"
+          f"{lp.format_seconds(e.total_s):>10}{G / e.total_s:>10.1f}")
+
+ax = new_axes(f"Simple model, Llama 2 7B fp16, {S} prompt + {G} output tokens",
+              None, "predicted time (s)")
+x = np.arange(len(names))
+ax.bar(x, [estimates[n].decode_s for n in names], label="decode: G * 2P / W")
+ax.bar(x, [estimates[n].prefill_s for n in names],
+       bottom=[estimates[n].decode_s for n in names], label="prefill: S * 2P / F")
+ax.set_xticks(x, names, rotation=40, ha="right")
+ax.legend()
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# **Figure 5.** Predicted end-to-end time of one request across accelerators. The prefill
+# slice is a sliver on top of every bar: the ranking is by memory bandwidth, not by FLOP/s.
+# The A10G, with little more than half the A10's tensor throughput, is predicted almost as fast
+# as the A10; the L4, with a similar peak but half the bandwidth, is predicted about twice as
+# slow. For single requests, buy bandwidth.
+#
+# ### Why real runs take longer
+#
+# The lecture's comparison slide, adapted from Baseten's guide, puts predictions of this
+# kind beside generation times measured on cloud instances of each GPU type; the measured
+# times come in above the prediction, by up to about a factor of two. That is what a lower
+# bound should do, and the gap has identifiable causes:
+#
+# 1. **Achieved bandwidth is below the datasheet figure.** Streaming kernels on GDDR and HBM
+#    memory typically reach a large fraction of the nominal bandwidth, but not all of it, and
+#    every decode-step estimate scales with $1/W$. (Your own `measure_host()` reports what a
+#    copy achieves, which is the honest $W$ for your machine.)
+# 2. **Decode reads more than the weights.** Each step also reads the KV cache: about
+#    0.5 MB per cached token for Llama 2 7B in fp16, which at 500 tokens of context adds
+#    a quarter of a gigabyte per step.
+# 3. **Operators the model ignores.** Norms, RoPE, residuals, the activation and the
+#    softmax each stream activations through memory, and each is a separate kernel launch.
+# 4. **Fixed overhead per step.** A decode step of a 32-layer model launches hundreds of
+#    kernels; each launch and each Python-level operation costs microseconds that no
+#    roofline counts, and sampling, detokenization and the serving stack add more per token.
+# 5. **Prefill below peak.** A 350-token prompt gives matrices too small to keep every tensor
+#    core busy at the dense peak, and the attention inside prefill is memory bound.
+#
+# The first four all act on decode, which is almost the whole total, so a measured time near
+# twice the prediction means the run achieved roughly half the bandwidth-bound rate overall.
+# `lp.roofline_latency` adds items 2, 3 and 5 (per-operator rooflines for the prefill and
+# for every decode step as the cache grows); it cannot add items 1 and 4, which are properties
+# of the implementation and the machine rather than of the model.
+#
+# ### Predict, then measure: the reference model on your machine
+#
+# We cannot run Llama 2 7B here, but we can run the same experiment at a scale your machine
+# handles: the book's reference models, `ref-small` (about 20 million parameters) and
+# `ref-medium` (about 156 million, whose fp32 weights far exceed any CPU cache), built by
+# `llmperf.transformer` from the same `ModelConfig` the analytic layer uses. The prediction
+# uses your machine's measured `host` accelerator and its measurement dtype; the measurement
+# generates greedily from a random prompt and records when each token appeared. The time
+# to first token is the prefill; the mean gap between later tokens is the time per decode
+# step.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from llmperf.transformer import Transformer, generate
+
+experiments = {"ref-small": (S, 48), "ref-medium": (128, 16)}
+results = {}
+for name, (s, g) in experiments.items():
+    cfg = lp.get_model(name)
+    model = Transformer(cfg, device=device, dtype=tdtype, max_seq_len=s + g)
+    prompt = torch.randint(0, cfg.vocab_size, (1, s))
+    generate(model, prompt[:, :16], max_new_tokens=2)  # warm up the kernels once
+    run = generate(model, prompt, max_new_tokens=g)
+    ttft = run.timestamps_s[0]
+    tpot = (run.timestamps_s[-1] - run.timestamps_s[0]) / (g - 1)
+    simple = lp.simple_latency(cfg, host, prompt_tokens=s, output_tokens=g, dtype=mdtype)
+    roof = lp.roofline_latency(cfg, host, prompt_tokens=s, output_tokens=g, dtype=mdtype)
+    results[name] = dict(
+        prefill=(ttft, simple.prefill_s, roof.prefill_s),
+        decode=(tpot, simple.decode_s / g, roof.decode_s / (g - 1)),
+    )
+    print(f"{name}: {cfg.param_count() / 1e6:.0f} M parameters, prompt {s}, output {g}")
+    for phase, (meas, pred_simple, pred_roof) in results[name].items():
+        print(f"  {phase:<8} measured {lp.format_seconds(meas):>10}   simple {lp.format_seconds(pred_simple):>10}"
+              f" (x{meas / pred_simple:5.2f})   roofline {lp.format_seconds(pred_roof):>10}"
+              f" (x{meas / pred_roof:5.2f})")
+
+# %%
+ax = new_axes("Measured time / predicted time on this machine", None, "ratio (log scale)")
+labels, simple_ratio, roof_ratio = [], [], []
+for name, phases in results.items():
+    for phase, (meas, pred_simple, pred_roof) in phases.items():
+        labels.append(f"{name}\n{'prefill (TTFT)' if phase == 'prefill' else 'decode step'}")
+        simple_ratio.append(meas / pred_simple)
+        roof_ratio.append(meas / pred_roof)
+x = np.arange(len(labels))
+ax.bar(x - 0.2, simple_ratio, width=0.4, label="against the simple model")
+ax.bar(x + 0.2, roof_ratio, width=0.4, label="against the per-step roofline model")
+ax.axhline(1.0, color="black", linewidth=1)
+ax.axhline(2.0, color="gray", linestyle=":", label="twice the prediction")
+ax.set_yscale("log")
+ax.set_xticks(x, labels)
+ax.legend()
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# **Figure 6.** How far the measured times on your machine are above the two predictions, for
+# the prefill (time to first token) and for one decode step of each reference model. A bar at
+# 1 would mean the machine ran at its measured roofline; everything above 1 is the gap the
+# previous subsection listed. Look for three things in your own bars. First, whether decode
+# of `ref-medium`, whose weights cannot hide in a cache, comes closer to its prediction than
+# decode of `ref-small`: a small model's step is so short that the fixed per-step overhead
+# (item 4) becomes a large fraction of it. Second, whether prefill sits further from its
+# bound than decode: a short prompt through narrow matrices rarely reaches the peak that a
+# large square product reached in `measure_host()`. Third, whether the roofline bars sit
+# below the simple-model bars: the roofline model predicts *more* time (it counts the KV
+# cache, attention and element-wise operators), so the measured time is a smaller multiple
+# of it. A small model's attention and norms are a larger part of its work than they are for
+# a 7-billion-parameter model, so the two models differ more here than for Llama 2 7B.
+
+# %% [markdown]
+# ## 4.6 Where the simple model stops holding
+#
+# For Llama 2 7B at 350 plus 150 tokens, the per-step roofline model and the simple model
+# agree to about one percent. The simple model drops two terms that grow with the workload:
+#
+# - the **KV-cache reads** of decode, $B \cdot 2 \cdot 2 \cdot L \cdot D \cdot N$ bytes per
+#   step for $B$ sequences holding $N$ tokens each (in fp16; with grouped-query attention,
+#   the number of KV heads times $d$ replaces $D$), against $2P$ bytes of weights; and
+# - the **attention work** of prefill, which grows as $N^2$ (and, under the standard
+#   algorithm, its $8N^2$ bytes per head), against the projections' $2PN$.
+#
+# The first is linear in both context and batch. At batch 1 and 4096 tokens the cache is
+# 2.1 GB beside 13.5 GB of weights; at batch 8 it is 17 GB, more than the weights, and more
+# than an A10 can hold beside them. The figure sweeps both: the ratio of the roofline
+# model's time to the simple model's, per decode step and for the whole prefill.
+
+# %%
+contexts = np.array([128, 256, 512, 1024, 2048, 4096])
+simple_step = 2 * P / a10.mem_bandwidth
+fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+for batch in (1, 2, 4, 8, 16):
+    ratio = np.array([lp.decode_step_time(llama, a10, int(n), batch=batch) / simple_step
+                      for n in contexts])
+    fits = np.array([llama.weight_bytes("fp16") + llama.kv_cache_bytes(int(n) + 1, batch, "fp16")
+                     <= a10.mem_capacity for n in contexts])
+    line, = axes[0].plot(contexts[fits], ratio[fits], "o-", label=f"batch {batch}")
+    axes[0].plot(contexts[~fits], ratio[~fits], "x:", color=line.get_color())
+axes[0].set(xscale="log", xlabel="tokens in the KV cache per sequence",
+            ylabel="roofline step time / simple step time",
+            title="Decode step, Llama 2 7B on A10")
+axes[0].set_xscale("log", base=2)
+axes[0].legend()
+
+prompts = np.array([128, 256, 512, 1024, 2048, 4096])
+prefill_ratio = [lp.prefill_time(llama, a10, int(n)) / lp.simple_latency(llama, a10, int(n), 1).prefill_s
+                 for n in prompts]
+axes[1].plot(prompts, prefill_ratio, "o-", color="C5")
+axes[1].set_xscale("log", base=2)
+axes[1].set(xlabel="prompt tokens S", ylabel="roofline prefill time / S * 2P / F",
+            title="Prefill, Llama 2 7B on A10")
+plt.tight_layout()
+plt.show()
+print(f"decode at 4096 tokens: batch 1 x{lp.decode_step_time(llama, a10, 4096) / simple_step:.2f}, "
+      f"batch 4 x{lp.decode_step_time(llama, a10, 4096, batch=4) / simple_step:.2f}")
+print(f"prefill of 4096 tokens: x{prefill_ratio[-1]:.2f} the simple model's time")
+
+# %% [markdown]
+# **Figure 7.** Where the two models part ways. Left: one decode step. At batch 1 and short
+# contexts the roofline model's step is the simple model's $2P/W$; as the cache grows, every
+# step also streams the keys and values, and with more sequences per batch the cache reads
+# outgrow the weight reads. Crosses mark configurations whose weights and cache do not fit in
+# the A10's 24 GB: capacity, not bandwidth, ends those lines. Right: the prefill. At short
+# prompts the roofline model's prefill is a bit *longer* than $S\cdot 2P/F$ because of the
+# memory-bound element-wise operators; as the prompt grows the $N^2$ attention and its
+# $S$ and $P$ traffic take over. **The simple model is a good first answer for short
+# contexts and single requests; long contexts and large batches need the KV cache and the
+# attention in the model.**
+
+# %% [markdown]
+# ## 4.7 Communication across GPUs
+#
+# A model whose weights do not fit in one device (Llama 2 70B needs about 138 GB in fp16)
+# must be split. *Tensor parallelism* in the style of Megatron-LM (Shoeybi et al., 2019)
+# splits every layer across $p$ GPUs: the attention heads are divided among the GPUs, and
+# the FFN's first matrices are split by columns and its last matrix by rows. Each GPU then
+# holds $1/p$ of every weight matrix and computes a *partial sum* of the layer's output.
+# The partial sums must be added before the next layer: **one all-reduce of the activation
+# after the attention block and one after the FFN block, two per layer.** For $T$ tokens in
+# flight and width $D$, each all-reduce combines a message of
+#
+# $$m = T \cdot D \cdot 2\ \text{bytes (fp16)}.$$
+#
+# A ring all-reduce (a reduce-scatter followed by an all-gather) makes each GPU send, and
+# receive, $2\frac{p-1}{p}\,m$ bytes, which approaches $2m$ for large $p$ and is optimal in
+# bandwidth. Per token and per GPU, a whole forward pass therefore sends
+#
+# $$\text{bytes sent per GPU} = 2L \cdot 2\frac{p-1}{p} \cdot T \cdot D \cdot 2 .$$
+#
+# `llmperf` has no function for this yet, so the cell below writes the formula once and uses
+# it for the worked problem that follows. The link speeds are from NVIDIA's datasheets:
+# NVLink on an H100 SXM is 900 GB/s and on an A100 SXM 600 GB/s, both counted in the two
+# directions together; the A10 has no NVLink and talks over PCIe Gen4 at 64 GB/s, likewise
+# counted both ways. A ring sends and receives at the same time, so each direction's half is
+# the rate that matters.
+
+# %%
+def tensor_parallel_bytes_per_gpu(model, tokens, p, bytes_per_element=2):
+    """Bytes each GPU sends in one forward pass: 2 ring all-reduces per layer of tokens x D."""
+    message = tokens * model.d_model * bytes_per_element
+    return 2 * model.n_layers * 2 * (p - 1) / p * message
+
+
+LINK_ONE_WAY = {"NVLink 4 (H100 SXM)": 900e9 / 2, "NVLink 3 (A100 SXM)": 600e9 / 2,
+                "PCIe Gen4 x16 (A10)": 64e9 / 2}
+llama70 = lp.get_model("llama-2-70b")
+h100 = lp.get_accelerator("H100 SXM")
+p = 8
+one_token = tensor_parallel_bytes_per_gpu(llama70, tokens=1, p=p)
+assert one_token == 2 * 80 * 2 * 7 / 8 * 8192 * 2
+print(f"Llama 2 70B, p = {p}: {lp.format_bytes(one_token)} sent per GPU per token")
+for link, rate in LINK_ONE_WAY.items():
+    print(f"  {link:<22} decode token {lp.format_seconds(one_token / rate):>10}"
+          f"   4096-token prefill {lp.format_seconds(4096 * one_token / rate):>10}")
+weights_per_gpu = llama70.weight_bytes("fp16") / p
+print(f"reading 1/{p} of the weights per decode step on an H100 SXM: "
+      f"{lp.format_seconds(weights_per_gpu / h100.mem_bandwidth)}")
+print(f"4096-token prefill FLOPs per GPU at the H100 peak: "
+      f"{lp.format_seconds(2 * llama70.param_count() * 4096 / p / h100.peak('fp16'))}")
+
+# %% [markdown]
+# **Worked problem 1 (tensor parallelism).** Llama 2 70B ($L = 80$, $D = 8192$) runs with
+# 8-way tensor parallelism on H100 SXM GPUs connected by NVLink. (a) How many bytes does each
+# GPU send for one decode token? (b) How long does that take on NVLink, against the time to
+# read the GPU's share of the weights? (c) Repeat for a 4096-token prefill, against the
+# prefill's compute time. (d) What changes over PCIe?
+#
+# <details><summary>Answer</summary>
+#
+# (a) One all-reduce message is $1 \cdot 8192 \cdot 2 = 16{,}384$ bytes; a ring all-reduce
+# over 8 GPUs sends $2 \cdot \tfrac78 \cdot 16{,}384 = 28{,}672$ bytes per GPU; with two per
+# layer and 80 layers that is $160 \cdot 28{,}672 \approx 4.59$ MB per token.
+#
+# (b) At 450 GB/s in each direction, about 10 µs, against about 5.1 ms to read
+# $138/8 \approx 17$ GB of weights at 3.35 TB/s. In decode the *bandwidth* of the links is
+# irrelevant. What does matter is that those bytes travel in 160 separate collectives per
+# token, each with a fixed start-up latency of its own, so decode communication is bounded
+# by latency, not bandwidth.
+#
+# (c) A 4096-token prefill sends 4096 times as much, about 18.8 GB per GPU, or about 42 ms at
+# 450 GB/s, while its FLOPs take about 71 ms per GPU at the dense peak. Communication is now
+# the same order as compute: it must overlap with the matrix products, or it adds half as
+# much again to the time to first token.
+#
+# (d) Over PCIe Gen4 at 32 GB/s per direction the prefill's 18.8 GB take about 0.6 s, many
+# times the compute time. This is why tensor parallelism lives inside an NVLink domain, and
+# why GPUs without NVLink, like the A10, are usually split by layers (pipeline parallelism,
+# one activation transfer per stage boundary) rather than within layers.
+# </details>
+
+# %% [markdown]
+# ## Worked problems
+#
+# **Worked problem 2 (the attention ceiling).** The standard algorithm's intensity tends to
+# $(4d+3)/8$ as $N$ grows. Which head dimension would make standard attention compute bound
+# on an A10 at very long sequences? On an H100 SXM?
+#
+# <details><summary>Answer</summary>
+#
+# We need $(4d+3)/8 > I^{*}$, so $d > (8I^{*} - 3)/4 \approx 2I^{*}$. On the A10,
+# $I^{*} = 208.3$ gives $d > 416$; on the H100 SXM ($989.5$ TFLOP/s over 3.35 TB/s,
+# $I^{*} \approx 295$), $d > 590$. Real models use $d$ of 64 to 256, so the standard algorithm
+# is memory bound on both, at every length. The fix is to remove the $N^2$ traffic, not to
+# change the model.
+# </details>
+#
+# **Worked problem 3 (when decode's linear layers turn compute bound).** For
+# $X(N, 4096) \cdot W(4096, 11008)$ (Llama 2's FFN up projection) in fp16, how many tokens
+# $N$ must share one weight read for the product to reach the A10's ridge?
+#
+# <details><summary>Answer</summary>
+#
+# For $N \ll K, M$ the intensity is $NKM/(NK + KM + NM) \approx N/(1 + N/K + N/M)$, roughly
+# $N$ for small $N$. Solving $N \cdot 4096 \cdot 11008 / (4096N + 4096\cdot 11008 + 11008N) = 208.3$
+# gives $N \approx 224$. `lp.critical_batch_size(llama, a10)` returns the same number (checked
+# in the next cell). Chapter 5 asks whether 224 sequences fit in 24 GB.
+# </details>
+#
+# **Worked problem 4 (choosing a GPU).** Using the simple model, which is faster for the
+# lecture's request (350 prompt tokens, 150 output tokens, Llama 2 7B in fp16), an L4 or an
+# A10G? By how much, and why is the answer not given by the ratio of their FLOP/s?
+#
+# <details><summary>Answer</summary>
+#
+# The A10G: about 3.4 s against about 6.8 s. The L4 has more fp16 tensor throughput
+# (121 against 70 TFLOP/s), which shortens its prefill, but the prefill is about 1 % of the
+# total. Decode, the other 99 %, reads the weights at 600 GB/s on the A10G and at 300 GB/s
+# on the L4, so the ratio is close to 2, the ratio of their bandwidths.
+# </details>
+#
+# **Worked problem 5 (KV reads).** At what context length does one decode step of Llama 2 7B
+# (batch 1, fp16) read as many bytes of KV cache as of weights? And for Llama 3 8B, whose
+# 8 KV heads share each group of 4 query heads?
+#
+# <details><summary>Answer</summary>
+#
+# Llama 2 7B stores $2 \cdot 2 \cdot 32 \cdot 4096 = 524{,}288$ bytes per token, and its
+# weights are 13.48 GB, so the crossover is near 25,700 tokens, beyond its 4096-token window
+# at batch 1. At batch 8 it happens at about 3,200 tokens. Llama 3 8B stores a quarter as
+# much per token (8 KV heads of 128 instead of 32), 131,072 bytes, against about 16 GB of
+# weights: the crossover is near 122,000 tokens. Grouped-query attention is, among other
+# things, a bandwidth optimization for decode.
+# </details>
+
+# %%
+assert lp.critical_batch_size(llama, a10) == 224
+llama3 = lp.get_model("llama-3-8b")
+for m in (llama, llama3):
+    crossover = m.weight_bytes("fp16") / m.kv_bytes_per_token("fp16")
+    print(f"{m.name}: {m.kv_bytes_per_token('fp16'):,.0f} KV bytes per token, "
+          f"weights {lp.format_bytes(m.weight_bytes('fp16'))}, crossover at {crossover:,.0f} tokens")
+print(f"L4 {lp.format_seconds(estimates['L4'].total_s)} against A10G "
+      f"{lp.format_seconds(estimates['A10G'].total_s)}")
+
+# %% [markdown]
+# ## Summary
+#
+# - Four resources bound inference: compute ($F$), memory bandwidth ($W$), memory capacity,
+#   and, for models split across GPUs, communication.
+# - An operator is compute bound when its arithmetic intensity exceeds the accelerator's
+#   ridge point $F/W$: 208.3 FLOP/byte for the A10 in fp16, between about 100 and 420 across
+#   the catalog, and whatever `measure_host()` finds on your machine.
+# - Standard attention does $(4d+3)N^2$ FLOPs and moves $8N^2 + 8Nd$ bytes per head: 62.4
+#   FLOP/byte at $d = 128$, $N = 4096$, and never more than about $d/2$, because the $N\times N$
+#   matrices $S$ and $P$ round-trip through memory. Tiled attention with an online softmax
+#   (FlashAttention, chapter 6) removes that traffic.
+# - Linear layers are GEMMs of intensity $NKM/(NK+KM+NM)$: 1365 FLOP/byte at $4096^3$,
+#   compute bound in prefill; in decode $N = 1$ and they become memory-bound GEMVs at about
+#   1 FLOP/byte.
+# - The simple model $t \approx S\cdot 2P/F + G\cdot 2P/W$ predicts a lower bound dominated by
+#   decode; measured runs take longer (published comparisons: up to about twice as long) because
+#   of achieved bandwidth, KV reads, element-wise operators and per-step overhead. On your
+#   machine, the ratio plot showed the same gap for the reference models.
+# - The simple model fails for long contexts and large batches, where KV-cache reads and the
+#   $N^2$ attention grow past the weights; the per-step roofline model keeps them.
+# - Tensor parallelism sends about $4L\,D\,T\cdot 2$ bytes per GPU per forward pass (two
+#   ring all-reduces per layer): negligible bandwidth in decode, comparable with compute in a
+#   long prefill, and prohibitive without NVLink.
+#
+# ## Exercises
+#
+# The exercise notebook `exercises/04_boundedness.py` asks you to derive intensities, place
+# operators on rooflines, predict request latencies and reproduce parts of this chapter's
+# measurements; its checks tell you immediately whether you got them right.
+#
+# ## References
+#
+# - V. Shenoy and P. Kiely, "A guide to LLM inference and performance", Baseten, 2023.
+#   <https://www.baseten.co/blog/llm-transformer-inference-guide/> (the lecture's source for
+#   the A10 balance, the attention and GEMM intensities and the end-to-end comparison).
+# - S. Williams, A. Waterman and D. Patterson, "Roofline: an insightful visual performance
+#   model for multicore architectures", *Communications of the ACM* 52(4), 2009.
+#   <https://doi.org/10.1145/1498765.1498785>
+# - T. Dao, D. Y. Fu, S. Ermon, A. Rudra and C. Ré, "FlashAttention: fast and memory-efficient
+#   exact attention with IO-awareness", NeurIPS 2022. <https://arxiv.org/abs/2205.14135>
+# - M. Shoeybi et al., "Megatron-LM: training multi-billion parameter language models using
+#   model parallelism", 2019. <https://arxiv.org/abs/1909.08053>
+# - P. Patarasuk and X. Yuan, "Bandwidth optimal all-reduce algorithms for clusters of
+#   workstations", *Journal of Parallel and Distributed Computing* 69(2), 2009.
+#   <https://doi.org/10.1016/j.jpdc.2008.09.002>
+# - NVIDIA A10 datasheet (125 TFLOP/s fp16, 600 GB/s, 24 GB, PCIe Gen4 64 GB/s).
+#   <https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a10/pdf/a10-datasheet.pdf>
+# - NVIDIA A100 datasheet (NVLink 600 GB/s).
+#   <https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a100/pdf/nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf>
+# - NVIDIA H100 datasheet (NVLink 900 GB/s on SXM).
+#   <https://resources.nvidia.com/en-us-tensor-core/nvidia-tensor-core-gpu-datasheet>
+# - NVIDIA Ampere GA102 GPU architecture whitepaper (128 KB L1/shared memory per SM).
+#   <https://www.nvidia.com/content/PDF/nvidia-ampere-ga-102-gpu-architecture-whitepaper-v2.pdf>
+# - Z. Yuan et al., "LLM inference unveiled: survey and roofline model insights", 2024.
+#   <https://arxiv.org/abs/2402.16363>
+# - The other accelerators' figures: the datasheets cited next to each entry in
+#   `llmperf/hardware.py`.
