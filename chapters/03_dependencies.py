@@ -1,0 +1,758 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Chapter 3: State and dependencies
+#
+# Chapter 2 split a request into a prefill, which reads the prompt in one pass, and a
+# run of decode steps, each of which produces one token. This chapter asks what a decode
+# step has to remember from the steps before it, what it costs to remember it, and what
+# it cannot start before. The answers explain most of what follows in the book: why
+# decode is slow on hardware that is fast at prefill, why memory capacity limits how many
+# requests a GPU can serve at once, and why the KV cache is the first optimization every
+# inference engine implements.
+#
+# **After this chapter you will be able to**
+#
+# - say which of the per-token vectors Q, K and V a transformer needs again later, and why
+#   causality makes it safe to keep them;
+# - show on a real model that generation with a KV cache and generation that recomputes
+#   everything produce the same tokens, and predict and measure how their costs grow with
+#   the number of generated tokens (quadratic against linear);
+# - compute the memory a model needs for its parameters and its KV state, with and without
+#   grouped-query attention, and keep GB and GiB apart;
+# - draw the dependency graph of prefill and decode, read off its critical path, and say how
+#   much parallel work each phase exposes to the hardware.
+#
+# The chapter uses a GPU when one is present and runs on the CPU otherwise.
+
+# %%
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+import llmperf as lp
+from llmperf.plots import new_axes, use_style
+
+use_style()
+torch.manual_seed(0)
+rng = np.random.default_rng(0)
+device = "cuda" if torch.cuda.is_available() else "cpu"
+llama = lp.get_model("llama-2-7b")
+a10 = lp.get_accelerator("A10")
+
+# %% [markdown]
+# ## Notation
+#
+# | symbol | meaning | Llama 2 7B |
+# |---|---|---|
+# | $L$ | decoder layers | 32 |
+# | $D$ | model width, $D = h \cdot d$ | 4096 |
+# | $h$, $h_{kv}$ | query heads, key/value heads | 32, 32 |
+# | $d$ | width of one head | 128 |
+# | $N$ | tokens held in context (prompt plus generated so far) | up to 4096 |
+# | $S$, $G$ | prompt length, number of generated tokens | |
+# | $b$ | bytes per element (2 for fp16) | 2 |
+# | $P$ | parameters | 6,738,415,616 |
+#
+# We write $x^{(\ell)}_t$ for the hidden vector of token $t$ at the input of layer $\ell$;
+# $x^{(0)}_t$ is the token's embedding and $x^{(L)}_t$, after the final norm and LM head,
+# gives the logits of the next token.
+
+# %% [markdown]
+# ## 3.1 The state a token leaves behind
+#
+# Each layer begins with three projections of the normalised hidden vector of every token:
+#
+# $$
+# q^{(\ell)}_t = x^{(\ell)}_t W^{(\ell)}_Q, \qquad
+# k^{(\ell)}_t = x^{(\ell)}_t W^{(\ell)}_K, \qquad
+# v^{(\ell)}_t = x^{(\ell)}_t W^{(\ell)}_V .
+# $$
+#
+# So for every token and every layer there is a query, a key and a value vector. Attention
+# then combines them *causally*: token $t$ looks at itself and at the tokens before it,
+# never after,
+#
+# $$
+# o^{(\ell)}_t = \sum_{s \le t} \operatorname{softmax}_s\!\left(\frac{q^{(\ell)}_t \cdot k^{(\ell)}_s}{\sqrt d}\right) v^{(\ell)}_s ,
+# $$
+#
+# per head, followed by the output projection, the residual connection and the
+# feed-forward network, all of which act on each token separately. Read the sum with the
+# question "who uses what?" in mind:
+#
+# - the query $q_t$ appears only in the output of token $t$ itself. Once token $t$ has been
+#   processed, its query is never read again;
+# - the key $k_s$ and value $v_s$ appear in the output of *every later* token $t \ge s$.
+#   They are needed again at every future step, for the whole life of the request.
+#
+# Causality gives a second fact that is just as important: nothing about token $s$ depends
+# on tokens after it. By induction over layers, $x^{(\ell)}_s$, and therefore $k^{(\ell)}_s$
+# and $v^{(\ell)}_s$, are functions of tokens $0, \dots, s$ only. Appending new tokens never
+# changes them. So the keys and values computed once stay valid forever, and a decode step
+# that has them at hand only needs to compute the new token's own $q$, $k$ and $v$.
+#
+# **Only K and V are state: Q is used once and thrown away, while every layer's K and V of
+# every earlier token are read by every later step and never change.**
+#
+# The lecture lists K, Q and V vectors among the memory requirements of inference; the
+# argument above is why an implementation keeps only K and V. The cell below checks both
+# facts on one attention head in numpy: the output of the last token needs only its own
+# query and the keys and values of all tokens; and keys and values grown one token at a
+# time into a preallocated cache equal those computed from scratch.
+
+# %%
+def causal_attention(q, k, v):
+    """Causal softmax attention of one head: q, k, v are (N, d)."""
+    scores = q @ k.T / np.sqrt(q.shape[1])
+    scores = np.where(np.tril(np.ones_like(scores, dtype=bool)), scores, -np.inf)
+    p = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return (p / p.sum(axis=1, keepdims=True)) @ v
+
+
+n_tok, width, d_head = 12, 64, 16
+x = rng.standard_normal((n_tok, width))
+w_q, w_k, w_v = (rng.standard_normal((width, d_head)) / np.sqrt(width) for _ in range(3))
+full = causal_attention(x @ w_q, x @ w_k, x @ w_v)
+
+# The last token's output from its own query and everyone's K and V:
+scores = (x[-1] @ w_q) @ (x @ w_k).T / np.sqrt(d_head)
+weights = np.exp(scores - scores.max())
+last = weights / weights.sum() @ (x @ w_v)
+
+# A preallocated cache, filled one token at a time as decode would:
+k_cache = np.zeros((n_tok, d_head))
+v_cache = np.zeros((n_tok, d_head))
+for t in range(n_tok):
+    k_cache[t] = x[t] @ w_k
+    v_cache[t] = x[t] @ w_v
+
+assert np.allclose(last, full[-1])
+assert np.allclose(k_cache, x @ w_k) and np.allclose(v_cache, x @ w_v)
+print("last token from (q_last, all K, all V) equals full attention:", np.allclose(last, full[-1]))
+print("K and V grown one token at a time equal K and V from scratch:", np.allclose(k_cache, x @ w_k))
+
+# %% [markdown]
+# Notice that the query matrix of the earlier tokens was never formed for the last token's
+# output: one row of $Q$ against all rows of $K$ and $V$ is enough. That row-of-one shape is
+# the decode step, and it returns in section 3.4.
+
+# %% [markdown]
+# ## 3.2 Regenerate or retain
+#
+# Because the computation is deterministic, state need not be kept: a decode step could
+# rebuild every key and value from the token ids alone by running the whole sequence through
+# the model again. That is generation *without* a KV cache. The alternative keeps the keys
+# and values of every layer in memory, the **KV cache**, and feeds the model only the newest
+# token. Both must produce the same tokens, since they compute the same function; they differ
+# only in how much work they repeat.
+#
+# We check this on the course's reference model, a small Llama-style transformer built from
+# the catalog config `ref-small`, with random weights and greedy sampling, so that the tokens
+# are a deterministic function of the prompt.
+
+# %%
+from llmperf.transformer import Transformer, generate
+
+ref = lp.get_model("ref-small")
+model = Transformer(ref, device=device, seed=0)
+print(f"{ref.name}: {ref.n_layers} layers, D = {ref.d_model}, {ref.n_heads} query heads, "
+      f"{ref.n_kv_heads} KV heads of d = {ref.d_head}; {ref.param_count():,} parameters")
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+S, G = 8, 40  # prompt length and tokens to generate
+prompt = torch.randint(0, ref.vocab_size, (S,), generator=torch.Generator().manual_seed(0)).tolist()
+generate(model, prompt, max_new_tokens=2, use_cache=True)  # warm-up: first calls allocate
+generate(model, prompt, max_new_tokens=2, use_cache=False)
+cached = generate(model, prompt, max_new_tokens=G, use_cache=True)
+recomputed = generate(model, prompt, max_new_tokens=G, use_cache=False)
+print("with cache:   ", cached.tokens[0, :16].tolist(), "...")
+print("recomputation:", recomputed.tokens[0, :16].tolist(), "...")
+
+# %%
+same = torch.equal(cached.tokens, recomputed.tokens)
+assert same
+print("identical tokens:", same)
+
+# %% [markdown]
+# The token ids themselves depend on random weights and on the floating-point kernels of
+# the machine, so the book does not compare them across machines; the assert that the two
+# lists are identical holds everywhere. (The two methods add the same numbers in a different
+# order, so their logits can differ in the last bits; with greedy decoding that only matters
+# if two tokens tie almost exactly, which a random model with a vocabulary of thousands does
+# not do here.)
+#
+# ### What recomputation costs
+#
+# Let $T_{\text{pre}}(n)$ be the time of a prefill of $n$ tokens and $T_{\text{dec}}(n)$ the
+# time of one decode step with $n$ tokens already in the cache. Generating $G$ tokens from a
+# prompt of $S$ tokens costs
+#
+# $$
+# T_{\text{recompute}}(G) = \sum_{i=0}^{G-1} T_{\text{pre}}(S + i),
+# \qquad
+# T_{\text{cache}}(G) = T_{\text{pre}}(S) + \sum_{i=1}^{G-1} T_{\text{dec}}(S + i - 1).
+# $$
+#
+# Without a cache, step $i$ is a prefill of the prompt plus the $i$ tokens generated so
+# far. With one, only the first step is a prefill; every later step pushes one token through.
+# In FLOPs, a prefill of $n$ tokens costs about $2Pn$ (chapter 1), so
+#
+# $$
+# \text{FLOP}_{\text{recompute}} \approx 2P \sum_{i=0}^{G-1}(S+i) = 2P\left(GS + \tfrac{G(G-1)}{2}\right),
+# \qquad
+# \text{FLOP}_{\text{cache}} \approx 2P\,(S + G - 1),
+# $$
+#
+# which are quadratic and linear in $G$. Their ratio grows like $G/2$ once $G \gg S$.
+# (The attention term adds $\propto n^2$ per prefill, which makes recomputation cubic for
+# very long sequences; at the lengths below it is small.)
+#
+# **Recomputing state makes generation quadratic in its length; keeping it makes it
+# linear, at the price of memory.**
+#
+# For Llama 2 7B on the lecture's A10, the roofline model of `llmperf` gives both sums for a
+# request of 350 prompt tokens and 150 generated ones:
+
+# %%
+def recompute_time(model_cfg, acc, prompt_len, generated, dtype="fp16"):
+    """Seconds to generate without a cache: one prefill of growing length per token."""
+    return sum(lp.prefill_time(model_cfg, acc, prompt_len + i, dtype=dtype) for i in range(generated))
+
+
+def cached_time(model_cfg, acc, prompt_len, generated, dtype="fp16"):
+    """Seconds to generate with a cache: one prefill, then generated - 1 decode steps."""
+    return lp.prefill_time(model_cfg, acc, prompt_len, dtype=dtype) + sum(
+        lp.decode_step_time(model_cfg, acc, prompt_len + i - 1, dtype=dtype) for i in range(1, generated))
+
+
+t_re = recompute_time(llama, a10, 350, 150)
+t_ca = cached_time(llama, a10, 350, 150)
+assert np.isclose(t_ca, lp.roofline_latency(llama, a10, 350, 150).total_s)
+print(f"Llama 2 7B on A10, S = 350, G = 150: recompute {t_re:.2f} s, cache {t_ca:.2f} s, "
+      f"ratio {t_re / t_ca:.1f}")
+
+# %% [markdown]
+# The cached total matches `lp.roofline_latency`, which is the same sum written once in the
+# library. On the A10 recomputation is not as hopeless as the FLOP ratio suggests, because
+# each cached decode step is memory bound: it reads all 13.5 GB of weights to do the work of
+# one token, while a recomputing prefill does the work of hundreds of tokens for about the
+# same weight traffic. The cache wins all the same, and wins more with every token.
+#
+# ### Predict, then measure
+#
+# Now the same two sums on this machine. `measure_host()` measures the peak matmul rate and
+# the memory bandwidth of the machine the notebook runs on and returns an `Accelerator`, so
+# `lp.prefill_time` and `lp.decode_step_time` can predict the reference model here. The
+# measurement is already done: the two generations of the equality check recorded the time at
+# which each token became available, so one run of each gives the whole curve against
+# generated length.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from llmperf.measure import benchmark, measure_host
+
+host = measure_host()
+dtype = "fp32"
+print(host.name, f"peak {lp.format_flop_rate(host.peak(dtype))}, "
+      f"bandwidth {lp.format_bandwidth(host.mem_bandwidth)}")
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+lengths = np.arange(1, G + 1)
+pred_re = np.cumsum([lp.prefill_time(ref, host, S + i, dtype=dtype) for i in range(G)])
+pred_ca = np.cumsum([lp.prefill_time(ref, host, S, dtype=dtype)]
+                    + [lp.decode_step_time(ref, host, S + i - 1, dtype=dtype) for i in range(1, G)])
+meas_re = np.array(recomputed.timestamps_s)  # the two generations of the equality check above
+meas_ca = np.array(cached.timestamps_s)
+
+print(f"{'G':>4}{'recompute pred':>16}{'measured':>10}{'ratio':>7}{'cache pred':>12}{'measured':>10}{'ratio':>7}")
+for g in (1, 10, 20, 30, 40):
+    i = g - 1
+    print(f"{g:>4}{pred_re[i] * 1e3:>14.1f}ms{meas_re[i] * 1e3:>8.1f}ms{meas_re[i] / pred_re[i]:>7.1f}"
+          f"{pred_ca[i] * 1e3:>10.1f}ms{meas_ca[i] * 1e3:>8.1f}ms{meas_ca[i] / pred_ca[i]:>7.1f}")
+print(f"recompute / cache at G = {G}: predicted {pred_re[-1] / pred_ca[-1]:.1f}, "
+      f"measured {meas_re[-1] / meas_ca[-1]:.1f}")
+
+# %%
+ax = new_axes("Generating G tokens: recomputation against a KV cache",
+              "generated tokens G", "time until token G is available (ms)")
+ax.plot(lengths, meas_re * 1e3, "o", ms=3, color="C3", label="recompute, measured")
+ax.plot(lengths, pred_re * 1e3, "-", color="C3", alpha=0.6, label="recompute, roofline prediction")
+ax.plot(lengths, meas_ca * 1e3, "o", ms=3, color="C0", label="KV cache, measured")
+ax.plot(lengths, pred_ca * 1e3, "-", color="C0", alpha=0.6, label="KV cache, roofline prediction")
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# **Figure 1.** Time until the $G$-th generated token is available, for the reference model
+# on this machine, from a prompt of 8 tokens. Dots are measured, lines are the `llmperf`
+# roofline prediction with this machine's measured peak and bandwidth. The recomputing curve
+# bends upward (each step is a longer prefill), the cached curve is a straight line (each step
+# pushes one token).
+#
+# Compare the *shapes* first: the measured curves are quadratic and linear, as derived. Then
+# the gap: the table prints the ratio of measured to predicted time, and it is above one,
+# often by a good margin. The roofline model is a lower bound that assumes every operator
+# runs at the machine's peak FLOP rate or its peak bandwidth. A model this small violates
+# that in two ways: each decode step runs a few dozen small operators whose fixed cost (a
+# Python call, a kernel launch, thread synchronisation) is comparable to their work, and
+# the matmuls of short prefills are too small to reach the peak measured on large ones.
+# Both inflate the cached curve more than the recomputing one, so the measured advantage of
+# the cache is usually smaller than predicted at small $G$ and grows with $G$ as the
+# quadratic term takes over.
+
+# %% [markdown]
+# ## 3.3 Memory: parameters plus KV state
+#
+# A server keeps two things in accelerator memory for the whole life of a request: the
+# parameters, shared by all requests, and the KV state of each request. Per token, every
+# layer stores one key and one value vector of width $D$, each element $b$ bytes:
+#
+# $$
+# \text{KV bytes} = \underbrace{2}_{K,\,V} \cdot b \cdot L \cdot D \cdot N
+# = 2 \cdot 2 \cdot L \cdot D \cdot N \text{ in fp16.}
+# $$
+#
+# For Llama 2 7B at its full context of $N = 4096$:
+#
+# $$
+# 2 \cdot 2 \cdot 32 \cdot 4096 \cdot 4096 = 2^{1+1+5+12+12} = 2^{31} = 2{,}147{,}483{,}648 \text{ bytes.}
+# $$
+#
+# That is exactly 2 GiB (gibibytes, $2^{30}$ bytes each), or 2.15 GB (gigabytes, $10^9$
+# bytes each). Datasheets give memory in GB; operating systems and PyTorch often print GiB.
+# The 7% between them is the difference between four requests fitting and five, as chapter 5
+# shows, so this book always says which one it means.
+
+# %%
+kv_hand = 2 * 2 * llama.n_layers * llama.d_model * 4096
+assert kv_hand == llama.kv_cache_bytes(tokens=4096, dtype="fp16") == 2 * lp.GiB
+print(f"Llama 2 7B, 4096 tokens: {int(llama.kv_cache_bytes(4096)):,} bytes "
+      f"= {lp.format_bytes(llama.kv_cache_bytes(4096), binary=True)} "
+      f"= {lp.format_bytes(llama.kv_cache_bytes(4096))}")
+print(f"per token: {int(llama.kv_bytes_per_token()):,} bytes "
+      f"= {lp.format_bytes(llama.kv_bytes_per_token(), binary=True)}")
+print(f"parameters in fp16: {lp.format_bytes(llama.weight_bytes('fp16'))}")
+
+# %% [markdown]
+# ### Grouped-query attention
+#
+# The formula charges $D$ numbers per token per layer for each of K and V because Llama 2 7B
+# has as many key/value heads as query heads. Grouped-query attention (GQA; Ainslie et al.,
+# 2023) lets a group of query heads share one key/value head. With $h_{kv}$ key/value heads
+# of width $d$, the state per token per layer is $2\,h_{kv}\,d$ numbers instead of $2\,h\,d$:
+#
+# $$
+# \text{KV bytes} = 2 \cdot b \cdot L \cdot h_{kv} \cdot d \cdot N .
+# $$
+#
+# Mistral 7B and Llama 3 8B have the same $L = 32$ and $D = 4096$ as Llama 2 7B but only
+# $h_{kv} = 8$ key/value heads for 32 query heads: a quarter of the KV state. Llama 2 70B,
+# with 80 layers of width 8192 but 8 key/value heads, stores *less* per token than Llama 2 7B.
+# Multi-query attention (Shazeer, 2019) is the extreme $h_{kv} = 1$.
+#
+# **KV state grows linearly with context and batch, and GQA divides it by $h / h_{kv}$.**
+
+# %%
+names = ["llama-2-7b", "llama-2-13b", "llama-2-70b", "mistral-7b", "llama-3-8b", "llama-3-70b",
+         "mixtral-8x7b", "gpt2-xl"]
+print(f"{'model':<14}{'L':>4}{'h':>4}{'h_kv':>6}{'d':>5}{'KV/token':>12}{'KV @ 4096':>12}{'weights':>11}")
+for name in names:
+    m = lp.get_model(name)
+    hand = 2 * 2 * m.n_layers * m.n_kv_heads * m.d_head
+    assert hand == m.kv_bytes_per_token("fp16")
+    print(f"{m.name:<14}{m.n_layers:>4}{m.n_heads:>4}{m.n_kv_heads:>6}{m.d_head:>5}"
+          f"{lp.format_bytes(m.kv_bytes_per_token(), binary=True):>12}"
+          f"{lp.format_bytes(m.kv_cache_bytes(4096), binary=True):>12}"
+          f"{lp.format_bytes(m.weight_bytes('fp16')):>11}")
+
+# %%
+contexts = np.logspace(np.log10(256), np.log10(131072), 40)
+groups = {}  # models with the same KV bytes per token share a line
+for name in names[:-1]:
+    groups.setdefault(lp.get_model(name).kv_bytes_per_token(), []).append(lp.get_model(name))
+ax = new_axes("KV cache of one sequence (fp16)", "context length N (tokens)", "KV cache (GiB)")
+for i, (per_token, ms) in enumerate(sorted(groups.items(), reverse=True)):
+    m = ms[0]
+    gqa = m.n_kv_heads < m.n_heads
+    ax.loglog(contexts, contexts * per_token / lp.GiB, "--" if gqa else "-", color=f"C{i}",
+              label=f"{', '.join(x.name for x in ms)} (L = {m.n_layers}, h_kv = {m.n_kv_heads})")
+mha_70b = lp.get_model("llama-2-70b").with_(name="llama-2-70b without GQA", n_kv_heads=64)
+ax.loglog(contexts, contexts * mha_70b.kv_bytes_per_token() / lp.GiB, ":", color="grey",
+          label="llama-2-70b if it had 64 KV heads (no GQA)")
+free = a10.mem_capacity - llama.weight_bytes("fp16")
+ax.axhline(free / lp.GiB, color="black", lw=0.8)
+ax.text(300, free / lp.GiB * 1.3, "A10 memory left after Llama 2 7B's fp16 weights", fontsize=8)
+ax.axvline(4096, color="grey", lw=0.5, ls=":")
+ax.legend(loc="lower right")
+plt.show()
+
+# %% [markdown]
+# **Figure 2.** KV cache of a single sequence against its context length, in GiB, for
+# catalog models (log-log). Every line is straight with slope one: the state is linear in
+# $N$. Solid lines are models with full multi-head attention, dashed ones use GQA; at equal
+# size the GQA models sit a factor $h/h_{kv}$ lower (four for the 7-8B models, eight for
+# Llama 2 70B against a hypothetical multi-head version of itself). The grey line is what
+# an A10 has left once Llama 2 7B's fp16 weights are loaded: a single Llama 2 7B sequence
+# crosses it at about 20,000 tokens.
+#
+# How many tokens of KV state fit beside the weights? The memory left, divided by the
+# bytes per token:
+
+# %%
+for name in ("llama-2-7b", "mistral-7b"):
+    m = lp.get_model(name)
+    left = a10.mem_capacity - m.weight_bytes("fp16")
+    print(f"{m.name} on A10: {lp.format_bytes(left)} left after weights -> "
+          f"{int(left // m.kv_bytes_per_token()):,} tokens of KV state; "
+          f"{lp.max_batch_size(m, a10, 4096)} sequences of 4096 tokens")
+
+# %% [markdown]
+# The token budget is shared by all requests in flight, which is why chapter 5's question,
+# how large a batch can be, is a memory question first.
+#
+# ### Predict, then measure: the reference model's cache
+#
+# The reference transformer preallocates its cache for `max_batch` sequences of up to
+# `max_seq_len` tokens, the way production engines reserve memory ahead of time. The
+# formula predicts its size exactly; the tensors the model allocated say what it really is.
+
+# %%
+cache_bytes = sum(buf.numel() * buf.element_size()
+                  for name, buf in model.named_buffers() if ".kv_cache." in name)
+element = torch.tensor([], dtype=model.dtype).element_size()
+predicted = ref.kv_cache_bytes(tokens=model.max_seq_len, batch=model.max_batch,
+                               dtype={4: "fp32", 2: "bf16"}[element])
+print(f"predicted {int(predicted):,} bytes, allocated {cache_bytes:,} bytes "
+      f"({model.max_batch} x {model.max_seq_len} tokens, {element}-byte elements)")
+assert cache_bytes == predicted
+
+# %% [markdown]
+# Here prediction and measurement agree to the byte: memory needs no roofline, only
+# counting. Real engines add a little on top (allocation granularity, the pages of a paged
+# cache, chapter 6), but the bulk is this formula.
+
+# %% [markdown]
+# ## 3.4 Dependencies
+#
+# The lecture lists three dependencies of a decode step:
+#
+# 1. **across layers**: the output of layer $\ell$ is the input of layer $\ell + 1$, so the
+#    layers of one token run one after another;
+# 2. **across tokens, through the state**: at layer $\ell$, token $t$ needs
+#    $k^{(\ell)}_s, v^{(\ell)}_s$ for every $s < t$, which were produced from
+#    $x^{(\ell-1)}_s$, one layer down;
+# 3. **through the output**: the input of decode step $t + 1$ is the token that step $t$
+#    sampled from the last layer's output.
+#
+# In the prefill all tokens of the prompt are known from the start, so dependency 3 is
+# absent. Write node $(t, \ell)$ for "layer $\ell$ of token $t$". In the prefill, node
+# $(t, \ell)$ waits for nodes $(s, \ell-1)$ with $s \le t$: every token's layer $\ell$ can
+# run as soon as layer $\ell - 1$ is done for the whole prompt, and all tokens of a layer run
+# at once. In decode, node $(t+1, 1)$ also waits for node $(t, L)$, because the token it
+# embeds is not known before the last layer of the previous token has run.
+#
+# The **critical path** is the longest chain of nodes that must run one after another; no
+# amount of hardware makes a computation finish faster than its critical path. Counting
+# layer evaluations:
+#
+# $$
+# \text{critical path}_{\text{prefill}}(S) = L, \qquad
+# \text{critical path}_{\text{decode}}(G) = G \cdot L .
+# $$
+#
+# The prefill's path is as deep as the model, whatever the prompt length; decode's grows with
+# every token. The figure draws both.
+
+# %%
+def arrow(ax, start, end, color="black", lw=0.8, alpha=1.0, rad=0.0):
+    ax.annotate("", end, start, arrowprops=dict(arrowstyle="->", color=color, lw=lw, alpha=alpha,
+                                                connectionstyle=f"arc3,rad={rad}"))
+
+
+def draw_graph(ax, tokens, layers, decode, title):
+    """Nodes (token, layer) with their dependencies; the critical path in red."""
+    if decode:  # every node, token after token
+        path = [(t, l) for t in range(tokens) for l in range(layers)]
+    else:  # any one column: here the last
+        path = [(tokens - 1, l) for l in range(layers)]
+    on_path = set(zip(path, path[1:]))
+    for t in range(tokens):
+        for l in range(layers):
+            ax.plot(t, l, "o", ms=14, mec="black", zorder=3,
+                    color="#f4b6b6" if (t, l) in path else "white")
+            if l == 0:
+                continue
+            red = ((t, l - 1), (t, l)) in on_path
+            arrow(ax, (t, l - 1 + 0.2), (t, l - 0.2), "C3" if red else "black", 1.8 if red else 0.8)
+            for s_ in range(t):  # K, V of earlier tokens at layer l, made from their layer l-1 output
+                arrow(ax, (s_ + 0.12, l - 1 + 0.12), (t - 0.12, l - 0.12), "C0", 0.5, 0.35)
+        if decode and t + 1 < tokens:  # the sampled token is the next step's input
+            arrow(ax, (t + 0.1, layers - 1 - 0.15), (t + 1 - 0.1, 0.15), "C3", 1.8, rad=-0.2)
+    ax.set_title(f"{title}: critical path {len(path)} layer evaluations")
+    ax.set_xticks(range(tokens))
+    ax.set_yticks(range(layers), [f"layer {l + 1}" for l in range(layers)])
+    ax.set_xlabel("token position")
+    ax.set_xlim(-0.5, tokens - 0.5)
+    ax.set_ylim(-0.5, layers - 0.5)
+    ax.grid(False)
+
+
+fig, (ax_p, ax_d) = plt.subplots(1, 2, figsize=(11, 3.8))
+draw_graph(ax_p, tokens=5, layers=4, decode=False, title="prefill of 5 tokens")
+draw_graph(ax_d, tokens=5, layers=4, decode=True, title="decode of 5 tokens")
+fig.legend(handles=[plt.Line2D([], [], color="black", lw=0.8, label="same token, next layer"),
+                    plt.Line2D([], [], color="C0", lw=0.8, label="K, V of an earlier token"),
+                    plt.Line2D([], [], color="C3", lw=1.8, label="critical path"),
+                    plt.Line2D([], [], ls="", marker="o", ms=9, mec="black", color="#f4b6b6",
+                               label="node on the critical path")],
+           loc="lower center", ncol=4, bbox_to_anchor=(0.5, 0.0))
+plt.tight_layout(rect=(0, 0.08, 1, 1))
+plt.show()
+
+# %% [markdown]
+# **Figure 3.** The dependency graph of a 4-layer model over 5 tokens. Each circle is one
+# layer of one token. Black arrows: the same token's next layer. Blue arrows: the keys and
+# values of earlier tokens, made one layer down, read by attention. Red arrows (decode only):
+# the token sampled from the last layer becomes the next step's input. Shaded: the critical
+# path. In the prefill (left) every column of a row can run at once, and the longest chain
+# is one column, 4 layers deep. In decode (right) the red arrows chain the columns into a
+# single path through all 20 nodes.
+#
+# The blue arrows are why decode needs its cache and the red arrows are why it is slow: a
+# cache removes the recomputation behind the blue arrows, but nothing removes the red ones.
+# Speculative decoding (chapter 6) is the one technique in this book that attacks them, by
+# guessing several tokens ahead and checking them in a prefill-like pass.
+
+# %%
+S_demo, G_demo = 2048, 512
+print(f"Llama 2 7B, prompt of {S_demo} tokens: prefill critical path = {llama.n_layers} layers deep")
+print(f"Llama 2 7B, {G_demo} generated tokens: decode critical path = {G_demo} x {llama.n_layers} "
+      f"= {G_demo * llama.n_layers:,} layer evaluations")
+
+# %% [markdown]
+# ### How much parallel work each phase exposes
+#
+# The other side of the critical path is the work available at each point on it. In the
+# prefill, every matmul of a layer multiplies a matrix of $S$ rows (one per prompt token)
+# by a weight matrix: $S$ rows share each weight read from memory. In decode the same matmul
+# has one row. The FLOPs per byte of weights therefore scale with the row count:
+# for $X\,(n \times K)$ times $W\,(K \times M)$ in fp16, the intensity is
+#
+# $$
+# \frac{2nKM}{2(nK + KM + nM)} \approx n \quad (n \ll K, M),
+# $$
+#
+# about one FLOP per byte at $n = 1$ and about $S$ at $n = S$ until the matmul turns compute
+# bound. `lp.layer_costs` gives the whole table; here are the rows per matmul and the
+# intensity of Llama 2 7B's query projection and FFN in both phases:
+
+# %%
+rows_pre = lp.layer_costs(llama, "prefill", batch=1, seq_len=S_demo)
+rows_dec = lp.layer_costs(llama, "decode", batch=1, seq_len=S_demo)
+print(f"{'':<12}{'rows/matmul':>12}{'q_proj FLOP/B':>15}{'ffn_up FLOP/B':>15}{'step FLOP':>12}{'A10 time':>11}")
+for label, rows, n in (("prefill", rows_pre, S_demo), ("decode", rows_dec, 1)):
+    print(f"{label:<12}{n:>12}{rows['q_proj'].intensity:>15.1f}{rows['ffn_up'].intensity:>15.1f}"
+          f"{lp.format_flops(rows.total.flops):>12}{lp.format_seconds(rows.time_s):>11}")
+print(f"A10 ridge point: {a10.ridge_point('fp16'):.1f} FLOP/B")
+print(f"prefill time per prompt token {lp.format_seconds(rows_pre.time_s / S_demo)}, "
+      f"decode time per token {lp.format_seconds(rows_dec.time_s)}")
+
+# %% [markdown]
+# With 2048 rows the projections sit far above the A10's ridge point and run compute bound;
+# with one row they sit near one FLOP per byte, far below it, and run at the speed of memory.
+# Per token, the prefill is more than an order of magnitude cheaper than a decode step,
+# although the arithmetic per token is the same. This is chapter 4's subject; the point here
+# is where it comes from: **the prefill exposes $S$ tokens of independent work at every
+# layer, decode exposes one, because its next token does not exist yet.**
+#
+# ### Predict, then measure: one prefill against many decode steps
+#
+# Take a prompt of $S$ tokens and feed it to the reference model two ways: as one prefill,
+# and token by token as $S$ decode steps, the way a model without a prefill phase would
+# have to. Both leave the same cache behind. The roofline model predicts the ratio of
+# the two times; the measurement checks it.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+def one_prefill(tokens):
+    model.reset_cache()
+    model.forward(tokens, start_pos=0, last_only=True)  # logits of the last token only, as in generation
+
+
+def token_by_token(tokens):
+    model.reset_cache()
+    for pos in range(tokens.shape[1]):
+        model.forward(tokens[:, pos:pos + 1], start_pos=pos)
+
+
+print(f"{'S':>5}{'prefill pred':>14}{'meas':>10}{'S decodes pred':>16}{'meas':>10}"
+      f"{'ratio pred':>12}{'ratio meas':>12}")
+sweep = (4, 16, 48)
+pre_pred, pre_meas, seq_pred, seq_meas = [], [], [], []
+with torch.inference_mode():
+    for n in sweep:
+        tokens = torch.randint(0, ref.vocab_size, (1, n), device=device)
+        pre_pred.append(lp.prefill_time(ref, host, n, dtype=dtype))
+        seq_pred.append(lp.prefill_time(ref, host, 1, dtype=dtype)  # the first token finds an empty cache
+                        + sum(lp.decode_step_time(ref, host, p, dtype=dtype) for p in range(1, n)))
+        pre_meas.append(benchmark(lambda: one_prefill(tokens), warmup=1, repeat=3).median_s)
+        seq_meas.append(benchmark(lambda: token_by_token(tokens), warmup=1, repeat=1).median_s)
+        print(f"{n:>5}{pre_pred[-1] * 1e3:>12.2f}ms{pre_meas[-1] * 1e3:>8.2f}ms"
+              f"{seq_pred[-1] * 1e3:>14.2f}ms{seq_meas[-1] * 1e3:>8.2f}ms"
+              f"{seq_pred[-1] / pre_pred[-1]:>12.1f}{seq_meas[-1] / pre_meas[-1]:>12.1f}")
+
+# %%
+ax = new_axes("Feeding S prompt tokens: one prefill against S decode steps",
+              "prompt length S (tokens)", "time (ms)")
+ax.loglog(sweep, np.array(pre_meas) * 1e3, "o-", color="C2", label="one prefill, measured")
+ax.loglog(sweep, np.array(pre_pred) * 1e3, "--", color="C2", label="one prefill, roofline prediction")
+ax.loglog(sweep, np.array(seq_meas) * 1e3, "o-", color="C1", label="S decode steps, measured")
+ax.loglog(sweep, np.array(seq_pred) * 1e3, "--", color="C1", label="S decode steps, roofline prediction")
+ax.set_xticks(sweep, [str(n) for n in sweep])
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# **Figure 4.** Time to push a prompt of $S$ tokens through the reference model on this
+# machine, as one prefill (green) or as $S$ sequential single-token steps (orange), measured
+# (dots) and predicted by the roofline model (dashed), on log-log axes. The sequential line
+# has slope one: $S$ steps, each paying to read all the weights. The prefill line is much
+# flatter for short prompts, where reading the weights once dominates, and only steepens
+# once the prefill becomes compute bound.
+#
+# The gap between the two is the value of parallel work, and both prediction and measurement
+# show it growing with $S$. The measured ratio is usually smaller than the predicted one.
+# Two reasons, both visible in the table: each of the $S$ decode steps pays a fixed
+# overhead that the roofline model leaves out, which favours neither side in ratio but
+# inflates both; and on a CPU the weights of a small model partly stay in the last-level
+# cache between steps, so a decode step reads them faster than the DRAM bandwidth
+# `measure_host()` measured, which makes the sequential path cheaper than predicted.
+
+# %% [markdown]
+# ## Worked problems
+#
+# **Problem 1.** How many bytes of KV state does one token leave in Llama 2 13B
+# ($L = 40$, $D = 5120$, full multi-head attention) in fp16? How many tokens fit in 10 GB?
+#
+# <details><summary>Answer</summary>
+#
+# $2 \cdot 2 \cdot 40 \cdot 5120 = 819{,}200$ bytes, exactly 800 KiB. Ten GB are
+# $10^{10}$ bytes, so $\lfloor 10^{10} / 819{,}200 \rfloor = 12{,}207$ tokens: three
+# sequences of 4096 tokens do not quite fit.
+# </details>
+#
+# **Problem 2.** Llama 3 8B has $L = 32$, 32 query heads and 8 key/value heads of $d = 128$.
+# What is its KV cache at its full context of 8192 tokens in fp16, and what would it be
+# without GQA?
+#
+# <details><summary>Answer</summary>
+#
+# $2 \cdot 2 \cdot 32 \cdot 8 \cdot 128 \cdot 8192 = 2^{30}$ bytes, exactly 1 GiB. With 32
+# key/value heads it would be four times as much, 4 GiB: Llama 2 7B's 512 KiB per token
+# (same $L$ and $D$) over twice its context.
+# </details>
+#
+# **Problem 3.** Without a cache, how many tokens in total does the model process to
+# generate $G = 150$ tokens from a prompt of $S = 350$? With a cache? What is the ratio of
+# FLOPs, ignoring attention's quadratic term?
+#
+# <details><summary>Answer</summary>
+#
+# Without: $\sum_{i=0}^{149}(350 + i) = 150 \cdot 350 + 149 \cdot 150/2 = 52{,}500 + 11{,}175
+# = 63{,}675$ token passes. With: $350 + 149 = 499$. The ratio is $63{,}675 / 499 \approx 128$.
+# The time ratio on an A10 is much smaller (computed in section 3.2), because decode steps
+# are memory bound: the cache saves FLOPs that were cheap to begin with, and pays for each
+# step with a full read of the weights.
+# </details>
+#
+# **Problem 4.** A 32-layer model prefills a prompt of 2048 tokens and then generates 512.
+# How many layer evaluations lie on the critical path of each phase? If one layer evaluation
+# took 0.1 ms regardless of how many tokens it processed, how long would each phase take?
+#
+# <details><summary>Answer</summary>
+#
+# Prefill: 32, whatever the prompt length, so 3.2 ms. Decode: $512 \cdot 32 = 16{,}384$, so
+# 1.64 s. The assumption is the point: with enough parallel hardware, the prefill's time is
+# set by its depth, while decode's is set by its length. Real hardware runs out of
+# parallelism before 2048 tokens (the prefill turns compute bound), but never before one.
+# </details>
+#
+# **Problem 5.** An A10 has 24 GB. Llama 2 7B's weights take 13.48 GB in fp16. A published
+# estimate says "about 2 GB per 4K-token sequence, so about 5 sequences fit". How many fit,
+# and where does the estimate go wrong?
+#
+# <details><summary>Answer</summary>
+#
+# The free memory is $24 - 13.48 = 10.52$ GB. One sequence needs $2^{31}$ bytes $= 2.147$ GB,
+# so $\lfloor 10.52 / 2.147 \rfloor = 4$ sequences fit (`lp.max_batch_size` gives 4). The
+# estimate divides 10.5 by 2 and reads the 2 GiB of state as 2 GB; with the 7% back the fifth
+# sequence no longer fits, and a real server also needs memory for activations and its runtime.
+# </details>
+
+# %%
+assert 2 * 2 * 40 * 5120 == lp.get_model("llama-2-13b").kv_bytes_per_token()
+assert int(10e9 // lp.get_model("llama-2-13b").kv_bytes_per_token()) == 12_207
+assert lp.get_model("llama-3-8b").kv_cache_bytes(8192) == lp.GiB
+assert sum(350 + i for i in range(150)) == 63_675
+assert lp.max_batch_size(llama, a10, 4096) == 4
+print("worked answers agree with llmperf")
+
+# %% [markdown]
+# ## Summary
+#
+# - Every token has a query, a key and a value vector at every layer. Causal attention reads
+#   a token's query once, and its key and value at every later step; and because nothing
+#   about a token depends on later tokens, its keys and values never change. They are the
+#   state of a request.
+# - Recomputing the state gives the same tokens as keeping it, and costs a prefill of growing
+#   length per generated token: quadratic in the output length. A KV cache makes generation
+#   linear, and the measured curves show both shapes, above the roofline lower bound by the
+#   per-operator overhead of a small model.
+# - Memory holds the parameters plus $2 \cdot b \cdot L \cdot h_{kv} \cdot d$ bytes per token
+#   of context: 512 KiB per token and exactly 2 GiB (2.15 GB) per 4096-token sequence for
+#   Llama 2 7B in fp16. GQA divides the state by $h / h_{kv}$.
+# - Each layer waits for the one below; each decode step waits for the previous token. The
+#   prefill's critical path is $L$ layers deep, decode's is $G \cdot L$. The prefill gives
+#   every matmul $S$ rows of work, decode gives it one: the origin of the compute-bound
+#   prefill and memory-bound decode of chapter 4.
+#
+# ## Exercises
+#
+# `exercises/03_dependencies.py` asks you to compute KV bytes per token and cache sizes with
+# and without GQA, to write the KV cache update into a preallocated array, to count critical
+# paths and to compare the cost of recomputation with that of caching. Run its visible checks
+# in the notebook; `llmperf grade` scores a submission.
+#
+# ## References
+#
+# - A. Vaswani et al., "Attention Is All You Need", NeurIPS 2017:
+#   <https://arxiv.org/abs/1706.03762> (causal self-attention).
+# - H. Touvron et al., "Llama 2: Open Foundation and Fine-Tuned Chat Models", 2023:
+#   <https://arxiv.org/abs/2307.09288>; shapes from the model's
+#   [config.json](https://huggingface.co/meta-llama/Llama-2-7b-hf/blob/main/config.json).
+# - N. Shazeer, "Fast Transformer Decoding: One Write-Head is All You Need", 2019:
+#   <https://arxiv.org/abs/1911.02150> (multi-query attention and the memory cost of decoding).
+# - J. Ainslie et al., "GQA: Training Generalized Multi-Query Transformer Models from
+#   Multi-Head Checkpoints", EMNLP 2023: <https://arxiv.org/abs/2305.13245>.
+# - R. Pope et al., "Efficiently Scaling Transformer Inference", MLSys 2023:
+#   <https://arxiv.org/abs/2211.05102> (KV cache memory, prefill against decode).
+# - Baseten, "A guide to LLM inference and performance":
+#   <https://www.baseten.co/blog/llm-transformer-inference-guide> (the lecture's KV-state
+#   estimate for Llama 2 7B on an A10).
+# - J. Lages, "Transformers KV Caching Explained":
+#   <https://medium.com/@joaolages/kv-caching-explained-276520203249>.
+# - NVIDIA A10 datasheet:
+#   <https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a10/pdf/a10-datasheet.pdf>.
