@@ -1,0 +1,541 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Chapter 2: Phases: prefill and autoregression
+#
+# A user sends a prompt and watches the answer appear. Two waits shape the experience: how long
+# until the first word shows up, and how fast the words follow. They come from the two phases
+# every request goes through. In **prefill** the model reads the whole prompt in one forward
+# pass and produces the first new token. In **autoregression** (decode) it produces the
+# remaining tokens one at a time, each step feeding the token just chosen back in. Chapter 1
+# showed that both phases do about $2P$ FLOPs per token; this chapter measures how differently
+# they behave in time, on your machine, and sets the predictions of `llmperf` beside every
+# measurement.
+#
+# **After this chapter you will be able to**
+#
+# - explain why prefill processes a prompt in one pass while decode needs one pass per token;
+# - predict prefill time against prompt length and decode time per token against context
+#   length from FLOPs, bytes and your machine's measured limits, and check the predictions;
+# - define and compute time to first token (TTFT), time per output token (TPOT) and tokens per
+#   second from the timestamps of a real generation, and draw a request's timeline;
+# - sample the next token greedily, with a temperature, or from the top $k$, reproducibly.
+#
+# Notation follows chapter 1 ($L$, $D$, $P$, $N$, $S$ prompt tokens, $G$ generated tokens). New
+# here: $t_i$, the time at which output token $i$ is available ($i = 0, \dots, G-1$), measured
+# from the arrival of the request.
+#
+# The experiments run the reference model `ref-small` on a GPU when one is present and on the
+# CPU otherwise. Its weights are random: the tokens it produces mean nothing, but its timing is
+# that of a trained model of the same shape, since the arithmetic does not depend on the values.
+
+# %%
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+import llmperf as lp
+from llmperf.plots import new_axes, use_style
+from llmperf.transformer import Transformer, generate
+
+use_style()
+torch.manual_seed(0)
+np.random.seed(0)
+device = "cuda" if torch.cuda.is_available() else "cpu"
+ref = lp.get_model("ref-small")
+llama = lp.get_model("llama-2-7b")
+a10 = lp.get_accelerator("A10")
+print(f"device: {device}; torch {torch.__version__}")
+
+# %% [markdown]
+# ## 2.1 Two phases
+#
+# Let the prompt be tokens $x_1, \dots, x_S$. The model maps a sequence to a distribution over
+# the next token, $p(x_{S+1} \mid x_1, \dots, x_S)$. All $S$ prompt tokens are known when the
+# request arrives, so **prefill** runs them through the model together: one forward pass over
+# an $(S \times D)$ matrix of token vectors, every weight matrix multiplied by all $S$ rows at
+# once. The causal mask lets position $i$ attend only to positions $\le i$, so the pass computes
+# the same thing as $S$ separate passes would, but with large matrix-matrix products. Its result
+# is the distribution of $x_{S+1}$, from which the first output token is sampled, and, as a by-
+# product, the keys and values of all $S$ positions in every layer.
+#
+# **Autoregression** then repeats: append the chosen token, run the model on it, sample the
+# next. Step $j$ cannot begin before step $j-1$ has chosen its token, because that token is
+# step $j$'s input. With a KV cache (the subject of chapter 3) each step processes a single new
+# token against the $S + j$ cached keys and values. Generating $G$ tokens thus takes one
+# prefill and $G - 1$ decode steps:
+#
+# $$
+# T_{\text{request}} = T_{\text{prefill}}(S) + \sum_{j=1}^{G-1} T_{\text{step}}(S + j) .
+# $$
+#
+# The cell below checks the definition on the reference model: the first token `generate`
+# returns is the most likely next token under the logits of one forward pass over the prompt.
+
+# %%
+model = Transformer(ref, device=device, max_seq_len=1152, seed=0)
+prompt = torch.randint(0, ref.vocab_size, (1, 64), generator=torch.Generator().manual_seed(1))
+with torch.inference_mode():
+    logits = model(prompt, use_cache=False)  # (1, S, vocab): one distribution per position
+out = generate(model, prompt, max_new_tokens=8)  # greedy by default
+print("logits of the prefill:", tuple(logits.shape))
+assert out.tokens[0, 0].item() == logits[0, -1].argmax().item()
+print("first generated token equals argmax of the prefill's last logits: True")
+
+# %% [markdown]
+# **Takeaway: the prefill yields the first token; each further token costs one decode step that
+# must wait for the token before it.**
+#
+# Both phases do about the same arithmetic per token. The difference is the shape of the work.
+# A prefill multiplies each weight matrix $W \in \mathbb{R}^{K \times M}$ by $S$ token vectors:
+# $2SKM$ FLOPs against roughly $KM$ weights read, an arithmetic intensity that grows with $S$.
+# A decode step multiplies it by one vector: $2KM$ FLOPs for $KM$ weights, about one FLOP per
+# byte in 16-bit formats, two FLOPs per four bytes in fp32. The lecture's simple model turns this
+# into a formula. If prefill runs at the peak arithmetic rate $\Pi$ and each decode step reads all
+# $P$ weights at the memory bandwidth $\beta$, with $b$ bytes per parameter,
+#
+# $$
+# T_{\text{prefill}} \approx \frac{2PS}{\Pi}, \qquad T_{\text{step}} \approx \frac{bP}{\beta} .
+# $$
+#
+# For Llama 2 7B in fp16 ($b = 2$) on an A10, with a prompt of 350 tokens and 150 output tokens:
+
+# %%
+est = lp.simple_latency(llama, a10, prompt_tokens=350, output_tokens=150, dtype="fp16")
+fine = lp.roofline_latency(llama, a10, prompt_tokens=350, output_tokens=150, dtype="fp16")
+print(f"simple model:   prefill {est.prefill_s * 1e3:6.1f} ms, per decode step "
+      f"{est.decode_s / 150 * 1e3:5.2f} ms, total {est.total_s:.3f} s")
+print(f"roofline model: prefill {fine.prefill_s * 1e3:6.1f} ms, TPOT {fine.tpot_s * 1e3:5.2f} ms, "
+      f"total {fine.total_s:.3f} s")
+print(f"a decode step costs as much time as a prefill of "
+      f"{lp.decode_step_time(llama, a10, 350) / fine.prefill_s * 350:.0f} prompt tokens")
+
+# %% [markdown]
+# On the A10, one decode step takes about as long as the prefill of a hundred-odd prompt tokens,
+# even though it processes a single token. The simple model charges only weight traffic and
+# weight arithmetic; the per-operator roofline model (`lp.roofline_latency`, which sums
+# `lp.layer_costs` over the prefill and every decode step) adds attention, the KV cache reads
+# and the element-wise operators, and comes out a little slower. Both are lower bounds: real
+# kernels reach neither the peak arithmetic rate nor the full bandwidth.
+#
+# To make the same predictions for your machine, we need its $\Pi$ and $\beta$. `measure_host()`
+# measures them, with a large matrix multiplication and a large copy, and returns an
+# `Accelerator` that every `llmperf` calculator accepts.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from llmperf.measure import benchmark, measure_host
+
+host = measure_host()
+dtype = "fp32"
+print(f"{host.name}: {lp.format_flop_rate(host.peak(dtype))} ({dtype}), "
+      f"{lp.format_bandwidth(host.mem_bandwidth)}, ridge point {host.ridge_point(dtype):.1f} FLOP/B")
+
+# %% [markdown]
+# ## 2.2 Prefill time against prompt length
+#
+# **Prediction.** `lp.prefill_time(ref, host, S)` sums the roofline time of every operator of a
+# prefill of $S$ tokens on the measured machine. For short prompts the weights dominate the
+# traffic and the work is small, so the time is nearly flat; once the prompt has more tokens
+# than the ridge point (in FLOP per byte, times the bytes per weight over 2) the products become
+# compute bound and the time grows in proportion to $S$; for long prompts the $N^2$ attention
+# term adds curvature.
+#
+# **Measurement.** We time one forward pass over prompts of growing length, each the median of
+# several runs after a warm-up.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+prompt_lens = [1, 4, 16, 64, 256, 512]
+prefill_pred, prefill_meas = [], []
+for n in prompt_lens:
+    tokens = torch.randint(0, ref.vocab_size, (1, n), generator=torch.Generator().manual_seed(n))
+
+    def run(tokens=tokens):
+        with torch.inference_mode():
+            model(tokens, 0, last_only=True)
+
+    timing = benchmark(run, warmup=1, repeat=5 if n <= 64 else 3, device=device)
+    prefill_meas.append(timing.median_s)
+    prefill_pred.append(lp.prefill_time(ref, host, n, dtype=dtype))
+print(f"{'S':>6}{'predicted':>12}{'measured':>12}{'meas/pred':>11}{'tokens/s':>11}{'GFLOP/s':>9}")
+for n, p, m in zip(prompt_lens, prefill_pred, prefill_meas):
+    flops = lp.layer_costs(ref, "prefill", 1, n, dtype=dtype, accelerator=host).total.flops
+    print(f"{n:>6}{p * 1e3:>10.2f}ms{m * 1e3:>10.2f}ms{m / p:>11.2f}{n / m:>11.0f}{flops / m / 1e9:>9.1f}")
+
+# %%
+ax = new_axes("Prefill time against prompt length (ref-small)", "prompt length S (tokens)",
+              "time of the prefill (s)")
+ax.loglog(prompt_lens, prefill_meas, "o-", label="measured")
+ax.loglog(prompt_lens, prefill_pred, "s--", label="predicted: roofline on measure_host()")
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# **Figure 1.** Median time of one prefill of the reference model against prompt length, both
+# axes logarithmic, with the roofline prediction for this machine beside it. At the left the
+# curves are flat: a prompt of a few tokens costs about as much as a prompt of one, because the
+# time goes into reading the weights, not into arithmetic. At the right they rise with slope
+# about one: twice the prompt, twice the time.
+#
+# The printed ratio of measured to predicted time is the efficiency gap. It is largest for the
+# shortest prompts, where fixed costs the roofline ignores (launching dozens of small kernels,
+# Python overhead per layer, on a GPU the launch latency of each operator) are comparable with
+# the work. For long prompts the ratio settles at the factor by which the model's matrix
+# products, of modest width ($D = 512$), fall short of the large square multiplication with
+# which `measure_host()` measured the peak; attention, RMSNorm, RoPE and SiLU run well below
+# that peak too. The achieved GFLOP/s column shows the same thing from the other side.
+#
+# **Takeaway: prefill time is nearly constant for short prompts and proportional to the prompt
+# for long ones; the cost per prompt token falls until the machine's arithmetic is saturated.**
+
+# %% [markdown]
+# ## 2.3 Decode time per token against context length
+#
+# **Prediction.** One decode step reads every weight once and the cached keys and values of all
+# earlier tokens, and does about $2P + 4LNhd$ FLOPs. At batch 1 it is memory bound, so
+#
+# $$
+# T_{\text{step}}(N) \approx \frac{b\,P + 2\,b\,L\,N\,h_{kv} d}{\beta},
+# $$
+#
+# flat in $N$ as long as the KV cache is small beside the weights, rising once it is not.
+# `lp.decode_step_time(ref, host, N)` sums the roofline time of each operator of the step.
+#
+# **Measurement.** For each context length $N$ we fill the cache with a prefill of $N$ tokens,
+# then time single-token steps at position $N$. Each timed step overwrites the same cache slot,
+# so the context stays at $N$ throughout.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+contexts = [16, 128, 512, 1024]
+decode_pred, decode_meas = [], []
+for n in contexts:
+    with torch.inference_mode():
+        model(torch.randint(0, ref.vocab_size, (1, n)), 0)  # the cache now holds n tokens
+    nxt = torch.randint(0, ref.vocab_size, (1, 1))
+
+    def step(nxt=nxt, n=n):
+        with torch.inference_mode():
+            model(nxt, n)
+
+    timing = benchmark(step, warmup=2, repeat=10, device=device)
+    decode_meas.append(timing.median_s)
+    decode_pred.append(lp.decode_step_time(ref, host, n, dtype=dtype))
+print(f"{'N':>6}{'predicted':>12}{'measured':>12}{'meas/pred':>11}{'tokens/s':>10}")
+for n, p, m in zip(contexts, decode_pred, decode_meas):
+    print(f"{n:>6}{p * 1e3:>10.3f}ms{m * 1e3:>10.3f}ms{m / p:>11.2f}{1 / m:>10.0f}")
+kv_share = ref.kv_cache_bytes(contexts[-1], dtype=dtype) / ref.weight_bytes(dtype)
+print(f"KV cache at N = {contexts[-1]} is {kv_share:.1%} of the weights' bytes")
+
+# %%
+ax = new_axes("Decode step time against context length (ref-small)", "context length N (tokens)",
+              "time of one decode step (s)")
+ax.plot(contexts, decode_meas, "o-", label="measured")
+ax.plot(contexts, decode_pred, "s--", label="predicted: roofline on measure_host()")
+per_prefill_token = [t / n for t, n in zip(prefill_meas, prompt_lens)]
+ax.plot(prompt_lens[2:], per_prefill_token[2:], "^:", label="measured prefill time per prompt token")
+ax.set_xscale("log", base=2)
+ax.set_yscale("log")
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# **Figure 2.** Time of one decode step against the number of cached tokens, measured and
+# predicted, with the prefill's time *per prompt token* from Figure 1 for comparison. The
+# decode curve is nearly flat: at these context lengths the reference model's KV cache is a
+# small fraction of its weights (printed above), so each step costs about one pass over the
+# weights. The gap between the decode curve and the prefill-per-token curve is the central
+# fact of LLM serving: generating a token costs far more time than reading one.
+#
+# The measured step is slower than the prediction for two reasons the roofline leaves out.
+# First, a step of this small model is short, and per-step overhead (Python, the dispatch of
+# each operator, on a GPU the kernel launches) is a visible share of it. Second, the model's
+# weights may fit partly in the processor's caches, in which case the "memory" the step reads
+# from is faster than the DRAM bandwidth `measure_host()` measured; the prediction can then
+# even exceed the measurement. Chapter 4 measures decode on a model too large for any cache,
+# where the bandwidth bound is tight.
+#
+# **Takeaway: at batch 1 a decode step costs about one read of all weights, nearly independent of
+# the context until the KV cache grows comparable with the weights.**
+
+# %% [markdown]
+# ## 2.4 TTFT, TPOT and tokens per second
+#
+# Users and service-level objectives (SLOs) describe these phases with three numbers.
+#
+# - **Time to first token** (TTFT): from the arrival of the request until the first output token
+#   is available, $\text{TTFT} = t_0$. It is the prefill plus any queueing.
+# - **Time per output token** (TPOT): the mean gap between output tokens after the first,
+#
+# $$
+# \text{TPOT} = \frac{t_{G-1} - t_0}{G - 1} .
+# $$
+#
+# - **Tokens per second** of a request, $G / t_{G-1}$, which mixes both; for a batch of requests,
+#   the output tokens of all of them per second of wall time (chapter 5). Its steady-state decode
+#   rate is $1/\text{TPOT}$.
+#
+# The end-to-end latency is $t_{G-1} = \text{TTFT} + (G - 1)\,\text{TPOT}$. `generate` records
+# $t_i$ for every token, synchronising a GPU before each stamp so the stamp is when the token
+# really exists. We generate 32 tokens after a 256-token prompt and read the timestamps.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+S, G = 256, 32
+prompt = torch.randint(0, ref.vocab_size, (1, S), generator=torch.Generator().manual_seed(2))
+generate(model, prompt, max_new_tokens=4)  # warm-up
+run = generate(model, prompt, max_new_tokens=G)
+t = np.array(run.timestamps_s)
+ttft = t[0]
+tpot = (t[-1] - t[0]) / (G - 1)
+assert abs(ttft - run.ttft_s) < 1e-12 and abs(tpot - run.tpot_s) < 1e-12
+pred = lp.roofline_latency(ref, host, prompt_tokens=S, output_tokens=G, dtype=dtype)
+print(f"{'':<22}{'predicted':>12}{'measured':>12}{'meas/pred':>11}")
+for name, p, m in (("TTFT", pred.ttft_s, ttft), ("TPOT", pred.tpot_s, tpot),
+                   ("end-to-end", pred.total_s, t[-1])):
+    print(f"{name:<22}{p * 1e3:>10.2f}ms{m * 1e3:>10.2f}ms{m / p:>11.2f}")
+print(f"tokens/s of this request: {G / t[-1]:.0f}; steady decode rate 1/TPOT: {1 / tpot:.0f} tokens/s")
+
+# %%
+gaps = np.diff(np.concatenate([[0.0], t]))
+fig, (top, bottom) = plt.subplots(2, 1, figsize=(8.0, 4.6), gridspec_kw={"height_ratios": [1, 2]})
+top.broken_barh([(0, t[0])], (0, 1), color="C1", label="prefill (TTFT)")
+top.broken_barh([(a, b - a) for a, b in zip(t[:-1], t[1:])], (0, 1), color="C0",
+                edgecolor="white", linewidth=0.5, label="decode steps")
+top.set_yticks([])
+top.set_xlim(0, t[-1] * 1.01)
+top.set_title(f"One request: {S}-token prompt, {G} output tokens (ref-small)")
+top.legend(loc="upper right", ncol=2)
+bottom.bar(np.arange(G), gaps * 1e3, color=["C1"] + ["C0"] * (G - 1))
+bottom.axhline(tpot * 1e3, color="black", lw=0.8, ls="--", label="TPOT (mean gap after the first)")
+bottom.set_yscale("log")
+bottom.set_xlabel("output token i")
+bottom.set_ylabel("t_i - t_(i-1) (ms)")
+bottom.legend()
+top.set_xlabel("time since the request arrived (s)")
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# **Figure 3.** The timeline of one request, drawn from the timestamps `generate` recorded. Top:
+# the prefill (orange) ends at the TTFT, and each decode step (blue) ends with one more token.
+# Bottom: the gap before each token, on a log scale: the first gap is the prefill, the rest
+# are decode steps of nearly equal length, whose mean is the TPOT. A few steps may stand out:
+# the operating system, other programs, or a garbage collection briefly took the processor.
+#
+# The prediction for the request combines §2.2 and §2.3 and inherits their gaps: TTFT is a
+# prefill, TPOT a decode step. A long prompt makes TTFT large; a long answer makes the total
+# large through $G \cdot \text{TPOT}$. Which one a user notices depends on the application: a
+# chat interface streams tokens and is judged by both, a batch summarisation job only by the
+# total.
+#
+# **Takeaway: TTFT is the prefill, TPOT is the decode step; the end-to-end latency is
+# $\text{TTFT} + (G-1)\,\text{TPOT}$.**
+
+# %% [markdown]
+# ## 2.5 Choosing the next token: greedy, temperature, top-k
+#
+# Each step ends with logits $z \in \mathbb{R}^V$ for the next token. The model's distribution
+# is $p_i = e^{z_i} / \sum_j e^{z_j}$; a *decoding strategy* picks one token from it.
+#
+# - **Greedy** takes $\arg\max_i z_i$: deterministic, and prone to repetition in real models.
+# - **Temperature** $\tau > 0$ samples from $\operatorname{softmax}(z / \tau)$. $\tau < 1$ sharpens
+#   the distribution towards greedy ($\tau \to 0$), $\tau > 1$ flattens it towards uniform.
+# - **Top-k** keeps the $k$ largest logits, sets the others to $-\infty$, renormalises and samples
+#   [Fan et al., 2018]. It removes the long tail of unlikely tokens, which at high temperature
+#   would otherwise be drawn often. (Nucleus or top-p sampling keeps the smallest set whose
+#   probability reaches $p$ [Holtzman et al., 2020]; it is not used in this book.)
+#
+# The cost of sampling is a softmax and a draw over $V$ numbers per step, negligible beside the
+# forward pass. What matters for reproducibility is the random generator: `generate` seeds its
+# own generator, so the same seed gives the same tokens. The function below is the whole of
+# the strategy; the cell after it runs the decode loop by hand with it and checks that the
+# result is exactly what `generate` returns.
+
+# %%
+def sample(logits: torch.Tensor, temperature: float, top_k: int | None,
+           gen: torch.Generator) -> torch.Tensor:
+    """Next token ids (B,) from logits (B, V): greedy, or sampled at a temperature from the top k."""
+    logits = logits.float()
+    if temperature == 0.0:
+        return logits.argmax(dim=-1)
+    logits = logits / temperature
+    if top_k is not None:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(logits.softmax(dim=-1), 1, generator=gen).squeeze(1)
+
+
+@torch.inference_mode()
+def decode_by_hand(prompt, new_tokens, temperature=0.0, top_k=None, seed=0):
+    gen = torch.Generator(device=model.device).manual_seed(seed)
+    logits = model(prompt.to(model.device), 0, last_only=True)  # prefill
+    out = []
+    for i in range(new_tokens):
+        nxt = sample(logits[:, -1], temperature, top_k, gen)
+        out.append(nxt.item())
+        logits = model(nxt.unsqueeze(1), prompt.shape[1] + i)  # one decode step
+    return out
+
+
+short = torch.randint(0, ref.vocab_size, (1, 32), generator=torch.Generator().manual_seed(3))
+settings = [("greedy", 0.0, None), ("tau = 0.1", 0.1, None), ("tau = 1", 1.0, None),
+            ("tau = 1, top-k 5", 1.0, 5)]
+for name, tau, k in settings:
+    by_hand = decode_by_hand(short, 10, tau, k, seed=0)
+    lib = generate(model, short, 10, temperature=tau, top_k=k, seed=0).tokens[0].tolist()
+    again = generate(model, short, 10, temperature=tau, top_k=k, seed=0).tokens[0].tolist()
+    other = generate(model, short, 10, temperature=tau, top_k=k, seed=1).tokens[0].tolist()
+    assert by_hand == lib == again
+    print(f"{name:<18} same seed, same tokens: {lib == again};  seed 1 gives other tokens: {lib != other}")
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+for name, tau, k in settings:
+    print(f"{name:<20}", generate(model, short, 10, temperature=tau, top_k=k, seed=0).tokens[0].tolist())
+
+# %% [markdown]
+# The first cell's output is the same on every machine: with the same seed every strategy
+# reproduces its tokens; greedy decoding ignores the seed altogether, while sampling with another
+# seed gives other tokens. The token ids themselves (second cell) depend on the floating-point details of
+# your processor, so they are not part of the book's checked output. Greedy decoding of this
+# untrained model may well repeat one token: its random logits have a fixed favourite.
+#
+# Figure 4 shows what temperature and top-k do to the model's distribution for the next token of
+# the prompt above: the probabilities of the 200 most likely tokens, sorted.
+
+# %%
+with torch.inference_mode():
+    z = model(short.to(model.device), 0, last_only=True)[0, -1].float().cpu()
+ax = new_axes("How temperature and top-k reshape the next-token distribution",
+              "rank of the token (most likely first)", "probability")
+ranks = np.arange(1, 201)
+for tau in (0.05, 0.2, 1.0, 5.0):
+    probs = torch.softmax(z / tau, dim=-1).sort(descending=True).values[:200].numpy()
+    ax.plot(ranks, probs, label=f"temperature {tau}")
+kept = torch.softmax(z.topk(20).values / 1.0, dim=-1).numpy()
+ax.plot(np.arange(1, 21), kept, "k.", label="temperature 1, top-k 20")
+ax.axhline(1 / ref.vocab_size, color="gray", lw=0.8, ls=":", label="uniform 1/V")
+ax.set_xscale("log")
+ax.set_yscale("log")
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# **Figure 4.** Sorted next-token probabilities of the reference model under four temperatures,
+# and under top-k with $k = 20$. Low temperature piles the probability onto the first few
+# ranks (greedy is the limit); high temperature flattens it towards the uniform $1/V$. Top-k cuts
+# the tail at rank $k$ and renormalises, raising the kept probabilities. An untrained model's
+# logits are nearly uniform to begin with, so temperature 1 is already flat here; a trained
+# model's distribution is far more peaked, which is why temperatures near 1 are useful there.
+
+# %% [markdown]
+# ## Worked problems
+#
+# **Problem 1.** A request's tokens arrived at $t = (0.42, 0.47, 0.52, 0.58, 0.63)$ s after it was
+# sent. What are its TTFT, TPOT, end-to-end latency and tokens per second?
+#
+# <details><summary>Answer</summary>
+#
+# TTFT $= t_0 = 0.42$ s. TPOT $= (0.63 - 0.42)/4 = 0.0525$ s. End-to-end $= 0.63$ s, which is
+# $0.42 + 4 \times 0.0525$. Tokens per second of the request: $5 / 0.63 \approx 7.9$; its steady
+# decode rate is $1/\text{TPOT} \approx 19$ tokens/s. The two differ because the request's rate
+# includes the prefill.
+#
+# </details>
+#
+# **Problem 2.** With the lecture's simple model, how long does Llama 2 7B in fp16 take on an A10
+# for a 350-token prompt and 150 output tokens? Which phase dominates?
+#
+# <details><summary>Answer</summary>
+#
+# Prefill: $2PS/\Pi = 2 \times 6.74 \times 10^9 \times 350 / (125 \times 10^{12}) \approx 38$ ms.
+# Decode: $G \cdot 2P/\beta = 150 \times 13.5\text{ GB} / 600\text{ GB/s} \approx 3.37$ s. Decode
+# is about 99 % of the total: 150 generated tokens cost ninety times more than 350 prompt
+# tokens. `lp.simple_latency(llama, a10, 350, 150)` prints the same.
+#
+# </details>
+#
+# **Problem 3.** On the A10, how many prompt tokens does a prefill of Llama 2 7B process in the
+# time of one decode step, by the simple model?
+#
+# <details><summary>Answer</summary>
+#
+# $\dfrac{2P/\beta}{2P/\Pi} = \Pi/\beta = 208$ tokens: exactly the ridge point, in FLOP per byte,
+# times the 2 bytes per fp16 parameter over the 2 FLOPs per parameter. Any machine's ridge point
+# tells you how much more a decode token costs than a prompt token at batch 1.
+#
+# </details>
+#
+# **Problem 4.** A service promises TTFT $\le$ 0.5 s and TPOT $\le$ 50 ms. By the simple model on an
+# A10, what is the longest prompt Llama 2 7B can accept, and is the TPOT objective met?
+#
+# <details><summary>Answer</summary>
+#
+# TTFT $= 2PS/\Pi \le 0.5$ s gives $S \le 0.5 \times 125 \times 10^{12} / (2 \times 6.74 \times 10^9)
+# \approx 4{,}600$ tokens, beyond Llama 2's 4,096-token context, so every valid prompt fits. TPOT
+# $= 2P/\beta \approx 22.5$ ms $\le$ 50 ms: met, at batch 1 and with no queueing. Real kernels
+# reach neither bound (Figures 1 and 2 show the gap on your machine), so a real service needs a
+# margin.
+#
+# </details>
+#
+# **Problem 5.** With temperature $\tau$, what is the probability of the most likely token when
+# the logits are $z = (2, 1, 0)$, for $\tau = 1$ and $\tau = 0.5$? What does top-k with $k = 2$
+# change at $\tau = 1$?
+#
+# <details><summary>Answer</summary>
+#
+# $\tau = 1$: $e^2 / (e^2 + e + 1) = 7.389/11.107 \approx 0.665$. $\tau = 0.5$: logits
+# $(4, 2, 0)$, $e^4/(e^4 + e^2 + 1) = 54.6/63.0 \approx 0.867$. Top-2 at $\tau = 1$ drops the last
+# token: $e^2/(e^2 + e) \approx 0.731$.
+#
+# </details>
+
+# %% [markdown]
+# ## Summary
+#
+# - Prefill processes all $S$ prompt tokens in one pass and yields the first token; decode adds
+#   one token per step, each step waiting for the token before it.
+# - Prefill time is nearly flat for short prompts and proportional to $S$ beyond: its matrix
+#   products reuse each weight across all prompt tokens and approach the machine's arithmetic
+#   rate.
+# - A decode step at batch 1 reads every weight for a single token; its time is about $bP/\beta$,
+#   nearly independent of the context until the KV cache rivals the weights.
+# - TTFT is the prefill (plus queueing), TPOT the mean decode step, end-to-end latency
+#   $\text{TTFT} + (G-1)\,\text{TPOT}$; tokens per second of a request is $G$ over that.
+# - Greedy, temperature and top-k sampling choose the next token; a seeded generator makes the
+#   choice reproducible, and its cost is negligible beside the forward pass.
+#
+# **Exercises:** `exercises/02_phases.py` (TTFT, TPOT and tokens/s from timestamps, the simple
+# latency model, the prefill-decode crossover, a sampler).
+#
+# ## References
+#
+# - Baseten, *A guide to LLM inference and performance*, 2023 (the simple latency model and the
+#   A10 example). https://www.baseten.co/blog/llm-transformer-inference-guide
+# - Z. Yuan et al., *LLM Inference Unveiled: Survey and Roofline Model Insights*, 2024.
+#   https://arxiv.org/abs/2402.16363
+# - R. Pope et al., *Efficiently Scaling Transformer Inference*, 2022. https://arxiv.org/abs/2211.05102
+# - G.-I. Yu et al., *Orca: A Distributed Serving System for Transformer-Based Generative
+#   Models*, OSDI 2022 (iteration-level view of prefill and decode).
+#   https://www.usenix.org/conference/osdi22/presentation/yu
+# - A. Fan, M. Lewis, Y. Dauphin, *Hierarchical Neural Story Generation*, 2018 (top-k sampling).
+#   https://arxiv.org/abs/1805.04833
+# - A. Holtzman et al., *The Curious Case of Neural Text Degeneration*, 2020 (nucleus sampling).
+#   https://arxiv.org/abs/1904.09751
+# - NVIDIA, *A10 Tensor Core GPU datasheet* (125 TFLOP/s fp16, 600 GB/s).
+#   https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a10/pdf/a10-datasheet.pdf
+# - Anyscale, *How continuous batching enables 23x throughput in LLM inference*, 2023 (TTFT and
+#   throughput in serving). https://www.anyscale.com/blog/continuous-batching-llm-inference
