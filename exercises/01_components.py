@@ -1,0 +1,221 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Exercises for chapter 1: the components of a transformer
+#
+# Fill in each function where it says so, then run the cell below it: the visible checks print
+# PASS or FAIL at once. The grader runs further, hidden checks with other arguments, so make your
+# functions general, not just right for the examples. You may use `llmperf` for catalog look-ups
+# (`lp.get_model(name)` gives a `ModelConfig`), but do not call the function that answers the
+# question itself (for example `param_count()` in question 1): the point is to derive it.
+#
+# Notation as in the chapter: $L$ layers, width $D$, $h$ query heads and $h_{kv}$ key/value heads
+# of width $d$, FFN width $F$, vocabulary $V$, context $N$.
+
+# %%
+import math
+
+import llmperf as lp
+from llmperf.grading import case, question
+
+# %% [markdown]
+# ## Question 1: parameters of one attention block (1 point)
+#
+# Return the number of parameters of one layer's self-attention without biases: $W_Q$, $W_K$,
+# $W_V$ and $W_O$, with grouped-query attention when `n_kv_heads < n_heads`.
+
+# %%
+def attention_params(d_model: int, n_heads: int, n_kv_heads: int, d_head: int) -> int:
+    ### BEGIN SOLUTION
+    q_dim, kv_dim = n_heads * d_head, n_kv_heads * d_head
+    return d_model * q_dim + 2 * d_model * kv_dim + q_dim * d_model
+    ### END SOLUTION
+
+# %%
+question("attention_params", points=1,
+         visible=[(4096, 32, 32, 128), (512, 8, 4, 64)],
+         hidden=[(8192, 64, 8, 128), (4096, 32, 8, 128), (128, 4, 2, 32), (1024, 16, 1, 64)],
+         reference=lambda d, h, hkv, dh: lp.ModelConfig("q", 1, d, h, 4 * d, 100, n_kv_heads=hkv,
+                                                        d_head=dh).attention_params())
+
+# %% [markdown]
+# ## Question 2: parameters of a Llama-style model (2 points)
+#
+# Return all parameters of a Llama-style decoder: embedding table, `n_layers` blocks (attention
+# as above with $D = h\,d$, a SwiGLU FFN with three matrices, two RMSNorm weight vectors), the
+# final RMSNorm, and the LM head, which shares the embedding's storage when `tied` is true.
+# Check: Llama 2 7B has 6,738,415,616.
+
+# %%
+def llama_params(n_layers: int, d_model: int, n_heads: int, n_kv_heads: int, d_ff: int,
+                 vocab_size: int, tied: bool = False) -> int:
+    ### BEGIN SOLUTION
+    d_head = d_model // n_heads
+    per_layer = attention_params(d_model, n_heads, n_kv_heads, d_head) + 3 * d_model * d_ff + 2 * d_model
+    head = 0 if tied else vocab_size * d_model
+    return n_layers * per_layer + d_model + vocab_size * d_model + head
+    ### END SOLUTION
+
+# %%
+def _params_reference(layers, d, h, hkv, ff, vocab, tied=False):
+    return lp.ModelConfig("q", layers, d, h, ff, vocab, n_kv_heads=hkv,
+                          tied_embeddings=tied).param_count()
+
+
+question("llama_params", points=2,
+         visible=[(32, 4096, 32, 32, 11008, 32000), (4, 512, 8, 4, 1408, 8000)],
+         hidden=[(40, 5120, 40, 40, 13824, 32000), (80, 8192, 64, 8, 28672, 32000),
+                 (32, 4096, 32, 8, 14336, 128256), case(2, 128, 4, 2, 352, 512, tied=True),
+                 case(16, 2048, 32, 8, 8192, 128256, tied=True)],
+         reference=_params_reference)
+
+# %% [markdown]
+# ## Question 3: the FFN's share (1 point)
+#
+# For a catalog model name, return the fraction of all its parameters that sit in the FFN blocks
+# (all experts and routers included, for a mixture of experts). You may use the fields of
+# `lp.get_model(name)` and its `param_count()`, but not `param_breakdown()`.
+
+# %%
+def ffn_share(name: str) -> float:
+    ### BEGIN SOLUTION
+    m = lp.get_model(name)
+    per_expert = m.ffn_matrices * m.d_model * m.d_ff
+    if m.bias:
+        per_expert += (m.ffn_matrices - 1) * m.d_ff + m.d_model
+    router = m.d_model * m.n_experts if m.n_experts > 1 else 0
+    return m.n_layers * (m.n_experts * per_expert + router) / m.param_count()
+    ### END SOLUTION
+
+# %%
+question("ffn_share", points=1,
+         visible=["llama-2-7b", "mistral-7b"],
+         hidden=["llama-2-70b", "mixtral-8x7b", "gpt2", "ref-small", "opt-13b"],
+         reference=lambda n: lp.get_model(n).param_breakdown()["ffn"] / lp.get_model(n).param_count(),
+         rel=1e-4)
+
+# %% [markdown]
+# ## Question 4: FLOPs of one decode token (2 points)
+#
+# Return the FLOPs of one forward step for a single new token of catalog model `name` when the
+# context holds `context` tokens (the new token attends to those and to itself: $N$ = context + 1
+# keys). Count the matrix products with weights (two FLOPs per multiply-add; the embedding lookup
+# costs nothing, the LM head does cost) and attention's $QK^\top$ and $PV$; leave out norms,
+# softmax and other element-wise work. The grader accepts answers within 1 % of the full
+# operator-by-operator count of `lp.layer_costs`. Take the models as untied Llama-style
+# (SwiGLU, no biases).
+
+# %%
+def decode_flops(name: str, context: int) -> float:
+    ### BEGIN SOLUTION
+    m = lp.get_model(name)
+    attn = m.d_model * (m.q_dim + 2 * m.kv_dim) + m.q_dim * m.d_model
+    ffn = m.experts_per_token * 3 * m.d_model * m.d_ff
+    weights = m.n_layers * (attn + ffn) + m.vocab_size * m.d_model
+    return 2 * weights + 4 * m.n_layers * (context + 1) * m.q_dim
+    ### END SOLUTION
+
+# %%
+question("decode_flops", points=2,
+         visible=[("llama-2-7b", 4096), ("ref-small", 512)],
+         hidden=[("llama-2-7b", 100_000), ("llama-2-70b", 2048), ("mistral-7b", 32768),
+                 ("llama-3-8b", 8), ("ref-medium", 1500)],
+         reference=lambda n, c: lp.layer_costs(n, "decode", 1, c).total.flops,
+         rel=0.01)
+
+# %% [markdown]
+# ## Question 5: where the 2P rule breaks (1 point)
+#
+# For catalog model `name`, return the context length $N^*$ (a float) at which the attention
+# term $4LNhd$ of one decode token equals the weight term $2P_{\text{layers}} + 2VD$, where
+# $P_{\text{layers}}$ counts the parameters inside the blocks (norms included). Tolerance 0.1 %.
+
+# %%
+def crossover_context(name: str) -> float:
+    ### BEGIN SOLUTION
+    m = lp.get_model(name)
+    weights = 2 * m.n_layers * m.layer_params() + 2 * m.vocab_size * m.d_model
+    return weights / (4 * m.n_layers * m.q_dim)
+    ### END SOLUTION
+
+# %%
+question("crossover_context", points=1,
+         visible=["llama-2-7b"],
+         hidden=["llama-2-70b", "mistral-7b", "ref-small", "llama-3-8b"],
+         reference=lambda n: ((2 * lp.get_model(n).n_layers * lp.get_model(n).layer_params()
+                               + 2 * lp.get_model(n).vocab_size * lp.get_model(n).d_model)
+                              / (4 * lp.get_model(n).n_layers * lp.get_model(n).q_dim)),
+         rel=1e-3)
+
+# %% [markdown]
+# ## Question 6: shapes through one block (1 point)
+#
+# A batch of `batch` sequences of `seq_len` tokens enters a block. Return a dict of shapes, each
+# a list of ints: `"queries"` (batch, seq_len, heads, head width), `"keys"` (the same with the
+# key/value heads), `"scores"` (batch, heads, seq_len, seq_len), `"ffn_hidden"` (the activation
+# between the FFN's up and down projections) and `"output"` (what leaves the block).
+
+# %%
+def block_shapes(batch: int, seq_len: int, d_model: int, n_heads: int, n_kv_heads: int,
+                 d_ff: int) -> dict:
+    ### BEGIN SOLUTION
+    d = d_model // n_heads
+    return {"queries": [batch, seq_len, n_heads, d], "keys": [batch, seq_len, n_kv_heads, d],
+            "scores": [batch, n_heads, seq_len, seq_len], "ffn_hidden": [batch, seq_len, d_ff],
+            "output": [batch, seq_len, d_model]}
+    ### END SOLUTION
+
+# %%
+question("block_shapes", points=1,
+         visible=[(2, 16, 512, 8, 4, 1408)],
+         hidden=[(1, 4096, 4096, 32, 32, 11008), (3, 7, 8192, 64, 8, 28672), (1, 1, 128, 4, 2, 352)])
+
+# %% [markdown]
+# ## Question 7: RMSNorm (2 points)
+#
+# Implement RMSNorm for one token vector: $y_i = x_i g_i / \sqrt{\frac1D \sum_j x_j^2 + \epsilon}$.
+# `x` and `weight` are lists of floats of equal length; return a list of floats. (Plain Python or
+# torch, as you like; return plain floats.)
+
+# %%
+def rmsnorm(x: list, weight: list, eps: float = 1e-5) -> list:
+    ### BEGIN SOLUTION
+    scale = 1.0 / math.sqrt(sum(v * v for v in x) / len(x) + eps)
+    return [v * scale * g for v, g in zip(x, weight)]
+    ### END SOLUTION
+
+# %%
+question("rmsnorm", points=2,
+         visible=[([3.0, 4.0], [1.0, 1.0]), ([1.0, -2.0, 2.0, 0.5], [0.5, 1.0, 2.0, 1.0])],
+         hidden=[([1e-3, 2e-3, -1e-3], [1.0, 1.0, 1.0]), case([10.0] * 8, [1.0] * 8, eps=0.0),
+                 ([0.0, 0.0, 0.0, 0.0], [1.0, 2.0, 3.0, 4.0]), ([-7.0, 2.5, 0.1], [0.3, -1.0, 2.0])],
+         rel=1e-6, abs=1e-9)
+
+# %% [markdown]
+# ## Question 8: how large is a prefill? (1 point)
+#
+# Chapter 1 showed that a prefill of $S$ tokens of Llama 2 7B on an A10 is compute bound. Set
+# `prefill_tflop` to the FLOPs, in TFLOP ($10^{12}$), of a prefill of 2,000 tokens of Llama 2 7B
+# by the standard attention algorithm (full $S \times S$ scores, LM head for the last position
+# only), counting weight products and $QK^\top$, $PV$. Within 1 % of `lp.layer_costs`.
+
+# %%
+### BEGIN SOLUTION
+_m = lp.get_model("llama-2-7b")
+prefill_tflop = (2 * _m.n_layers * (4 * _m.d_model ** 2 + 3 * _m.d_model * _m.d_ff) * 2000
+                 + 2 * _m.vocab_size * _m.d_model
+                 + 4 * _m.n_layers * 2000 ** 2 * _m.q_dim) / 1e12
+### END SOLUTION
+
+# %%
+question("prefill_tflop", points=1,
+         reference=lambda: lp.layer_costs("llama-2-7b", "prefill", 1, 2000).total.flops / 1e12,
+         rel=0.01)
