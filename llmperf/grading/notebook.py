@@ -4,8 +4,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-
-import nbformat
+from typing import Any
 
 METADATA_KEY = "llmperf"  # notebook metadata: {"llmperf": {"exercise": "04_boundedness", ...}}
 SUFFIXES = (".ipynb", ".py")
@@ -16,8 +15,14 @@ class NotebookError(ValueError):
     """A file that cannot be read as a notebook."""
 
 
-def read_notebook(path: Path) -> nbformat.NotebookNode:
-    """The notebook in `path`; NotebookError with a readable reason if it is not one."""
+def read_notebook(path: Path) -> Any:
+    """The notebook in `path`; NotebookError with a readable reason if it is not one.
+
+    nbformat and jupytext are imported here, not at the top: the submission's
+    process imports this module and should start fast.
+    """
+    import nbformat
+
     path = Path(path)
     if path.suffix not in SUFFIXES:
         raise NotebookError(f"{path.name}: expected a .ipynb or .py notebook")
@@ -32,14 +37,14 @@ def read_notebook(path: Path) -> nbformat.NotebookNode:
         raise NotebookError(f"{path.name} cannot be read as a notebook: {err}") from err
 
 
-def exercise_name(nb: nbformat.NotebookNode) -> str | None:
+def exercise_name(nb: Any) -> str | None:
     """The exercise a released notebook belongs to, from its metadata."""
     meta = nb.get("metadata", {}).get(METADATA_KEY)
     name = meta.get("exercise") if isinstance(meta, dict) else None
     return name if isinstance(name, str) and name else None
 
 
-def code_cells(nb: nbformat.NotebookNode) -> list[tuple[int, str]]:
+def code_cells(nb: Any) -> list[tuple[int, str]]:
     """(index in the notebook, source) of each code cell, in order."""
     cells = nb.get("cells", [])
     return [(i, _text(c.get("source", ""))) for i, c in enumerate(cells)

@@ -90,6 +90,8 @@ def release(source: Path, output: Path, write_py: bool = True) -> list[Path]:
     if write_py:
         import jupytext
 
+        text_nb = nbformat.from_dict(nb)  # keep the exercise's identity in the .py header too
+        text_nb.metadata["jupytext"] = {"notebook_metadata_filter": f"{METADATA_KEY},kernelspec"}
         written.append(output / f"{ex.name}.py")
-        written[1].write_text(jupytext.writes(nb, fmt="py:percent"), encoding="utf-8")
+        written[1].write_text(jupytext.writes(text_nb, fmt="py:percent"), encoding="utf-8")
     return written

@@ -1,0 +1,254 @@
+"""The exercise toolchain: release, feedback in the notebook, and sandboxed grading.
+
+Robustness cases are small submissions to `grading_cases/toy.py` written here,
+each with the score every question must get. Time limits are cut to a second
+so that the endless loops cost little.
+"""
+import contextlib
+import io
+import json
+import time
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pytest
+
+from llmperf import cli
+from llmperf.grading.exercise import load_exercise
+from llmperf.grading.grade import grade_file
+from llmperf.grading.plain import to_source
+from llmperf.grading.release import leaks, release
+from llmperf.grading.report import results_json, write_results
+from llmperf.grading.sandbox import Limits
+
+ROOT = Path(__file__).resolve().parent.parent
+EXERCISES = sorted((ROOT / "exercises").glob("[0-9][0-9]_*.py"))
+CASES = Path(__file__).resolve().parent / "grading_cases"
+FAST = Limits(cell_timeout_s=1.0, question_timeout_s=1.0, slack_s=1.0)
+
+ADD = "def add(a, b):\n    return a + b"
+BOUND = 'def describe_bound(intensity, ridge):\n    return "compute" if intensity > ridge else "memory"'
+ANSWER = "answer = 42"
+FULL = {"add": 2, "describe_bound": 1, "answer": 1}
+
+
+def submission(tmp_path: Path, *cells: str, name: str = "sub.py") -> Path:
+    path = tmp_path / name
+    path.write_text("".join(f"# %%\n{c}\n\n" for c in cells), encoding="utf-8")
+    return path
+
+
+def grade_toy(path: Path, limits: Limits = FAST):
+    return grade_file(path, CASES, "toy", limits)
+
+
+def scores(grade) -> dict:
+    return {q.name: q.score for q in grade.questions}
+
+
+def released(tmp_path: Path, source: Path) -> tuple[Path, Path]:
+    ipynb, py = release(source, tmp_path / "release")
+    return ipynb, py
+
+
+# ---- every exercise: full marks for the solution, zero for the stubs, nothing leaked ------------
+@pytest.mark.parametrize("source", EXERCISES, ids=lambda p: p.name)
+def test_instructor_solution_scores_full_marks(source):
+    grade = grade_file(source, source.parent, source.stem)
+    assert grade.questions and grade.score == grade.max_score, _failures(grade)
+    assert not grade.messages, grade.messages
+
+
+@pytest.mark.parametrize("source", EXERCISES, ids=lambda p: p.name)
+def test_released_stub_scores_zero(tmp_path, source):
+    ipynb, py = released(tmp_path, source)
+    for path in (ipynb, py):
+        grade = grade_file(path, source.parent)  # the exercise is found from the metadata
+        assert grade.exercise == source.stem
+        assert grade.max_score > 0 and grade.score == 0
+        assert all("not written yet" in line or "not defined" in line
+                   for q in grade.questions for line in q.lines), _failures(grade)
+
+
+@pytest.mark.parametrize("source", EXERCISES + [CASES / "toy.py"], ids=lambda p: p.name)
+def test_release_hides_solutions_and_hidden_checks(tmp_path, source):
+    ipynb, py = released(tmp_path, source)
+    ex = load_exercise(source)
+    for path in (ipynb, py):
+        text = path.read_text()
+        assert leaks(ex, text) == []
+        assert "question(" not in text.replace("from llmperf.grading import question", "")
+        visible = {to_source(c.args) for q in ex.questions for c in q.visible_checks}
+        for q in ex.questions:
+            for c in q.checks:
+                if c.hidden and c.args and to_source(c.args) not in visible:
+                    assert to_source(c.args) not in text, f"{q.name}: hidden arguments {c.args} leaked"
+    nb = nbformat.read(ipynb, as_version=4)
+    assert nb.metadata["llmperf"]["exercise"] == source.stem
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
+    stubs = [c for c in nb.cells if "raise NotImplementedError" in c.source]
+    assert len(stubs) >= len([q for q in ex.questions if q.kind == "function"])
+
+
+def test_release_is_deterministic(tmp_path):
+    first = release(CASES / "toy.py", tmp_path / "a")
+    second = release(CASES / "toy.py", tmp_path / "b")
+    assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
+
+
+def _failures(grade) -> str:
+    return "\n".join([line for q in grade.questions for line in q.lines if line.startswith("FAIL")]
+                     + list(grade.messages))
+
+
+# ---- feedback inside the student's notebook -----------------------------------------------------
+def _check_cell(nb, name):
+    return next(c.source for c in nb.cells if c.cell_type == "code" and f"check({name!r}" in c.source)
+
+
+def test_visible_checks_print_expected_got_and_tolerance(tmp_path):
+    ipynb, _ = released(tmp_path, CASES / "toy.py")
+    nb = nbformat.read(ipynb, as_version=4)
+    for body, verdict in ((ADD, "PASS"), ("def add(a, b):\n    return a - b", "FAIL")):
+        namespace, out = {}, io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(body, namespace)
+            exec(_check_cell(nb, "add"), namespace)
+        text = out.getvalue()
+        assert verdict in text and "expected 3" in text and "tolerance" in text, text
+        assert "2 hidden checks" in text
+    if verdict == "FAIL":
+        assert "got -1" in text
+
+
+# ---- robustness: each case loses only the points it should --------------------------------------
+LOOP = "def add(a, b):\n    while True:\n        pass"
+STUBBORN = ("def add(a, b):\n    while True:\n        try:\n            while True:\n                pass\n"
+            "        except BaseException:\n            pass")
+ROBUSTNESS = {
+    "syntax error": ([ADD, "def describe_bound(intensity, ridge)\n    return 1", ANSWER],
+                     {"describe_bound": 0}, "SyntaxError"),
+    "exception at import": (["import no_such_module_here", ADD, BOUND, ANSWER], {}, "ModuleNotFoundError"),
+    "endless loop in a function": ([LOOP, BOUND, ANSWER], {"add": 0}, "time limit"),
+    "endless loop in a cell": (["while True:\n    pass", ADD, BOUND, ANSWER], {}, "time limit"),
+    "loop that swallows the alarm": ([STUBBORN, BOUND, ANSWER], {"add": 0}, "time limit"),
+    "missing function": ([BOUND, ANSWER], {"add": 0}, None),
+    "duplicated and reordered cells": ([ANSWER, BOUND, ADD, BOUND, ADD, "x = 1"], {}, None),
+    "enormous output": (["for i in range(200_000):\n    print('spam' * 20)", "print('x' * 50_000_000)",
+                         ADD, BOUND, ANSWER], {}, None),
+    "enormous return value": (["def add(a, b):\n    return [0.5] * 2_000_000", BOUND, ANSWER],
+                              {"add": 0}, None),
+    "sys.exit in a cell": ([ADD, "import sys\nsys.exit(0)", BOUND, ANSWER], {}, "sys.exit"),
+    "os._exit in a cell": ([ADD, "import os\nos._exit(3)", BOUND, ANSWER], {}, "exited with status 3"),
+    "os._exit in a function": (["import os\ndef add(a, b):\n    os._exit(0)", BOUND, ANSWER],
+                               {"add": 0}, "exited with status 0"),
+    "wrong answers and types": (["def add(a, b):\n    return object()",
+                                 "def describe_bound(i, r):\n    return 'COMPUTE'", "answer = 41"],
+                                {"add": 0, "describe_bound": 1 / 3, "answer": 0}, None),
+    "memory hog": (["hog = bytearray(8 * 1024 ** 3)", ADD, BOUND, ANSWER], {}, "MemoryError"),
+    "input() and a stubborn stdin": (["name = input()", ADD, BOUND, ANSWER], {}, "EOFError"),
+}
+
+
+@pytest.mark.parametrize("case", list(ROBUSTNESS), ids=lambda c: c.replace(" ", "-"))
+def test_robustness(tmp_path, case):
+    cells, lost, message = ROBUSTNESS[case]
+    start = time.monotonic()
+    grade = grade_toy(submission(tmp_path, *cells))
+    assert time.monotonic() - start < 15
+    expected = {name: lost.get(name, points) for name, points in FULL.items()}
+    got = scores(grade)
+    assert got == pytest.approx(expected, abs=0.01), _failures(grade)
+    if message:
+        assert message in _failures(grade), _failures(grade)
+    json.dumps(results_json(grade), allow_nan=False)
+
+
+def test_submission_cannot_write_results_or_change_the_grader(tmp_path):
+    results = tmp_path / "results.json"
+    forge = (f"import json, os\n"
+             f"open({str(results)!r}, 'w').write(json.dumps({{'score': 1000, 'tests': []}}))\n"
+             "import llmperf.grading.compare as c\nc.mismatch = lambda *a, **k: None\n"
+             "for fd in range(3, 20):\n"
+             "    try:\n"
+             "        os.write(fd, b'{\"e\": \"case\", \"q\": 0, \"c\": 0, \"got\": 3}\\n')\n"
+             "    except OSError:\n"
+             "        pass")
+    wrong = "def add(a, b):\n    return 0"
+    grade = grade_toy(submission(tmp_path, forge, wrong, BOUND, ANSWER))
+    write_results(grade, results)
+    data = json.loads(results.read_text())
+    assert data["score"] == grade.score <= 2
+    assert scores(grade)["add"] == 0
+
+
+def test_unreadable_notebook_gives_valid_results(tmp_path):
+    bad = tmp_path / "broken.ipynb"
+    bad.write_text("{ this is not json")
+    results = tmp_path / "out" / "results.json"
+    assert cli.main(["grade", str(bad), "--exercise", "toy", "--source", str(CASES),
+                     "--results", str(results)]) == 0
+    data = json.loads(results.read_text())
+    assert data["score"] == 0 and "cannot be read" in data["output"]
+    assert len(data["tests"]) == len(FULL)
+
+
+def test_unknown_exercise_still_writes_results(tmp_path):
+    results = tmp_path / "results.json"
+    code = cli.main(["grade", str(submission(tmp_path, ADD)), "--exercise", "nope",
+                     "--source", str(CASES), "--results", str(results)])
+    assert code == 2
+    assert json.loads(results.read_text())["score"] == 0
+
+
+# ---- results.json, the table, folder mode ---------------------------------------------------------
+def test_results_json_follows_gradescope_format(tmp_path):
+    grade = grade_toy(submission(tmp_path, ADD, "def describe_bound(i, r):\n    return 'memory'"))
+    path = tmp_path / "results.json"
+    write_results(grade, path)
+    data = json.loads(path.read_text())
+    assert set(data) >= {"score", "execution_time", "tests"}
+    assert data["score"] == pytest.approx(sum(t["score"] for t in data["tests"]))
+    for test in data["tests"]:
+        assert set(test) >= {"name", "score", "max_score", "status", "output", "visibility"}
+        assert test["status"] in ("passed", "failed") and 0 <= test["score"] <= test["max_score"]
+    add = next(t for t in data["tests"] if t["name"] == "add")
+    assert add["status"] == "passed" and "hidden check 2" in add["output"]
+    assert "(10, 20)" not in json.dumps(data)  # hidden arguments are never reported
+
+
+def test_folder_mode_writes_one_csv_row_per_submission(tmp_path):
+    folder = tmp_path / "subs"
+    folder.mkdir()
+    submission(folder, ADD, BOUND, ANSWER, name="alice.py")
+    submission(folder, ADD, name="bob.py")
+    csv_path = tmp_path / "scores.csv"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(["grade", str(folder), "--exercise", "toy", "--source", str(CASES),
+                         "--csv", str(csv_path)]) == 0
+    rows = csv_path.read_text().splitlines()
+    assert rows[0].startswith("submission,exercise,score,max_score,add,describe_bound,answer")
+    assert rows[1].startswith("alice.py,toy,4.0,4.0") and rows[2].startswith("bob.py,toy,2.0,4.0")
+    assert "total" in out.getvalue()
+
+
+def test_release_command_and_py_submission_metadata(tmp_path):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(["release", str(CASES / "toy.py"), "--output", str(tmp_path)]) == 0
+    nb = jupytext.read(tmp_path / "toy.py")
+    assert nb.metadata["llmperf"]["exercise"] == "toy"
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["estimate", "llama-2-7b", "A10", "--prompt", "350", "--output", "150"], "roofline"),
+    (["layers", "llama-2-7b", "--phase", "decode", "--batch", "8", "--seq-len", "4096",
+      "--accelerator", "A10"], "ffn"),
+])
+def test_analytic_commands(argv, needle):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(argv) == 0
+    assert needle in out.getvalue()
