@@ -220,7 +220,9 @@ for name in lp.list_accelerators():
 # NBVAL_IGNORE_OUTPUT
 from llmperf.measure import benchmark, measure_host
 
-host = measure_host()
+host = measure_host(dtypes=(mdtype,), device=device, progress=False)
+if mdtype not in host.dtypes:  # a GPU without fast fp16: fall back to fp32
+    mdtype, tdtype = "fp32", torch.float32
 print(host.name)
 for dtype in host.dtypes:
     print(f"  {dtype}: peak {lp.format_flop_rate(host.peak(dtype))}, "
@@ -229,11 +231,9 @@ print(f"  memory bandwidth {lp.format_bandwidth(host.mem_bandwidth)}, "
       f"capacity {lp.format_bytes(host.mem_capacity)}")
 
 # %% [markdown]
-# A laptop or server CPU typically lands somewhere between ten and a few hundred GFLOP/s in
-# fp32 and between ten and a hundred GB/s, so its ridge is lower than a GPU's: a CPU is a
-# somewhat *more* forgiving machine for memory-bound work, although far slower at both.
-# Whatever your output says, the same comparison of intensity against ridge decides what is
-# bound on your machine.
+# A CPU's ridge is usually well below a GPU's, so a CPU is a more forgiving machine for
+# memory-bound work, although far slower at both. Whatever your output says, the same
+# comparison of intensity against ridge decides what is bound on your machine.
 #
 # The roofline plot draws the whole rule at once. Its horizontal axis is arithmetic
 # intensity; its vertical axis is the highest FLOP/s an operator of that intensity can reach,
@@ -242,13 +242,13 @@ print(f"  memory bandwidth {lp.format_bandwidth(host.mem_bandwidth)}, "
 
 # %%
 ax = new_axes("Rooflines of catalog accelerators (fp16, dense)")
-for name in ("T4", "A10", "A10G", "L4", "A100 80GB", "H100 SXM"):
+for name in ("A10G", "A10", "L4", "A100 80GB", "H100 SXM"):
     lp.plot_roofline(name, dtype="fp16", ax=ax)
 ax.set_xlim(0.5, 1e4)
 plt.show()
 
 # %% [markdown]
-# **Figure 1.** Rooflines of six catalog GPUs, log-log. The dotted vertical line of each
+# **Figure 1.** Rooflines of five catalog GPUs, log-log. The dotted vertical line of each
 # marks its ridge point. Every roof has the same shape; they differ in the height of the
 # flat part (peak compute) and the height of the sloped part (bandwidth). A memory-bound
 # operator sits on the slope, where only bandwidth matters: there an H100 beats an A10 by its
@@ -424,7 +424,7 @@ measured_points, predicted_points = [], []
 print(f"{'N':>6}{'FLOP/B':>9}{'predicted':>14}{'measured':>14}{'meas/pred':>11}")
 for n in sizes:
     x = torch.randn(n, K, dtype=tdtype, device=device)
-    timing = benchmark(lambda: x @ weight, warmup=1, repeat=5)
+    timing = benchmark(lambda: x @ weight, warmup=1, repeat=5, device=device)
     cost = lp.matmul_cost(n, K, K, dtype=mdtype)
     achieved = cost.flops / timing.median_s
     predicted = lp.attainable_flops(cost.intensity, host, mdtype)
@@ -435,14 +435,12 @@ for n in sizes:
           f"{lp.format_flop_rate(achieved):>14}{achieved / predicted:>11.2f}")
 
 # %% [markdown]
-# Read the last column. A ratio near 1 means the roofline predicted the product's speed; a
-# ratio well below 1 means something the roofline ignores got in the way. Typical outcomes
-# on a CPU: the GEMV lands near the bandwidth line, because streaming the weights really is
-# all it does; the middle sizes fall below the roof near the ridge, where neither compute nor
-# memory alone limits and the two do not overlap perfectly; the largest product approaches
-# the measured peak, which `measure_host()` itself found with a large product. On a GPU, the
-# smallest products also pay a fixed kernel-launch cost of several microseconds that the
-# roofline does not model.
+# Read the last column: near 1, the roofline predicted the product's speed; well below 1,
+# something the roofline ignores got in the way. On a CPU the GEMV usually lands near the
+# bandwidth line, since streaming the weights is all it does; sizes near the ridge fall
+# below the roof, where compute and memory do not overlap perfectly; the largest product
+# approaches the peak that `measure_host()` itself found with a large product. On a GPU the
+# smallest products also pay a fixed kernel-launch cost that the roofline does not model.
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -490,9 +488,9 @@ print(decode_table.to_text())
 #   layers: memory bound, and at $N = 4096$ they already cost a large share of the step because
 #   they carry the $N^2$ matrices. Their FLOPs grow as $N^2$ while the projections' grow as
 #   $N$, so the longer the prompt, the larger their share.
-# - The norms, RoPE, the activation and the residual additions do about one FLOP per byte.
-#   They are cheap in FLOPs but not free in time, since they stream whole activations through
-#   memory. Fusing them into their neighbours (chapter 6) removes most of those bytes.
+# - The norms, RoPE, the activation and the residual additions do about one FLOP per byte:
+#   cheap in FLOPs, not free in time. Fusing them into their neighbours (chapter 6) removes
+#   most of their bytes.
 #
 # And in decode every single row is memory bound with intensity near 1. The time column is
 # almost exactly "bytes divided by 600 GB/s", and the bytes are almost exactly the weights
@@ -508,9 +506,8 @@ print(decode_table.to_text())
 #
 # $$t \;\approx\; S\cdot\frac{2P}{F} \;+\; G\cdot\frac{2P}{W}.$$
 #
-# The first term is the FLOPs of the prompt at the peak rate; the second reads the fp16
-# weights ($2P$ bytes) once per generated token at full bandwidth. Both terms are lower
-# bounds, since no kernel exceeds the peak and no step reads fewer bytes than the weights.
+# The first term does the prompt's FLOPs at the peak rate; the second reads the fp16 weights
+# ($2P$ bytes) once per generated token at full bandwidth. Both are lower bounds.
 # `lp.simple_latency` implements it; for the lecture's request, $S = 350$ and $G = 150$ on
 # an A10, by hand:
 #
@@ -643,19 +640,20 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# **Figure 6.** How far the measured times on your machine are above the two predictions, for
-# the prefill (time to first token) and for one decode step of each reference model. A bar at
-# 1 would mean the machine ran at its measured roofline; everything above 1 is the gap the
-# previous subsection listed. Look for three things in your own bars. First, whether decode
-# of `ref-medium`, whose weights cannot hide in a cache, comes closer to its prediction than
-# decode of `ref-small`: a small model's step is so short that the fixed per-step overhead
-# (item 4) becomes a large fraction of it. Second, whether prefill sits further from its
-# bound than decode: a short prompt through narrow matrices rarely reaches the peak that a
-# large square product reached in `measure_host()`. Third, whether the roofline bars sit
-# below the simple-model bars: the roofline model predicts *more* time (it counts the KV
-# cache, attention and element-wise operators), so the measured time is a smaller multiple
-# of it. A small model's attention and norms are a larger part of its work than they are for
-# a 7-billion-parameter model, so the two models differ more here than for Llama 2 7B.
+# **Figure 6.** Measured time over predicted time on your machine, for the prefill (time to
+# first token) and for one decode step of each reference model. A bar at 1 would mean the
+# machine ran at its measured roofline; everything above 1 is the gap listed above. Look for
+# three things in your bars. Does decode of `ref-medium`, whose weights cannot hide in a
+# cache, come closer to its prediction than decode of `ref-small`, whose steps are so short
+# that fixed per-step overhead (item 4) weighs more? Does prefill sit further from its bound
+# than decode, since a short prompt through narrow matrices rarely reaches the peak of the
+# large square product `measure_host()` timed? And why do the two predictions differ at
+# all? The simple model charges $2P$ for *every* parameter, including the embedding table,
+# of which a step reads one row per token, and, in prefill, for the LM head at every
+# position, where generation needs only the last. In the reference models each of these
+# matrices is about a fifth of the parameters (2 % in Llama 2 7B), so here the simple model predicts
+# more time than the per-step roofline model, despite leaving out the KV cache and the
+# element-wise operators.
 
 # %% [markdown]
 # ## 4.6 Where the simple model stops holding
@@ -709,10 +707,12 @@ print(f"prefill of 4096 tokens: x{prefill_ratio[-1]:.2f} the simple model's time
 # contexts the roofline model's step is the simple model's $2P/W$; as the cache grows, every
 # step also streams the keys and values, and with more sequences per batch the cache reads
 # outgrow the weight reads. Crosses mark configurations whose weights and cache do not fit in
-# the A10's 24 GB: capacity, not bandwidth, ends those lines. Right: the prefill. At short
-# prompts the roofline model's prefill is a bit *longer* than $S\cdot 2P/F$ because of the
-# memory-bound element-wise operators; as the prompt grows the $N^2$ attention and its
-# $S$ and $P$ traffic take over. **The simple model is a good first answer for short
+# the A10's 24 GB: capacity, not bandwidth, ends those lines. Right: the prefill. A short
+# prompt is not compute bound at all: with fewer than about 230 tokens per product the
+# linear layers sit left of the ridge (Figure 3), so a 128-token prefill is bound by reading
+# the weights, like a decode step, and takes well over $S\cdot 2P/F$. Around 256 tokens the
+# simple model is nearly right; beyond, the $N^2$ attention and its $S$ and $P$ traffic take
+# over. **The simple model is a good first answer for short
 # contexts and single requests; long contexts and large batches need the KV cache and the
 # attention in the model.**
 
@@ -736,8 +736,8 @@ print(f"prefill of 4096 tokens: x{prefill_ratio[-1]:.2f} the simple model's time
 #
 # $$\text{bytes sent per GPU} = 2L \cdot 2\frac{p-1}{p} \cdot T \cdot D \cdot 2 .$$
 #
-# `llmperf` has no function for this yet, so the cell below writes the formula once and uses
-# it for the worked problem that follows. The link speeds are from NVIDIA's datasheets:
+# The cell below writes this formula once and uses it for the worked problem that follows.
+# The link speeds are from NVIDIA's datasheets:
 # NVLink on an H100 SXM is 900 GB/s and on an A100 SXM 600 GB/s, both counted in the two
 # directions together; the A10 has no NVLink and talks over PCIe Gen4 at 64 GB/s, likewise
 # counted both ways. A ring sends and receives at the same time, so each direction's half is
