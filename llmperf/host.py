@@ -1,0 +1,158 @@
+"""Measure this machine's roofline: peak matmul FLOP/s per dtype and memory bandwidth.
+
+`measure_host()` returns an `Accelerator`, so `ridge_point`, `roofline_time`,
+`plot_roofline` and `perfmodel` apply to the reader's own CPU or GPU.
+
+- Peak FLOP/s: the median rate of square n x n matmuls, 2 n^3 FLOPs each, at a size
+  large enough to keep the matrix units busy (n = 2048 on a CPU, 8192 on a GPU).
+  A dtype is first probed on a small matmul; one that runs far slower than fp32
+  (fp16 on most CPUs, which have no fp16 matrix instructions) is skipped, and the
+  Accelerator's `notes` say so.
+- Bandwidth: the median rate of two streaming kernels over buffers much larger
+  than the last-level cache: a copy (bytes read + bytes written = 2 N) and a sum
+  (N bytes read). The faster of the two is the bandwidth; both are in `notes`.
+  Write-allocate traffic of the copy is not counted, as in STREAM.
+
+Results are cached per process: a second call with the same arguments returns
+the same object at once.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable, Sequence
+
+import torch
+
+from .hardware import Accelerator
+from .transformer import DTYPES, resolve_device, synchronize
+from .units import GB, MiB, format_bandwidth, format_flop_rate, normalize_dtype
+
+_CACHE: dict[tuple, Accelerator] = {}
+_TRIED = ("fp32", "bf16", "fp16")
+_SLOW = 0.5  # skip a dtype whose probe runs below this fraction of fp32's rate
+
+
+def _median_time(fn: Callable[[], object], device: torch.device, repeat: int) -> float:
+    from .measure import benchmark  # measure imports this module; import late
+
+    return benchmark(fn, warmup=1, repeat=repeat, device=device).median_s
+
+
+def matmul_flops(dtype: str = "fp32", n: int = 2048, device: str | torch.device = "cpu",
+                 repeat: int = 5) -> float:
+    """FLOP/s of an n x n by n x n matmul in `dtype`: 2 n^3 / median seconds."""
+    dev = resolve_device(device)
+    dt = DTYPES[normalize_dtype(dtype)]
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=gen).to(dev, dt)
+    b = torch.randn(n, n, generator=gen).to(dev, dt)
+    out = torch.empty(n, n, device=dev, dtype=dt)
+    return 2.0 * n**3 / _median_time(lambda: torch.mm(a, b, out=out), dev, repeat)
+
+
+def stream_bandwidth(kernel: str = "copy", size_bytes: float = 512 * MiB,
+                     device: str | torch.device = "cpu", repeat: int = 5) -> float:
+    """B/s of a streaming kernel over fp32 buffers of `size_bytes` each.
+
+    "copy": y = x, moving 2 * size_bytes. "read": x.sum(), moving size_bytes.
+    """
+    if kernel not in ("copy", "read"):
+        raise ValueError(f"kernel must be 'copy' or 'read', got {kernel!r}")
+    dev = resolve_device(device)
+    n = int(size_bytes) // 4
+    x = torch.empty(n, device=dev).fill_(1.0)  # touch every page before timing
+    if kernel == "copy":
+        y = torch.empty_like(x).fill_(0.0)
+        return 2.0 * n * 4 / _median_time(lambda: y.copy_(x), dev, repeat)
+    return n * 4.0 / _median_time(lambda: x.sum(), dev, repeat)
+
+
+def _last_level_cache_bytes() -> int:
+    """Size of the CPU's largest cache from sysfs (32 MiB when unknown)."""
+    sizes = []
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    for entry in os.listdir(base) if os.path.isdir(base) else []:
+        try:
+            with open(f"{base}/{entry}/size") as f:
+                text = f.read().strip()
+            sizes.append(int(text[:-1]) * {"K": 2**10, "M": 2**20}[text[-1]])
+        except (OSError, ValueError, KeyError, IndexError):
+            continue
+    return max(sizes, default=32 * MiB)
+
+
+def _memory_capacity(dev: torch.device) -> float:
+    if dev.type == "cuda":
+        return float(torch.cuda.get_device_properties(dev).total_memory)
+    try:
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 16 * GB  # unknown: a typical laptop
+
+
+def _device_label(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return f"cuda, {torch.cuda.get_device_name(dev)}"
+    if dev.type == "mps":
+        return "mps"
+    return f"cpu, {torch.get_num_threads()} threads"
+
+
+def measure_host(dtypes: Sequence[str] | None = None, quick: bool = False,
+                 device: str | torch.device = "cpu", progress: bool | None = None) -> Accelerator:
+    """This machine's roofline as an `Accelerator` (peak FLOP/s per dtype, bandwidth, memory).
+
+    dtypes: those to try (default fp32, bf16, fp16); fp32 is always measured, and
+    others are kept only if they run at least half as fast as fp32. quick: smaller
+    matmuls and buffers (a rough figure in about a second, for tests and demos; the
+    buffers still exceed the last-level cache). progress: a progress bar (default:
+    on unless quick). Cached per process, keyed by the arguments and thread count.
+    """
+    dev = resolve_device(device)
+    wanted = tuple(dict.fromkeys(normalize_dtype(d) for d in (dtypes or _TRIED)))
+    for d in wanted:
+        if d not in _TRIED:
+            raise ValueError(f"dtypes may contain {list(_TRIED)}, got {d!r}")
+    wanted = ("fp32",) + tuple(d for d in wanted if d != "fp32")
+    key = (str(dev), wanted, torch.get_num_threads())
+    if (key, False) in _CACHE:
+        return _CACHE[(key, False)]
+    if quick and (key, True) in _CACHE:
+        return _CACHE[(key, True)]
+
+    gpu = dev.type != "cpu"
+    n = (2048 if quick else 8192) if gpu else (512 if quick else 2048)
+    llc = 0 if gpu else _last_level_cache_bytes()
+    size = max(4 * llc, 64 * MiB) if quick else max(16 * llc, 512 * MiB)
+    repeat = 3 if quick else 7
+    steps = [("matmul", d) for d in wanted] + [("stream", "copy"), ("stream", "read")]
+    if progress is None:
+        progress = not quick
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, desc="measure_host", leave=False)
+
+    peaks, notes, streams = {}, [], {}
+    fp32_probe = None
+    for kind, what in steps:
+        if kind == "stream":
+            streams[what] = stream_bandwidth(what, size, dev, repeat)
+            continue
+        if not gpu:
+            probe = matmul_flops(what, 256, dev, repeat=2)
+            fp32_probe = fp32_probe or probe
+            if what != "fp32" and probe < _SLOW * fp32_probe:
+                notes.append(f"{what} skipped: {format_flop_rate(probe)} on a 256^3 probe, "
+                             f"far below fp32's {format_flop_rate(fp32_probe)}")
+                continue
+        peaks[what] = matmul_flops(what, n, dev, repeat)
+    best = max(streams, key=streams.get)
+    notes.insert(0, f"matmul {n}x{n}x{n}; streams over {size / MiB:.0f} MiB buffers: "
+                    + ", ".join(f"{k} {format_bandwidth(v)}" for k, v in streams.items())
+                    + f"; bandwidth = {best}" + ("; quick mode" if quick else ""))
+    acc = Accelerator(name=f"this machine ({_device_label(dev)})", peak_flops=peaks,
+                      mem_bandwidth=streams[best], mem_capacity=_memory_capacity(dev),
+                      source="measured by llmperf.measure.measure_host", notes="; ".join(notes))
+    _CACHE[(key, quick)] = acc
+    return acc
