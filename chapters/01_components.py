@@ -458,9 +458,9 @@ plt.show()
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from llmperf.measure import benchmark, measure_host
+from llmperf.measure import measure_host, measure_prefill
 
-host = measure_host()
+host = measure_host(dtypes=("fp32",), device=device, progress=False)
 dtype = "fp32"  # the reference model runs in fp32
 print(f"{host.name}: {lp.format_flop_rate(host.peak(dtype))} in {dtype}, "
       f"{lp.format_bandwidth(host.mem_bandwidth)}")
@@ -469,8 +469,8 @@ print(f"{host.name}: {lp.format_flop_rate(host.peak(dtype))} in {dtype}, "
 # **Prediction.** A prefill of $S$ tokens of `ref-small` costs
 # $C = 2P_{\text{layers}}S + 2VD + 4LS^2hd$ FLOPs (the LM head for the last position only, the
 # standard attention's full $S \times S$ scores), so if it ran at the measured peak it would take
-# $C/\Pi$ seconds. **Measurement.** We time one forward pass over $S$ random tokens, the median of
-# a few runs after a warm-up.
+# $C/\Pi$ seconds. **Measurement.** `measure_prefill` times one forward pass over $S$ random
+# tokens, the median of a few runs after a warm-up.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -479,20 +479,15 @@ prefill_model = Transformer(ref, device=device, max_seq_len=max(lengths), seed=0
 predicted, measured, flops = [], [], []
 for S in lengths:
     c = lp.layer_costs(ref, "prefill", batch=1, seq_len=S, dtype=dtype, accelerator=host).total.flops
-    tokens = torch.randint(0, ref.vocab_size, (1, S), generator=torch.Generator().manual_seed(S))
-
-    def prefill(tokens=tokens):
-        with torch.inference_mode():
-            prefill_model(tokens, 0, last_only=True)
-
-    t = benchmark(prefill, warmup=1, repeat=5 if S <= 64 else 3, device=device)
+    m = measure_prefill(prefill_model, S, repeat=5 if S <= 64 else 3)
+    assert m.cost.flops == c  # the measurement counts the same work
     flops.append(c)
     predicted.append(c / host.peak(dtype))
-    measured.append(t.median_s)
+    measured.append(m.timing.median_s)
 print(f"{'S':>5}{'FLOP':>12}{'predicted':>12}{'measured':>12}{'meas/pred':>11}{'achieved':>14}")
-for S, c, p, m in zip(lengths, flops, predicted, measured):
-    print(f"{S:>5}{c:>12.3e}{p * 1e3:>10.2f}ms{m * 1e3:>10.2f}ms{m / p:>11.2f}"
-          f"{lp.format_flop_rate(c / m):>14}")
+for S, c, p, t in zip(lengths, flops, predicted, measured):
+    print(f"{S:>5}{c:>12.3e}{p * 1e3:>10.2f}ms{t * 1e3:>10.2f}ms{t / p:>11.2f}"
+          f"{lp.format_flop_rate(c / t):>14}")
 
 # %%
 fig, (left, right) = plt.subplots(1, 2, figsize=(9.0, 3.8))
@@ -614,6 +609,22 @@ print(f"A10 ridge point: {a10.ridge_point('fp16'):.1f} FLOP/B")
 # attention already adds about 15 % (Figure 2).
 #
 # </details>
+
+# %%
+# The worked problems' numbers, from llmperf.
+p13 = lp.get_model("llama-2-13b")
+assert p13.param_count() == 13_015_864_320
+mistral = lp.get_model("mistral-7b")
+print(f"Problem 1: Llama 2 13B has {p13.param_count():,} parameters")
+print(f"Problem 2: attention per layer {llama.attention_params() / 1e6:.1f} M (Llama 2 7B), "
+      f"{mistral.attention_params() / 1e6:.1f} M (Mistral 7B); totals {llama.param_count() / 1e9:.2f} B "
+      f"and {mistral.param_count() / 1e9:.2f} B")
+t3 = lp.layer_costs(llama, "prefill", 1, 2000)
+print(f"Problem 3: prefill of 2,000 tokens {t3.total.flops:.3e} FLOP, "
+      f"attention products {(t3['qk'].flops + t3['sv'].flops) / t3.total.flops:.1%}")
+gpt2 = lp.get_model("gpt2")
+ratio = lp.layer_costs(gpt2, "decode", 1, 6700).total.flops / (2 * gpt2.param_count())
+print(f"Problem 4: GPT-2 at 6,700 cached tokens costs {ratio:.2f} x 2P per token")
 
 # %% [markdown]
 # ## Summary
