@@ -252,3 +252,26 @@ def test_analytic_commands(argv, needle):
     with contextlib.redirect_stdout(out):
         assert cli.main(argv) == 0
     assert needle in out.getvalue()
+
+
+def test_gradescope_folder_with_results(tmp_path):
+    folder = tmp_path / "submission"
+    folder.mkdir()
+    submission(folder, ADD, BOUND, ANSWER, name="my work (1).py")
+    nb = jupytext.read(folder / "my work (1).py")
+    nbformat.write(nb, folder / "my work (1).ipynb")
+    (folder / "notes.txt").write_text("not a notebook")
+    results = tmp_path / "results" / "results.json"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert cli.main(["grade", str(folder), "--exercise", "toy", "--source", str(CASES),
+                         "--results", str(results)]) == 0
+    assert json.loads(results.read_text())["score"] == 4
+
+
+def test_import_llmperf_leaves_grading_alone():
+    import subprocess
+    import sys
+
+    code = "import sys, llmperf; print(any(m.startswith(('llmperf.grading', 'llmperf.cli')) for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
