@@ -11,12 +11,12 @@
 # %% [markdown]
 # # Chapter 4: Compute or memory bound?
 #
-# The first three chapters took a transformer apart, ran its two workloads (prefill and
-# autoregressive decode) and followed the state it keeps between steps. This chapter asks
-# the question the rest of the book turns on: **when a model serves a request, what is the
-# hardware waiting for?** Either the arithmetic units are busy and the memory system idles,
-# or the arithmetic units starve while bytes trickle in from memory. Which of the two holds
-# decides which optimizations help, which GPU to buy, and what batching (chapter 5) can buy.
+# The first three chapters took a transformer apart, ran its two workloads and followed the
+# state it keeps between steps. This chapter asks the question the rest of the book turns
+# on: **when a model serves a request, what is the hardware waiting for?** Either the
+# arithmetic units are busy while memory idles, or they starve while bytes trickle in from
+# memory. Which one holds decides which optimizations help, which GPU to buy, and what
+# batching (chapter 5) can buy.
 #
 # **After this chapter you will be able to:**
 #
@@ -47,7 +47,7 @@
 # | $h$ | attention heads | 32 |
 # | $D = h\,d$ | model width | 4096 |
 # | $N$ | tokens in a sequence (the attention's length) | up to 4096 |
-# | $S$, $G$ | prompt tokens, generated tokens | 350, 150 in section 4.7 |
+# | $S$, $G$ | prompt tokens, generated tokens | 350, 150 in section 4.5 |
 # | $B$ | sequences in a batch | 1 unless stated |
 # | $F$ | dense peak FLOP/s of the accelerator | 125 TFLOP/s (fp16) |
 # | $W$ | memory bandwidth in bytes per second | 600 GB/s |
@@ -88,11 +88,11 @@ print(f"device for the measurements: {device}, dtype {mdtype}")
 #   one token does about $2P$ FLOPs (one multiply-add per parameter, chapter 1), plus the
 #   attention's work, which grows with the context.
 # - **Memory bandwidth.** Every weight the pass uses, and every cached key and value it
-#   attends to, must travel from off-chip memory into the chip; at most $W$ bytes per second
-#   arrive. On-chip caches and registers are far faster but far too small to hold a model.
-# - **Memory capacity.** Weights and the KV cache must *fit*. Capacity does not slow a step
-#   down; it caps how many requests can be in flight at once, and so how much work a step can
-#   share (chapter 5).
+#   attends to, travels from off-chip memory into the chip at no more than $W$ bytes per
+#   second. On-chip caches are far faster but far too small to hold a model.
+# - **Memory capacity.** Weights and the KV cache must *fit*. Capacity does not slow a step;
+#   it caps how many requests can be in flight, and so how much work a step can share
+#   (chapter 5).
 # - **Communication.** A model too large for one device is split across several, which
 #   must then exchange activations at every layer over links far slower than their memory.
 #
@@ -148,13 +148,11 @@ def cross_product(model, acc, seq_len, batch=1, dtype="fp16"):
 cross_product(llama, a10, seq_len=4096)
 
 # %% [markdown]
-# Read the table by its intensity column. In prefill both blocks do hundreds to a thousand
-# FLOPs per byte; in decode both do about one. The *bound* column compares each block's
-# compute time with its memory time on the A10 (the next section explains the rule). Two
-# surprises hide here and get their own sections: the prefill attention block is far less
-# intense than the prefill FFN, although both run over the same 4096 tokens (section 4.3),
-# and a decode step costs tens of milliseconds while doing a thousand times fewer FLOPs than
-# prefill (section 4.4).
+# Read the intensity column: hundreds to a thousand FLOPs per byte in prefill, about one in
+# decode. The *bound* column (the next section explains the rule) holds two surprises. The
+# prefill attention block is memory bound although it runs over the same 4096 tokens as the
+# compute-bound FFN (section 4.3), and a decode step costs tens of milliseconds while doing
+# thousands of times fewer FLOPs than prefill (section 4.4).
 
 # %% [markdown]
 # ## 4.2 The balance of an accelerator
@@ -324,7 +322,9 @@ print(f"roofline time of one head on the A10: {lp.format_seconds(lp.roofline_tim
 # the same; the $8N^2$ bytes disappear, and the remaining traffic is rereading $K$ and $V$
 # once per block of queries. Chapter 6 builds and measures it; here `lp.flash_attention_cost`
 # gives its bytes for an on-chip buffer of 128 KB, the L1/shared memory of one A10
-# streaming multiprocessor (NVIDIA GA102 whitepaper).
+# streaming multiprocessor (NVIDIA GA102 whitepaper). That buffer holds blocks of 128 queries
+# (with their outputs and a block each of keys and values), and the intensity comes out at
+# about the block size.
 
 # %%
 seq = np.array([128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768])
@@ -348,9 +348,12 @@ plt.show()
 # %% [markdown]
 # **Figure 2.** Arithmetic intensity of one attention head against sequence length. The
 # standard algorithm flattens out just above 64 FLOP/byte, under the A10's ridge at every
-# length. The tiled algorithm crosses the ridge: its traffic no longer contains the $N^2$
-# matrices, only $K$ and $V$ reread once per block of 128 queries, so its intensity is set by
-# the block size, not by $N$.
+# length. The tiled algorithm's traffic no longer contains the $N^2$ matrices, only $K$ and
+# $V$ reread once per block of 128 queries, so its intensity doubles and is set by the block
+# size, not by $N$. By this count it still sits under the A10's ridge, since every block
+# rereads $K$ and $V$ from off-chip memory; in practice most of those rereads are served by
+# the 6 MB L2 cache, so the off-chip traffic is lower than counted here. Chapter 6 measures
+# the difference.
 
 # %% [markdown]
 # ## 4.4 Linear layers: GEMM in prefill, GEMV in decode
@@ -562,20 +565,19 @@ plt.show()
 # times come in above the prediction, by up to about a factor of two. That is what a lower
 # bound should do, and the gap has identifiable causes:
 #
-# 1. **Achieved bandwidth is below the datasheet figure.** Streaming kernels on GDDR and HBM
-#    memory typically reach a large fraction of the nominal bandwidth, but not all of it, and
-#    every decode-step estimate scales with $1/W$. (Your own `measure_host()` reports what a
-#    copy achieves, which is the honest $W$ for your machine.)
+# 1. **Achieved bandwidth is below the datasheet figure.** Real kernels reach a large
+#    fraction of the nominal bandwidth, not all of it, and every decode estimate scales with
+#    $1/W$. (`measure_host()` reports what a stream achieves: the honest $W$ of your machine.)
 # 2. **Decode reads more than the weights.** Each step also reads the KV cache: about
 #    0.5 MB per cached token for Llama 2 7B in fp16, which at 500 tokens of context adds
 #    a quarter of a gigabyte per step.
 # 3. **Operators the model ignores.** Norms, RoPE, residuals, the activation and the
 #    softmax each stream activations through memory, and each is a separate kernel launch.
 # 4. **Fixed overhead per step.** A decode step of a 32-layer model launches hundreds of
-#    kernels; each launch and each Python-level operation costs microseconds that no
-#    roofline counts, and sampling, detokenization and the serving stack add more per token.
-# 5. **Prefill below peak.** A 350-token prompt gives matrices too small to keep every tensor
-#    core busy at the dense peak, and the attention inside prefill is memory bound.
+#    kernels, each costing microseconds that no roofline counts; sampling and the serving
+#    stack add more per token.
+# 5. **Prefill below peak.** Matrices of 350 rows rarely keep every tensor core busy at the
+#    dense peak, and the attention inside prefill is memory bound.
 #
 # The first four all act on decode, which is almost the whole total, so a measured time near
 # twice the prediction means the run achieved roughly half the bandwidth-bound rate overall.
@@ -585,14 +587,13 @@ plt.show()
 #
 # ### Predict, then measure: the reference model on your machine
 #
-# We cannot run Llama 2 7B here, but we can run the same experiment at a scale your machine
-# handles: the book's reference models, `ref-small` (about 20 million parameters) and
-# `ref-medium` (about 156 million, whose fp32 weights far exceed any CPU cache), built by
-# `llmperf.transformer` from the same `ModelConfig` the analytic layer uses. The prediction
-# uses your machine's measured `host` accelerator and its measurement dtype; the measurement
-# generates greedily from a random prompt and records when each token appeared. The time
-# to first token is the prefill; the mean gap between later tokens is the time per decode
-# step.
+# Llama 2 7B is out of reach here, but the same experiment runs at a smaller scale: the
+# reference models `ref-small` (about 20 million parameters) and `ref-medium` (about 156
+# million, whose fp32 weights exceed any CPU cache), built by `llmperf.transformer` from the
+# same `ModelConfig` the analytic layer uses. The prediction uses the measured `host`; the
+# measurement generates greedily from a random prompt (shorter requests than the lecture's,
+# to keep the notebook under a minute) and records when each token appeared. The time to
+# first token is the prefill; the mean gap between later tokens is one decode step.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -788,8 +789,8 @@ print(f"4096-token prefill FLOPs per GPU at the H100 peak: "
 #
 # (c) A 4096-token prefill sends 4096 times as much, about 18.8 GB per GPU, or about 42 ms at
 # 450 GB/s, while its FLOPs take about 71 ms per GPU at the dense peak. Communication is now
-# the same order as compute: it must overlap with the matrix products, or it adds half as
-# much again to the time to first token.
+# the same order as compute: it must overlap with the matrix products, or it adds more than
+# half as much again to the time to first token.
 #
 # (d) Over PCIe Gen4 at 32 GB/s per direction the prefill's 18.8 GB take about 0.6 s, many
 # times the compute time. This is why tensor parallelism lives inside an NVLink domain, and
