@@ -84,8 +84,17 @@ def load_for(name: str, source_dir: Path) -> Exercise:
 
 def grade_file(path: Path, source_dir: Path | None = None, exercise: str | None = None,
                limits: Limits = Limits()) -> Grade:
-    """Grade one submission; never raises for anything the submission does."""
-    start, path = time.monotonic(), Path(path)
+    """Grade one submission. Never raises: whatever happens ends up in the Grade's messages."""
+    start = time.monotonic()
+    try:
+        return _grade_file(Path(path), source_dir, exercise, limits)
+    except Exception as err:  # a bug of the grader's own: still leave a valid report
+        why = f"the grader failed on {Path(path).name}: {type(err).__name__}: {err}"
+        return Grade(Path(path).name, exercise, (), (why,), time.monotonic() - start, setup_error=True)
+
+
+def _grade_file(path: Path, source_dir: Path | None, exercise: str | None, limits: Limits) -> Grade:
+    start = time.monotonic()
     source_dir = Path(source_dir) if source_dir else default_source_dir()
     nb, read_error = None, None
     try:

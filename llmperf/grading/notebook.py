@@ -46,7 +46,8 @@ def exercise_name(nb: Any) -> str | None:
 
 def code_cells(nb: Any) -> list[tuple[int, str]]:
     """(index in the notebook, source) of each code cell, in order."""
-    cells = nb.get("cells", [])
+    cells = nb.get("cells")
+    cells = cells if isinstance(cells, list) else []
     return [(i, _text(c.get("source", ""))) for i, c in enumerate(cells)
             if isinstance(c, dict) and c.get("cell_type") == "code"]
 

@@ -8,13 +8,13 @@ takes up the remaining steps, skipping the cell that broke the last one.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import resource
 import select
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
@@ -26,6 +26,7 @@ from typing import Any
 MAX_LINE_BYTES = 1 << 20
 MAX_CHILD_BYTES = 32 << 20
 STARTUP_S = 10.0
+NPROC = 256
 ROOT = str(Path(__file__).resolve().parents[2])  # the folder that holds the llmperf package
 BOOT = f"import sys; sys.path.insert(0, {ROOT!r}); from llmperf.grading.worker import main; main()"
 
@@ -205,8 +206,8 @@ def _environment(workdir: str) -> dict[str, str]:
 def _sandbox_user(workdir: str) -> tuple[int, int] | None:
     """When the grader runs as root (as on Gradescope), the submission runs as `nobody`:
     it can then neither signal the grader nor write the grader's files. That needs a
-    Python and an llmperf that other users may read; without them it stays as it is."""
-    if os.geteuid() != 0 or not all(_others_can_read(p) for p in _needed_paths()):
+    Python and an llmperf that other users may run; without them it stays as it is."""
+    if os.geteuid() != 0:
         return None
     import pwd
 
@@ -214,26 +215,25 @@ def _sandbox_user(workdir: str) -> tuple[int, int] | None:
         entry = pwd.getpwnam("nobody")
     except KeyError:
         return None
-    os.chown(workdir, entry.pw_uid, entry.pw_gid)
-    return entry.pw_uid, entry.pw_gid
+    user = (entry.pw_uid, entry.pw_gid)
+    if not _can_run_as(user):
+        return None
+    os.chown(workdir, *user)
+    return user
 
 
-def _needed_paths() -> list[str]:
-    import sysconfig
-
-    return [os.path.realpath(sys.executable), sysconfig.get_paths()["stdlib"],
-            sysconfig.get_paths()["purelib"], os.path.join(ROOT, "llmperf", "grading")]
-
-
-def _others_can_read(path: str) -> bool:
-    """Every folder on the way is searchable by others, and the path itself readable."""
-    path = os.path.realpath(path)
-    parts = [path] + [p for p in Path(path).parents]
+@functools.lru_cache(maxsize=None)
+def _can_run_as(user: tuple[int, int]) -> bool:
+    """Whether `user` can start Python and import the worker (probed once per process)."""
+    probe = BOOT.replace("main()", "None")
     try:
-        return bool(os.stat(path).st_mode & stat.S_IROTH) and \
-            all(os.stat(p).st_mode & stat.S_IXOTH for p in parts[1:])
-    except OSError:
+        done = subprocess.run([sys.executable, "-I", "-B", "-c", probe], cwd="/",
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, timeout=30,
+                              preexec_fn=lambda: _limit_child(Limits(), user))
+    except (OSError, subprocess.SubprocessError):
         return False
+    return done.returncode == 0
 
 
 def _limit_child(limits: Limits, user: tuple[int, int] | None) -> None:
@@ -244,6 +244,7 @@ def _limit_child(limits: Limits, user: tuple[int, int] | None) -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (files, files))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     if user is not None:
+        resource.setrlimit(resource.RLIMIT_NPROC, (NPROC, NPROC))  # counted per user: nobody's
         os.setgroups([])
         os.setgid(user[1])
         os.setuid(user[0])
