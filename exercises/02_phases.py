@@ -36,9 +36,17 @@ def ttft(timestamps: list) -> float:
     ### END SOLUTION
 
 # %%
+def _generation(timestamps):
+    """The record `generate` returns, holding these timestamps (token ids do not matter)."""
+    import torch
+    from llmperf.transformer import Generation
+    return Generation(torch.zeros(1, len(timestamps), dtype=torch.int64), list(timestamps), (1,))
+
+
 question("ttft", points=1,
          visible=[[0.42, 0.47, 0.52, 0.58, 0.63]],
-         hidden=[[1.5], [0.05, 0.1, 0.2], [3.0, 3.001, 3.002, 3.5]])
+         hidden=[[1.5], [0.05, 0.1, 0.2], [3.0, 3.001, 3.002, 3.5]],
+         reference=lambda t: _generation(t).ttft_s)
 
 # %% [markdown]
 # ## Question 2: time per output token (1 point)
@@ -57,7 +65,7 @@ def tpot(timestamps: list) -> float:
 question("tpot", points=1,
          visible=[[0.42, 0.47, 0.52, 0.58, 0.63], [1.5]],
          hidden=[[0.05, 0.1, 0.2], [3.0, 3.001, 3.002, 3.5], [0.2, 0.21]],
-         abs=1e-12)
+         reference=lambda t: _generation(t).tpot_s, abs=1e-12)
 
 # %% [markdown]
 # ## Question 3: tokens per second (1 point)
@@ -77,7 +85,8 @@ def token_rates(timestamps: list) -> list:
 question("token_rates", points=1,
          visible=[[0.42, 0.47, 0.52, 0.58, 0.63]],
          hidden=[[1.5], [0.05, 0.1, 0.2], [3.0, 3.001, 3.002, 3.5]],
-         reference=lambda t: [len(t) / t[-1], (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 else 0.0])
+         reference=lambda t: [len(t) / t[-1],
+                              1 / _generation(t).tpot_s if _generation(t).tpot_s else 0.0])
 
 # %% [markdown]
 # ## Question 4: the lecture's simple latency model (2 points)
@@ -176,7 +185,7 @@ def sampling_probs(logits: list, temperature: float, top_k: int | None = None) -
 
 # %%
 question("sampling_probs", points=2,
-         visible=[([2.0, 1.0, 0.0], 1.0), ([2.0, 1.0, 0.0], 0.5), ([2.0, 1.0, 0.0], 1.0, 2)],
-         hidden=[([0.1, 3.0, -1.0, 2.5, 0.0], 0.7, 3), ([1000.0, 999.0], 1.0),
+         visible=[([2.0, 1.0, 0.0], 0.5), ([2.0, 1.0, 0.0], 1.0, 2)],
+         hidden=[([0.1, 3.0, -1.0, 2.5, 0.0], 0.7, 3), ([1000.0, 999.0], 1.0), ([2.0, 1.0, 0.0], 1.0),
                  ([0.0, 0.0, 5.0, 0.0], 10.0), case([3.0, 1.0, 2.0], 0.2, top_k=1)],
          rel=1e-6, abs=1e-12)
