@@ -186,12 +186,13 @@ assert same
 print("identical tokens:", same)
 
 # %% [markdown]
-# The token ids themselves depend on random weights and on the floating-point kernels of
-# the machine, so the book does not compare them across machines; the assert that the two
-# lists are identical holds everywhere. (The two methods add the same numbers in a different
-# order, so their logits can differ in the last bits; with greedy decoding that only matters
-# if two tokens tie almost exactly, which a random model with a vocabulary of thousands does
-# not do here.)
+# A model with random weights has learned nothing and soon repeats itself, but it computes
+# the same function both ways, which is all this check needs. The token ids depend on the
+# random weights and on the floating-point kernels of the machine, so the book does not
+# compare them across machines; the assert that the two lists are identical holds
+# everywhere. (The two methods add the same numbers in a different order, so their logits can
+# differ in the last bits; with greedy decoding that only matters if two tokens tie almost
+# exactly, which does not happen here.)
 #
 # ### What recomputation costs
 #
@@ -263,7 +264,7 @@ print(f"Llama 2 7B on A10, S = 350, G = 150: recompute {t_re:.2f} s, cache {t_ca
 # NBVAL_IGNORE_OUTPUT
 from llmperf.measure import benchmark, measure_host
 
-host = measure_host()
+host = measure_host(dtypes=("fp32",), device=device, progress=False)
 dtype = "fp32"
 print(host.name, f"peak {lp.format_flop_rate(host.peak(dtype))}, "
       f"bandwidth {lp.format_bandwidth(host.mem_bandwidth)}")
@@ -286,32 +287,41 @@ print(f"recompute / cache at G = {G}: predicted {pred_re[-1] / pred_ca[-1]:.1f},
       f"measured {meas_re[-1] / meas_ca[-1]:.1f}")
 
 # %%
-ax = new_axes("Generating G tokens: recomputation against a KV cache",
-              "generated tokens G", "time until token G is available (ms)")
-ax.plot(lengths, meas_re * 1e3, "o", ms=3, color="C3", label="recompute, measured")
-ax.plot(lengths, pred_re * 1e3, "-", color="C3", alpha=0.6, label="recompute, roofline prediction")
-ax.plot(lengths, meas_ca * 1e3, "o", ms=3, color="C0", label="KV cache, measured")
-ax.plot(lengths, pred_ca * 1e3, "-", color="C0", alpha=0.6, label="KV cache, roofline prediction")
-ax.legend()
+use_style()
+fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+for ax, scale in zip(axes, ("linear", "log")):
+    ax.plot(lengths, meas_re * 1e3, "o", ms=3, color="C3", label="recompute, measured")
+    ax.plot(lengths, pred_re * 1e3, "-", color="C3", alpha=0.6, label="recompute, roofline prediction")
+    ax.plot(lengths, meas_ca * 1e3, "o", ms=3, color="C0", label="KV cache, measured")
+    ax.plot(lengths, pred_ca * 1e3, "-", color="C0", alpha=0.6, label="KV cache, roofline prediction")
+    ax.set_yscale(scale)
+    ax.set_xlabel("generated tokens G")
+    ax.set_ylabel("time until token G is available (ms)")
+    ax.set_title(f"recomputation against a KV cache ({scale} time axis)")
+axes[0].legend()
+plt.tight_layout()
 plt.show()
 
 # %% [markdown]
 # **Figure 1.** Time until the $G$-th generated token is available, for the reference model
-# on this machine, from a prompt of 8 tokens. Dots are measured, lines are the `llmperf`
-# roofline prediction with this machine's measured peak and bandwidth. The recomputing curve
+# on this machine, from a prompt of 8 tokens; the same data on a linear time axis (left) and a
+# logarithmic one (right), where a constant factor between prediction and measurement is a
+# constant vertical distance. Dots are measured, lines are the `llmperf` roofline prediction
+# with this machine's measured peak and bandwidth. The recomputing curve
 # bends upward (each step is a longer prefill), the cached curve is a straight line (each step
 # pushes one token).
 #
 # Compare the *shapes* first: the measured curves are quadratic and linear, as derived. Then
-# the gap: the table prints the ratio of measured to predicted time, and it is above one,
-# often by a good margin. The roofline model is a lower bound that assumes every operator
-# runs at the machine's peak FLOP rate or its peak bandwidth. A model this small violates
-# that in two ways: each decode step runs a few dozen small operators whose fixed cost (a
-# Python call, a kernel launch, thread synchronisation) is comparable to their work, and
-# the matmuls of short prefills are too small to reach the peak measured on large ones.
-# Both inflate the cached curve more than the recomputing one, so the measured advantage of
-# the cache is usually smaller than predicted at small $G$ and grows with $G$ as the
-# quadratic term takes over.
+# the gap, which the ratio columns print: measured times sit above the prediction. The
+# roofline model is a lower bound that assumes every operator runs at the machine's peak FLOP
+# rate or at its peak bandwidth, and a model this small falls short of both. Each step runs a
+# few dozen small operators (four layers of norms, projections, RoPE, attention, SwiGLU)
+# whose fixed cost, a Python call and a kernel launch or thread wake-up each, is comparable to
+# their work; and the skinny matrices of a decode step or a short prefill reach only a
+# fraction of the peak that `measure_host()` found with large square ones. Because these
+# overheads inflate both curves, the ratio of the two (what the cache buys, printed on the
+# last line) is usually much closer to its prediction than either time is. On a machine
+# shared with other work the measured points also scatter; rerun the cell to see how much.
 
 # %% [markdown]
 # ## 3.3 Memory: parameters plus KV state
@@ -583,7 +593,9 @@ print(f"prefill time per prompt token {lp.format_seconds(rows_pre.time_s / S_dem
 # Take a prompt of $S$ tokens and feed it to the reference model two ways: as one prefill,
 # and token by token as $S$ decode steps, the way a model without a prefill phase would
 # have to. Both leave the same cache behind. The roofline model predicts the ratio of
-# the two times; the measurement checks it.
+# the two times; the measurement checks it. The prefill is timed as the fastest of five
+# runs, which filters out interruptions by other programs; the sequential path, $S$ forward
+# calls in a row, is timed once.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -608,8 +620,8 @@ with torch.inference_mode():
         pre_pred.append(lp.prefill_time(ref, host, n, dtype=dtype))
         seq_pred.append(lp.prefill_time(ref, host, 1, dtype=dtype)  # the first token finds an empty cache
                         + sum(lp.decode_step_time(ref, host, p, dtype=dtype) for p in range(1, n)))
-        pre_meas.append(benchmark(lambda: one_prefill(tokens), warmup=1, repeat=3).median_s)
-        seq_meas.append(benchmark(lambda: token_by_token(tokens), warmup=1, repeat=1).median_s)
+        pre_meas.append(benchmark(lambda: one_prefill(tokens), warmup=1, repeat=5, device=device).min_s)
+        seq_meas.append(benchmark(lambda: token_by_token(tokens), warmup=0, repeat=1, device=device).median_s)
         print(f"{n:>5}{pre_pred[-1] * 1e3:>12.2f}ms{pre_meas[-1] * 1e3:>8.2f}ms"
               f"{seq_pred[-1] * 1e3:>14.2f}ms{seq_meas[-1] * 1e3:>8.2f}ms"
               f"{seq_pred[-1] / pre_pred[-1]:>12.1f}{seq_meas[-1] / pre_meas[-1]:>12.1f}")
@@ -622,6 +634,7 @@ ax.loglog(sweep, np.array(pre_pred) * 1e3, "--", color="C2", label="one prefill,
 ax.loglog(sweep, np.array(seq_meas) * 1e3, "o-", color="C1", label="S decode steps, measured")
 ax.loglog(sweep, np.array(seq_pred) * 1e3, "--", color="C1", label="S decode steps, roofline prediction")
 ax.set_xticks(sweep, [str(n) for n in sweep])
+ax.xaxis.set_minor_locator(plt.NullLocator())
 ax.legend()
 plt.show()
 
@@ -633,13 +646,14 @@ plt.show()
 # flatter for short prompts, where reading the weights once dominates, and only steepens
 # once the prefill becomes compute bound.
 #
-# The gap between the two is the value of parallel work, and both prediction and measurement
-# show it growing with $S$. The measured ratio is usually smaller than the predicted one.
-# Two reasons, both visible in the table: each of the $S$ decode steps pays a fixed
-# overhead that the roofline model leaves out, which favours neither side in ratio but
-# inflates both; and on a CPU the weights of a small model partly stay in the last-level
-# cache between steps, so a decode step reads them faster than the DRAM bandwidth
-# `measure_host()` measured, which makes the sequential path cheaper than predicted.
+# The gap between the two lines is the value of parallel work, and both prediction and
+# measurement show it growing with $S$. Where the measured ratio departs from the predicted
+# one, two effects pull in opposite directions. The fixed overhead of each forward call,
+# which the roofline model leaves out, is paid $S$ times by the sequential path and once by
+# the prefill, so it makes the measured ratio *larger*. On a CPU, a small model's weights may
+# partly stay in the last-level cache from one step to the next, so a decode step reads them
+# faster than the DRAM bandwidth `measure_host()` measured, which makes the sequential path
+# cheaper and the ratio *smaller*. The table shows which wins on this machine.
 
 # %% [markdown]
 # ## Worked problems
