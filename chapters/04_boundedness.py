@@ -189,8 +189,8 @@ print(f"A10 ridge point: {ridge_a10:.1f} FLOP/byte")
 # code). The table lists them with their fp16 ridge points.
 
 # %%
-def accelerator_row(acc, dtype="fp16"):
-    return (f"{acc.name:<12}{acc.peak(dtype) / 1e12:>10.1f}{acc.mem_bandwidth / 1e9:>10.0f}"
+def accelerator_row(acc, dtype="fp16", label=None):
+    return (f"{label or acc.name:<12}{acc.peak(dtype) / 1e12:>10.2f}{acc.mem_bandwidth / 1e9:>10.0f}"
             f"{acc.mem_capacity / 1e9:>9.0f}{acc.ridge_point(dtype):>9.1f}")
 
 
@@ -221,12 +221,11 @@ from llmperf.measure import benchmark, measure_host
 host = measure_host(dtypes=(mdtype,), device=device, progress=False)
 if mdtype not in host.dtypes:  # a GPU without fast fp16: fall back to fp32
     mdtype, tdtype = "fp32", torch.float32
-print(host.name)
+print(f"{'part':<12}{'TFLOP/s':>10}{'GB/s':>10}{'GB':>9}{'ridge':>9}   (dense)")
+print(accelerator_row(a10, "fp16") + "   fp16, datasheet")
 for dtype in host.dtypes:
-    print(f"  {dtype}: peak {lp.format_flop_rate(host.peak(dtype))}, "
-          f"ridge {host.ridge_point(dtype):.1f} FLOP/byte")
-print(f"  memory bandwidth {lp.format_bandwidth(host.mem_bandwidth)}, "
-      f"capacity {lp.format_bytes(host.mem_capacity)}")
+    print(accelerator_row(host, dtype, label="this machine") + f"   {dtype}, measured")
+print(host.name)
 
 # %% [markdown]
 # A CPU's ridge is usually well below a GPU's, so a CPU is a more forgiving machine for
