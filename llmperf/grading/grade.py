@@ -16,7 +16,7 @@ from .feedback import call_text
 from .notebook import (NotebookError, SUFFIXES, code_cells, exercise_name, first_line,
                        is_check_cell, read_notebook)
 from .plain import short
-from .sandbox import Limits, Run, run_submission
+from .sandbox import Limits, run_submission
 
 PACKAGE_EXERCISES = Path(__file__).resolve().parents[2] / "exercises"
 
@@ -130,7 +130,7 @@ def _job_questions(ex: Exercise) -> list[dict]:
 def _result(q: GradedQuestion, outcomes: dict) -> QuestionResult:
     lines, passed, hidden_number = [], 0, 0
     for k, check in enumerate(q.checks):
-        outcome = outcomes.get(k) or {"error": "not run (the notebook could not be read)"}
+        outcome = outcomes.get(k) or {"error": "stopped: not run (see the notes below)"}
         if "got" in outcome:
             reason = mismatch(check.expected, outcome["got"], q.rel, q.abs)
         else:

@@ -21,7 +21,6 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 MAX_LINE_BYTES = 1 << 20
 MAX_CHILD_BYTES = 32 << 20
@@ -44,11 +43,10 @@ class Limits:
 
 @dataclass
 class Run:
-    """What the submission did: failed cells, each check's outcome, and process-level notes."""
+    """What the submission did: why cells failed, and each check's outcome (got or error)."""
 
     cell_errors: dict[int, str] = field(default_factory=dict)
     outcomes: dict[tuple[int, int], dict] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
 
 
 def run_submission(cells: list[tuple[int, str]], questions: list[dict], limits: Limits) -> Run:
@@ -76,7 +74,6 @@ def run_submission(cells: list[tuple[int, str]], questions: list[dict], limits: 
                 for rest in range(c, len(questions[q]["checks"])):
                     run.outcomes[(q, rest)] = {"error": reason}
                 first_q = q + 1
-            run.notes.append(reason)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return run

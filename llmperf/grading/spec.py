@@ -12,7 +12,7 @@ instructor's own solution against the reference at once and prints the result.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 
@@ -96,7 +96,7 @@ def question(name: str, points: float, visible: Any = (), hidden: Any = (),
         raise ValueError(f"question {name!r}: points must be positive, got {points!r}")
     q = Question(name, float(points), _cases(visible), _cases(hidden), reference, rel, abs)
     if _collector is not None:
-        q = Question(**{**q.__dict__, "cell": _collector.cell})
+        q = replace(q, cell=_collector.cell)
         if any(other.name == name for other in _collector.questions):
             raise ValueError(f"question {name!r} is declared twice")
         _collector.questions.append(q)
