@@ -262,6 +262,8 @@ plt.show()
 # 2. read $S$, compute $P = \operatorname{softmax}(S)$, write $P$ ($N \times N$);
 # 3. load $P$ and $V$, compute $O = PV$, write $O$ ($N \times d$).
 #
+# (In this section, as in the lecture, $P$ is the probability matrix, not the parameter count.)
+#
 # **FLOPs.** Step 1 is $N^2$ dot products of length $d$: $2dN^2$. Step 2 costs, in the
 # lecture's count, 3 operations per score (exponentiate, sum, divide): $3N^2$. Step 3 is $Nd$
 # dot products of length $N$: $2N^2 d$. In total
@@ -308,7 +310,7 @@ print(f"roofline time of one head on the A10: {lp.format_seconds(lp.roofline_tim
 # written once and read once, the probability matrix is written once and read once. For
 # large $N$ the intensity therefore does not grow with the sequence; it saturates at
 #
-# $$\lim_{N\to\infty} I_{\text{attn}} = \frac{4d+3}{8} \approx \frac{d}{2} = 64.4 \quad (d = 128).$$
+# $$\lim_{N\to\infty} I_{\text{attn}} = \frac{4d+3}{8} = 64.4 \approx \frac{d}{2} \quad (d = 128).$$
 #
 # No sequence length makes this algorithm compute bound on an A10. The only lever in the
 # formula is the head dimension $d$, which the model fixes. The bottleneck is not the
@@ -462,8 +464,9 @@ plt.show()
 # drawn from the peak and bandwidth `measure_host()` measured, with the predicted position of
 # each timed product (filled circles, on the roof) and where it actually landed (hollow
 # squares). The vertical gap between a circle and its square is the ratio in the table above.
-# The *shape* is what to take away: as $N$ grows, the measured points climb the slope and
-# bend onto the flat part, just as the model says.
+# The *shape* is what to take away: as $N$ grows, the measured points climb with the
+# intensity and level off toward the peak, as the model says; how close they come to the
+# roof is your machine's efficiency at each size.
 
 # %% [markdown]
 # ### The whole step, operator by operator
