@@ -38,7 +38,7 @@ lab: setup
 	$(BIN)/jupyter lab --notebook-dir=chapters $(ROOT_FLAG)
 
 execute: setup
-	$(BIN)/python tools/execute.py chapters/*.py
+	$(BIN)/python tools/execute.py chapters/[0-9][0-9]_*.py exercises/[0-9][0-9]_*.py
 
 clean:
 	rm -rf _build

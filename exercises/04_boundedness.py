@@ -305,4 +305,5 @@ def tp_bytes_per_token(d_model, tp):
 # %%
 question("tp_bytes_per_token", points=2,
          visible=[(4096, 2)],
-         hidden=[(8192, 8), (4096, 4), (5120, 1)])
+         hidden=[(8192, 8), (4096, 4), (5120, 1)],
+         reference=lambda d, tp: lp.tensor_parallel_layer_bytes(d, tp, "fp16"))

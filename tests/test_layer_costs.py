@@ -119,3 +119,12 @@ def test_flash_attention_moves_less_than_standard():
     assert flash.bytes < std.bytes / 2
     huge = lp.flash_attention_cost(4096, 128, sram_bytes=1e12)  # everything fits: Q,K,V,O once
     assert huge.bytes == 4 * 4096 * 128 * 2
+
+
+def test_tensor_parallel_traffic():
+    # Two ring all-reduces of a 4096-long fp16 vector per layer; each GPU sends 2 (p-1)/p of it.
+    assert lp.tensor_parallel_layer_bytes(4096, tp=2, dtype="fp16") == 2 * (2 * 1 / 2) * 8192
+    assert lp.tensor_parallel_layer_bytes(4096, tp=1) == 0
+    per_token = lp.tensor_parallel_bytes_per_token("llama-2-70b", tp=8, dtype="fp16")
+    assert per_token == 80 * 2 * (2 * 7 / 8) * 8192 * 2
+    assert lp.ring_allreduce_bytes(1000, 4) == 1500
