@@ -240,13 +240,19 @@ print(host.name)
 # %%
 ax = new_axes("Rooflines of catalog accelerators (fp16, dense)")
 for name in ("A10G", "A10", "L4", "A100 80GB", "H100 SXM"):
+    first = len(ax.lines)
     lp.plot_roofline(name, dtype="fp16", ax=ax)
+    ridge = lp.get_accelerator(name).ridge_point("fp16")
+    ax.lines[first].set_label(f"{name}: ridge {ridge:.0f} FLOP/byte")
+for text in [t for t in ax.texts if t.get_text().startswith("ridge")]:
+    text.remove()  # the ridges are in the legend; their labels would overlap here
+ax.legend(loc="upper left")
 ax.set_xlim(0.5, 1e4)
 plt.show()
 
 # %% [markdown]
 # **Figure 1.** Rooflines of five catalog GPUs, log-log. The dotted vertical line of each
-# marks its ridge point. Every roof has the same shape; they differ in the height of the
+# marks its ridge point, whose value the legend gives. Every roof has the same shape; they differ in the height of the
 # flat part (peak compute) and the height of the sloped part (bandwidth). A memory-bound
 # operator sits on the slope, where only bandwidth matters: there an H100 beats an A10 by its
 # bandwidth ratio (about 5.6), not by its compute ratio (about 8).
