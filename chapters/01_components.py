@@ -280,7 +280,7 @@ assert llama.param_breakdown() == {"embedding": V_ * D_, "attention": L_ * attn,
 
 # %%
 from torch import nn
-from llmperf.transformer import Block, RMSNorm
+from llmperf.transformer import Block, Linear, RMSNorm
 
 
 def count_on_meta(config: lp.ModelConfig) -> tuple[int, dict[str, int]]:
@@ -290,7 +290,7 @@ def count_on_meta(config: lp.ModelConfig) -> tuple[int, dict[str, int]]:
             "embedding": nn.Embedding(config.vocab_size, config.d_model),
             "layers": nn.ModuleList(Block(config) for _ in range(config.n_layers)),
             "final norm": RMSNorm(config.d_model, config.norm_eps),
-            "lm_head": nn.Linear(config.d_model, config.vocab_size, bias=False),
+            "lm_head": Linear(config.d_model, config.vocab_size),
         }
     assert all(p.is_meta for m in parts.values() for p in m.parameters())
     counts = {k: sum(p.numel() for p in m.parameters()) for k, m in parts.items()}
@@ -314,7 +314,7 @@ print(f"built and counted in {elapsed:.2f} s; bytes of storage allocated: 0 "
 # %% [markdown]
 # The full-size model has exactly the number of parameters the formula gives, and so does the
 # small model we ran above (`model.num_parameters()` equals `ref.param_count()`, asserted in the
-# cell). The modules are the very classes (`Block`, `RMSNorm`) from which the runnable
+# cell). The modules are the very classes (`Block`, `RMSNorm`, `Linear`) from which the runnable
 # `Transformer` is assembled, so the formula, the analytic calculators and the code that runs
 # cannot disagree about what a model is.
 
@@ -330,7 +330,7 @@ names = [n for n in lp.list_models() if not n.startswith("ref-") or n == "ref-sm
 parts = ["embedding", "attention", "ffn", "norms", "lm_head"]
 shares = np.array([[lp.get_model(n).param_breakdown()[p] / lp.get_model(n).param_count()
                     for p in parts] for n in names])
-ax = new_axes("Where the parameters live", None, "share of all parameters", figsize=(8.0, 4.4))
+ax = new_axes("Where the parameters live", None, "share of all parameters", figsize=(9.0, 4.4))
 bottom = np.zeros(len(names))
 for j, part in enumerate(parts):
     ax.bar(names, shares[:, j], bottom=bottom, label=part)
@@ -339,7 +339,7 @@ for i, n in enumerate(names):
     ax.text(i, 1.01, f"{lp.get_model(n).param_count() / 1e9:.2g}B", ha="center", fontsize=7)
 ax.set_ylim(0, 1.08)
 ax.tick_params(axis="x", rotation=60)
-ax.legend(loc="lower right", ncol=5)
+ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5))
 plt.show()
 for n, row in zip(names, shares):
     print(f"{n:<14}" + "  ".join(f"{p} {s:5.1%}" for p, s in zip(parts, row)))
@@ -389,8 +389,9 @@ for n, row in zip(names, shares):
 # N^* = \frac{2P_{\text{layers}} + 2VD}{4 L D} \approx \frac{P}{2LD}\,,
 # $$
 #
-# which for Llama 2 7B is about 25,000 tokens. Below a few thousand tokens the $2P$ rule is good
-# to a few per cent; far beyond, attention dominates. `lp.layer_costs` counts every operator of
+# which for Llama 2 7B is about 25,000 tokens. Up to a thousand tokens or so the $2P$ rule is good
+# to a few per cent; at Llama 2's full context of 4,096 tokens attention adds about a seventh;
+# far beyond, attention dominates. `lp.layer_costs` counts every operator of
 # a forward step separately; the next cell checks the formula against it.
 
 # %%
@@ -502,6 +503,10 @@ right.set_ylim(0, 1.05)
 right.set_title("Share of the peak the prefill reaches")
 right.set_xlabel("prompt length S (tokens)")
 right.set_ylabel("achieved FLOP/s / peak")
+for axis in (left, right):
+    axis.set_xscale("log", base=2)
+    axis.set_xticks(lengths, [str(n) for n in lengths])
+    axis.minorticks_off()
 fig.tight_layout()
 plt.show()
 

@@ -121,8 +121,8 @@ print(f"a decode step costs as much time as a prefill of "
       f"{lp.decode_step_time(llama, a10, 350) / fine.prefill_s * 350:.0f} prompt tokens")
 
 # %% [markdown]
-# On the A10, one decode step takes about as long as the prefill of a hundred-odd prompt tokens,
-# even though it processes a single token. The simple model charges only weight traffic and
+# On the A10, one decode step takes about as long as the prefill of nearly two hundred prompt
+# tokens, even though it processes a single token. The simple model charges only weight traffic and
 # weight arithmetic; the per-operator roofline model (`lp.roofline_latency`, which sums
 # `lp.layer_costs` over the prefill and every decode step) adds attention, the KV cache reads
 # and the element-wise operators, and comes out a little slower. Both are lower bounds: real
@@ -175,6 +175,9 @@ ax = new_axes("Prefill time against prompt length (ref-small)", "prompt length S
               "time of the prefill (s)")
 ax.loglog(prompt_lens, prefill_meas, "o-", label="measured")
 ax.loglog(prompt_lens, prefill_pred, "s--", label="predicted: roofline on measure_host()")
+ax.set_xscale("log", base=2)
+ax.set_xticks(prompt_lens, [str(n) for n in prompt_lens])
+ax.minorticks_off()
 ax.legend()
 plt.show()
 
@@ -256,8 +259,10 @@ plt.show()
 # each operator, on a GPU the kernel launches) is a visible share of it. Second, the model's
 # weights may fit partly in the processor's caches, in which case the "memory" the step reads
 # from is faster than the DRAM bandwidth `measure_host()` measured; the prediction can then
-# even exceed the measurement. Chapter 4 measures decode on a model too large for any cache,
-# where the bandwidth bound is tight.
+# even exceed the measurement. Third, as with the prefill, other programs sharing the processor
+# slow every step; on a CPU each operator splits its work across threads and must wait for the
+# slowest of them, so a busy machine inflates short operators most. Chapter 4 measures decode on
+# a model too large for any cache, where the bandwidth bound is tight.
 #
 # **Takeaway: at batch 1 a decode step costs about one read of all weights, nearly independent of
 # the context until the KV cache grows comparable with the weights.**
@@ -302,27 +307,32 @@ print(f"tokens/s of this request: {G / t[-1]:.0f}; steady decode rate 1/TPOT: {1
 
 # %%
 gaps = np.diff(np.concatenate([[0.0], t]))
-fig, (top, bottom) = plt.subplots(2, 1, figsize=(8.0, 4.6), gridspec_kw={"height_ratios": [1, 2]})
-top.broken_barh([(0, t[0])], (0, 1), color="C1", label="prefill (TTFT)")
-top.broken_barh([(a, b - a) for a, b in zip(t[:-1], t[1:])], (0, 1), color="C0",
-                edgecolor="white", linewidth=0.5, label="decode steps")
-top.set_yticks([])
-top.set_xlim(0, t[-1] * 1.01)
-top.set_title(f"One request: {S}-token prompt, {G} output tokens (ref-small)")
-top.legend(loc="upper right", ncol=2)
+pred_stamps = pred.ttft_s + np.concatenate([[0.0], np.cumsum(
+    [lp.decode_step_time(ref, host, S + j, dtype=dtype) for j in range(G - 1)])])
+fig, (top, bottom) = plt.subplots(2, 1, figsize=(8.0, 5.0), gridspec_kw={"height_ratios": [1, 2]})
+for row, stamps in ((1.2, t), (0.0, pred_stamps)):
+    top.broken_barh([(0, stamps[0])], (row, 1), color="C1")
+    top.broken_barh([(a, b - a) for a, b in zip(stamps[:-1], stamps[1:])], (row, 1), color="C0",
+                    edgecolor="white", linewidth=0.2)
+top.set_yticks([0.5, 1.7], ["predicted", "measured"])
+top.set_xlim(0, max(t[-1], pred_stamps[-1]) * 1.01)
+top.set_xlabel("time since the request arrived (s)")
+top.set_title(f"One request: {S}-token prompt, {G} output tokens (ref-small); "
+              "orange: prefill, blue: decode steps", fontsize=9)
 bottom.bar(np.arange(G), gaps * 1e3, color=["C1"] + ["C0"] * (G - 1))
-bottom.axhline(tpot * 1e3, color="black", lw=0.8, ls="--", label="TPOT (mean gap after the first)")
+bottom.axhline(tpot * 1e3, color="black", lw=0.8, ls="--", label="measured TPOT (mean gap after the first)")
+bottom.axhline(pred.tpot_s * 1e3, color="gray", lw=0.8, ls=":", label="predicted TPOT")
 bottom.set_yscale("log")
 bottom.set_xlabel("output token i")
 bottom.set_ylabel("t_i - t_(i-1) (ms)")
-bottom.legend()
-top.set_xlabel("time since the request arrived (s)")
+bottom.legend(loc="upper right")
 fig.tight_layout()
 plt.show()
 
 # %% [markdown]
 # **Figure 3.** The timeline of one request, drawn from the timestamps `generate` recorded. Top:
-# the prefill (orange) ends at the TTFT, and each decode step (blue) ends with one more token.
+# the prefill (orange) ends at the TTFT, and each decode step (blue) ends with one more token;
+# the row below is the same request as the roofline model predicts it on this machine.
 # Bottom: the gap before each token, on a log scale: the first gap is the prefill, the rest
 # are decode steps of nearly equal length, whose mean is the TPOT. A few steps may stand out:
 # the operating system, other programs, or a garbage collection briefly took the processor.
