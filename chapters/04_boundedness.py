@@ -240,12 +240,7 @@ print(host.name)
 # %%
 ax = new_axes("Rooflines of catalog accelerators (fp16, dense)")
 for name in ("A10G", "A10", "L4", "A100 80GB", "H100 SXM"):
-    first = len(ax.lines)
-    lp.plot_roofline(name, dtype="fp16", ax=ax)
-    ridge = lp.get_accelerator(name).ridge_point("fp16")
-    ax.lines[first].set_label(f"{name}: ridge {ridge:.0f} FLOP/byte")
-for text in [t for t in ax.texts if t.get_text().startswith("ridge")]:
-    text.remove()  # the ridges are in the legend; their labels would overlap here
+    lp.plot_roofline(name, dtype="fp16", ax=ax, annotate_ridge=False)  # ridges go in the legend
 ax.legend(loc="upper left")
 ax.set_xlim(0.5, 1e4)
 plt.show()
@@ -745,31 +740,22 @@ print(f"prefill of 4096 tokens: x{prefill_ratio[-1]:.2f} the simple model's time
 #
 # $$\text{bytes sent per GPU} = 2L \cdot 2\frac{p-1}{p} \cdot T \cdot D \cdot 2 .$$
 #
-# The cell below writes this formula once and uses it for the worked problem that follows.
-# The link speeds are from NVIDIA's datasheets:
-# NVLink on an H100 SXM is 900 GB/s and on an A100 SXM 600 GB/s, both counted in the two
-# directions together; the A10 has no NVLink and talks over PCIe Gen4 at 64 GB/s, likewise
-# counted both ways. A ring sends and receives at the same time, so each direction's half is
-# the rate that matters.
+# `lp.tensor_parallel_bytes_per_token` holds this formula, and `lp.INTERCONNECTS` the link
+# speeds, cited to NVIDIA's datasheets: NVLink on an H100 SXM is 900 GB/s and on an A100
+# SXM 600 GB/s, both counted in the two directions together; the A10 has no NVLink and
+# talks over PCIe Gen4 at 64 GB/s, likewise counted both ways. A ring sends and receives
+# at the same time, so each direction's half (`link.one_way`) is the rate that matters.
 
 # %%
-def tensor_parallel_bytes_per_gpu(model, tokens, p, bytes_per_element=2):
-    """Bytes each GPU sends in one forward pass: 2 ring all-reduces per layer of tokens x D."""
-    message = tokens * model.d_model * bytes_per_element
-    return 2 * model.n_layers * 2 * (p - 1) / p * message
-
-
-LINK_ONE_WAY = {"NVLink 4 (H100 SXM)": 900e9 / 2, "NVLink 3 (A100 SXM)": 600e9 / 2,
-                "PCIe Gen4 x16 (A10)": 64e9 / 2}
 llama70 = lp.get_model("llama-2-70b")
 h100 = lp.get_accelerator("H100 SXM")
 p = 8
-one_token = tensor_parallel_bytes_per_gpu(llama70, tokens=1, p=p)
-assert one_token == 2 * 80 * 2 * 7 / 8 * 8192 * 2
+one_token = lp.tensor_parallel_bytes_per_token(llama70, tp=p, dtype="fp16")
+assert one_token == 2 * 80 * 2 * 7 / 8 * 8192 * 2  # the formula above, by hand
 print(f"Llama 2 70B, p = {p}: {lp.format_bytes(one_token)} sent per GPU per token")
-for link, rate in LINK_ONE_WAY.items():
-    print(f"  {link:<22} decode token {lp.format_seconds(one_token / rate):>10}"
-          f"   4096-token prefill {lp.format_seconds(4096 * one_token / rate):>10}")
+for link in lp.INTERCONNECTS:
+    print(f"  {link.name:<22} decode token {lp.format_seconds(one_token / link.one_way):>10}"
+          f"   4096-token prefill {lp.format_seconds(4096 * one_token / link.one_way):>10}")
 weights_per_gpu = llama70.weight_bytes("fp16") / p
 print(f"reading 1/{p} of the weights per decode step on an H100 SXM: "
       f"{lp.format_seconds(weights_per_gpu / h100.mem_bandwidth)}")

@@ -15,7 +15,7 @@ from .cost import (Cost, activation_cost, attention_cost, attention_scores_cost,
 from .layers import OpRow, StepCosts, experts_touched, layer_costs
 from .roofline import (attainable_flops, bound, compute_time, memory_time, plot_roofline,
                        roofline_time)
-from .parallel import ring_allreduce_bytes, tensor_parallel_bytes_per_token, tensor_parallel_layer_bytes
+from .parallel import INTERCONNECTS, Link, ring_allreduce_bytes, tensor_parallel_bytes_per_token, tensor_parallel_layer_bytes
 from .perfmodel import (LatencyEstimate, critical_batch_size, decode_step_time, max_batch_size,
                         prefill_time, roofline_latency, simple_latency)
 

@@ -12,6 +12,8 @@ A ring all-reduce of M bytes over p GPUs makes each GPU send (and receive)
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from .models import ModelConfig, get_model
 from .units import bytes_per_element, check_non_negative, check_positive
 
@@ -42,3 +44,28 @@ def tensor_parallel_bytes_per_token(model: ModelConfig | str, tp: int, dtype: st
     layers = m.n_layers if layers is None else layers
     check_positive("layers", layers, integer=True)
     return layers * tensor_parallel_layer_bytes(m.d_model, tp, dtype)
+
+
+@dataclass(frozen=True)
+class Link:
+    """A GPU-to-GPU link. `bandwidth` counts both directions together, as datasheets do."""
+
+    name: str
+    bandwidth: float
+    source: str
+
+    @property
+    def one_way(self) -> float:
+        """B/s in each direction: what a ring all-reduce, sending and receiving at once, gets."""
+        return self.bandwidth / 2
+
+
+INTERCONNECTS: tuple[Link, ...] = (
+    # NVIDIA H100 datasheet: NVLink 900 GB/s (SXM); PCIe Gen5 128 GB/s.
+    Link("NVLink 4 (H100 SXM)", 900e9, "https://resources.nvidia.com/en-us-tensor-core/nvidia-tensor-core-gpu-datasheet"),
+    # NVIDIA A100 datasheet: NVLink 600 GB/s (SXM).
+    Link("NVLink 3 (A100 SXM)", 600e9, "https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a100/pdf/nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf"),
+    Link("PCIe Gen5 x16", 128e9, "https://resources.nvidia.com/en-us-tensor-core/nvidia-tensor-core-gpu-datasheet"),
+    # NVIDIA A10 datasheet: PCIe Gen4 64 GB/s (the A10 has no NVLink).
+    Link("PCIe Gen4 x16", 64e9, "https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a10/pdf/a10-datasheet.pdf"),
+)

@@ -50,11 +50,14 @@ def bound(cost: Cost, accelerator: Accelerator | str, dtype: str = "fp16") -> st
 def plot_roofline(accelerator: Accelerator | str, points: Iterable[tuple[str, float]] = (),
                   dtype: str = "fp16", ax: "Axes | None" = None,
                   measured: Sequence[tuple[str, float, float]] = (),
-                  intensity_range: tuple[float, float] = (0.1, 1e4)) -> "Axes":
+                  intensity_range: tuple[float, float] = (0.1, 1e4),
+                  annotate_ridge: bool = True) -> "Axes":
     """Draw `accelerator`'s roofline on log-log axes.
 
     points: (label, intensity) pairs, drawn on the roof (their attainable FLOP/s).
     measured: (label, intensity, achieved FLOP/s) triples, drawn as hollow markers.
+    annotate_ridge: write the ridge point beside its line (else it goes in the legend),
+    which keeps several parts on one axes readable.
     """
     import numpy as np
     from .plots import new_axes
@@ -64,11 +67,13 @@ def plot_roofline(accelerator: Accelerator | str, points: Iterable[tuple[str, fl
     lo, hi = intensity_range
     xs = np.logspace(np.log10(lo), np.log10(hi), 256)
     ys = np.minimum(acc.peak(dtype), xs * acc.mem_bandwidth)
-    line, = ax.plot(xs, ys, label=f"{acc.name} ({dtype})")
     ridge = acc.ridge_point(dtype)
+    label = f"{acc.name} ({dtype})" if annotate_ridge else f"{acc.name} ({dtype}, ridge {ridge:.1f})"
+    line, = ax.plot(xs, ys, label=label)
     ax.axvline(ridge, color=line.get_color(), linestyle=":", linewidth=1)
-    ax.annotate(f"ridge {ridge:.0f}", (ridge, acc.peak(dtype)), textcoords="offset points",
-                xytext=(4, -14), fontsize=8, color=line.get_color())
+    if annotate_ridge:
+        ax.annotate(f"ridge {ridge:.0f}", (ridge, acc.peak(dtype)), textcoords="offset points",
+                    xytext=(4, -14), fontsize=8, color=line.get_color())
     for label, intensity in points:
         y = attainable_flops(intensity, acc, dtype)
         ax.plot([intensity], [y], "o", color=line.get_color())

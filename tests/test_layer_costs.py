@@ -128,3 +128,10 @@ def test_tensor_parallel_traffic():
     per_token = lp.tensor_parallel_bytes_per_token("llama-2-70b", tp=8, dtype="fp16")
     assert per_token == 80 * 2 * (2 * 7 / 8) * 8192 * 2
     assert lp.ring_allreduce_bytes(1000, 4) == 1500
+
+
+def test_interconnects_are_cited_and_one_way_is_half():
+    assert {link.name for link in lp.INTERCONNECTS} >= {"NVLink 4 (H100 SXM)", "PCIe Gen4 x16"}
+    for link in lp.INTERCONNECTS:
+        assert link.source.startswith("https://")
+        assert link.one_way == link.bandwidth / 2
