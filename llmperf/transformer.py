@@ -191,11 +191,14 @@ class Attention(nn.Module):
         v = v.view(B, T, Hkv, D).transpose(1, 2)
         if step.use_cache:
             k, v = self.kv_cache.update(step.start, step.positions, step.end, k, v)
-        if T == 1 and H != Hkv:
+        if T == 1:
             # Decode: fold each group's query heads into rows, so K and V are read once per
-            # KV head and never copied: (B, H, 1, D) -> (B, Hkv, H/Hkv, D).
-            y = F.scaled_dot_product_attention(q.reshape(B, Hkv, H // Hkv, D), k, v, attn_mask=step.mask)
-            y = y.reshape(B, H, 1, D)
+            # KV head and never copied: (B, H, 1, D) -> (B, Hkv, H/Hkv, D). Two plain matmuls
+            # and a softmax: for a single query, SDPA's CPU kernel costs more than the work.
+            scores = q.reshape(B, Hkv, H // Hkv, D) @ k.transpose(-1, -2) * (1.0 / math.sqrt(D))
+            if step.mask is not None:
+                scores = scores.masked_fill(~step.mask, -math.inf)
+            y = (scores.float().softmax(dim=-1).to(v.dtype) @ v).reshape(B, H, 1, D)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=step.mask, is_causal=step.causal,
                                                enable_gqa=H != Hkv)
