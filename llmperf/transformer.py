@@ -30,8 +30,9 @@ _SUPPORTED = {"norm": "rmsnorm", "position": "rope", "ffn_kind": "swiglu", "acti
 
 
 # ---- validation -------------------------------------------------------------------------------
-def resolve_device(device: str | torch.device) -> torch.device:
-    """A torch.device for "cpu", "cuda[:i]" or "mps"; ValueError if absent on this machine."""
+def resolve_device(device: str | torch.device, allow_meta: bool = False) -> torch.device:
+    """A torch.device for "cpu", "cuda[:i]" or "mps" (and "meta" when allowed: shapes
+    without storage); ValueError if absent on this machine."""
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as err:
@@ -40,6 +41,8 @@ def resolve_device(device: str | torch.device) -> torch.device:
         raise ValueError(f"device {device!r}: CUDA is not available here; use 'cpu'")
     if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         raise ValueError(f"device {device!r}: MPS is not available here; use 'cpu'")
+    if dev.type == "meta" and allow_meta:
+        return dev
     if dev.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"device must be 'cpu', 'cuda' or 'mps', got {device!r}")
     return dev
@@ -280,7 +283,7 @@ class Transformer(nn.Module):
         super().__init__()
         cfg = get_model(config)
         check_supported(cfg)
-        dev = resolve_device(device)
+        dev = resolve_device(device, allow_meta=True)
         dt = resolve_dtype(dtype, dev)
         check_positive("max_batch", max_batch, integer=True)
         max_seq_len = cfg.max_seq_len if max_seq_len is None else max_seq_len
@@ -296,10 +299,12 @@ class Transformer(nn.Module):
             for layer in self.layers:
                 layer.attention.kv_cache = KVCache(self.max_batch, self.max_seq_len, cfg.n_kv_heads, cfg.d_head)
         self.to(dtype=dt).to_empty(device=dev)
+        self.requires_grad_(False)
+        if dev.type == "meta":  # shapes only, e.g. to count a full-size model's parameters
+            return
         self._init_weights(seed)
         self.rope.reset()
         self.reset_cache()
-        self.requires_grad_(False)
 
     @torch.no_grad()
     def _init_weights(self, seed: int) -> None:
@@ -520,15 +525,27 @@ def _prompt_rows(prompt: torch.Tensor | Sequence[int] | Sequence[Sequence[int]])
     return rows
 
 
-def _sample(logits: torch.Tensor, temperature: float, top_k: int | None, gen: torch.Generator) -> torch.Tensor:
-    logits = logits.float()
-    if temperature == 0.0:
-        return logits.argmax(dim=-1)
-    logits = logits / temperature
+def next_token_distribution(logits: torch.Tensor, temperature: float = 1.0,
+                            top_k: int | None = None) -> torch.Tensor:
+    """Probabilities (B, V) that sampling draws from: softmax(logits / temperature),
+    with every token outside the top_k most likely set to probability 0."""
+    check_positive("temperature", temperature)
+    logits = logits.float() / temperature
     if top_k is not None:
-        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        check_positive("top_k", top_k, integer=True)
+        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, -math.inf)
-    return torch.multinomial(logits.softmax(dim=-1), 1, generator=gen).squeeze(1)
+    return logits.softmax(dim=-1)
+
+
+def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None,
+                generator: torch.Generator) -> torch.Tensor:
+    """Next token ids (B,) from the last logits (B, V): argmax at temperature 0, else
+    a draw from `next_token_distribution` with `generator` (so a seed fixes the draw)."""
+    if temperature == 0.0:
+        return logits.float().argmax(dim=-1)
+    probs = next_token_distribution(logits, temperature, top_k)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
 @torch.inference_mode()
@@ -574,7 +591,7 @@ def generate(model: Transformer, prompt: torch.Tensor | Sequence[int] | Sequence
     start = time.perf_counter()
     logits = model(seq[:, :max(lens)], 0, use_cache, last_only=True, lengths=None if uniform else pos)
     for i in range(max_new_tokens):
-        nxt = _sample(logits[:, -1], temperature, top_k, gen)
+        nxt = sample_next(logits[:, -1], temperature, top_k, gen)
         out.append(nxt)
         synchronize(dev)
         stamps.append(time.perf_counter() - start)

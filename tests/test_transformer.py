@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import llmperf as lp
-from llmperf.transformer import Generation, Transformer, generate
+from llmperf.transformer import Generation, Transformer, generate, next_token_distribution, sample_next
 
 TINY = lp.get_model("ref-tiny")
 GQA = TINY.with_(name="gqa", n_heads=8, n_kv_heads=2, d_model=64, d_ff=96, vocab_size=97, max_seq_len=64)
@@ -164,3 +164,33 @@ def test_bad_forward_and_generate_inputs_raise(tiny):
         generate(tiny, [1, 2], 70)
     with pytest.raises(ValueError, match="prompt"):
         generate(tiny, [[]], 3)
+
+
+def test_full_size_model_on_the_meta_device_matches_the_analytic_count():
+    llama = lp.get_model("llama-2-7b")
+    model = Transformer(llama, device="meta")
+    assert all(p.is_meta for p in model.parameters())
+    assert model.num_parameters() == llama.param_count() == 6_738_415_616
+
+
+def test_next_token_distribution_applies_temperature_and_top_k():
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]])
+    plain = next_token_distribution(logits, temperature=1.0)
+    assert torch.allclose(plain, logits.softmax(-1))
+    cold = next_token_distribution(logits, temperature=0.5)
+    assert cold[0, 0] > plain[0, 0]  # a lower temperature sharpens
+    top2 = next_token_distribution(logits, temperature=1.0, top_k=2)
+    assert top2[0, 2:].sum() == 0 and torch.isclose(top2.sum(), torch.tensor(1.0))
+    assert torch.isclose(top2[0, 0], torch.tensor(1 / (1 + torch.e ** -1)))
+    with pytest.raises(ValueError, match="temperature"):
+        next_token_distribution(logits, temperature=0.0)
+
+
+def test_sample_next_is_greedy_at_zero_temperature_and_seeded_above():
+    logits = torch.randn(3, 50, generator=torch.Generator().manual_seed(1))
+    greedy = sample_next(logits, 0.0, None, torch.Generator())
+    assert torch.equal(greedy, logits.argmax(-1))
+    draws = [sample_next(logits, 1.0, 5, torch.Generator().manual_seed(7)) for _ in range(2)]
+    assert torch.equal(draws[0], draws[1])
+    top5 = logits.topk(5, dim=-1).indices
+    assert all(draws[0][b] in top5[b] for b in range(3))
