@@ -279,31 +279,21 @@ assert llama.param_breakdown() == {"embedding": V_ * D_, "attention": L_ * attn,
 # `Transformer` class that runs on your machine is built here at full Llama 2 7B size:
 
 # %%
-from torch import nn
-from llmperf.transformer import Block, Linear, RMSNorm
-
-
-def count_on_meta(config: lp.ModelConfig) -> tuple[int, dict[str, int]]:
-    """Build every weight of the model on the meta device and count them (no storage)."""
-    with torch.device("meta"):
-        parts = {
-            "embedding": nn.Embedding(config.vocab_size, config.d_model),
-            "layers": nn.ModuleList(Block(config) for _ in range(config.n_layers)),
-            "final norm": RMSNorm(config.d_model, config.norm_eps),
-            "lm_head": Linear(config.d_model, config.vocab_size),
-        }
-    assert all(p.is_meta for m in parts.values() for p in m.parameters())
-    counts = {k: sum(p.numel() for p in m.parameters()) for k, m in parts.items()}
-    return sum(counts.values()), counts
-
-
 start = time.perf_counter()
-total, counts = count_on_meta(llama)
+full_size = Transformer(llama, device="meta")  # shapes and dtypes, no storage
 elapsed = time.perf_counter() - start
+assert all(p.is_meta for p in full_size.parameters())
+counts = {
+    "embedding": full_size.tok_embeddings.weight.numel(),
+    "layers": sum(p.numel() for p in full_size.layers.parameters()),
+    "final norm": full_size.norm.weight.numel(),
+    "lm_head": full_size.output.weight.numel(),
+}
+total = full_size.num_parameters()
 for k, v in counts.items():
     print(f"{k:<12}{v:>15,}")
 print(f"{'total':<12}{total:>15,}   (llmperf: {llama.param_count():,})")
-assert total == llama.param_count() == 6_738_415_616
+assert total == sum(counts.values()) == llama.param_count() == 6_738_415_616
 assert model.num_parameters() == ref.param_count()
 
 # %%
@@ -314,9 +304,9 @@ print(f"built and counted in {elapsed:.2f} s; bytes of storage allocated: 0 "
 # %% [markdown]
 # The full-size model has exactly the number of parameters the formula gives, and so does the
 # small model we ran above (`model.num_parameters()` equals `ref.param_count()`, asserted in the
-# cell). The modules are the very classes (`Block`, `RMSNorm`, `Linear`) from which the runnable
-# `Transformer` is assembled, so the formula, the analytic calculators and the code that runs
-# cannot disagree about what a model is.
+# cell). It is the very `Transformer` class that runs on your machine, built at full size, so
+# the formula, the analytic calculators and the code that runs cannot disagree about what a
+# model is.
 
 # %% [markdown]
 # ## 1.4 Where the parameters live

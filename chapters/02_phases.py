@@ -362,31 +362,27 @@ plt.show()
 #
 # The cost of sampling is a softmax and a draw over $V$ numbers per step, negligible beside the
 # forward pass. What matters for reproducibility is the random generator: `generate` seeds its
-# own generator, so the same seed gives the same tokens. The function below is the whole of
-# the strategy; the cell after it runs the decode loop by hand with it and checks that the
-# result is exactly what `generate` returns.
+# own generator, so the same seed gives the same tokens. The two functions printed below, from
+# `llmperf.transformer`, are the whole of the strategy; the cell after them runs the decode
+# loop by hand with `sample_next` and checks that the result is exactly what `generate` returns.
 
 # %%
-def sample(logits: torch.Tensor, temperature: float, top_k: int | None,
-           gen: torch.Generator) -> torch.Tensor:
-    """Next token ids (B,) from logits (B, V): greedy, or sampled at a temperature from the top k."""
-    logits = logits.float()
-    if temperature == 0.0:
-        return logits.argmax(dim=-1)
-    logits = logits / temperature
-    if top_k is not None:
-        kth = logits.topk(top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    return torch.multinomial(logits.softmax(dim=-1), 1, generator=gen).squeeze(1)
+import inspect
+
+from llmperf.transformer import next_token_distribution, sample_next
+
+print(inspect.getsource(next_token_distribution))
+print(inspect.getsource(sample_next))
 
 
+# %%
 @torch.inference_mode()
 def decode_by_hand(prompt, new_tokens, temperature=0.0, top_k=None, seed=0):
     gen = torch.Generator(device=model.device).manual_seed(seed)
     logits = model(prompt.to(model.device), 0, last_only=True)  # prefill
     out = []
     for i in range(new_tokens):
-        nxt = sample(logits[:, -1], temperature, top_k, gen)
+        nxt = sample_next(logits[:, -1], temperature, top_k, gen)
         out.append(nxt.item())
         logits = model(nxt.unsqueeze(1), prompt.shape[1] + i)  # one decode step
     return out
@@ -412,7 +408,7 @@ for name, tokens in drawn.items():
 
 # %% [markdown]
 # The first cell checks, on every machine, that the decode loop written out by hand with
-# `sample` reproduces `generate` token for token when both start from the same seed: the
+# `sample_next` reproduces `generate` token for token when both start from the same seed: the
 # strategy really is that one function, and a seeded generator makes it repeatable. The second
 # cell shows the tokens themselves, which depend on the floating-point details of your processor
 # and so are not part of the book's checked output. Greedy decoding ignores the seed (asserted
@@ -430,9 +426,9 @@ ax = new_axes("How temperature and top-k reshape the next-token distribution",
               "rank of the token (most likely first)", "probability")
 ranks = np.arange(1, 201)
 for tau in (0.05, 0.2, 1.0, 5.0):
-    probs = torch.softmax(z / tau, dim=-1).sort(descending=True).values[:200].numpy()
+    probs = next_token_distribution(z, tau).sort(descending=True).values[:200].numpy()
     ax.plot(ranks, probs, label=f"temperature {tau}")
-kept = torch.softmax(z.topk(20).values / 1.0, dim=-1).numpy()
+kept = next_token_distribution(z, 1.0, top_k=20).sort(descending=True).values[:20].numpy()
 ax.plot(np.arange(1, 21), kept, "k.", label="temperature 1, top-k 20")
 ax.axhline(1 / ref.vocab_size, color="gray", lw=0.8, ls=":", label="uniform 1/V")
 ax.set_xscale("log")
@@ -525,8 +521,8 @@ per_token = lp.simple_latency(llama, a10, 1, 1).prefill_s
 print(f"Problem 4: longest prompt for TTFT <= 0.5 s: {int(0.5 / per_token):,} tokens; "
       f"TPOT {lp.simple_latency(llama, a10, 1, 1).decode_s * 1e3:.1f} ms")
 z = torch.tensor([2.0, 1.0, 0.0])
-print("Problem 5:", [round(torch.softmax(z / tau, 0)[0].item(), 3) for tau in (1.0, 0.5)],
-      round(torch.softmax(z[:2], 0)[0].item(), 3))
+print("Problem 5:", [round(next_token_distribution(z, tau)[0].item(), 3) for tau in (1.0, 0.5)],
+      round(next_token_distribution(z, 1.0, top_k=2)[0].item(), 3))
 
 # %% [markdown]
 # ## Summary
