@@ -184,7 +184,7 @@ print(f"layer {ref.n_layers}: K and V of tokens 0-11 unchanged by appending 8 to
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-S, G = 8, 32  # prompt length and tokens to generate
+S, G = 8, 64  # prompt length and tokens to generate
 prompt = torch.randint(0, ref.vocab_size, (S,), generator=torch.Generator().manual_seed(0)).tolist()
 generate(model, prompt, max_new_tokens=2, use_cache=True)  # warm-up: first calls allocate
 generate(model, prompt, max_new_tokens=2, use_cache=False)
@@ -292,7 +292,7 @@ meas_re = np.array(recomputed.timestamps_s)  # the two generations of the equali
 meas_ca = np.array(cached.timestamps_s)
 
 print(f"{'G':>4}{'recompute pred':>16}{'measured':>10}{'ratio':>7}{'cache pred':>12}{'measured':>10}{'ratio':>7}")
-for g in (1, 8, 16, 24, 32):
+for g in (1, 16, 32, 48, 64):
     i = g - 1
     print(f"{g:>4}{pred_re[i] * 1e3:>14.1f}ms{meas_re[i] * 1e3:>8.1f}ms{meas_re[i] / pred_re[i]:>7.1f}"
           f"{pred_ca[i] * 1e3:>10.1f}ms{meas_ca[i] * 1e3:>8.1f}ms{meas_ca[i] / pred_ca[i]:>7.1f}")
@@ -333,7 +333,7 @@ plt.show()
 # their work; and the skinny matrices of a decode step or a short prefill reach only a
 # fraction of the peak that `measure_host()` found with large square ones. Because these
 # overheads inflate both curves, the ratio of the two (what the cache buys, printed on the
-# last line) is usually much closer to its prediction than either time is. On a machine
+# last line) is usually closer to its prediction than either time is. On a machine
 # shared with other work the measured points also scatter; rerun the cell to see how much.
 
 # %% [markdown]
@@ -578,8 +578,8 @@ print(f"Llama 2 7B, {G_demo} generated tokens: decode critical path = {G_demo} x
 # \frac{2nKM}{2(nK + KM + nM)} \approx n \quad (n \ll K, M),
 # $$
 #
-# about one FLOP per byte at $n = 1$ and about $S$ at $n = S$ until the matmul turns compute
-# bound. `lp.layer_costs` gives the whole table; here are the rows per matmul and the
+# about one FLOP per byte at $n = 1$, growing with $n$ (to 1024 for $n = 2048$ rows and a
+# $4096 \times 4096$ weight, where $n$ is no longer small). `lp.layer_costs` gives the whole table; here are the rows per matmul and the
 # intensity of Llama 2 7B's query projection and FFN in both phases:
 
 # %%
@@ -606,9 +606,8 @@ print(f"prefill time per prompt token {lp.format_seconds(rows_pre.time_s / S_dem
 # Take a prompt of $S$ tokens and feed it to the reference model two ways: as one prefill,
 # and token by token as $S$ decode steps, the way a model without a prefill phase would
 # have to. Both leave the same cache behind. The roofline model predicts the ratio of
-# the two times; the measurement checks it. The prefill is timed as the fastest of three
-# runs, which filters out interruptions by other programs; the sequential path, $S$ forward
-# calls in a row, is timed once.
+# the two times; the measurement checks it. Each is timed as the fastest of a few runs,
+# which filters out interruptions by other programs.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -625,7 +624,7 @@ def token_by_token(tokens):
 
 print(f"{'S':>5}{'prefill pred':>14}{'meas':>10}{'S decodes pred':>16}{'meas':>10}"
       f"{'ratio pred':>12}{'ratio meas':>12}")
-sweep = (4, 12, 32)
+sweep = (4, 16, 48)
 pre_pred, pre_meas, seq_pred, seq_meas = [], [], [], []
 with torch.inference_mode():
     for n in sweep:
@@ -634,7 +633,7 @@ with torch.inference_mode():
         seq_pred.append(lp.prefill_time(ref, host, 1, dtype=dtype)  # the first token finds an empty cache
                         + sum(lp.decode_step_time(ref, host, p, dtype=dtype) for p in range(1, n)))
         pre_meas.append(benchmark(lambda: one_prefill(tokens), warmup=1, repeat=3, device=device).min_s)
-        seq_meas.append(benchmark(lambda: token_by_token(tokens), warmup=0, repeat=1, device=device).median_s)
+        seq_meas.append(benchmark(lambda: token_by_token(tokens), warmup=1, repeat=2, device=device).min_s)
         print(f"{n:>5}{pre_pred[-1] * 1e3:>12.2f}ms{pre_meas[-1] * 1e3:>8.2f}ms"
               f"{seq_pred[-1] * 1e3:>14.2f}ms{seq_meas[-1] * 1e3:>8.2f}ms"
               f"{seq_pred[-1] / pre_pred[-1]:>12.1f}{seq_meas[-1] / pre_meas[-1]:>12.1f}")
@@ -656,8 +655,8 @@ plt.show()
 # machine, as one prefill (green) or as $S$ sequential single-token steps (orange), measured
 # (dots) and predicted by the roofline model (dashed), on log-log axes. The sequential line
 # has slope one: $S$ steps, each paying to read all the weights. The prefill line is much
-# flatter for short prompts, where reading the weights once dominates, and only steepens
-# once the prefill becomes compute bound.
+# flatter for short prompts, where reading the weights once (and the fixed cost of one
+# forward call) dominates, and steepens as the prefill becomes compute bound.
 #
 # The gap between the two lines is the value of parallel work, and both prediction and
 # measurement show it growing with $S$. Where the measured ratio departs from the predicted
