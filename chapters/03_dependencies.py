@@ -237,29 +237,18 @@ print("identical tokens:", same)
 # linear, at the price of memory.**
 #
 # For Llama 2 7B on the lecture's A10, the roofline model of `llmperf` gives both sums for a
-# request of 350 prompt tokens and 150 generated ones:
+# request of 350 prompt tokens and 150 generated ones: `lp.recompute_latency` runs a
+# prefill of the whole sequence for every token, `lp.roofline_latency` one prefill and then
+# a decode step per token as the cache grows.
 
 # %%
-def recompute_time(model_cfg, acc, prompt_len, generated, dtype="fp16"):
-    """Seconds to generate without a cache: one prefill of growing length per token."""
-    return sum(lp.prefill_time(model_cfg, acc, prompt_len + i, dtype=dtype) for i in range(generated))
-
-
-def cached_time(model_cfg, acc, prompt_len, generated, dtype="fp16"):
-    """Seconds to generate with a cache: one prefill, then generated - 1 decode steps."""
-    return lp.prefill_time(model_cfg, acc, prompt_len, dtype=dtype) + sum(
-        lp.decode_step_time(model_cfg, acc, prompt_len + i - 1, dtype=dtype) for i in range(1, generated))
-
-
-t_re = recompute_time(llama, a10, 350, 150)
-t_ca = cached_time(llama, a10, 350, 150)
-assert np.isclose(t_ca, lp.roofline_latency(llama, a10, 350, 150).total_s)
+t_re = lp.recompute_latency(llama, a10, 350, 150).total_s
+t_ca = lp.roofline_latency(llama, a10, 350, 150).total_s
 print(f"Llama 2 7B on A10, S = 350, G = 150: recompute {t_re:.2f} s, cache {t_ca:.2f} s, "
       f"ratio {t_re / t_ca:.1f}")
 
 # %% [markdown]
-# The cached total matches `lp.roofline_latency`, which is the same sum written once in the
-# library. On the A10 recomputation is not as hopeless as the FLOP ratio suggests, because
+# On the A10 recomputation is not as hopeless as the FLOP ratio suggests, because
 # each cached decode step is memory bound: it reads all 13.5 GB of weights to do the work of
 # one token, while a recomputing prefill does the work of hundreds of tokens for about the
 # same weight traffic. The cache wins all the same, and wins more with every token.
@@ -453,8 +442,7 @@ for name in ("llama-2-7b", "mistral-7b"):
 # formula predicts its size exactly; the tensors the model allocated say what it really is.
 
 # %%
-cache_bytes = sum(buf.numel() * buf.element_size()
-                  for name, buf in model.named_buffers() if ".kv_cache." in name)
+cache_bytes = model.kv_cache_bytes()
 element = torch.tensor([], dtype=model.dtype).element_size()
 predicted = ref.kv_cache_bytes(tokens=model.max_seq_len, batch=model.max_batch,
                                dtype={4: "fp32", 2: "bf16"}[element])

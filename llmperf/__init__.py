@@ -17,6 +17,6 @@ from .roofline import (attainable_flops, bound, compute_time, memory_time, plot_
                        roofline_time)
 from .parallel import INTERCONNECTS, Link, ring_allreduce_bytes, tensor_parallel_bytes_per_token, tensor_parallel_layer_bytes
 from .perfmodel import (LatencyEstimate, critical_batch_size, decode_step_time, max_batch_size,
-                        prefill_time, roofline_latency, simple_latency)
+                        prefill_time, recompute_latency, roofline_latency, simple_latency)
 
 __version__ = "0.1.0"

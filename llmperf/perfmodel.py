@@ -64,7 +64,10 @@ def simple_latency(model: ModelConfig | str, accelerator: Accelerator | str, pro
 
 def decode_step_time(model: ModelConfig | str, accelerator: Accelerator | str, context: int,
                      batch: int = 1, dtype: str = "fp16", kv_dtype: str | None = None) -> float:
-    """Roofline seconds of one decode step with `context` tokens already cached."""
+    """Roofline seconds of one decode step with `context` >= 1 tokens already cached.
+
+    There is no decode step with an empty cache: the first token comes from `prefill_time`.
+    """
     return layer_costs(model, "decode", batch, context, dtype, kv_dtype, accelerator).time_s
 
 
@@ -88,6 +91,25 @@ def roofline_latency(model: ModelConfig | str, accelerator: Accelerator | str, p
     decode_s = sum(
         decode_step_time(model, accelerator, prompt_tokens + step, batch, dtype, kv_dtype)
         for step in range(output_tokens - 1)
+    )
+    return LatencyEstimate(prefill_s, decode_s, output_tokens)
+
+
+def recompute_latency(model: ModelConfig | str, accelerator: Accelerator | str, prompt_tokens: int,
+                      output_tokens: int, batch: int = 1, dtype: str = "fp16",
+                      kv_dtype: str | None = None) -> LatencyEstimate:
+    """Per-step roofline model of generation *without* a KV cache.
+
+    Every token after the first re-runs a prefill over the whole sequence so far
+    (prompt + tokens generated), so the work grows quadratically with the output.
+    Compare `roofline_latency`, which keeps K and V and runs one-token decode steps.
+    """
+    check_positive("prompt_tokens", prompt_tokens, integer=True)
+    check_positive("output_tokens", output_tokens, integer=True)
+    prefill_s = prefill_time(model, accelerator, prompt_tokens, batch, dtype, kv_dtype)
+    decode_s = sum(
+        prefill_time(model, accelerator, prompt_tokens + step, batch, dtype, kv_dtype)
+        for step in range(1, output_tokens)
     )
     return LatencyEstimate(prefill_s, decode_s, output_tokens)
 

@@ -329,6 +329,12 @@ class Transformer(nn.Module):
         """Distinct parameters (a tied embedding counts once); equals config.param_count()."""
         return sum(p.numel() for p in self.parameters())
 
+    def kv_cache_bytes(self) -> int:
+        """Bytes the preallocated K and V buffers of every layer occupy."""
+        return sum(buf.numel() * buf.element_size()
+                   for layer in self.layers
+                   for buf in (layer.attention.kv_cache.k, layer.attention.kv_cache.v))
+
     def reset_cache(self) -> None:
         """Zero every layer's keys and values."""
         for layer in self.layers:

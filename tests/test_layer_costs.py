@@ -135,3 +135,14 @@ def test_interconnects_are_cited_and_one_way_is_half():
     for link in lp.INTERCONNECTS:
         assert link.source.startswith("https://")
         assert link.one_way == link.bandwidth / 2
+
+
+def test_recomputation_is_a_prefill_per_token_and_grows_quadratically():
+    llama, a10 = "llama-2-7b", "A10"
+    est = lp.recompute_latency(llama, a10, prompt_tokens=100, output_tokens=4)
+    assert est.prefill_s == pytest.approx(lp.prefill_time(llama, a10, 100))
+    assert est.decode_s == pytest.approx(sum(lp.prefill_time(llama, a10, 100 + i) for i in (1, 2, 3)))
+    # Against the cache, the gap widens with the length of the answer.
+    ratio = [lp.recompute_latency(llama, a10, 16, g).total_s / lp.roofline_latency(llama, a10, 16, g).total_s
+             for g in (8, 64)]
+    assert 1 < ratio[0] < ratio[1]

@@ -194,3 +194,9 @@ def test_sample_next_is_greedy_at_zero_temperature_and_seeded_above():
     assert torch.equal(draws[0], draws[1])
     top5 = logits.topk(5, dim=-1).indices
     assert all(draws[0][b] in top5[b] for b in range(3))
+
+
+def test_kv_cache_bytes_match_the_analytic_size():
+    cfg = lp.get_model("ref-tiny")
+    model = Transformer(cfg, max_batch=3, max_seq_len=40)
+    assert model.kv_cache_bytes() == cfg.kv_cache_bytes(tokens=40, batch=3, dtype="fp32")
