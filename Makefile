@@ -9,7 +9,7 @@ TORCH_INDEX ?=
 STAMP  := $(VENV)/.installed
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: setup book test lab execute clean
+.PHONY: setup book test lab execute bench clean
 
 setup: $(STAMP)
 
@@ -39,6 +39,12 @@ lab: setup
 
 execute: setup
 	$(BIN)/python tools/execute.py chapters/[0-9][0-9]_*.py exercises/[0-9][0-9]_*.py
+
+BENCHMARKS := import_time host_roofline decode_bandwidth vs_huggingface predicted_vs_measured
+
+bench: setup
+	@for b in $(BENCHMARKS); do echo "== $$b"; $(BIN)/python benchmarks/$$b.py > /dev/null || exit 1; done
+	@cat benchmarks/results/*.md
 
 clean:
 	rm -rf _build

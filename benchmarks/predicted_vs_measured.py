@@ -1,7 +1,8 @@
 """(d) llmperf's roofline prediction against measured step times, over batch and context.
 
 Prediction: llmperf.layer_costs(...).time_s with measure_host()'s Accelerator at fp32
-(each operator at its own roofline, summed). Measurement: measure_decode and
+(each operator at its own roofline, summed), with attention costed as the model runs
+it (fused causal kernel in prefill): Measurement.predicted_s. Measurement: measure_decode and
 measure_prefill of the same fp32 model on the CPU. Ratio = measured / predicted
 (1.0 = the roofline is reached; 2.0 = twice as slow as the roofline).
 
@@ -30,11 +31,11 @@ def main() -> None:
                 m = measure_decode(model, length, batch, steps=10)
             else:
                 m = measure_prefill(model, length, batch, repeat=5)
-            step = lp.layer_costs(MODEL, phase, batch, length, dtype="fp32", accelerator=acc)
+            predicted_s = m.predicted_s(acc)
             rows.append({"phase": phase, "batch": batch, "seq_len": length,
-                         "predicted_s": step.time_s, "measured_s": m.timing.median_s,
-                         "measured_iqr_s": m.timing.iqr_s, "ratio": m.timing.median_s / step.time_s,
-                         "intensity": step.total.intensity})
+                         "predicted_s": predicted_s, "measured_s": m.timing.median_s,
+                         "measured_iqr_s": m.timing.iqr_s, "ratio": m.timing.median_s / predicted_s,
+                         "intensity": m.cost.intensity})
     table = "\n".join(f"| {r['phase']} | {r['batch']} | {r['seq_len']} | {r['intensity']:.1f} | "
                       f"{r['predicted_s'] * 1e3:.2f} ms | {r['measured_s'] * 1e3:.2f} ms | {r['ratio']:.2f} |"
                       for r in rows)

@@ -9,8 +9,8 @@ from .units import (GB, GiB, KB, KiB, MB, MiB, TB, TiB, GFLOP, TFLOP, BYTES_PER_
                     format_flops, format_seconds, normalize_dtype)
 from .hardware import Accelerator, CATALOG as ACCELERATORS, get_accelerator, list_accelerators
 from .models import ModelConfig, CATALOG as MODELS, get_model, list_models
-from .cost import (Cost, activation_cost, attention_cost, attention_scores_cost,
-                   attention_values_cost, elementwise_cost, flash_attention_cost,
+from .cost import (Cost, activation_cost, attended_pairs, attention_cost, attention_scores_cost,
+                   attention_values_cost, elementwise_cost, flash_attention_cost, fused_attention_cost,
                    grouped_matmul_cost, matmul_cost, norm_cost, softmax_cost)
 from .layers import OpRow, StepCosts, experts_touched, layer_costs
 from .roofline import (attainable_flops, bound, compute_time, memory_time, plot_roofline,

@@ -185,23 +185,56 @@ def attention_cost(seq_len: int, d_head: int, kv_len: int | None = None, heads: 
             + attention_values_cost(seq_len, d_head, kv_len, heads, kv_heads, batch, dtype, kv_dtype))
 
 
+def attended_pairs(q_len: int, kv_len: int, causal: bool) -> int:
+    """(query, key) pairs scored for one head. Causal: the q_len queries are the last
+    positions of the kv_len keys, and query i sees only keys up to its own position."""
+    if not causal:
+        return q_len * kv_len
+    if kv_len < q_len:
+        raise ValueError(f"kv_len ({kv_len}) must be >= q_len ({q_len}) for causal attention")
+    return q_len * (kv_len - q_len) + q_len * (q_len + 1) // 2
+
+
+def fused_attention_cost(q_len: int, d_head: int, kv_len: int | None = None, heads: int = 1,
+                         kv_heads: int | None = None, batch: int = 1, dtype: str = "fp16",
+                         kv_dtype: str | None = None, causal: bool = True) -> Cost:
+    """Attention as one fused kernel (PyTorch's scaled_dot_product_attention, FlashAttention).
+
+    The scores S and probabilities P stay on chip, so memory sees only Q, K, V and O:
+    Q read and O written once, K and V read once per key/value head. A causal kernel
+    skips the masked scores, so FLOPs are (4d + 3) per attended pair. This is an
+    ideal-tiling lower bound on traffic; `flash_attention_cost` models re-reads of K and V
+    when the on-chip memory is small.
+    """
+    kv_len, kv_heads = _attention_sizes(q_len, kv_len, d_head, heads, kv_heads, batch)
+    act, kv = bytes_per_element(dtype), bytes_per_element(kv_dtype or dtype)
+    flops = (4.0 * d_head + 3.0) * attended_pairs(q_len, kv_len, causal) * heads * batch
+    moved = batch * (2 * heads * q_len * d_head * act + 2 * kv_heads * kv_len * d_head * kv)
+    return Cost(flops, moved)
+
+
 def flash_attention_cost(seq_len: int, d_head: int, sram_bytes: float, kv_len: int | None = None,
                          heads: int = 1, batch: int = 1, dtype: str = "fp16") -> Cost:
     """Tiled attention with online softmax (FlashAttention-2's loop order), one pass.
 
     Blocks of Br queries stay on chip while K and V stream past in blocks; S and P
-    never reach memory. A block of Q, its output accumulator, and a block each of K
-    and V must fit in `sram_bytes`, so Br = Bc = floor(sram / (4 d bytes)). Q is
-    read and O written once; K and V are read once per query block:
-      bytes = (2 q_len d + 2 kv_len d * ceil(q_len / Br)) * bytes per element.
-    FLOPs are the standard algorithm's (the rescaling adds a lower-order term).
-    Dao et al., "FlashAttention", https://arxiv.org/abs/2205.14135, Theorem 2.
+    never reach memory. Block sizes follow FlashAttention's Algorithm 1: a block each
+    of Q, O, K and V must fit in `sram_bytes`, so Bc = floor(sram / (4 d bytes)) and
+    Br = min(Bc, d). Q is read and O written once; K and V are read once per query
+    block (FlashAttention-2's loop order):
+      bytes = (2 q_len d + 2 kv_len d * ceil(q_len / Br)) * bytes per element,
+    which is Theta(N^2 d^2 / M) as in FlashAttention's Theorem 2. Every re-read of K
+    and V is charged to off-chip memory (a cache would serve some), so this is an
+    upper bound on traffic. FLOPs are the standard algorithm's (no causal skipping;
+    the rescaling adds a lower-order term).
+    Dao et al., "FlashAttention", https://arxiv.org/abs/2205.14135; Dao, "FlashAttention-2",
+    https://arxiv.org/abs/2307.08691.
     """
     kv_len = seq_len if kv_len is None else kv_len
     check_positive("sram_bytes", sram_bytes)
     _positive_ints(seq_len=seq_len, kv_len=kv_len, d_head=d_head, heads=heads, batch=batch)
     elem = bytes_per_element(dtype)
-    block = math.floor(sram_bytes / (4 * d_head * elem))
+    block = min(math.floor(sram_bytes / (4 * d_head * elem)), d_head)
     if block < 1:
         raise ValueError(f"sram_bytes ({sram_bytes}) cannot hold one row each of Q, O, K and V "
                          f"at d_head={d_head}; need at least {4 * d_head * elem:g} bytes")

@@ -5,8 +5,12 @@ sparse figure, twice the dense one, with an asterisk. Where a datasheet gives a
 tensor-core peak with fp16 and with fp32 accumulation, we take fp32
 accumulation, which is what PyTorch's fp16 matmuls use.
 
-Bandwidths are decimal (1 GB/s = 1e9 B/s), as datasheets print them;
-capacities are what the datasheet calls "GB". Each entry cites its source.
+Bandwidths are decimal (1 GB/s = 1e9 B/s), as datasheets print them. Memory
+capacities are not: DRAM and HBM come in binary sizes, so the "24 GB" of an A10's
+datasheet is 24 GiB = 25.77e9 bytes, and that is what `mem_capacity` holds. The
+driver and the runtime keep part of it (nvidia-smi shows a little less than the
+full size); `max_batch_size(..., reserved_bytes=...)` accounts for that.
+Each entry cites its source.
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
 
-from .units import GB, TFLOP, check_positive, normalize_dtype
+from .units import GB, GiB, TFLOP, check_positive, normalize_dtype
 
 
 @dataclass(frozen=True)
@@ -69,19 +73,20 @@ class Accelerator:
         return self.peak(dtype) / self.mem_bandwidth
 
 
-def _acc(name, flops_tera, bandwidth_gb_s, capacity_gb, source, aliases=(), notes=""):
+def _acc(name, flops_tera, bandwidth_gb_s, capacity_gib, source, aliases=(), notes=""):
     return Accelerator(
         name=name,
         peak_flops={k: v * TFLOP for k, v in flops_tera.items()},
         mem_bandwidth=bandwidth_gb_s * GB,
-        mem_capacity=capacity_gb * GB,
+        mem_capacity=capacity_gib * GiB,
         source=source,
         notes=notes,
         aliases=tuple(aliases),
     )
 
 
-# Dense peaks in TFLOP/s (TOP/s for int8), bandwidth in GB/s, capacity in GB.
+# Dense peaks in TFLOP/s (TOP/s for int8), bandwidth in GB/s, capacity in GiB (the
+# datasheets' "GB" of memory).
 CATALOG: tuple[Accelerator, ...] = (
     # NVIDIA T4 datasheet: FP32 8.1 TFLOPS, mixed FP16/FP32 65 TFLOPS, INT8 130 TOPS,
     # 320 GB/s, 16 GB GDDR6 (no bf16 or tf32 on Turing).
@@ -101,12 +106,12 @@ CATALOG: tuple[Accelerator, ...] = (
          "https://www.baseten.co/blog/nvidia-a10-vs-a10g-for-ml-model-inference/"),
     # NVIDIA A100 datasheet (SXM): FP32 19.5; TF32 156; BF16/FP16 312; INT8 624 (dense);
     # 40 GB HBM2 at 1,555 GB/s; 80 GB HBM2e at 2,039 GB/s.
-    _acc("A100 40GB", {"fp32": 19.5, "tf32": 156, "fp16": 312, "bf16": 312, "int8": 624}, 1555, 40,
+    _acc("A100 SXM 40GB", {"fp32": 19.5, "tf32": 156, "fp16": 312, "bf16": 312, "int8": 624}, 1555, 40,
          "https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a100/pdf/nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf",
-         aliases=("A100-40G", "A100 SXM 40GB")),
-    _acc("A100 80GB", {"fp32": 19.5, "tf32": 156, "fp16": 312, "bf16": 312, "int8": 624}, 2039, 80,
+         aliases=("A100 40GB", "A100-40G")),
+    _acc("A100 SXM 80GB", {"fp32": 19.5, "tf32": 156, "fp16": 312, "bf16": 312, "int8": 624}, 2039, 80,
          "https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a100/pdf/nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf",
-         aliases=("A100", "A100-80G", "A100 SXM 80GB")),
+         aliases=("A100", "A100 80GB", "A100-80G")),
     # NVIDIA H100 datasheet, SXM: FP32 67; TF32 494.5; BF16/FP16 989.5; FP8/INT8 1,979
     # (dense, half the sparse figures printed); 3.35 TB/s; 80 GB HBM3.
     _acc("H100 SXM", {"fp32": 67, "tf32": 494.5, "fp16": 989.5, "bf16": 989.5, "fp8": 1979, "int8": 1979},

@@ -4,6 +4,11 @@ Prefill: `batch` prompts of `seq_len` tokens each, every token attending to the
 whole prompt (the standard algorithm computes all N^2 scores). Decode: one new
 token per sequence attending to `seq_len` cached tokens plus itself.
 
+Attention is costed one of two ways. "standard" is the lecture's algorithm: rows
+qk, softmax and sv, with S and P written to and read from memory and every score
+computed. "fused" is one kernel (FlashAttention, PyTorch's SDPA): S and P stay on
+chip and a causal prefill skips the masked half of the scores.
+
 Assumptions, stated once:
 - Each weight matrix is read from memory once per step, whatever the batch.
 - K and V are read once per key/value head (grouped query heads share the read).
@@ -20,13 +25,15 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from .cost import (Cost, activation_cost, attention_scores_cost, attention_values_cost,
-                   elementwise_cost, grouped_matmul_cost, matmul_cost, norm_cost, softmax_cost)
+                   elementwise_cost, fused_attention_cost, grouped_matmul_cost, matmul_cost,
+                   norm_cost, softmax_cost)
 from .hardware import Accelerator, get_accelerator
 from .models import ModelConfig, get_model
 from .roofline import bound, roofline_time
 from .units import check_positive, format_flops, format_bytes, format_seconds, normalize_dtype
 
 PHASES = ("prefill", "decode")
+ATTENTION_KERNELS = ("standard", "fused")
 ATTENTION, FFN, OTHER = "attention", "ffn", "other"
 
 
@@ -121,13 +128,25 @@ def experts_touched(tokens: int, n_experts: int, experts_per_token: int) -> floa
     return n_experts * (1.0 - (1.0 - experts_per_token / n_experts) ** tokens)
 
 
+def _attention_rows(m: ModelConfig, q_len: int, kv_len: int, batch: int, dtype: str,
+                    kv_dtype: str, kernel: str) -> list[tuple[str, str, Cost, int]]:
+    L = m.n_layers
+    attn = dict(heads=m.n_heads, kv_heads=m.n_kv_heads, batch=batch, dtype=dtype, kv_dtype=kv_dtype)
+    if kernel == "fused":
+        return [("attention", ATTENTION, fused_attention_cost(q_len, m.d_head, kv_len, causal=True, **attn), L)]
+    return [
+        ("qk", ATTENTION, attention_scores_cost(q_len, m.d_head, kv_len, **attn), L),
+        ("softmax", ATTENTION, softmax_cost(q_len, kv_len, m.n_heads, batch, dtype), L),
+        ("sv", ATTENTION, attention_values_cost(q_len, m.d_head, kv_len, **attn), L),
+    ]
+
+
 def _operator_costs(m: ModelConfig, phase: str, batch: int, seq_len: int, dtype: str,
-                    kv_dtype: str) -> list[tuple[str, str, Cost, int]]:
+                    kv_dtype: str, kernel: str) -> list[tuple[str, str, Cost, int]]:
     q_len = seq_len if phase == "prefill" else 1
     kv_len = seq_len if phase == "prefill" else seq_len + 1
     tokens = batch * q_len
     d, L = m.d_model, m.n_layers
-    attn = dict(heads=m.n_heads, kv_heads=m.n_kv_heads, batch=batch, dtype=dtype, kv_dtype=kv_dtype)
     ops = [("embedding", OTHER, elementwise_cost(tokens * d, 0.0, reads=1, writes=1, dtype=dtype), 1)]
     if m.position == "learned":
         ops.append(("positions", OTHER, elementwise_cost(tokens * d, 1.0, reads=2, writes=1, dtype=dtype), 1))
@@ -140,10 +159,8 @@ def _operator_costs(m: ModelConfig, phase: str, batch: int, seq_len: int, dtype:
     if m.position == "rope":
         rotated = tokens * (m.q_dim + m.kv_dim)
         ops.append(("rope", ATTENTION, elementwise_cost(rotated, 3.0, reads=1, writes=1, dtype=dtype), L))
+    ops += _attention_rows(m, q_len, kv_len, batch, dtype, kv_dtype, kernel)
     ops += [
-        ("qk", ATTENTION, attention_scores_cost(q_len, m.d_head, kv_len, **attn), L),
-        ("softmax", ATTENTION, softmax_cost(q_len, kv_len, m.n_heads, batch, dtype), L),
-        ("sv", ATTENTION, attention_values_cost(q_len, m.d_head, kv_len, **attn), L),
         ("o_proj", ATTENTION, matmul_cost(tokens, m.q_dim, d, dtype), L),
         ("attn_residual", ATTENTION, elementwise_cost(tokens * d, 1.0, reads=2, writes=1, dtype=dtype), L),
         ("ffn_norm", FFN, norm_cost(tokens, d, dtype, m.norm), L),
@@ -181,18 +198,21 @@ def _ffn_costs(m: ModelConfig, tokens: int, dtype: str) -> list[tuple[str, str, 
 
 def layer_costs(model: ModelConfig | str, phase: str, batch: int = 1, seq_len: int = 2048,
                 dtype: str = "fp16", kv_dtype: str | None = None,
-                accelerator: Accelerator | str = "A10") -> StepCosts:
+                accelerator: Accelerator | str = "A10", attention: str = "standard") -> StepCosts:
     """Per-operator FLOPs, bytes, intensity, bound and roofline time of one forward step.
 
     phase "prefill": `batch` prompts of `seq_len` tokens. phase "decode": one new
     token for each of `batch` sequences holding `seq_len` cached tokens. Times are
     on `accelerator` (default the lecture's A10) at its dense `dtype` peak.
+    `attention` is "standard" (the lecture's algorithm) or "fused" (one kernel).
     """
     m = get_model(model)
     if phase not in PHASES:
         raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
     check_positive("batch", batch, integer=True)
     check_positive("seq_len", seq_len, integer=True)
+    if attention not in ATTENTION_KERNELS:
+        raise ValueError(f"attention must be one of {ATTENTION_KERNELS}, got {attention!r}")
     dtype = normalize_dtype(dtype)
     kv_dtype = normalize_dtype(kv_dtype or dtype)
     acc = get_accelerator(accelerator)
@@ -200,6 +220,7 @@ def layer_costs(model: ModelConfig | str, phase: str, batch: int = 1, seq_len: i
     rows = tuple(
         OpRow(name, block, cost * layers, layers, roofline_time(cost, acc, dtype) * layers,
               bound(cost, acc, dtype))
-        for name, block, cost, layers in _operator_costs(m, phase, batch, seq_len, dtype, kv_dtype)
+        for name, block, cost, layers in _operator_costs(m, phase, batch, seq_len, dtype, kv_dtype,
+                                                         attention)
     )
     return StepCosts(m.name, phase, batch, seq_len, acc.name, dtype, rows)

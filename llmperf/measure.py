@@ -20,7 +20,8 @@ from .cost import Cost
 from .host import matmul_flops, measure_host, stream_bandwidth
 from .layers import layer_costs
 from .models import ModelConfig
-from .transformer import Transformer, dtype_name, synchronize
+from .hardware import Accelerator
+from .transformer import ATTENTION_KERNEL, Transformer, dtype_name, synchronize
 from .units import check_non_negative, check_positive, format_seconds
 
 __all__ = ["Timing", "Measurement", "benchmark", "measure_host", "measure_prefill",
@@ -79,6 +80,8 @@ class Measurement:
     tokens_per_s: tokens processed (prefill: batch * prompt_len) or generated
     (decode: batch) per second of median step time. flops_per_s and bytes_per_s:
     cost.flops and cost.bytes from `layer_costs` divided by the median time.
+    The cost counts attention the way the model runs it (`ATTENTION_KERNEL`): a fused
+    causal kernel in prefill, matmuls and a softmax in decode.
     """
 
     phase: str
@@ -89,6 +92,16 @@ class Measurement:
     timing: Timing
     tokens: int
     cost: Cost
+    config: ModelConfig | None = None
+
+    def predicted_s(self, accelerator: Accelerator | str) -> float:
+        """Roofline seconds of the same step (same model, shape, dtype and attention
+        kernel) on `accelerator`, e.g. `measure_host()`: the prediction to set beside
+        `timing.median_s`."""
+        if self.config is None:
+            raise ValueError("this Measurement carries no model config to predict from")
+        return layer_costs(self.config, self.phase, self.batch, self.seq_len, self.dtype,
+                           accelerator=accelerator, attention=ATTENTION_KERNEL[self.phase]).time_s
 
     @property
     def tokens_per_s(self) -> float:
@@ -120,9 +133,11 @@ def _measure(model: Transformer, phase: str, batch: int, seq_len: int, tokens: t
         timing = benchmark(lambda: model(tokens, start_pos, True, last_only=True),
                            warmup=warmup, repeat=repeat, device=model.device)
     dtype = dtype_name(model.dtype)
-    cost = layer_costs(model.config, phase, batch, seq_len, dtype=dtype).total
+    cost = layer_costs(model.config, phase, batch, seq_len, dtype=dtype,
+                       attention=ATTENTION_KERNEL[phase]).total
     count = batch * seq_len if phase == "prefill" else batch
-    return Measurement(phase, model.config.name, batch, seq_len, dtype, timing, count, cost)
+    return Measurement(phase, model.config.name, batch, seq_len, dtype, timing, count, cost,
+                       model.config)
 
 
 def measure_prefill(model: Transformer | ModelConfig | str, prompt_len: int, batch: int = 1,

@@ -63,23 +63,26 @@ def simple_latency(model: ModelConfig | str, accelerator: Accelerator | str, pro
 
 
 def decode_step_time(model: ModelConfig | str, accelerator: Accelerator | str, context: int,
-                     batch: int = 1, dtype: str = "fp16", kv_dtype: str | None = None) -> float:
+                     batch: int = 1, dtype: str = "fp16", kv_dtype: str | None = None,
+                     attention: str = "standard") -> float:
     """Roofline seconds of one decode step with `context` >= 1 tokens already cached.
 
     There is no decode step with an empty cache: the first token comes from `prefill_time`.
     """
-    return layer_costs(model, "decode", batch, context, dtype, kv_dtype, accelerator).time_s
+    return layer_costs(model, "decode", batch, context, dtype, kv_dtype, accelerator, attention).time_s
 
 
 def prefill_time(model: ModelConfig | str, accelerator: Accelerator | str, prompt_tokens: int,
-                 batch: int = 1, dtype: str = "fp16", kv_dtype: str | None = None) -> float:
+                 batch: int = 1, dtype: str = "fp16", kv_dtype: str | None = None,
+                 attention: str = "standard") -> float:
     """Roofline seconds of the prefill of `batch` prompts of `prompt_tokens` tokens."""
-    return layer_costs(model, "prefill", batch, prompt_tokens, dtype, kv_dtype, accelerator).time_s
+    return layer_costs(model, "prefill", batch, prompt_tokens, dtype, kv_dtype, accelerator,
+                       attention).time_s
 
 
 def roofline_latency(model: ModelConfig | str, accelerator: Accelerator | str, prompt_tokens: int,
                      output_tokens: int, batch: int = 1, dtype: str = "fp16",
-                     kv_dtype: str | None = None) -> LatencyEstimate:
+                     kv_dtype: str | None = None, attention: str = "standard") -> LatencyEstimate:
     """Per-step roofline model of a batch of identical requests.
 
     The prefill yields the first token; each of the remaining output_tokens - 1
@@ -87,9 +90,9 @@ def roofline_latency(model: ModelConfig | str, accelerator: Accelerator | str, p
     """
     check_positive("prompt_tokens", prompt_tokens, integer=True)
     check_positive("output_tokens", output_tokens, integer=True)
-    prefill_s = prefill_time(model, accelerator, prompt_tokens, batch, dtype, kv_dtype)
+    prefill_s = prefill_time(model, accelerator, prompt_tokens, batch, dtype, kv_dtype, attention)
     decode_s = sum(
-        decode_step_time(model, accelerator, prompt_tokens + step, batch, dtype, kv_dtype)
+        decode_step_time(model, accelerator, prompt_tokens + step, batch, dtype, kv_dtype, attention)
         for step in range(output_tokens - 1)
     )
     return LatencyEstimate(prefill_s, decode_s, output_tokens)
@@ -97,7 +100,7 @@ def roofline_latency(model: ModelConfig | str, accelerator: Accelerator | str, p
 
 def recompute_latency(model: ModelConfig | str, accelerator: Accelerator | str, prompt_tokens: int,
                       output_tokens: int, batch: int = 1, dtype: str = "fp16",
-                      kv_dtype: str | None = None) -> LatencyEstimate:
+                      kv_dtype: str | None = None, attention: str = "standard") -> LatencyEstimate:
     """Per-step roofline model of generation *without* a KV cache.
 
     Every token after the first re-runs a prefill over the whole sequence so far
@@ -106,9 +109,9 @@ def recompute_latency(model: ModelConfig | str, accelerator: Accelerator | str, 
     """
     check_positive("prompt_tokens", prompt_tokens, integer=True)
     check_positive("output_tokens", output_tokens, integer=True)
-    prefill_s = prefill_time(model, accelerator, prompt_tokens, batch, dtype, kv_dtype)
+    prefill_s = prefill_time(model, accelerator, prompt_tokens, batch, dtype, kv_dtype, attention)
     decode_s = sum(
-        prefill_time(model, accelerator, prompt_tokens + step, batch, dtype, kv_dtype)
+        prefill_time(model, accelerator, prompt_tokens + step, batch, dtype, kv_dtype, attention)
         for step in range(1, output_tokens)
     )
     return LatencyEstimate(prefill_s, decode_s, output_tokens)
@@ -137,7 +140,9 @@ def critical_batch_size(model: ModelConfig | str, accelerator: Accelerator | str
     """Smallest decode batch at which the FFN matmuls turn compute bound on this part.
 
     For X (n, d) @ W (d, d_ff) with n << d, the intensity is about 2n / bytes per
-    element, so n is near ridge * bytes / 2 (about 208 for fp16 on an A10).
+    element, so n is near ridge * bytes / 2 (about 208 for fp16 on an A10). In an MoE
+    layer each expert sees only n * k / E of the batch's tokens (routing spread
+    evenly), so the batch must be E / k times larger for the experts to turn compute bound.
     """
     m, acc = get_model(model), get_accelerator(accelerator)
     dtype = normalize_dtype(dtype)
@@ -145,10 +150,10 @@ def critical_batch_size(model: ModelConfig | str, accelerator: Accelerator | str
     if matmul_cost(2**20, m.d_model, m.d_ff, dtype).intensity < ridge:
         raise ValueError(f"accelerator {acc.name}: no batch makes the FFN of {m.name} compute bound")
     lo, hi = 1, 2**20
-    while lo < hi:  # intensity grows with n, so bisect for the first n past the ridge
+    while lo < hi:  # intensity grows with rows, so bisect for the first row count past the ridge
         mid = (lo + hi) // 2
         if matmul_cost(mid, m.d_model, m.d_ff, dtype).intensity >= ridge:
             hi = mid
         else:
             lo = mid + 1
-    return lo
+    return math.ceil(lo * m.n_experts / m.experts_per_token)

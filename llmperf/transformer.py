@@ -76,6 +76,12 @@ def check_supported(config: ModelConfig) -> None:
 
 
 # ---- building blocks ------------------------------------------------------------------------------
+# How this model runs attention, in the terms of llmperf.layer_costs(attention=...):
+# prefill through one fused, causal scaled_dot_product_attention kernel; decode as two
+# matmuls and a softmax whose (small) score rows go through memory.
+ATTENTION_KERNEL = {"prefill": "fused", "decode": "standard"}
+
+
 class Linear(nn.Module):
     """y = x W (+ b) with W stored (in_features, out_features).
 

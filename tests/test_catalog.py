@@ -16,7 +16,8 @@ REQUIRED_MODELS = ["llama-2-7b", "llama-2-13b", "llama-2-70b", "llama-3-8b", "ll
 def test_accelerator_in_catalog_with_source(name):
     acc = lp.get_accelerator(name)
     assert acc.source.startswith("https://")
-    assert acc.mem_bandwidth > 1e11 and acc.mem_capacity >= 16e9
+    assert acc.mem_bandwidth > 1e11 and acc.mem_capacity >= 16 * lp.GiB
+    assert acc.mem_capacity % lp.GiB == 0  # memory comes in binary sizes
     assert {"fp32", "fp16", "int8"} <= set(acc.dtypes)
 
 
@@ -32,7 +33,7 @@ def test_peaks_are_ordered_by_precision_on_each_part():
 
 def test_lookup_forgives_case_and_punctuation():
     assert lp.get_accelerator("h100-sxm") is lp.get_accelerator("H100 SXM")
-    assert lp.get_accelerator("a100_80gb").name == "A100 80GB"
+    assert lp.get_accelerator("a100_80gb").name == "A100 SXM 80GB"
     assert lp.get_model("Llama-2-7B") is lp.get_model("llama_2_7b")
 
 

@@ -116,9 +116,13 @@ def test_flash_attention_moves_less_than_standard():
     std = lp.attention_cost(4096, 128)
     flash = lp.flash_attention_cost(4096, 128, sram_bytes=192 * 1024)
     assert flash.flops == std.flops
-    assert flash.bytes < std.bytes / 2
-    huge = lp.flash_attention_cost(4096, 128, sram_bytes=1e12)  # everything fits: Q,K,V,O once
-    assert huge.bytes == 4 * 4096 * 128 * 2
+    # Blocks of Br = min(192 KiB / (4 * 128 * 2 B), d) = 128 queries: K and V are read 32 times.
+    assert flash.bytes == (2 * 4096 * 128 + 2 * 4096 * 128 * 32) * 2
+    assert lp.fused_attention_cost(4096, 128).bytes < flash.bytes < std.bytes
+    # More on-chip memory means bigger blocks and fewer re-reads, up to FlashAttention's cap Br <= d.
+    small = lp.flash_attention_cost(4096, 128, sram_bytes=64 * 1024)
+    huge = lp.flash_attention_cost(4096, 128, sram_bytes=1e12)
+    assert small.bytes > flash.bytes == huge.bytes
 
 
 def test_tensor_parallel_traffic():
@@ -146,3 +150,29 @@ def test_recomputation_is_a_prefill_per_token_and_grows_quadratically():
     ratio = [lp.recompute_latency(llama, a10, 16, g).total_s / lp.roofline_latency(llama, a10, 16, g).total_s
              for g in (8, 64)]
     assert 1 < ratio[0] < ratio[1]
+
+
+def test_fused_attention_keeps_scores_on_chip_and_skips_the_causal_half():
+    n, d = 1024, 64
+    full = lp.attention_cost(n, d)
+    fused = lp.fused_attention_cost(n, d, causal=True)
+    assert fused.bytes == 4 * n * d * 2  # Q, K, V read, O written; no S or P
+    assert fused.flops == (4 * d + 3) * n * (n + 1) // 2
+    assert lp.fused_attention_cost(n, d, causal=False).flops == full.flops
+    # Decode: one query sees every cached key whether or not the kernel is causal.
+    assert lp.attended_pairs(1, 500, causal=True) == 500
+
+
+def test_layer_costs_with_a_fused_kernel_has_one_attention_row():
+    std = lp.layer_costs("llama-2-7b", "prefill", 1, 2048)
+    fused = lp.layer_costs("llama-2-7b", "prefill", 1, 2048, attention="fused")
+    assert "attention" in [r.name for r in fused] and "qk" not in [r.name for r in fused]
+    assert fused.total.bytes < std.total.bytes and fused.total.flops < std.total.flops
+    assert fused["q_proj"] == std["q_proj"]
+    with pytest.raises(ValueError, match="attention"):
+        lp.layer_costs("llama-2-7b", "prefill", attention="flash")
+
+
+def test_critical_batch_of_moe_scales_by_experts_over_k():
+    dense = lp.critical_batch_size("mistral-7b", "A10")
+    assert lp.critical_batch_size("mixtral-8x7b", "A10") == pytest.approx(4 * dense, abs=4)

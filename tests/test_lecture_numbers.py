@@ -69,8 +69,11 @@ def test_simple_model_has_the_lectures_two_terms():
 
 def test_about_four_or_five_requests_of_4k_fit_on_an_a10():
     llama, a10 = lp.get_model("llama-2-7b"), lp.get_accelerator("A10")
-    # (24e9 - 13.48e9) / 2.147e9 = 4.9: four whole 4K-token caches fit in 24 GB.
-    assert lp.max_batch_size(llama, a10, seq_len=4096) == 4
-    # Read as 24 GiB, the same card holds five: the GB/GiB gap the batching chapter explains.
-    gib_card = lp.Accelerator("A10 (24 GiB)", dict(a10.peak_flops), a10.mem_bandwidth, 24 * lp.GiB)
-    assert lp.max_batch_size(llama, gib_card, seq_len=4096) == 5
+    # The A10's "24 GB" is 24 GiB of GDDR6: (25.77e9 - 13.48e9) / 2.147e9 = 5.7, so five fit.
+    assert a10.mem_capacity == 24 * lp.GiB
+    assert lp.max_batch_size(llama, a10, seq_len=4096) == 5
+    # Read as 24e9 bytes, or with 2 GB kept for the runtime and activations, four fit:
+    # the GB/GiB gap and the reserve that the batching chapter explains.
+    decimal_card = lp.Accelerator("A10 (24e9 B)", dict(a10.peak_flops), a10.mem_bandwidth, 24e9)
+    assert lp.max_batch_size(llama, decimal_card, seq_len=4096) == 4
+    assert lp.max_batch_size(llama, a10, seq_len=4096, reserved_bytes=2 * lp.GB) == 4

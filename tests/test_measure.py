@@ -66,7 +66,7 @@ def test_measure_prefill_counts_every_prompt_token(tiny):
     m = measure_prefill(tiny, prompt_len=16, batch=2, repeat=2)
     assert m.phase == "prefill" and m.tokens == 32 and m.dtype == "fp32"
     assert m.flops_per_s == pytest.approx(m.cost.flops / m.timing.median_s)
-    assert m.cost == lp.layer_costs("ref-tiny", "prefill", 2, 16, dtype="fp32").total
+    assert m.cost == lp.layer_costs("ref-tiny", "prefill", 2, 16, dtype="fp32", attention="fused").total
     built = measure_prefill("ref-tiny", prompt_len=8, repeat=1)  # a name builds a model
     assert built.model == "ref-tiny"
 
@@ -88,3 +88,14 @@ def test_import_llmperf_does_not_import_torch():
     code = "import sys, llmperf; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_measurement_counts_attention_as_the_model_runs_it():
+    import llmperf as lp
+    from llmperf.measure import measure_prefill
+    from llmperf.transformer import ATTENTION_KERNEL
+    m = measure_prefill("ref-tiny", prompt_len=32, batch=1, warmup=0, repeat=1)
+    fused = lp.layer_costs("ref-tiny", "prefill", 1, 32, dtype="fp32", attention=ATTENTION_KERNEL["prefill"])
+    assert m.cost == fused.total
+    a10 = lp.get_accelerator("A10")
+    assert m.predicted_s(a10) == pytest.approx(fused.time_s)
