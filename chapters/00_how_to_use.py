@@ -66,17 +66,39 @@
 # | bandwidth | B/s | GB/s (decimal, as datasheets print it) | |
 # | arithmetic intensity | FLOP/byte | FLOP/byte | work divided by off-chip traffic |
 #
-# Two traps deserve a sentence each. **GB against GiB**: datasheets and this
-# library count $1\,\text{GB} = 10^9$ bytes, while `nvidia-smi` and most operating
+# Two traps deserve a sentence each. **GB against GiB**: bandwidths, model sizes and
+# everything this library prints count $1\,\text{GB} = 10^9$ bytes, while memory chips
+# come in binary sizes (a "24 GB" card holds 24 GiB) and `nvidia-smi` and most operating
 # systems print binary units; the two differ by 7.4 %, enough to change how many
 # requests fit on a GPU (chapter 5). **Dense against sparse peaks**: datasheets of
 # recent NVIDIA parts print the 2:4-sparse throughput, twice the dense one, with an
 # asterisk; a dense matrix multiplication can never reach it, so `llmperf` stores
 # dense peaks only.
 #
-# The notation follows the lecture: $d$ is the size of one attention head, $h$ the
-# number of heads, $D = h\,d$ the model width, $N$ the number of tokens in the
-# sequence, $L$ the number of layers and $P$ the number of parameters.
+# One notation serves the whole book; it follows the lecture where the lecture has a
+# symbol.
+#
+# | symbol | meaning | unit |
+# |---|---|---|
+# | $d$ | size of one attention head | elements |
+# | $h$, $h_{kv}$ | query heads, key/value heads ($h_{kv} < h$ under grouped-query attention) | |
+# | $D = h\,d$ | model width | elements |
+# | $D_{ff}$ | feed-forward width (11008 for Llama 2 7B) | elements |
+# | $L$ | layers | |
+# | $V$ | vocabulary size | tokens |
+# | $P$ | parameters | |
+# | $N$ | tokens in a sequence (the context) | tokens |
+# | $S$, $G$ | prompt tokens, generated tokens | tokens |
+# | $B$ | batch: sequences processed together | |
+# | $b$ | bytes per element (2 for fp16) | bytes |
+# | $\Pi$ | dense peak compute rate | FLOP/s |
+# | $\beta$ | memory bandwidth | B/s |
+# | $I$ | arithmetic intensity | FLOP/byte |
+# | $I^* = \Pi / \beta$ | ridge point | FLOP/byte |
+# | $C$ | memory capacity | bytes |
+# | $p$ | tensor-parallel degree (GPUs sharing a layer) | |
+#
+# A matrix product multiplies $X$ of shape $(N, K)$ by a weight matrix $W$ of shape $(K, M)$.
 
 # %%
 import matplotlib.pyplot as plt
@@ -96,7 +118,9 @@ print("bytes per element:", {k: v for k, v in lp.BYTES_PER_ELEMENT.items() if k 
 # Llama 2 7B has $L = 32$ layers of width $D = 4096$ ($h = 32$ heads of $d = 128$),
 # a feed-forward width of 11008 and a vocabulary of 32000 tokens (its published
 # `config.json`). The A10 does 125 TFLOP/s in fp16 and moves 600 GB/s, with 24 GB of
-# memory (NVIDIA's A10 datasheet, linked from the catalog entry below).
+# memory (NVIDIA's A10 datasheet, linked from the catalog entry below). That last "GB" is
+# the one place where a datasheet means GiB: memory chips come in binary sizes, so the
+# A10 holds $24 \times 2^{30}$ bytes, and `llmperf` stores capacities that way.
 
 # %%
 llama = lp.get_model("llama-2-7b")
@@ -138,15 +162,15 @@ print(f"total:                   {lp.format_seconds(estimate.total_s)}")
 # arithmetic, not the memory, limits it.
 
 # %%
-print(f"{'accelerator':<11}{'fp16 TFLOP/s':>13}{'GB/s':>8}{'memory GB':>11}{'ridge FLOP/B':>14}")
+print(f"{'accelerator':<14}{'fp16 TFLOP/s':>13}{'GB/s':>8}{'memory GiB':>12}{'ridge FLOP/B':>14}")
 for acc in lp.ACCELERATORS:
-    print(f"{acc.name:<11}{acc.peak('fp16') / 1e12:>13.1f}{acc.mem_bandwidth / 1e9:>8.0f}"
-          f"{acc.mem_capacity / 1e9:>11.0f}{acc.ridge_point('fp16'):>14.1f}")
+    print(f"{acc.name:<14}{acc.peak('fp16') / 1e12:>13.1f}{acc.mem_bandwidth / 1e9:>8.0f}"
+          f"{acc.mem_capacity / lp.GiB:>12.0f}{acc.ridge_point('fp16'):>14.1f}")
 
 # %%
 ax = new_axes(title="Where the roofline bends (fp16, dense)",
               xlabel="memory bandwidth (GB/s)", ylabel="peak fp16 (TFLOP/s)")
-label_below = {"A100 80GB", "H200"}  # their neighbours share the same peak
+label_below = {"A100 SXM 80GB", "H200"}  # their neighbours share the same peak
 for acc in lp.ACCELERATORS:
     ax.scatter(acc.mem_bandwidth / 1e9, acc.peak("fp16") / 1e12, color="C0")
     ax.annotate(acc.name, (acc.mem_bandwidth / 1e9, acc.peak("fp16") / 1e12), fontsize=8,
