@@ -14,12 +14,11 @@ Each entry cites its source.
 """
 from __future__ import annotations
 
-import difflib
-import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
 
+from .catalog import build_index, lookup
 from .units import GB, GiB, TFLOP, check_positive, normalize_dtype
 
 
@@ -143,19 +142,7 @@ CATALOG: tuple[Accelerator, ...] = (
          "https://www.amd.com/content/dam/amd/en/documents/instinct-tech-docs/data-sheets/amd-instinct-mi300x-data-sheet.pdf"),
 )
 
-def _key(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", name.lower())
-
-
-def _index() -> dict[str, Accelerator]:
-    index = {}
-    for acc in CATALOG:
-        for label in (acc.name, *acc.aliases):
-            index[_key(label)] = acc
-    return index
-
-
-_INDEX = _index()
+_INDEX = build_index((label, acc) for acc in CATALOG for label in (acc.name, *acc.aliases))
 
 
 def list_accelerators() -> list[str]:
@@ -170,14 +157,4 @@ def get_accelerator(name: str | Accelerator) -> Accelerator:
     """
     if isinstance(name, Accelerator):
         return name
-    if not isinstance(name, str):
-        raise ValueError(f"accelerator must be a name or an Accelerator, got {name!r}")
-    found = _INDEX.get(_key(name))
-    if found is None:
-        close = difflib.get_close_matches(_key(name), list(_INDEX), n=3, cutoff=0.4)
-        names = sorted({_INDEX[c].name for c in close})
-        hint = f" Closest: {names}." if names else ""
-        raise ValueError(
-            f"accelerator {name!r} is not in the catalog.{hint} Known: {list_accelerators()}"
-        )
-    return found
+    return lookup("accelerator", name, _INDEX, list_accelerators())

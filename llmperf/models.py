@@ -6,11 +6,10 @@ cost model in `llmperf.cost`, so the two can never disagree about what a model i
 """
 from __future__ import annotations
 
-import difflib
-import re
 from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
+from .catalog import build_index, lookup
 from .units import bytes_per_element, check_non_negative, check_positive
 
 FFN_KINDS = ("swiglu", "mlp")
@@ -280,11 +279,7 @@ CATALOG: tuple[ModelConfig, ...] = (
 )
 
 
-def _key(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", name.lower())
-
-
-_INDEX = {_key(m.name): m for m in CATALOG}
+_INDEX = build_index((m.name, m) for m in CATALOG)
 
 
 def list_models() -> list[str]:
@@ -296,11 +291,4 @@ def get_model(name: str | ModelConfig) -> ModelConfig:
     """Look up a catalog model, ignoring case and punctuation; a ModelConfig passes through."""
     if isinstance(name, ModelConfig):
         return name
-    if not isinstance(name, str):
-        raise ValueError(f"model must be a name or a ModelConfig, got {name!r}")
-    found = _INDEX.get(_key(name))
-    if found is None:
-        close = difflib.get_close_matches(_key(name), list(_INDEX), n=3, cutoff=0.4)
-        hint = f" Closest: {[_INDEX[c].name for c in close]}." if close else ""
-        raise ValueError(f"model {name!r} is not in the catalog.{hint} Known: {list_models()}")
-    return found
+    return lookup("model", name, _INDEX, list_models())
