@@ -41,11 +41,13 @@
 # | $h$ | number of query heads | 32 |
 # | $h_{kv}$ | number of key/value heads ($h_{kv} < h$: grouped-query attention) | 32 |
 # | $d$ | width of one head, $D = h\,d$ for most models | 128 |
-# | $F$ | hidden width of the feed-forward network, `d_ff` | 11008 |
+# | $D_{\text{ff}}$ | hidden width of the feed-forward network, `d_ff` | 11008 |
 # | $V$ | vocabulary size | 32000 |
 # | $N$ | sequence length (tokens in the context) | up to 4096 |
 # | $P$ | number of parameters | 6.74 B |
 # | $S$, $G$ | prompt tokens, generated tokens | |
+# | $b$ | bytes per element (2 in fp16, 4 in fp32) | 2 |
+# | $\Pi$, $\beta$ | peak compute rate (FLOP/s), memory bandwidth (B/s) of a machine | |
 #
 # The code below uses a GPU when one is present and the CPU otherwise; every measured number
 # is printed by the cell that measured it, so what you read in the outputs is your machine.
@@ -125,16 +127,16 @@ print(f"device: {device}; torch {torch.__version__}")
 # models use GQA.
 #
 # **Feed-forward network.** Llama uses the gated SwiGLU form [Shazeer, 2020]: two matrices
-# expand the token from $D$ to $F$, one of them goes through the SiLU nonlinearity and gates
+# expand the token from $D$ to $D_{\text{ff}}$, one of them goes through the SiLU nonlinearity and gates
 # the other element by element, and a third matrix projects back to $D$:
 #
 # $$
 # \operatorname{FFN}(x) = \big(\operatorname{SiLU}(x W_{\text{gate}}) \odot x W_{\text{up}}\big)\, W_{\text{down}},
-# \qquad W_{\text{gate}}, W_{\text{up}} \in \mathbb{R}^{D\times F},\; W_{\text{down}} \in \mathbb{R}^{F \times D}.
+# \qquad W_{\text{gate}}, W_{\text{up}} \in \mathbb{R}^{D\times D_{\text{ff}}},\; W_{\text{down}} \in \mathbb{R}^{D_{\text{ff}} \times D}.
 # $$
 #
-# Llama 2 7B expands $D = 4096$ to $F = 11008$ and projects back. GPT-2 and OPT use the older
-# two-matrix MLP with $F = 4D$; the catalog in `llmperf` knows both.
+# Llama 2 7B expands $D = 4096$ to $D_{\text{ff}} = 11008$ and projects back. GPT-2 and OPT use the older
+# two-matrix MLP with $D_{\text{ff}} = 4D$; the catalog in `llmperf` knows both.
 #
 # Everything that follows in this book rests on one observation about these formulas: apart
 # from the two products $QK^\top$ and $PV$ inside attention, **every multiplication is a token
@@ -156,20 +158,20 @@ print(f"q_dim = h*d = {ref.q_dim}, kv_dim = h_kv*d = {ref.kv_dim}, "
 # From the formulas of §1.1 we can write down the shape of every tensor in one block before
 # running anything. With a batch of $B$ sequences of $N$ tokens, the residual stream is
 # $(B, N, D)$; the queries split into $h$ heads of width $d$; keys and values into $h_{kv}$
-# heads; the attention scores are $(B, h, N, N)$; the FFN's hidden activation is $(B, N, F)$.
+# heads; the attention scores are $(B, h, N, N)$; the FFN's hidden activation is $(B, N, D_{\text{ff}})$.
 # The cell below lists those predictions; the next one builds the model, runs a batch through
 # it and records what each submodule of the first block actually produced.
 
 # %%
 B, N = 2, 16
-D, h, hkv, d, F = ref.d_model, ref.n_heads, ref.n_kv_heads, ref.d_head, ref.d_ff
+D, h, hkv, d, D_ff = ref.d_model, ref.n_heads, ref.n_kv_heads, ref.d_head, ref.d_ff
 expected = {
     "input to the block (residual stream)": (B, N, D),
     "queries, split into heads": (B, N, h, d),
     "keys and values, split into heads": (B, N, hkv, d),
     "attention scores S and probabilities P": (B, h, N, N),
     "attention output before W_O": (B, N, h * d),
-    "FFN hidden (after gate * up)": (B, N, F),
+    "FFN hidden (after gate * up)": (B, N, D_ff),
     "output of the block": (B, N, D),
     "logits": (B, N, ref.vocab_size),
 }
@@ -219,16 +221,19 @@ assert seen["logits"] == expected["logits"]
 #
 # - The residual stream keeps its shape $(B, N, D)$ from the embedding to the last block: each
 #   half of a block reads it and adds an update of the same shape.
-# - The implementation fuses $W_Q$, $W_K$ and $W_V$ into one matrix of $D + 2h_256d$ columns
-#   (here 512 + 2 × 256), and $W_{\text{gate}}$, $W_{\text{up}}$ into one of $2F$ columns. One
+# - The implementation fuses $W_Q$, $W_K$ and $W_V$ into one matrix of $h\,d + 2\,h_{kv} d$
+#   columns (here $512 + 2 \times 256$), and $W_{\text{gate}}$, $W_{\text{up}}$ into one of
+#   $2D_{\text{ff}}$ columns. One
 #   large product is faster than three small ones and gives the same numbers; the parameter count
 #   does not change. The output is then split and reshaped into heads.
 # - The scores $S$ and probabilities $P$ of shape $(B, h, N, N)$ never appear: PyTorch's
 #   `scaled_dot_product_attention` computes attention in one call and, on most devices, never
 #   stores the $N \times N$ matrices in full. The lecture's standard algorithm does store them;
 #   chapter 4 shows why that matters and chapter 6 how tiled attention avoids it.
-# - The hidden width of the FFN, $F$ = 1408, is the widest activation inside a block, and the
-#   logits ($V$ = 8000 per token) the widest in the model.
+# - The widest activation inside a block is the output of the fused gate/up projection,
+#   $2D_{\text{ff}}$ = 2816 columns per token; after the gating the FFN's hidden activation is
+#   $D_{\text{ff}}$ = 1408 wide, still wider than the stream. The logits ($V$ = 8000 per token)
+#   are the widest activation in the model.
 
 # %% [markdown]
 # ## 1.3 Counting parameters
@@ -241,21 +246,21 @@ assert seen["logits"] == expected["logits"]
 # \;\overset{h_{kv}=h,\; hd = D}{=}\; 4D^2 ,
 # $$
 #
-# the SwiGLU FFN holds three matrices, $P_{\text{ffn}} = 3DF$, and the two RMSNorms hold $2D$.
+# the SwiGLU FFN holds three matrices, $P_{\text{ffn}} = 3D\,D_{\text{ff}}$, and the two RMSNorms hold $2D$.
 # Outside the layers there are the embedding table ($VD$), the final norm ($D$) and the LM head
 # ($VD$, unless it is *tied* to the embedding and shares its storage, as in GPT-2 and OPT).
-# Altogether
+# Altogether, for an untied model such as Llama,
 #
 # $$
-# P = L\,\big(P_{\text{attn}} + 3DF + 2D\big) + D + 2VD .
+# P = L\,\big(P_{\text{attn}} + 3D\,D_{\text{ff}} + 2D\big) + D + 2VD ,
 # $$
 #
-# For Llama 2 7B, by hand:
+# and $VD$ less for a tied one. For Llama 2 7B, by hand:
 
 # %%
-L_, D_, F_, V_ = llama.n_layers, llama.d_model, llama.d_ff, llama.vocab_size
+L_, D_, Dff_, V_ = llama.n_layers, llama.d_model, llama.d_ff, llama.vocab_size
 attn = 4 * D_ * D_
-ffn = 3 * D_ * F_
+ffn = 3 * D_ * Dff_
 norms = 2 * D_
 by_hand = L_ * (attn + ffn + norms) + D_ + 2 * V_ * D_
 print(f"attention per layer {attn:>13,}")
@@ -269,7 +274,7 @@ assert llama.param_breakdown() == {"embedding": V_ * D_, "attention": L_ * attn,
                                    "norms": L_ * norms + D_, "lm_head": V_ * D_}
 
 # %% [markdown]
-# **Takeaway: Llama 2 7B has $32\,(4D^2 + 3DF + 2D) + D + 2VD = 6{,}738{,}415{,}616$ parameters,
+# **Takeaway: Llama 2 7B has $32\,(4D^2 + 3D\,D_{\text{ff}} + 2D) + D + 2VD = 6{,}738{,}415{,}616$ parameters,
 # and two thirds of them sit in the FFN.**
 #
 # A formula checked against another formula proves little if both share a mistake. The
@@ -344,7 +349,7 @@ for n, row in zip(names, shares):
 #
 # Three design choices move the bars. *Grouped-query attention* shrinks $W_K$ and $W_V$ by
 # $h/h_{kv}$, which is why Mistral 7B and Llama 3 8B spend a smaller share on attention than
-# Llama 2 7B. A *wider FFN* ($F/D$ = 3.5 for Mistral against 2.7 for Llama 2) moves weight
+# Llama 2 7B. A *wider FFN* ($D_{\text{ff}}/D$ = 3.5 for Mistral against 2.7 for Llama 2) moves weight
 # into the FFN. *Mixture of experts* multiplies the FFN without multiplying the work per token.
 # The table printed under the figure gives the exact shares.
 
@@ -363,7 +368,7 @@ for n, row in zip(names, shares):
 #   new token attending to $N$ earlier ones, each of the $h$ heads does $2Nd$ FLOPs for the
 #   scores and $2Nd$ for the weighted sum of values.
 #
-# Write $P_{\text{layers}} = L(P_{\text{attn}} + 3DF + 2D)$ for the parameters inside the blocks.
+# Write $P_{\text{layers}} = L(P_{\text{attn}} + 3D\,D_{\text{ff}} + 2D)$ for the parameters inside the blocks.
 # Adding the norms, the softmax and the other element-wise work (a few FLOPs per element, small
 # beside the matrix products) gives the cost of one token at context length $N$:
 #
@@ -430,14 +435,30 @@ plt.show()
 # tokens), late for Llama 2 70B, whose grouped-query attention does not reduce attention FLOPs
 # but whose weights grow faster than $LD$.
 #
-# **Takeaway: a forward pass costs $2(P - VD)$ FLOPs per token plus $4LNhd$ for attention; the
+# **Takeaway: a forward pass costs $2P_{\text{layers}} + 2VD$ FLOPs per token plus $4LNhd$ for
+# attention (that is $2(P - VD) + 4LNhd$ with untied embeddings, $2P + 4LNhd$ with tied ones); the
 # "$2P$" rule holds while $N$ is well below $P/(2LD)$.**
 #
-# A prefill of $N$ prompt tokens processes all of them at once. Token $i$ attends to $i$
-# earlier positions, so with causal skipping the attention work is $\sum_i 4Lid \cdot h \approx 2LN^2hd$,
-# half of what the standard algorithm computes, since it fills the whole $N \times N$ score
-# matrix and masks afterwards. `lp.layer_costs` counts the standard algorithm, as the lecture
-# does.
+# A prefill of $N$ prompt tokens processes all of them at once. Token $i$ attends to positions
+# $1, \dots, i$, so a kernel that skips the masked scores does $\sum_i 4Lid \cdot h =
+# 2LN(N+1)hd \approx 2LN^2hd$ FLOPs of attention products, half of what the standard algorithm
+# computes, since it fills the whole $N \times N$ score matrix and masks afterwards.
+# `lp.layer_costs` counts the standard algorithm by default, as the lecture does;
+# `attention="fused"` counts one fused causal kernel instead (scores and probabilities stay on
+# chip, masked pairs are skipped). The next cell checks the half against the library.
+
+# %%
+N_ = 2048
+standard = lp.layer_costs(llama, "prefill", 1, N_)
+fused = lp.layer_costs(llama, "prefill", 1, N_, attention="fused")
+by_hand = 2 * llama.n_layers * N_ * (N_ + 1) * llama.q_dim  # 2 L N (N+1) h d
+products = standard["qk"].flops + standard["sv"].flops
+print(f"N = {N_}: standard QK^T + PV {products:.3e} FLOP, causal by hand {by_hand:.3e} FLOP, "
+      f"ratio {by_hand / products:.4f}")
+print(f"fused causal kernel (llmperf, with the softmax) {fused['attention'].flops:.3e} FLOP")
+assert by_hand == 4 * llama.n_layers * llama.n_heads * llama.d_head * lp.attended_pairs(N_, N_, causal=True)
+assert abs(by_hand / products - 0.5) < 1e-3
+assert abs(fused["attention"].flops / by_hand - 1) < 0.01  # the rest is the softmax
 
 # %% [markdown]
 # ## 1.6 Predict, then measure: prefill time from FLOPs
@@ -457,28 +478,34 @@ print(f"{host.name}: {lp.format_flop_rate(host.peak(dtype))} in {dtype}, "
       f"{lp.format_bandwidth(host.mem_bandwidth)}")
 
 # %% [markdown]
-# **Prediction.** A prefill of $S$ tokens of `ref-small` costs
-# $C = 2P_{\text{layers}}S + 2VD + 4LS^2hd$ FLOPs (the LM head for the last position only, the
-# standard attention's full $S \times S$ scores), so if it ran at the measured peak it would take
-# $C/\Pi$ seconds. **Measurement.** `measure_prefill` times one forward pass over $S$ random
-# tokens, the median of a few runs after a warm-up.
+# **Prediction.** The reference model runs the attention of a prefill as one fused causal
+# kernel (`scaled_dot_product_attention`), so the prediction counts attention that way, with
+# `attention=ATTENTION_KERNEL["prefill"]`: a prefill of $S$ tokens of `ref-small` costs about
+# $C = 2P_{\text{layers}}S + 2VD + 2LS(S+1)hd$ FLOPs (the LM head for the last position only),
+# and if it ran at the measured peak it would take $C/\Pi$ seconds. (The lecture's standard
+# algorithm stays the count for the A10 analysis of §1.7.) **Measurement.** `measure_prefill`
+# times one forward pass over $S$ random tokens, nine times after a warm-up, and reports the
+# median, which a busy machine disturbs less than the mean. The `Measurement` it returns counts
+# the same work (asserted below) and gives the achieved rate, `flops_per_s`, as FLOPs over the
+# median time.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
+from llmperf.transformer import ATTENTION_KERNEL
+
 lengths = [8, 32, 128, 384]
 prefill_model = Transformer(ref, device=device, max_seq_len=max(lengths), seed=0)
-predicted, measured, flops = [], [], []
-for S in lengths:
-    c = lp.layer_costs(ref, "prefill", batch=1, seq_len=S, dtype=dtype, accelerator=host).total.flops
-    m = measure_prefill(prefill_model, S, repeat=3)
-    assert m.cost.flops == c  # the measurement counts the same work
-    flops.append(c)
-    predicted.append(c / host.peak(dtype))
-    measured.append(m.timing.median_s)
+flops = [lp.layer_costs(ref, "prefill", batch=1, seq_len=S, dtype=dtype, accelerator=host,
+                        attention=ATTENTION_KERNEL["prefill"]).total.flops for S in lengths]
+predicted = [c / host.peak(dtype) for c in flops]
+runs = [measure_prefill(prefill_model, S, repeat=9) for S in lengths]
+assert all(m.cost.flops == c for m, c in zip(runs, flops))  # the measurement counts the same work
+measured = [m.timing.median_s for m in runs]
+achieved = [m.flops_per_s for m in runs]
 print(f"{'S':>5}{'FLOP':>12}{'predicted':>12}{'measured':>12}{'meas/pred':>11}{'achieved':>16}")
-for S, c, p, t in zip(lengths, flops, predicted, measured):
+for S, c, p, t, rate in zip(lengths, flops, predicted, measured, achieved):
     print(f"{S:>5}{c:>12.3e}{p * 1e3:>10.2f}ms{t * 1e3:>10.2f}ms{t / p:>11.2f}"
-          f"{lp.format_flop_rate(c / t):>16}")
+          f"{lp.format_flop_rate(rate):>16}")
 
 # %%
 fig, (left, right) = plt.subplots(1, 2, figsize=(9.0, 3.8))
@@ -488,7 +515,7 @@ left.set_title("Prefill of ref-small")
 left.set_xlabel("prompt length S (tokens)")
 left.set_ylabel("time (s)")
 left.legend()
-right.semilogx(lengths, [c / m / host.peak(dtype) for c, m in zip(flops, measured)], "o-")
+right.semilogx(lengths, [rate / host.peak(dtype) for rate in achieved], "o-")
 right.set_ylim(0, 1.05)
 right.set_title("Share of the peak the prefill reaches")
 right.set_xlabel("prompt length S (tokens)")
@@ -501,12 +528,13 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# **Figure 3.** Left: measured prefill time of the reference model and the time its FLOPs would
-# take at the peak rate `measure_host()` found. Right: the achieved arithmetic rate as a share of
+# **Figure 3.** Left: measured prefill time (median) of the reference model and the time its
+# FLOPs, counted with the fused causal attention the model runs, would take at the peak rate
+# `measure_host()` found. Right: the achieved arithmetic rate as a share of
 # that peak. The prediction is a lower bound, and its quality depends on the prompt length. For
 # short prompts the model does little arithmetic per weight it reads (a few tokens share each
 # weight), so memory traffic and fixed per-operator costs, not arithmetic, set the time, and the
-# measured time is many times the prediction. As $S$ grows each weight is reused across more
+# measured time is a large multiple of the prediction. As $S$ grows each weight is reused across more
 # tokens, the matrix products become large enough to keep the arithmetic units busy, and the
 # achieved share rises. It stays below one: the peak was measured on one large square matrix
 # product, while a transformer also runs attention, norms and activations, and products whose
@@ -553,18 +581,18 @@ print(f"A10 ridge point: {a10.ridge_point('fp16'):.1f} FLOP/B")
 # ## Worked problems
 #
 # **Problem 1.** Count the parameters of Llama 2 13B ($L = 40$, $D = 5120$, $h = h_{kv} = 40$,
-# $F = 13824$, $V = 32000$, untied) by hand.
+# $D_{\text{ff}} = 13824$, $V = 32000$, untied) by hand.
 #
 # <details><summary>Answer</summary>
 #
-# Per layer: attention $4D^2 = 104{,}857{,}600$; FFN $3DF = 212{,}336{,}640$; norms
+# Per layer: attention $4D^2 = 104{,}857{,}600$; FFN $3D\,D_{\text{ff}} = 212{,}336{,}640$; norms
 # $2D = 10{,}240$; together $317{,}204{,}480$. Times 40 layers: $12{,}688{,}179{,}200$. Add the
 # final norm ($5{,}120$) and embedding plus LM head ($2VD = 327{,}680{,}000$):
 # $P = 13{,}015{,}864{,}320$, which is `lp.get_model("llama-2-13b").param_count()`.
 #
 # </details>
 #
-# **Problem 2.** Mistral 7B has the shapes of Llama 2 7B except $h_{kv} = 8$ and $F = 14336$.
+# **Problem 2.** Mistral 7B has the shapes of Llama 2 7B except $h_{kv} = 8$ and $D_{\text{ff}} = 14336$.
 # By how much does GQA shrink its attention parameters per layer, and where did the parameters
 # go?
 #
@@ -627,10 +655,11 @@ print(f"Problem 4: GPT-2 at 6,700 cached tokens costs {ratio:.2f} x 2P per token
 # - A decoder-only transformer is an embedding lookup, $L$ identical blocks, a final norm and an
 #   LM head. Each block is a self-attention half and a feed-forward half, each pre-normalised
 #   with RMSNorm and added back to the residual stream.
-# - Parameters: $L(P_{\text{attn}} + 3DF + 2D) + D + 2VD$, with $P_{\text{attn}} = 4D^2$ without
+# - Parameters: $L(P_{\text{attn}} + 3D\,D_{\text{ff}} + 2D) + D + 2VD$, with $P_{\text{attn}} = 4D^2$ without
 #   GQA. For Llama 2 7B this is 6,738,415,616, confirmed by a full-size model built on the `meta`
 #   device. The FFN holds about two thirds; GQA and MoE shift the balance further.
-# - FLOPs per token: $2(P - VD) + 4LNhd$, close to $2P$ until the context approaches $P/(2LD)$.
+# - FLOPs per token: $2P_{\text{layers}} + 2VD + 4LNhd$, which is $2(P - VD) + 4LNhd$ for untied
+#   embeddings and $2P + 4LNhd$ for tied ones; close to $2P$ until the context approaches $P/(2LD)$.
 # - Prefill is a large matrix-matrix workload and approaches the machine's arithmetic rate;
 #   decode multiplies one vector per weight matrix and is limited by memory.
 #

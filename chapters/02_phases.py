@@ -29,7 +29,8 @@
 #   second from the timestamps of a real generation, and draw a request's timeline;
 # - sample the next token greedily, with a temperature, or from the top $k$, reproducibly.
 #
-# Notation follows chapter 1 ($L$, $D$, $P$, $N$, $S$ prompt tokens, $G$ generated tokens). New
+# Notation follows chapter 1 ($L$, $D$, $P$, $N$, $S$ prompt tokens, $G$ generated tokens, $b$
+# bytes per element, $\Pi$ peak FLOP/s, $\beta$ memory bandwidth). New
 # here: $t_i$, the time at which output token $i$ is available ($i = 0, \dots, G-1$), measured
 # from the arrival of the request.
 #
@@ -46,7 +47,7 @@ import torch
 
 import llmperf as lp
 from llmperf.plots import new_axes, use_style
-from llmperf.transformer import Transformer, generate
+from llmperf.transformer import ATTENTION_KERNEL, Generation, Transformer, generate
 
 use_style()
 torch.manual_seed(0)
@@ -72,11 +73,12 @@ print(f"device: {device}; torch {torch.__version__}")
 # **Autoregression** then repeats: append the chosen token, run the model on it, sample the
 # next. Step $j$ cannot begin before step $j-1$ has chosen its token, because that token is
 # step $j$'s input. With a KV cache (the subject of chapter 3) each step processes a single new
-# token against the $S + j$ cached keys and values. Generating $G$ tokens thus takes one
-# prefill and $G - 1$ decode steps:
+# token: step $j$ attends to the $S + j - 1$ keys and values already cached (the prompt and the
+# $j - 1$ tokens fed back before it) plus its own. Writing $T_{\text{step}}(N)$ for a step with
+# $N$ cached tokens, generating $G$ tokens takes one prefill and $G - 1$ decode steps:
 #
 # $$
-# T_{\text{request}} = T_{\text{prefill}}(S) + \sum_{j=1}^{G-1} T_{\text{step}}(S + j) .
+# T_{\text{request}} = T_{\text{prefill}}(S) + \sum_{j=1}^{G-1} T_{\text{step}}(S + j - 1) .
 # $$
 #
 # The cell below checks the definition on the reference model: the first token `generate`
@@ -130,7 +132,9 @@ print(f"a decode step costs as much time as a prefill of "
 #
 # To make the same predictions for your machine, we need its $\Pi$ and $\beta$. `measure_host()`
 # measures them, with a large matrix multiplication and a large copy, and returns an
-# `Accelerator` that every `llmperf` calculator accepts.
+# `Accelerator` that every `llmperf` calculator accepts. `lp.critical_batch_size` then gives the
+# number of tokens per pass from which the FFN's weight products turn compute bound on it (for a
+# $b$-byte format, about the ridge point $\Pi/\beta$ times $b/2$).
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -140,35 +144,40 @@ host = measure_host(dtypes=("fp32",), device=device, progress=False)
 dtype = "fp32"
 print(f"{host.name}: {lp.format_flop_rate(host.peak(dtype))} ({dtype}), "
       f"{lp.format_bandwidth(host.mem_bandwidth)}, ridge point {host.ridge_point(dtype):.1f} FLOP/B")
-bytes_per_weight = lp.bytes_per_element(dtype)
-print(f"weight products turn compute bound beyond about "
-      f"{host.ridge_point(dtype) * bytes_per_weight / 2:.0f} tokens per pass")
+print(f"FFN weight products turn compute bound from about "
+      f"{lp.critical_batch_size(ref, host, dtype=dtype)} tokens per pass")
 
 # %% [markdown]
 # ## 2.2 Prefill time against prompt length
 #
 # **Prediction.** `lp.prefill_time(ref, host, S)` sums the roofline time of every operator of a
-# prefill of $S$ tokens on the measured machine. For short prompts the weights dominate the
+# prefill of $S$ tokens on the measured machine. The reference model runs a prefill's attention
+# as one fused causal kernel, so the prediction counts it that way
+# (`attention=ATTENTION_KERNEL["prefill"]`, which is also what `Measurement.predicted_s` uses);
+# the lecture's standard algorithm stays the count for the A10 analysis above. For short prompts the weights dominate the
 # traffic and the work is small, so the predicted time is nearly flat. A weight matrix read once
 # and applied to $S$ tokens does $2S$ FLOPs per $b$ bytes, so once $S$ exceeds the ridge point
 # times $b/2$ (printed above) the products become compute bound and the time grows in proportion
-# to $S$; for long prompts the $N^2$ attention term adds curvature.
+# to $S$; for long prompts the $S^2$ attention term adds curvature.
 #
 # **Measurement.** `measure_prefill` times one forward pass over a random prompt of each length,
-# the median of several runs after a warm-up.
+# nine times after a warm-up; the table and the figure use the median, which a few runs disturbed
+# by other programs do not move. The achieved rate is the `Measurement`'s `flops_per_s`: the
+# FLOPs of the same step over that median.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 prompt_lens = [1, 8, 64, 256, 512]
-prefill_pred, prefill_meas = [], []
-for n in prompt_lens:
-    m = measure_prefill(model, n, repeat=3)
-    prefill_meas.append(m.timing.median_s)
-    prefill_pred.append(lp.prefill_time(ref, host, n, dtype=dtype))
+prefill_pred = [lp.prefill_time(ref, host, n, dtype=dtype, attention=ATTENTION_KERNEL["prefill"])
+                for n in prompt_lens]
+prefill_runs = [measure_prefill(model, n, repeat=9) for n in prompt_lens]
+assert all(m.predicted_s(host) == p for m, p in zip(prefill_runs, prefill_pred))  # the same work
+prefill_meas = [m.timing.median_s for m in prefill_runs]
 print(f"{'S':>6}{'predicted':>12}{'measured':>12}{'meas/pred':>11}{'tokens/s':>11}{'GFLOP/s':>9}")
-for n, p, m in zip(prompt_lens, prefill_pred, prefill_meas):
-    flops = lp.layer_costs(ref, "prefill", 1, n, dtype=dtype, accelerator=host).total.flops
-    print(f"{n:>6}{p * 1e3:>10.2f}ms{m * 1e3:>10.2f}ms{m / p:>11.2f}{n / m:>11.0f}{flops / m / 1e9:>9.1f}")
+for n, p, m in zip(prompt_lens, prefill_pred, prefill_runs):
+    t = m.timing.median_s
+    print(f"{n:>6}{p * 1e3:>10.2f}ms{t * 1e3:>10.2f}ms{t / p:>11.2f}{m.tokens_per_s:>11.0f}"
+          f"{m.flops_per_s / 1e9:>9.1f}")
 
 # %%
 ax = new_axes("Prefill time against prompt length (ref-small)", "prompt length S (tokens)",
@@ -213,24 +222,28 @@ plt.show()
 # $$
 #
 # flat in $N$ as long as the KV cache is small beside the weights, rising once it is not.
-# `lp.decode_step_time(ref, host, N)` sums the roofline time of each operator of the step.
+# `lp.decode_step_time(ref, host, N)` sums the roofline time of each operator of the step. In
+# decode the reference model runs attention as two matrix products and a softmax, the standard
+# algorithm (`ATTENTION_KERNEL["decode"]`), so that is what the prediction counts.
 #
 # **Measurement.** For each context length $N$, `measure_decode` times single-token steps at
-# position $N$, attending to the $N$ cached keys and values. Each timed step overwrites the same
-# cache slot, so the context stays at $N$ throughout. (The values in the cache do not matter:
-# they change no FLOP and no byte.)
+# position $N$, attending to the $N$ cached keys and values plus the new token's own. Each timed
+# step overwrites the same cache slot, so the context stays at $N$ throughout. (The values in the
+# cache do not matter: they change no FLOP and no byte.) A step is short, so the cell times 32 of
+# them and takes the median.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 contexts = [16, 128, 512, 1024]
-decode_pred, decode_meas = [], []
-for n in contexts:
-    m = measure_decode(model, n, steps=8)
-    decode_meas.append(m.timing.median_s)
-    decode_pred.append(lp.decode_step_time(ref, host, n, dtype=dtype))
+decode_pred = [lp.decode_step_time(ref, host, n, dtype=dtype, attention=ATTENTION_KERNEL["decode"])
+               for n in contexts]
+decode_runs = [measure_decode(model, n, steps=32) for n in contexts]
+assert all(m.predicted_s(host) == p for m, p in zip(decode_runs, decode_pred))  # the same work
+decode_meas = [m.timing.median_s for m in decode_runs]
 print(f"{'N':>6}{'predicted':>12}{'measured':>12}{'meas/pred':>11}{'tokens/s':>10}")
-for n, p, m in zip(contexts, decode_pred, decode_meas):
-    print(f"{n:>6}{p * 1e3:>10.3f}ms{m * 1e3:>10.3f}ms{m / p:>11.2f}{1 / m:>10.0f}")
+for n, p, m in zip(contexts, decode_pred, decode_runs):
+    t = m.timing.median_s
+    print(f"{n:>6}{p * 1e3:>10.3f}ms{t * 1e3:>10.3f}ms{t / p:>11.2f}{m.tokens_per_s:>10.0f}")
 kv_share = ref.kv_cache_bytes(contexts[-1], dtype=dtype) / ref.weight_bytes(dtype)
 print(f"KV cache at N = {contexts[-1]} is {kv_share:.1%} of the weights' bytes")
 
@@ -249,20 +262,20 @@ plt.show()
 # %% [markdown]
 # **Figure 2.** Time of one decode step against the number of cached tokens, measured and
 # predicted, with the prefill's time *per prompt token* from Figure 1 for comparison. The
-# decode curve is nearly flat: at these context lengths the reference model's KV cache is a
-# small fraction of its weights (printed above), so each step costs about one pass over the
-# weights. The gap between the decode curve and the prefill-per-token curve is the central
+# predicted decode curve is nearly flat, and on a quiet machine so is the measured one: at these
+# context lengths the reference model's KV cache is a small fraction of its weights (printed
+# above), so each step costs about one pass over the weights. The gap between the decode curve and the prefill-per-token curve is the central
 # fact of LLM serving: generating a token costs far more time than reading one.
 #
-# The measured step is slower than the prediction for two reasons the roofline leaves out.
-# First, a step of this small model is short, and per-step overhead (Python, the dispatch of
-# each operator, on a GPU the kernel launches) is a visible share of it. Second, the model's
-# weights may fit partly in the processor's caches, in which case the "memory" the step reads
-# from is faster than the DRAM bandwidth `measure_host()` measured; the prediction can then
-# even exceed the measurement. Third, as with the prefill, other programs sharing the processor
-# slow every step; on a CPU each operator splits its work across threads and must wait for the
-# slowest of them, so a busy machine inflates short operators most. Chapter 4 measures decode on
-# a model too large for any cache, where the bandwidth bound is tight.
+# The roofline leaves out effects that push the measured step in both directions. Overheads
+# raise it: a step of this small model is short, so per-step costs (Python, the dispatch of each
+# operator, on a GPU the kernel launches) are a visible share of it; and other programs sharing
+# the processor slow every step, most of all on a CPU, where each operator splits its work
+# across threads and waits for the slowest of them. Cache effects can lower it: the model's
+# weights may fit partly in the processor's caches, and then the "memory" the step reads from is
+# faster than the DRAM bandwidth `measure_host()` measured, so the measurement can come out
+# below the prediction. Which effect wins depends on the machine; chapter 4 measures decode on a
+# model too large for any cache, where the bandwidth bound is tight.
 #
 # **Takeaway: at batch 1 a decode step costs about one read of all weights, nearly independent of
 # the context until the KV cache grows comparable with the weights.**
@@ -286,7 +299,10 @@ plt.show()
 #
 # The end-to-end latency is $t_{G-1} = \text{TTFT} + (G - 1)\,\text{TPOT}$. `generate` records
 # $t_i$ for every token, synchronising a GPU before each stamp so the stamp is when the token
-# really exists. We generate 32 tokens after a 256-token prompt and read the timestamps.
+# really exists. We generate 32 tokens after a 256-token prompt and read the timestamps. The
+# prediction beside them counts each phase with the attention kernel the model runs in it: a
+# fused causal prefill for the TTFT, standard decode steps (each with $S + j - 1$ cached tokens)
+# for the rest.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -298,7 +314,11 @@ t = np.array(run.timestamps_s)
 ttft = t[0]
 tpot = (t[-1] - t[0]) / (G - 1)
 assert abs(ttft - run.ttft_s) < 1e-12 and abs(tpot - run.tpot_s) < 1e-12
-pred = lp.roofline_latency(ref, host, prompt_tokens=S, output_tokens=G, dtype=dtype)
+steps = lp.roofline_latency(ref, host, prompt_tokens=S, output_tokens=G, dtype=dtype,
+                            attention=ATTENTION_KERNEL["decode"])
+pred = lp.LatencyEstimate(lp.prefill_time(ref, host, S, dtype=dtype,
+                                          attention=ATTENTION_KERNEL["prefill"]),
+                          steps.decode_s, G)
 print(f"{'':<22}{'predicted':>12}{'measured':>12}{'meas/pred':>11}")
 for name, p, m in (("TTFT", pred.ttft_s, ttft), ("TPOT", pred.tpot_s, tpot),
                    ("end-to-end", pred.total_s, t[-1])):
@@ -307,8 +327,10 @@ print(f"tokens/s of this request: {G / t[-1]:.0f}; steady decode rate 1/TPOT: {1
 
 # %%
 gaps = np.diff(np.concatenate([[0.0], t]))
-pred_stamps = pred.ttft_s + np.concatenate([[0.0], np.cumsum(
-    [lp.decode_step_time(ref, host, S + j, dtype=dtype) for j in range(G - 1)])])
+pred_stamps = pred.ttft_s + np.concatenate([[0.0], np.cumsum(  # step j: S + j - 1 cached tokens
+    [lp.decode_step_time(ref, host, S + j - 1, dtype=dtype, attention=ATTENTION_KERNEL["decode"])
+     for j in range(1, G)])])
+assert abs(pred_stamps[-1] / pred.total_s - 1) < 1e-9
 fig, (top, bottom) = plt.subplots(2, 1, figsize=(8.0, 5.0), gridspec_kw={"height_ratios": [1, 2]})
 for row, stamps in ((1.2, t), (0.0, pred_stamps)):
     top.broken_barh([(0, stamps[0])], (row, 1), color="C1")
@@ -510,6 +532,8 @@ plt.show()
 # %%
 # The worked problems' numbers, from llmperf.
 t1 = [0.42, 0.47, 0.52, 0.58, 0.63]
+record = Generation(torch.zeros(1, len(t1), dtype=torch.long), t1, (1,))  # what generate returns
+assert record.ttft_s == t1[0] and abs(record.tpot_s - (t1[-1] - t1[0]) / (len(t1) - 1)) < 1e-15
 print(f"Problem 1: TTFT {t1[0]} s, TPOT {(t1[-1] - t1[0]) / (len(t1) - 1):.4f} s, "
       f"{len(t1) / t1[-1]:.1f} tokens/s")
 e2 = lp.simple_latency(llama, a10, 350, 150)

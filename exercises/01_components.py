@@ -18,7 +18,7 @@
 # question itself (for example `param_count()` in question 2): the point is to derive it.
 #
 # Notation as in the chapter: $L$ layers, width $D$, $h$ query heads and $h_{kv}$ key/value heads
-# of width $d$, FFN width $F$, vocabulary $V$, context $N$.
+# of width $d$, FFN width $D_{\text{ff}}$, vocabulary $V$, context $N$.
 
 # %%
 import math
