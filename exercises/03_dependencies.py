@@ -98,8 +98,11 @@ question("kv_cache_full_context", points=2,
 # An accelerator of `capacity_bytes` holds the weights (`weight_bytes`) and the
 # KV state of every token in flight, `kv_bytes_per_token` each. Return the largest
 # number of tokens of context (over all requests together) that fit, and 0 when
-# the weights alone do not. For Llama 2 7B on a 24 GB A10, this is about 20,000
-# tokens: fewer than five sequences of 4096.
+# the weights alone do not. The A10's datasheet says 24 GB, and memory sizes are
+# binary, so that is 24 GiB (`24 * 2**30` bytes): for Llama 2 7B, about 23,000
+# tokens, between five and six sequences of 4096. The driver keeps part of it:
+# `nvidia-smi` reports 23,028 MiB, which leaves room for about 20,000 tokens,
+# fewer than five sequences.
 
 # %%
 def max_context_tokens(capacity_bytes, weight_bytes, kv_bytes_per_token):
@@ -114,14 +117,27 @@ def max_context_tokens(capacity_bytes, weight_bytes, kv_bytes_per_token):
 
 # %%
 _llama = lp.get_model("llama-2-7b")
+_fp16 = (_llama.weight_bytes("fp16"), _llama.kv_bytes_per_token("fp16"))
+_a10 = lp.get_accelerator("A10")
+
+
+def _tokens_that_fit(capacity, weights, per_token):
+    return max(0, math.floor((capacity - weights) / per_token))
+
+
+# The same count as the library's, for sequences of one token:
+assert _tokens_that_fit(_a10.mem_capacity, *_fp16) == lp.max_batch_size(_llama, _a10, 1)
 question("max_context_tokens", points=1,
-         visible=[(24e9, _llama.weight_bytes("fp16"), _llama.kv_bytes_per_token("fp16"))],
-         hidden=[(80e9, lp.get_model("llama-3-8b").weight_bytes("fp16"),
+         visible=[(_a10.mem_capacity, *_fp16),  # 24 GiB
+                  (23_028 * lp.MiB, *_fp16)],  # what nvidia-smi reports on an A10
+         hidden=[(lp.get_accelerator("A100 SXM 80GB").mem_capacity,
+                  lp.get_model("llama-3-8b").weight_bytes("fp16"),
                   lp.get_model("llama-3-8b").kv_bytes_per_token("fp16")),
-                 (16e9, _llama.weight_bytes("fp16"), _llama.kv_bytes_per_token("fp16")),
+                 (lp.get_accelerator("T4").mem_capacity, *_fp16),
                  (24e9, _llama.weight_bytes("int8"), _llama.kv_bytes_per_token("fp16")),
+                 (12 * lp.GiB, *_fp16),
                  (1000, 200, 3)],
-         reference=lambda cap, w, kv: max(0, math.floor((cap - w) / kv)))
+         reference=_tokens_that_fit)
 
 # %% [markdown]
 # ## Question 4: write the KV cache update (2 points)
