@@ -13,11 +13,13 @@ are stored (in, out), the transpose of nn.Linear's layout: see `Linear`.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -82,6 +84,32 @@ def check_supported(config: ModelConfig) -> None:
 ATTENTION_KERNEL = {"prefill": "fused", "decode": "standard"}
 
 
+class _CpuGemv:
+    """Whether single-row fp32 matmuls on the CPU go to NumPy's BLAS right now.
+
+    Batch-1 decode on a CPU is a chain of matrix-vector products bound by reading the
+    weights. On some CPUs the matrix-vector kernel PyTorch calls streams weights well
+    below the memory's bandwidth while NumPy's OpenBLAS kernel reaches it
+    (benchmarks/decode_bandwidth.py measures both). The two libraries' thread pools
+    compete for cores, so PyTorch is held to one thread while this is on; see
+    `Transformer(cpu_gemv=...)`.
+    """
+
+    active = False
+
+
+@contextlib.contextmanager
+def _numpy_gemv() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    _CpuGemv.active = True
+    try:
+        yield
+    finally:
+        _CpuGemv.active = False
+        torch.set_num_threads(threads)
+
+
 class Linear(nn.Module):
     """y = x W (+ b) with W stored (in_features, out_features).
 
@@ -96,7 +124,10 @@ class Linear(nn.Module):
         self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = x @ self.weight
+        if _CpuGemv.active:  # one fp32 row on the CPU, no autograd: zero-copy NumPy views
+            y = torch.from_numpy(np.matmul(x.numpy(), self.weight.numpy()))
+        else:
+            y = x @ self.weight
         return y if self.bias is None else y + self.bias
 
 
@@ -285,7 +316,7 @@ class Transformer(nn.Module):
 
     def __init__(self, config: ModelConfig | str, device: str | torch.device = "cpu",
                  dtype: str | torch.dtype = torch.float32, max_batch: int = 1,
-                 max_seq_len: int | None = None, seed: int = 0) -> None:
+                 max_seq_len: int | None = None, seed: int = 0, cpu_gemv: bool = True) -> None:
         super().__init__()
         cfg = get_model(config)
         check_supported(cfg)
@@ -295,6 +326,8 @@ class Transformer(nn.Module):
         max_seq_len = cfg.max_seq_len if max_seq_len is None else max_seq_len
         check_positive("max_seq_len", max_seq_len, integer=True)
         self.config, self.max_batch, self.max_seq_len = cfg, int(max_batch), int(max_seq_len)
+        # Batch-1 fp32 decode on the CPU through NumPy's matrix-vector kernel (see _CpuGemv).
+        self.cpu_gemv = bool(cpu_gemv)
         with torch.device("meta"):  # shapes first; memory once, on the target device
             self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.d_model)
             self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
@@ -404,6 +437,14 @@ class Transformer(nn.Module):
         if lo < 0 or hi >= self.config.vocab_size:
             raise ValueError(f"tokens must be ids in [0, {self.config.vocab_size}), got [{int(lo)}, {int(hi)}]")
         tokens = tokens.to(self.device)
+        if (self.cpu_gemv and tokens.numel() == 1 and self.device.type == "cpu"
+                and self.dtype == torch.float32 and not torch.is_grad_enabled()):
+            with _numpy_gemv():
+                return self._forward(tokens, start_pos, use_cache, last_only, lengths)
+        return self._forward(tokens, start_pos, use_cache, last_only, lengths)
+
+    def _forward(self, tokens: torch.Tensor, start_pos: int | torch.Tensor, use_cache: bool,
+                 last_only: bool, lengths: torch.Tensor | None) -> torch.Tensor:
         step = self._step(tokens, start_pos, use_cache)
         cos, sin = self.rope(step.positions)
         x = self.tok_embeddings(tokens)

@@ -200,3 +200,19 @@ def test_kv_cache_bytes_match_the_analytic_size():
     cfg = lp.get_model("ref-tiny")
     model = Transformer(cfg, max_batch=3, max_seq_len=40)
     assert model.kv_cache_bytes() == cfg.kv_cache_bytes(tokens=40, batch=3, dtype="fp32")
+
+
+@pytest.mark.parametrize("name", ["ref-tiny", "ref-moe-tiny"])
+def test_cpu_gemv_path_gives_the_same_decode_logits(name):
+    fast = Transformer(name, max_seq_len=32, seed=3, cpu_gemv=True)
+    plain = Transformer(name, max_seq_len=32, seed=3, cpu_gemv=False)
+    prompt = torch.randint(0, fast.config.vocab_size, (1, 10), generator=torch.Generator().manual_seed(0))
+    threads = torch.get_num_threads()
+    with torch.inference_mode():
+        for model in (fast, plain):
+            model(prompt, 0)
+        a = fast(prompt[:, -1:], 10)
+        b = plain(prompt[:, -1:], 10)
+    assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
+    assert torch.get_num_threads() == threads  # the thread count is restored
+    assert generate(fast, prompt[0].tolist(), 6).tokens.tolist() == generate(plain, prompt[0].tolist(), 6).tokens.tolist()
