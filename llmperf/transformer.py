@@ -91,8 +91,11 @@ class _CpuGemv:
     weights. On some CPUs the matrix-vector kernel PyTorch calls streams weights well
     below the memory's bandwidth while NumPy's OpenBLAS kernel reaches it
     (benchmarks/decode_bandwidth.py measures both). The two libraries' thread pools
-    compete for cores, so PyTorch is held to one thread while this is on; see
-    `Transformer(cpu_gemv=...)`.
+    compete for cores, so PyTorch is held to one thread while this is on. OpenBLAS's
+    workers also keep spinning for up to about 0.1 s after each call, which slows
+    whatever PyTorch runs next (a prefill right after decoding, for one) unless
+    OPENBLAS_THREAD_TIMEOUT=4 was set before NumPy was first imported. Hence it is
+    off by default; see `Transformer(cpu_gemv=...)`.
     """
 
     active = False
@@ -316,7 +319,7 @@ class Transformer(nn.Module):
 
     def __init__(self, config: ModelConfig | str, device: str | torch.device = "cpu",
                  dtype: str | torch.dtype = torch.float32, max_batch: int = 1,
-                 max_seq_len: int | None = None, seed: int = 0, cpu_gemv: bool = True) -> None:
+                 max_seq_len: int | None = None, seed: int = 0, cpu_gemv: bool = False) -> None:
         super().__init__()
         cfg = get_model(config)
         check_supported(cfg)
@@ -326,7 +329,7 @@ class Transformer(nn.Module):
         max_seq_len = cfg.max_seq_len if max_seq_len is None else max_seq_len
         check_positive("max_seq_len", max_seq_len, integer=True)
         self.config, self.max_batch, self.max_seq_len = cfg, int(max_batch), int(max_seq_len)
-        # Batch-1 fp32 decode on the CPU through NumPy's matrix-vector kernel (see _CpuGemv).
+        # Opt-in: batch-1 fp32 decode on the CPU through NumPy's matrix-vector kernel (_CpuGemv).
         self.cpu_gemv = bool(cpu_gemv)
         with torch.device("meta"):  # shapes first; memory once, on the target device
             self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.d_model)
