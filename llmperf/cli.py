@@ -66,6 +66,8 @@ def _grade(args) -> int:
 
     limits = Limits(cell_timeout_s=args.cell_timeout, question_timeout_s=args.timeout,
                     memory_mb=args.memory_mb)
+    if not args.path.exists():
+        raise ValueError(f"SUBMISSION {args.path}: no such file or folder")
     if args.path.is_dir():
         paths = submissions_in(args.path)
         if args.results:
@@ -97,23 +99,35 @@ def _nothing_found(folder: Path):
 def _estimate(args) -> int:
     import llmperf as lp
 
-    simple = lp.simple_latency(args.model, args.accelerator, args.prompt, args.output, args.dtype)
-    roof = lp.roofline_latency(args.model, args.accelerator, args.prompt, args.output, args.batch,
-                               args.dtype)
-    print(f"{args.model} on {lp.get_accelerator(args.accelerator).name}, {args.prompt} prompt "
-          f"tokens, {args.output} output tokens, {args.dtype}, batch {args.batch}")
-    print(f"{'model':<10}{'prefill':>12}{'decode':>12}{'total':>12}{'per token':>12}")
+    model, acc = lp.get_model(args.model), lp.get_accelerator(args.accelerator)
+    simple = lp.simple_latency(model, acc, args.prompt, args.output, args.dtype)
+    roof = lp.roofline_latency(model, acc, args.prompt, args.output, args.batch, args.dtype)
+    print(f"{model.name} on {acc.name}, {args.prompt} prompt tokens, {args.output} output tokens, "
+          f"{args.dtype}, batch {args.batch}")
+    print(f"{'model':<10}{'TTFT':>12}{'decode':>12}{'total':>12}{'TPOT':>12}")
     for label, est in (("simple", simple), ("roofline", roof)):
         print(f"{label:<10}{lp.format_seconds(est.prefill_s):>12}{lp.format_seconds(est.decode_s):>12}"
               f"{lp.format_seconds(est.total_s):>12}{lp.format_seconds(est.tpot_s):>12}")
+    if args.batch > 1:
+        print("the simple model ignores the batch (one request); the roofline model runs all of it")
+    context = args.prompt + args.output - 1
+    if context > model.max_seq_len:
+        print(f"warning: {context} tokens exceed {model.name}'s context of {model.max_seq_len}")
+    fits = lp.max_batch_size(model, acc, context, args.dtype)
+    if fits < args.batch:
+        print(f"warning: does not fit: {acc.name}'s {lp.format_bytes(acc.mem_capacity, binary=True)} "
+              f"hold {fits} such sequence(s) beside the weights, not {args.batch}")
     return 0
 
 
 def _layers(args) -> int:
     import llmperf as lp
 
-    print(lp.layer_costs(args.model, args.phase, args.batch, args.seq_len, args.dtype,
-                         accelerator=args.accelerator).to_text())
+    step = lp.layer_costs(args.model, args.phase, args.batch, args.seq_len, args.dtype,
+                          accelerator=args.accelerator)
+    print(step.to_text())
+    print(f"(each row sums all {lp.get_model(args.model).n_layers} layers where the operator "
+          "is in every layer; times are each operator's roofline)")
     return 0
 
 
@@ -124,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
+    except BrokenPipeError:  # e.g. `llmperf layers ... | head`
+        return 0
     except (ValueError, KeyError, OSError) as err:
         print(f"llmperf {args.command}: {err}", file=sys.stderr)
         return 2

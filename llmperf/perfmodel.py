@@ -23,11 +23,20 @@ from .units import bytes_per_element, check_non_negative, check_positive, normal
 
 @dataclass(frozen=True)
 class LatencyEstimate:
-    """Seconds for one request: prefill (the time to first token) and the decode steps."""
+    """Seconds for one request: prefill (the time to first token) and the decode steps.
+
+    decode_steps defaults to output_tokens - 1 (the prefill yields the first token);
+    the lecture's simple model charges output_tokens steps instead.
+    """
 
     prefill_s: float
     decode_s: float
     output_tokens: int
+    decode_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.decode_steps is None:
+            object.__setattr__(self, "decode_steps", self.output_tokens - 1)
 
     @property
     def total_s(self) -> float:
@@ -40,9 +49,8 @@ class LatencyEstimate:
 
     @property
     def tpot_s(self) -> float:
-        """Mean time per output token after the first (0 when only one token is generated)."""
-        steps = self.output_tokens - 1
-        return self.decode_s / steps if steps > 0 else 0.0
+        """Mean time per decode step (0 when there is none)."""
+        return self.decode_s / self.decode_steps if self.decode_steps > 0 else 0.0
 
 
 def simple_latency(model: ModelConfig | str, accelerator: Accelerator | str, prompt_tokens: int,
@@ -59,7 +67,7 @@ def simple_latency(model: ModelConfig | str, accelerator: Accelerator | str, pro
     params = m.active_param_count()
     prefill_s = prompt_tokens * 2 * params / acc.peak(dtype)
     decode_s = output_tokens * params * bytes_per_element(dtype) / acc.mem_bandwidth
-    return LatencyEstimate(prefill_s, decode_s, output_tokens)
+    return LatencyEstimate(prefill_s, decode_s, output_tokens, decode_steps=output_tokens)
 
 
 def decode_step_time(model: ModelConfig | str, accelerator: Accelerator | str, context: int,

@@ -165,5 +165,8 @@ def _cell_message(nb, index: int, error: str) -> str:
 
 
 def submissions_in(folder: Path) -> list[Path]:
-    """The notebooks in `folder` (not its subfolders), .ipynb and .py, sorted by name."""
-    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix in SUFFIXES)
+    """The notebooks in `folder` (not its subfolders), sorted by name: each .ipynb, and each
+    .py that has no .ipynb of the same name beside it (release writes both)."""
+    files = [p for p in Path(folder).iterdir() if p.is_file() and p.suffix in SUFFIXES]
+    notebooks = {p.stem for p in files if p.suffix == ".ipynb"}
+    return sorted(p for p in files if p.suffix == ".ipynb" or p.stem not in notebooks)
