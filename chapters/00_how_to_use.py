@@ -201,6 +201,8 @@ plt.show()
 # | 2. Phases | how do prefill and token-by-token decoding differ in time? |
 # | 3. State and dependencies | what must be kept between steps, and what waits for what? |
 # | 4. Compute or memory bound | which resource limits each part, and how long does a request take? |
+# | 5. Batching (forthcoming) | how many requests can share a step, and how should they be scheduled? |
+# | 6. Optimizations (forthcoming) | what do the KV cache, MoE, fusion, speculation, quantization, pruning and sparsity buy? |
 #
 # Each chapter ends with worked problems (answers folded away) and points to an
 # exercise notebook in `exercises/` whose questions are graded automatically; see

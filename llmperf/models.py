@@ -271,7 +271,7 @@ CATALOG: tuple[ModelConfig, ...] = (
     _llama("ref-tiny", 2, 128, 4, 2, 352, 512, 512),
     # ref-small: the chapters' default measured model (about 20 M parameters).
     _llama("ref-small", 4, 512, 8, 4, 1408, 8000, 2048),
-    # ref-medium: weights (about 150 M parameters, 0.6 GB in fp32) far beyond any CPU cache,
+    # ref-medium: weights (about 156 M parameters, 0.62 GB in fp32) far beyond any CPU cache,
     # so batch-1 decode is bound by memory bandwidth.
     _llama("ref-medium", 8, 1024, 16, 4, 2816, 32000, 2048),
     # ref-moe-tiny: a small mixture of experts (4 experts, 2 per token).
