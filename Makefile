@@ -7,6 +7,11 @@ BIN    := $(VENV)/bin
 TORCH       ?= torch==2.13.0
 TORCH_INDEX ?=
 STAMP  := $(VENV)/.installed
+# OpenBLAS workers sleep right after each call instead of spinning: lets the reference
+# transformer decode through NumPy's matrix-vector kernel without slowing PyTorch
+# (llmperf.transformer._CpuGemv).
+OPENBLAS_THREAD_TIMEOUT ?= 4
+export OPENBLAS_THREAD_TIMEOUT
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 .PHONY: setup book test lab execute bench clean

@@ -3,10 +3,11 @@
 Bytes per step are those llmperf.layer_costs counts (weights, KV cache, activations),
 so "achieved bandwidth" = bytes / median step time. The host's bandwidth is measured
 again in every round, interleaved with the decode timings, so a busy moment on a shared
-machine hits both sides. The model runs both ways in the same rounds: as it ships
-(PyTorch's kernels) and with the opt-in cpu_gemv=True (batch-1 decode through NumPy's
-matrix-vector kernel: llmperf.transformer._CpuGemv). Also compares the two weight layouts for one
-token's matmuls, and both libraries' matrix-vector kernels over all the weights.
+machine hits both sides. The model runs both ways in the same rounds: with PyTorch's
+kernels (cpu_gemv=False) and with cpu_gemv=True (batch-1 decode through NumPy's
+matrix-vector kernel: llmperf.transformer._CpuGemv). Also compares the two weight
+layouts for one token's matmuls, and both libraries' matrix-vector kernels over all
+the weights.
 
 Run: .venv/bin/python benchmarks/decode_bandwidth.py
 """
@@ -77,7 +78,8 @@ def main() -> None:
                     for i, r in enumerate(rounds))
         + f"\n\n**Median fraction of measure_host bandwidth: {frac:.0%}** (target >= 70 %); "
           f"median host {format_bandwidth(host)}, median decode {format_bandwidth(achieved)}. "
-          f"With the opt-in NumPy matrix-vector kernel (cpu_gemv=True): **{frac_gemv:.0%}**.\n\n"
+          f"With NumPy's matrix-vector kernel (cpu_gemv=True, the default where OPENBLAS_THREAD_TIMEOUT "
+          f"is set, as under make): **{frac_gemv:.0%}**.\n\n"
           "One token's matmuls over all weights: "
         + ", ".join(f"{k}: {format_bandwidth(v)}" for k, v in layouts.items()) + ".\n")
     write("decode_bandwidth", {"model": MODEL, "context": CONTEXT, "bytes_per_step": m.cost.bytes,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -94,8 +95,9 @@ class _CpuGemv:
     compete for cores, so PyTorch is held to one thread while this is on. OpenBLAS's
     workers also keep spinning for up to about 0.1 s after each call, which slows
     whatever PyTorch runs next (a prefill right after decoding, for one) unless
-    OPENBLAS_THREAD_TIMEOUT=4 was set before NumPy was first imported. Hence it is
-    off by default; see `Transformer(cpu_gemv=...)`.
+    OPENBLAS_THREAD_TIMEOUT=4 was set before NumPy was first imported. Hence it is on
+    by default only where that variable is set (the Makefile sets it for the book, the
+    tests and the benchmarks); see `Transformer(cpu_gemv=...)`.
     """
 
     active = False
@@ -319,7 +321,7 @@ class Transformer(nn.Module):
 
     def __init__(self, config: ModelConfig | str, device: str | torch.device = "cpu",
                  dtype: str | torch.dtype = torch.float32, max_batch: int = 1,
-                 max_seq_len: int | None = None, seed: int = 0, cpu_gemv: bool = False) -> None:
+                 max_seq_len: int | None = None, seed: int = 0, cpu_gemv: bool | None = None) -> None:
         super().__init__()
         cfg = get_model(config)
         check_supported(cfg)
@@ -329,8 +331,9 @@ class Transformer(nn.Module):
         max_seq_len = cfg.max_seq_len if max_seq_len is None else max_seq_len
         check_positive("max_seq_len", max_seq_len, integer=True)
         self.config, self.max_batch, self.max_seq_len = cfg, int(max_batch), int(max_seq_len)
-        # Opt-in: batch-1 fp32 decode on the CPU through NumPy's matrix-vector kernel (_CpuGemv).
-        self.cpu_gemv = bool(cpu_gemv)
+        # Batch-1 fp32 decode on the CPU through NumPy's matrix-vector kernel (_CpuGemv); by
+        # default only where OpenBLAS's workers are told not to spin after each call.
+        self.cpu_gemv = ("OPENBLAS_THREAD_TIMEOUT" in os.environ) if cpu_gemv is None else bool(cpu_gemv)
         with torch.device("meta"):  # shapes first; memory once, on the target device
             self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.d_model)
             self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))

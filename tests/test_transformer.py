@@ -216,3 +216,11 @@ def test_cpu_gemv_path_gives_the_same_decode_logits(name):
     assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
     assert torch.get_num_threads() == threads  # the thread count is restored
     assert generate(fast, prompt[0].tolist(), 6).tokens.tolist() == generate(plain, prompt[0].tolist(), 6).tokens.tolist()
+
+
+def test_cpu_gemv_default_follows_the_openblas_timeout_variable(monkeypatch):
+    monkeypatch.delenv("OPENBLAS_THREAD_TIMEOUT", raising=False)
+    assert Transformer("ref-tiny", max_seq_len=8).cpu_gemv is False
+    monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "4")
+    assert Transformer("ref-tiny", max_seq_len=8).cpu_gemv is True
+    assert Transformer("ref-tiny", max_seq_len=8, cpu_gemv=False).cpu_gemv is False
