@@ -19,7 +19,6 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 import statistics  # noqa: E402
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from _common import write
@@ -43,7 +42,6 @@ def layout_check(model: Transformer) -> dict:
         linear = benchmark(lambda: [F.linear(xs[w.shape[1]], w) for w in wts], repeat=7).median_s
         nws, nxs = [w.numpy() for w in ws], {k: x.numpy() for k, x in xs.items()}
         numpy_s = benchmark(lambda: [nxs[w.shape[0]] @ w for w in nws], repeat=7).median_s
-    del wts
     return {"torch x @ W (in, out)": nbytes / ours, "torch F.linear, W (out, in)": nbytes / linear,
             "numpy x @ W (in, out)": nbytes / numpy_s}
 

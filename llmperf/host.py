@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import torch
 
 from .hardware import Accelerator
-from .transformer import DTYPES, resolve_device, synchronize
+from .transformer import DTYPES, resolve_device
 from .units import GB, MiB, format_bandwidth, format_flop_rate, normalize_dtype
 
 _CACHE: dict[tuple, Accelerator] = {}

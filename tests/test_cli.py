@@ -1,5 +1,4 @@
 """The `llmperf` command's analytic look-ups and its handling of awkward input."""
-import json
 
 import pytest
 

@@ -57,7 +57,7 @@ Every page was executed on the machine that built this book.</p>
 
 def with_navigation(body: str, title: str, prev: str | None, nxt: str | None) -> str:
     """Give a rendered chapter its title and links to the index and its neighbours."""
-    links = [f'<a href="index.html">contents</a>']
+    links = ['<a href="index.html">contents</a>']
     if prev:
         links.insert(0, f'<a href="{prev}">&larr; previous</a>')
     if nxt:
