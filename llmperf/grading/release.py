@@ -32,12 +32,12 @@ def check_cell_source(q: GradedQuestion) -> str:
             "from llmperf.grading import check"]
     options = f"points={q.points:g}, hidden_checks={q.hidden_count}, rel={q.rel!r}, abs={q.abs!r}"
     if q.kind != FUNCTION:
-        return "\n".join(head + [f"check({q.name!r}, {options}, value=True)"])
+        return "\n".join(head + [f"check({q.name!r}, {options}, value=True);"])  # ; no echo
     lines = [f"check({q.name!r}, {options}, cases=["]
     for c in q.visible_checks:
         kwargs = f', "kwargs": {to_source(c.kwargs)}' if c.kwargs else ""
         lines.append(f'    {{"args": {to_source(c.args)}{kwargs}, "expect": {to_source(c.expected)}}},')
-    lines.append("])")
+    lines.append("]);")  # the semicolon keeps the notebook from echoing True or False
     return "\n".join(head + lines)
 
 
