@@ -44,7 +44,7 @@
 # To read interactively, `make lab` opens JupyterLab on `chapters/`. Each chapter
 # is a pair of files: `NN_topic.py` is the source, `NN_topic.ipynb` the same
 # notebook with its outputs as they came out when the book was built. Run a
-# chapter top to bottom: every one finishes in about a minute on two CPU cores.
+# chapter top to bottom: each is sized to finish within a minute on a two-core laptop CPU.
 #
 # **On a GPU.** Nothing changes: the measured cells pick `cuda` when PyTorch sees
 # a GPU (and Apple's `mps` where it applies), and the predictions switch to the
@@ -186,9 +186,9 @@ ax.set_xticks([], minor=True)
 plt.show()
 
 # %% [markdown]
-# **Figure 0.1.** Each accelerator by its memory bandwidth (x) and dense fp16 peak
+# **Figure 1.** Each accelerator by its memory bandwidth (x) and dense fp16 peak
 # (y). The dotted lines join parts with the same ridge point. Parts to the upper
-# left need more work per byte to keep their arithmetic busy: a data-centre H100
+# left need more work per byte to keep their arithmetic busy: an H100 SXM
 # sits near 300 FLOP/byte, the T4 and L4 near 200 and 400, and none of them come
 # close to the 1 FLOP/byte of a batch-1 decode step (chapter 4).
 
@@ -219,6 +219,14 @@ plt.show()
 #
 # ## References
 #
+# - The lecture this book follows: A. Krishnamurthy and C.-Y. Lin, "Performance of
+#   Transformers", itself adapted from the three sources below.
+# - Baseten, "A guide to LLM inference and performance":
+#   <https://www.baseten.co/blog/llm-transformer-inference-guide/>
+# - Anyscale, "How continuous batching enables 23x throughput in LLM inference":
+#   <https://www.anyscale.com/blog/continuous-batching-llm-inference>
+# - Z. Yuan et al., "LLM Inference Unveiled: Survey and Roofline Model Insights", 2024:
+#   <https://arxiv.org/abs/2402.16363>
 # - NVIDIA A10 datasheet: <https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a10/pdf/a10-datasheet.pdf>
 # - Llama 2 7B configuration: <https://huggingface.co/meta-llama/Llama-2-7b-hf/blob/main/config.json>
 # - S. Williams, A. Waterman, D. Patterson, "Roofline: an insightful visual performance

@@ -116,11 +116,12 @@ print(f"device: {device}; torch {torch.__version__}")
 # head then computes
 #
 # $$
-# S = \frac{Q K^\top}{\sqrt d}, \qquad P = \operatorname{softmax}(S + M), \qquad O = P V,
+# S = \frac{Q K^\top}{\sqrt d}, \qquad P = \operatorname{softmax}(S + \mathcal{M}), \qquad O = P V,
 # $$
 #
-# where the causal mask $M$ puts $-\infty$ above the diagonal so that no token sees its
-# future. The heads' outputs are concatenated and projected back to width $D$ by
+# where the causal mask $\mathcal{M}$ puts $-\infty$ above the diagonal so that no token sees
+# its future. (Here, as in the lecture's attention algorithm, $S$ and $P$ are the score and
+# probability matrices; elsewhere in the book they are prompt tokens and parameters.) The heads' outputs are concatenated and projected back to width $D$ by
 # $W_O \in \mathbb{R}^{hd \times D}$. When $h_{kv} < h$ (grouped-query attention, GQA
 # [Ainslie et al., 2023]), groups of $h/h_{kv}$ query heads share one key head and one value
 # head; Llama 2 7B has $h_{kv} = h$, its larger sibling Llama 2 70B and the course's reference
@@ -481,8 +482,9 @@ print(f"{host.name}: {lp.format_flop_rate(host.peak(dtype))} in {dtype}, "
 # **Prediction.** The reference model runs the attention of a prefill as one fused causal
 # kernel (`scaled_dot_product_attention`), so the prediction counts attention that way, with
 # `attention=ATTENTION_KERNEL["prefill"]`: a prefill of $S$ tokens of `ref-small` costs about
-# $C = 2P_{\text{layers}}S + 2VD + 2LS(S+1)hd$ FLOPs (the LM head for the last position only),
-# and if it ran at the measured peak it would take $C/\Pi$ seconds. (The lecture's standard
+# $\text{FLOPs}_{\text{prefill}} = 2P_{\text{layers}}S + 2VD + 2LS(S+1)hd$ (the LM head for the
+# last position only), and if it ran at the measured peak it would take
+# $\text{FLOPs}_{\text{prefill}}/\Pi$ seconds. (The lecture's standard
 # algorithm stays the count for the A10 analysis of §1.7.) **Measurement.** `measure_prefill`
 # times one forward pass over $S$ random tokens, nine times after a warm-up, and reports the
 # median, which a busy machine disturbs less than the mean. The `Measurement` it returns counts

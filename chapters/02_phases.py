@@ -127,8 +127,11 @@ print(f"a decode step costs as much time as a prefill of "
 # tokens, even though it processes a single token. The simple model charges only weight traffic and
 # weight arithmetic; the per-operator roofline model (`lp.roofline_latency`, which sums
 # `lp.layer_costs` over the prefill and every decode step) adds attention, the KV cache reads
-# and the element-wise operators, and comes out a little slower. Both are lower bounds: real
-# kernels reach neither the peak arithmetic rate nor the full bandwidth.
+# and the element-wise operators. Its prefill comes out slower, but it does not charge the
+# embedding table (a step reads one row of it), so its total lands within one percent of
+# the simple model's, slightly below. Both are lower bounds for a model of this size, whose
+# embedding table is a small share of $P$: real kernels reach neither the peak arithmetic
+# rate nor the full bandwidth.
 #
 # To make the same predictions for your machine, we need its $\Pi$ and $\beta$. `measure_host()`
 # measures them, with a large matrix multiplication and a large copy, and returns an
@@ -193,10 +196,11 @@ plt.show()
 # %% [markdown]
 # **Figure 1.** Median time of one prefill of the reference model against prompt length, both
 # axes logarithmic, with the roofline prediction for this machine beside it. At the left the
-# prediction is flat, and so, on an unloaded machine, is the measurement: a prompt of a few
-# tokens costs about as much as a prompt of one, because the time goes into reading the weights
-# and into fixed per-operator costs, not into arithmetic. At the right both rise with slope about
-# one: twice the prompt, twice the time.
+# prediction is flat: a prompt of a few tokens costs about as much as a prompt of one, because
+# the time goes into reading the weights, not into arithmetic. Look at how flat the measurement
+# is there: where it still climbs between one and a few tokens, fixed per-operator costs
+# (kernel launches, small-matrix inefficiency) that no roofline counts are at work. At the
+# right both rise with slope about one: twice the prompt, twice the time.
 #
 # The printed ratio of measured to predicted time is the efficiency gap. It is largest for the
 # shortest prompts, where fixed costs the roofline ignores (launching dozens of small kernels,

@@ -46,7 +46,7 @@
 # | $d$ | dimension of one attention head | 128 |
 # | $h$ | attention heads | 32 |
 # | $D = h\,d$ | model width | 4096 |
-# | $D_{ff}$ | FFN width | 11008 |
+# | $D_{\text{ff}}$ | FFN width | 11008 |
 # | $N$ | tokens in a sequence (the attention's length) | up to 4096 |
 # | $S$, $G$ | prompt tokens, generated tokens | 350, 150 in section 4.5 |
 # | $B$ | sequences in a batch | 1 unless stated |
@@ -447,7 +447,7 @@ K = 4096
 sizes = [1, 4, 16, 64, 256] if device == "cpu" else [1, 4, 16, 64, 256, 1024, 4096]
 weight = torch.randn(K, K, dtype=tdtype, device=device)
 measured_points, predicted_points = [], []
-print(f"{'N':>6}{'FLOP/B':>9}{'predicted':>14}{'best':>14}{'best/pred':>11}{'median/pred':>13}")
+print(f"{'N':>6}{'FLOP/B':>9}{'predicted':>17}{'best':>17}{'best/pred':>11}{'median/pred':>13}")
 for n in sizes:
     x = torch.randn(n, K, dtype=tdtype, device=device)
     timing = benchmark(lambda: x @ weight, warmup=2, repeat=9, device=device)
@@ -458,8 +458,8 @@ for n in sizes:
     label = "GEMV" if n == 1 else f"N={n}"
     measured_points.append((label, cost.intensity, achieved))
     predicted_points.append((label, cost.intensity))
-    print(f"{n:>6}{cost.intensity:>9.1f}{lp.format_flop_rate(predicted):>14}"
-          f"{lp.format_flop_rate(achieved):>14}{achieved / predicted:>11.2f}{typical / predicted:>13.2f}")
+    print(f"{n:>6}{cost.intensity:>9.1f}{lp.format_flop_rate(predicted):>17}"
+          f"{lp.format_flop_rate(achieved):>17}{achieved / predicted:>11.2f}{typical / predicted:>13.2f}")
 
 # %% [markdown]
 # Read the `best/pred` column: near 1, the roofline predicted the product's speed; well below 1,
@@ -523,7 +523,8 @@ print(decode_table.to_text())
 #
 # And in decode every single row is memory bound with intensity near 1. The time column is
 # almost exactly "bytes divided by 600 GB/s", and the bytes are almost exactly the weights
-# plus the KV cache: the step reads 13.5 GB of weights and, at 4096 cached tokens, another
+# plus the KV cache: the step reads about 13.2 GB of weights (all but the embedding table)
+# and, at 4096 cached tokens, another
 # 2.1 GB of keys and values (the `qk` and `sv` rows), to produce one token.
 
 # %% [markdown]
@@ -536,7 +537,9 @@ print(decode_table.to_text())
 # $$t \;\approx\; S\cdot\frac{2P}{\Pi} \;+\; G\cdot\frac{2P}{\beta}.$$
 #
 # The first term does the prompt's FLOPs at the peak rate; the second reads the fp16 weights
-# ($2P$ bytes) once per generated token at full bandwidth. Both are lower bounds.
+# ($2P$ bytes) once per generated token at full bandwidth. Both are lower bounds as long as
+# the matrices a step does not read in full (the embedding table, of which it reads one row
+# per token) are a small share of $P$, as in every catalog model.
 # `lp.simple_latency` implements it; for the lecture's request, $S = 350$ and $G = 150$ on
 # an A10, by hand:
 #
@@ -619,7 +622,7 @@ plt.show()
 # reference models `ref-small` (about 20 million parameters) and `ref-medium` (about 156
 # million, whose fp32 weights exceed any CPU cache), built by `llmperf.transformer` from the
 # same `ModelConfig` the analytic layer uses. `measure_prefill` times the prefill of a random
-# prompt (shorter than the lecture's, to keep the notebook under a minute), and
+# prompt (shorter than the lecture's, to keep the notebook quick on a laptop), and
 # `measure_decode` one decode step with the cache filled halfway through the generation, the
 # average step of the request. Each repeats its step several times, and the table uses the
 # *median* repeat: the question here is what a run typically takes, not the best it can do.
@@ -680,8 +683,10 @@ plt.show()
 # %% [markdown]
 # **Figure 6.** Median measured time over predicted time on your machine, for the prefill
 # (the time to first token, less sampling) and for one decode step of each reference model.
-# A bar at 1 would mean the machine ran at its measured roofline; everything above 1 is the
-# gap listed above. Look for three things in your bars. Does decode of `ref-medium`, whose
+# A bar at 1 would mean the machine ran at its measured roofline; a bar above 1 is the gap
+# listed above. A bar below 1 is possible for the simple model here, and the end of this
+# caption says why: it is a lower bound only when the matrices a step does not read in full
+# are a small share of the parameters. Look for three things in your bars. Does decode of `ref-medium`, whose
 # weights cannot hide in a cache, come closer to its prediction than decode of `ref-small`,
 # whose steps are so short that fixed per-step overhead (item 4) weighs more? Does prefill
 # sit further from its bound than decode, since a short prompt through narrow matrices
@@ -893,7 +898,7 @@ print(f"4096-token prefill: {lp.format_flops(prefill70.total.flops / p)} per GPU
 # </details>
 #
 # **Worked problem 3 (when decode's linear layers turn compute bound).** For
-# $X(N, D) \cdot W(D, D_{ff})$ with $D = 4096$ and $D_{ff} = 11008$ (Llama 2's FFN up
+# $X(N, D) \cdot W(D, D_{\text{ff}})$ with $D = 4096$ and $D_{\text{ff}} = 11008$ (Llama 2's FFN up
 # projection) in fp16, how many tokens
 # $N$ must share one weight read for the product to reach the A10's ridge?
 #
@@ -918,8 +923,8 @@ print(f"4096-token prefill: {lp.format_flops(prefill70.total.flops / p)} per GPU
 # </details>
 #
 # **Worked problem 5 (KV reads).** At what context length does one decode step of Llama 2 7B
-# (batch 1, fp16) read as many bytes of KV cache as of weights? And for Llama 3 8B, whose
-# 8 KV heads share each group of 4 query heads?
+# (batch 1, fp16) read as many bytes of KV cache as of weights? And for Llama 3 8B, each of
+# whose 8 KV heads is shared by a group of 4 query heads?
 #
 # <details><summary>Answer</summary>
 #
@@ -962,8 +967,10 @@ print(f"L4 {lp.format_seconds(estimates['L4'].total_s)} against A10G "
 #   by decode; measured runs take longer (on the lecture's slide "Comparison of Generation Time
 #   and Predicted Time Across Instance Types", adapted from Baseten's guide: up to about twice
 #   as long) because of achieved bandwidth, KV reads, element-wise operators and per-step
-#   overhead. On your machine, the ratio plot showed the same gap for the reference models,
-#   predicted with the attention kernel they actually run.
+#   overhead. On your machine, the ratio plot set the reference models against both models,
+#   predicted with the attention kernel they actually run; for models this small the simple
+#   model can even overestimate the prefill, because it charges the embedding table and the
+#   LM head at every position.
 # - For Llama 2 7B at 350 + 150 tokens the simple model lands within about one percent of the
 #   per-step roofline model only because errors cancel: the embedding table it charges but a
 #   step does not read, against the KV-cache reads it leaves out.
