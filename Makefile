@@ -7,11 +7,6 @@ BIN    := $(VENV)/bin
 TORCH       ?= torch==2.13.0
 TORCH_INDEX ?=
 STAMP  := $(VENV)/.installed
-# OpenBLAS workers sleep right after each call instead of spinning: lets the reference
-# transformer decode through NumPy's matrix-vector kernel without slowing PyTorch
-# (llmperf.transformer._CpuGemv).
-OPENBLAS_THREAD_TIMEOUT ?= 4
-export OPENBLAS_THREAD_TIMEOUT
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 .PHONY: setup book test lab execute bench clean
@@ -22,7 +17,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_INDEX) "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[book,grading,test]"
 	@touch $(STAMP)
 
 book: setup
