@@ -70,7 +70,7 @@
 # everything this library prints count $1\,\text{GB} = 10^9$ bytes, while memory chips
 # come in binary sizes (a "24 GB" card holds 24 GiB) and `nvidia-smi` and most operating
 # systems print binary units; the two differ by 7.4 %, enough to change how many
-# requests fit on a GPU (chapter 5). **Dense against sparse peaks**: datasheets of
+# requests fit on a GPU (chapter 3 counts them). **Dense against sparse peaks**: datasheets of
 # recent NVIDIA parts print the 2:4-sparse throughput, twice the dense one, with an
 # asterisk; a dense matrix multiplication can never reach it, so `llmperf` stores
 # dense peaks only.

@@ -379,7 +379,14 @@ for n, row in zip(names, shares):
 #
 # which for an untied model is $2(P - VD) + 4LNhd$, and for a tied one $2P + 4LNhd$. The first
 # terms are the famous rule *FLOPs per token $\approx 2P$* [Kaplan et al., 2020, Table 1]; the last
-# grows with the context. For a model with $hd = D$ the attention term matches the weight term at
+# grows with the context. Kaplan et al.'s table writes the context term as
+# $2\,n_{\text{layer}}\,n_{\text{ctx}}\,d_{\text{attn}}$, half of our $4LNhd$. Theirs is one row, the
+# attention scores $QK^\top$ of a token against the context; the weighted sum of the values
+# $PV$ costs as much again, and we count both for a token that attends to all $N$ cached tokens,
+# as a decode step does. (Averaged over a causal training sequence, in which the token at
+# position $t$ attends to $t$ tokens, both products together also come to about
+# $2\,n_{\text{layer}}\,n_{\text{ctx}}\,d_{\text{attn}}$ per token: the two counts answer different
+# questions.) For a model with $hd = D$ the attention term matches the weight term at
 #
 # $$
 # N^* = \frac{2P_{\text{layers}} + 2VD}{4 L D} \approx \frac{P}{2LD}\,,
@@ -533,7 +540,8 @@ plt.show()
 # **Figure 3.** Left: measured prefill time (median) of the reference model and the time its
 # FLOPs, counted with the fused causal attention the model runs, would take at the peak rate
 # `measure_host()` found. Right: the achieved arithmetic rate as a share of
-# that peak. The prediction is a lower bound, and its quality depends on the prompt length. For
+# that peak. The prediction is optimistic (every FLOP at the peak rate), and its quality depends
+# on the prompt length. For
 # short prompts the model does little arithmetic per weight it reads (a few tokens share each
 # weight), so memory traffic and fixed per-operator costs, not arithmetic, set the time, and the
 # measured time is a large multiple of the prediction. As $S$ grows each weight is reused across more

@@ -269,7 +269,7 @@ print(f"Llama 2 7B on A10, S = 350, G = 150: recompute {t_re:.2f} s, cache {t_ca
 # score matrix to memory, its decode step two matmuls and a softmax. Each generation records
 # the time at which every token became available, so one run gives the whole curve against
 # generated length. We run each way three times (the equality check's run and two more) and
-# keep, step by step, the fastest of the three: the roofline is a lower bound, and
+# keep, step by step, the fastest of the three: the roofline is an optimistic estimate, and
 # interruptions by other programs only ever add time, so the minimum is the measurement to
 # set beside it.
 
@@ -346,8 +346,8 @@ plt.show()
 #
 # Compare the *shapes* first: the measured curves are quadratic and linear, as derived. Then
 # the gap, which the ratio columns print: measured times sit above the prediction. The
-# roofline model is a lower bound that assumes every operator runs at the machine's peak FLOP
-# rate or at its peak bandwidth, and a model this small falls short of both. Each step runs a
+# roofline model is an optimistic estimate: it assumes every operator runs at the machine's
+# peak FLOP rate or at its peak bandwidth, and a model this small falls short of both. Each step runs a
 # few dozen small operators (four layers of norms, projections, RoPE, attention, SwiGLU)
 # whose fixed cost, a Python call and a kernel launch or thread wake-up each, is comparable to
 # their work; and the skinny matrices of a decode step or a short prefill reach only a
@@ -449,8 +449,8 @@ plt.show()
 # catalog models (log-log). Every line is straight with slope one: the state is linear in
 # $N$. Solid lines are models with full multi-head attention, dashed ones use GQA; at equal
 # size the GQA models sit a factor $h/h_{kv}$ lower (four for the 7-8B models, eight for
-# Llama 2 70B against a hypothetical multi-head version of itself). The grey line is what
-# an A10 has left once Llama 2 7B's fp16 weights are loaded: a single Llama 2 7B sequence
+# Llama 2 70B against a hypothetical multi-head version of itself). The black horizontal line
+# is what an A10 has left once Llama 2 7B's fp16 weights are loaded: a single Llama 2 7B sequence
 # crosses it at the token count the next code cell prints.
 #
 # ### How many sequences fit
@@ -460,20 +460,28 @@ plt.show()
 # which `lp.max_batch_size` computes for sequences of any length (here of one token, and of
 # 4096). The reserve is memory the model cannot use. The first column takes the A10's full
 # 24 GiB. The second takes what `nvidia-smi` reports as the total memory of an A10,
-# 23,028 MiB (`nvidia-smi --query-gpu=memory.total --format=csv` prints it): the driver
-# keeps the rest before any program starts.
+# 23,028 MiB (`nvidia-smi --query-gpu=memory.total --format=csv` prints it). The missing
+# gigabyte and a half is not kept by the driver: it holds error-correcting codes. The A10's
+# GDDR6 memory has no spare chips for ECC, so with ECC on (the default on data-center parts)
+# the codes are stored inline and take 1/16 of the memory: "on GPUs with GDDR memory with ECC
+# enabled the available DRAM is reduced by 6.25 %" (NVIDIA, *CUDA C++ Best Practices Guide*).
+# $24{,}576 \times 15/16 = 23{,}040$ MiB, within a few MiB of what `nvidia-smi` shows; a T4 shows
+# 15,360 MiB of its 16 GiB the same way. Turn ECC off (`nvidia-smi -e 0`, then a reboot) and the
+# whole 24 GiB is usable, at the price of silent bit errors going undetected. HBM parts (A100,
+# H100, H200) keep their ECC bits in dedicated storage and lose no capacity to it.
 
 # %%
-smi_total = 23_028 * lp.MiB  # "Memory-Usage ... / 23028MiB" in nvidia-smi on an A10
-driver = a10.mem_capacity - smi_total
+smi_total = 23_028 * lp.MiB  # "Memory-Usage ... / 23028MiB" in nvidia-smi on an A10, ECC on
+ecc = a10.mem_capacity - smi_total
+assert abs(a10.mem_capacity * 15 / 16 - smi_total) < 16 * lp.MiB  # inline ECC takes 1/16
 print(f"A10: C = {lp.format_bytes(a10.mem_capacity, binary=True)} = {lp.format_bytes(a10.mem_capacity)}; "
-      f"usable per nvidia-smi {lp.format_bytes(smi_total)}; the driver keeps {lp.format_bytes(driver)}")
+      f"usable per nvidia-smi {lp.format_bytes(smi_total)}; ECC takes {lp.format_bytes(ecc)}")
 print(f"{'':<12}{'tokens (C)':>12}{'seqs of 4096':>14}{'tokens (usable)':>17}{'seqs of 4096':>14}")
 for name in ("llama-2-7b", "mistral-7b"):
     m = lp.get_model(name)
     print(f"{m.name:<12}{lp.max_batch_size(m, a10, 1):>12,}{lp.max_batch_size(m, a10, 4096):>14}"
-          f"{lp.max_batch_size(m, a10, 1, reserved_bytes=driver):>17,}"
-          f"{lp.max_batch_size(m, a10, 4096, reserved_bytes=driver):>14}")
+          f"{lp.max_batch_size(m, a10, 1, reserved_bytes=ecc):>17,}"
+          f"{lp.max_batch_size(m, a10, 4096, reserved_bytes=ecc):>14}")
 
 # %% [markdown]
 # The lecture counts "about 5" sequences of 4096 tokens for Llama 2 7B on an A10, and that is
@@ -489,7 +497,7 @@ for name in ("llama-2-7b", "mistral-7b"):
 seq_bytes = llama.kv_cache_bytes(4096)
 free = a10.mem_capacity - llama.weight_bytes("fp16")
 readings = {"24 GiB (the datasheet's 24 GB)": 0.0,
-            "usable per nvidia-smi (23,028 MiB)": driver,
+            "usable per nvidia-smi with ECC on (23,028 MiB)": ecc,
             "24 GB read as 24e9 bytes": a10.mem_capacity - 24e9,
             "24 GiB less 2 GB for runtime and activations": 2e9}
 for label, reserve in readings.items():
@@ -502,11 +510,11 @@ on_paper = lp.max_batch_size(llama, a10, 4096)
 slack = free - on_paper * seq_bytes
 assert lp.max_batch_size(llama, a10, 4096, reserved_bytes=slack * 1.001) == on_paper - 1
 print(f"slack after {on_paper} sequences: {lp.format_bytes(slack)}; "
-      f"the driver alone keeps {lp.format_bytes(driver)}")
+      f"ECC alone takes {lp.format_bytes(ecc)}")
 
 # %% [markdown]
-# So 24 GiB holds five sequences with a little room to spare, but less room than the driver
-# takes: on a real A10, four fit, just. Reading the datasheet's GB as decimal also gives four,
+# So 24 GiB holds five sequences with a little room to spare, but less room than ECC
+# takes: on a real A10 with ECC on, four fit, just. Reading the datasheet's GB as decimal also gives four,
 # by a different route; a server that reserves memory for its runtime and activations, as
 # every engine does, gets four whichever way the capacity is read. The token budget is shared
 # by all requests in flight, which is why chapter 5's question, how large a batch can be, is a
@@ -558,11 +566,13 @@ assert cache_bytes == predicted
 #
 # $$
 # \text{critical path}_{\text{prefill}}(S) = L, \qquad
-# \text{critical path}_{\text{decode}}(G) = G \cdot L .
+# \text{critical path}_{\text{decode}}(G) = (G - 1) \cdot L .
 # $$
 #
-# The prefill's path is as deep as the model, whatever the prompt length; decode's grows with
-# every token. The figure draws both.
+# The prefill's path is as deep as the model, whatever the prompt length. Of $G$ generated
+# tokens the first comes out of the prefill (the book's convention since chapter 2), and each
+# of the other $G - 1$ needs a decode step of $L$ layers that waits for the token before it,
+# so decode's path grows with every token. The figure draws both.
 
 # %%
 def arrow(ax, start, end, color="black", lw=0.8, alpha=1.0, rad=0.0):
@@ -674,7 +684,7 @@ print(f"prefill time per prompt token {lp.format_seconds(rows_pre.time_s / S_dem
 # the two times, counting attention as the model runs it (the fused kernel for the prefill,
 # the decode kernel for every one-token step); the measurement checks it. Each is timed as
 # the fastest of five runs (`min_s`), for the reason given in section 3.2: interruptions by
-# other programs only add time, and the roofline is a lower bound.
+# other programs only add time, and the roofline is an optimistic estimate.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -779,16 +789,16 @@ plt.show()
 #
 # <details><summary>Answer</summary>
 #
-# Prefill: 32, whatever the prompt length, so 3.2 ms. Decode: $512 \cdot 32 = 16{,}384$, so
-# 1.64 s. The assumption is the point: with enough parallel hardware, the prefill's time is
+# Prefill: 32, whatever the prompt length, so 3.2 ms. Decode: the prefill already yields the
+# first of the 512 tokens, so $511 \cdot 32 = 16{,}352$ layer evaluations, 1.64 s. The assumption is the point: with enough parallel hardware, the prefill's time is
 # set by its depth, while decode's is set by its length. Real hardware runs out of
 # parallelism before 2048 tokens (the prefill turns compute bound), but never before one.
 # </details>
 #
 # **Problem 5.** An A10's datasheet gives 24 GB of memory. Llama 2 7B's weights take
 # 13.48 GB in fp16, and one sequence of 4096 tokens 2 GiB of KV state. The lecture estimates
-# "about 5 sequences fit". How many fit on paper, how many on a real A10, and how large a
-# reserve for the driver, runtime and activations makes the difference?
+# "about 5 sequences fit". How many fit on paper, how many on a real A10 with ECC on, and how
+# large a reserve for ECC, the runtime and activations makes the difference?
 #
 # <details><summary>Answer</summary>
 #
@@ -796,8 +806,9 @@ plt.show()
 # weights: $25.77 - 13.48 = 12.29$ GB; one sequence needs $2^{31}$ bytes $= 2.147$ GB, so on
 # paper $\lfloor 12.29 / 2.147 \rfloor = \lfloor 5.72 \rfloor = 5$ fit (`lp.max_batch_size`
 # gives 5), with $12.29 - 5 \cdot 2.147 = 1.56$ GB to spare. Any reserve above those 1.56 GB
-# leaves 4. The driver alone takes more: `nvidia-smi` shows 23,028 MiB $= 24.15$ GB, and
-# $(24.15 - 13.48) / 2.147 = 4.97$, so 4 fit, just. A reserve of 2 GB for the runtime and
+# leaves 4. ECC alone takes more: with it on, `nvidia-smi` shows 23,028 MiB $= 24.15$ GB
+# (1/16 of the memory holds the error-correcting codes), and
+# $(24.15 - 13.48) / 2.147 = 4.97$, so 4 fit, just; with ECC off, 5. A reserve of 2 GB for the runtime and
 # activations also gives 4, and so does misreading 24 GB as $24 \cdot 10^9$ bytes
 # ($10.52 / 2.147 = 4.90$), which reaches the right count for the wrong reason.
 # </details>
@@ -807,6 +818,7 @@ assert 2 * 2 * 40 * 5120 == lp.get_model("llama-2-13b").kv_bytes_per_token()
 assert int(10e9 // lp.get_model("llama-2-13b").kv_bytes_per_token()) == 12_207
 assert lp.get_model("llama-3-8b").kv_cache_bytes(8192) == lp.GiB
 assert sum(350 + i for i in range(150)) == 63_675
+assert (512 - 1) * 32 == 16_352 and round(16_352 * 0.1e-3, 2) == 1.64
 assert round(a10.mem_capacity / 1e9, 2) == 25.77 and round(llama.weight_bytes("fp16") / 1e9, 2) == 13.48
 assert lp.max_batch_size(llama, a10, 4096) == 5
 assert round((a10.mem_capacity - llama.weight_bytes("fp16") - 5 * 2 * lp.GiB) / 1e9, 2) == 1.56
@@ -826,15 +838,15 @@ print("worked answers agree with llmperf")
 #   state of a request.
 # - Recomputing the state gives the same tokens as keeping it, and costs a prefill of growing
 #   length per generated token: quadratic in the output length. A KV cache makes generation
-#   linear, and the measured curves show both shapes, above the roofline lower bound by the
+#   linear, and the measured curves show both shapes, above the roofline estimate by the
 #   per-operator overhead of a small model.
 # - Memory holds the parameters plus $2 \cdot b \cdot L \cdot h_{kv} \cdot d$ bytes per token
 #   of context: 512 KiB per token and exactly 2 GiB (2.15 GB) per 4096-token sequence for
 #   Llama 2 7B in fp16. GQA divides the state by $h / h_{kv}$. On an A10, whose "24 GB" are
-#   24 GiB, five such sequences fit beside the weights on paper and four once the driver's
-#   share is taken out.
+#   24 GiB, five such sequences fit beside the weights on paper and four once ECC's share
+#   (1/16 of GDDR6 memory, on by default) is taken out.
 # - Each layer waits for the one below; each decode step waits for the previous token. The
-#   prefill's critical path is $L$ layers deep, decode's is $G \cdot L$. The prefill gives
+#   prefill's critical path is $L$ layers deep, decode's is $(G - 1) \cdot L$. The prefill gives
 #   every matmul $S$ rows of work, decode gives it one: the origin of the compute-bound
 #   prefill and memory-bound decode of chapter 4.
 #

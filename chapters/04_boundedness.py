@@ -140,26 +140,34 @@ print(f"memory time / compute time    {memory_s / compute_s:.0f}x")
 
 # %%
 def cross_product(model, acc, seq_len, batch=1, dtype="fp16"):
-    """FLOPs, bytes, intensity and roofline time of the attention and FFN blocks, per phase."""
-    print(f"{'phase':<9}{'block':<11}{'FLOP':>14}{'bytes':>12}{'FLOP/B':>9}{'bound':>9}{'time':>11}")
+    """FLOPs, bytes, intensity and roofline time of the attention and FFN blocks, per phase,
+    and the share of each block's time that its memory-bound operators take."""
+    print(f"{'phase':<9}{'block':<11}{'FLOP':>14}{'bytes':>12}{'FLOP/B':>9}{'time':>11}"
+          f"{'memory-bound share':>20}")
     for phase in ("prefill", "decode"):
         step = lp.layer_costs(model, phase, batch=batch, seq_len=seq_len, dtype=dtype,
                               accelerator=acc)
         for block in ("attention", "ffn"):
             c = step.block_total(block)
+            memory_s = sum(r.time_s for r in step if r.block == block and r.bound == "memory")
             print(f"{phase:<9}{block:<11}{lp.format_flops(c.flops):>14}"
                   f"{lp.format_bytes(c.bytes):>12}{c.intensity:>9.1f}"
-                  f"{lp.bound(c, acc, dtype):>9}{lp.format_seconds(step.block_time_s(block)):>11}")
+                  f"{lp.format_seconds(step.block_time_s(block)):>11}"
+                  f"{memory_s / step.block_time_s(block):>20.0%}")
 
 
 cross_product(llama, a10, seq_len=4096)
 
 # %% [markdown]
 # Read the intensity column: hundreds to a thousand FLOPs per byte in prefill, about one in
-# decode. The *bound* column (the next section explains the rule) holds two surprises. The
-# prefill attention block is memory bound although it runs over the same 4096 tokens as the
-# compute-bound FFN (section 4.3), and a decode step costs tens of milliseconds while doing
-# thousands of times fewer FLOPs than prefill (section 4.4).
+# decode. Whether something is compute or memory bound (the next section gives the rule) is a
+# property of each *operator*, not of a block: a block's summed intensity averages operators
+# that behave differently. The last column therefore sums the time of the block's
+# memory-bound operators. It holds two surprises. In prefill the attention block's projections
+# are compute bound, like the FFN's matrices, yet most of the block's time goes to its
+# memory-bound operators, the scores, softmax and weighted sum over the same 4096 tokens
+# (section 4.3); and a decode step costs tens of milliseconds while doing thousands of times
+# fewer FLOPs than prefill, every operator of it memory bound (section 4.4).
 
 # %% [markdown]
 # ## 4.2 The balance of an accelerator
@@ -220,7 +228,11 @@ for name in lp.list_accelerators():
 # multiplication for the peak FLOP/s in each dtype, and a large copy for the memory bandwidth.
 # It returns an `Accelerator` like the catalog's, so every tool in this chapter applies to it.
 # The numbers below are *measured*, not from a datasheet, and will differ from machine to
-# machine and from run to run.
+# machine and from run to run. The bandwidth varies most: on a shared cloud machine, repeated
+# runs of the same probe minutes apart can differ by half or more, because the memory system
+# is shared with other tenants and the copy's speed depends on where its pages land. Read it
+# as a rough roof, not a constant of your machine, and compare measurements against a roof
+# measured in the same run, as this chapter does.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -334,15 +346,15 @@ print(f"roofline time of one head on the A10: {lp.format_seconds(lp.roofline_tim
 # $Q$, $K$ and $V$ into blocks that fit in on-chip shared memory, computes the softmax
 # incrementally ("online") as blocks of keys stream past, and writes only $O$. The FLOPs are
 # the same; the $8N^2$ bytes disappear, and the remaining traffic is rereading $K$ and $V$
-# once per block of queries. Chapter 6 builds and measures it; here `lp.flash_attention_cost`
+# once per block of queries. Chapter 7 builds and measures it; here `lp.flash_attention_cost`
 # estimates its bytes. The estimate needs the on-chip memory one block of work may use. Each
 # streaming multiprocessor (SM) of the A10's GA102 chip has 128 KiB of L1 cache and shared
 # memory combined (NVIDIA GA102 whitepaper), but a kernel can claim at most 100 KiB of it as
 # shared memory (NVIDIA's Ampere tuning guide, compute capability 8.6); we take 100 KiB as a
 # round figure. A block of queries, its output accumulator, and a block each of keys and
 # values must fit in it, which allows blocks of about a hundred rows at $d = 128$ in fp16.
-# The result is an *estimate*, and an upper bound on traffic: it charges every reread of
-# $K$ and $V$ to off-chip memory, although a cache would serve some of them.
+# The result is an *estimate*, and an upper bound on traffic, far above what the kernel
+# really moves: it charges every reread of $K$ and $V$ to off-chip memory.
 
 # %%
 seq = np.array([128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768])
@@ -368,10 +380,14 @@ plt.show()
 # standard algorithm flattens out just above 64 FLOP/byte, under the A10's ridge at every
 # length. The tiled algorithm's traffic no longer contains the $N^2$ matrices, only $K$ and
 # $V$ reread once per block of queries, so its intensity is set by the block size, not by
-# $N$, and sits well above the standard algorithm's. By this count it still sits under the
-# A10's ridge, but the count is an upper bound on traffic: every reread of $K$ and $V$ is
-# charged to off-chip memory, and any that a cache serves lowers the real traffic and raises
-# the real intensity. Chapter 6 measures the difference.
+# $N$, and sits well above the standard algorithm's. Do not read the curve as "FlashAttention
+# is still memory bound": the count is an upper bound on traffic, and a loose one. The blocks
+# of queries run at the same time on different SMs and read the same blocks of $K$ and $V$ at
+# nearly the same moment, so the on-chip L2 cache serves most rereads, and off-chip traffic
+# comes close to reading $Q$, $K$, $V$ and writing $O$ once each. Counted that way, one head
+# at $N = 4096$ does thousands of FLOPs per byte, far right of every ridge. Measured kernels
+# agree: FlashAttention-2 reaches 50 to 73 % of the A100's peak fp16 throughput in the forward
+# pass (Dao, 2023), which no memory-bound kernel could. Chapter 7 measures the difference.
 
 # %% [markdown]
 # ## 4.4 Linear layers: GEMM in prefill, GEMV in decode
@@ -463,8 +479,11 @@ for n in sizes:
 
 # %% [markdown]
 # Read the `best/pred` column: near 1, the roofline predicted the product's speed; well below 1,
-# something the roofline ignores got in the way. On a CPU the GEMV usually lands near the
-# bandwidth line, since streaming the weights is all it does; sizes near the ridge fall
+# something the roofline ignores got in the way. On a CPU the GEMV, which does nothing but
+# stream the weights, often lands well below the bandwidth line: PyTorch's CPU matrix-vector
+# kernel does not keep enough loads in flight to saturate the memory system the way the large
+# copy of `measure_host()` does, so it reaches a fraction of that bandwidth (about half on
+# some machines; `benchmarks/decode_bandwidth.py` measures it). Sizes near the ridge fall
 # below the roof, where compute and memory do not overlap perfectly; the largest product
 # approaches the peak that `measure_host()` itself found with a large product. On a GPU the
 # smallest products also pay a fixed kernel-launch cost that the roofline does not model.
@@ -518,7 +537,7 @@ print(decode_table.to_text())
 #   they carry the $N^2$ matrices. Their FLOPs grow as $N^2$ while the projections' grow as
 #   $N$, so the longer the prompt, the larger their share.
 # - The norms, RoPE, the activation and the residual additions do about one FLOP per byte:
-#   cheap in FLOPs, not free in time. Fusing them into their neighbours (chapter 6) removes
+#   cheap in FLOPs, not free in time. Fusing them into their neighbours (chapter 7) removes
 #   most of their bytes.
 #
 # And in decode every single row is memory bound with intensity near 1. The time column is
@@ -537,9 +556,13 @@ print(decode_table.to_text())
 # $$t \;\approx\; S\cdot\frac{2P}{\Pi} \;+\; G\cdot\frac{2P}{\beta}.$$
 #
 # The first term does the prompt's FLOPs at the peak rate; the second reads the fp16 weights
-# ($2P$ bytes) once per generated token at full bandwidth. Both are lower bounds as long as
-# the matrices a step does not read in full (the embedding table, of which it reads one row
-# per token) are a small share of $P$, as in every catalog model.
+# ($2P$ bytes) once per generated token at full bandwidth. It is an *optimistic estimate*, not a
+# lower bound: it assumes peak rates, but it also charges work a step does not do (it reads
+# one row of the embedding table, not all of it, and needs the LM head only at the last
+# position), so where those matrices are a large share of $P$ it can predict *more* time
+# than the operators really need. The per-step roofline model of section 4.4 is optimistic in
+# the same way (every operand crossing memory exactly once, at full bandwidth); section 4.6
+# shows when each of the two comes out above the other.
 # `lp.simple_latency` implements it; for the lecture's request, $S = 350$ and $G = 150$ on
 # an A10, by hand:
 #
@@ -585,15 +608,20 @@ plt.show()
 # slice is a sliver on top of every bar: the ranking is by memory bandwidth, not by FLOP/s.
 # The A10G, with little more than half the A10's tensor throughput, is predicted almost as fast
 # as the A10; the L4, with a similar peak but half the bandwidth, is predicted about twice as
-# slow. For single requests, buy bandwidth.
+# slow. For single requests, buy bandwidth. Two of these parts deserve a caveat on the
+# prefill side: the T4 (70 W) and the L4 (72 W) are power-capped cards, and under sustained
+# tensor-core load their clocks drop below the boost clock their datasheet peaks assume, so
+# they rarely hold those peaks for long (70 W and 72 W are the maximum power in NVIDIA's T4 and
+# L4 datasheets).
 #
 # ### Why real runs take longer
 #
 # The lecture's comparison slide, "Comparison of Generation Time and Predicted Time Across
 # Instance Types" (adapted from Baseten's guide), puts predictions of this kind beside
-# generation times measured on cloud instances of each GPU type; on that slide the measured
-# times come in above the prediction, by up to about a factor of two. That is what a lower
-# bound should do, and the gap has identifiable causes:
+# generation times measured on cloud instances of each GPU type, and the measured times
+# come in above the predictions. We do not quote the factor: the slide gives no numbers to
+# check it against. An optimistic estimate should be beaten by real runs, and the gap has
+# identifiable causes:
 #
 # 1. **Achieved bandwidth is below the datasheet figure.** Real kernels reach a large
 #    fraction of the nominal bandwidth, not all of it, and every decode estimate scales with
@@ -610,8 +638,9 @@ plt.show()
 # 5. **Prefill below peak.** Matrices of 350 rows rarely keep every tensor core busy at the
 #    dense peak, and the attention inside prefill is memory bound.
 #
-# The first four all act on decode, which is almost the whole total, so a measured time near
-# twice the prediction means the run achieved roughly half the bandwidth-bound rate overall.
+# The first four all act on decode, which is almost the whole total, so a measured time of,
+# say, twice the prediction means the run achieved roughly half the bandwidth-bound rate
+# overall.
 # `lp.roofline_latency` adds items 2, 3 and 5 (per-operator rooflines for the prefill and
 # for every decode step as the cache grows); it cannot add items 1 and 4, which are properties
 # of the implementation and the machine rather than of the model.
@@ -685,8 +714,8 @@ plt.show()
 # (the time to first token, less sampling) and for one decode step of each reference model.
 # A bar at 1 would mean the machine ran at its measured roofline; a bar above 1 is the gap
 # listed above. A bar below 1 is possible for the simple model here, and the end of this
-# caption says why: it is a lower bound only when the matrices a step does not read in full
-# are a small share of the parameters. Look for three things in your bars. Does decode of `ref-medium`, whose
+# caption says why: it is an optimistic estimate, not a lower bound, and it overcharges where
+# the matrices a step does not read in full are a large share of the parameters. Look for three things in your bars. Does decode of `ref-medium`, whose
 # weights cannot hide in a cache, come closer to its prediction than decode of `ref-small`,
 # whose steps are so short that fixed per-step overhead (item 4) weighs more? Does prefill
 # sit further from its bound than decode, since a short prompt through narrow matrices
@@ -820,9 +849,11 @@ print(f"prefill of 4096 tokens: x{prefill_ratio[-1]:.2f} the simple model's time
 #
 # A ring all-reduce (a reduce-scatter followed by an all-gather) makes each GPU send, and
 # receive, $2\frac{p-1}{p}\,m$ bytes, which approaches $2m$ for large $p$ and is optimal in
-# bandwidth. Per token and per GPU, a whole forward pass therefore sends
+# bandwidth. A whole forward pass over $T$ tokens therefore makes each GPU send
 #
-# $$\text{bytes sent per GPU} = 2L \cdot 2\frac{p-1}{p} \cdot T \cdot D \cdot 2 .$$
+# $$\text{bytes sent per GPU} = 2L \cdot 2\frac{p-1}{p} \cdot T \cdot D \cdot 2 ,$$
+#
+# which for one decode token ($T = 1$) is the per-token figure.
 #
 # `lp.tensor_parallel_bytes_per_token` holds this formula, and `lp.INTERCONNECTS` the link
 # speeds, cited to NVIDIA's datasheets: NVLink on an H100 SXM is 900 GB/s and on an A100
@@ -851,6 +882,8 @@ print(f"4096-token prefill: {lp.format_flops(prefill70.total.flops / p)} per GPU
       f"(2P per token alone: {lp.format_flops(2 * llama70.param_count() * 4096 / p)})")
 
 # %% [markdown]
+# ## Worked problems
+#
 # **Worked problem 1 (tensor parallelism).** Llama 2 70B ($L = 80$, $D = 8192$) runs with
 # 8-way tensor parallelism on H100 SXM GPUs connected by NVLink. (a) How many bytes does each
 # GPU send for one decode token? (b) How long does that take on NVLink, against the time to
@@ -866,8 +899,11 @@ print(f"4096-token prefill: {lp.format_flops(prefill70.total.flops / p)} per GPU
 # (b) At 450 GB/s in each direction, about 10 µs, against about 5.1 ms to read
 # $138/8 \approx 17$ GB of weights at 3.35 TB/s. In decode the *bandwidth* of the links is
 # irrelevant. What does matter is that those bytes travel in 160 separate collectives per
-# token, each with a fixed start-up latency of its own, so decode communication is bounded
-# by latency, not bandwidth.
+# token, each with a fixed start-up latency of its own. Assume a small all-reduce within one
+# NVLink domain costs on the order of 5 to 10 µs of latency (measure it on your system: NCCL's
+# `all_reduce_perf` reports it); then $160 \times (5\text{ to }10)$ µs is 0.8 to 1.6 ms per
+# token, against about 5 ms of weight reads per GPU. Decode communication is bounded by
+# latency, not bandwidth, and it is a visible share of the step unless it overlaps.
 #
 # (c) A 4096-token prefill sends 4096 times as much, about 18.8 GB per GPU, or about 42 ms at
 # 450 GB/s, while its FLOPs (about $2P$ per token plus the causal attention, from
@@ -876,14 +912,16 @@ print(f"4096-token prefill: {lp.format_flops(prefill70.total.flops / p)} per GPU
 # half as much again to the time to first token.
 #
 # (d) Over PCIe Gen4 at 32 GB/s per direction the prefill's 18.8 GB take about 0.6 s, many
-# times the compute time. This is why tensor parallelism lives inside an NVLink domain, and
-# why GPUs without NVLink, like the A10, are usually split by layers (pipeline parallelism,
-# one activation transfer per stage boundary) rather than within layers.
+# times the compute time. Decode is a different story: its 4.59 MB per token take about
+# 0.14 ms at 32 GB/s, small beside the weight reads, so tensor parallelism over PCIe still
+# serves decode well, and it is used that way on GPUs without NVLink. What PCIe costs is the
+# long prefill, unless its all-reduces overlap with the matrix products. The alternative is
+# to split the model by layers (pipeline parallelism): one activation transfer per stage
+# boundary instead of two all-reduces per layer, at the price of stages that wait for each
+# other.
 # </details>
 
 # %% [markdown]
-# ## Worked problems
-#
 # **Worked problem 2 (the attention ceiling).** The standard algorithm's intensity tends to
 # $(4d+3)/8$ as $N$ grows. Which head dimension would make standard attention compute bound
 # on an A10 at very long sequences? On an H100 SXM?
@@ -957,17 +995,18 @@ print(f"L4 {lp.format_seconds(estimates['L4'].total_s)} against A10G "
 # - Standard attention does $(4d+3)N^2$ FLOPs and moves $8N^2 + 8Nd$ bytes per head: 62.4
 #   FLOP/byte at $d = 128$, $N = 4096$, and never more than about $d/2$, because the $N\times N$
 #   matrices $S$ and $P$ round-trip through memory. Tiled attention with an online softmax
-#   (FlashAttention, chapter 6) removes that traffic; by an upper-bound count of its
-#   rereads, about 100 KiB of shared memory per SM already lifts the intensity to about the
-#   block size.
+#   (FlashAttention, chapter 7) removes that traffic. Charging every reread of $K$ and $V$ to
+#   off-chip memory (an upper bound on traffic) already lifts the intensity to about the block
+#   size; in practice a cache serves those rereads and the kernel is compute bound
+#   (FlashAttention-2: 50 to 73 % of an A100's peak).
 # - Linear layers are GEMMs of intensity $NKM/(NK+KM+NM)$: 1365 FLOP/byte at $4096^3$,
 #   compute bound in prefill; in decode $N = 1$ and they become memory-bound GEMVs at about
 #   1 FLOP/byte.
-# - The simple model $t \approx S\cdot 2P/\Pi + G\cdot 2P/\beta$ predicts a lower bound dominated
-#   by decode; measured runs take longer (on the lecture's slide "Comparison of Generation Time
-#   and Predicted Time Across Instance Types", adapted from Baseten's guide: up to about twice
-#   as long) because of achieved bandwidth, KV reads, element-wise operators and per-step
-#   overhead. On your machine, the ratio plot set the reference models against both models,
+# - The simple model $t \approx S\cdot 2P/\Pi + G\cdot 2P/\beta$ is an optimistic estimate
+#   dominated by decode, not a lower bound; measured runs take longer (the lecture's slide
+#   "Comparison of Generation Time and Predicted Time Across Instance Types", adapted from
+#   Baseten's guide, shows it) because of achieved bandwidth, KV reads, element-wise operators
+#   and per-step overhead. On your machine, the ratio plot set the reference models against both models,
 #   predicted with the attention kernel they actually run; for models this small the simple
 #   model can even overestimate the prefill, because it charges the embedding table and the
 #   LM head at every position.
@@ -977,8 +1016,9 @@ print(f"L4 {lp.format_seconds(estimates['L4'].total_s)} against A10G "
 # - The simple model fails for long contexts and large batches, where KV-cache reads and the
 #   $N^2$ attention grow past the weights; the per-step roofline model keeps them.
 # - Tensor parallelism sends about $4L\,D\,T\cdot 2$ bytes per GPU per forward pass (two
-#   ring all-reduces per layer): negligible bandwidth in decode, comparable with compute in a
-#   long prefill, and prohibitive without NVLink.
+#   ring all-reduces per layer): negligible bandwidth in decode (where the latency of 160
+#   collectives per token matters instead), comparable with compute in a long prefill on
+#   NVLink, and several times the compute of a long prefill over PCIe.
 #
 # ## Exercises
 #

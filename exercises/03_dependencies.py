@@ -100,9 +100,10 @@ question("kv_cache_full_context", points=2,
 # number of tokens of context (over all requests together) that fit, and 0 when
 # the weights alone do not. The A10's datasheet says 24 GB, and memory sizes are
 # binary, so that is 24 GiB (`24 * 2**30` bytes): for Llama 2 7B, about 23,000
-# tokens, between five and six sequences of 4096. The driver keeps part of it:
-# `nvidia-smi` reports 23,028 MiB, which leaves room for about 20,000 tokens,
-# fewer than five sequences.
+# tokens, between five and six sequences of 4096. With ECC on (the default),
+# 1/16 of the A10's GDDR6 memory holds error-correcting codes and `nvidia-smi`
+# reports 23,028 MiB, which leaves room for about 20,000 tokens, fewer than five
+# sequences.
 
 # %%
 def max_context_tokens(capacity_bytes, weight_bytes, kv_bytes_per_token):
