@@ -32,17 +32,17 @@ class Cost:
             return math.inf if self.flops > 0 else 0.0
         return self.flops / self.bytes
 
-    def __add__(self, other: "Cost") -> "Cost":
+    def __add__(self, other: Cost) -> Cost:
         if not isinstance(other, Cost):
             return NotImplemented
         return Cost(self.flops + other.flops, self.bytes + other.bytes)
 
-    def __radd__(self, other: object) -> "Cost":
+    def __radd__(self, other: object) -> Cost:
         if other == 0:  # lets sum() start from 0
             return self
         return NotImplemented
 
-    def __mul__(self, factor: float) -> "Cost":
+    def __mul__(self, factor: float) -> Cost:
         if isinstance(factor, bool) or not isinstance(factor, (int, float)):
             return NotImplemented
         check_non_negative("factor", factor)
@@ -75,7 +75,8 @@ def grouped_matmul_cost(rows: int, k: int, m: int, weights: float = 1, dtype: st
     return Cost(2.0 * rows * k * m, (rows * k + rows * m) * act + weights * k * m * wgt)
 
 
-def matmul_cost(n: int, k: int, m: int, dtype: str = "fp16", weight_dtype: str | None = None) -> Cost:
+def matmul_cost(n: int, k: int, m: int, dtype: str = "fp16",
+                weight_dtype: str | None = None) -> Cost:
     """X (n, k) @ W (k, m): 2nkm FLOPs; (nk + km + nm) elements moved.
 
     At n = k = m = 4096 in fp16 the intensity is 1365.3 FLOP/byte; at n = 1 (GEMV,
@@ -116,129 +117,157 @@ def activation_cost(tokens: int, d_ff: int, activation: str = "silu", gated: boo
                     dtype: str = "fp16") -> Cost:
     """The FFN nonlinearity. Gated (SwiGLU): act(gate) * up, reading two inputs."""
     if activation not in ACTIVATION_FLOPS:
-        raise ValueError(f"activation must be one of {sorted(ACTIVATION_FLOPS)}, got {activation!r}")
+        raise ValueError(f"activation must be one of {sorted(ACTIVATION_FLOPS)}, "
+                         f"got {activation!r}")
     flops = ACTIVATION_FLOPS[activation] + (1.0 if gated else 0.0)
     return elementwise_cost(tokens * d_ff, flops, reads=2 if gated else 1, writes=1, dtype=dtype)
 
 
-# ---- attention, the lecture's standard algorithm -----------------------------------------------
-def _attention_sizes(q_len, kv_len, d_head, heads, kv_heads, batch):
+# ---- attention ------------------------------------------------------------------------------
+# Every attention function names its sizes alike: `seq_len` queries, `kv_len` keys
+# (default seq_len), heads of `d_head`, `heads` query heads sharing `kv_heads` key/value
+# heads (default heads; fewer is grouped-query attention), `batch` sequences.
+def _attention_sizes(seq_len: int, kv_len: int | None, d_head: int, heads: int,
+                     kv_heads: int | None, batch: int) -> tuple[int, int]:
     kv_heads = heads if kv_heads is None else kv_heads
-    kv_len = q_len if kv_len is None else kv_len
-    _positive_ints(q_len=q_len, kv_len=kv_len, d_head=d_head, heads=heads, kv_heads=kv_heads,
+    kv_len = seq_len if kv_len is None else kv_len
+    _positive_ints(seq_len=seq_len, kv_len=kv_len, d_head=d_head, heads=heads, kv_heads=kv_heads,
                    batch=batch)
     if heads % kv_heads:
         raise ValueError(f"heads ({heads}) must be a multiple of kv_heads ({kv_heads})")
     return kv_len, kv_heads
 
 
-def attention_scores_cost(q_len: int, d_head: int, kv_len: int | None = None, heads: int = 1,
+def attention_scores_cost(seq_len: int, d_head: int, *, kv_len: int | None = None, heads: int = 1,
                           kv_heads: int | None = None, batch: int = 1, dtype: str = "fp16",
                           kv_dtype: str | None = None) -> Cost:
-    """Step 1, S = Q K^T: 2*d*q_len*kv_len FLOPs per head; reads Q and K, writes S.
+    """Step 1 of the lecture's algorithm, S = Q K^T: 2 d seq_len kv_len FLOPs per head.
 
-    K is read once per key/value head: the query heads of a group share it (GQA).
+    Reads Q and K, writes S. K is read once per key/value head: the query heads of a
+    group share it (GQA).
     """
-    kv_len, kv_heads = _attention_sizes(q_len, kv_len, d_head, heads, kv_heads, batch)
+    kv_len, kv_heads = _attention_sizes(seq_len, kv_len, d_head, heads, kv_heads, batch)
     act, kv = bytes_per_element(dtype), bytes_per_element(kv_dtype or dtype)
-    flops = 2.0 * d_head * q_len * kv_len * heads * batch
-    moved = batch * (heads * q_len * d_head * act + kv_heads * kv_len * d_head * kv
-                     + heads * q_len * kv_len * act)
+    flops = 2.0 * d_head * seq_len * kv_len * heads * batch
+    moved = batch * (heads * seq_len * d_head * act + kv_heads * kv_len * d_head * kv
+                     + heads * seq_len * kv_len * act)
     return Cost(flops, moved)
 
 
-def softmax_cost(q_len: int, kv_len: int | None = None, heads: int = 1, batch: int = 1,
+def softmax_cost(seq_len: int, *, kv_len: int | None = None, heads: int = 1, batch: int = 1,
                  dtype: str = "fp16") -> Cost:
     """Step 2, P = softmax(S): 3 FLOPs per score (the lecture's count); reads S, writes P."""
-    kv_len = q_len if kv_len is None else kv_len
-    return elementwise_cost(batch * heads * q_len * kv_len, 3.0, reads=1, writes=1, dtype=dtype)
+    kv_len = seq_len if kv_len is None else kv_len
+    _positive_ints(seq_len=seq_len, kv_len=kv_len, heads=heads, batch=batch)
+    return elementwise_cost(batch * heads * seq_len * kv_len, 3.0, reads=1, writes=1, dtype=dtype)
 
 
-def attention_values_cost(q_len: int, d_head: int, kv_len: int | None = None, heads: int = 1,
+def attention_values_cost(seq_len: int, d_head: int, *, kv_len: int | None = None, heads: int = 1,
                           kv_heads: int | None = None, batch: int = 1, dtype: str = "fp16",
                           kv_dtype: str | None = None) -> Cost:
-    """Step 3, O = P V: 2*q_len*kv_len*d FLOPs per head; reads P and V, writes O."""
-    kv_len, kv_heads = _attention_sizes(q_len, kv_len, d_head, heads, kv_heads, batch)
+    """Step 3, O = P V: 2 seq_len kv_len d FLOPs per head; reads P and V, writes O."""
+    kv_len, kv_heads = _attention_sizes(seq_len, kv_len, d_head, heads, kv_heads, batch)
     act, kv = bytes_per_element(dtype), bytes_per_element(kv_dtype or dtype)
-    flops = 2.0 * q_len * kv_len * d_head * heads * batch
-    moved = batch * (heads * q_len * kv_len * act + kv_heads * kv_len * d_head * kv
-                     + heads * q_len * d_head * act)
+    flops = 2.0 * seq_len * kv_len * d_head * heads * batch
+    moved = batch * (heads * seq_len * kv_len * act + kv_heads * kv_len * d_head * kv
+                     + heads * seq_len * d_head * act)
     return Cost(flops, moved)
 
 
-def attention_cost(seq_len: int, d_head: int, kv_len: int | None = None, heads: int = 1,
+def attention_cost(seq_len: int, d_head: int, *, kv_len: int | None = None, heads: int = 1,
                    kv_heads: int | None = None, batch: int = 1, dtype: str = "fp16",
                    kv_dtype: str | None = None) -> Cost:
     """The lecture's standard attention (S and P written to and read back from memory).
 
-    With q_len = kv_len = N, one head, 2-byte elements:
+    With seq_len = kv_len = N, one head, 2-byte elements:
       FLOPs = 2dN^2 + 3N^2 + 2N^2 d = (4d + 3) N^2
       bytes = 2*2dN + 2N^2 + 2N^2 + 2N^2 + 2(N^2 + Nd) + 2Nd = 8N^2 + 8Nd
-    which is 62.4 FLOP/byte at d = 128, N = 4096. `seq_len` is the number of
-    queries; `kv_len` (default `seq_len`) the number of keys. Every score is
-    computed (no causal skipping), as the standard implementation does.
+    which is 62.4 FLOP/byte at d = 128, N = 4096. Every score is computed and a mask
+    applied afterwards (no causal or sliding-window skipping), as the standard
+    implementation does.
     """
-    check_positive("seq_len", seq_len, integer=True)
-    kv_len = seq_len if kv_len is None else kv_len
-    return (attention_scores_cost(seq_len, d_head, kv_len, heads, kv_heads, batch, dtype, kv_dtype)
-            + softmax_cost(seq_len, kv_len, heads, batch, dtype)
-            + attention_values_cost(seq_len, d_head, kv_len, heads, kv_heads, batch, dtype, kv_dtype))
+    sizes = dict(kv_len=kv_len, heads=heads, batch=batch, dtype=dtype)
+    tensors = dict(sizes, kv_heads=kv_heads, kv_dtype=kv_dtype)
+    return (attention_scores_cost(seq_len, d_head, **tensors)
+            + softmax_cost(seq_len, **sizes)
+            + attention_values_cost(seq_len, d_head, **tensors))
 
 
-def attended_pairs(q_len: int, kv_len: int, causal: bool) -> int:
-    """(query, key) pairs scored for one head. Causal: the q_len queries are the last
-    positions of the kv_len keys, and query i sees only keys up to its own position."""
+def _causal_pairs_before(positions: int, window: int | None) -> int:
+    """Pairs scored by the queries at positions 0 .. positions-1 of a causal sequence:
+    query p sees min(p + 1, window) keys."""
+    if window is None or positions <= window:
+        return positions * (positions + 1) // 2
+    return window * (window + 1) // 2 + (positions - window) * window
+
+
+def attended_pairs(seq_len: int, kv_len: int, causal: bool, window: int | None = None) -> int:
+    """(query, key) pairs scored for one head.
+
+    Causal: the seq_len queries are the last positions of the kv_len keys, and the
+    query at position p sees the keys at positions up to p; with a sliding `window`,
+    only the last `window` of those (itself included). Not causal: every pair.
+    """
+    _positive_ints(seq_len=seq_len, kv_len=kv_len)
+    if window is not None:
+        if not causal:
+            raise ValueError("window needs causal=True: a sliding window limits causal attention")
+        _positive_ints(window=window)
     if not causal:
-        return q_len * kv_len
-    if kv_len < q_len:
-        raise ValueError(f"kv_len ({kv_len}) must be >= q_len ({q_len}) for causal attention")
-    return q_len * (kv_len - q_len) + q_len * (q_len + 1) // 2
+        return seq_len * kv_len
+    if kv_len < seq_len:
+        raise ValueError(f"kv_len ({kv_len}) must be >= seq_len ({seq_len}) for causal attention")
+    return _causal_pairs_before(kv_len, window) - _causal_pairs_before(kv_len - seq_len, window)
 
 
-def fused_attention_cost(q_len: int, d_head: int, kv_len: int | None = None, heads: int = 1,
+def fused_attention_cost(seq_len: int, d_head: int, *, kv_len: int | None = None, heads: int = 1,
                          kv_heads: int | None = None, batch: int = 1, dtype: str = "fp16",
-                         kv_dtype: str | None = None, causal: bool = True) -> Cost:
+                         kv_dtype: str | None = None, causal: bool = True,
+                         window: int | None = None) -> Cost:
     """Attention as one fused kernel (PyTorch's scaled_dot_product_attention, FlashAttention).
 
     The scores S and probabilities P stay on chip, so memory sees only Q, K, V and O:
     Q read and O written once, K and V read once per key/value head. A causal kernel
-    skips the masked scores, so FLOPs are (4d + 3) per attended pair. This is an
-    ideal-tiling lower bound on traffic; `flash_attention_cost` models re-reads of K and V
-    when the on-chip memory is small.
+    skips the masked scores, and one with a sliding `window` (FlashAttention's
+    window_size) also those outside the window, so FLOPs are (4d + 3) per attended
+    pair (`attended_pairs`). This is the traffic of ideal tiling; `flash_attention_cost`
+    models re-reads of K and V when the on-chip memory is small.
     """
-    kv_len, kv_heads = _attention_sizes(q_len, kv_len, d_head, heads, kv_heads, batch)
+    kv_len, kv_heads = _attention_sizes(seq_len, kv_len, d_head, heads, kv_heads, batch)
     act, kv = bytes_per_element(dtype), bytes_per_element(kv_dtype or dtype)
-    flops = (4.0 * d_head + 3.0) * attended_pairs(q_len, kv_len, causal) * heads * batch
-    moved = batch * (2 * heads * q_len * d_head * act + 2 * kv_heads * kv_len * d_head * kv)
+    flops = (4.0 * d_head + 3.0) * attended_pairs(seq_len, kv_len, causal, window) * heads * batch
+    moved = batch * (2 * heads * seq_len * d_head * act + 2 * kv_heads * kv_len * d_head * kv)
     return Cost(flops, moved)
 
 
-def flash_attention_cost(seq_len: int, d_head: int, sram_bytes: float, kv_len: int | None = None,
-                         heads: int = 1, batch: int = 1, dtype: str = "fp16") -> Cost:
+def flash_attention_cost(seq_len: int, d_head: int, *, sram_bytes: float, kv_len: int | None = None,
+                         heads: int = 1, kv_heads: int | None = None, batch: int = 1,
+                         dtype: str = "fp16") -> Cost:
     """Tiled attention with online softmax (FlashAttention-2's loop order), one pass.
 
     Blocks of Br queries stay on chip while K and V stream past in blocks; S and P
     never reach memory. Block sizes follow FlashAttention's Algorithm 1: a block each
     of Q, O, K and V must fit in `sram_bytes`, so Bc = floor(sram / (4 d bytes)) and
     Br = min(Bc, d). Q is read and O written once; K and V are read once per query
-    block (FlashAttention-2's loop order):
-      bytes = (2 q_len d + 2 kv_len d * ceil(q_len / Br)) * bytes per element,
-    which is Theta(N^2 d^2 / M) as in FlashAttention's Theorem 2. Every re-read of K
-    and V is charged to off-chip memory (a cache would serve some), so this is an
-    upper bound on traffic. FLOPs are the standard algorithm's (no causal skipping;
-    the rescaling adds a lower-order term).
+    block of each query head (a kernel that kept a group's query heads together
+    would read them less under GQA):
+      bytes = (2 seq_len d + 2 kv_len d * ceil(seq_len / Br)) * bytes per element,
+    per head, which is Theta(N^2 d^2 / M) as in FlashAttention's Theorem 2. Every
+    re-read of K and V is charged to off-chip memory (a cache would serve some), so
+    this is an upper bound on traffic. FLOPs are the standard algorithm's (no causal
+    skipping; the rescaling adds a lower-order term).
     Dao et al., "FlashAttention", https://arxiv.org/abs/2205.14135; Dao, "FlashAttention-2",
     https://arxiv.org/abs/2307.08691.
     """
-    kv_len = seq_len if kv_len is None else kv_len
+    kv_len, _ = _attention_sizes(seq_len, kv_len, d_head, heads, kv_heads, batch)
     check_positive("sram_bytes", sram_bytes)
-    _positive_ints(seq_len=seq_len, kv_len=kv_len, d_head=d_head, heads=heads, batch=batch)
     elem = bytes_per_element(dtype)
     block = min(math.floor(sram_bytes / (4 * d_head * elem)), d_head)
     if block < 1:
         raise ValueError(f"sram_bytes ({sram_bytes}) cannot hold one row each of Q, O, K and V "
                          f"at d_head={d_head}; need at least {4 * d_head * elem:g} bytes")
     query_blocks = math.ceil(seq_len / block)
-    flops = attention_cost(seq_len, d_head, kv_len, heads, None, batch, dtype).flops
+    flops = attention_cost(seq_len, d_head, kv_len=kv_len, heads=heads, batch=batch,
+                           dtype=dtype).flops
     moved = batch * heads * (2 * seq_len * d_head + 2 * kv_len * d_head * query_blocks) * elem
     return Cost(flops, moved)

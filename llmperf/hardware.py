@@ -8,18 +8,32 @@ accumulation, which is what PyTorch's fp16 matmuls use.
 Bandwidths are decimal (1 GB/s = 1e9 B/s), as datasheets print them. Memory
 capacities are not: DRAM and HBM come in binary sizes, so the "24 GB" of an A10's
 datasheet is 24 GiB = 25.77e9 bytes, and that is what `mem_capacity` holds. The
-driver and the runtime keep part of it (nvidia-smi shows a little less than the
-full size); `max_batch_size(..., reserved_bytes=...)` accounts for that.
+H200's "141 GB" is binary too (see its entry).
+
+Less than `mem_capacity` is free for tensors. GDDR6 parts (T4, L4, A10, A10G,
+L40S) protect memory with *inline* ECC: with ECC on, the default on data-center
+boards, 1/16 of the memory holds check bits, so an A10 offers 24,576 MiB x 15/16 =
+23,040 MiB (nvidia-smi shows 23,028 MiB) and a T4 15,360 MiB of its 16 GiB. Turning
+ECC off (`nvidia-smi -e 0` and a reboot) gives the whole 24 GiB back, without the
+protection. NVIDIA's NVML reference says it in one line: "Enabling ECC reduces the
+amount of total available memory, due to the extra required parity bits"
+(nvmlDeviceGetMemoryInfo, https://docs.nvidia.com/deploy/nvml-api/group__nvmlDeviceQueries.html).
+HBM parts (A100, H100, H200) keep ECC bits beside the data and lose no
+capacity to it. `Accelerator.usable_capacity()` applies the 1/16 where it applies;
+the CUDA context and the framework then take a few hundred MiB more, which
+`max_batch_size(..., reserved_bytes=...)` sets aside.
 Each entry cites its source.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
 
-from .catalog import build_index, lookup
-from .units import GB, GiB, TFLOP, check_positive, normalize_dtype
+from .names import build_index, lookup
+from .units import GB, TFLOP, GiB, check_positive, normalize_dtype
+
+INLINE_ECC_FRACTION = 1 / 16  # of a GDDR6 part's memory, holding check bits when ECC is on
 
 
 @dataclass(frozen=True)
@@ -28,7 +42,8 @@ class Accelerator:
 
     peak_flops: dense peak FLOP/s for each dtype the part runs on its matrix units.
     mem_bandwidth: bytes per second to off-chip memory (HBM, GDDR, DRAM).
-    mem_capacity: bytes of that memory.
+    mem_capacity: bytes of that memory, as built (before any ECC reservation).
+    inline_ecc: True for GDDR parts whose ECC check bits take 1/16 of the memory.
     """
 
     name: str
@@ -38,6 +53,7 @@ class Accelerator:
     source: str = ""
     notes: str = ""
     aliases: tuple[str, ...] = field(default=(), compare=False)
+    inline_ecc: bool = False
 
     def __post_init__(self) -> None:
         if not self.peak_flops:
@@ -64,6 +80,16 @@ class Accelerator:
             )
         return self.peak_flops[key]
 
+    def usable_capacity(self, ecc: bool = True) -> float:
+        """Bytes of memory left for data: mem_capacity less the inline-ECC share when ECC is on.
+
+        A GDDR6 part with ECC on keeps 15/16 of its memory (an A10: 23,040 MiB of
+        24,576 MiB); with ECC off, or on an HBM part, all of it.
+        """
+        if self.inline_ecc and ecc:
+            return self.mem_capacity * (1 - INLINE_ECC_FRACTION)
+        return self.mem_capacity
+
     def ridge_point(self, dtype: str = "fp16") -> float:
         """FLOP per byte where the roofline bends: peak FLOP/s divided by bandwidth in B/s.
 
@@ -72,7 +98,8 @@ class Accelerator:
         return self.peak(dtype) / self.mem_bandwidth
 
 
-def _acc(name, flops_tera, bandwidth_gb_s, capacity_gib, source, aliases=(), notes=""):
+def _acc(name, flops_tera, bandwidth_gb_s, capacity_gib, source, aliases=(), notes="",
+         inline_ecc=False):
     return Accelerator(
         name=name,
         peak_flops={k: v * TFLOP for k, v in flops_tera.items()},
@@ -81,7 +108,14 @@ def _acc(name, flops_tera, bandwidth_gb_s, capacity_gib, source, aliases=(), not
         source=source,
         notes=notes,
         aliases=tuple(aliases),
+        inline_ecc=inline_ecc,
     )
+
+
+_GDDR6_ECC = ("GDDR6 with inline ECC: with ECC on (the default) 1/16 of the memory holds "
+              "check bits; see usable_capacity().")
+_POWER_CAPPED = ("A low-profile card capped at {watts} W: under a long matmul it lowers its "
+                 "clocks and rarely holds the datasheet peak, so measured FLOP/s fall short of it.")
 
 
 # Dense peaks in TFLOP/s (TOP/s for int8), bandwidth in GB/s, capacity in GiB (the
@@ -89,55 +123,80 @@ def _acc(name, flops_tera, bandwidth_gb_s, capacity_gib, source, aliases=(), not
 CATALOG: tuple[Accelerator, ...] = (
     # NVIDIA T4 datasheet: FP32 8.1 TFLOPS, mixed FP16/FP32 65 TFLOPS, INT8 130 TOPS,
     # 320 GB/s, 16 GB GDDR6 (no bf16 or tf32 on Turing).
+    # 70 W maximum power (same datasheet).
     _acc("T4", {"fp32": 8.1, "fp16": 65, "int8": 130}, 320, 16,
-         "https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/tesla-t4/t4-tensor-core-datasheet-951643.pdf"),
+         "https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/tesla-t4/t4-tensor-core-datasheet-951643.pdf",
+         notes=_POWER_CAPPED.format(watts=70) + " " + _GDDR6_ECC
+         + " nvidia-smi shows 15,360 MiB of 16,384.", inline_ecc=True),
     # NVIDIA L4 datasheet: FP32 30.3; TF32 120*, FP16/BF16 242*, FP8 485*, INT8 485*
-    # (* with sparsity; dense is half); 300 GB/s; 24 GB GDDR6.
+    # (* with sparsity; dense is half); 300 GB/s; 24 GB GDDR6; 72 W maximum power.
     _acc("L4", {"fp32": 30.3, "tf32": 60, "fp16": 121, "bf16": 121, "fp8": 242.5, "int8": 242.5},
-         300, 24, "https://resources.nvidia.com/en-us-data-center-overview/l4-gpu-datasheet"),
+         300, 24, "https://resources.nvidia.com/en-us-data-center-overview/l4-gpu-datasheet",
+         notes=_POWER_CAPPED.format(watts=72) + " " + _GDDR6_ECC, inline_ecc=True),
     # NVIDIA A10 datasheet: FP32 31.2; TF32 62.5; BF16/FP16 125; INT8 250 (dense);
     # 600 GB/s; 24 GB GDDR6. The lecture's running example.
     _acc("A10", {"fp32": 31.2, "tf32": 62.5, "fp16": 125, "bf16": 125, "int8": 250}, 600, 24,
-         "https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a10/pdf/a10-datasheet.pdf"),
+         "https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a10/pdf/a10-datasheet.pdf",
+         notes=_GDDR6_ECC + " nvidia-smi shows 23,028 MiB of 24,576 with ECC on.",
+         inline_ecc=True),
     # A10G (AWS G5 instances) has no public NVIDIA datasheet; figures as tabulated by
     # Baseten: FP32 35, TF32 35, BF16/FP16 70, INT8 140 (dense); 600 GB/s; 24 GB.
     _acc("A10G", {"fp32": 35, "tf32": 35, "fp16": 70, "bf16": 70, "int8": 140}, 600, 24,
-         "https://www.baseten.co/blog/nvidia-a10-vs-a10g-for-ml-model-inference/"),
+         "https://www.baseten.co/blog/nvidia-a10-vs-a10g-for-ml-model-inference/",
+         notes=_GDDR6_ECC, inline_ecc=True),
     # NVIDIA A100 datasheet (SXM): FP32 19.5; TF32 156; BF16/FP16 312; INT8 624 (dense);
-    # 40 GB HBM2 at 1,555 GB/s; 80 GB HBM2e at 2,039 GB/s.
-    _acc("A100 SXM 40GB", {"fp32": 19.5, "tf32": 156, "fp16": 312, "bf16": 312, "int8": 624}, 1555, 40,
+    # 40 GB HBM2 at 1,555 GB/s; 80 GB HBM2e at 2,039 GB/s. "A100" alone names both sizes
+    # (and the PCIe boards beside them), so it is ambiguous and lookup asks for one.
+    _acc("A100 SXM 40GB",
+         {"fp32": 19.5, "tf32": 156, "fp16": 312, "bf16": 312, "int8": 624}, 1555, 40,
          "https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a100/pdf/nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf",
-         aliases=("A100 40GB", "A100-40G")),
-    _acc("A100 SXM 80GB", {"fp32": 19.5, "tf32": 156, "fp16": 312, "bf16": 312, "int8": 624}, 2039, 80,
+         aliases=("A100", "A100 40GB", "A100-40G")),
+    _acc("A100 SXM 80GB",
+         {"fp32": 19.5, "tf32": 156, "fp16": 312, "bf16": 312, "int8": 624}, 2039, 80,
          "https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a100/pdf/nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf",
          aliases=("A100", "A100 80GB", "A100-80G")),
     # NVIDIA H100 datasheet, SXM: FP32 67; TF32 494.5; BF16/FP16 989.5; FP8/INT8 1,979
-    # (dense, half the sparse figures printed); 3.35 TB/s; 80 GB HBM3.
-    _acc("H100 SXM", {"fp32": 67, "tf32": 494.5, "fp16": 989.5, "bf16": 989.5, "fp8": 1979, "int8": 1979},
+    # (dense, half the sparse figures printed); 3.35 TB/s; 80 GB HBM3. "H100" alone is
+    # ambiguous between the SXM and PCIe entries.
+    _acc("H100 SXM",
+         {"fp32": 67, "tf32": 494.5, "fp16": 989.5, "bf16": 989.5, "fp8": 1979, "int8": 1979},
          3350, 80, "https://resources.nvidia.com/en-us-tensor-core/nvidia-tensor-core-gpu-datasheet",
          aliases=("H100",)),
     # Same datasheet, PCIe: FP32 51; TF32 378; BF16/FP16 756; FP8/INT8 1,513 (dense);
     # 2 TB/s; 80 GB HBM2e.
-    _acc("H100 PCIe", {"fp32": 51, "tf32": 378, "fp16": 756, "bf16": 756, "fp8": 1513, "int8": 1513},
-         2000, 80, "https://resources.nvidia.com/en-us-tensor-core/nvidia-tensor-core-gpu-datasheet"),
-    # NVIDIA H200 datasheet (SXM): compute as H100 SXM; 4.8 TB/s; 141 GB HBM3e.
-    _acc("H200", {"fp32": 67, "tf32": 494.5, "fp16": 989.5, "bf16": 989.5, "fp8": 1979, "int8": 1979},
+    _acc("H100 PCIe",
+         {"fp32": 51, "tf32": 378, "fp16": 756, "bf16": 756, "fp8": 1513, "int8": 1513},
+         2000, 80, "https://resources.nvidia.com/en-us-tensor-core/nvidia-tensor-core-gpu-datasheet",
+         aliases=("H100",)),
+    # NVIDIA H200 datasheet (SXM): compute as H100 SXM; 4.8 TB/s; 141 GB HBM3e. The H200
+    # NVL of the same datasheet has lower peaks; "H200" names the SXM part here.
+    # The "141 GB" is binary like every other capacity: nvidia-smi on an H200 shows a
+    # total of 143,771 MiB (140.4 GiB, 150.8e9 bytes), more than 141e9 bytes could hold,
+    # and NVIDIA's MIG profile "4g.71gb" of this part holds 69.50 GiB
+    # (https://github.com/NVIDIA/mig-parted/issues/120). 141 GiB is the closer reading.
+    _acc("H200 SXM", {"fp32": 67, "tf32": 494.5, "fp16": 989.5, "bf16": 989.5, "fp8": 1979,
+                      "int8": 1979},
          4800, 141, "https://nvdam.widen.net/s/nb5zzzsjdf/hpc-datasheet-sc23-h200-datasheet-3002446",
-         aliases=("H200 SXM",)),
+         aliases=("H200",)),
     # NVIDIA L40S datasheet: FP32 91.6; TF32 183; BF16/FP16 362.05; FP8/INT8 733 (dense);
     # 864 GB/s; 48 GB GDDR6.
-    _acc("L40S", {"fp32": 91.6, "tf32": 183, "fp16": 362.05, "bf16": 362.05, "fp8": 733, "int8": 733},
-         864, 48, "https://resources.nvidia.com/en-us-l40s/l40s-datasheet-28413"),
+    _acc("L40S",
+         {"fp32": 91.6, "tf32": 183, "fp16": 362.05, "bf16": 362.05, "fp8": 733, "int8": 733},
+         864, 48, "https://resources.nvidia.com/en-us-l40s/l40s-datasheet-28413",
+         notes=_GDDR6_ECC, inline_ecc=True),
     # NVIDIA Ada Lovelace architecture whitepaper, GeForce RTX 4090: FP32 82.6; TF32 82.6;
     # FP16/BF16 with FP32 accumulate 165.2; FP8 with FP32 accumulate 330.3; INT8 660.6
     # (dense); 1,008 GB/s; 24 GB GDDR6X.
-    _acc("RTX 4090", {"fp32": 82.6, "tf32": 82.6, "fp16": 165.2, "bf16": 165.2, "fp8": 330.3, "int8": 660.6},
+    _acc("RTX 4090",
+         {"fp32": 82.6, "tf32": 82.6, "fp16": 165.2, "bf16": 165.2, "fp8": 330.3, "int8": 660.6},
          1008, 24,
          "https://images.nvidia.com/aem-dam/Solutions/geforce/ada/nvidia-ada-gpu-architecture.pdf",
          aliases=("4090", "GeForce RTX 4090")),
     # AMD Instinct MI300X data sheet: FP32 matrix 163.4; TF32 653.7; FP16/BF16 1,307.4;
     # FP8/INT8 2,614.9 (dense); 5.3 TB/s; 192 GB HBM3.
-    _acc("MI300X", {"fp32": 163.4, "tf32": 653.7, "fp16": 1307.4, "bf16": 1307.4, "fp8": 2614.9, "int8": 2614.9},
+    _acc("MI300X",
+         {"fp32": 163.4, "tf32": 653.7, "fp16": 1307.4, "bf16": 1307.4, "fp8": 2614.9,
+          "int8": 2614.9},
          5300, 192,
          "https://www.amd.com/content/dam/amd/en/documents/instinct-tech-docs/data-sheets/amd-instinct-mi300x-data-sheet.pdf"),
 )
@@ -153,7 +212,8 @@ def list_accelerators() -> list[str]:
 def get_accelerator(name: str | Accelerator) -> Accelerator:
     """Look up a catalog accelerator, ignoring case, spaces and punctuation.
 
-    An Accelerator passes through unchanged, so functions can take either.
+    An Accelerator passes through unchanged, so functions can take either. A name
+    that fits several parts ("A100", "H100") raises ValueError listing them.
     """
     if isinstance(name, Accelerator):
         return name

@@ -6,11 +6,12 @@ cost model in `llmperf.cost`, so the two can never disagree about what a model i
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Mapping
+from typing import Any
 
-from .catalog import build_index, lookup
-from .units import bytes_per_element, check_non_negative, check_positive
+from .names import build_index, lookup
+from .units import check_non_negative, check_positive, storage_bytes
 
 FFN_KINDS = ("swiglu", "mlp")
 NORMS = ("rmsnorm", "layernorm")
@@ -26,6 +27,11 @@ class ModelConfig:
     attention when fewer than n_heads). ffn_kind "swiglu" has three matrices
     (gate, up, down), "mlp" two (up, down). An MoE model has n_experts FFNs per
     layer, of which experts_per_token run for each token, and a router.
+
+    sliding_window: when set, each token attends to itself and at most
+    sliding_window - 1 tokens before it (Mistral 7B v0.1: 4,096), and the KV cache
+    keeps only the last sliding_window tokens of a sequence (a rolling buffer, as in
+    Mistral's reference code). None means full causal attention.
     """
 
     name: str
@@ -48,6 +54,7 @@ class ModelConfig:
     learned_positions: int = 0  # rows of a learned position table (OPT adds 2 to its context)
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
+    sliding_window: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("n_layers", "d_model", "n_heads", "d_ff", "vocab_size", "max_seq_len",
@@ -56,6 +63,8 @@ class ModelConfig:
         check_non_negative("learned_positions", self.learned_positions, integer=True)
         check_positive("rope_theta", self.rope_theta)
         check_positive("norm_eps", self.norm_eps)
+        if self.sliding_window is not None:
+            check_positive("sliding_window", self.sliding_window, integer=True)
         if self.n_kv_heads is None:
             object.__setattr__(self, "n_kv_heads", self.n_heads)
         check_positive("n_kv_heads", self.n_kv_heads, integer=True)
@@ -73,7 +82,8 @@ class ModelConfig:
         check_positive("d_head", self.d_head, integer=True)
         if self.experts_per_token > self.n_experts:
             raise ValueError(
-                f"experts_per_token ({self.experts_per_token}) must be <= n_experts ({self.n_experts})"
+                f"experts_per_token ({self.experts_per_token}) must be <= n_experts "
+                f"({self.n_experts})"
             )
         for name, allowed in (("ffn_kind", FFN_KINDS), ("norm", NORMS),
                               ("position", POSITIONS), ("activation", ACTIVATIONS)):
@@ -152,35 +162,49 @@ class ModelConfig:
         return sum(self.param_breakdown().values())
 
     def active_param_count(self) -> int:
-        """Parameters one token uses: only experts_per_token of the experts (= param_count if dense)."""
+        """Parameters one token uses: experts_per_token of the experts (param_count if dense)."""
         inactive = (self.n_experts - self.experts_per_token) * self.expert_params()
         return self.param_count() - self.n_layers * inactive
 
-    def weight_bytes(self, dtype: str = "fp16") -> float:
-        """Bytes of all parameters stored in `dtype`."""
-        return self.param_count() * bytes_per_element(dtype)
+    def weight_bytes(self, dtype: str = "fp16") -> int:
+        """Whole bytes of all parameters stored in `dtype` (int4: two per byte, rounded up)."""
+        return storage_bytes(self.param_count(), dtype)
 
     # ---- KV cache -------------------------------------------------------------------------
-    def kv_bytes_per_token(self, dtype: str = "fp16") -> float:
-        """Bytes of K and V one token leaves in the cache: 2 * n_layers * n_kv_heads * d_head * bytes."""
-        return 2 * self.n_layers * self.kv_dim * bytes_per_element(dtype)
+    def kv_bytes_per_token(self, dtype: str = "fp16") -> int:
+        """Bytes of K and V one token leaves in the cache: 2 n_layers n_kv_heads d_head bytes."""
+        return storage_bytes(2 * self.n_layers * self.kv_dim, dtype)
 
-    def kv_cache_bytes(self, tokens: int, batch: int = 1, dtype: str = "fp16") -> float:
-        """Bytes of the KV cache for `batch` sequences of `tokens` tokens each."""
+    def cached_tokens(self, tokens: int) -> int:
+        """Tokens of one sequence of `tokens` tokens that the KV cache holds.
+
+        All of them, or the last sliding_window of them under a sliding window.
+        """
         check_positive("tokens", tokens, integer=True)
-        check_positive("batch", batch, integer=True)
-        return batch * tokens * self.kv_bytes_per_token(dtype)
+        if self.sliding_window is None:
+            return int(tokens)
+        return min(int(tokens), self.sliding_window)
 
-    def with_(self, **changes: Any) -> "ModelConfig":
+    def kv_cache_bytes(self, tokens: int, batch: int = 1, dtype: str = "fp16") -> int:
+        """Bytes of the KV cache for `batch` sequences of `tokens` tokens each.
+
+        batch * cached_tokens(tokens) * kv_bytes_per_token(dtype): a sliding window caps
+        the tokens each sequence keeps.
+        """
+        check_positive("batch", batch, integer=True)
+        return int(batch) * self.cached_tokens(tokens) * self.kv_bytes_per_token(dtype)
+
+    def with_(self, **changes: Any) -> ModelConfig:
         """A copy with some fields changed (validated again)."""
         return replace(self, **changes)
 
     # ---- Hugging Face configs -----------------------------------------------------------------
     @classmethod
-    def from_hf_config(cls, config: Mapping[str, Any], name: str | None = None) -> "ModelConfig":
+    def from_hf_config(cls, config: Mapping[str, Any], name: str | None = None) -> ModelConfig:
         """Read a Hugging Face `config.json` dict (llama, mistral, mixtral, gpt2, opt)."""
         if not isinstance(config, Mapping):
-            raise ValueError(f"config must be a dict read from config.json, got {type(config).__name__}")
+            raise ValueError("config must be a dict read from config.json, "
+                             f"got {type(config).__name__}")
         kind = config.get("model_type")
         readers = {"llama": _from_llama, "mistral": _from_llama, "mixtral": _from_llama,
                    "gpt2": _from_gpt2, "opt": _from_opt}
@@ -201,6 +225,7 @@ def _from_llama(c: Mapping[str, Any]) -> dict[str, Any]:
         tied_embeddings=c.get("tie_word_embeddings", False), bias=c.get("attention_bias", False),
         max_seq_len=c.get("max_position_embeddings", 4096), rope_theta=c.get("rope_theta", 10000.0),
         norm_eps=c.get("rms_norm_eps", 1e-5),
+        sliding_window=c.get("sliding_window"),  # Mistral's; null or absent means none
     )
 
 
@@ -216,7 +241,8 @@ def _from_gpt2(c: Mapping[str, Any]) -> dict[str, Any]:
 
 def _from_opt(c: Mapping[str, Any]) -> dict[str, Any]:
     if c.get("word_embed_proj_dim", c["hidden_size"]) != c["hidden_size"]:
-        raise ValueError("config: OPT variants with word_embed_proj_dim != hidden_size are not supported")
+        raise ValueError("config: OPT variants with word_embed_proj_dim != hidden_size "
+                         "are not supported")
     context = c["max_position_embeddings"]
     return dict(
         n_layers=c["num_hidden_layers"], d_model=c["hidden_size"], n_heads=c["num_attention_heads"],
@@ -252,8 +278,10 @@ CATALOG: tuple[ModelConfig, ...] = (
     # https://huggingface.co/meta-llama/Meta-Llama-3-70B/blob/main/config.json
     _llama("llama-3-70b", 80, 8192, 64, 8, 28672, 128256, 8192, theta=500000.0),
     # https://huggingface.co/mistralai/Mistral-7B-v0.1/blob/main/config.json
-    _llama("mistral-7b", 32, 4096, 32, 8, 14336, 32000, 32768),
+    # ("sliding_window": 4096: each token attends to at most 4,096 tokens)
+    _llama("mistral-7b", 32, 4096, 32, 8, 14336, 32000, 32768, sliding_window=4096),
     # https://huggingface.co/mistralai/Mixtral-8x7B-v0.1/blob/main/config.json
+    # ("sliding_window": null: full attention)
     _llama("mixtral-8x7b", 32, 4096, 32, 8, 14336, 32000, 32768, theta=1e6,
            n_experts=8, experts_per_token=2),
     # https://huggingface.co/facebook/opt-13b/blob/main/config.json

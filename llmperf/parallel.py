@@ -36,7 +36,7 @@ def tensor_parallel_layer_bytes(d_model: int, tp: int, dtype: str = "fp16") -> f
 
 def tensor_parallel_bytes_per_token(model: ModelConfig | str, tp: int, dtype: str = "fp16",
                                     layers: int | None = None) -> float:
-    """Bytes each GPU sends per token over `layers` layers (default: all) at tensor-parallel degree `tp`.
+    """Bytes each GPU sends per token over `layers` layers (default all) at tensor-parallel `tp`.
 
     2 all-reduces per layer of a d_model-long activation in `dtype`; 0 when tp = 1.
     """

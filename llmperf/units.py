@@ -7,6 +7,8 @@ A "GB" is 10**9 bytes (what datasheets mean); a "GiB" is 2**30 bytes (what
 from __future__ import annotations
 
 import math
+from fractions import Fraction
+from numbers import Real
 
 KB = 1e3
 MB = 1e6
@@ -59,9 +61,23 @@ def bytes_per_element(dtype: str) -> float:
     return BYTES_PER_ELEMENT[normalize_dtype(dtype)]
 
 
+def storage_bytes(elements: int, dtype: str) -> int:
+    """Whole bytes that `elements` values of `dtype` occupy when packed densely.
+
+    int4 packs two values per byte, so an odd count rounds up: 3 int4 values take 2 bytes.
+    """
+    check_non_negative("elements", elements, integer=True)
+    return math.ceil(int(elements) * Fraction(bytes_per_element(dtype)))
+
+
+def _is_finite_number(value: object) -> bool:
+    """A real number (Python or numpy, not bool) that is neither NaN nor infinite."""
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def check_positive(name: str, value: float, *, integer: bool = False) -> None:
     """Raise ValueError naming `name` unless `value` is a finite positive number."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not _is_finite_number(value):
         raise ValueError(f"{name} must be a finite positive number, got {value!r}")
     if integer and int(value) != value:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -71,7 +87,7 @@ def check_positive(name: str, value: float, *, integer: bool = False) -> None:
 
 def check_non_negative(name: str, value: float, *, integer: bool = False) -> None:
     """Raise ValueError naming `name` unless `value` is a finite number >= 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not _is_finite_number(value):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     if integer and int(value) != value:
         raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
@@ -79,40 +95,48 @@ def check_non_negative(name: str, value: float, *, integer: bool = False) -> Non
         raise ValueError(f"{name} must be >= 0, got {value!r}")
 
 
-def _scaled(value: float, steps: list[tuple[float, str]], unit: str, digits: int) -> str:
+def _scaled(name: str, value: float, steps: list[tuple[float, str]], unit: str,
+            digits: int) -> str:
+    check_non_negative(name, value)
+    check_non_negative("digits", digits, integer=True)
     for factor, prefix in steps:
-        if abs(value) >= factor:
+        if value >= factor:
             return f"{value / factor:.{digits}f} {prefix}{unit}"
     return f"{value:.{digits}f} {unit}"
 
 
 _DECIMAL = [(1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")]
 _BINARY = [(2**50, "Pi"), (2**40, "Ti"), (2**30, "Gi"), (2**20, "Mi"), (2**10, "Ki")]
+_TIME = [(1.0, ""), (1e-3, "m"), (1e-6, "u")]
 
 
 def format_bytes(n_bytes: float, binary: bool = False, digits: int = 2) -> str:
     """Format a byte count: decimal (GB = 1e9) by default, binary (GiB = 2**30) on request."""
-    return _scaled(n_bytes, _BINARY if binary else _DECIMAL, "B", digits)
+    return _scaled("n_bytes", n_bytes, _BINARY if binary else _DECIMAL, "B", digits)
 
 
 def format_flops(flops: float, digits: int = 2) -> str:
     """Format a FLOP count (not a rate), e.g. '13.48 GFLOP'."""
-    return _scaled(flops, _DECIMAL, "FLOP", digits)
+    return _scaled("flops", flops, _DECIMAL, "FLOP", digits)
 
 
 def format_flop_rate(flop_per_s: float, digits: int = 2) -> str:
     """Format a rate in FLOP/s, e.g. '125.00 TFLOP/s'."""
-    return _scaled(flop_per_s, _DECIMAL, "FLOP/s", digits)
+    return _scaled("flop_per_s", flop_per_s, _DECIMAL, "FLOP/s", digits)
 
 
 def format_bandwidth(bytes_per_s: float, digits: int = 2) -> str:
     """Format a bandwidth in decimal B/s, e.g. '600.00 GB/s'."""
-    return _scaled(bytes_per_s, _DECIMAL, "B/s", digits)
+    return _scaled("bytes_per_s", bytes_per_s, _DECIMAL, "B/s", digits)
 
 
 def format_seconds(seconds: float, digits: int = 2) -> str:
-    """Format a duration with the unit that keeps it readable (s, ms, us, ns)."""
-    for factor, unit in [(1.0, "s"), (1e-3, "ms"), (1e-6, "us"), (1e-9, "ns")]:
-        if abs(seconds) >= factor:
-            return f"{seconds / factor:.{digits}f} {unit}"
-    return f"{seconds / 1e-9:.{digits}f} ns"
+    """Format a duration with the unit that keeps it readable (s, ms, us, ns).
+
+    Every formatter here takes a size, a count, a rate or a duration: NaN, an
+    infinity or a negative value is a mistake upstream and raises ValueError.
+    """
+    check_non_negative("seconds", seconds)
+    if 0 < seconds < 1e-6:
+        return _scaled("seconds", seconds / 1e-9, [], "ns", digits)
+    return _scaled("seconds", seconds, _TIME, "s", digits)
