@@ -19,12 +19,13 @@ the same object at once.
 from __future__ import annotations
 
 import os
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
+from .device import DTYPES, resolve_device
 from .hardware import Accelerator
-from .transformer import DTYPES, resolve_device
+from .timing import benchmark
 from .units import GB, MiB, format_bandwidth, format_flop_rate, normalize_dtype
 
 _CACHE: dict[tuple, Accelerator] = {}
@@ -32,16 +33,16 @@ _TRIED = ("fp32", "bf16", "fp16")
 _SLOW = 0.5  # skip a dtype whose probe runs below this fraction of fp32's rate
 
 
-def _median_time(fn: Callable[[], object], device: torch.device, repeat: int, best: bool = False) -> float:
-    from .measure import benchmark  # measure imports this module; import late
-
+def _median_time(fn: Callable[[], object], device: torch.device, repeat: int,
+                 best: bool = False) -> float:
     timing = benchmark(fn, warmup=2, repeat=repeat, device=device)
     return timing.min_s if best else timing.median_s
 
 
 def matmul_flops(dtype: str = "fp32", n: int = 2048, device: str | torch.device = "cpu",
                  repeat: int = 5, best: bool = False) -> float:
-    """FLOP/s of an n x n by n x n matmul in `dtype`: 2 n^3 / median (or, if best, fastest) seconds."""
+    """FLOP/s of an n x n by n x n matmul in `dtype`: 2 n^3 / median (or, if best,
+    fastest) seconds."""
     dev = resolve_device(device)
     dt = DTYPES[normalize_dtype(dtype)]
     gen = torch.Generator().manual_seed(0)

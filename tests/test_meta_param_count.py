@@ -1,14 +1,15 @@
 """Parameter counts checked against full-size PyTorch models built on the meta device.
 
 The meta device records shapes without allocating memory, so a 70B model costs nothing.
-Hugging Face transformers (a test-only dependency) supplies independent reference builds.
+Hugging Face transformers (a test-only dependency) supplies independent reference builds;
+the book's own `llmperf.model.Transformer` is built at full size the same way.
 """
 import pytest
 
+import llmperf as lp
+
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
-
-import llmperf as lp
 
 
 def meta_param_count(config) -> int:
@@ -39,7 +40,8 @@ def test_mixtral_on_meta_device():
     assert meta_param_count(config) == lp.get_model("mixtral-8x7b").param_count()
 
 
-@pytest.mark.parametrize("name, layers, width, heads", [("gpt2", 12, 768, 12), ("gpt2-xl", 48, 1600, 25)])
+@pytest.mark.parametrize("name, layers, width, heads",
+                         [("gpt2", 12, 768, 12), ("gpt2-xl", 48, 1600, 25)])
 def test_gpt2_on_meta_device(name, layers, width, heads):
     config = transformers.GPT2Config(n_layer=layers, n_embd=width, n_head=heads)
     assert meta_param_count(config) == lp.get_model(name).param_count()
@@ -50,3 +52,25 @@ def test_opt_13b_on_meta_device():
         hidden_size=5120, num_hidden_layers=40, ffn_dim=20480, num_attention_heads=40,
         vocab_size=50272, max_position_embeddings=2048, word_embed_proj_dim=5120)
     assert meta_param_count(config) == lp.get_model("opt-13b").param_count()
+
+
+def reference_on_meta(config):
+    from llmperf.model import Transformer  # needs torch, found above
+
+    return Transformer(config, device="meta")
+
+
+@pytest.mark.parametrize("name", ["llama-2-7b", "llama-2-70b", "mixtral-8x7b"])
+def test_reference_model_on_meta_device(name):
+    config = lp.get_model(name)
+    model = reference_on_meta(config)
+    assert all(p.is_meta for p in model.parameters())
+    assert model.num_parameters() == config.param_count()
+
+
+def test_reference_model_and_hugging_face_llama_agree_on_meta_device():
+    from llmperf.hf import llama_config
+
+    for name in ("llama-2-7b", "llama-2-70b"):
+        config = lp.get_model(name)
+        assert meta_param_count(llama_config(config)) == reference_on_meta(config).num_parameters()

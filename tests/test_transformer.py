@@ -1,20 +1,29 @@
-"""The reference transformer is a real Llama: counts, cache, batching, and Hugging Face logits."""
+"""The reference model is a real Llama: counts, cache, generation, and Hugging Face logits."""
+import ast
+from pathlib import Path
+
 import pytest
 import torch
 
 import llmperf as lp
-from llmperf.transformer import Generation, Transformer, generate, next_token_distribution, sample_next
+from llmperf.generate import Generation, KVCache, generate, next_token_distribution, sample_next
+from llmperf.model import Transformer
 
 TINY = lp.get_model("ref-tiny")
-GQA = TINY.with_(name="gqa", n_heads=8, n_kv_heads=2, d_model=64, d_ff=96, vocab_size=97, max_seq_len=64)
+GQA = TINY.with_(name="gqa", n_heads=8, n_kv_heads=2, d_model=64, d_ff=96, vocab_size=97,
+                 max_seq_len=64)
 MQA = GQA.with_(name="mqa", n_kv_heads=1, tied_embeddings=True)
 BIAS = GQA.with_(name="bias", n_kv_heads=8, bias=True)
 MOE = lp.get_model("ref-moe-tiny")
 
 
+def random_tokens(config, shape, seed=0):
+    return torch.randint(0, config.vocab_size, shape, generator=torch.Generator().manual_seed(seed))
+
+
 @pytest.fixture(scope="module")
 def tiny():
-    return Transformer(TINY, max_batch=3, max_seq_len=64)
+    return Transformer(TINY, max_seq_len=64)
 
 
 @pytest.mark.parametrize("config", [TINY, GQA, MQA, BIAS, MOE, lp.get_model("ref-small")],
@@ -23,25 +32,58 @@ def test_parameter_count_matches_the_analytic_count(config):
     assert Transformer(config, max_seq_len=8).num_parameters() == config.param_count()
 
 
-@pytest.mark.parametrize("config", [TINY, MQA, MOE], ids=lambda c: c.name)
+@pytest.mark.parametrize("config", [TINY, GQA, MQA, MOE], ids=lambda c: c.name)
 def test_incremental_decode_gives_the_logits_of_a_full_forward(config):
-    model = Transformer(config, max_batch=2, max_seq_len=32, seed=1)
-    tokens = torch.randint(0, config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(0))
+    model = Transformer(config, max_seq_len=32, seed=1)
+    tokens = random_tokens(config, (2, 12))
+    cache = KVCache(model, batch=2, max_seq_len=12)
     with torch.inference_mode():
-        full = model(tokens, use_cache=False)
-        steps = [model(tokens[:, :5])] + [model(tokens[:, i:i + 1], i) for i in range(5, 12)]
+        full = model(tokens)
+        steps = [model(tokens[:, :5], 0, cache)]
+        steps += [model(tokens[:, i:i + 1], i, cache) for i in range(5, 12)]
     torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("config", [TINY, GQA, BIAS], ids=lambda c: c.name)
+def test_chunked_prefill_after_cached_tokens_equals_one_shot_prefill(config):
+    model = Transformer(config, max_seq_len=32, seed=4)
+    tokens = random_tokens(config, (2, 15), seed=2)
+    chunked = KVCache(model, batch=2, max_seq_len=15)
+    whole = KVCache(model, batch=2, max_seq_len=15)
+    with torch.inference_mode():
+        one_shot = model(tokens, 0, whole)
+        parts = [model(tokens[:, a:b], a, chunked) for a, b in ((0, 4), (4, 11), (11, 15))]
+    torch.testing.assert_close(torch.cat(parts, dim=1), one_shot, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(chunked.k, whole.k, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(chunked.v, whole.v, rtol=1e-5, atol=1e-6)
+
+
+def test_last_only_returns_the_last_position_of_each_row(tiny):
+    tokens = random_tokens(TINY, (3, 7), seed=8)
+    with torch.inference_mode():
+        torch.testing.assert_close(tiny(tokens, last_only=True), tiny(tokens)[:, -1:])
 
 
 @pytest.mark.parametrize("config", [TINY, MOE], ids=lambda c: c.name)
 def test_generation_with_and_without_the_cache_gives_the_same_tokens(config):
-    model = Transformer(config, max_batch=2, max_seq_len=40)
-    prompt = torch.randint(0, config.vocab_size, (2, 6), generator=torch.Generator().manual_seed(3))
+    model = Transformer(config, max_seq_len=40)
+    prompt = random_tokens(config, (2, 6), seed=3)
     cached = generate(model, prompt, 12)
     uncached = generate(model, prompt, 12, use_cache=False)
     assert torch.equal(cached.tokens, uncached.tokens)
-    sampled = [generate(model, prompt, 12, temperature=0.8, top_k=20, seed=5, use_cache=c) for c in (True, False)]
+    sampled = [generate(model, prompt, 12, temperature=0.8, top_k=20, seed=5, use_cache=c)
+               for c in (True, False)]
     assert torch.equal(sampled[0].tokens, sampled[1].tokens)
+
+
+def test_greedy_generation_continues_with_the_argmax_of_a_full_forward(tiny):
+    prompt = random_tokens(TINY, (1, 5), seed=9)
+    out = generate(tiny, prompt, 4).tokens
+    seq = prompt
+    with torch.inference_mode():
+        for _ in range(4):
+            seq = torch.cat([seq, tiny(seq)[:, -1:].argmax(-1)], dim=1)
+    assert torch.equal(out, seq[:, 5:])
 
 
 def test_generation_records_a_timestamp_per_token(tiny):
@@ -60,58 +102,56 @@ def test_sampling_is_seeded_and_respects_top_k(tiny):
     assert torch.equal(generate(tiny, prompt, 8, temperature=1.0, top_k=1).tokens, greedy.tokens)
 
 
-def test_batched_sequences_of_different_lengths_match_running_each_alone(tiny):
-    gen = torch.Generator().manual_seed(4)
-    prompts = [torch.randint(0, TINY.vocab_size, (n,), generator=gen).tolist() for n in (3, 9, 6)]
+def test_a_batch_of_prompts_matches_running_each_alone(tiny):
+    prompts = random_tokens(TINY, (3, 6), seed=4).tolist()
     together = generate(tiny, prompts, 7).tokens
     alone = torch.cat([generate(tiny, [p], 7).tokens for p in prompts])
     assert torch.equal(together, alone)
-    assert torch.equal(generate(tiny, prompts, 7, use_cache=False).tokens, together)
-
-
-def test_decode_with_per_sequence_positions_matches_each_alone(tiny):
-    gen = torch.Generator().manual_seed(6)
-    seqs = [torch.randint(0, TINY.vocab_size, (1, n), generator=gen) for n in (4, 10)]
-    with torch.inference_mode():
-        alone = [tiny(s, use_cache=False)[:, -1] for s in seqs]
-        padded = torch.zeros(2, 9, dtype=torch.int64)
-        padded[0, :3], padded[1, :9] = seqs[0][0, :3], seqs[1][0, :9]
-        tiny(padded)  # prefill both; row 0's padding is overwritten before it is read
-        last = torch.cat([seqs[0][:, 3:4], seqs[1][:, 9:10]])
-        batched = tiny(last, torch.tensor([3, 9]))[:, -1]
-    torch.testing.assert_close(batched, torch.cat(alone), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("config", [TINY, MQA, BIAS], ids=lambda c: c.name)
 def test_logits_equal_hugging_face_llama_with_the_same_weights(config):
     transformers = pytest.importorskip("transformers")
-    hf_config = transformers.LlamaConfig(
-        vocab_size=config.vocab_size, hidden_size=config.d_model, intermediate_size=config.d_ff,
-        num_hidden_layers=config.n_layers, num_attention_heads=config.n_heads,
-        num_key_value_heads=config.n_kv_heads, head_dim=config.d_head,
-        max_position_embeddings=config.max_seq_len, rms_norm_eps=config.norm_eps,
-        rope_theta=config.rope_theta, tie_word_embeddings=config.tied_embeddings,
-        attention_bias=config.bias, mlp_bias=config.bias)
+    from llmperf.hf import llama_config, load_hf_state_dict, to_hf_state_dict
+
+    hf_config = llama_config(config)
     hf = transformers.LlamaForCausalLM(hf_config).eval()
     assert lp.ModelConfig.from_hf_config(hf_config.to_dict()).param_count() == config.param_count()
-    ours = Transformer(config, max_batch=2, max_seq_len=32, seed=2)
-    hf.load_state_dict(ours.hf_state_dict(), strict=not config.tied_embeddings)
+    ours = Transformer(config, max_seq_len=32, seed=2)
+    hf.load_state_dict(to_hf_state_dict(ours), strict=not config.tied_embeddings)
     if config.tied_embeddings:
         hf.tie_weights()
-    tokens = torch.randint(0, config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(1))
+    tokens = random_tokens(config, (2, 16), seed=1)
+    cache = KVCache(ours, batch=2, max_seq_len=16)
     with torch.inference_mode():
         expected = hf(tokens).logits
-        torch.testing.assert_close(ours(tokens, use_cache=False), expected, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(ours(tokens), expected, rtol=1e-4, atol=1e-5)
+        steps = [ours(tokens[:, :10], 0, cache)] + [ours(tokens[:, i:i + 1], i, cache)
+                                                     for i in range(10, 16)]
+        torch.testing.assert_close(torch.cat(steps, dim=1), expected, rtol=1e-4, atol=1e-5)
     # and back: Hugging Face weights load into our model
-    other = Transformer(config, max_batch=2, max_seq_len=32, seed=9)
-    other.load_hf_state_dict(hf.state_dict())
+    other = Transformer(config, max_seq_len=32, seed=9)
+    load_hf_state_dict(other, hf.state_dict())
     with torch.inference_mode():
         torch.testing.assert_close(other(tokens), expected, rtol=1e-4, atol=1e-5)
 
 
+def test_hf_conversion_rejects_incomplete_state_and_moe_models():
+    from llmperf.hf import load_hf_state_dict, to_hf_state_dict
+
+    model = Transformer(TINY, max_seq_len=8)
+    state = to_hf_state_dict(model)
+    with pytest.raises(ValueError, match="missing"):
+        load_hf_state_dict(model, {k: v for k, v in state.items() if "q_proj" not in k})
+    state["model.norm.weight"] = torch.ones(3)
+    with pytest.raises(ValueError, match="model.norm.weight"):
+        load_hf_state_dict(model, state)
+    with pytest.raises(ValueError, match="dense"):
+        to_hf_state_dict(Transformer(MOE, max_seq_len=8))
+
+
 def test_bf16_runs_and_stays_close_to_fp32():
-    tokens = torch.randint(0, TINY.vocab_size, (1, 10), generator=torch.Generator().manual_seed(0))
+    tokens = random_tokens(TINY, (1, 10))
     with torch.inference_mode():
         fp32 = Transformer(TINY, max_seq_len=16)(tokens)
         bf16 = Transformer(TINY, max_seq_len=16, dtype="bf16")(tokens)
@@ -119,16 +159,58 @@ def test_bf16_runs_and_stays_close_to_fp32():
     assert (bf16.float() - fp32).abs().max() < 0.05 * fp32.abs().max() + 0.02
 
 
+def test_compiled_model_runs_prefill_and_decode_in_one_graph_each():
+    model = Transformer(TINY, max_seq_len=16, seed=3)
+    compiled = torch.compile(model, backend="eager", fullgraph=True)  # fails on any graph break
+    tokens = random_tokens(TINY, (2, 9), seed=6)
+    caches = [KVCache(model, batch=2, max_seq_len=9) for _ in range(2)]
+    with torch.inference_mode():
+        got = [compiled(tokens[:, :6], 0, caches[0]), compiled(tokens[:, 6:8], 6, caches[0]),
+               compiled(tokens[:, 8:], 8, caches[0])]
+        want = [model(tokens[:, :6], 0, caches[1]), model(tokens[:, 6:8], 6, caches[1]),
+                model(tokens[:, 8:], 8, caches[1])]
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
+
+
+def test_kv_cache_bytes_match_the_analytic_size():
+    model = Transformer(TINY, max_seq_len=64)
+    assert KVCache(model, batch=3, max_seq_len=40).nbytes == TINY.kv_cache_bytes(40, 3, "fp32")
+    bf16 = Transformer(TINY, max_seq_len=64, dtype="bf16")
+    assert KVCache(bf16, batch=2).nbytes == TINY.kv_cache_bytes(64, 2, "bf16")
+
+
+def test_step_costs_count_attention_as_the_model_runs_it(tiny):
+    for phase, kernel in (("prefill", "fused"), ("decode", "standard")):
+        assert tiny.attention_kernel[phase] == kernel
+        expected = lp.layer_costs(TINY, phase, 2, 32, dtype="fp32", attention=kernel)
+        assert tiny.step_costs(phase, batch=2, seq_len=32).total == expected.total
+    assert tiny.step_costs("prefill", 1, 32).total != lp.layer_costs(TINY, "prefill", 1, 32,
+                                                                      dtype="fp32").total
+
+
+def test_the_model_file_does_not_use_numpy():
+    source = Path(lp.__file__).with_name("model.py").read_text()
+    imported = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            imported.add(node.module.split(".")[0])
+    assert "torch" in imported and "numpy" not in imported
+
+
 @pytest.mark.parametrize("field,value", [("norm", "layernorm"), ("position", "learned"),
                                          ("ffn_kind", "mlp"), ("activation", "gelu")])
 def test_unsupported_configs_name_the_field(field, value):
-    config = TINY.with_(**{field: value}, **({"learned_positions": 512} if value == "learned" else {}))
+    extra = {"learned_positions": 512} if value == "learned" else {}
+    config = TINY.with_(**{field: value}, **extra)
     with pytest.raises(ValueError, match=field):
         Transformer(config)
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(max_batch=0), "max_batch"), (dict(max_seq_len=-1), "max_seq_len"),
+    (dict(max_seq_len=-1), "max_seq_len"), (dict(max_seq_len=2.5), "max_seq_len"),
     (dict(dtype="int8"), "dtype"), (dict(dtype="fp16"), "dtype"), (dict(device="tpu"), "device"),
     (dict(device="cuda:0"), "device"), (dict(config="no-such-model"), "model"),
 ])
@@ -140,37 +222,27 @@ def test_bad_construction_arguments_raise(kwargs, match):
         Transformer(**args)
 
 
-def test_bad_forward_and_generate_inputs_raise(tiny):
-    ok = torch.tensor([[1, 2]])
-    with pytest.raises(ValueError, match="beyond the cache"):
-        tiny(ok, 63)
-    with pytest.raises(ValueError, match="max_batch"):
-        tiny(torch.zeros(4, 1, dtype=torch.int64))
-    with pytest.raises(ValueError, match="tokens"):
-        tiny(torch.tensor([[1.0]]))
-    with pytest.raises(ValueError, match="tokens"):
-        tiny(torch.tensor([[TINY.vocab_size]]))
-    with pytest.raises(ValueError, match="start_pos"):
-        tiny(ok, -1)
-    with pytest.raises(ValueError, match="start_pos"):
-        tiny(ok, 3, use_cache=False)
-    with pytest.raises(ValueError, match="max_new_tokens"):
-        generate(tiny, [1, 2], 0)
-    with pytest.raises(ValueError, match="temperature"):
-        generate(tiny, [1, 2], 3, temperature=-1.0)
-    with pytest.raises(ValueError, match="top_k"):
-        generate(tiny, [1, 2], 3, temperature=1.0, top_k=0)
-    with pytest.raises(ValueError, match="max_seq_len"):
-        generate(tiny, [1, 2], 70)
-    with pytest.raises(ValueError, match="prompt"):
-        generate(tiny, [[]], 3)
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(max_new_tokens=0), "max_new_tokens"), (dict(max_new_tokens=70), "max_seq_len"),
+    (dict(temperature=-1.0), "temperature"), (dict(temperature=float("nan")), "temperature"),
+    (dict(temperature=1.0, top_k=0), "top_k"), (dict(top_k=TINY.vocab_size + 1), "top_k"),
+    (dict(prompt=[[]]), "prompt"), (dict(prompt=[[1, 2], [3]]), "one length"),
+    (dict(prompt=[TINY.vocab_size]), rf"\[0, {TINY.vocab_size}\)"), (dict(prompt=[-1]), "prompt"),
+    (dict(prompt=torch.tensor([[1.0]])), "prompt"), (dict(prompt="abc"), "prompt"),
+    (dict(model="ref-tiny"), "model"),
+])
+def test_bad_generate_arguments_raise(tiny, kwargs, match):
+    args = {"model": tiny, "prompt": [1, 2], "max_new_tokens": 3, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        generate(**args)
 
 
-def test_full_size_model_on_the_meta_device_matches_the_analytic_count():
-    llama = lp.get_model("llama-2-7b")
-    model = Transformer(llama, device="meta")
-    assert all(p.is_meta for p in model.parameters())
-    assert model.num_parameters() == llama.param_count() == 6_738_415_616
+def test_bad_cache_arguments_raise(tiny):
+    for kwargs, match in ((dict(batch=0), "batch"), (dict(max_seq_len=0), "max_seq_len")):
+        with pytest.raises(ValueError, match=match):
+            KVCache(tiny, **kwargs)
+    with pytest.raises(ValueError, match="model"):
+        KVCache(TINY)
 
 
 def test_next_token_distribution_applies_temperature_and_top_k():
@@ -194,33 +266,3 @@ def test_sample_next_is_greedy_at_zero_temperature_and_seeded_above():
     assert torch.equal(draws[0], draws[1])
     top5 = logits.topk(5, dim=-1).indices
     assert all(draws[0][b] in top5[b] for b in range(3))
-
-
-def test_kv_cache_bytes_match_the_analytic_size():
-    cfg = lp.get_model("ref-tiny")
-    model = Transformer(cfg, max_batch=3, max_seq_len=40)
-    assert model.kv_cache_bytes() == cfg.kv_cache_bytes(tokens=40, batch=3, dtype="fp32")
-
-
-@pytest.mark.parametrize("name", ["ref-tiny", "ref-moe-tiny"])
-def test_cpu_gemv_path_gives_the_same_decode_logits(name):
-    fast = Transformer(name, max_seq_len=32, seed=3, cpu_gemv=True)
-    plain = Transformer(name, max_seq_len=32, seed=3, cpu_gemv=False)
-    prompt = torch.randint(0, fast.config.vocab_size, (1, 10), generator=torch.Generator().manual_seed(0))
-    threads = torch.get_num_threads()
-    with torch.inference_mode():
-        for model in (fast, plain):
-            model(prompt, 0)
-        a = fast(prompt[:, -1:], 10)
-        b = plain(prompt[:, -1:], 10)
-    assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
-    assert torch.get_num_threads() == threads  # the thread count is restored
-    assert generate(fast, prompt[0].tolist(), 6).tokens.tolist() == generate(plain, prompt[0].tolist(), 6).tokens.tolist()
-
-
-def test_cpu_gemv_default_follows_the_openblas_timeout_variable(monkeypatch):
-    monkeypatch.delenv("OPENBLAS_THREAD_TIMEOUT", raising=False)
-    assert Transformer("ref-tiny", max_seq_len=8).cpu_gemv is False
-    monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "4")
-    assert Transformer("ref-tiny", max_seq_len=8).cpu_gemv is True
-    assert Transformer("ref-tiny", max_seq_len=8, cpu_gemv=False).cpu_gemv is False

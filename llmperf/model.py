@@ -1,0 +1,271 @@
+"""A Llama-style decoder in PyTorch, built from the `ModelConfig` the analytic layer uses.
+
+One small class per idea: `RMSNorm`, `RotaryEmbedding`, `Attention` (grouped-query),
+`FeedForward` (SwiGLU), `MoEFeedForward` (router + top-k experts), `Block`, and the
+`Transformer` around them. Conventions follow Hugging Face's Llama (rotate-half RoPE,
+RMSNorm in fp32, nn.Linear weights), so a checkpoint loads through `llmperf.hf`.
+Two projections are fused, which changes no result: Wq, Wk, Wv are one nn.Linear
+`wqkv`, and the SwiGLU gate and up matrices are one nn.Linear `w13`.
+
+The keys and values of past tokens live in a cache passed to `forward` (see
+`llmperf.generate.KVCache`). Inputs are checked where a run starts (`generate`,
+`measure_prefill`, `measure_decode`), not in `forward`: a forward step never waits
+for the device, so it runs as queued kernels and `torch.compile` can trace it whole.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .device import dtype_name, resolve_device, resolve_dtype
+from .layers import StepCosts, step_costs
+from .models import ModelConfig, get_model
+from .units import check_positive
+
+_SUPPORTED = {"norm": "rmsnorm", "position": "rope", "ffn_kind": "swiglu", "activation": "silu"}
+
+
+def check_supported(config: ModelConfig) -> None:
+    """ValueError naming the first field this Llama-style model cannot build."""
+    for field, wanted in _SUPPORTED.items():
+        if getattr(config, field) != wanted:
+            raise ValueError(f"config.{field} must be {wanted!r} for llmperf.model, "
+                             f"got {getattr(config, field)!r}")
+    if config.is_moe and config.bias:
+        raise ValueError("config.bias must be False for an MoE model (n_experts > 1)")
+
+
+class RMSNorm(nn.Module):
+    """x / sqrt(mean(x^2) + eps) * weight, computed in fp32 and cast back."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * xf.to(x.dtype)
+
+
+class RotaryEmbedding(nn.Module):
+    """cos and sin tables of RoPE for positions 0..max_seq_len-1 (rotate-half layout)."""
+
+    def __init__(self, d_head: int, max_seq_len: int, theta: float) -> None:
+        super().__init__()
+        self.d_head, self.max_seq_len, self.theta = d_head, max_seq_len, theta
+        self.register_buffer("cos", torch.empty(max_seq_len, d_head), persistent=False)
+        self.register_buffer("sin", torch.empty(max_seq_len, d_head), persistent=False)
+
+    def reset(self) -> None:
+        half = torch.arange(0, self.d_head, 2, dtype=torch.float32) / self.d_head
+        angles = torch.outer(torch.arange(self.max_seq_len, dtype=torch.float32),
+                             1.0 / self.theta ** half)
+        angles = torch.cat([angles, angles], dim=-1)
+        self.cos.copy_(angles.cos())
+        self.sin.copy_(angles.sin())
+
+    def forward(self, start_pos: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin (length, d_head) of positions start_pos..start_pos+length-1."""
+        return self.cos[start_pos:start_pos + length], self.sin[start_pos:start_pos + length]
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate each pair (x_i, x_{i + d/2}) of x (B, H, T, d) by its position's angle."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+
+
+class Attention(nn.Module):
+    """Multi-head attention with n_kv_heads <= n_heads (grouped-query attention)."""
+
+    def __init__(self, config: ModelConfig, layer_index: int) -> None:
+        super().__init__()
+        c = config
+        self.layer_index = layer_index
+        self.n_heads, self.n_kv_heads, self.d_head = c.n_heads, c.n_kv_heads, c.d_head
+        self.wqkv = nn.Linear(c.d_model, c.q_dim + 2 * c.kv_dim, bias=c.bias)
+        self.wo = nn.Linear(c.q_dim, c.d_model, bias=c.bias)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, start_pos: int,
+                cache, mask: torch.Tensor | None) -> torch.Tensor:
+        B, T, _ = x.shape
+        H, Hkv, D = self.n_heads, self.n_kv_heads, self.d_head
+        q, k, v = self.wqkv(x).split([H * D, Hkv * D, Hkv * D], dim=-1)
+        q = apply_rotary(q.view(B, T, H, D).transpose(1, 2), cos, sin)  # (B, H, T, D)
+        k = apply_rotary(k.view(B, T, Hkv, D).transpose(1, 2), cos, sin)  # (B, Hkv, T, D)
+        v = v.view(B, T, Hkv, D).transpose(1, 2)
+        if cache is not None:
+            k, v = cache.update(self.layer_index, start_pos, k, v)  # (B, Hkv, start_pos + T, D)
+        if T == 1:
+            y = self._decode(q, k, v)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
+                                               enable_gqa=H != Hkv)
+        return self.wo(y.transpose(1, 2).reshape(B, T, H * D))
+
+    def _decode(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """One query per sequence: two matmuls and a softmax. Each KV group's query heads are
+        folded into rows, (B, H, 1, D) -> (B, Hkv, H/Hkv, D), so K and V are read once per KV
+        head and never copied. For a single query, SDPA's CPU kernel costs more than the work."""
+        B, H, _, D = q.shape
+        scores = q.reshape(B, self.n_kv_heads, H // self.n_kv_heads, D) @ k.transpose(-1, -2)
+        probs = (scores * (1.0 / math.sqrt(D))).float().softmax(dim=-1).to(v.dtype)
+        return (probs @ v).reshape(B, H, 1, D)
+
+
+class FeedForward(nn.Module):
+    """SwiGLU: W2 (silu(x W_gate) * (x W_up)); gate and up share one matmul."""
+
+    def __init__(self, d_model: int, d_ff: int, bias: bool) -> None:
+        super().__init__()
+        self.w13 = nn.Linear(d_model, 2 * d_ff, bias=bias)
+        self.w2 = nn.Linear(d_ff, d_model, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.w13(x).chunk(2, dim=-1)
+        return self.w2(F.silu(gate) * up)
+
+
+class MoEFeedForward(nn.Module):
+    """n_experts SwiGLU experts; a router sends each token to its top experts_per_token.
+
+    The chosen experts' outputs are mixed with a softmax over their router scores
+    (Mixtral's rule). Each expert runs once, on the tokens routed to it; an expert no
+    token chose is skipped, so its weights are not read. Which tokens go where is
+    known only after routing: this is the one place a forward step's shapes depend on
+    data (torch.compile splits its graph here).
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.top_k = config.experts_per_token
+        self.router = nn.Linear(config.d_model, config.n_experts, bias=False)
+        self.experts = nn.ModuleList(FeedForward(config.d_model, config.d_ff, bias=False)
+                                     for _ in range(config.n_experts))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])
+        scores, chosen = self.router(x).float().topk(self.top_k, dim=-1)  # (N, k)
+        weights = scores.softmax(dim=-1).to(x.dtype)
+        out = torch.zeros_like(x)
+        for e, expert in enumerate(self.experts):
+            token, slot = (chosen == e).nonzero(as_tuple=True)
+            if token.numel() > 0:
+                y = expert(x[token]) * weights[token, slot].unsqueeze(-1)
+                out.index_add_(0, token, y)
+        return out.view(shape)
+
+
+class Block(nn.Module):
+    """Pre-norm decoder layer: x + attention(norm(x)), then h + ffn(norm(h))."""
+
+    def __init__(self, config: ModelConfig, layer_index: int) -> None:
+        super().__init__()
+        self.attention_norm = RMSNorm(config.d_model, config.norm_eps)
+        self.attention = Attention(config, layer_index)
+        self.ffn_norm = RMSNorm(config.d_model, config.norm_eps)
+        self.feed_forward = (MoEFeedForward(config) if config.is_moe
+                             else FeedForward(config.d_model, config.d_ff, config.bias))
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, start_pos: int,
+                cache, mask: torch.Tensor | None) -> torch.Tensor:
+        h = x + self.attention(self.attention_norm(x), cos, sin, start_pos, cache, mask)
+        return h + self.feed_forward(self.ffn_norm(h))
+
+
+class Transformer(nn.Module):
+    """A Llama-style decoder whose RoPE table covers `max_seq_len` positions.
+
+    Weights are drawn from N(0, 0.02^2) with `seed` (norms start at 1), the same on
+    every device. On device "meta" it holds shapes only (to count a full-size model's
+    parameters). Parameters do not require gradients: this is an inference model.
+    """
+
+    # How attention runs in each phase, in the terms of llmperf.layer_costs(attention=...):
+    # prefill through one fused causal scaled_dot_product_attention kernel; decode as two
+    # matmuls and a softmax whose (small) score rows go through memory.
+    attention_kernel = {"prefill": "fused", "decode": "standard"}
+
+    def __init__(self, config: ModelConfig | str, device: str | torch.device = "cpu",
+                 dtype: str | torch.dtype = torch.float32, max_seq_len: int | None = None,
+                 seed: int = 0) -> None:
+        super().__init__()
+        cfg = get_model(config)
+        check_supported(cfg)
+        dev = resolve_device(device, allow_meta=True)
+        dt = resolve_dtype(dtype, dev)
+        max_seq_len = cfg.max_seq_len if max_seq_len is None else max_seq_len
+        check_positive("max_seq_len", max_seq_len, integer=True)
+        self.config, self.max_seq_len = cfg, int(max_seq_len)
+        with torch.device("meta"):  # shapes first; memory once, on the target device
+            self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.d_model)
+            self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
+            self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+            # A tied head reuses the embedding matrix (vocab, d_model).
+            self.output = (None if cfg.tied_embeddings
+                           else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False))
+            self.rope = RotaryEmbedding(cfg.d_head, self.max_seq_len, cfg.rope_theta)
+        self.to(dtype=dt).to_empty(device=dev)
+        self.requires_grad_(False)
+        if dev.type != "meta":
+            self._init_weights(seed)
+            self.rope.reset()
+
+    @torch.no_grad()
+    def _init_weights(self, seed: int) -> None:
+        gen = torch.Generator().manual_seed(seed)
+        for name, p in self.named_parameters():
+            if name.endswith("norm.weight"):
+                p.fill_(1.0)
+            elif name.endswith("bias"):
+                p.zero_()
+            else:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
+
+    @property
+    def device(self) -> torch.device:
+        return self.tok_embeddings.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.tok_embeddings.weight.dtype
+
+    def num_parameters(self) -> int:
+        """Distinct parameters (a tied embedding counts once); equals config.param_count()."""
+        return sum(p.numel() for p in self.parameters())
+
+    def step_costs(self, phase: str, batch: int = 1, seq_len: int = 2048) -> StepCosts:
+        """The analytic cost table of one step of this model, in its dtype, with attention
+        counted the way it runs here (`attention_kernel`)."""
+        return step_costs(self.config, phase, batch=batch, seq_len=seq_len,
+                          dtype=dtype_name(self.dtype), attention=self.attention_kernel[phase])
+
+    def forward(self, tokens: torch.Tensor, start_pos: int = 0, cache=None,
+                last_only: bool = False) -> torch.Tensor:
+        """Logits (B, T, vocab) for tokens (B, T) at positions start_pos..start_pos+T-1.
+
+        With a cache (e.g. `llmperf.generate.KVCache`), keys and values are written at
+        those positions and attention reads positions 0..start_pos+T-1; without one, the
+        tokens attend only to each other. last_only returns the last position's logits
+        (B, 1, vocab), all that generation needs.
+        """
+        T = tokens.shape[1]
+        cos, sin = self.rope(start_pos, T)
+        mask = None  # causal over the new tokens alone: SDPA builds it
+        if cache is not None and start_pos > 0 and T > 1:
+            # A chunk after cached tokens: query i sees keys 0..start_pos+i.
+            visible = torch.ones(T, start_pos + T, dtype=torch.bool, device=tokens.device)
+            mask = visible.tril(diagonal=start_pos)
+        x = self.tok_embeddings(tokens)
+        for layer in self.layers:
+            x = layer(x, cos, sin, start_pos, cache, mask)
+        if last_only:
+            x = x[:, -1:]
+        x = self.norm(x)
+        return F.linear(x, self.tok_embeddings.weight) if self.output is None else self.output(x)
