@@ -1,4 +1,5 @@
 """The per-operator table of one forward step, under dense, GQA and MoE models."""
+
 import pytest
 
 import llmperf as lp
@@ -7,10 +8,21 @@ import llmperf as lp
 def test_decode_reads_every_weight_once():
     llama = lp.get_model("llama-2-7b")
     step = lp.layer_costs(llama, "decode", batch=1, seq_len=2048)
-    weight_rows = ["q_proj", "k_proj", "v_proj", "o_proj", "ffn_gate", "ffn_up", "ffn_down", "lm_head"]
+    weight_rows = [
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "ffn_gate",
+        "ffn_up",
+        "ffn_down",
+        "lm_head",
+    ]
     weight_bytes = sum(step[name].bytes for name in weight_rows)
     # Everything but the embedding table (only one row is gathered) and the norms.
-    linear_params = llama.param_count() - llama.embedding_params() - llama.param_breakdown()["norms"]
+    linear_params = (
+        llama.param_count() - llama.embedding_params() - llama.param_breakdown()["norms"]
+    )
     assert weight_bytes == pytest.approx(2 * linear_params, rel=1e-3)
 
 
@@ -19,20 +31,22 @@ def test_decode_flops_are_about_two_per_parameter_plus_attention():
     context = 2048
     step = lp.layer_costs(llama, "decode", batch=1, seq_len=context)
     attention_flops = llama.n_layers * llama.n_heads * (4 * llama.d_head + 3) * (context + 1)
-    linear_params = llama.param_count() - llama.embedding_params() - llama.param_breakdown()["norms"]
+    linear_params = (
+        llama.param_count() - llama.embedding_params() - llama.param_breakdown()["norms"]
+    )
     assert step.total.flops == pytest.approx(2 * linear_params + attention_flops, rel=1e-3)
 
 
 def test_gqa_shrinks_kv_projections_and_kv_reads():
     mistral = lp.get_model("mistral-7b")  # 8 KV heads, 32 query heads
     mha = mistral.with_(name="mistral-mha", n_kv_heads=32)
-    gqa_step = lp.layer_costs(mistral, "decode", 1, 4096)
-    mha_step = lp.layer_costs(mha, "decode", 1, 4096)
+    gqa_step = lp.layer_costs(mistral, "decode", 1, 2048)  # inside the 4,096-token window
+    mha_step = lp.layer_costs(mha, "decode", 1, 2048)
     assert gqa_step["k_proj"].flops * 4 == mha_step["k_proj"].flops
     assert gqa_step["q_proj"].flops == mha_step["q_proj"].flops
     assert gqa_step["qk"].flops == mha_step["qk"].flops  # every query head still scores
-    kv_read_gqa = mistral.n_layers * 4097 * mistral.kv_dim * 2
-    kv_read_mha = mha.n_layers * 4097 * mha.kv_dim * 2
+    kv_read_gqa = mistral.n_layers * 2049 * mistral.kv_dim * 2
+    kv_read_mha = mha.n_layers * 2049 * mha.kv_dim * 2
     assert mha_step["qk"].bytes - gqa_step["qk"].bytes == pytest.approx(kv_read_mha - kv_read_gqa)
 
 
@@ -63,8 +77,8 @@ def test_experts_touched_limits():
 
 
 def test_prefill_ffn_is_compute_bound_and_decode_memory_bound_on_a10():
-    prefill = lp.layer_costs("llama-2-7b", "prefill", 1, 4096)
-    decode = lp.layer_costs("llama-2-7b", "decode", 1, 4096)
+    prefill = lp.layer_costs("llama-2-7b", "prefill", 1, 4096).on("A10")
+    decode = lp.layer_costs("llama-2-7b", "decode", 1, 4096).on("A10")
     assert prefill["ffn_up"].bound == "compute"
     assert decode["ffn_up"].bound == "memory"
     assert decode["qk"].bound == "memory"
@@ -82,6 +96,90 @@ def test_table_text_lists_every_operator():
     for row in step:
         assert row.name in text
     assert "total" in text
+    assert "time" not in text  # counting says nothing about hardware
+    placed = step.on("A10").to_text()
+    assert "on A10" in placed and "bound" in placed and "ms" in placed
+
+
+def test_repr_is_the_table_not_a_dataclass_dump():
+    step = lp.step_costs("llama-2-7b", "decode", 1, 2048)
+    for table in (step, step.on("A10")):
+        text = repr(table)
+        assert text == str(table) == table.to_text()
+        assert "OpRow(" not in text and "Cost(" not in text
+        assert len(text.splitlines()) == len(table) + 5  # title, header, rule, rows, rule, total
+        html = table._repr_html_()
+        assert html.startswith("<table>") and html.count("<tr>") == len(table) + 2
+        assert html == table._repr_html_()  # deterministic, for saved notebook outputs
+
+
+def test_counting_needs_no_accelerator_and_placing_adds_times():
+    step = lp.step_costs("llama-2-7b", "decode", batch=1, seq_len=2048)
+    assert not hasattr(step, "time_s") and not hasattr(step["q_proj"], "time_s")
+    a10 = lp.get_accelerator("A10")
+    placed = step.on(a10)
+    assert placed.accelerator is a10 and placed.total == step.total
+    q = placed["q_proj"]
+    assert q.time_s == max(q.flops / 125e12, q.bytes / 600e9) and q.bound == "memory"
+    assert placed.time_s == pytest.approx(sum(r.time_s for r in placed))
+    blocks = sum(placed.block_time_s(b) for b in ("attention", "ffn", "other"))
+    assert blocks == pytest.approx(placed.time_s)
+    # The same count on a faster part takes less time; the count itself is unchanged.
+    assert step.on("H100 SXM").time_s < placed.time_s
+    with pytest.raises(ValueError, match="block"):
+        placed.block_time_s("mlp")
+
+
+def test_layer_costs_is_step_costs_and_takes_no_accelerator():
+    assert lp.layer_costs is lp.step_costs
+    with pytest.raises(TypeError):
+        lp.layer_costs("llama-2-7b", "decode", 1, 16, accelerator="A10")
+
+
+def test_placing_needs_a_peak_in_the_table_dtype():
+    with pytest.raises(ValueError, match="bf16.*T4"):
+        lp.step_costs("gpt2", "decode", 1, 16, dtype="bf16").on("T4")
+
+
+def test_sliding_window_caps_decode_reads_and_the_kv_cache():
+    mistral = lp.get_model("mistral-7b")
+    assert mistral.sliding_window == 4096  # Mistral-7B-v0.1 config.json
+    full = mistral.with_(sliding_window=None)
+    at_32k = lp.step_costs(mistral, "decode", 1, 32768)
+    # The new token sees 4,096 keys: itself and the 4,095 before it.
+    assert at_32k["qk"].flops == mistral.n_layers * mistral.n_heads * 2 * mistral.d_head * 4096
+    assert lp.step_costs(full, "decode", 1, 32768)["qk"].flops == at_32k["qk"].flops * 32769 / 4096
+    # Inside the window nothing changes.
+    assert lp.step_costs(mistral, "decode", 1, 1000) == lp.step_costs(full, "decode", 1, 1000)
+    # The KV cache of a 32K-token sequence: 8 times smaller with the window.
+    assert full.kv_cache_bytes(32768) == 8 * mistral.kv_cache_bytes(32768)
+    assert mistral.kv_cache_bytes(32768) == 4096 * 2 * 32 * 8 * 128 * 2
+
+
+def test_sliding_window_prefill_skips_pairs_only_in_the_fused_kernel():
+    mistral = lp.get_model("mistral-7b")
+    full = mistral.with_(sliding_window=None)
+    n, w = 8192, 4096
+    fused = lp.step_costs(mistral, "prefill", 1, n, attention="fused")["attention"]
+    pairs = w * (w + 1) // 2 + (n - w) * w  # query p sees min(p + 1, w) keys
+    assert fused.flops == mistral.n_layers * mistral.n_heads * (4 * mistral.d_head + 3) * pairs
+    assert fused.bytes == lp.step_costs(full, "prefill", 1, n, attention="fused")["attention"].bytes
+    # The standard algorithm computes every score and masks: the same counts as without a window.
+    assert lp.step_costs(mistral, "prefill", 1, n) == lp.step_costs(full, "prefill", 1, n)
+
+
+def test_attended_pairs_with_a_window_match_enumeration():
+    for seq_len, kv_len, window in [(5, 5, 2), (3, 10, 4), (1, 7, 3), (6, 6, 10), (4, 9, 1)]:
+        first = kv_len - seq_len
+        listed = sum(
+            1
+            for p in range(first, kv_len)
+            for key in range(kv_len)
+            if key <= p and p - key < window
+        )
+        assert lp.attended_pairs(seq_len, kv_len, causal=True, window=window) == listed
+    with pytest.raises(ValueError, match="window"):
+        lp.attended_pairs(4, 4, causal=False, window=2)
 
 
 def test_roofline_latency_sums_prefill_and_growing_decode_steps():
@@ -91,6 +189,23 @@ def test_roofline_latency_sums_prefill_and_growing_decode_steps():
     assert est.prefill_s == pytest.approx(lp.prefill_time(llama, a10, 100))
     assert est.decode_s == pytest.approx(sum(steps))
     assert est.tpot_s == pytest.approx(sum(steps) / 3)
+
+
+def test_simple_model_is_not_a_lower_bound_on_the_step_roofline():
+    # The simple model's decode step reads all 2P bytes (P = 6,738,415,616 for Llama 2 7B)
+    # at the A10's 600 GB/s; the roofline step skips the embedding table but adds the KV cache.
+    simple_step = 2 * 6_738_415_616 / 600e9
+    assert simple_step == pytest.approx(22.46e-3, abs=1e-5)
+    assert lp.decode_step_time("llama-2-7b", "A10", 1) == pytest.approx(22.05e-3, abs=1e-5)
+    assert lp.decode_step_time("llama-2-7b", "A10", 350) == pytest.approx(22.35e-3, abs=1e-5)
+    # Crossover: from 470 cached tokens on, the per-step roofline is the larger.
+    assert lp.decode_step_time("llama-2-7b", "A10", 469) < simple_step
+    assert lp.decode_step_time("llama-2-7b", "A10", 470) > simple_step
+    # What separates them: 262 MB of embedding table against 0.52 MB of KV cache per token.
+    llama = lp.get_model("llama-2-7b")
+    table_bytes = 2 * llama.embedding_params()
+    kv_per_token = llama.kv_bytes_per_token("fp16")
+    assert 400 < table_bytes / kv_per_token < 550
 
 
 def test_simple_and_roofline_models_agree_at_short_context_and_part_at_long():
@@ -112,6 +227,33 @@ def test_critical_batch_is_near_ridge_times_bytes_over_two():
     assert lp.matmul_cost(n - 1, 4096, 11008).intensity < lp.get_accelerator("A10").ridge_point()
 
 
+def test_attention_functions_share_argument_names():
+    import inspect
+
+    for fn in (
+        lp.attention_scores_cost,
+        lp.attention_values_cost,
+        lp.attention_cost,
+        lp.fused_attention_cost,
+        lp.flash_attention_cost,
+    ):
+        params = inspect.signature(fn).parameters
+        assert list(params)[:2] == ["seq_len", "d_head"], fn.__name__
+        assert {"kv_len", "heads", "kv_heads", "batch", "dtype"} <= set(params), fn.__name__
+    assert {"seq_len", "kv_len", "heads", "batch", "dtype"} <= set(
+        inspect.signature(lp.softmax_cost).parameters
+    )
+    # Keys beyond the queries (decode against a cache): the same names everywhere.
+    sizes = dict(kv_len=300, heads=4, kv_heads=2, batch=3, dtype="fp16")
+    parts = (
+        lp.attention_scores_cost(1, 64, **sizes)
+        + lp.softmax_cost(1, kv_len=300, heads=4, batch=3)
+        + lp.attention_values_cost(1, 64, **sizes)
+    )
+    assert lp.attention_cost(1, 64, **sizes) == parts
+    assert lp.attention_cost(1, 64, **sizes).flops == 3 * 4 * 300 * (4 * 64 + 3)
+
+
 def test_flash_attention_moves_less_than_standard():
     std = lp.attention_cost(4096, 128)
     flash = lp.flash_attention_cost(4096, 128, sram_bytes=192 * 1024)
@@ -119,7 +261,7 @@ def test_flash_attention_moves_less_than_standard():
     # Blocks of Br = min(192 KiB / (4 * 128 * 2 B), d) = 128 queries: K and V are read 32 times.
     assert flash.bytes == (2 * 4096 * 128 + 2 * 4096 * 128 * 32) * 2
     assert lp.fused_attention_cost(4096, 128).bytes < flash.bytes < std.bytes
-    # More on-chip memory means bigger blocks and fewer re-reads, up to FlashAttention's cap Br <= d.
+    # More on-chip memory: bigger blocks, fewer re-reads, up to FlashAttention's cap Br <= d.
     small = lp.flash_attention_cost(4096, 128, sram_bytes=64 * 1024)
     huge = lp.flash_attention_cost(4096, 128, sram_bytes=1e12)
     assert small.bytes > flash.bytes == huge.bytes
@@ -145,10 +287,15 @@ def test_recomputation_is_a_prefill_per_token_and_grows_quadratically():
     llama, a10 = "llama-2-7b", "A10"
     est = lp.recompute_latency(llama, a10, prompt_tokens=100, output_tokens=4)
     assert est.prefill_s == pytest.approx(lp.prefill_time(llama, a10, 100))
-    assert est.decode_s == pytest.approx(sum(lp.prefill_time(llama, a10, 100 + i) for i in (1, 2, 3)))
+    assert est.decode_s == pytest.approx(
+        sum(lp.prefill_time(llama, a10, 100 + i) for i in (1, 2, 3))
+    )
     # Against the cache, the gap widens with the length of the answer.
-    ratio = [lp.recompute_latency(llama, a10, 16, g).total_s / lp.roofline_latency(llama, a10, 16, g).total_s
-             for g in (8, 64)]
+    ratio = [
+        lp.recompute_latency(llama, a10, 16, g).total_s
+        / lp.roofline_latency(llama, a10, 16, g).total_s
+        for g in (8, 64)
+    ]
     assert 1 < ratio[0] < ratio[1]
 
 

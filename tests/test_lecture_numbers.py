@@ -1,4 +1,5 @@
 """The lecture's numbers, reproduced through llmperf's public API."""
+
 import pytest
 
 import llmperf as lp
@@ -14,7 +15,10 @@ def test_standard_attention_intensity_is_62_at_d128_n4096():
     cost = lp.attention_cost(seq_len=4096, d_head=128, dtype="fp16")
     d, n = 128, 4096
     assert cost.flops == 2 * d * n * n + 3 * n * n + 2 * n * n * d
-    assert cost.bytes == 2 * 2 * d * n + 2 * n * n + 2 * n * n + 2 * n * n + 2 * (n * n + n * d) + 2 * n * d
+    assert (
+        cost.bytes
+        == 2 * 2 * d * n + 2 * n * n + 2 * n * n + 2 * n * n + 2 * (n * n + n * d) + 2 * n * d
+    )
     assert round(cost.intensity, 1) == 62.4
 
 
@@ -49,7 +53,9 @@ def test_kv_cache_is_2_2_layers_d_tokens_bytes():
 def test_kv_cache_under_gqa_uses_kv_heads():
     llama3 = lp.get_model("llama-3-8b")  # 8 KV heads of 128 against 32 query heads
     assert llama3.kv_bytes_per_token("fp16") == 2 * 2 * 32 * 8 * 128
-    assert llama3.kv_bytes_per_token("fp16") * 4 == lp.get_model("llama-2-7b").kv_bytes_per_token("fp16")
+    assert llama3.kv_bytes_per_token("fp16") * 4 == lp.get_model("llama-2-7b").kv_bytes_per_token(
+        "fp16"
+    )
 
 
 def test_llama_2_7b_param_count():
@@ -67,6 +73,18 @@ def test_simple_model_has_the_lectures_two_terms():
     assert est.decode_s > 50 * est.prefill_s
 
 
+def test_per_step_roofline_is_below_the_simple_decode_term_at_the_lectures_context():
+    # Lecture example: 350 prompt tokens on the A10. The simple model charges 2P / BW per
+    # generated token; the per-step roofline reads fewer bytes at this context (no
+    # embedding table, only 350 tokens of KV cache), so "lower bound" would be wrong.
+    params = 6_738_415_616
+    per_token_simple = 2 * params / 600e9
+    est = lp.simple_latency("llama-2-7b", "A10", prompt_tokens=350, output_tokens=150)
+    assert est.decode_s / 150 == pytest.approx(per_token_simple)
+    assert lp.decode_step_time("llama-2-7b", "A10", 350) < per_token_simple
+    assert lp.decode_step_time("llama-2-7b", "A10", 3500) > per_token_simple
+
+
 def test_about_four_or_five_requests_of_4k_fit_on_an_a10():
     llama, a10 = lp.get_model("llama-2-7b"), lp.get_accelerator("A10")
     # The A10's "24 GB" is 24 GiB of GDDR6: (25.77e9 - 13.48e9) / 2.147e9 = 5.7, so five fit.
@@ -77,3 +95,7 @@ def test_about_four_or_five_requests_of_4k_fit_on_an_a10():
     decimal_card = lp.Accelerator("A10 (24e9 B)", dict(a10.peak_flops), a10.mem_bandwidth, 24e9)
     assert lp.max_batch_size(llama, decimal_card, seq_len=4096) == 4
     assert lp.max_batch_size(llama, a10, seq_len=4096, reserved_bytes=2 * lp.GB) == 4
+    # With ECC on, 1/16 of the GDDR6 holds check bits: 22.5 GiB are left, and four fit.
+    ecc_reserve = a10.mem_capacity - a10.usable_capacity()
+    assert ecc_reserve == 1.5 * lp.GiB
+    assert lp.max_batch_size(llama, a10, seq_len=4096, reserved_bytes=ecc_reserve) == 4

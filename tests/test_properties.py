@@ -1,5 +1,7 @@
 """Invariants of the cost and roofline models, checked on random inputs with hypothesis."""
-from hypothesis import given, settings, strategies as st
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import llmperf as lp
 
@@ -36,7 +38,9 @@ def test_roofline_time_is_the_larger_of_its_two_terms(cost, name):
     t = lp.roofline_time(cost, acc, "fp16")
     assert t == max(cost.flops / acc.peak("fp16"), cost.bytes / acc.mem_bandwidth)
     assert t >= 0
-    assert (lp.bound(cost, acc) == "compute") == (cost.flops / acc.peak("fp16") > cost.bytes / acc.mem_bandwidth)
+    assert (lp.bound(cost, acc) == "compute") == (
+        cost.flops / acc.peak("fp16") > cost.bytes / acc.mem_bandwidth
+    )
 
 
 @given(st.floats(0, 1e5), accelerators)
@@ -49,7 +53,11 @@ def test_attainable_flops_never_exceeds_peak_or_bandwidth_line(intensity, name):
 @given(sizes, sizes, sizes)
 def test_matmul_cost_is_monotone_in_each_size(n, k, m):
     base = lp.matmul_cost(n, k, m)
-    for bigger in (lp.matmul_cost(n + 1, k, m), lp.matmul_cost(n, k + 1, m), lp.matmul_cost(n, k, m + 1)):
+    for bigger in (
+        lp.matmul_cost(n + 1, k, m),
+        lp.matmul_cost(n, k + 1, m),
+        lp.matmul_cost(n, k, m + 1),
+    ):
         assert bigger.flops > base.flops and bigger.bytes > base.bytes
 
 
@@ -60,8 +68,11 @@ def test_attention_cost_is_monotone_in_length(n, d):
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.sampled_from(["llama-2-7b", "llama-3-8b", "mixtral-8x7b", "gpt2"]),
-       st.integers(1, 64), st.integers(1, 8192))
+@given(
+    st.sampled_from(["llama-2-7b", "llama-3-8b", "mixtral-8x7b", "gpt2"]),
+    st.integers(1, 64),
+    st.integers(1, 8192),
+)
 def test_decode_step_grows_with_context_and_batch(name, batch, context):
     t = lp.decode_step_time(name, "A10", context, batch)
     assert lp.decode_step_time(name, "A10", context + 64, batch) > t
@@ -70,18 +81,65 @@ def test_decode_step_grows_with_context_and_batch(name, batch, context):
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.sampled_from(["llama-2-7b", "mistral-7b", "mixtral-8x7b", "opt-13b"]),
-       st.sampled_from(["prefill", "decode"]), st.integers(1, 16), st.integers(1, 4096))
+@given(
+    st.sampled_from(["llama-2-7b", "mistral-7b", "mixtral-8x7b", "opt-13b"]),
+    st.sampled_from(["prefill", "decode"]),
+    st.integers(1, 16),
+    st.integers(1, 4096),
+)
 def test_step_total_is_the_sum_of_its_rows_and_blocks(name, phase, batch, seq_len):
     step = lp.layer_costs(name, phase, batch, seq_len)
     total = step.total
     assert sum(r.flops for r in step) == total.flops
     blocks = sum(step.block_total(b).flops for b in ("attention", "ffn", "other"))
     assert abs(blocks - total.flops) <= 1e-9 * total.flops
-    assert all(r.time_s > 0 for r in step)
+    placed = step.on("A10")
+    assert all(r.time_s > 0 for r in placed)
+    assert placed.time_s >= max(total.flops / 125e12, total.bytes / 600e9) * (1 - 1e-12)
+
+
+@given(st.integers(1, 40), st.integers(0, 40), st.one_of(st.none(), st.integers(1, 50)))
+def test_attended_pairs_count_the_pairs_a_mask_allows(seq_len, extra_keys, window):
+    kv_len = seq_len + extra_keys
+    allowed = sum(
+        1
+        for p in range(extra_keys, kv_len)
+        for key in range(p + 1)
+        if window is None or p - key < window
+    )
+    assert lp.attended_pairs(seq_len, kv_len, causal=True, window=window) == allowed
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 20_000), st.integers(1, 8192))
+def test_kv_cache_never_holds_more_than_the_window(tokens, window):
+    m = lp.get_model("mistral-7b").with_(sliding_window=window)
+    assert m.kv_cache_bytes(tokens) == min(tokens, window) * m.kv_bytes_per_token("fp16")
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.text("abcxyz _-.", max_size=8), st.integers(-(10**6), 10**6), st.floats(0, 1e12)
+        ),
+        max_size=6,
+    )
+)
+def test_table_lines_line_up(rows):
+    table = lp.Table(["name", "count", "size"], rows, formats={"size": lp.format_bytes})
+    lines = str(table).splitlines()
+    header, rule = lines[0], lines[1]
+    assert len(lines) == len(rows) + 2
+    # The numeric columns end where their rule segment ends.
+    ends = [i + 1 for i, (a, b) in enumerate(zip(rule, rule[1:] + " ")) if a == "-" and b == " "]
+    assert header.rstrip().endswith("size") and len(header.rstrip()) == ends[-1]
+    for line in lines[2:]:
+        assert len(line) == ends[-1]
 
 
 @given(st.integers(1, 100_000), st.sampled_from(["fp16", "fp8", "int4"]))
 def test_kv_cache_is_linear_in_tokens_and_batch(tokens, dtype):
     m = lp.get_model("llama-3-8b")
-    assert m.kv_cache_bytes(tokens, batch=3, dtype=dtype) == 3 * tokens * m.kv_bytes_per_token(dtype)
+    assert m.kv_cache_bytes(tokens, batch=3, dtype=dtype) == 3 * tokens * m.kv_bytes_per_token(
+        dtype
+    )
