@@ -1,101 +1,131 @@
-"""Build the book: execute every chapter into _build/ and render each to HTML.
+"""Build the book's site with Jupyter Book: _build/html/index.html.
 
-The committed notebooks are not touched: each chapter's .py source is executed
-afresh into _build/notebooks/, then rendered to _build/html/ with an index page
-that links the chapters in order. MathJax is copied next to the pages, so the
-mathematics renders without a network connection.
+1. Stage the site's sources in <output>/src: the configuration in book/, every chapter as an
+   executed notebook (run afresh from its .py source, or, with --no-execute, the committed
+   .ipynb), each chapter's .py beside it, the exercises' README and the benchmarks' README
+   and results. The committed notebooks are never touched.
+2. Build the site from there with Sphinx through Jupyter Book's configuration, execution off,
+   into <output>/html. Every warning is printed and kept in <output>/warnings.txt, which
+   tests/test_book_site.py requires to be empty; --strict makes a warning fail the build.
 """
 from __future__ import annotations
 
 import argparse
-import html
+import io
+import os
 import re
 import shutil
+import sys
 import time
+import warnings
 from pathlib import Path
 
-import jupyter_server_mathjax
-
-import nbformat
-from nbconvert import HTMLExporter
-
-from notebooks import execute, read_source
-
 ROOT = Path(__file__).resolve().parent.parent
-MATHJAX = Path(jupyter_server_mathjax.__file__).parent / "static"
-MATHJAX_URL = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"  # the config this copy ships
+BOOK = ROOT / "book"
+NOT_STAGED = {"CONVENTIONS.md", "__pycache__"}
 
 
-def chapter_title(nb: nbformat.NotebookNode, fallback: str) -> str:
-    for cell in nb.cells:
-        if cell.cell_type == "markdown":
-            for line in cell.source.splitlines():
-                if line.startswith("# "):
-                    return line[2:].strip()
-    return fallback
+class _Tee(io.TextIOBase):
+    """A stream that writes to a terminal stream and keeps a copy."""
+
+    def __init__(self, stream):
+        self.stream, self.kept = stream, io.StringIO()
+
+    def write(self, text: str) -> int:
+        self.kept.write(text)
+        return self.stream.write(text) if self.stream is not None else len(text)
+
+    def flush(self) -> None:
+        if self.stream is not None:
+            self.stream.flush()
 
 
-def write_index(entries: list[tuple[str, str, float]], out: Path) -> None:
-    items = "\n".join(
-        f'    <li><a href="{html.escape(href)}">{html.escape(title)}</a> '
-        f'<small>(executed in {seconds:.0f} s)</small></li>'
-        for href, title, seconds in entries)
-    out.write_text(f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<title>Performance of Transformers: a runnable textbook</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:46rem;margin:3rem auto;line-height:1.5}}</style>
-</head><body>
-<h1>Performance of Transformers</h1>
-<p>A runnable textbook on where the time goes when a transformer LLM serves a request.
-Every page was executed on the machine that built this book.</p>
-<ol start="0">
-{items}
-</ol>
-</body></html>
-""", encoding="utf-8")
+def chapter_sources() -> list[Path]:
+    return sorted((ROOT / "chapters").glob("[0-9][0-9]_*.py"))
 
 
-def with_navigation(body: str, title: str, prev: str | None, nxt: str | None) -> str:
-    """Give a rendered chapter its title and links to the index and its neighbours."""
-    links = ['<a href="index.html">contents</a>']
-    if prev:
-        links.insert(0, f'<a href="{prev}">&larr; previous</a>')
-    if nxt:
-        links.append(f'<a href="{nxt}">next &rarr;</a>')
-    nav = ('<nav style="font-family:system-ui,sans-serif;padding:0.5rem 1rem">'
-           + " &middot; ".join(links) + "</nav>")
-    body = re.sub(r"<title>.*?</title>", f"<title>{html.escape(title)}</title>", body, count=1, flags=re.S)
-    body = re.sub(r"(<body[^>]*>)", r"\1" + nav, body, count=1)
-    return body.replace("</body>", nav + "</body>", 1)
+def stage(src: Path, execute: bool) -> None:
+    """Assemble the site's source folder."""
+    if src.exists():
+        shutil.rmtree(src)
+    shutil.copytree(BOOK, src, ignore=lambda folder, names: NOT_STAGED & set(names))
+    chapters = src / "chapters"
+    chapters.mkdir()
+    if execute:
+        import nbformat
+        from notebooks import execute as run_notebook
+        from notebooks import read_source
+    for py in chapter_sources():
+        shutil.copy2(py, chapters / py.name)
+        target = chapters / f"{py.stem}.ipynb"
+        if execute:
+            start = time.perf_counter()
+            nbformat.write(run_notebook(read_source(py), cwd=py.parent), target)
+            print(f"executed {py.relative_to(ROOT)} in {time.perf_counter() - start:.1f} s",
+                  flush=True)
+        else:
+            shutil.copy2(py.with_suffix(".ipynb"), target)
+    (src / "exercises").mkdir()
+    shutil.copy2(ROOT / "exercises" / "README.md", src / "exercises" / "README.md")
+    shutil.copytree(ROOT / "exercises" / "gradescope", src / "exercises" / "gradescope")
+    (src / "benchmarks" / "results").mkdir(parents=True)
+    shutil.copy2(ROOT / "benchmarks" / "README.md", src / "benchmarks" / "README.md")
+    for result in sorted((ROOT / "benchmarks" / "results").glob("*.md")):
+        shutil.copy2(result, src / "benchmarks" / "results" / result.name)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def build_site(src: Path, html: Path, doctrees: Path, strict: bool, quiet: bool) -> list[str]:
+    """Run Sphinx with Jupyter Book's configuration; return the warnings it printed."""
+    from jupyter_book.config import get_final_config
+    from sphinx.application import Sphinx
+    from sphinx.util.docutils import docutils_namespace, patch_docutils
+
+    sphinx_config, _ = get_final_config(
+        user_yaml=src / "_config.yml", cli_config={"latex_individualpages": False},
+        sourcedir=src, use_external_toc=True)
+    # Thebe (live code from a remote kernel) would name a CDN script on every page; the book
+    # runs its code in JupyterLab instead.
+    sphinx_config["extensions"] = [e for e in sphinx_config["extensions"] if e != "sphinx_thebe"]
+    warning_stream = _Tee(sys.stderr)
+    if html.exists():
+        shutil.rmtree(html)
+    with warnings.catch_warnings(), patch_docutils(str(src)), docutils_namespace():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        app = Sphinx(srcdir=str(src), confdir=None, outdir=str(html),
+                     doctreedir=str(doctrees), buildername="html", confoverrides=sphinx_config,
+                     status=None if quiet else sys.stdout, warning=warning_stream,
+                     freshenv=True, warningiserror=strict, keep_going=True)
+        app.build()
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", warning_stream.kept.getvalue())
+    return [line for line in plain.splitlines() if line.strip()]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", type=Path, default=ROOT / "_build")
+    parser.add_argument("--no-execute", dest="execute", action="store_false",
+                        help="use the committed .ipynb outputs instead of executing the chapters")
+    parser.add_argument("--strict", action="store_true", help="fail on any build warning")
+    parser.add_argument("--verbose", action="store_true", help="print Sphinx's progress")
     args = parser.parse_args()
-    notebooks_dir, html_dir = args.output / "notebooks", args.output / "html"
-    notebooks_dir.mkdir(parents=True, exist_ok=True)
-    html_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(MATHJAX, html_dir / "mathjax", dirs_exist_ok=True)
-    exporter = HTMLExporter(template_name="lab", mathjax_url=MATHJAX_URL)
-    sources = sorted((ROOT / "chapters").glob("[0-9][0-9]_*.py"))
-    pages = [f"{py.stem}.html" for py in sources]
-    entries = []
-    for i, py in enumerate(sources):
-        start = time.perf_counter()
-        nb = execute(read_source(py), cwd=py.parent)
-        seconds = time.perf_counter() - start
-        nbformat.write(nb, notebooks_dir / f"{py.stem}.ipynb")
-        title = chapter_title(nb, py.stem)
-        body, _ = exporter.from_notebook_node(nb)
-        body = with_navigation(body, title, pages[i - 1] if i else None,
-                               pages[i + 1] if i + 1 < len(pages) else None)
-        (html_dir / pages[i]).write_text(body, encoding="utf-8")
-        entries.append((pages[i], title, seconds))
-        print(f"{py.name}: {seconds:.1f} s")
-    write_index(entries, html_dir / "index.html")
-    print(f"wrote {html_dir / 'index.html'} linking {len(entries)} chapters")
+    output = args.output.resolve()
+    src, html = output / "src", output / "html"
+    # Kernels talk to this process over the loopback interface; their transport notice is noise.
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    stage(src, args.execute)
+    start = time.perf_counter()
+    found = build_site(src, html, output / "doctrees", args.strict, quiet=not args.verbose)
+    (output / "warnings.txt").write_text("".join(f"{w}\n" for w in found), encoding="utf-8")
+    pages = len(list(html.rglob("*.html")))
+    print(f"built {pages} pages in {time.perf_counter() - start:.1f} s: "
+          f"{(html / 'index.html').relative_to(Path.cwd()) if html.is_relative_to(Path.cwd()) else html / 'index.html'}")
+    print(f"serve it with: python -m http.server -d {html}")
+    if found:
+        print(f"{len(found)} warning lines, kept in {output / 'warnings.txt'}", file=sys.stderr)
+        return 1 if args.strict else 0
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
