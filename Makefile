@@ -9,7 +9,7 @@ TORCH_INDEX ?=
 STAMP  := $(VENV)/.installed
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: setup book test lab execute bench clean
+.PHONY: setup book check-book test lab execute bench clean
 
 setup: $(STAMP)
 
@@ -17,11 +17,19 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_INDEX) "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[book,grading,test]"
+	@# PYTHONWARNINGS: setuptools' notice about editable installs is not for readers.
+	PYTHONWARNINGS=ignore $(BIN)/python -m pip install --quiet -e ".[book,grading,test]"
 	@touch $(STAMP)
 
+# make book EXECUTE=0 builds the site from the committed notebooks, in seconds.
+EXECUTE ?= 1
+
 book: setup
-	$(BIN)/python tools/book.py --output _build
+	@$(BIN)/python tools/book.py --output _build $(if $(filter 0,$(EXECUTE)),--no-execute,)
+
+# Every page of the built site opened in headless Chromium (Debian's chromium package).
+check-book: book
+	BOOK_SITE=_build/html $(BIN)/python -m pytest -p no:cacheprovider tests/test_book_site.py
 
 test: setup
 	$(BIN)/python -m pytest tests
@@ -35,6 +43,8 @@ lab: setup
 	@# Open the .py sources as notebooks (jupytext) on a double click.
 	@echo '{"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"python": "Jupytext Notebook"}}}' \
 		> $(LAB_SETTINGS)/overrides.json
+	@echo "Open the NN_topic.py files: each opens as a notebook with its outputs;" \
+		"NN_topic.ipynb is its executed copy for GitHub and Colab."
 	$(BIN)/jupyter lab --notebook-dir=chapters $(ROOT_FLAG)
 
 execute: setup

@@ -110,7 +110,7 @@ class _Anchors(HTMLParser):
             self.links.append(attrs["href"])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _parse(path: Path) -> _Anchors:
     parser = _Anchors()
     parser.feed(path.read_text(encoding="utf-8", errors="replace"))
@@ -129,7 +129,8 @@ def broken_links(site: Path, page: Path) -> list[str]:
             target = target / "index.html"
         if not target.is_relative_to(site.resolve()) or not target.exists():
             broken.append(href)
-        elif parts.fragment and target.suffix == ".html" and parts.fragment not in _parse(target).ids:
+        elif (parts.fragment and target.suffix == ".html"
+              and parts.fragment not in _parse(target).ids):
             broken.append(href)
     return broken
 
@@ -285,8 +286,9 @@ CHAPTER_REPORT = r"""
 (() => {
   const visible = e => !!(e.offsetWidth || e.offsetHeight || e.getClientRects().length);
   const section = document.querySelector("section[id^='worked-problems']");
-  const shown = section ? [...section.querySelectorAll(".cell_output")].filter(
-      o => visible(o) && !o.closest("details:not([open])")).map(o => o.innerText.slice(0, 120)) : [];
+  const outputs = section ? [...section.querySelectorAll(".cell_output")] : [];
+  const shown = outputs.filter(o => visible(o) && !o.closest("details:not([open])"))
+                       .map(o => o.innerText.slice(0, 120));
   return {
     sidebar: [...document.querySelectorAll("nav.bd-docs-nav a")].map(a => a.getAttribute("href")),
     pageToc: document.querySelectorAll("nav.page-toc a").length,
@@ -306,6 +308,16 @@ SEARCH_REPORT = r"""
   }
   await new Promise(r => setTimeout(r, 500));
   return [...document.querySelectorAll("#search-results li a")].map(a => a.getAttribute("href"));
+})()
+"""
+
+
+SCROLL_TO_MATHS = r"""
+(() => {
+  const display = document.querySelector("article mjx-container[display='true']");
+  if (!display) { return false; }
+  display.scrollIntoView({block: "center"});
+  return true;
 })()
 """
 
@@ -375,7 +387,10 @@ def pages(site, served, browser):
             report["chapter"] = browser.evaluate(CHAPTER_REPORT)
         browser.settle()
         report.update(_problems(browser.events, served))
-        browser.screenshot(shots / (rel.replace("/", "__").removesuffix(".html") + ".png"))
+        name = rel.replace("/", "__").removesuffix(".html")
+        browser.screenshot(shots / f"{name}.png")
+        if browser.evaluate(SCROLL_TO_MATHS):  # a second picture, of the first displayed maths
+            browser.screenshot(shots / f"{name}__maths.png")
         reports[rel] = report
     return reports
 
@@ -386,7 +401,8 @@ def _failures(pages: dict, key: str) -> dict:
 
 def test_screenshots_are_kept(site, pages):
     shots = site.parent / "screenshots"
-    assert len(list(shots.glob("*.png"))) == len(pages) > 0
+    assert len([s for s in shots.glob("*.png") if not s.stem.endswith("__maths")]) == len(pages)
+    assert list(shots.glob("chapters__*__maths.png")), "no screenshot shows a chapter's maths"
 
 
 def test_no_console_errors(pages):

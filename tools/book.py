@@ -118,9 +118,9 @@ def main() -> int:
     found = build_site(src, html, output / "doctrees", args.strict, quiet=not args.verbose)
     (output / "warnings.txt").write_text("".join(f"{w}\n" for w in found), encoding="utf-8")
     pages = len(list(html.rglob("*.html")))
-    print(f"built {pages} pages in {time.perf_counter() - start:.1f} s: "
-          f"{(html / 'index.html').relative_to(Path.cwd()) if html.is_relative_to(Path.cwd()) else html / 'index.html'}")
-    print(f"serve it with: python -m http.server -d {html}")
+    shown = html.relative_to(Path.cwd()) if html.is_relative_to(Path.cwd()) else html
+    print(f"built {pages} pages in {time.perf_counter() - start:.1f} s: {shown / 'index.html'}")
+    print(f"serve it with: python -m http.server -d {shown}  (then open http://localhost:8000)")
     if found:
         print(f"{len(found)} warning lines, kept in {output / 'warnings.txt'}", file=sys.stderr)
         return 1 if args.strict else 0

@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 
 import nbformat
-
 from notebooks import execute, read_source
 
 
