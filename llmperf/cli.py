@@ -1,9 +1,10 @@
-"""The `llmperf` command: release and grade exercises, and two quick analytic look-ups.
+"""The `llmperf` command: release and grade exercises, and quick analytic look-ups.
 
-    llmperf release exercises/04_boundedness.py --output release/
+    llmperf release exercises/04_boundedness.py --output exercises/_release/
     llmperf grade submission.ipynb --results results.json
     llmperf grade submissions/ --csv scores.csv
-    llmperf estimate llama-2-7b A10 --prompt 350 --output 150
+    llmperf list models
+    llmperf estimate llama-2-7b A10 --prompt-tokens 350 --output-tokens 150
     llmperf layers llama-2-7b --phase decode --batch 8 --seq-len 4096 --accelerator A10
 """
 from __future__ import annotations
@@ -12,42 +13,97 @@ import argparse
 import sys
 from pathlib import Path
 
+DTYPE_HELP = "data type of the weights and the KV cache: fp32, bf16, fp16, fp8, int8 (default fp16)"
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="llmperf", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("release", help="write student notebooks from instructor sources")
-    p.add_argument("sources", nargs="+", type=Path, metavar="SOURCE")
-    p.add_argument("--output", "-o", type=Path, required=True, metavar="DIR")
-    p.add_argument("--no-py", action="store_true", help="write only the .ipynb")
-
-    p = sub.add_parser("grade", help="grade a submission, or every notebook in a folder")
-    p.add_argument("path", type=Path, metavar="SUBMISSION|DIR")
-    p.add_argument("--results", type=Path, help="write Gradescope's results.json here")
-    p.add_argument("--csv", type=Path, help="write one row per submission here")
-    p.add_argument("--exercise", help="grade as this exercise (default: from the notebook)")
-    p.add_argument("--source", type=Path, help="folder of instructor sources (default: exercises/)")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds per question (default 10)")
-    p.add_argument("--cell-timeout", type=float, default=10.0, help="seconds per cell (default 10)")
-    p.add_argument("--memory-mb", type=int, default=2048, help="memory cap (default 2048)")
-
-    p = sub.add_parser("estimate", help="simple and roofline latency of one request")
-    p.add_argument("model")
-    p.add_argument("accelerator")
-    p.add_argument("--prompt", type=int, required=True, help="prompt tokens")
-    p.add_argument("--output", type=int, required=True, help="output tokens")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--dtype", default="fp16")
-
-    p = sub.add_parser("layers", help="per-operator costs of one prefill or decode step")
-    p.add_argument("model")
-    p.add_argument("--phase", choices=("prefill", "decode"), required=True)
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--seq-len", type=int, required=True)
-    p.add_argument("--accelerator", default="A10")
-    p.add_argument("--dtype", default="fp16")
+    parser = argparse.ArgumentParser(prog="llmperf", description=__doc__.split("\n")[0],
+                                     allow_abbrev=False)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _release_parser(sub)
+    _grade_parser(sub)
+    _list_parser(sub)
+    _estimate_parser(sub)
+    _layers_parser(sub)
     return parser
+
+
+def _release_parser(sub) -> None:
+    p = sub.add_parser("release", allow_abbrev=False,
+                       help="write student notebooks from instructor sources",
+                       description="Write the notebook students get from each instructor source: "
+                       "solutions replaced by stubs, hidden checks removed.")
+    p.add_argument("sources", nargs="+", type=Path, metavar="SOURCE",
+                   help="an instructor source, exercises/NN_topic.py (solutions included)")
+    p.add_argument("--output", "-o", type=Path, required=True, metavar="DIR",
+                   help="folder to write NAME.ipynb and NAME.py into (created if missing); "
+                   "exercises/_release/ is ignored by git")
+    p.add_argument("--no-py", action="store_true", help="write only the .ipynb, not its .py twin")
+
+
+def _grade_parser(sub) -> None:
+    p = sub.add_parser("grade", allow_abbrev=False,
+                       help="grade a submission, or every notebook in a folder",
+                       description="Run a submission in a sandbox, compare its answers with the "
+                       "instructor's, and print a table (and, on request, results.json or a CSV).")
+    p.add_argument("path", type=Path, metavar="SUBMISSION|DIR",
+                   help="a student's .ipynb (or .py), or a folder of them")
+    p.add_argument("--results", type=Path, metavar="FILE",
+                   help="write Gradescope's results.json here (with a folder: grade its notebook)")
+    p.add_argument("--csv", type=Path, metavar="FILE", help="write one row per submission here")
+    p.add_argument("--exercise", metavar="NAME",
+                   help="grade as this exercise, e.g. 04_boundedness (default: from the notebook)")
+    p.add_argument("--source", type=Path, metavar="DIR",
+                   help="folder of instructor sources (default: exercises/)")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="time each question gets for all its checks (default 10)")
+    p.add_argument("--cell-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="time each cell of the notebook gets (default 10)")
+    p.add_argument("--memory-mb", type=int, default=2048, metavar="MB",
+                   help="address space of the submission's process, in MiB (default 2048)")
+
+
+def _list_parser(sub) -> None:
+    p = sub.add_parser("list", allow_abbrev=False,
+                       help="the catalog's models and accelerators, with key figures",
+                       description="List the models and accelerators that the other commands "
+                       "and the library know by name.")
+    p.add_argument("what", nargs="?", choices=("models", "accelerators"), metavar="WHAT",
+                   help="models or accelerators (default: both)")
+
+
+def _estimate_parser(sub) -> None:
+    p = sub.add_parser("estimate", allow_abbrev=False,
+                       help="simple and roofline latency of one request",
+                       description="Time to first token, decode time and time per output token "
+                       "of one request, from the simple and the roofline model.")
+    p.add_argument("model", help="a catalog model, e.g. llama-2-7b (see `llmperf list models`)")
+    p.add_argument("accelerator",
+                   help="a catalog accelerator, e.g. A10 (see `llmperf list accelerators`)")
+    p.add_argument("--prompt-tokens", type=int, required=True, metavar="N",
+                   help="tokens in the prompt (the prefill)")
+    p.add_argument("--output-tokens", type=int, required=True, metavar="N",
+                   help="tokens generated (the first comes from the prefill)")
+    p.add_argument("--batch", type=int, default=1, metavar="N",
+                   help="requests run together, each with these prompt and output tokens "
+                   "(default 1; the simple model ignores it)")
+    p.add_argument("--dtype", default="fp16", help=DTYPE_HELP)
+
+
+def _layers_parser(sub) -> None:
+    p = sub.add_parser("layers", allow_abbrev=False,
+                       help="per-operator costs of one prefill or decode step",
+                       description="FLOPs, bytes, intensity, bound and roofline time of each "
+                       "operator of one forward step.")
+    p.add_argument("model", help="a catalog model, e.g. llama-2-7b (see `llmperf list models`)")
+    p.add_argument("--phase", choices=("prefill", "decode"), required=True,
+                   help="prefill: whole prompts; decode: one new token per sequence")
+    p.add_argument("--batch", type=int, default=1, metavar="N", help="sequences (default 1)")
+    p.add_argument("--seq-len", type=int, required=True, metavar="N",
+                   help="prefill: prompt tokens; decode: tokens already in the KV cache")
+    p.add_argument("--accelerator", default="A10",
+                   help="a catalog accelerator for the times and bounds (default A10)")
+    p.add_argument("--dtype", default="fp16", help=DTYPE_HELP)
 
 
 def _release(args) -> int:
@@ -96,42 +152,100 @@ def _nothing_found(folder: Path):
     return Grade(str(folder), None, (), (f"no .ipynb or .py notebook found in {folder}",), 0.0)
 
 
+def _list(args) -> int:
+    import llmperf as lp
+
+    if args.what in (None, "models"):
+        print(f"{'model':<18}{'params':>10}{'layers':>8}{'d_model':>9}{'heads':>7}"
+              f"{'kv heads':>10}{'context':>9}")
+        for name in lp.list_models():
+            m = lp.get_model(name)
+            print(f"{m.name:<18}{_count(m.param_count()):>10}{m.n_layers:>8}{m.d_model:>9}"
+                  f"{m.n_heads:>7}{m.n_kv_heads or m.n_heads:>10}{m.max_seq_len:>9}")
+    if args.what is None:
+        print()
+    if args.what in (None, "accelerators"):
+        print(f"{'accelerator':<16}{'fp16 dense':>16}{'bandwidth':>14}{'memory':>12}")
+        for name in lp.list_accelerators():
+            a = lp.get_accelerator(name)
+            fp16 = lp.format_flop_rate(a.peak_flops["fp16"]) if "fp16" in a.peak_flops else "-"
+            print(f"{a.name:<16}{fp16:>16}{lp.format_bandwidth(a.mem_bandwidth):>14}"
+                  f"{lp.format_bytes(a.mem_capacity, binary=True):>12}")
+    return 0
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
+
+
+def _both_units(n_bytes: float) -> str:
+    import llmperf as lp
+
+    return f"{lp.format_bytes(n_bytes)} = {lp.format_bytes(n_bytes, binary=True)}"
+
+
+def _fit_problem(model, acc, args) -> tuple[bool, str | None]:
+    """(weights fit, what does not fit): says why before any timing is printed."""
+    import llmperf as lp
+
+    weights = model.weight_bytes(args.dtype)
+    memory = f"{acc.name} has {_both_units(acc.mem_capacity)} of memory"
+    if weights > acc.mem_capacity:
+        return False, (f"{model.name} does not fit on one {acc.name}: its {args.dtype} weights "
+                       f"alone take {_both_units(weights)}, and the {memory}. No timings: "
+                       "try a smaller model, a smaller dtype (--dtype) or more memory")
+    context = args.prompt_tokens + args.output_tokens - 1
+    kv = model.kv_cache_bytes(context, args.batch, args.dtype)
+    if weights + kv <= acc.mem_capacity:
+        return True, None
+    fits = lp.max_batch_size(model, acc, context, args.dtype)
+    return True, (f"the KV cache does not fit: {args.batch} sequence(s) of {context} tokens need "
+                  f"{_both_units(kv)} beside {_both_units(weights)} of weights, and the {memory}; "
+                  f"{fits} such sequence(s) fit. The timings below assume it all fitted")
+
+
 def _estimate(args) -> int:
     import llmperf as lp
 
     model, acc = lp.get_model(args.model), lp.get_accelerator(args.accelerator)
-    simple = lp.simple_latency(model, acc, args.prompt, args.output, args.dtype)
-    roof = lp.roofline_latency(model, acc, args.prompt, args.output, args.batch, args.dtype)
-    print(f"{model.name} on {acc.name}, {args.prompt} prompt tokens, {args.output} output tokens, "
-          f"{args.dtype}, batch {args.batch}")
+    for name in ("prompt_tokens", "output_tokens", "batch"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive whole number, "
+                             f"got {getattr(args, name)}")
+    weights_fit, problem = _fit_problem(model, acc, args)
+    if problem:
+        print(f"{'' if not weights_fit else 'warning: '}{problem}.")
+    if not weights_fit:
+        return 1
+    simple = lp.simple_latency(model, acc, args.prompt_tokens, args.output_tokens, args.dtype)
+    roof = lp.roofline_latency(model, acc, args.prompt_tokens, args.output_tokens, args.batch,
+                               args.dtype)
+    print(f"{model.name} on {acc.name}, {args.prompt_tokens} prompt tokens, "
+          f"{args.output_tokens} output tokens, {args.dtype}, batch {args.batch}")
     print(f"{'model':<10}{'TTFT':>12}{'decode':>12}{'total':>12}{'TPOT':>12}")
     for label, est in (("simple", simple), ("roofline", roof)):
-        print(f"{label:<10}{lp.format_seconds(est.prefill_s):>12}{lp.format_seconds(est.decode_s):>12}"
-              f"{lp.format_seconds(est.total_s):>12}{lp.format_seconds(est.tpot_s):>12}")
+        times = (est.prefill_s, est.decode_s, est.total_s, est.tpot_s)
+        print(f"{label:<10}" + "".join(f"{lp.format_seconds(t):>12}" for t in times))
     if args.batch > 1:
         print("the simple model ignores the batch (one request); the roofline model runs all of it")
-    context = args.prompt + args.output - 1
+    context = args.prompt_tokens + args.output_tokens - 1
     if context > model.max_seq_len:
         print(f"warning: {context} tokens exceed {model.name}'s context of {model.max_seq_len}")
-    fits = lp.max_batch_size(model, acc, context, args.dtype)
-    if fits < args.batch:
-        print(f"warning: does not fit: {acc.name}'s {lp.format_bytes(acc.mem_capacity, binary=True)} "
-              f"hold {fits} such sequence(s) beside the weights, not {args.batch}")
     return 0
 
 
 def _layers(args) -> int:
     import llmperf as lp
 
-    step = lp.layer_costs(args.model, args.phase, args.batch, args.seq_len, args.dtype,
-                          accelerator=args.accelerator)
-    print(step.to_text())
+    step = lp.layer_costs(args.model, args.phase, args.batch, args.seq_len, args.dtype)
+    print(step.on(args.accelerator).to_text())
     print(f"(each row sums all {lp.get_model(args.model).n_layers} layers where the operator "
           "is in every layer; times are each operator's roofline)")
     return 0
 
 
-COMMANDS = {"release": _release, "grade": _grade, "estimate": _estimate, "layers": _layers}
+COMMANDS = {"release": _release, "grade": _grade, "list": _list, "estimate": _estimate,
+            "layers": _layers}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,7 +28,8 @@ CASES = Path(__file__).resolve().parent / "grading_cases"
 FAST = Limits(cell_timeout_s=1.0, question_timeout_s=1.0, slack_s=1.0)
 
 ADD = "def add(a, b):\n    return a + b"
-BOUND = 'def describe_bound(intensity, ridge):\n    return "compute" if intensity > ridge else "memory"'
+BOUND = ('def describe_bound(intensity, ridge):\n'
+         '    return "compute" if intensity > ridge else "memory"')
 ANSWER = "answer = 42"
 FULL = {"add": 2, "describe_bound": 1, "answer": 1}
 
@@ -67,8 +68,11 @@ def test_released_stub_scores_zero(tmp_path, source):
         grade = grade_file(path, source.parent)  # the exercise is found from the metadata
         assert grade.exercise == source.stem
         assert grade.max_score > 0 and grade.score == 0
-        assert all("not written yet" in line or "not defined" in line
-                   for q in grade.questions for line in q.lines), _failures(grade)
+        for q in grade.questions:  # one line per question, naming its answer cell
+            assert len(q.lines) == 1, q.lines
+            assert q.lines[0].startswith("FAIL  not answered yet"), q.lines
+            assert "the answer cell of Question" in q.lines[0] and q.name in q.lines[0]
+        assert not grade.messages, grade.messages
 
 
 @pytest.mark.parametrize("source", EXERCISES + [CASES / "toy.py"], ids=lambda p: p.name)
@@ -83,7 +87,8 @@ def test_release_hides_solutions_and_hidden_checks(tmp_path, source):
         for q in ex.questions:
             for c in q.checks:
                 if c.hidden and c.args and to_source(c.args) not in visible:
-                    assert to_source(c.args) not in text, f"{q.name}: hidden arguments {c.args} leaked"
+                    why = f"{q.name}: hidden arguments {c.args} leaked"
+                    assert to_source(c.args) not in text, why
     nb = nbformat.read(ipynb, as_version=4)
     assert nb.metadata["llmperf"]["exercise"] == source.stem
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
@@ -104,7 +109,8 @@ def _failures(grade) -> str:
 
 # ---- feedback inside the student's notebook -----------------------------------------------------
 def _check_cell(nb, name):
-    return next(c.source for c in nb.cells if c.cell_type == "code" and f"check({name!r}" in c.source)
+    return next(c.source for c in nb.cells
+                if c.cell_type == "code" and f"check({name!r}" in c.source)
 
 
 def test_visible_checks_print_expected_got_and_tolerance(tmp_path):
@@ -124,23 +130,25 @@ def test_visible_checks_print_expected_got_and_tolerance(tmp_path):
 
 # ---- robustness: each case loses only the points it should --------------------------------------
 LOOP = "def add(a, b):\n    while True:\n        pass"
-STUBBORN = ("def add(a, b):\n    while True:\n        try:\n            while True:\n                pass\n"
-            "        except BaseException:\n            pass")
+STUBBORN = ("def add(a, b):\n    while True:\n        try:\n            while True:\n"
+            "                pass\n        except BaseException:\n            pass")
 ROBUSTNESS = {
     "syntax error": ([ADD, "def describe_bound(intensity, ridge)\n    return 1", ANSWER],
                      {"describe_bound": 0}, "SyntaxError"),
-    "exception at import": (["import no_such_module_here", ADD, BOUND, ANSWER], {}, "ModuleNotFoundError"),
+    "exception at import": (["import no_such_module_here", ADD, BOUND, ANSWER], {},
+                            "ModuleNotFoundError"),
     "endless loop in a function": ([LOOP, BOUND, ANSWER], {"add": 0}, "time limit"),
     "endless loop in a cell": (["while True:\n    pass", ADD, BOUND, ANSWER], {}, "time limit"),
     "loop that swallows the alarm": ([STUBBORN, BOUND, ANSWER], {"add": 0}, "time limit"),
     "missing function": ([BOUND, ANSWER], {"add": 0}, None),
     "duplicated and reordered cells": ([ANSWER, BOUND, ADD, BOUND, ADD, "x = 1"], {}, None),
-    "enormous output": (["for i in range(200_000):\n    print('spam' * 20)", "print('x' * 50_000_000)",
-                         ADD, BOUND, ANSWER], {}, None),
+    "enormous output": (["for i in range(200_000):\n    print('spam' * 20)",
+                         "print('x' * 50_000_000)", ADD, BOUND, ANSWER], {}, None),
     "enormous return value": (["def add(a, b):\n    return [0.5] * 2_000_000", BOUND, ANSWER],
                               {"add": 0}, None),
     "sys.exit in a cell": ([ADD, "import sys\nsys.exit(0)", BOUND, ANSWER], {}, "sys.exit"),
-    "os._exit in a cell": ([ADD, "import os\nos._exit(3)", BOUND, ANSWER], {}, "exited with status 3"),
+    "os._exit in a cell": ([ADD, "import os\nos._exit(3)", BOUND, ANSWER], {},
+                           "exited with status 3"),
     "os._exit in a function": (["import os\ndef add(a, b):\n    os._exit(0)", BOUND, ANSWER],
                                {"add": 0}, "exited with status 0"),
     "wrong answers and types": (["def add(a, b):\n    return object()",
@@ -202,7 +210,7 @@ def test_unknown_exercise_still_writes_results(tmp_path):
     assert json.loads(results.read_text())["score"] == 0
 
 
-# ---- results.json, the table, folder mode ---------------------------------------------------------
+# ---- results.json, the table, folder mode -------------------------------------------------------
 def test_results_json_follows_gradescope_format(tmp_path):
     grade = grade_toy(submission(tmp_path, ADD, "def describe_bound(i, r):\n    return 'memory'"))
     path = tmp_path / "results.json"
@@ -243,7 +251,8 @@ def test_release_command_and_py_submission_metadata(tmp_path):
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["estimate", "llama-2-7b", "A10", "--prompt", "350", "--output", "150"], "roofline"),
+    (["estimate", "llama-2-7b", "A10", "--prompt-tokens", "350", "--output-tokens", "150"],
+     "roofline"),
     (["layers", "llama-2-7b", "--phase", "decode", "--batch", "8", "--seq-len", "4096",
       "--accelerator", "A10"], "ffn"),
 ])
@@ -272,6 +281,86 @@ def test_import_llmperf_leaves_grading_alone():
     import subprocess
     import sys
 
-    code = "import sys, llmperf; print(any(m.startswith(('llmperf.grading', 'llmperf.cli')) for m in sys.modules))"
+    code = ("import sys, llmperf; "
+            "print(any(m.startswith(('llmperf.grading', 'llmperf.cli')) for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# ---- what the grader tells a student: by question, once ----------------------------------------
+def _released_toy(tmp_path: Path, answers: dict[str, str], first: str | None = None) -> Path:
+    """The released toy notebook with some answer cells replaced (by question name)."""
+    ipynb, _ = released(tmp_path, CASES / "toy.py")
+    nb = nbformat.read(ipynb, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    for name, body in answers.items():
+        check = next(i for i, c in enumerate(code) if f"check({name!r}" in c.source)
+        code[check - 1].source = body
+    if first is not None:
+        nb.cells.insert(0, nbformat.v4.new_code_cell(first))
+    path = tmp_path / "work.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def test_unanswered_value_question_is_named_by_its_question(tmp_path):
+    grade = grade_toy(_released_toy(tmp_path, {"add": ADD}))
+    lines = {q.name: q.lines for q in grade.questions}
+    assert scores(grade) == {"add": 2, "describe_bound": 0, "answer": 0}
+    assert lines["answer"] == ("FAIL  not answered yet: the answer cell of Question 3 (answer) "
+                               "still raises NotImplementedError",)
+    assert len(lines["describe_bound"]) == 1 and "Question 2" in lines["describe_bound"][0]
+    assert "not defined" not in _failures(grade)
+
+
+def test_a_defining_cell_that_raised_is_named_with_its_error(tmp_path):
+    path = _released_toy(tmp_path, {"add": ADD, "describe_bound": BOUND, "answer": "answer = 1/0"})
+    grade = grade_toy(path)
+    line, = next(q.lines for q in grade.questions if q.name == "answer")
+    assert line.startswith("FAIL  `answer` is not defined: the answer cell of Question 3 (answer) "
+                           "stopped with ZeroDivisionError"), line
+    assert any(m.startswith("the answer cell of Question 3 (answer): ZeroDivisionError")
+               for m in grade.messages), grade.messages
+
+
+def test_other_cells_are_counted_as_code_cells(tmp_path):
+    path = _released_toy(tmp_path, {"add": ADD, "describe_bound": BOUND, "answer": ANSWER},
+                         first="import no_such_module_here")
+    grade = grade_toy(path)
+    assert grade.score == grade.max_score
+    assert grade.messages == ("code cell 1 from the top, counting code cells only "
+                              "(`import no_such_module_here`): ModuleNotFoundError: No module "
+                              "named 'no_such_module_here' (line 1 of the cell)",)
+
+
+def test_a_deleted_answer_cell_is_reported_once(tmp_path):
+    grade = grade_toy(submission(tmp_path, ADD, BOUND))
+    line, = next(q.lines for q in grade.questions if q.name == "answer")
+    assert "`answer` is not defined: no cell defines it" in line
+
+
+def test_grading_modules_import_in_one_direction():
+    """No module of llmperf.grading imports one that imports it back, even inside a function."""
+    import ast
+
+    package = ROOT / "llmperf" / "grading"
+    graph = {}
+    for path in package.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        graph[path.stem] = {
+            (node.module or "").split(".")[0] or alias.name
+            for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 1
+            for alias in node.names}
+    assert graph["spec"] == set() and "declare" in graph["__init__"]
+    state = {}
+
+    def visit(name, trail):
+        assert state.get(name) != "open", f"import cycle: {' -> '.join(trail + [name])}"
+        if state.get(name) is None:
+            state[name] = "open"
+            for other in graph.get(name, ()):
+                visit(other, trail + [name])
+            state[name] = "done"
+
+    for name in graph:
+        visit(name, [])

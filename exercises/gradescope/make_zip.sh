@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Build the Gradescope autograder zip for one exercise:
 #   exercises/gradescope/make_zip.sh 04_boundedness      -> _build/gradescope/04_boundedness.zip
+#   exercises/gradescope/make_zip.sh 04_boundedness DIR  -> DIR/04_boundedness.zip
+# The zip holds what setup.sh installs (pyproject.toml with its [grading] extra, the README it
+# names, the llmperf package) and the one instructor source that run_autograder grades against.
 set -euo pipefail
-EXERCISE="${1:?usage: make_zip.sh EXERCISE_NAME}"
+EXERCISE="${1:?usage: make_zip.sh EXERCISE_NAME [OUTPUT_DIR]}"
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+OUT_DIR="$(mkdir -p "${2:-$ROOT/_build/gradescope}" && cd "${2:-$ROOT/_build/gradescope}" && pwd)"
 test -f "$ROOT/exercises/$EXERCISE.py" || { echo "no exercises/$EXERCISE.py" >&2; exit 2; }
 STAGE="$(mktemp -d)"
 trap 'rm -rf "$STAGE"' EXIT
@@ -15,8 +19,7 @@ cp "$ROOT/pyproject.toml" "$ROOT/README.md" "$STAGE/course/"   # pyproject names
 cp -r "$ROOT/llmperf" "$STAGE/course/llmperf"
 cp "$ROOT/exercises/$EXERCISE.py" "$STAGE/course/exercises/"
 find "$STAGE" -name __pycache__ -prune -exec rm -rf {} +
-mkdir -p "$ROOT/_build/gradescope"
-OUT="$ROOT/_build/gradescope/$EXERCISE.zip"
+OUT="$OUT_DIR/$EXERCISE.zip"
 rm -f "$OUT"
 (cd "$STAGE" && python3 -m zipfile -c "$OUT" setup.sh run_autograder course)
 echo "wrote $OUT"

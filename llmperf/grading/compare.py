@@ -7,7 +7,8 @@ from typing import Any
 from .plain import short
 
 
-def mismatch(expected: Any, got: Any, rel: float = 1e-6, abs_tol: float = 0.0, where: str = "") -> str | None:
+def mismatch(expected: Any, got: Any, rel: float = 1e-6, abs_tol: float = 0.0,
+             where: str = "") -> str | None:
     """None when `got` matches `expected`, else a sentence saying how it differs.
 
     Numbers match within the relative tolerance `rel` or the absolute one `abs_tol`;
@@ -56,7 +57,8 @@ def _dict_mismatch(expected, got, rel, abs_tol, where):
     if set(got) != set(expected):
         return f"expected the keys {sorted(expected)}, got {sorted(got)}"
     for key, e in expected.items():
-        reason = mismatch(e, got[key], rel, abs_tol, f"{where}[{key!r}]" if where else f"key {key!r}")
+        at = f"{where}[{key!r}]" if where else f"key {key!r}"
+        reason = mismatch(e, got[key], rel, abs_tol, at)
         if reason:
             return reason
     return None

@@ -12,13 +12,14 @@ import json
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import nbformat
+from typing import TYPE_CHECKING, Any
 
 from . import spec
 from .notebook import code_cells, read_notebook, runnable
 from .plain import NotPlainData, to_plain
+
+if TYPE_CHECKING:
+    import nbformat
 
 FUNCTION, VALUE = "function", "value"
 
@@ -60,7 +61,7 @@ class GradedQuestion:
 class Exercise:
     name: str
     path: Path
-    notebook: nbformat.NotebookNode
+    notebook: nbformat.NotebookNode  # noqa: F821 (imported for type checkers only)
     questions: tuple[GradedQuestion, ...]
 
     @property
@@ -93,7 +94,8 @@ def _run_cell(path: Path, index: int, source: str, namespace: dict) -> None:
         exec(compile(runnable(source), f"<{path.name} cell {index}>", "exec"), namespace)
     except Exception as err:
         detail = "".join(traceback.format_exception(type(err), err, err.__traceback__)[-3:])
-        raise ExerciseError(f"{path}: cell {index} of the instructor source fails:\n{detail}") from err
+        why = f"{path}: cell {index} of the instructor source fails:\n{detail}"
+        raise ExerciseError(why) from err
 
 
 def resolve(path: Path, q: spec.Question, namespace: dict) -> GradedQuestion:
@@ -127,7 +129,8 @@ def _check(where: str, fn, case: spec.Case, hidden: bool) -> Check:
         try:
             expected = fn(*args, **kwargs)
         except Exception as err:
-            raise ExerciseError(f"{where}: the reference fails on {args} {kwargs}: {err!r}") from err
+            why = f"{where}: the reference fails on {args} {kwargs}: {err!r}"
+            raise ExerciseError(why) from err
     return Check(args, kwargs, _plain(where, expected), hidden)
 
 

@@ -6,14 +6,15 @@ expected answers are written into that call by `llmperf release`.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 from .compare import mismatch, tolerance_text
 from .plain import NotPlainData, short, to_plain
 
+NOT_ANSWERED = "not answered yet (it raises NotImplementedError)"
 
-def _points(points: float) -> str:
+
+def points_text(points: float) -> str:
     return f"{points:g} point{'s' * (points != 1)}"
 
 
@@ -29,7 +30,7 @@ def run_check(obj: Any, name: str, args: list, kwargs: dict, expected: Any,
     try:
         got = to_plain(obj if is_value else obj(*args, **kwargs))
     except NotImplementedError:
-        return False, f"{label}: not written yet (it raises NotImplementedError)"
+        return False, f"{label}: {NOT_ANSWERED}"
     except NotPlainData as err:
         return False, f"{label}: returned {err}"
     except Exception as err:
@@ -37,7 +38,8 @@ def run_check(obj: Any, name: str, args: list, kwargs: dict, expected: Any,
     reason = mismatch(expected, got, rel, abs_tol)
     if reason:
         return False, f"{label}: {reason}"
-    return True, f"{label} = {short(got)} (expected {short(expected)}, {tolerance_text(rel, abs_tol)})"
+    tolerance = tolerance_text(rel, abs_tol)
+    return True, f"{label} = {short(got)} (expected {short(expected)}, {tolerance})"
 
 
 def check(name: str, cases: list | None = None, points: float | None = None, hidden_checks: int = 0,
@@ -48,7 +50,7 @@ def check(name: str, cases: list | None = None, points: float | None = None, hid
     and returns True when all pass.
     """
     namespace = sys._getframe(1).f_globals
-    header = f"{name}" + (f" ({_points(points)})" if points else "")
+    header = f"{name}" + (f" ({points_text(points)})" if points else "")
     print(header)
     if name not in namespace:
         print(f"  FAIL  {name} is not defined: run the cell that defines it first")
@@ -80,23 +82,3 @@ def _check_value(name: str, obj: Any) -> bool:
         return False
     print(f"  OK    {name} = {short(got)}: recorded; the grader checks its value.")
     return True
-
-
-def self_check(question, namespace: dict) -> None:
-    """An instructor ran a question cell by hand: check the solution against the reference."""
-    from .exercise import ExerciseError, resolve  # the same path the grader takes
-
-    try:
-        graded = resolve(Path("notebook"), question, namespace)
-    except ExerciseError as err:
-        print(f"question {question.name}: {err}")
-        return
-    obj = namespace[question.name]
-    results = [run_check(obj, question.name, c.args, c.kwargs, c.expected, graded.rel, graded.abs,
-                         graded.kind == "value") for c in graded.checks]
-    bad = [m for ok, m in results if not ok]
-    print(f"question {question.name} ({_points(question.points)}): {len(graded.visible_checks)} "
-          f"visible and {graded.hidden_count} hidden checks; the solution passes "
-          f"{len(results) - len(bad)} of {len(results)}")
-    for message in bad:
-        print(f"  FAIL  {message}")

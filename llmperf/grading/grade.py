@@ -12,11 +12,21 @@ from pathlib import Path
 
 from .compare import mismatch
 from .exercise import Exercise, ExerciseError, GradedQuestion, load_exercise
-from .feedback import call_text
-from .notebook import (NotebookError, SUFFIXES, code_cells, exercise_name, first_line,
-                       is_check_cell, read_notebook)
+from .feedback import NOT_ANSWERED, call_text
+from .notebook import (
+    SUFFIXES,
+    NotebookError,
+    code_cells,
+    exercise_name,
+    is_check_cell,
+    read_notebook,
+)
+from .places import Place, cell_label, question_places
 from .plain import short
 from .sandbox import Limits, run_submission
+from .worker import UNDEFINED
+
+NOT_ANSWERED_SHORT = NOT_ANSWERED.split(" (")[0]  # "not answered yet"
 
 PACKAGE_EXERCISES = Path(__file__).resolve().parents[2] / "exercises"
 
@@ -46,6 +56,7 @@ class Grade:
     messages: tuple[str, ...]
     execution_time_s: float
     setup_error: bool = False
+    isolation: str = ""  # how the submission's processes were contained (see sandbox)
 
     @property
     def score(self) -> float:
@@ -83,14 +94,15 @@ def load_for(name: str, source_dir: Path) -> Exercise:
 
 
 def grade_file(path: Path, source_dir: Path | None = None, exercise: str | None = None,
-               limits: Limits = Limits()) -> Grade:
+               limits: Limits | None = None) -> Grade:
     """Grade one submission. Never raises: whatever happens ends up in the Grade's messages."""
     start = time.monotonic()
     try:
-        return _grade_file(Path(path), source_dir, exercise, limits)
+        return _grade_file(Path(path), source_dir, exercise, limits or Limits())
     except Exception as err:  # a bug of the grader's own: still leave a valid report
         why = f"the grader failed on {Path(path).name}: {type(err).__name__}: {err}"
-        return Grade(Path(path).name, exercise, (), (why,), time.monotonic() - start, setup_error=True)
+        elapsed = time.monotonic() - start
+        return Grade(Path(path).name, exercise, (), (why,), elapsed, setup_error=True)
 
 
 def _grade_file(path: Path, source_dir: Path | None, exercise: str | None, limits: Limits) -> Grade:
@@ -114,10 +126,16 @@ def _grade_file(path: Path, source_dir: Path | None, exercise: str | None, limit
         return Grade(path.name, ex.name, questions, (read_error,), time.monotonic() - start)
     cells = [(i, s) for i, s in code_cells(nb) if not is_check_cell(s)]
     run = run_submission(cells, _job_questions(ex), limits)
-    questions = tuple(_result(q, {c: run.outcomes.get((k, c)) for c in range(len(q.checks))})
-                      for k, q in enumerate(ex.questions))
-    messages = tuple(_cell_message(nb, i, e) for i, e in sorted(run.cell_errors.items()))
-    return Grade(path.name, ex.name, questions, messages, time.monotonic() - start)
+    places = question_places(nb, [q.name for q in ex.questions])
+    questions = tuple(
+        _result(q, {c: run.outcomes.get((k, c)) for c in range(len(q.checks))},
+                places[q.name], run.cell_errors)
+        for k, q in enumerate(ex.questions))
+    answered_elsewhere = {p.answer_cell for p in places.values()}
+    messages = tuple(f"{cell_label(nb, i, places)}: {e}" for i, e in sorted(run.cell_errors.items())
+                     if not (i in answered_elsewhere and e.startswith(NOT_ANSWERED)))
+    return Grade(path.name, ex.name, questions, messages, time.monotonic() - start,
+                 isolation=run.isolation)
 
 
 def _job_questions(ex: Exercise) -> list[dict]:
@@ -127,10 +145,38 @@ def _job_questions(ex: Exercise) -> list[dict]:
             for q in ex.questions]
 
 
-def _result(q: GradedQuestion, outcomes: dict) -> QuestionResult:
+def _why_undefined(place: Place, cell_errors: dict[int, str]) -> str:
+    """What to tell a student whose notebook does not define the question's name."""
+    error = cell_errors.get(place.answer_cell) if place.answer_cell is not None else None
+    if error is None and place.answer_cell is None:
+        return (f"`{place.name}` is not defined: no cell defines it (was {place.label} "
+                "deleted, or the name changed?)")
+    if error is None:
+        return (f"`{place.name}` is not defined: {place.label} ran but did not define it "
+                "(was the name changed?)")
+    if error.startswith(NOT_ANSWERED):
+        return f"{NOT_ANSWERED_SHORT}: {place.label} still raises NotImplementedError"
+    return f"`{place.name}` is not defined: {place.label} stopped with {error}"
+
+
+def _result(q: GradedQuestion, outcomes: dict, place: Place | None = None,
+            cell_errors: dict[int, str] | None = None) -> QuestionResult:
+    """The question's score and one line per check, or one line when no check could run."""
+    place = place or Place(q.name, 0, None)
+    outcomes = {k: outcomes.get(k) or {"error": "stopped: not run (see the notes below)"}
+                for k in range(len(q.checks))}
+    errors = [o.get("error", "") for o in outcomes.values()]
+    if errors and all(e == f"{q.name} {UNDEFINED}" for e in errors):
+        line = f"FAIL  {_why_undefined(place, cell_errors or {})}"
+        return QuestionResult(q.name, q.points, 0, len(q.checks), (line,))
+    if errors and all(e.startswith(NOT_ANSWERED) for e in errors):
+        where = f" in {place.label}" if place.number else ""
+        line = (f"FAIL  {NOT_ANSWERED_SHORT}: `{q.name}`{where} still raises "
+                "NotImplementedError; replace that line with your solution")
+        return QuestionResult(q.name, q.points, 0, len(q.checks), (line,))
     lines, passed, hidden_number = [], 0, 0
     for k, check in enumerate(q.checks):
-        outcome = outcomes.get(k) or {"error": "stopped: not run (see the notes below)"}
+        outcome = outcomes[k]
         if "got" in outcome:
             reason = mismatch(check.expected, outcome["got"], q.rel, q.abs)
         else:
@@ -153,15 +199,9 @@ def _hidden_line(q: GradedQuestion, number: int, reason: str | None, returned: b
         return f"PASS  {label}"
     if returned:
         return f"FAIL  {label}: wrong answer"
-    if reason.startswith(("stopped", "not written", "returned a", q.name)):
+    if reason.startswith(("stopped", NOT_ANSWERED_SHORT, "returned a", q.name)):
         return f"FAIL  {label}: {reason}"
     return f"FAIL  {label}: raised {reason.split(':')[0][:60]}"
-
-
-def _cell_message(nb, index: int, error: str) -> str:
-    source = nb.cells[index].get("source", "") if index < len(nb.cells) else ""
-    source = "".join(source) if isinstance(source, list) else str(source)
-    return f"cell {index + 1} ({first_line(source)}): {error}"
 
 
 def submissions_in(folder: Path) -> list[Path]:

@@ -36,7 +36,8 @@ def check_cell_source(q: GradedQuestion) -> str:
     lines = [f"check({q.name!r}, {options}, cases=["]
     for c in q.visible_checks:
         kwargs = f', "kwargs": {to_source(c.kwargs)}' if c.kwargs else ""
-        lines.append(f'    {{"args": {to_source(c.args)}{kwargs}, "expect": {to_source(c.expected)}}},')
+        expect = to_source(c.expected)
+        lines.append(f'    {{"args": {to_source(c.args)}{kwargs}, "expect": {expect}}},')
     lines.append("]);")  # the semicolon keeps the notebook from echoing True or False
     return "\n".join(head + lines)
 

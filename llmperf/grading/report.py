@@ -25,7 +25,9 @@ def summary(grade: Grade) -> str:
     if grade.exercise:
         head += f" (exercise {grade.exercise})"
     notes = [f"- {m}" for m in grade.messages]
-    return "\n".join([head] + (["Problems found while running the notebook:"] + notes if notes else []))
+    if notes:
+        notes.insert(0, "Problems found while running the notebook:")
+    return "\n".join([head] + notes)
 
 
 def write_results(grade: Grade, path: Path) -> None:

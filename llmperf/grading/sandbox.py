@@ -47,10 +47,14 @@ class Run:
 
     cell_errors: dict[int, str] = field(default_factory=dict)
     outcomes: dict[tuple[int, int], dict] = field(default_factory=dict)
+    isolation: str = ""
 
 
 def run_submission(cells: list[tuple[int, str]], questions: list[dict], limits: Limits) -> Run:
-    """Run `cells`, then call each question's checks ({"name", "kind", "checks": [{args, kwargs}]})."""
+    """Run `cells`, then call each question's checks.
+
+    questions: [{"name", "kind", "checks": [{"args", "kwargs"}]}], in the exercise's order.
+    """
     run, skip, first_q = Run(), set(), 0
     workdir = tempfile.mkdtemp(prefix="llmperf-grade-")
     try:
@@ -167,7 +171,8 @@ def _record(event: dict, run: Run) -> None:
             run.cell_errors[event["i"]] = str(error)
     else:
         key = (event["q"], event["c"])
-        run.outcomes[key] = {"got": event["got"]} if "got" in event else {"error": str(event.get("error"))}
+        got = "got" in event
+        run.outcomes[key] = {"got": event["got"]} if got else {"error": str(event.get("error"))}
 
 
 def _timeout_reason(steps, position, limits) -> str:
@@ -219,7 +224,7 @@ def _sandbox_user(workdir: str) -> tuple[int, int] | None:
     return user
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _can_run_as(user: tuple[int, int]) -> bool:
     """Whether `user` can start Python and import the worker (probed once per process)."""
     probe = BOOT.replace("main()", "None")

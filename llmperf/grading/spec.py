@@ -1,19 +1,14 @@
-"""How an instructor declares a question: its name, points, and the calls that check it.
+"""What a question is: its name, points, and the calls that check it, as plain records.
 
-    question("ridge_point", points=1,
-             visible=[(125e12, 600e9)],            # arguments of one call each
-             hidden=[(989e12, 3.35e12)],
-             reference=lambda peak, bw: ...)        # optional; default: the solution itself
-
-When a grader or `llmperf release` loads the instructor source, each call is
-recorded with the cell that made it. Run by hand in Jupyter, it checks the
-instructor's own solution against the reference at once and prints the result.
+This is the bottom of the grading package: it imports none of its siblings.
+`declare.question` builds these records; `exercise` reads them while it loads an
+instructor source, through the collector defined here.
 """
 from __future__ import annotations
 
-import sys
-from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 
 class _Unset:
@@ -79,33 +74,12 @@ def stop_collecting() -> None:
     _collector = None
 
 
-def question(name: str, points: float, visible: Any = (), hidden: Any = (),
-             reference: Callable[..., Any] | None = None, rel: float = 1e-6,
-             abs: float = 0.0) -> None:
-    """Declare that `name` (a function, or a variable) is graded for `points` points.
-
-    visible, hidden: the checks, each a tuple of positional arguments, a dict of
-    keyword arguments, a `case(...)`, or any other value as a single argument.
-    A variable (not a function) takes no checks: its value is compared once.
-    reference: computes the expected answer from the same arguments (by default
-    the instructor's solution does). rel, abs: tolerances for numbers.
-    """
-    if not (isinstance(name, str) and name.isidentifier()):
-        raise ValueError(f"question name must be a Python identifier, got {name!r}")
-    if not points > 0:
-        raise ValueError(f"question {name!r}: points must be positive, got {points!r}")
-    q = Question(name, float(points), _cases(visible), _cases(hidden), reference, rel, abs)
-    if _collector is not None:
-        q = replace(q, cell=_collector.cell)
-        if any(other.name == name for other in _collector.questions):
-            raise ValueError(f"question {name!r} is declared twice")
-        _collector.questions.append(q)
-        return
-    from .feedback import self_check  # an instructor running the source by hand
-    self_check(q, sys._getframe(1).f_globals)
+def current_collector() -> _Collector | None:
+    """The collector of the source being loaded, or None when a notebook runs by hand."""
+    return _collector
 
 
-def _cases(items: Any) -> tuple[Case, ...]:
+def cases(items: Any) -> tuple[Case, ...]:
     return tuple(_as_case(item) for item in items)
 
 

@@ -16,10 +16,12 @@ import sys
 import time
 import traceback
 
+from .feedback import NOT_ANSWERED
 from .notebook import runnable
 from .plain import NotPlainData, to_plain
 
 OUTPUT_LIMIT_CHARS = 100_000
+UNDEFINED = "is not defined"  # the grader explains why, from the notebook's cells
 
 
 class _TimeLimit(BaseException):
@@ -62,7 +64,7 @@ def describe(err: BaseException, filename: str | None = None) -> str:
     if isinstance(err, SystemExit):
         return "stopped: it called sys.exit() or exit()"
     if isinstance(err, NotImplementedError):
-        return "not written yet (it raises NotImplementedError)"
+        return NOT_ANSWERED
     line = ""
     if filename:
         frames = [f for f in traceback.extract_tb(err.__traceback__) if f.filename == filename]
@@ -93,7 +95,7 @@ def call(question: dict, check: dict, namespace: dict, seconds_left: float) -> d
     """{"got": plain value} or {"error": reason} for one check of one question."""
     name = question["name"]
     if name not in namespace:
-        return {"error": f"{name} is not defined (was the cell that defines it deleted or renamed?)"}
+        return {"error": f"{name} {UNDEFINED}"}
     obj = namespace[name]
     if question["kind"] == "function" and not callable(obj):
         return {"error": f"{name} should be a function, but it is a {type(obj).__name__}"}

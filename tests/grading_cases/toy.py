@@ -4,6 +4,7 @@
 # %%
 from llmperf.grading import case, question
 
+
 # %%
 def add(a, b):
     ### BEGIN SOLUTION
