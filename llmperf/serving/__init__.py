@@ -1,0 +1,40 @@
+"""Serving one model instance: requests, scheduling policies, step times, metrics.
+
+Torch-free. `simulate` runs the shared `Scheduler` on a simulated clock whose iterations
+last what a step-time model says (`LinearStepTime`, `RooflineStepTime`); the engine runs
+the same scheduler on a real model and returns the same `RunResult`.
+
+    from llmperf.serving import Request, LinearStepTime, simulate
+    reqs = [Request(arrival_s=0.0, prompt_tokens=8, output_tokens=n) for n in (1, 2, 3, 10)]
+    run = simulate(reqs, policy="continuous", max_batch=4,
+                   step_time=LinearStepTime(base_s=1.0, per_token_s=0.0, per_kv_token_s=0.0))
+    run.requests[3].finish_s   # 10.0: ten one-second iterations
+"""
+from .metrics import METRICS, Iteration, RequestResult, RunRecorder, RunResult
+from .requests import (
+    CHAT_CAP_TOKENS,
+    SHAREGPT_MEAN_OUTPUT_TOKENS,
+    SHAREGPT_MEAN_PROMPT_TOKENS,
+    THROUGHPUT_CAPS_TOKENS,
+    Exponential,
+    Fixed,
+    LogNormal,
+    Request,
+    Uniform,
+    chat_workload,
+    poisson_arrivals,
+    throughput_workload,
+    workload,
+)
+from .scheduler import POLICIES, Batch, Chunk, Outcome, ReservationMemory, Scheduler
+from .simulator import StepTimeModel, goodput, simulate
+from .steptime import LinearStepTime, RooflineStepTime, fit_linear_step_time
+
+__all__ = [
+    "CHAT_CAP_TOKENS", "METRICS", "POLICIES", "SHAREGPT_MEAN_OUTPUT_TOKENS",
+    "SHAREGPT_MEAN_PROMPT_TOKENS", "THROUGHPUT_CAPS_TOKENS", "Batch", "Chunk", "Exponential",
+    "Fixed", "Iteration", "LinearStepTime", "LogNormal", "Outcome", "Request", "RequestResult",
+    "ReservationMemory", "RooflineStepTime", "RunRecorder", "RunResult", "Scheduler",
+    "StepTimeModel", "Uniform", "chat_workload", "fit_linear_step_time", "goodput",
+    "poisson_arrivals", "simulate", "throughput_workload", "workload",
+]

@@ -1,0 +1,172 @@
+"""Requests and seeded workload generators.
+
+A workload is a list of `Request`s: when each arrives, how long its prompt is and
+how many tokens it generates. Arrivals are all at time 0 (an offline batch) or a
+Poisson process at a given rate. Lengths come from one of four distributions; each
+draw is rounded up to a whole token, so every length is at least 1.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..units import check_non_negative, check_positive
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request: arrival time in seconds, prompt length and output length in tokens."""
+
+    arrival_s: float
+    prompt_tokens: int
+    output_tokens: int
+
+    def __post_init__(self) -> None:
+        check_non_negative("arrival_s", self.arrival_s)
+        check_positive("prompt_tokens", self.prompt_tokens, integer=True)
+        check_positive("output_tokens", self.output_tokens, integer=True)
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt plus output: the KV cache the request holds when it finishes."""
+        return int(self.prompt_tokens) + int(self.output_tokens)
+
+
+@dataclass(frozen=True)
+class Fixed:
+    """Every length equals `tokens`."""
+
+    tokens: int
+
+    def __post_init__(self) -> None:
+        check_positive("tokens", self.tokens, integer=True)
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        return np.full(n, int(self.tokens), dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class Uniform:
+    """Lengths uniform on the whole numbers low..high, both included."""
+
+    low: int
+    high: int
+
+    def __post_init__(self) -> None:
+        check_positive("low", self.low, integer=True)
+        check_positive("high", self.high, integer=True)
+        if self.high < self.low:
+            raise ValueError(f"high must be >= low ({self.low}), got {self.high}")
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        return rng.integers(int(self.low), int(self.high) + 1, size=n, dtype=np.int64)
+
+
+def _whole_tokens(x: np.ndarray, cap: int | None) -> np.ndarray:
+    """Round draws up to whole tokens (at least 1), then cap them."""
+    tokens = np.maximum(np.ceil(x), 1).astype(np.int64)
+    return tokens if cap is None else np.minimum(tokens, int(cap))
+
+
+@dataclass(frozen=True)
+class Exponential:
+    """Exponential lengths with mean `mean_tokens`, rounded up, capped at `cap_tokens`.
+
+    Rounding up adds about half a token to the mean; the cap lowers it.
+    """
+
+    mean_tokens: float
+    cap_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        check_positive("mean_tokens", self.mean_tokens)
+        if self.cap_tokens is not None:
+            check_positive("cap_tokens", self.cap_tokens, integer=True)
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        return _whole_tokens(rng.exponential(self.mean_tokens, size=n), self.cap_tokens)
+
+
+@dataclass(frozen=True)
+class LogNormal:
+    """Log-normal lengths with mean `mean_tokens` and log-space spread `sigma`.
+
+    The underlying normal has mu = ln(mean) - sigma^2 / 2, so the mean of the
+    continuous draw is `mean_tokens`; rounding up and `cap_tokens` shift it slightly.
+    """
+
+    mean_tokens: float
+    sigma: float = 1.0
+    cap_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        check_positive("mean_tokens", self.mean_tokens)
+        check_positive("sigma", self.sigma)
+        if self.cap_tokens is not None:
+            check_positive("cap_tokens", self.cap_tokens, integer=True)
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        mu = math.log(self.mean_tokens) - self.sigma**2 / 2
+        return _whole_tokens(rng.lognormal(mu, self.sigma, size=n), self.cap_tokens)
+
+
+LengthDistribution = Fixed | Uniform | Exponential | LogNormal
+
+
+def poisson_arrivals(n: int, rate_per_s: float, rng: np.random.Generator) -> np.ndarray:
+    """Arrival times of a Poisson process: cumulative exponential gaps of mean 1/rate."""
+    check_positive("n", n, integer=True)
+    check_positive("rate_per_s", rate_per_s)
+    return np.cumsum(rng.exponential(1.0 / rate_per_s, size=n))
+
+
+def workload(n: int, prompt: LengthDistribution, output: LengthDistribution,
+             rate_per_s: float | None = None, seed: int = 0) -> list[Request]:
+    """`n` requests; Poisson arrivals at `rate_per_s`, or all at time 0 when it is None.
+
+    The same seed gives the same requests. Arrivals, prompts and outputs are drawn
+    from separate streams, so changing the rate moves arrivals and keeps the lengths.
+    """
+    check_positive("n", n, integer=True)
+    check_non_negative("seed", seed, integer=True)
+    arrivals_rng, prompt_rng, output_rng = (np.random.default_rng([seed, k]) for k in range(3))
+    arrivals = (np.zeros(n) if rate_per_s is None
+                else poisson_arrivals(n, rate_per_s, arrivals_rng))
+    prompts = prompt.sample(n, prompt_rng)
+    outputs = output.sample(n, output_rng)
+    return [Request(float(a), int(p), int(o)) for a, p, o in zip(arrivals, prompts, outputs)]
+
+
+# Anyscale, "How continuous batching enables 23x throughput in LLM inference while reducing
+# p50 latency" (Daniel, Shen, Liang, Liaw, 2023),
+# https://www.anyscale.com/blog/continuous-batching-llm-inference : throughput test of
+# 1,000 requests sent at once, 512-token prompts, outputs exponential with mean 128 tokens,
+# capped at 32, 128, 512 or 1,536 in four datasets.
+THROUGHPUT_CAPS_TOKENS = (32, 128, 512, 1536)
+
+
+def throughput_workload(cap_tokens: int = 1536, n: int = 1000, seed: int = 0) -> list[Request]:
+    """Anyscale's throughput test: `n` requests at time 0, prompt 512, output Exp(128) capped."""
+    if cap_tokens not in THROUGHPUT_CAPS_TOKENS:
+        raise ValueError(f"cap_tokens must be one of {THROUGHPUT_CAPS_TOKENS}, got {cap_tokens!r}")
+    return workload(n, Fixed(512), Exponential(128, cap_tokens), rate_per_s=None, seed=seed)
+
+
+# ShareGPT as reported in the vLLM paper (Kwon et al., "Efficient Memory Management for Large
+# Language Model Serving with PagedAttention", SOSP 2023, arXiv 2309.06180): mean 161.31 prompt
+# and 337.99 output tokens. The paper gives means; the log-normal shape (sigma 1) and the
+# 2,048-token caps, which keep a request inside Llama 2's 4,096-token context, are this
+# book's choices.
+SHAREGPT_MEAN_PROMPT_TOKENS = 161.31
+SHAREGPT_MEAN_OUTPUT_TOKENS = 337.99
+CHAT_CAP_TOKENS = 2048
+
+
+def chat_workload(n: int, rate_per_s: float | None, seed: int = 0,
+                  sigma: float = 1.0) -> list[Request]:
+    """Chat-like requests: log-normal lengths with ShareGPT's means, Poisson arrivals."""
+    prompt = LogNormal(SHAREGPT_MEAN_PROMPT_TOKENS, sigma, CHAT_CAP_TOKENS)
+    output = LogNormal(SHAREGPT_MEAN_OUTPUT_TOKENS, sigma, CHAT_CAP_TOKENS)
+    return workload(n, prompt, output, rate_per_s=rate_per_s, seed=seed)

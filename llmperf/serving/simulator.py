@@ -1,0 +1,109 @@
+"""The discrete-event simulator of one serving instance, and goodput found with it.
+
+`simulate` drives the shared `Scheduler` with a simulated clock: each iteration lasts
+what the step-time model says; requests join the queue once the clock has reached their
+arrival; when nothing runs and nobody waits, the clock jumps to the next arrival.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from ..units import check_positive
+from .metrics import RunRecorder, RunResult
+from .requests import Request
+from .scheduler import Batch, ReservationMemory, Scheduler
+
+
+class StepTimeModel(Protocol):
+    def iteration_s(self, batch: Batch) -> float: ...
+
+
+def simulate(requests: Sequence[Request], policy: str = "continuous", max_batch: int = 8,
+             step_time: StepTimeModel | None = None, kv_capacity_tokens: int | None = None,
+             token_budget: int | None = None) -> RunResult:
+    """Serve `requests` on one instance under `policy`; times come from `step_time`.
+
+    policy: "static", "continuous" or "chunked" (which needs `token_budget`); see
+    `llmperf.serving.scheduler` for their exact semantics. kv_capacity_tokens: KV memory in
+    tokens, reserved for a request's prompt and output at admission (None: unlimited).
+    The result lists the requests in the order given.
+    """
+    if step_time is None:
+        raise ValueError("step_time is required: a LinearStepTime or a RooflineStepTime")
+    requests = list(requests)
+    if not requests:
+        raise ValueError("requests must hold at least one Request")
+    _check_contexts(requests, getattr(step_time, "max_context_tokens", None))
+    scheduler = Scheduler(policy, max_batch, token_budget, ReservationMemory(kv_capacity_tokens))
+    for i, r in enumerate(requests):  # fail before running if one can never be admitted
+        if not scheduler.memory.can_ever_fit(r):
+            raise ValueError(f"requests[{i}] needs {r.total_tokens} KV tokens, more than "
+                             f"kv_capacity_tokens={kv_capacity_tokens}")
+    return _run(requests, scheduler, step_time)
+
+
+def _check_contexts(requests: list[Request], max_context_tokens: int | None) -> None:
+    if max_context_tokens is None:
+        return
+    for i, r in enumerate(requests):
+        if r.total_tokens - 1 > max_context_tokens:
+            raise ValueError(f"requests[{i}] reaches {r.total_tokens - 1} tokens of context, "
+                             f"beyond the step-time model's {max_context_tokens}")
+
+
+def _run(requests: list[Request], scheduler: Scheduler, step_time: StepTimeModel) -> RunResult:
+    order = sorted(range(len(requests)), key=lambda i: requests[i].arrival_s)
+    recorder = RunRecorder(scheduler.policy, requests)
+    now, nxt = 0.0, 0
+    while recorder.finished < len(requests):
+        while nxt < len(order) and requests[order[nxt]].arrival_s <= now:
+            scheduler.add(order[nxt], requests[order[nxt]])
+            nxt += 1
+        batch = scheduler.schedule()
+        if batch is None:  # idle: jump to the next arrival
+            now = max(now, requests[order[nxt]].arrival_s)
+            continue
+        seconds = step_time.iteration_s(batch)
+        if not (math.isfinite(seconds) and seconds >= 0):
+            raise ValueError(f"step_time returned {seconds!r} s for iteration {batch.iteration}")
+        recorder.record(batch, now, now + seconds, scheduler.complete(batch))
+        now += seconds
+    return recorder.result()
+
+
+def goodput(workload: Callable[[float], Sequence[Request]], ttft_s: float, tpot_s: float,
+            attainment: float = 0.9, max_rate_per_s: float = 100.0,
+            tolerance_per_s: float = 0.01, **simulate_args) -> float:
+    """The highest request rate (per second) at which `attainment` of requests meet both SLOs.
+
+    DistServe's goodput (Zhong et al., "DistServe: Disaggregating Prefill and Decoding for
+    Goodput-optimized Large Language Model Serving", OSDI 2024): the maximum rate served
+    while the SLO attainment goal holds, here for one instance. `workload(rate)` returns the
+    requests at that Poisson rate (seeded, so each rate is one fixed sample); the rest of
+    the arguments go to `simulate`. Bisection on [0, max_rate_per_s] to `tolerance_per_s`,
+    assuming attainment falls as the rate grows (true on average; a finite sample can
+    wobble, so the answer is a rate that meets the goal next to one that does not).
+    Returns 0.0 if no rate down to the tolerance meets it; ValueError if max_rate_per_s
+    already does (raise it).
+    """
+    check_positive("ttft_s", ttft_s)
+    check_positive("tpot_s", tpot_s)
+    check_positive("attainment", attainment)
+    if attainment > 1:
+        raise ValueError(f"attainment must be in (0, 1], got {attainment!r}")
+    check_positive("max_rate_per_s", max_rate_per_s)
+    check_positive("tolerance_per_s", tolerance_per_s)
+
+    def meets(rate: float) -> bool:
+        run = simulate(workload(rate), **simulate_args)
+        return run.slo_attainment(ttft_s, tpot_s) >= attainment
+
+    if meets(max_rate_per_s):
+        raise ValueError(f"max_rate_per_s={max_rate_per_s} already meets the goal: raise it")
+    low, high = 0.0, max_rate_per_s
+    while high - low > tolerance_per_s:
+        mid = (low + high) / 2
+        low, high = (mid, high) if meets(mid) else (low, mid)
+    return low

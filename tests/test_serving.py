@@ -1,0 +1,230 @@
+"""Scheduling policies and metrics of llmperf.serving, on timelines worked by hand.
+
+Unless said otherwise every iteration lasts 1 s (LinearStepTime(1, 0, 0)), so an
+iteration k (counting from 0, no idle time) runs from k to k + 1 s, and a token yielded
+by it is stamped k + 1.
+"""
+import pytest
+
+from llmperf.serving import LinearStepTime, Request, simulate
+
+UNIT = LinearStepTime(base_s=1.0, per_token_s=0.0, per_kv_token_s=0.0)
+
+
+def four_requests():
+    return [Request(arrival_s=0.0, prompt_tokens=8, output_tokens=n) for n in (1, 2, 3, 10)]
+
+
+def timeline(run):
+    return [(r.first_token_s, r.finish_s) for r in run.requests]
+
+
+@pytest.mark.parametrize("policy", ["static", "continuous"])
+def test_batch_of_four_fits_every_request(policy):
+    # max_batch 4: all four are prefilled in iteration 0 [0, 1] and get their first
+    # token at 1. The 1-token output leaves at 1; the others yield one token per
+    # iteration: the 2-token one finishes at 2, the 3-token one at 3, the 10-token one at 10.
+    # Nothing waits, so static and continuous agree.
+    run = simulate(four_requests(), policy=policy, max_batch=4, step_time=UNIT)
+    assert timeline(run) == [(1, 1), (1, 2), (1, 3), (1, 10)]
+    assert run.makespan_s == 10
+    assert [r.slot for r in run.requests] == [0, 1, 2, 3]
+
+
+def test_static_batch_of_two():
+    # Batch {R0, R1}: iteration 0 [0, 1] prefills both (first tokens at 1; R0 leaves at 1),
+    # iteration 1 [1, 2] decodes R1, which finishes at 2. Only now is the batch done.
+    # Batch {R2, R3}: iteration 2 [2, 3] prefills (first tokens at 3); R2's 2 more tokens
+    # come at 4 and 5; R3's 9 more at 4 .. 12.
+    run = simulate(four_requests(), policy="static", max_batch=2, step_time=UNIT)
+    assert timeline(run) == [(1, 1), (1, 2), (3, 5), (3, 12)]
+    assert [r.slot for r in run.requests] == [0, 1, 0, 1]
+    assert run.makespan_s == 12
+    assert run.throughput_tok_s == pytest.approx(16 / 12)
+
+
+def test_continuous_batch_of_two():
+    # Iteration 0 [0, 1]: prefill R0, R1; first tokens at 1, R0 leaves at 1.
+    # Iteration 1 [1, 2]: R2 takes R0's slot 0, prefilled beside R1's decode: R2's first
+    # token at 2, R1 finishes at 2.
+    # Iteration 2 [2, 3]: R3 takes slot 1; R2's second token at 3; R3's first at 3.
+    # R2's third token at 4 (finish); R3's tenth at 3 + 9 = 12.
+    run = simulate(four_requests(), policy="continuous", max_batch=2, step_time=UNIT)
+    assert timeline(run) == [(1, 1), (1, 2), (2, 4), (3, 12)]
+    assert [r.slot for r in run.requests] == [0, 1, 0, 1]
+    # R2 waited 1 s less than under static (first token at 2, not 3)
+    assert [r.admitted_s for r in run.requests] == [0, 0, 1, 2]
+
+
+def test_continuous_iterations_record_prefill_and_decode():
+    # The Gantt data of the run above: which requests ran as prefill and as decode.
+    run = simulate(four_requests(), policy="continuous", max_batch=2, step_time=UNIT)
+    its = run.iterations
+    assert [(c.request_id, c.tokens) for c in its[0].prefill] == [(0, 8), (1, 8)]
+    assert its[0].decode == ()
+    assert [c.request_id for c in its[1].prefill] == [2] and its[1].decode == (1,)
+    assert [c.request_id for c in its[2].prefill] == [3] and its[2].decode == (2,)
+    assert its[3].prefill == () and its[3].decode == (2, 3)
+    assert len(its) == 12 and its[-1].decode == (3,)
+    assert [(i.start_s, i.end_s) for i in its[:3]] == [(0, 1), (1, 2), (2, 3)]
+
+
+def test_chunked_splits_prompts():
+    # token_budget 6, max_batch 2, prompts of 8 tokens.
+    # it 0 [0,1]: no decodes; admit R0, chunk 0..5 (6 tokens). Budget spent: R1 waits.
+    # it 1 [1,2]: R0's last 2 tokens (first token at 2; one-token output, leaves at 2);
+    #             4 left: admit R1, chunk 0..3.
+    # it 2 [2,3]: R1's last 4 (first token at 3); 2 left: admit R2 (slot 0), chunk 0..1.
+    # it 3 [3,4]: decode R1 (finishes at 4); 5 left: R2 chunk 2..6. Slots full.
+    # it 4 [4,5]: R2's last token (first at 5); 5 left: admit R3, chunk 0..4.
+    # it 5 [5,6]: decode R2; R3's last 3 (first at 6).
+    # it 6 [6,7]: decode R2 (third token: finishes at 7) and R3; R3 finishes at 6 + 9 = 15.
+    run = simulate(four_requests(), policy="chunked", max_batch=2, token_budget=6,
+                   step_time=UNIT)
+    assert timeline(run) == [(2, 2), (3, 4), (5, 7), (6, 15)]
+    chunks = [[(c.request_id, c.start_tokens, c.tokens) for c in it.prefill]
+              for it in run.iterations[:6]]
+    assert chunks == [[(0, 0, 6)], [(0, 6, 2), (1, 0, 4)], [(1, 4, 4), (2, 0, 2)],
+                      [(2, 2, 5)], [(2, 7, 1), (3, 0, 5)], [(3, 5, 3)]]
+
+
+def test_chunked_with_a_large_budget_is_continuous():
+    # A budget above every iteration's tokens (4 prompts of 8 + decodes < 64) never splits.
+    cont = simulate(four_requests(), policy="continuous", max_batch=2, step_time=UNIT)
+    chunked = simulate(four_requests(), policy="chunked", max_batch=2, token_budget=64,
+                       step_time=UNIT)
+    assert timeline(chunked) == timeline(cont)
+
+
+def test_clock_jumps_to_the_next_arrival():
+    # R0 at 0 (3 tokens), R1 at 0.5 (1 token), R2 at 7 (2 tokens); continuous, 4 slots.
+    # it 0 [0,1]: prefill R0 (first at 1). R1 arrives mid-iteration and waits.
+    # it 1 [1,2]: prefill R1 (first = finish at 2) + decode R0 (second token at 2).
+    # it 2 [2,3]: decode R0: finishes at 3. Nobody waits; the clock jumps to 7.
+    # it 3 [7,8]: prefill R2 (first at 8); it 4 [8,9]: R2 finishes at 9.
+    reqs = [Request(0.0, 8, 3), Request(0.5, 8, 1), Request(7.0, 8, 2)]
+    run = simulate(reqs, policy="continuous", max_batch=4, step_time=UNIT)
+    assert timeline(run) == [(1, 3), (2, 2), (8, 9)]
+    assert [r.ttft_s for r in run.requests] == [1, 1.5, 1]
+    assert run.iterations[3].start_s == 7
+    assert run.makespan_s == 9
+    assert run.throughput_tok_s == pytest.approx(6 / 9)
+
+
+def test_requests_keep_the_given_order_when_arrivals_are_not_sorted():
+    # R0 arrives at 2, R1 at 0: R1 runs first ([0,1], finishes at 1); idle until 2;
+    # R0 runs [2,3].
+    run = simulate([Request(2.0, 4, 1), Request(0.0, 4, 1)], policy="continuous",
+                   max_batch=1, step_time=UNIT)
+    assert timeline(run) == [(3, 3), (1, 1)]
+
+
+def test_kv_capacity_reservation():
+    # Reservations (prompt + output): R0 9, R1 10, R2 11, R3 18; capacity 20 tokens.
+    # it 0 [0,1]: admit R0 (9), R1 (19); R2 would need 30 > 20 and blocks the queue.
+    #             first tokens at 1; R0 leaves at 1 (10 held).
+    # it 1 [1,2]: R2 needs 21 > 20: waits. Decode R1: finishes at 2 (0 held).
+    # it 2 [2,3]: admit R2 (11); R3 needs 29: waits. R2's first token at 3.
+    # it 3, 4: R2's tokens at 4 and 5 (finish 5).
+    # it 5 [5,6]: admit R3: first at 6, finish at 6 + 9 = 15.
+    run = simulate(four_requests(), policy="continuous", max_batch=4, step_time=UNIT,
+                   kv_capacity_tokens=20)
+    assert timeline(run) == [(1, 1), (1, 2), (3, 5), (6, 15)]
+
+
+def test_request_larger_than_the_kv_capacity_is_refused():
+    with pytest.raises(ValueError, match="kv_capacity_tokens"):
+        simulate(four_requests(), policy="continuous", max_batch=4, step_time=UNIT,
+                 kv_capacity_tokens=17)  # R3 needs 18
+
+
+def test_linear_step_time_counts_tokens_and_kv_reads():
+    # One request, prompt 4, output 3.
+    # Seconds = KV tokens read: prefill reads 4 -> [0, 4]; first decode reads its 4 cached
+    # prompt tokens and 1 generated = 5 -> [4, 9]; second decode 6 -> [9, 15].
+    reqs = [Request(0.0, 4, 3)]
+    run = simulate(reqs, policy="continuous", max_batch=1, step_time=LinearStepTime(0, 0, 1))
+    assert timeline(run) == [(4, 15)]
+    # Seconds = tokens processed: 4 for the prefill, then 1 per decode -> first 4, finish 6.
+    run = simulate(reqs, policy="continuous", max_batch=1, step_time=LinearStepTime(0, 1, 0))
+    assert timeline(run) == [(4, 6)]
+
+
+def test_metric_definitions():
+    # Static, max_batch 2 (timeline in test_static_batch_of_two): first/finish
+    # (1,1) (1,2) (3,5) (3,12), all arriving at 0.
+    # TTFT 1, 1, 3, 3. TPOT: None (one token), (2-1)/1 = 1, (5-3)/2 = 1, (12-3)/9 = 1.
+    run = simulate(four_requests(), policy="static", max_batch=2, step_time=UNIT)
+    assert [r.ttft_s for r in run.requests] == [1, 1, 3, 3]
+    assert [r.tpot_s for r in run.requests] == [None, 1, 1, 1]
+    assert [r.latency_s for r in run.requests] == [1, 2, 5, 12]
+    # median of 1, 1, 3, 3 interpolates to 2; TPOT percentiles skip the None
+    assert run.percentile("ttft_s", 50) == 2
+    assert run.percentile("latency_s", 100) == 12
+    assert list(run.values("tpot_s")) == [1, 1, 1]
+    # TTFT <= 2 s: R0 and R1; both have TPOT <= 1 (R0 has none) -> 0.5
+    assert run.slo_attainment(ttft_s=2, tpot_s=1) == 0.5
+    # TPOT <= 0.5 s: R1 fails; R0, judged on TTFT alone, meets -> 0.25
+    assert run.slo_attainment(ttft_s=2, tpot_s=0.5) == 0.25
+    assert run.slo_attainment(ttft_s=3, tpot_s=1) == 1
+
+
+def test_tpot_with_varying_step_times():
+    # One request, prompt 2, output 3, seconds = 1 + KV tokens read: prefill 1 + 2 = 3 ->
+    # [0, 3]; decodes read 3 and 4 -> [3, 7], [7, 12]. TPOT = (12 - 3) / 2 = 4.5.
+    run = simulate([Request(0.0, 2, 3)], policy="continuous", max_batch=1,
+                   step_time=LinearStepTime(1, 0, 1))
+    assert run.requests[0].tpot_s == 4.5
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    (dict(max_batch=0), "max_batch"),
+    (dict(policy="fifo"), "policy"),
+    (dict(policy="chunked"), "token_budget"),
+    (dict(policy="chunked", token_budget=0), "token_budget"),
+    (dict(policy="chunked", max_batch=4, token_budget=3), "token_budget"),
+    (dict(policy="static", token_budget=8), "token_budget"),
+    (dict(kv_capacity_tokens=0), "kv_capacity_tokens"),
+    (dict(step_time=None), "step_time"),
+])
+def test_bad_simulate_arguments(kwargs, name):
+    args = dict(policy="continuous", max_batch=4, step_time=UNIT)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=name):
+        simulate(four_requests(), **args)
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    (dict(arrival_s=-1.0), "arrival_s"),
+    (dict(arrival_s=float("nan")), "arrival_s"),
+    (dict(prompt_tokens=0), "prompt_tokens"),
+    (dict(prompt_tokens=-3), "prompt_tokens"),
+    (dict(output_tokens=0), "output_tokens"),
+    (dict(output_tokens=2.5), "output_tokens"),
+])
+def test_bad_requests(kwargs, name):
+    args = dict(arrival_s=0.0, prompt_tokens=8, output_tokens=4)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=name):
+        Request(**args)
+
+
+def test_empty_workload_and_bad_metric_arguments():
+    with pytest.raises(ValueError, match="requests"):
+        simulate([], step_time=UNIT)
+    run = simulate(four_requests(), policy="continuous", max_batch=4, step_time=UNIT)
+    with pytest.raises(ValueError, match="metric"):
+        run.percentile("ttft", 50)
+    with pytest.raises(ValueError, match="q"):
+        run.percentile("ttft_s", 101)
+    with pytest.raises(ValueError, match="ttft_s"):
+        run.slo_attainment(ttft_s=0, tpot_s=1)
+
+
+def test_negative_step_time_is_refused():
+    class Broken:
+        def iteration_s(self, batch):
+            return -1.0
+
+    with pytest.raises(ValueError, match="step_time"):
+        simulate(four_requests(), step_time=Broken())
