@@ -53,6 +53,7 @@ def stage(src: Path, execute: bool) -> None:
     chapters.mkdir()
     if execute:
         import nbformat
+        from nbclient.exceptions import CellExecutionError
         from notebooks import execute as run_notebook
         from notebooks import read_source
     for py in chapter_sources():
@@ -60,7 +61,11 @@ def stage(src: Path, execute: bool) -> None:
         target = chapters / f"{py.stem}.ipynb"
         if execute:
             start = time.perf_counter()
-            nbformat.write(run_notebook(read_source(py), cwd=py.parent), target)
+            try:
+                nb = run_notebook(read_source(py), cwd=py.parent)
+            except CellExecutionError as error:
+                raise SystemExit(f"{py.relative_to(ROOT)} failed to execute:\n{error}") from None
+            nbformat.write(nb, target)
             print(f"executed {py.relative_to(ROOT)} in {time.perf_counter() - start:.1f} s",
                   flush=True)
         else:
