@@ -1,0 +1,143 @@
+"""Step-time models of llmperf.serving: the roofline against layer_costs, the linear fit."""
+import numpy as np
+import pytest
+
+import llmperf as lp
+from llmperf.serving import (
+    Batch,
+    Chunk,
+    LinearStepTime,
+    Request,
+    RooflineStepTime,
+    fit_linear_step_time,
+    simulate,
+)
+
+LLAMA, A10 = lp.get_model("llama-2-7b"), lp.get_accelerator("A10")
+
+
+def decode_batch(contexts):
+    """Decodes only; a request with c cached tokens reads c + 1 KV tokens."""
+    return Batch(0, (), tuple(range(len(contexts))), sum(c + 1 for c in contexts), ())
+
+
+def prefill_batch(*prompts):
+    return Batch(0, tuple(Chunk(i, 0, p, True) for i, p in enumerate(prompts)), (), 0, ())
+
+
+@pytest.fixture(scope="module")
+def roofline():
+    return RooflineStepTime(LLAMA, A10, dtype="fp16")
+
+
+@pytest.mark.parametrize("cached", [1, 100, 2047, 4000])
+def test_single_decode_equals_layer_costs(roofline, cached):
+    expected = lp.layer_costs(LLAMA, "decode", batch=1, seq_len=cached).on(A10).time_s
+    assert roofline.iteration_s(decode_batch([cached])) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("batch, cached", [(8, 512), (64, 1000)])
+def test_uniform_decode_batch_equals_layer_costs(roofline, batch, cached):
+    # The same operators, weights once, B sequences' attention: layer_costs' own batch.
+    expected = lp.layer_costs(LLAMA, "decode", batch=batch, seq_len=cached).on(A10).time_s
+    got = roofline.iteration_s(decode_batch([cached] * batch))
+    assert got == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("prompt", [1, 37, 512, 4096])
+def test_single_prefill_equals_layer_costs(roofline, prompt):
+    expected = lp.layer_costs(LLAMA, "prefill", batch=1, seq_len=prompt).on(A10).time_s
+    assert roofline.iteration_s(prefill_batch(prompt)) == pytest.approx(expected, rel=1e-9)
+
+
+def test_roofline_grows_with_batch_and_context(roofline):
+    by_batch = [roofline.iteration_s(decode_batch([512] * b)) for b in (1, 2, 8, 32, 128)]
+    by_context = [roofline.iteration_s(decode_batch([c] * 8)) for c in (16, 256, 1024, 4000)]
+    assert np.all(np.diff(by_batch) > 0) and np.all(np.diff(by_context) > 0)
+
+
+def test_mixed_iteration_reads_the_weights_once(roofline):
+    # A prefill of 256 beside 16 decodes costs less than the two run apart (the weights,
+    # about 13.5 GB at 600 GB/s or 22 ms, are read once), and more than either alone.
+    mixed = Batch(0, (Chunk(0, 0, 256, True),), tuple(range(1, 17)), 16 * 513, ())
+    alone = [roofline.iteration_s(prefill_batch(256)), roofline.iteration_s(
+        decode_batch([512] * 16))]
+    weights_s = LLAMA.weight_bytes("fp16") / A10.mem_bandwidth
+    together = roofline.iteration_s(mixed)
+    assert together < sum(alone) - 0.9 * weights_s
+    assert together > max(alone)
+
+
+def test_chunk_costs_its_share_of_the_prompts_attention(roofline):
+    # Second half of a 1024-token prompt: dense work of 512 tokens, half the attention of a
+    # 1024-token prefill, one LM head row.
+    whole = lp.layer_costs(LLAMA, "prefill", batch=1, seq_len=1024).on(A10)
+    attention = sum(whole[n].time_s for n in ("qk", "softmax", "sv"))
+    first_half = lp.layer_costs(LLAMA, "prefill", batch=1, seq_len=512).on(A10)
+    dense = first_half.time_s - sum(first_half[n].time_s for n in ("qk", "softmax", "sv"))
+    got = roofline.iteration_s(Batch(0, (Chunk(0, 512, 512, True),), (), 0, ()))
+    assert got == pytest.approx(dense + attention / 2, rel=1e-9)
+
+
+def test_mixture_of_experts_falls_back_to_exact_counts():
+    mixtral, h100 = lp.get_model("mixtral-8x7b"), lp.get_accelerator("H100 SXM")
+    model = RooflineStepTime(mixtral, h100)
+    for batch in (1, 5, 40):
+        expected = lp.layer_costs(mixtral, "decode", batch=batch, seq_len=300).on(h100).time_s
+        assert model.iteration_s(decode_batch([300] * batch)) == pytest.approx(expected, 1e-9)
+
+
+def test_sliding_window_is_refused():
+    # Mistral's decode reads at most 4,096 cached tokens: not linear in the context.
+    with pytest.raises(ValueError, match="not linear"):
+        RooflineStepTime("mistral-7b", "A10")
+
+
+def test_roofline_refuses_contexts_beyond_the_model():
+    with pytest.raises(ValueError, match="context"):
+        simulate([Request(0.0, 4000, 200)], step_time=RooflineStepTime(LLAMA, A10))
+
+
+def test_roofline_simulation_of_one_request(roofline):
+    # One request, prompt 100, output 3: prefill, then decodes with 100 and 101 cached.
+    run = simulate([Request(0.0, 100, 3)], max_batch=1, step_time=roofline)
+    steps = [lp.layer_costs(LLAMA, "prefill", batch=1, seq_len=100).on(A10).time_s,
+             lp.layer_costs(LLAMA, "decode", batch=1, seq_len=100).on(A10).time_s,
+             lp.layer_costs(LLAMA, "decode", batch=1, seq_len=101).on(A10).time_s]
+    r = run.requests[0]
+    assert r.first_token_s == pytest.approx(steps[0], rel=1e-9)
+    assert r.finish_s == pytest.approx(sum(steps), rel=1e-9)
+
+
+def test_fit_recovers_known_coefficients():
+    # seconds = 5 ms + 20 us per token + 0.1 us per KV token, with 1 % noise.
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(1, 2048, size=200)
+    kv = rng.integers(1, 200_000, size=200)
+    seconds = (5e-3 + 20e-6 * tokens + 1e-7 * kv) * (1 + 0.01 * rng.standard_normal(200))
+    fit = fit_linear_step_time(zip(tokens, kv, seconds))
+    assert fit.base_s == pytest.approx(5e-3, rel=0.05)
+    assert fit.per_token_s == pytest.approx(20e-6, rel=0.02)
+    assert fit.per_kv_token_s == pytest.approx(1e-7, rel=0.02)
+
+
+def test_fit_is_exact_on_exact_samples():
+    samples = [(t, k, 1.0 + 2.0 * t + 3.0 * k) for t, k in [(1, 1), (2, 5), (7, 3), (4, 4)]]
+    fit = fit_linear_step_time(samples)
+    assert (fit.base_s, fit.per_token_s, fit.per_kv_token_s) == pytest.approx((1, 2, 3))
+
+
+def test_fit_rejects_negative_coefficients_and_degenerate_samples():
+    falling = [(t, k, 10.0 - 0.5 * t + 0.1 * k) for t, k in [(1, 1), (2, 5), (7, 3), (4, 9)]]
+    with pytest.raises(ValueError, match="negative"):
+        fit_linear_step_time(falling)
+    on_a_line = [(t, 2 * t, 1.0 + t) for t in (1, 2, 3, 4)]
+    with pytest.raises(ValueError, match="vary"):
+        fit_linear_step_time(on_a_line)
+    with pytest.raises(ValueError, match="finite"):
+        fit_linear_step_time([(1, 1, -1.0), (2, 3, 1.0), (3, 1, 1.0)])
+
+
+def test_linear_step_time_refuses_negative_costs():
+    with pytest.raises(ValueError, match="per_kv_token_s"):
+        LinearStepTime(1.0, 0.0, -1e-9)
