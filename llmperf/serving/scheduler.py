@@ -15,7 +15,9 @@ fit: no request overtakes another):
 - "static": only when nothing runs, take up to `max_batch` waiting requests and prefill
   their whole prompts together in one iteration; then decode them together until the
   longest has finished. A finished request leaves (its `finish_s` is stamped) but its slot
-  stays empty, and admits nobody, until the whole batch is done.
+  stays empty, and admits nobody, until the whole batch is done. An empty slot does no
+  work: later iterations decode only the unfinished requests (an engine that pads the
+  batch would compute it, and its step time would grow accordingly).
 - "continuous" (iteration-level scheduling, after Orca: Yu et al., OSDI 2022): at the start
   of every iteration, requests that finished in the previous one have left, and waiting
   requests are admitted into free slots; an admitted request's whole prompt is prefilled in
