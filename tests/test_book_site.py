@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -156,7 +157,7 @@ class Browser:
              "--no-default-browser-check", "--disable-background-networking",
              "--disable-component-update", "--disable-sync", "--disable-extensions",
              "--lang=en-US", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
         port = None
         deadline = time.monotonic() + 30
         while port is None and time.monotonic() < deadline:
@@ -235,7 +236,11 @@ class Browser:
         try:
             self.ws.close()
         finally:
-            self.proc.terminate()
+            # Chromium and its helpers share the session this test started for them.
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
             self.proc.wait(timeout=10)
 
 
@@ -341,7 +346,7 @@ def browser():
     if CHROMIUM is None:
         pytest.skip("no chromium on PATH (Debian: apt-get install chromium)")
     pytest.importorskip("websocket", reason="websocket-client is in the test extra")
-    with tempfile.TemporaryDirectory() as profile:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         b = Browser(CHROMIUM, Path(profile))
         yield b
         b.close()
