@@ -13,6 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
+ISOLATIONS = ("auto", "user+namespaces", "user", "namespaces", "none")
 DTYPE_HELP = "data type of the weights and the KV cache: fp32, bf16, fp16, fp8, int8 (default fp16)"
 
 
@@ -61,6 +62,11 @@ def _grade_parser(sub) -> None:
                    help="time each cell of the notebook gets (default 10)")
     p.add_argument("--memory-mb", type=int, default=2048, metavar="MB",
                    help="address space of the submission's process, in MiB (default 2048)")
+    p.add_argument("--isolation", choices=ISOLATIONS, default="auto",
+                   help="how to contain the submission: auto (the strongest that works here), "
+                   "user+namespaces or user (as root: another user, with or without private "
+                   "namespaces), namespaces (an ordinary user's private namespaces), none "
+                   "(unisolated: trusted work only)")
 
 
 def _list_parser(sub) -> None:
@@ -121,7 +127,7 @@ def _grade(args) -> int:
     from .grading.sandbox import Limits
 
     limits = Limits(cell_timeout_s=args.cell_timeout, question_timeout_s=args.timeout,
-                    memory_mb=args.memory_mb)
+                    memory_mb=args.memory_mb, isolation=args.isolation)
     if not args.path.exists():
         raise ValueError(f"SUBMISSION {args.path}: no such file or folder")
     if args.path.is_dir():
@@ -130,9 +136,11 @@ def _grade(args) -> int:
             paths = _one_submission(paths)
     else:
         paths = [args.path]
+    isolation = _announce_isolation(args)
     grades = [grade_file(p, args.source, args.exercise, limits) for p in paths]
     if args.results:
-        write_results(grades[0] if grades else _nothing_found(args.path), args.results)
+        write_results(grades[0] if grades else _nothing_found(args.path, isolation.mode),
+                      args.results)
     if args.csv:
         write_csv(grades, args.csv)
     for g in grades:
@@ -146,10 +154,32 @@ def _one_submission(paths: list[Path]) -> list[Path]:
     return notebooks[:1]
 
 
-def _nothing_found(folder: Path):
+def _nothing_found(folder: Path, isolation: str):
     from .grading.grade import Grade
 
-    return Grade(str(folder), None, (), (f"no .ipynb or .py notebook found in {folder}",), 0.0)
+    why = f"no .ipynb or .py notebook found in {folder}"
+    return Grade(str(folder), None, (), (why,), 0.0, isolation=isolation)
+
+
+def _announce_isolation(args):
+    """Choose the isolation, print it on one line, and warn about what it leaves open."""
+    from .grading.grade import default_source_dir
+    from .grading.isolation import exposure_warnings, warning
+    from .grading.sandbox import IsolationError, choose_isolation
+
+    try:
+        isolation = choose_isolation(args.isolation)
+    except IsolationError as err:
+        raise ValueError(f"--isolation {args.isolation}: {err}") from err
+    print(f"isolation: {isolation.describe()}")
+    folder = args.path if args.path.is_dir() else None
+    exposed = {"instructor sources": args.source or default_source_dir(),
+               "submissions folder": folder,
+               "results folder": args.results.parent if args.results else None}
+    notes = [warning(isolation, args.isolation)] + exposure_warnings(isolation, exposed)
+    for note in filter(None, notes):
+        print(f"warning: {note}", file=sys.stderr)
+    return isolation
 
 
 def _list(args) -> int:

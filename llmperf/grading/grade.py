@@ -125,7 +125,8 @@ def _grade_file(path: Path, source_dir: Path | None, exercise: str | None, limit
         questions = tuple(_result(q, {}) for q in ex.questions)
         return Grade(path.name, ex.name, questions, (read_error,), time.monotonic() - start)
     cells = [(i, s) for i, s in code_cells(nb) if not is_check_cell(s)]
-    run = run_submission(cells, _job_questions(ex), limits)
+    hidden = (source_dir, path.parent, PACKAGE_EXERCISES)
+    run = run_submission(cells, _job_questions(ex), limits, hidden)
     places = question_places(nb, [q.name for q in ex.questions])
     questions = tuple(
         _result(q, {c: run.outcomes.get((k, c)) for c in range(len(q.checks))},
@@ -134,6 +135,8 @@ def _grade_file(path: Path, source_dir: Path | None, exercise: str | None, limit
     answered_elsewhere = {p.answer_cell for p in places.values()}
     messages = tuple(f"{cell_label(nb, i, places)}: {e}" for i, e in sorted(run.cell_errors.items())
                      if not (i in answered_elsewhere and e.startswith(NOT_ANSWERED)))
+    if run.survivors:
+        messages += (f"the grader could not stop {run.survivors} of the submission's processes",)
     return Grade(path.name, ex.name, questions, messages, time.monotonic() - start,
                  isolation=run.isolation)
 

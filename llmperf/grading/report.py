@@ -1,6 +1,7 @@
 """Reports of grades: Gradescope's results.json, a table for people, a CSV for a class."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -8,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 from .grade import Grade
+from .isolation import MODES, Isolation
 
 
 def results_json(grade: Grade) -> dict:
@@ -15,9 +17,10 @@ def results_json(grade: Grade) -> dict:
     tests = [{"name": q.name, "score": q.score, "max_score": q.points,
               "status": "passed" if q.passed == q.total else "failed",
               "output": "\n".join(q.lines), "visibility": "visible"} for q in grade.questions]
+    isolation = Isolation(grade.isolation).record() if grade.isolation in MODES else None
     return {"score": grade.score, "execution_time": round(grade.execution_time_s, 2),
             "output": summary(grade), "visibility": "visible", "stdout_visibility": "hidden",
-            "tests": tests}
+            "extra_data": {"isolation": isolation}, "tests": tests}
 
 
 def summary(grade: Grade) -> str:
@@ -31,17 +34,32 @@ def summary(grade: Grade) -> str:
 
 
 def write_results(grade: Grade, path: Path) -> None:
-    """Write results.json atomically: readers see the old file or the whole new one."""
+    """Write results.json atomically, then check that the file holds what was written.
+
+    Called once the submission's processes are gone (`run_submission` returns only
+    then): a temporary file in the same folder, renamed into place, read back.
+    OSError if what is on disk differs.
+    """
     _write_atomic(Path(path), json.dumps(results_json(grade), indent=2, allow_nan=False) + "\n")
 
 
 def _write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with open(path, encoding="utf-8") as f:
+        if f.read() != text:
+            raise OSError(f"{path} changed after the grader wrote it")
 
 
 def table(grade: Grade) -> str:

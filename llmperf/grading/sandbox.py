@@ -1,44 +1,52 @@
-"""Running a submission in a separate, limited process and collecting what it returns.
+"""Running a submission in a separate, contained process and collecting what it returns.
 
-The child (`worker`) runs the cells, then the calls, and reports each step on a
-pipe. This side enforces the limits the child cannot enforce on itself: if the
-child goes quiet past a deadline, dies (os._exit, a crash) or sends garbage, it
-is killed, the step it was on is charged with the failure, and a fresh child
-takes up the remaining steps, skipping the cell that broke the last one.
+For each attempt the grader starts a keeper (`keeper`), which confines a child
+that becomes the worker (`worker`): it runs the cells, then the calls, and
+reports each step on a pipe. This side enforces the limits the worker cannot
+enforce on itself: if it goes quiet past a deadline, dies (os._exit, a crash) or
+sends garbage, the attempt ends, the step it was on is charged with the failure,
+and a fresh attempt takes up the remaining steps, skipping the cell that broke
+the last one. Every attempt ends with the keeper killing all that the
+submission started; `run_submission` returns only once they are gone.
 """
 from __future__ import annotations
 
-import functools
+import contextlib
 import json
 import os
-import resource
 import select
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import linux
+from .box import Box
+from .isolation import CHOICES, Isolation, candidates, sandbox_ids
+
 MAX_LINE_BYTES = 1 << 20
 MAX_CHILD_BYTES = 32 << 20
 STARTUP_S = 10.0
-NPROC = 256
-ROOT = str(Path(__file__).resolve().parents[2])  # the folder that holds the llmperf package
-BOOT = f"import sys; sys.path.insert(0, {ROOT!r}); from llmperf.grading.worker import main; main()"
+STOP_TIMEOUT_S = 10.0
+
+
+class IsolationError(RuntimeError):
+    """The isolation asked for is not available here."""
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Time and memory a submission gets."""
+    """Time, memory and disk a submission gets, and how it is contained (see `isolation`)."""
 
     cell_timeout_s: float = 10.0
     question_timeout_s: float = 10.0
     memory_mb: int = 2048
     file_mb: int = 16
+    workdir_mb: int = 256  # its working folder, where namespaces give it one of its own
     slack_s: float = 2.0
+    isolation: str = "auto"
 
 
 @dataclass
@@ -48,17 +56,25 @@ class Run:
     cell_errors: dict[int, str] = field(default_factory=dict)
     outcomes: dict[tuple[int, int], dict] = field(default_factory=dict)
     isolation: str = ""
+    finished: bool = False
+    survivors: int = 0  # processes that could not be killed (0 unless something is badly wrong)
+    setup_error: str | None = None
 
 
-def run_submission(cells: list[tuple[int, str]], questions: list[dict], limits: Limits) -> Run:
+def run_submission(cells: list[tuple[int, str]], questions: list[dict], limits: Limits,
+                   hidden: tuple[Path, ...] = ()) -> Run:
     """Run `cells`, then call each question's checks.
 
     questions: [{"name", "kind", "checks": [{"args", "kwargs"}]}], in the exercise's order.
+    hidden: folders and files the submission must not see (instructor sources,
+    other submissions), hidden where the isolation has a private root.
     """
-    run, skip, first_q = Run(), set(), 0
-    workdir = tempfile.mkdtemp(prefix="llmperf-grade-")
-    try:
-        user = _sandbox_user(workdir)
+    return _run(cells, questions, limits, choose_isolation(limits.isolation), hidden)
+
+
+def _run(cells, questions, limits: Limits, isolation: Isolation, hidden=()) -> Run:
+    run, skip, first_q = Run(isolation=isolation.mode), set(), 0
+    with Box(isolation, limits, hidden) as box, _subreaper():
         for _attempt in range(len(cells) + len(questions) + 2):
             steps = [("cell", i) for i, _ in cells if i not in skip] + \
                     [("case", q, c) for q in range(first_q, len(questions))
@@ -66,8 +82,9 @@ def run_submission(cells: list[tuple[int, str]], questions: list[dict], limits: 
             job = {"cells": [[i, s] for i, s in cells if i not in skip], "questions": questions,
                    "first_question": first_q, "cell_timeout_s": limits.cell_timeout_s,
                    "question_timeout_s": limits.question_timeout_s}
-            done, reason, position = _attempt_run(job, steps, run, limits, workdir, user)
-            if done or position >= len(steps):
+            done, reason, position = _attempt_run(job, steps, run, limits, box)
+            if done or position >= len(steps) or run.setup_error:
+                run.finished = done
                 break
             step = steps[position]
             if step[0] == "cell":
@@ -78,28 +95,133 @@ def run_submission(cells: list[tuple[int, str]], questions: list[dict], limits: 
                 for rest in range(c, len(questions[q]["checks"])):
                     run.outcomes[(q, rest)] = {"error": reason}
                 first_q = q + 1
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
     return run
 
 
-def _attempt_run(job, steps, run, limits, workdir, user) -> tuple[bool, str, int]:
-    """Start one child and read its reports. Returns (finished, why it stopped, step reached)."""
-    read_fd, write_fd = os.pipe()
+# ---- choosing the isolation ---------------------------------------------------------------------
+_chosen: dict[str, Isolation] = {}
+_rejected: dict[str, str] = {}
+
+
+def choose_isolation(requested: str = "auto") -> Isolation:
+    """The isolation to use: `requested`, or with "auto" the strongest that works here.
+
+    Each candidate is tried once per process on an empty notebook; IsolationError
+    if none works (or the one requested does not).
+    """
+    if requested not in CHOICES:
+        raise ValueError(f"isolation must be one of {CHOICES}, got {requested!r}")
+    if requested not in _chosen:
+        modes = candidates(os.geteuid()) if requested == "auto" else (requested,)
+        for mode in modes:
+            isolation, why = _try(mode)
+            if isolation is not None:
+                _chosen[requested] = isolation
+                break
+            _rejected[mode] = why
+        else:
+            reasons = "; ".join(f"{m}: {_rejected[m]}" for m in modes)
+            raise IsolationError(f"no isolation {'' if requested == 'auto' else requested + ' '}"
+                                 f"available: {reasons}")
+    return _chosen[requested]
+
+
+def rejected() -> dict[str, str]:
+    """The modes tried and refused so far in this process, with why."""
+    return dict(_rejected)
+
+
+def _try(mode: str) -> tuple[Isolation | None, str]:
+    if mode in ("user", "user+namespaces"):
+        if os.geteuid() != 0:
+            return None, "needs root"
+        try:
+            uid, gid = sandbox_ids()
+        except KeyError:
+            return None, "no user nobody"
+        isolation = Isolation(mode, uid, gid)
+    else:
+        isolation = Isolation(mode)
+    probe = _run([(0, "import llmperf")], [], Limits(isolation=mode), isolation)
+    if probe.finished and not probe.cell_errors and not probe.survivors:
+        return isolation, ""
+    return None, probe.setup_error or next(iter(probe.cell_errors.values()), "it did not start")
+
+
+# ---- one attempt: a keeper, its worker, their reports ------------------------------------------
+class Keeper:
+    """The grader's end of one keeper: its process and its status pipe."""
+
+    def __init__(self, proc: subprocess.Popen, status_fd: int, control_fd: int) -> None:
+        self.proc, self.status_fd, self.control_fd = proc, status_fd, control_fd
+        self.events: list[dict] = []
+        self.buffer, self.closed = b"", False
+
+    def read(self, until, timeout: float) -> dict | None:
+        """Status events until one satisfies `until`; None on timeout or when the pipe closes."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = next((e for e in self.events if until(e)), None)
+            if found is not None or self.closed:
+                return found
+            wait = deadline - time.monotonic()
+            if wait <= 0 or not select.select([self.status_fd], [], [], wait)[0]:
+                return None
+            chunk = os.read(self.status_fd, 1 << 16)
+            self.closed = not chunk
+            *lines, self.buffer = (self.buffer + chunk).split(b"\n")
+            self.events += [e for e in map(_parse, lines) if e is not None]
+
+    def worker_exit(self, timeout: float) -> int | None:
+        event = self.read(lambda e: "worker" in e or "setup_error" in e, timeout)
+        return event.get("worker") if event else None
+
+    @property
+    def setup_error(self) -> str | None:
+        return next((e["setup_error"] for e in self.events if "setup_error" in e), None)
+
+    def stop(self) -> int:
+        """Tell the keeper to end it all; the number of processes that may have survived."""
+        os.close(self.control_fd)
+        done = self.read(lambda e: "done" in e, STOP_TIMEOUT_S)
+        try:
+            self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            _kill_group(self.proc)
+        os.close(self.status_fd)
+        return int(done.get("survivors", 0)) if done else -1
+
+
+def _attempt_run(job, steps, run: Run, limits: Limits, box: Box) -> tuple[bool, str, int]:
+    """Start one keeper and read its worker's reports. Returns (finished, why it stopped, step)."""
+    channel_r, channel_w = os.pipe()
+    status_r, status_w = os.pipe()
+    control_r, control_w = os.pipe()
+    fds = {"channel": channel_w, "status": status_w, "control": control_r}
+    before = _children()
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-I", "-B", "-c", BOOT, str(write_fd)], stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(write_fd,), cwd=workdir,
-            env=_environment(workdir), start_new_session=True,
-            preexec_fn=lambda: _limit_child(limits, user))
+            [sys.executable, "-I", "-S", "-B", "-c", box.keeper_boot, json.dumps(box.config(fds))],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            pass_fds=tuple(fds.values()), cwd="/", env=box.keeper_env, start_new_session=True)
+    except BaseException:
+        for fd in (channel_r, status_r, control_w):
+            os.close(fd)
+        raise
     finally:
-        os.close(write_fd)
+        for fd in fds.values():
+            os.close(fd)
+    keeper = Keeper(proc, status_r, control_w)
     try:
         _send(proc, job)
-        return _read_reports(proc, read_fd, steps, run, limits)
+        return _read_reports(keeper, channel_r, steps, run, limits)
     finally:
-        os.close(read_fd)
-        _kill(proc)
+        os.close(channel_r)
+        survivors = keeper.stop()
+        run.setup_error = run.setup_error or keeper.setup_error
+        if survivors != 0:  # the keeper died or could not finish: clean up after it
+            survivors = _sweep(before | {proc.pid})
+        run.survivors += survivors
 
 
 def _send(proc: subprocess.Popen, job: dict) -> None:
@@ -107,10 +229,10 @@ def _send(proc: subprocess.Popen, job: dict) -> None:
         proc.stdin.write(json.dumps(job).encode())
         proc.stdin.close()
     except (BrokenPipeError, OSError):
-        pass  # the child died at once; the reader reports it
+        pass  # the worker died at once; the reader reports it
 
 
-def _read_reports(proc, fd, steps, run, limits) -> tuple[bool, str, int]:
+def _read_reports(keeper: Keeper, fd: int, steps, run: Run, limits) -> tuple[bool, str, int]:
     position, buffer, received = 0, b"", 0
     deadline = time.monotonic() + STARTUP_S + _budget(steps, 0, limits)
     while True:
@@ -121,7 +243,7 @@ def _read_reports(proc, fd, steps, run, limits) -> tuple[bool, str, int]:
             continue
         chunk = os.read(fd, 1 << 16)
         if not chunk:
-            return False, _exit_reason(proc, steps, position), position
+            return False, _exit_reason(keeper), position
         received += len(chunk)
         buffer += chunk
         if received > MAX_CHILD_BYTES or (b"\n" not in buffer and len(buffer) > MAX_LINE_BYTES):
@@ -181,10 +303,12 @@ def _timeout_reason(steps, position, limits) -> str:
     return f"stopped: the question ran past its time limit of {limits.question_timeout_s:g} s"
 
 
-def _exit_reason(proc: subprocess.Popen, steps, position) -> str:
-    try:
-        code = proc.wait(timeout=2)
-    except subprocess.TimeoutExpired:
+def _exit_reason(keeper: Keeper) -> str:
+    code = keeper.worker_exit(timeout=2)
+    if keeper.setup_error:
+        why = keeper.setup_error
+        return f"stopped: the grader could not start the submission's process ({why})"
+    if code is None:
         return "stopped: the submission closed the grader's channel"
     if code < 0:
         name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else -code
@@ -192,61 +316,48 @@ def _exit_reason(proc: subprocess.Popen, steps, position) -> str:
     return f"stopped: the process exited with status {code} (os._exit or a crash)"
 
 
-def _kill(proc: subprocess.Popen) -> None:
+# ---- the grader's own safety net ----------------------------------------------------------------
+@contextlib.contextmanager
+def _subreaper():
+    """While grading, orphans whose keeper died come back to the grader rather than to init."""
     try:
+        previous = linux.get_subreaper()
+        linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
+    except OSError:
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            linux.prctl(linux.PR_SET_CHILD_SUBREAPER, previous)
+
+
+def _children() -> set[int]:
+    me = os.getpid()
+    return {pid for pid, parent in linux.parents().items() if parent == me}
+
+
+def _sweep(known: set[int]) -> int:
+    """Kill the grader's children (and theirs) that it did not start itself; how many remain."""
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while True:
+        strays = _children() - known
+        found = [p for pid in strays for p in [pid, *linux.descendants(pid)]]
+        if not found:
+            return 0
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        for pid in strays:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+        if time.monotonic() > deadline:
+            return len(found)
+        time.sleep(0.001)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
     proc.wait()
 
-
-def _environment(workdir: str) -> dict[str, str]:
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": workdir, "LANG": "C.UTF-8",
-            "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1", "TMPDIR": workdir}
-
-
-def _sandbox_user(workdir: str) -> tuple[int, int] | None:
-    """When the grader runs as root (as on Gradescope), the submission runs as `nobody`:
-    it can then neither signal the grader nor write the grader's files. That needs a
-    Python and an llmperf that other users may run; without them it stays as it is."""
-    if os.geteuid() != 0:
-        return None
-    import pwd
-
-    try:
-        entry = pwd.getpwnam("nobody")
-    except KeyError:
-        return None
-    user = (entry.pw_uid, entry.pw_gid)
-    if not _can_run_as(user):
-        return None
-    os.chown(workdir, *user)
-    return user
-
-
-@functools.cache
-def _can_run_as(user: tuple[int, int]) -> bool:
-    """Whether `user` can start Python and import the worker (probed once per process)."""
-    probe = BOOT.replace("main()", "None")
-    try:
-        done = subprocess.run([sys.executable, "-I", "-B", "-c", probe], cwd="/",
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, timeout=30,
-                              preexec_fn=lambda: _limit_child(Limits(), user))
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return done.returncode == 0
-
-
-def _limit_child(limits: Limits, user: tuple[int, int] | None) -> None:
-    """Runs in the child before Python starts: memory, file size and core dump limits."""
-    memory = limits.memory_mb << 20
-    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-    files = limits.file_mb << 20
-    resource.setrlimit(resource.RLIMIT_FSIZE, (files, files))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if user is not None:
-        resource.setrlimit(resource.RLIMIT_NPROC, (NPROC, NPROC))  # counted per user: nobody's
-        os.setgroups([])
-        os.setgid(user[1])
-        os.setuid(user[0])
