@@ -79,13 +79,5 @@ def test_cycle_search_finds_a_planted_cycle():
     assert cycles({"a": {"b"}, "b": set()}) == []
 
 
-# The one cycle still expected: exercise imports spec, spec imports feedback inside a function,
-# feedback imports exercise inside a function. It is being taken apart; once it is gone, empty
-# this set so that the test holds the grading package to the same rule.
-EXPECTED = {frozenset({"llmperf.grading.exercise", "llmperf.grading.spec",
-                       "llmperf.grading.feedback"})}
-
-
 def test_no_llmperf_module_imports_one_that_imports_it_back():
-    found = [c for c in cycles(import_graph()) if frozenset(c) not in EXPECTED]
-    assert found == []
+    assert cycles(import_graph()) == []
