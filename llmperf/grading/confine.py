@@ -1,6 +1,6 @@
 """The keeper's child confines itself, then becomes the worker that runs the submission.
 
-In order: die with the keeper; with namespaces, a private root that holds only what
+In order: a session of its own; with namespaces, a private root that holds only what
 Python needs (system folders, the interpreter, its packages, a copy of llmperf, all
 read-only; a small private /tmp-like working folder; no network); limits; another
 user where there is one; no new privileges; then exec the worker.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import resource
-import signal
 
 if __package__:
     from . import linux
@@ -26,7 +25,7 @@ DEVICE_LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/p
 def become_worker(config: dict, report) -> None:
     """Confine this process as `config` says and exec the worker; never returns."""
     try:
-        linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+        os.setsid()  # its own process group: kill(0, ...) cannot reach the keeper
         if config["mode"] in ("namespaces", "user+namespaces"):
             private_root(config)
         os.chdir(config["workdir"])

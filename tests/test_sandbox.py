@@ -1,0 +1,309 @@
+"""Hostile submissions: each attack is a real notebook, graded in every isolation this machine has.
+
+Run as root (as CI and Gradescope do) that is user+namespaces and none, plus user
+where `nobody` can execute this Python; as an ordinary user, namespaces (where the
+kernel allows unprivileged user namespaces) and none. Attacks that no grader can
+stop without isolation (reading what the grader's own user may read) are checked
+in the isolated modes only.
+"""
+import contextlib
+import io
+import json
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from llmperf import cli
+from llmperf.grading import sandbox
+from llmperf.grading.grade import grade_file
+from llmperf.grading.isolation import MODES, Isolation
+from llmperf.grading.report import results_json, write_results
+from llmperf.grading.sandbox import IsolationError, Limits, choose_isolation
+
+ROOT = Path(__file__).resolve().parent.parent
+CASES = Path(__file__).resolve().parent / "grading_cases"
+ADD = "def add(a, b):\n    return a + b"
+BOUND = ('def describe_bound(intensity, ridge):\n'
+         '    return "compute" if intensity > ridge else "memory"')
+ANSWER = "answer = 42"
+FULL = {"add": 2, "describe_bound": 1, "answer": 1}
+
+
+def _available() -> list[str]:
+    found = []
+    for mode in MODES:
+        with contextlib.suppress(IsolationError):
+            found.append(choose_isolation(mode).mode)
+    return found
+
+
+AVAILABLE = _available()
+ISOLATED = [m for m in AVAILABLE if m != "none"]
+NEEDS_ISOLATION = pytest.mark.skipif(not ISOLATED, reason="no isolation available here: "
+                                     f"{sandbox.rejected()}")
+
+
+def limits(mode: str) -> Limits:
+    return Limits(cell_timeout_s=2.0, question_timeout_s=2.0, slack_s=1.0, workdir_mb=64,
+                  isolation=mode)
+
+
+def notebook(folder: Path, *cells: str, name: str = "sub.py") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text("".join(f"# %%\n{c}\n\n" for c in cells), encoding="utf-8")
+    return path
+
+
+def private_source(tmp_path: Path) -> Path:
+    """The toy instructor source in a folder of the grader's own (mode 700, as on Gradescope)."""
+    folder = tmp_path / "source"
+    folder.mkdir(mode=0o700)
+    shutil.copy(CASES / "toy.py", folder / "toy.py")
+    return folder
+
+
+def grade(path: Path, mode: str, source: Path = CASES):
+    return grade_file(path, source, "toy", limits(mode))
+
+
+def scores(g) -> dict:
+    return {q.name: q.score for q in g.questions}
+
+
+def notes(g) -> str:
+    return "\n".join([line for q in g.questions for line in q.lines] + list(g.messages))
+
+
+def processes_with(token: str) -> list[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        with contextlib.suppress(OSError):
+            if name.isdigit() and token.encode() in Path(f"/proc/{name}/cmdline").read_bytes():
+                found.append(int(name))
+    return found
+
+
+def test_this_machine_has_an_isolation_beyond_none():
+    assert AVAILABLE and AVAILABLE[-1] == "none" or "none" not in AVAILABLE
+    if os.geteuid() == 0 or Path("/proc/sys/user/max_user_namespaces").read_text().strip() != "0":
+        assert ISOLATED, sandbox.rejected()
+
+
+# ---- no process outlives a grade -----------------------------------------------------------------
+DAEMON = ("import json, sys, time\ntime.sleep(2)\n"
+          "open(sys.argv[1], 'w').write(json.dumps({'score': 1000, 'tests': []}))")
+
+
+def _daemon_cells(results: Path, token: str) -> list[str]:
+    start = (f"import os, subprocess, sys\n"
+             f"argv = [sys.executable, '-c', {DAEMON!r}, {str(results)!r}, {token!r}]\n"
+             "daemon = subprocess.Popen(argv, start_new_session=True, stdin=subprocess.DEVNULL,\n"
+             "                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)")
+    double_fork = ("if os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+                   "        os.execv(sys.executable, argv)\n    os._exit(0)\nos.wait()")
+    return [start, double_fork, ADD, BOUND, "answer = 42 if daemon.pid > 0 else 0"]
+
+
+@pytest.mark.parametrize("mode", AVAILABLE)
+def test_a_detached_daemon_dies_before_the_results_are_written(tmp_path, mode):
+    results_dir = tmp_path / "results"
+    results_dir.mkdir()
+    results_dir.chmod(0o777)  # only the daemon's death keeps it from writing here
+    results = results_dir / "results.json"
+    token = uuid.uuid4().hex
+    g = grade(notebook(tmp_path / "sub", *_daemon_cells(results, token)), mode)
+    assert scores(g) == FULL, notes(g)  # the daemon was started
+    assert processes_with(token) == []
+    write_results(g, results)
+    time.sleep(3)  # longer than the daemon's delay
+    assert json.loads(results.read_text()) == json.loads(json.dumps(results_json(g)))
+    assert processes_with(token) == []
+
+
+@pytest.mark.parametrize("mode", AVAILABLE)
+def test_killing_its_parent_neither_stops_grading_nor_frees_a_process(tmp_path, mode):
+    token = uuid.uuid4().hex
+    cells = ["import os, signal\nos.kill(os.getppid(), signal.SIGKILL)",
+             *_daemon_cells(tmp_path / "never.json", token)]
+    children_before = sandbox._children()
+    g = grade(notebook(tmp_path / "sub", *cells), mode)
+    assert scores(g) == FULL, notes(g)
+    assert processes_with(token) == []
+    assert sandbox._children() <= children_before
+    assert not (tmp_path / "never.json").exists()
+
+
+# ---- nothing to read that it must not ----------------------------------------------------------
+@pytest.mark.parametrize("mode", AVAILABLE)
+def test_sys_path_holds_the_package_copy_and_python_only(tmp_path, mode):
+    probe = ("import os, sys, llmperf\n"
+             f"root = {str(ROOT)!r}\n"
+             "clean = not any(os.path.isdir(os.path.join(p, 'exercises')) for p in sys.path)\n"
+             "clean = clean and root not in sys.path and os.getcwd() not in sys.path\n"
+             "clean = clean and not llmperf.__file__.startswith(root + '/llmperf')\n"
+             "answer = 42 if clean else 0")
+    g = grade(notebook(tmp_path / "sub", ADD, BOUND, probe), mode)
+    assert scores(g) == FULL, notes(g)
+
+
+@NEEDS_ISOLATION
+@pytest.mark.parametrize("mode", ISOLATED)
+def test_the_instructor_source_cannot_be_read(tmp_path, mode):
+    source = private_source(tmp_path)
+    cheats = [source / "toy.py", ROOT / "exercises" / "04_boundedness.py"]
+    cheat = ("import pathlib, re\n"
+             f"for path in {[str(p) for p in cheats]!r}:\n"
+             "    text = pathlib.Path(path).read_text()\n"
+             "answer = eval(re.search(r'^answer = (.*)$', text, re.M).group(1))")
+    g = grade(notebook(tmp_path / "sub", ADD, BOUND, cheat), mode, source)
+    assert scores(g) == {**FULL, "answer": 0}, notes(g)
+    assert "FileNotFoundError" in notes(g) or "PermissionError" in notes(g), notes(g)
+
+
+@NEEDS_ISOLATION
+@pytest.mark.parametrize("mode", ISOLATED)
+def test_another_students_submission_cannot_be_read_in_a_folder_grade(tmp_path, mode):
+    folder = tmp_path / "submissions"
+    alice = notebook(folder, ADD, BOUND, "answer = 6 * 7", name="alice.py")
+    copy = (f"import re\ntext = open({str(alice)!r}).read()\n"
+            "answer = eval(re.search(r'^answer = (.*)$', text, re.M).group(1))")
+    notebook(folder, ADD, BOUND, copy, name="mallory.py")
+    scores_csv = tmp_path / "scores.csv"
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert cli.main(["grade", str(folder), "--exercise", "toy", "--source",
+                         str(private_source(tmp_path)), "--csv", str(scores_csv),
+                         "--isolation", mode]) == 0
+    rows = scores_csv.read_text().splitlines()
+    assert rows[1].startswith("alice.py,toy,4.0,4.0")
+    assert rows[2].startswith("mallory.py,toy,3.0,4.0"), rows[2]
+
+
+# ---- disk and network ----------------------------------------------------------------------------
+FILL = ("import os\nblock = b'x' * (1 << 20)\nerror = None\n"
+        "for n in range(128):\n"
+        "    try:\n"
+        "        with open(f'fill{n}', 'wb') as f:\n"
+        "            for _ in range(15):\n"
+        "                f.write(block)\n"
+        "    except OSError as err:\n"
+        "        error = err\n"
+        "        break")
+
+
+def _grading_folders() -> set[str]:
+    return {p.name for p in Path(tempfile.gettempdir()).glob("llmperf-grade-*")}
+
+
+@pytest.mark.parametrize("mode", AVAILABLE)
+def test_filling_its_working_folder_costs_nothing_after_the_grade(tmp_path, mode):
+    before = _grading_folders()
+    free = shutil.disk_usage(tempfile.gettempdir()).free
+    g = grade(notebook(tmp_path / "sub", FILL, ADD, BOUND, ANSWER), mode)
+    assert scores(g) == FULL, notes(g)
+    assert _grading_folders() <= before  # its folder is gone, and with it what it wrote
+    assert shutil.disk_usage(tempfile.gettempdir()).free > free - (64 << 20)
+    if Isolation(mode).namespaces:  # a private tmpfs of workdir_mb
+        assert not g.messages, g.messages
+
+
+@pytest.mark.parametrize("mode", AVAILABLE)
+def test_the_network_is_cut_where_namespaces_allow(tmp_path, mode):
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(0.5)
+        port = server.getsockname()[1]
+        call = ("import socket\ntry:\n"
+                f"    socket.create_connection(('127.0.0.1', {port}), timeout=1).sendall(b'hi')\n"
+                "except OSError as err:\n    blocked = err")
+        g = grade(notebook(tmp_path / "sub", call, ADD, BOUND, ANSWER), mode)
+        try:
+            server.accept()[0].close()
+            reached = True
+        except TimeoutError:
+            reached = False
+    assert scores(g) == FULL, notes(g)
+    assert reached == (Isolation(mode).record()["network"] == "open")
+
+
+# ---- saying how isolated it is; no silent fallback ----------------------------------------------
+def test_grade_prints_and_records_its_isolation(tmp_path, capsys):
+    results = tmp_path / "results.json"
+    path = notebook(tmp_path / "sub", ADD, BOUND, ANSWER)
+    assert cli.main(["grade", str(path), "--exercise", "toy", "--source", str(CASES),
+                     "--results", str(results)]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    mode = choose_isolation("auto").mode
+    assert first.startswith(f"isolation: {mode} (")
+    record = json.loads(results.read_text())["extra_data"]["isolation"]
+    assert record["mode"] == mode and record["namespaces"] == Isolation(mode).namespaces
+
+
+def test_none_is_announced_with_what_to_do_instead(tmp_path, capsys):
+    path = notebook(tmp_path / "sub", ADD, BOUND, ANSWER)
+    assert cli.main(["grade", str(path), "--exercise", "toy", "--source", str(CASES),
+                     "--isolation", "none"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("isolation: none (")
+    assert "warning:" in captured.err and "root" in captured.err and "container" in captured.err
+
+
+def test_no_silent_fallback(monkeypatch, tmp_path, capsys):
+    tried = []
+
+    def refuse(mode):
+        tried.append(mode)
+        return None, f"{mode} refused here"
+
+    monkeypatch.setattr(sandbox, "_try", refuse)
+    monkeypatch.setattr(sandbox, "_chosen", {})
+    with pytest.raises(IsolationError, match="user\\+namespaces refused here"):
+        choose_isolation("auto")
+    assert tried[-1] == "none" and len(tried) >= 2
+    path = notebook(tmp_path / "sub", ADD)
+    assert cli.main(["grade", str(path), "--exercise", "toy", "--source", str(CASES),
+                     "--isolation", "namespaces"]) == 2
+    assert "namespaces refused here" in capsys.readouterr().err
+
+
+def test_auto_takes_the_strongest_that_works(monkeypatch):
+    monkeypatch.setattr(sandbox, "_chosen", {})
+    monkeypatch.setattr(sandbox, "_try", lambda mode: (Isolation(mode), "")
+                        if mode in ("namespaces", "none") else (None, "refused"))
+    assert choose_isolation("auto").mode == "namespaces"
+    with pytest.raises(ValueError, match="isolation must be one of"):
+        choose_isolation("chroot")
+
+
+def test_results_are_checked_after_they_are_written(tmp_path, monkeypatch):
+    g = grade(notebook(tmp_path / "sub", ADD, BOUND, ANSWER), "none")
+    real_replace = os.replace
+
+    def replace_then_tamper(src, dst):
+        real_replace(src, dst)
+        Path(dst).write_text('{"score": 1000}')
+
+    from llmperf.grading import report
+
+    monkeypatch.setattr(report.os, "replace", replace_then_tamper)
+    with pytest.raises(OSError, match="changed after the grader wrote it"):
+        write_results(g, tmp_path / "results.json")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".results")] == []
+
+
+def test_keeper_imports_neither_numpy_nor_the_package():
+    """A process with threads cannot enter a user namespace: the keeper must stay bare."""
+    import subprocess
+
+    grading = ROOT / "llmperf" / "grading"
+    code = (f"import sys; sys.path.append({str(grading)!r}); import keeper; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'llmperf')))")
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == "[]"
