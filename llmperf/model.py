@@ -8,9 +8,10 @@ Two projections are fused, which changes no result: Wq, Wk, Wv are one nn.Linear
 `wqkv`, and the SwiGLU gate and up matrices are one nn.Linear `w13`.
 
 The keys and values of past tokens live in a cache passed to `forward` (see
-`llmperf.generate.KVCache`). Inputs are checked where a run starts (`generate`,
-`measure_prefill`, `measure_decode`), not in `forward`: a forward step never waits
-for the device, so it runs as queued kernels and `torch.compile` can trace it whole.
+`llmperf.generate.KVCache`). Token ids and lengths are checked where a run starts
+(`generate`, `measure_prefill`, `measure_decode`), not in `forward`, which looks at
+no tensor's values: a forward step never waits for the device, so it runs as queued
+kernels and `torch.compile` can trace it whole.
 """
 from __future__ import annotations
 
@@ -250,9 +251,12 @@ class Transformer(nn.Module):
 
         With a cache (e.g. `llmperf.generate.KVCache`), keys and values are written at
         those positions and attention reads positions 0..start_pos+T-1; without one, the
-        tokens attend only to each other. last_only returns the last position's logits
+        tokens are a whole sequence (start_pos 0). last_only returns the last position's logits
         (B, 1, vocab), all that generation needs.
         """
+        if cache is None and start_pos != 0:  # a plain int: no wait for the device
+            raise ValueError(f"start_pos must be 0 without a cache (nothing earlier to attend "
+                             f"to), got {start_pos}; pass a llmperf.generate.KVCache")
         T = tokens.shape[1]
         cos, sin = self.rope(start_pos, T)
         mask = None  # causal over the new tokens alone: SDPA builds it

@@ -237,6 +237,11 @@ def test_bad_generate_arguments_raise(tiny, kwargs, match):
         generate(**args)
 
 
+def test_a_step_after_position_zero_needs_the_cache(tiny):
+    with pytest.raises(ValueError, match="start_pos"):
+        tiny(torch.tensor([[1]]), 5)
+
+
 def test_bad_cache_arguments_raise(tiny):
     for kwargs, match in ((dict(batch=0), "batch"), (dict(max_seq_len=0), "max_seq_len")):
         with pytest.raises(ValueError, match=match):
