@@ -1,9 +1,10 @@
 """A Llama-style decoder in PyTorch, built from the `ModelConfig` the analytic layer uses.
 
 One small class per idea: `RMSNorm`, `RotaryEmbedding`, `Attention` (grouped-query),
-`FeedForward` (SwiGLU), `MoEFeedForward` (router + top-k experts), `Block`, and the
-`Transformer` around them. Conventions follow Hugging Face's Llama (rotate-half RoPE,
-RMSNorm in fp32, nn.Linear weights), so a checkpoint loads through `llmperf.hf`.
+`FeedForward` (SwiGLU) or `MLP` (two matrices, e.g. ReLU), `MoEFeedForward` (router +
+top-k experts), `Block`, and the `Transformer` around them. Conventions follow Hugging
+Face's Llama (rotate-half RoPE, RMSNorm in fp32, nn.Linear weights), so a checkpoint
+loads through `llmperf.hf`.
 Two projections are fused, which changes no result: Wq, Wk, Wv are one nn.Linear
 `wqkv`, and the SwiGLU gate and up matrices are one nn.Linear `w13`.
 
@@ -26,7 +27,8 @@ from .layers import StepCosts, step_costs
 from .models import ModelConfig, get_model
 from .units import check_positive
 
-_SUPPORTED = {"norm": "rmsnorm", "position": "rope", "ffn_kind": "swiglu", "activation": "silu"}
+_SUPPORTED = {"norm": "rmsnorm", "position": "rope"}
+_ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu}
 
 
 def check_supported(config: ModelConfig) -> None:
@@ -35,6 +37,9 @@ def check_supported(config: ModelConfig) -> None:
         if getattr(config, field) != wanted:
             raise ValueError(f"config.{field} must be {wanted!r} for llmperf.model, "
                              f"got {getattr(config, field)!r}")
+    if config.ffn_kind == "swiglu" and config.activation != "silu":
+        raise ValueError(f"config.activation must be 'silu' with a SwiGLU FFN, "
+                         f"got {config.activation!r}")
     if config.is_moe and config.bias:
         raise ValueError("config.bias must be False for an MoE model (n_experts > 1)")
 
@@ -130,6 +135,27 @@ class FeedForward(nn.Module):
         return self.w2(F.silu(gate) * up)
 
 
+class MLP(nn.Module):
+    """Two matrices with an activation between: W2 act(x W1). With ReLU, many of the
+    hidden activations are exactly zero, which contextual sparsity exploits."""
+
+    def __init__(self, d_model: int, d_ff: int, activation: str, bias: bool) -> None:
+        super().__init__()
+        self.w1 = nn.Linear(d_model, d_ff, bias=bias)
+        self.w2 = nn.Linear(d_ff, d_model, bias=bias)
+        self.act = _ACTIVATIONS[activation]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(self.act(self.w1(x)))
+
+
+def feed_forward(config: ModelConfig, bias: bool) -> nn.Module:
+    """The dense FFN the config names: SwiGLU, or a two-matrix MLP."""
+    if config.ffn_kind == "swiglu":
+        return FeedForward(config.d_model, config.d_ff, bias)
+    return MLP(config.d_model, config.d_ff, config.activation, bias)
+
+
 class MoEFeedForward(nn.Module):
     """n_experts SwiGLU experts; a router sends each token to its top experts_per_token.
 
@@ -144,7 +170,7 @@ class MoEFeedForward(nn.Module):
         super().__init__()
         self.top_k = config.experts_per_token
         self.router = nn.Linear(config.d_model, config.n_experts, bias=False)
-        self.experts = nn.ModuleList(FeedForward(config.d_model, config.d_ff, bias=False)
+        self.experts = nn.ModuleList(feed_forward(config, bias=False)
                                      for _ in range(config.n_experts))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -170,7 +196,7 @@ class Block(nn.Module):
         self.attention = Attention(config, layer_index)
         self.ffn_norm = RMSNorm(config.d_model, config.norm_eps)
         self.feed_forward = (MoEFeedForward(config) if config.is_moe
-                             else FeedForward(config.d_model, config.d_ff, config.bias))
+                             else feed_forward(config, config.bias))
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, start_pos: int,
                 cache, mask: torch.Tensor | None) -> torch.Tensor:

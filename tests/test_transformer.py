@@ -271,3 +271,21 @@ def test_sample_next_is_greedy_at_zero_temperature_and_seeded_above():
     assert torch.equal(draws[0], draws[1])
     top5 = logits.topk(5, dim=-1).indices
     assert all(draws[0][b] in top5[b] for b in range(3))
+
+
+def test_relu_mlp_variant_builds_counts_and_zeroes_activations():
+    config = lp.get_model("ref-small").with_(name="ref-small-relu", ffn_kind="mlp",
+                                             activation="relu")
+    model = Transformer(config, max_seq_len=32)
+    assert model.num_parameters() == config.param_count()
+    hidden = {}
+    ffn = model.layers[0].feed_forward
+    ffn.w1.register_forward_hook(lambda mod, args, out: hidden.update(h=ffn.act(out)))
+    model(torch.randint(0, config.vocab_size, (1, 8)))
+    zero_share = (hidden["h"] == 0).float().mean().item()
+    assert 0.3 < zero_share < 0.7  # ReLU of roughly symmetric pre-activations
+
+
+def test_swiglu_needs_silu():
+    with pytest.raises(ValueError, match="activation"):
+        Transformer(lp.get_model("ref-small").with_(name="bad", activation="relu"), max_seq_len=8)
