@@ -309,3 +309,23 @@ def test_keeper_imports_neither_numpy_nor_the_package():
     out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True,
                          text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("mode", [m for m in ISOLATED if Isolation(m).namespaces])
+def test_a_hidden_folder_inside_a_shown_one_is_empty(tmp_path, monkeypatch, mode):
+    """Instructor sources under a folder the private root shows (say, the venv) are hidden."""
+    from llmperf.grading import box
+
+    shown = tmp_path / "shown"
+    (shown / "secret").mkdir(parents=True)
+    (shown / "open.txt").write_text("21")
+    (shown / "secret" / "answer.txt").write_text("42")
+    for folder in (tmp_path, shown, shown / "secret"):
+        folder.chmod(0o755)
+    binds = (*box.system_binds(), str(shown))
+    monkeypatch.setattr(box, "system_binds", lambda: binds)
+    cells = [(0, f"half = int(open({str(shown / 'open.txt')!r}).read())"),
+             (1, f"answer = int(open({str(shown / 'secret' / 'answer.txt')!r}).read())")]
+    run = sandbox.run_submission(cells, [], limits(mode), hidden=(shown / "secret",))
+    assert run.finished and 0 not in run.cell_errors
+    assert run.cell_errors[1].startswith("FileNotFoundError"), run.cell_errors

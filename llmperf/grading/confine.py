@@ -59,7 +59,8 @@ def private_root(config: dict) -> None:
                 f"size={config['workdir_mb']}m,mode=700")
     os.chown(workdir, config["uid"], config["gid"])
     for path in config["hide"]:
-        hide(root + path)
+        if _within(path, config["binds"]) and not _holds(path, config["binds"]):
+            hide(root + path)  # elsewhere the new root does not show it at all
     linux.mount(None, root, None, linux.MS_REMOUNT | linux.MS_RDONLY | linux.MS_NOSUID
                 | linux.MS_NODEV)
     os.chdir(root)
@@ -100,6 +101,14 @@ def devices(root: str) -> None:
                 "size=16m,mode=1777")
     for name, target in DEVICE_LINKS.items():
         os.symlink(target, f"{dev}/{name}")
+
+
+def _within(path: str, folders: list[str]) -> bool:
+    return any(path.startswith(f.rstrip("/") + "/") for f in folders)
+
+
+def _holds(path: str, folders: list[str]) -> bool:
+    return any(f == path or f.startswith(path.rstrip("/") + "/") for f in folders)
 
 
 def hide(target: str) -> None:
