@@ -4,7 +4,8 @@ The analytic layer (units, hardware, models, cost, layers, roofline, perfmodel,
 parallel, table) imports numpy at most, and neither torch nor matplotlib. The
 plotting helpers `plot_roofline` and `plot_dependency_graph` live in
 `llmperf.plots`; `lp.plot_roofline` reaches them too, importing matplotlib only
-when a plot is drawn. The measured layer imports torch when it is first used.
+when a plot is drawn. The measured layer (`measure`, `host`, and the reference model in
+`model`, `generate`, `hf`) imports torch when it is first used.
 """
 from .cost import (
     Cost,

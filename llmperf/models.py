@@ -1,7 +1,7 @@
 """Model configurations: the shapes that determine parameter counts, FLOPs and bytes.
 
 A `ModelConfig` describes a decoder-only transformer by its shapes. The same
-config builds the PyTorch model in `llmperf.transformer` and feeds the analytic
+config builds the PyTorch model in `llmperf.model` and feeds the analytic
 cost model in `llmperf.cost`, so the two can never disagree about what a model is.
 """
 from __future__ import annotations
