@@ -55,6 +55,52 @@ class KVCache:
         """Bytes of the K and V buffers together."""
         return self.k.nbytes + self.v.nbytes
 
+    def slots(self, slots: Sequence[int], length: int) -> SlotView:
+        """Rows `slots` of this cache, read up to `length` positions (see `SlotView`)."""
+        return SlotView(self, slots, length)
+
+
+class SlotView:
+    """Some rows (slots) of a KVCache, for a batch whose row b is the sequence in slots[b].
+
+    A serving engine keeps one sequence per slot, each at its own position. `update` writes
+    row b's keys and values at its positions (start_pos: an int for every row, or a
+    LongTensor (B,) of per-row starts) and returns those rows' positions 0..start_pos+T-1
+    (int) or 0..length-1 (per row). `length`, the longest sequence after this step, is a
+    host-side int, so reading waits for no device; the model masks each row's later keys. A run of
+    consecutive slots is a view of the cache; scattered slots are gathered (a copy).
+    """
+
+    def __init__(self, cache: KVCache, slots: Sequence[int], length: int) -> None:
+        slots = [int(s) for s in slots]
+        if not slots or min(slots) < 0 or max(slots) >= cache.batch or len(set(slots)) < len(slots):
+            raise ValueError(f"slots must be distinct rows in [0, {cache.batch}), got {slots}")
+        check_positive("length", length, integer=True)
+        if length > cache.max_seq_len:
+            raise ValueError(f"length must be <= max_seq_len={cache.max_seq_len}, got {length}")
+        self.cache, self.length = cache, int(length)
+        self.index = torch.tensor(slots, device=cache.k.device)
+        consecutive = slots == list(range(slots[0], slots[0] + len(slots)))
+        self.rows = slice(slots[0], slots[0] + len(slots)) if consecutive else self.index
+
+    def update(self, layer_index: int, start_pos: int | torch.Tensor, k: torch.Tensor,
+               v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k, v (B, kv_heads, T, d_head) at each row's positions start_pos..+T-1;
+        return K and V (B, kv_heads, length, d_head) of the batch's slots."""
+        T = k.shape[2]
+        keys, values = self.cache.k[layer_index], self.cache.v[layer_index]
+        if isinstance(start_pos, int) and isinstance(self.rows, slice):
+            keys[self.rows, :, start_pos:start_pos + T] = k
+            values[self.rows, :, start_pos:start_pos + T] = v
+        else:  # row b, position t -> (slots[b], start_pos[b] + t): values as (B, T, kv_heads, D)
+            pos = torch.as_tensor(start_pos, device=k.device).view(-1, 1) + torch.arange(
+                T, device=k.device)
+            rows = self.index[:, None]
+            keys[rows, :, pos] = k.transpose(1, 2)
+            values[rows, :, pos] = v.transpose(1, 2)
+        end = start_pos + T if isinstance(start_pos, int) else self.length
+        return keys[self.rows, :, :end], values[self.rows, :, :end]
+
 
 @dataclass(frozen=True)
 class Generation:

@@ -1,18 +1,14 @@
 """A Llama-style decoder in PyTorch, built from the `ModelConfig` the analytic layer uses.
 
 One small class per idea: `RMSNorm`, `RotaryEmbedding`, `Attention` (grouped-query),
-`FeedForward` (SwiGLU) or `MLP` (two matrices, e.g. ReLU), `MoEFeedForward` (router +
-top-k experts), `Block`, and the `Transformer` around them. Conventions follow Hugging
-Face's Llama (rotate-half RoPE, RMSNorm in fp32, nn.Linear weights), so a checkpoint
-loads through `llmperf.hf`.
-Two projections are fused, which changes no result: Wq, Wk, Wv are one nn.Linear
-`wqkv`, and the SwiGLU gate and up matrices are one nn.Linear `w13`.
+`FeedForward` (SwiGLU) or `MLP` (e.g. ReLU), `MoEFeedForward`, `Block`, `Transformer`.
+Conventions follow Hugging Face's Llama (rotate-half RoPE, RMSNorm in fp32), so a checkpoint
+loads through `llmperf.hf`. Wq, Wk, Wv are one nn.Linear `wqkv`, and the SwiGLU gate and up
+matrices one nn.Linear `w13` (fusing them changes no result).
 
-The keys and values of past tokens live in a cache passed to `forward` (see
-`llmperf.generate.KVCache`). Token ids and lengths are checked where a run starts
-(`generate`, `measure_prefill`, `measure_decode`), not in `forward`, which looks at
-no tensor's values: a forward step never waits for the device, so it runs as queued
-kernels and `torch.compile` can trace it whole.
+Past keys and values live in a cache passed to `forward` (`llmperf.generate.KVCache`).
+Token ids and lengths are checked where a run starts, not in `forward`, which looks at no
+tensor's values: a step never waits for the device, and `torch.compile` traces it whole.
 """
 from __future__ import annotations
 
@@ -73,9 +69,13 @@ class RotaryEmbedding(nn.Module):
         self.cos.copy_(angles.cos())
         self.sin.copy_(angles.sin())
 
-    def forward(self, start_pos: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin (length, d_head) of positions start_pos..start_pos+length-1."""
-        return self.cos[start_pos:start_pos + length], self.sin[start_pos:start_pos + length]
+    def forward(self, start_pos, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin of positions start_pos..start_pos+length-1: (length, d_head) for an int
+        start_pos, (B, 1, length, d_head) for per-row start positions (B,)."""
+        if isinstance(start_pos, int):
+            return self.cos[start_pos:start_pos + length], self.sin[start_pos:start_pos + length]
+        pos = start_pos[:, None] + torch.arange(length, device=start_pos.device)  # (B, length)
+        return self.cos[pos].unsqueeze(1), self.sin[pos].unsqueeze(1)
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -95,8 +95,8 @@ class Attention(nn.Module):
         self.wqkv = nn.Linear(c.d_model, c.q_dim + 2 * c.kv_dim, bias=c.bias)
         self.wo = nn.Linear(c.q_dim, c.d_model, bias=c.bias)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, start_pos: int,
-                cache, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                start_pos: int | torch.Tensor, cache, mask: torch.Tensor | None) -> torch.Tensor:
         B, T, _ = x.shape
         H, Hkv, D = self.n_heads, self.n_kv_heads, self.d_head
         q, k, v = self.wqkv(x).split([H * D, Hkv * D, Hkv * D], dim=-1)
@@ -106,18 +106,21 @@ class Attention(nn.Module):
         if cache is not None:
             k, v = cache.update(self.layer_index, start_pos, k, v)  # (B, Hkv, start_pos + T, D)
         if T == 1:
-            y = self._decode(q, k, v)
+            y = self._decode(q, k, v, mask)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
                                                enable_gqa=H != Hkv)
         return self.wo(y.transpose(1, 2).reshape(B, T, H * D))
 
-    def _decode(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """One query per sequence: two matmuls and a softmax. Each KV group's query heads are
-        folded into rows, (B, H, 1, D) -> (B, Hkv, H/Hkv, D), so K and V are read once per KV
-        head and never copied. For a single query, SDPA's CPU kernel costs more than the work."""
+    def _decode(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                mask: torch.Tensor | None) -> torch.Tensor:
+        """One query per sequence: two matmuls and a softmax, each KV group's query heads folded
+        into rows, (B, H, 1, D) -> (B, Hkv, H/Hkv, D), so K and V are read once per KV head (for
+        one query SDPA's CPU kernel costs more). mask (B, 1, 1, L) hides keys past a row's own."""
         B, H, _, D = q.shape
         scores = q.reshape(B, self.n_kv_heads, H // self.n_kv_heads, D) @ k.transpose(-1, -2)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, -math.inf)
         probs = (scores * (1.0 / math.sqrt(D))).float().softmax(dim=-1).to(v.dtype)
         return (probs @ v).reshape(B, H, 1, D)
 
@@ -160,10 +163,8 @@ class MoEFeedForward(nn.Module):
     """n_experts SwiGLU experts; a router sends each token to its top experts_per_token.
 
     The chosen experts' outputs are mixed with a softmax over their router scores
-    (Mixtral's rule). Each expert runs once, on the tokens routed to it; an expert no
-    token chose is skipped, so its weights are not read. Which tokens go where is
-    known only after routing: this is the one place a forward step's shapes depend on
-    data (torch.compile splits its graph here).
+    (Mixtral's rule). Each expert runs once, on its tokens; an expert no token chose is
+    skipped. Routing is the one place shapes depend on data (torch.compile splits there).
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -198,8 +199,8 @@ class Block(nn.Module):
         self.feed_forward = (MoEFeedForward(config) if config.is_moe
                              else feed_forward(config, config.bias))
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, start_pos: int,
-                cache, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                start_pos: int | torch.Tensor, cache, mask: torch.Tensor | None) -> torch.Tensor:
         h = x + self.attention(self.attention_norm(x), cos, sin, start_pos, cache, mask)
         return h + self.feed_forward(self.ffn_norm(h))
 
@@ -207,14 +208,12 @@ class Block(nn.Module):
 class Transformer(nn.Module):
     """A Llama-style decoder whose RoPE table covers `max_seq_len` positions.
 
-    Weights are drawn from N(0, 0.02^2) with `seed` (norms start at 1), the same on
-    every device. On device "meta" it holds shapes only (to count a full-size model's
-    parameters). Parameters do not require gradients: this is an inference model.
+    Weights are drawn from N(0, 0.02^2) with `seed` (norms start at 1), the same on every
+    device; on "meta" it holds shapes only. An inference model: no parameter needs gradients.
     """
 
-    # How attention runs in each phase, in the terms of llmperf.layer_costs(attention=...):
-    # prefill through one fused causal scaled_dot_product_attention kernel; decode as two
-    # matmuls and a softmax whose (small) score rows go through memory.
+    # How attention runs, in llmperf.layer_costs(attention=...)'s terms: prefill as one fused
+    # causal SDPA kernel; decode as two matmuls and a softmax whose scores go through memory.
     attention_kernel = {"prefill": "fused", "decode": "standard"}
 
     def __init__(self, config: ModelConfig | str, device: str | torch.device = "cpu",
@@ -232,8 +231,7 @@ class Transformer(nn.Module):
             self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.d_model)
             self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
             self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
-            # A tied head reuses the embedding matrix (vocab, d_model).
-            self.output = (None if cfg.tied_embeddings
+            self.output = (None if cfg.tied_embeddings  # a tied head reuses the embedding
                            else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False))
             self.rope = RotaryEmbedding(cfg.d_head, self.max_seq_len, cfg.rope_theta)
         self.to(dtype=dt).to_empty(device=dev)
@@ -271,23 +269,26 @@ class Transformer(nn.Module):
         return step_costs(self.config, phase, batch=batch, seq_len=seq_len,
                           dtype=dtype_name(self.dtype), attention=self.attention_kernel[phase])
 
-    def forward(self, tokens: torch.Tensor, start_pos: int = 0, cache=None,
+    def forward(self, tokens: torch.Tensor, start_pos: int | torch.Tensor = 0, cache=None,
                 last_only: bool = False) -> torch.Tensor:
         """Logits (B, T, vocab) for tokens (B, T) at positions start_pos..start_pos+T-1.
 
-        With a cache (e.g. `llmperf.generate.KVCache`), keys and values are written at
-        those positions and attention reads positions 0..start_pos+T-1; without one, the
-        tokens are a whole sequence (start_pos 0). last_only returns the last position's logits
-        (B, 1, vocab), all that generation needs.
+        With a cache (`llmperf.generate.KVCache`), K and V are written at those positions and
+        attention reads 0..start_pos+T-1; without one, tokens are a whole sequence. start_pos
+        may be a LongTensor (B,) of per-row starts, with a cache reading `cache.length` positions
+        (a `SlotView`). last_only returns the last position's logits (B, 1, vocab).
         """
-        if cache is None and start_pos != 0:  # a plain int: no wait for the device
+        per_row = not isinstance(start_pos, int)
+        if cache is None and (per_row or start_pos != 0):  # an int test: no device wait
             raise ValueError(f"start_pos must be 0 without a cache (nothing earlier to attend "
                              f"to), got {start_pos}; pass a llmperf.generate.KVCache")
         T = tokens.shape[1]
         cos, sin = self.rope(start_pos, T)
         mask = None  # causal over the new tokens alone: SDPA builds it
-        if cache is not None and start_pos > 0 and T > 1:
-            # A chunk after cached tokens: query i sees keys 0..start_pos+i.
+        if per_row:  # token t of row b sees keys 0..start_pos[b]+t: a mask (B, 1, T, length)
+            pos = start_pos[:, None] + torch.arange(T, device=tokens.device)
+            mask = (torch.arange(cache.length, device=tokens.device) <= pos[..., None])[:, None]
+        elif start_pos > 0 and T > 1:  # a chunk after cached tokens: query i sees 0..start_pos+i
             visible = torch.ones(T, start_pos + T, dtype=torch.bool, device=tokens.device)
             mask = visible.tril(diagonal=start_pos)
         x = self.tok_embeddings(tokens)

@@ -1,0 +1,184 @@
+"""A serving engine: the simulator's scheduler driving the reference model, on the wall clock.
+
+Three parts, each with one job (the layout of nano-vllm):
+- the `Scheduler` of `llmperf.serving`, shared with `simulate`, decides every iteration:
+  whom to admit into which slot, which prompt chunks to prefill, which requests decode;
+- a `ModelRunner` only runs: a prompt chunk of one request, in its slot of a KV cache
+  preallocated for `max_batch` sequences, or one decode step of many requests together,
+  each row at its own position;
+- a `Sequence` knows its own state: its prompt, its slot, the tokens it has generated.
+
+One iteration runs each prefill chunk alone (batch 1), then one decode step of every
+decoding request, then samples every new token and waits for the device once. So a newly
+admitted prompt delays that iteration's decode step of the running batch: the prefill
+stall that chunked prefill bounds. Every output has exactly the requested length (the end
+of sequence is ignored, as published serving studies do). `Engine.run` returns the
+simulator's `RunResult`, stamped with wall-clock times since the run started.
+
+    engine = Engine(Transformer("ref-tiny"), max_batch=4, policy="continuous")
+    run = engine.run([Request(0.0, 8, 5), Request(0.0, 3, 2)])
+    run.makespan_s, engine.outputs[1]        # seconds; the two tokens of request 1
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence as Seq
+
+import torch
+
+from .device import synchronize
+from .generate import KVCache, _check_model, _check_sampling, prompt_tensor, sample_next
+from .model import Transformer
+from .serving import Batch, Request, ReservationMemory, RunRecorder, RunResult, Scheduler
+from .units import check_non_negative
+
+
+class Sequence:
+    """One request inside the engine: its prompt, its slot and the tokens it has generated."""
+
+    def __init__(self, request_id: int, request: Request, prompt: list[int],
+                 generator: torch.Generator) -> None:
+        self.id, self.request, self.prompt = request_id, request, prompt
+        self.slot = -1
+        self.output: list[int] = []
+        self.generator = generator  # its own, so its draws do not depend on its neighbours
+
+    @property
+    def position(self) -> int:
+        """Where the next decode step's input (the last generated token) goes in the cache."""
+        return len(self.prompt) + len(self.output) - 1
+
+
+class ModelRunner:
+    """Runs the model on a KV cache of `max_batch` slots of `max_seq_len` positions each."""
+
+    def __init__(self, model: Transformer, max_batch: int, max_seq_len: int) -> None:
+        self.model = model
+        self.cache = KVCache(model, max_batch, max_seq_len)
+
+    def prefill(self, seq: Sequence, start: int, tokens: int) -> torch.Tensor:
+        """Prompt tokens start..start+tokens-1 of `seq` into its slot; the last logits (V,)."""
+        chunk = torch.tensor([seq.prompt[start:start + tokens]], device=self.model.device)
+        view = self.cache.slots([seq.slot], start + tokens)
+        return self.model(chunk, start, view, last_only=True)[0, -1]
+
+    def decode(self, seqs: list[Sequence]) -> torch.Tensor:
+        """One step of every sequence in `seqs`, each at its own position; logits (B, V)."""
+        dev = self.model.device
+        tokens = torch.tensor([[s.output[-1]] for s in seqs], device=dev)
+        positions = [s.position for s in seqs]
+        view = self.cache.slots([s.slot for s in seqs], max(positions) + 1)
+        # rows all at one position take the model's plain path; otherwise per-row positions
+        start = positions[0] if len(set(positions)) == 1 else torch.tensor(positions, device=dev)
+        return self.model(tokens, start, view)[:, -1]
+
+
+class Engine:
+    """Serves a list of Requests on `model` under one policy of `llmperf.serving`.
+
+    policy, max_batch and token_budget mean what they mean to `simulate`. temperature 0 is
+    greedy; above 0, request i samples (with top_k) from a generator seeded with seed + i,
+    so its tokens are those of `generate(model, prompt_i, n, temperature, top_k, seed + i)`.
+    After `run`: `outputs[i]`, request i's tokens, and `step_samples`, one (tokens processed,
+    KV tokens read, seconds) per iteration, to fit `fit_linear_step_time` to this machine.
+    """
+
+    def __init__(self, model: Transformer, max_batch: int = 8, policy: str = "continuous",
+                 token_budget: int | None = None, temperature: float = 0.0,
+                 top_k: int | None = None, seed: int = 0) -> None:
+        _check_model(model)
+        Scheduler(policy, max_batch, token_budget)  # checks the three, as `simulate` would
+        _check_sampling(temperature, top_k, model.config.vocab_size)
+        check_non_negative("seed", seed, integer=True)
+        self.model, self.max_batch, self.policy = model, int(max_batch), policy
+        self.token_budget, self.temperature, self.top_k = token_budget, temperature, top_k
+        self.seed = int(seed)
+        self.outputs: list[list[int]] = []
+        self.step_samples: list[tuple[int, int, float]] = []
+
+    @torch.inference_mode()
+    def run(self, requests: Seq[Request], prompts: Seq[Seq[int]] | None = None) -> RunResult:
+        """Serve `requests`, each arriving `arrival_s` seconds after the start (wall clock).
+
+        prompts: request i's prompt token ids (prompt_tokens of them); None draws random
+        ones from `seed`. Returns the `RunResult`, requests in the order given.
+        """
+        requests = list(requests)
+        seqs = self._sequences(requests, prompts)
+        max_len = max(r.total_tokens for r in requests) - 1  # the last token is never cached
+        runner = ModelRunner(self.model, self.max_batch, max_len)
+        scheduler = Scheduler(self.policy, self.max_batch, self.token_budget,
+                              ReservationMemory(None))
+        recorder = RunRecorder(self.policy, requests)
+        order = sorted(range(len(requests)), key=lambda i: requests[i].arrival_s)
+        self.step_samples = []
+        start, nxt = time.perf_counter(), 0
+        while recorder.finished < len(requests):
+            now = time.perf_counter() - start
+            while nxt < len(order) and requests[order[nxt]].arrival_s <= now:
+                scheduler.add(order[nxt], requests[order[nxt]])
+                nxt += 1
+            batch = scheduler.schedule()
+            if batch is None:  # idle until the next arrival
+                time.sleep(max(0.0, requests[order[nxt]].arrival_s - now))
+                continue
+            self._step(runner, batch, seqs)
+            end = time.perf_counter() - start
+            recorder.record(batch, now, end, scheduler.complete(batch))
+            self.step_samples.append((batch.tokens, batch.kv_tokens, end - now))
+        self.outputs = [s.output for s in seqs]
+        return recorder.result()
+
+    def _step(self, runner: ModelRunner, batch: Batch, seqs: list[Sequence]) -> None:
+        """Run one iteration and append each new token to its sequence."""
+        for request_id, slot in batch.admitted:
+            seqs[request_id].slot = slot
+        done, logits = [], []
+        for chunk in batch.prefill:
+            seq = seqs[chunk.request_id]
+            last = runner.prefill(seq, chunk.start_tokens, chunk.tokens)
+            if chunk.completes_prompt:  # its first token comes from the prompt's last logits
+                done.append(seq)
+                logits.append(last[None])
+        if batch.decode:
+            decoding = [seqs[i] for i in batch.decode]
+            done += decoding
+            logits.append(runner.decode(decoding))
+        if not done:  # only chunks that leave their prompt unfinished
+            synchronize(self.model.device)
+            return
+        rows = torch.cat(logits)
+        if self.temperature == 0.0:
+            new = rows.float().argmax(dim=-1)
+        else:
+            new = torch.cat([sample_next(rows[b:b + 1], self.temperature, self.top_k,
+                                         seq.generator) for b, seq in enumerate(done)])
+        for seq, token in zip(done, new.tolist()):  # .tolist() waits for the device
+            seq.output.append(token)
+
+    def _sequences(self, requests: list[Request],
+                   prompts: Seq[Seq[int]] | None) -> list[Sequence]:
+        """A Sequence per request, after checking the requests and prompts."""
+        if not requests or not all(isinstance(r, Request) for r in requests):
+            raise ValueError("requests must be a non-empty list of llmperf.serving.Request")
+        vocab, dev = self.model.config.vocab_size, self.model.device
+        for i, r in enumerate(requests):
+            if r.total_tokens - 1 > self.model.max_seq_len:
+                raise ValueError(f"requests[{i}] needs {r.total_tokens - 1} positions, beyond "
+                                 f"the model's max_seq_len={self.model.max_seq_len}")
+        if prompts is None:
+            gen = torch.Generator().manual_seed(self.seed)
+            prompts = [torch.randint(0, vocab, (r.prompt_tokens,), generator=gen).tolist()
+                       for r in requests]
+        else:
+            prompts = list(prompts)
+            if len(prompts) != len(requests):
+                raise ValueError(f"prompts must hold one prompt per request ({len(requests)}), "
+                                 f"got {len(prompts)}")
+            prompts = [prompt_tensor(p, vocab)[0].tolist() for p in prompts]
+            for i, (p, r) in enumerate(zip(prompts, requests)):
+                if len(p) != r.prompt_tokens:
+                    raise ValueError(f"prompts[{i}] has {len(p)} tokens, requests[{i}] says "
+                                     f"prompt_tokens={r.prompt_tokens}")
+        return [Sequence(i, r, p, torch.Generator(device=dev).manual_seed(self.seed + i))
+                for i, (r, p) in enumerate(zip(requests, prompts))]
