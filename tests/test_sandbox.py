@@ -93,7 +93,7 @@ def processes_with(token: str) -> list[int]:
 
 
 def test_this_machine_has_an_isolation_beyond_none():
-    assert AVAILABLE and AVAILABLE[-1] == "none" or "none" not in AVAILABLE
+    assert "none" in AVAILABLE and AVAILABLE == [m for m in MODES if m in AVAILABLE]
     if os.geteuid() == 0 or Path("/proc/sys/user/max_user_namespaces").read_text().strip() != "0":
         assert ISOLATED, sandbox.rejected()
 
@@ -329,3 +329,19 @@ def test_a_hidden_folder_inside_a_shown_one_is_empty(tmp_path, monkeypatch, mode
     run = sandbox.run_submission(cells, [], limits(mode), hidden=(shown / "secret",))
     assert run.finished and 0 not in run.cell_errors
     assert run.cell_errors[1].startswith("FileNotFoundError"), run.cell_errors
+
+
+def test_user_mode_warns_about_what_nobody_could_reach(tmp_path):
+    from llmperf.grading.isolation import exposure_warnings
+
+    tmp_path.chmod(0o755)
+    folders = {}
+    for name, mode in (("open", 0o755), ("shared", 0o777), ("private", 0o700)):
+        folders[name] = tmp_path / name
+        folders[name].mkdir()
+        folders[name].chmod(mode)
+    notes = exposure_warnings(Isolation("user", 65534, 65534), folders)
+    assert len(notes) == 2
+    assert notes[0].startswith(f"nobody can read the open {folders['open']}")
+    assert notes[1].startswith(f"nobody can write to the shared {folders['shared']}")
+    assert exposure_warnings(Isolation("user+namespaces", 65534, 65534), folders) == []

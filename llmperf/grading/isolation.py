@@ -85,25 +85,29 @@ def sandbox_ids() -> tuple[int, int]:
 
 
 def exposed(path: Path) -> str | None:
-    """How a user other than the owner could reach `path` (read a file, list a folder), or None.
+    """What a user other than the owner may do to `path`: "read", "write to", or None.
 
     Mode bits only: every folder above it searchable by others, and the path itself
-    readable by them.
+    readable (or writable) by them.
     """
     path = Path(path).resolve()
     try:
         for parent in reversed(path.parents):
             if not os.stat(parent).st_mode & stat.S_IXOTH:
                 return None
-        return "readable" if os.stat(path).st_mode & stat.S_IROTH else None
+        mode = os.stat(path).st_mode
     except OSError:
         return None
+    if mode & stat.S_IWOTH:
+        return "write to"
+    return "read" if mode & stat.S_IROTH else None
 
 
-def exposure_warnings(isolation: Isolation, paths: dict[str, Path]) -> list[str]:
-    """With another user and no namespaces, which of `paths` (label: path) that user can read."""
+def exposure_warnings(isolation: Isolation, paths: dict[str, Path | None]) -> list[str]:
+    """With another user and no namespaces: which of `paths` (label: path) that user can reach."""
     if isolation.mode != "user":
         return []
-    return [f"{SANDBOX_USER} can read the {label} {path}: make it readable by its owner only "
+    found = [(label, path, exposed(path)) for label, path in paths.items() if path is not None]
+    return [f"{SANDBOX_USER} can {how} the {label} {path}: make it its owner's only "
             f"(chmod -R go-rwx {path}), as run_autograder does on Gradescope"
-            for label, path in paths.items() if path is not None and exposed(path)]
+            for label, path, how in found if how]

@@ -1,4 +1,4 @@
-"""The submission's side of grading: runs in its own process, started by `sandbox`.
+"""The submission's side of grading: runs in its own process, which the keeper confines.
 
 It reads a job (cells to run, calls to make) from stdin, runs every cell in
 order and keeps going past errors, then calls the graded functions. For each
