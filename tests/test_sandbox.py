@@ -331,16 +331,17 @@ def test_a_hidden_folder_inside_a_shown_one_is_empty(tmp_path, monkeypatch, mode
     assert run.cell_errors[1].startswith("FileNotFoundError"), run.cell_errors
 
 
-def test_user_mode_warns_about_what_nobody_could_reach(tmp_path):
+def test_user_mode_warns_about_what_nobody_could_reach():
     from llmperf.grading.isolation import exposure_warnings
 
-    tmp_path.chmod(0o755)
-    folders = {}
-    for name, mode in (("open", 0o755), ("shared", 0o777), ("private", 0o700)):
-        folders[name] = tmp_path / name
-        folders[name].mkdir()
-        folders[name].chmod(mode)
-    notes = exposure_warnings(Isolation("user", 65534, 65534), folders)
+    with tempfile.TemporaryDirectory() as top:  # pytest's tmp_path lies in a private folder
+        Path(top).chmod(0o755)
+        folders = {}
+        for name, mode in (("open", 0o755), ("shared", 0o777), ("private", 0o700)):
+            folders[name] = Path(top) / name
+            folders[name].mkdir()
+            folders[name].chmod(mode)
+        notes = exposure_warnings(Isolation("user", 65534, 65534), folders)
     assert len(notes) == 2
     assert notes[0].startswith(f"nobody can read the open {folders['open']}")
     assert notes[1].startswith(f"nobody can write to the shared {folders['shared']}")
