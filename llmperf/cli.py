@@ -165,13 +165,16 @@ def _announce_isolation(args):
     """Choose the isolation, print it on one line, and warn about what it leaves open."""
     from .grading.grade import default_source_dir
     from .grading.isolation import exposure_warnings, warning
-    from .grading.sandbox import IsolationError, choose_isolation
+    from .grading.sandbox import IsolationError, choose_isolation, rejected
 
     try:
         isolation = choose_isolation(args.isolation)
     except IsolationError as err:
         raise ValueError(f"--isolation {args.isolation}: {err}") from err
     print(f"isolation: {isolation.describe()}")
+    for mode, why in rejected().items():
+        if args.isolation == "auto":
+            print(f"note: isolation {mode} is not available here: {why}", file=sys.stderr)
     folder = args.path if args.path.is_dir() else None
     exposed = {"instructor sources": args.source or default_source_dir(),
                "submissions folder": folder,
