@@ -142,7 +142,10 @@ def _try(mode: str) -> tuple[Isolation | None, str]:
         isolation = Isolation(mode, uid, gid)
     else:
         isolation = Isolation(mode)
-    probe = _run([(0, "import llmperf")], [], Limits(isolation=mode), isolation)
+    try:
+        probe = _run([(0, "import llmperf")], [], Limits(isolation=mode), isolation)
+    except OSError as err:  # e.g. the sandbox user does not exist in this user namespace
+        return None, f"{type(err).__name__}: {err}"
     if probe.finished and not probe.cell_errors and not probe.survivors:
         return isolation, ""
     return None, probe.setup_error or next(iter(probe.cell_errors.values()), "it did not start")
