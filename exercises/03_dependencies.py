@@ -89,7 +89,7 @@ def _full_context(name):
 
 question("kv_cache_full_context", points=2,
          visible=["llama-2-7b", "llama-3-8b"],
-         hidden=["mistral-7b", "llama-2-70b", "llama-2-13b", "gpt2"],
+         hidden=["mixtral-8x7b", "llama-2-70b", "llama-2-13b", "gpt2"],
          reference=_full_context)
 
 # %% [markdown]

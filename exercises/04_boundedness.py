@@ -48,7 +48,7 @@ def _datasheet(name):
 
 question("ridge_point", points=1,
          visible=[(125e12, 600e9)],
-         hidden=[_datasheet("H100 SXM"), _datasheet("T4"), _datasheet("A100 80GB")],
+         hidden=[_datasheet("H100 SXM"), _datasheet("T4"), _datasheet("A100 SXM 80GB")],
          reference=lambda peak, bw: lp.Accelerator("datasheet", {"fp16": peak}, bw, 1.0).ridge_point())
 
 # %% [markdown]
@@ -199,7 +199,7 @@ def simple_latency_s(model_name, accelerator_name, prompt_tokens, output_tokens)
 # %%
 question("simple_latency_s", points=2,
          visible=[("llama-2-7b", "A10", 350, 150)],
-         hidden=[("llama-2-13b", "A100 80GB", 350, 150), ("mistral-7b", "H100 SXM", 1000, 200),
+         hidden=[("llama-2-13b", "A100 SXM 80GB", 350, 150), ("mistral-7b", "H100 SXM", 1000, 200),
                  ("mixtral-8x7b", "H100 SXM", 350, 150), ("gpt2", "T4", 64, 32)],
          reference=lambda m, a, s, g: lp.simple_latency(m, a, s, g, "fp16").total_s)
 
@@ -252,8 +252,8 @@ def max_batch(model_name, accelerator_name, seq_len):
 # %%
 question("max_batch", points=2,
          visible=[("llama-2-7b", "A10", 4096)],
-         hidden=[("llama-3-8b", "A10", 8192), ("llama-2-13b", "A100 80GB", 4096),
-                 ("llama-2-70b", "A10", 4096), ("mistral-7b", "H100 SXM", 32768)],
+         hidden=[("llama-3-8b", "A10", 8192), ("llama-2-13b", "A100 SXM 80GB", 4096),
+                 ("llama-2-70b", "A10", 4096), ("mixtral-8x7b", "H200 SXM", 32768)],
          reference=lambda m, a, n: lp.max_batch_size(m, a, n, "fp16"))
 
 # %% [markdown]
@@ -281,7 +281,7 @@ def critical_batch(model_name, accelerator_name):
 # %%
 question("critical_batch", points=2,
          visible=[("llama-2-7b", "A10")],
-         hidden=[("llama-2-7b", "H100 SXM"), ("mistral-7b", "T4"), ("llama-2-70b", "A100 80GB")],
+         hidden=[("llama-2-7b", "H100 SXM"), ("mistral-7b", "T4"), ("llama-2-70b", "A100 SXM 80GB")],
          reference=lambda m, a: lp.critical_batch_size(m, a, "fp16"))
 
 # %% [markdown]
