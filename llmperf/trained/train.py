@@ -1,0 +1,136 @@
+"""Training a reference model on the corpus: AdamW, linear warm-up then cosine decay, on CPU.
+
+Batches are random windows of the training tokens drawn with a seeded generator, so a run
+is a function of (config, tokens, settings, seed) and the number of torch threads.
+With a teacher, the loss mixes the corpus cross-entropy with the KL divergence from the
+teacher's temperature-softened distribution (Hinton et al., 2015):
+
+    loss = (1 - alpha) * CE(student, data) + alpha * T^2 * KL(p_teacher^T || p_student^T)
+
+(T^2 keeps the soft term's gradient on the scale of the hard term's as T grows.)
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from llmperf.model import MoEFeedForward, Transformer
+from llmperf.models import ModelConfig
+from llmperf.units import check_positive
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """steps of `batch` windows of `seq_len` tokens; peak learning rate lr after warmup steps."""
+
+    steps: int
+    batch: int = 16
+    seq_len: int = 256
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.1
+    warmup: int = 50
+    weight_decay: float = 0.1
+    seed: int = 0
+    alpha: float = 0.5        # weight of the distillation term (with a teacher)
+    temperature: float = 2.0  # softening of both distributions in the distillation term
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch", "seq_len"):
+            check_positive(name, getattr(self, name), integer=True)
+        check_positive("lr", self.lr)
+        check_positive("temperature", self.temperature)
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must lie in [0, 1], got {self.alpha}")
+
+    def lr_at(self, step: int) -> float:
+        """Linear warm-up over min(warmup, steps // 10) steps, then cosine decay to min_lr."""
+        warm = min(self.warmup, self.steps // 10)
+        if step < warm:
+            return self.lr * (step + 1) / warm
+        done = (step - warm) / max(1, self.steps - warm)
+        floor = self.lr * self.min_lr_ratio
+        return floor + (self.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * done))
+
+
+@dataclass
+class TrainResult:
+    model: Transformer
+    losses: list[float] = field(default_factory=list)  # training loss of each step
+    seconds: float = 0.0
+
+
+def _dense_moe(self: MoEFeedForward, x: torch.Tensor) -> torch.Tensor:
+    """The reference MoE forward computed densely: every expert on every token, unchosen
+    experts weighted by zero. Same function; on CPU its backward avoids the slow gather and
+    index_add of the routed form, at twice the FFN work of 2-of-4 routing."""
+    scores, chosen = self.router(x).float().topk(self.top_k, dim=-1)
+    weights = torch.zeros(*x.shape[:-1], len(self.experts), dtype=torch.float32,
+                          device=x.device)
+    weights = weights.scatter(-1, chosen, scores.softmax(dim=-1)).to(x.dtype)
+    out = torch.zeros_like(x)
+    for e, expert in enumerate(self.experts):
+        out = out + expert(x) * weights[..., e:e + 1]
+    return out
+
+
+def _batch(tokens: torch.Tensor, s: TrainSettings, gen: torch.Generator) -> torch.Tensor:
+    starts = torch.randint(0, len(tokens) - s.seq_len - 1, (s.batch,), generator=gen)
+    return torch.stack([tokens[i:i + s.seq_len + 1] for i in starts.tolist()])
+
+
+def _loss(model: Transformer, window: torch.Tensor, s: TrainSettings,
+          teacher: Transformer | None) -> torch.Tensor:
+    logits = model(window[:, :-1]).float()
+    V = logits.shape[-1]
+    hard = F.cross_entropy(logits.reshape(-1, V), window[:, 1:].reshape(-1))
+    if teacher is None or s.alpha == 0.0:
+        return hard
+    with torch.no_grad():
+        soft_target = F.log_softmax(teacher(window[:, :-1]).float() / s.temperature, dim=-1)
+    soft = F.kl_div(F.log_softmax(logits / s.temperature, dim=-1).reshape(-1, V),
+                    soft_target.reshape(-1, V), log_target=True, reduction="batchmean")
+    return (1 - s.alpha) * hard + s.alpha * s.temperature ** 2 * soft
+
+
+def train(config: ModelConfig, tokens: torch.Tensor, settings: TrainSettings,
+          teacher: Transformer | None = None, log=None) -> TrainResult:
+    """Train a fresh Transformer(config, seed=settings.seed) on 1-D int64 `tokens`; return
+    it in eval mode with requires_grad False, with each step's loss and the seconds taken."""
+    s = settings
+    if tokens.dim() != 1 or len(tokens) <= s.seq_len + 1:
+        raise ValueError(f"tokens must be 1-D and longer than seq_len + 1 = {s.seq_len + 1}")
+    torch.manual_seed(s.seed)
+    model = Transformer(config, max_seq_len=s.seq_len, seed=s.seed)
+    moe = [m for m in model.modules() if isinstance(m, MoEFeedForward)]
+    for m in moe:
+        m.forward = _dense_moe.__get__(m)
+    model.requires_grad_(True).train()
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": s.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=s.lr, betas=(0.9, 0.99))
+    gen = torch.Generator().manual_seed(s.seed)
+    result = TrainResult(model)
+    start = time.perf_counter()
+    for step in range(s.steps):
+        for group in opt.param_groups:
+            group["lr"] = s.lr_at(step)
+        loss = _loss(model, _batch(tokens, s, gen), s, teacher)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        result.losses.append(loss.item())
+        if log is not None and (step % 50 == 0 or step == s.steps - 1):
+            log(f"{config.name} step {step}/{s.steps} loss {result.losses[-1]:.4f} "
+                f"{time.perf_counter() - start:.0f}s")
+    result.seconds = time.perf_counter() - start
+    for m in moe:
+        del m.forward  # back to the reference (routed) forward
+    model.requires_grad_(False).eval()
+    return result
