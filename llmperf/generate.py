@@ -99,7 +99,11 @@ class SlotView:
             keys[rows, :, pos] = k.transpose(1, 2)
             values[rows, :, pos] = v.transpose(1, 2)
         end = start_pos + T if isinstance(start_pos, int) else self.length
-        return keys[self.rows, :, :end], values[self.rows, :, :end]
+        if isinstance(self.rows, slice):
+            return keys[self.rows, :, :end], values[self.rows, :, :end]
+        # index_select copies whole rows; x[index] indexes element by element, ~5x slower
+        return (keys[:, :, :end].index_select(0, self.index),
+                values[:, :, :end].index_select(0, self.index))
 
 
 @dataclass(frozen=True)
