@@ -346,3 +346,13 @@ def test_user_mode_warns_about_what_nobody_could_reach():
     assert notes[0].startswith(f"nobody can read the open {folders['open']}")
     assert notes[1].startswith(f"nobody can write to the shared {folders['shared']}")
     assert exposure_warnings(Isolation("user+namespaces", 65534, 65534), folders) == []
+
+
+def test_a_box_that_cannot_be_set_up_leaves_nothing_behind(monkeypatch):
+    from llmperf.grading import box
+
+    before = _grading_folders()
+    monkeypatch.setattr(box.os, "chown", lambda *a: (_ for _ in ()).throw(OSError(22, "no")))
+    with pytest.raises(OSError), box.Box(Isolation("user", 65534, 65534), limits("user")):
+        pass
+    assert _grading_folders() <= before

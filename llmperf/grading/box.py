@@ -70,6 +70,14 @@ class Box:
 
     def __enter__(self) -> Box:
         self.base = Path(tempfile.mkdtemp(prefix="llmperf-grade-"))
+        try:
+            self._fill()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def _fill(self) -> None:
         self.base.chmod(0o755)  # the sandbox user walks through it to lib/ and work/
         self.lib, self.workdir, self.root = (self.base / n for n in ("lib", "work", "root"))
         shutil.copytree(PACKAGE, self.lib / "llmperf",
@@ -78,7 +86,6 @@ class Box:
         self.root.mkdir(mode=0o700)
         if self.isolation.mode == "user":
             os.chown(self.workdir, self.isolation.uid, self.isolation.gid)
-        return self
 
     def __exit__(self, *exc) -> None:
         shutil.rmtree(self.base, ignore_errors=True)
