@@ -24,12 +24,14 @@
 # engineers do: students in a systems or ML course, instructors who teach one,
 # and practitioners who want their intuitions checked by numbers.
 #
-# **What you will be able to do after this chapter**
+# :::{admonition} After this chapter you will be able to
+# :class: tip
 #
 # - run every chapter on a laptop CPU, or on a GPU when you have one;
 # - read the units and conventions the rest of the book uses without ambiguity;
 # - compute the first numbers of the running example, Llama 2 7B on an NVIDIA A10,
 #   and locate that GPU among other common accelerators by its ridge point.
+# :::
 
 # %% [markdown]
 # ## How to run it
@@ -42,8 +44,10 @@
 # | `make test` | runs the test suite: the library's unit tests, the notebook checks and the grader's checks |
 #
 # To read interactively, `make lab` opens JupyterLab on `chapters/`. Each chapter
-# is a pair of files: `NN_topic.py` is the source, `NN_topic.ipynb` the same
-# notebook with its outputs as they came out when the book was built. Run a
+# is a pair of files: `NN_topic.py` is the source, and it is the file to open in
+# JupyterLab (it opens as a notebook, showing the outputs kept in its pair);
+# `NN_topic.ipynb` is the same notebook executed, with its outputs as they came out
+# when the book was built, for reading on GitHub or opening in Colab. Run a
 # chapter top to bottom: each is sized to finish within a minute on a two-core laptop CPU.
 #
 # **On a GPU.** Nothing changes: the measured cells pick `cuda` when PyTorch sees
@@ -113,12 +117,15 @@ print("bytes per element:", {k: v for k, v in lp.BYTES_PER_ELEMENT.items() if k 
 # %% [markdown]
 # ## The running example: Llama 2 7B on an NVIDIA A10
 #
-# The lecture this book follows studies one model on one GPU, and so do we,
-# before asking the same questions of other parts and of your own machine.
+# The lecture this book follows {cite:p}`krishnamurthy2024lecture` studies one model
+# on one GPU, and so do we, before asking the same questions of other parts and of your
+# own machine. The lecture itself draws on Baseten's guide to inference performance
+# {cite:p}`shenoy2023baseten`, Anyscale's account of continuous batching
+# {cite:p}`daniel2023anyscale` and the roofline survey of {cite:t}`yuan2024unveiled`.
 # Llama 2 7B has $L = 32$ layers of width $D = 4096$ ($h = 32$ heads of $d = 128$),
 # a feed-forward width of 11008 and a vocabulary of 32000 tokens (its published
-# `config.json`). The A10 does 125 TFLOP/s in fp16 and moves 600 GB/s, with 24 GB of
-# memory (NVIDIA's A10 datasheet, linked from the catalog entry below). That last "GB" is
+# `config.json`, {cite:p}`meta2023llama2config`). The A10 does 125 TFLOP/s in fp16 and
+# moves 600 GB/s, with 24 GB of memory {cite:p}`nvidia_a10`. That last "GB" is
 # the one place where a datasheet means GiB: memory chips come in binary sizes, so the
 # A10 holds $24 \times 2^{30}$ bytes, and `llmperf` stores capacities that way.
 
@@ -126,12 +133,14 @@ print("bytes per element:", {k: v for k, v in lp.BYTES_PER_ELEMENT.items() if k 
 llama = lp.get_model("llama-2-7b")
 a10 = lp.get_accelerator("A10")
 
-print(f"parameters            {llama.param_count():,}")
-print(f"weights in fp16       {lp.format_bytes(llama.weight_bytes('fp16'))}"
-      f" = {lp.format_bytes(llama.weight_bytes('fp16'), binary=True)}")
-print(f"KV cache, 4096 tokens {lp.format_bytes(llama.kv_cache_bytes(4096, dtype='fp16'))}"
-      f" = {lp.format_bytes(llama.kv_cache_bytes(4096, dtype='fp16'), binary=True)}")
-print(f"A10 ridge point       {a10.ridge_point('fp16'):.1f} FLOP/byte  (source: {a10.source})")
+weights, kv = llama.weight_bytes("fp16"), llama.kv_cache_bytes(4096, dtype="fp16")
+print("A10 datasheet:", a10.source)
+lp.Table(["quantity", "value"], [
+    ("parameters", f"{llama.param_count():,}"),
+    ("weights in fp16", f"{lp.format_bytes(weights)} = {lp.format_bytes(weights, binary=True)}"),
+    ("KV cache, 4096 tokens", f"{lp.format_bytes(kv)} = {lp.format_bytes(kv, binary=True)}"),
+    ("A10 ridge point", f"{a10.ridge_point('fp16'):.1f} FLOP/byte"),
+])
 
 # %% [markdown]
 # Three numbers already tell most of the story of this book. The weights take
@@ -145,32 +154,39 @@ print(f"A10 ridge point       {a10.ridge_point('fp16'):.1f} FLOP/byte  (source: 
 
 # %%
 estimate = lp.simple_latency(llama, a10, prompt_tokens=350, output_tokens=150)
-print(f"prefill (compute bound): {lp.format_seconds(estimate.prefill_s)}")
-print(f"decode  (memory bound):  {lp.format_seconds(estimate.decode_s)}"
-      f"  = 150 x {lp.format_seconds(estimate.decode_s / 150)}")
-print(f"total:                   {lp.format_seconds(estimate.total_s)}")
+lp.Table(["phase", "time", "per token"], [
+    ("prefill (compute bound)", estimate.prefill_s, None),
+    ("decode (memory bound)", estimate.decode_s, estimate.decode_s / 150),
+], footer=[("total", estimate.total_s, None)],
+    formats={"time": lp.format_seconds, "per token": lp.format_seconds})
 
 # %% [markdown]
-# **Takeaway: on an A10, reading the prompt takes tens of milliseconds and writing
-# the answer takes seconds.** Chapters 2 and 4 explain why, and measure it.
+# :::{important}
+# On an A10, reading the prompt takes tens of milliseconds and writing the answer
+# takes seconds.
+# :::
+#
+# Chapters 2 and 4 explain why, and measure it.
 #
 # ## The accelerators in the catalog
 #
 # `llmperf` carries a small catalog of common inference accelerators. Each entry
 # cites its datasheet in the code, and its ridge point, peak FLOP/s divided by
-# memory bandwidth, says how much work an operation must do per byte before the
-# arithmetic, not the memory, limits it.
+# memory bandwidth {cite:p}`williams2009roofline`, says how much work an operation
+# must do per byte before the arithmetic, not the memory, limits it.
 
 # %%
-print(f"{'accelerator':<14}{'fp16 TFLOP/s':>13}{'GB/s':>8}{'memory GiB':>12}{'ridge FLOP/B':>14}")
-for acc in lp.ACCELERATORS:
-    print(f"{acc.name:<14}{acc.peak('fp16') / 1e12:>13.1f}{acc.mem_bandwidth / 1e9:>8.0f}"
-          f"{acc.mem_capacity / lp.GiB:>12.0f}{acc.ridge_point('fp16'):>14.1f}")
+lp.Table(
+    ["accelerator", "fp16 TFLOP/s", "GB/s", "memory GiB", "ridge FLOP/B"],
+    [(acc.name, acc.peak("fp16") / 1e12, acc.mem_bandwidth / 1e9,
+      acc.mem_capacity / lp.GiB, acc.ridge_point("fp16")) for acc in lp.ACCELERATORS],
+    formats={"fp16 TFLOP/s": ".1f", "GB/s": ".0f", "memory GiB": ".0f", "ridge FLOP/B": ".1f"},
+)
 
 # %%
 ax = new_axes(title="Where the roofline bends (fp16, dense)",
               xlabel="memory bandwidth (GB/s)", ylabel="peak fp16 (TFLOP/s)")
-label_below = {"A100 SXM 80GB", "H200"}  # their neighbours share the same peak
+label_below = {"A100 SXM 80GB", "H200 SXM"}  # their neighbours share the same peak
 for acc in lp.ACCELERATORS:
     ax.scatter(acc.mem_bandwidth / 1e9, acc.peak("fp16") / 1e12, color="C0")
     ax.annotate(acc.name, (acc.mem_bandwidth / 1e9, acc.peak("fp16") / 1e12), fontsize=8,
@@ -219,15 +235,6 @@ plt.show()
 #
 # ## References
 #
-# - The lecture this book follows: A. Krishnamurthy and C.-Y. Lin, "Performance of
-#   Transformers", itself adapted from the three sources below.
-# - Baseten, "A guide to LLM inference and performance":
-#   <https://www.baseten.co/blog/llm-transformer-inference-guide/>
-# - Anyscale, "How continuous batching enables 23x throughput in LLM inference":
-#   <https://www.anyscale.com/blog/continuous-batching-llm-inference>
-# - Z. Yuan et al., "LLM Inference Unveiled: Survey and Roofline Model Insights", 2024:
-#   <https://arxiv.org/abs/2402.16363>
-# - NVIDIA A10 datasheet: <https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a10/pdf/a10-datasheet.pdf>
-# - Llama 2 7B configuration: <https://huggingface.co/meta-llama/Llama-2-7b-hf/blob/main/config.json>
-# - S. Williams, A. Waterman, D. Patterson, "Roofline: an insightful visual performance
-#   model for multicore architectures", CACM 2009: <https://doi.org/10.1145/1498765.1498785>
+# ```{bibliography}
+# :filter: docname in docnames
+# ```
