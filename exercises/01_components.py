@@ -111,7 +111,8 @@ question("ffn_share", points=1,
 # costs nothing, the LM head does cost) and attention's $QK^\top$ and $PV$; leave out norms,
 # softmax and other element-wise work. The grader accepts answers within 1 % of the full
 # operator-by-operator count of `lp.layer_costs`. Take the models as untied Llama-style
-# (SwiGLU, no biases).
+# (SwiGLU, no biases). A model whose `sliding_window` is not None (Mistral 7B: 4,096) lets each
+# token attend to at most that many keys, itself included.
 
 # %%
 def decode_flops(name: str, context: int) -> float:
@@ -120,7 +121,8 @@ def decode_flops(name: str, context: int) -> float:
     attn = m.d_model * (m.q_dim + 2 * m.kv_dim) + m.q_dim * m.d_model
     ffn = m.experts_per_token * 3 * m.d_model * m.d_ff
     weights = m.n_layers * (attn + ffn) + m.vocab_size * m.d_model
-    return 2 * weights + 4 * m.n_layers * (context + 1) * m.q_dim
+    keys = context + 1 if m.sliding_window is None else min(context + 1, m.sliding_window)
+    return 2 * weights + 4 * m.n_layers * keys * m.q_dim
     ### END SOLUTION
 
 # %%

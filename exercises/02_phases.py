@@ -40,7 +40,8 @@ def _generation(timestamps):
     """The record `generate` returns, holding these timestamps (token ids do not matter)."""
     import torch
     from llmperf.generate import Generation
-    return Generation(torch.zeros(1, len(timestamps), dtype=torch.int64), list(timestamps), (1,))
+    return Generation(torch.zeros(1, len(timestamps), dtype=torch.int64), list(timestamps),
+                      prompt_len=1)
 
 
 question("ttft", points=1,
@@ -158,7 +159,7 @@ def max_prompt_tokens(model_name: str, accelerator_name: str, ttft_slo_s: float)
 # %%
 question("max_prompt_tokens", points=1,
          visible=[("llama-2-7b", "A10", 0.5)],
-         hidden=[("llama-2-70b", "H100 SXM", 0.2), ("mixtral-8x7b", "A100 80GB", 0.25),
+         hidden=[("llama-2-70b", "H100 SXM", 0.2), ("mixtral-8x7b", "A100 SXM 80GB", 0.25),
                  ("mistral-7b", "L4", 1.0)],
          reference=lambda m, a, t: math.floor(
              t / lp.simple_latency(m, a, 1, 1, dtype="fp16").prefill_s))
