@@ -18,7 +18,8 @@
 # memory. Which one holds decides which optimizations help, which GPU to buy, and what
 # batching (chapter 5) can buy.
 #
-# **After this chapter you will be able to:**
+# :::{admonition} After this chapter you will be able to
+# :class: tip
 #
 # 1. name the four resources that bound inference (compute, memory bandwidth, memory
 #    capacity, communication) and say which one limits a given workload;
@@ -31,13 +32,15 @@
 # 5. predict the latency of a request with the lecture's simple model, say why real runs take
 #    longer, and check the prediction against a run of the reference model on your machine;
 # 6. estimate the bytes that tensor parallelism sends between GPUs for each token.
+# :::
 #
-# The running example stays the lecture's: Llama 2 7B on an NVIDIA A10. The chapter uses a GPU
+# The running example stays the lecture's {cite:p}`krishnamurthy2024lecture`: Llama 2 7B
+# {cite:p}`touvron2023llama2` on an NVIDIA A10 {cite:p}`nvidia_a10`. The chapter uses a GPU
 # when one is present and the CPU otherwise; either way, "your machine" below means the device
 # the notebook runs on.
 
 # %% [markdown]
-# ### Notation
+# ## Notation
 #
 # | symbol | meaning | Llama 2 7B / A10 |
 # |---|---|---|
@@ -66,6 +69,7 @@
 
 # %%
 import math
+from functools import partial
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -112,22 +116,28 @@ flops_per_token = 2 * P
 weight_bytes = llama.weight_bytes("fp16")
 compute_s = flops_per_token / a10.peak("fp16")
 memory_s = weight_bytes / a10.mem_bandwidth
-print(f"parameters                    {P:,}")
-print(f"FLOPs for one token (2P)      {lp.format_flops(flops_per_token)}")
-print(f"fp16 weights read per step    {lp.format_bytes(weight_bytes)} "
-      f"(capacity {lp.format_bytes(a10.mem_capacity, binary=True)})")
-print(f"time to do the FLOPs          {lp.format_seconds(compute_s)}")
-print(f"time to read the weights      {lp.format_seconds(memory_s)}")
-print(f"memory time / compute time    {memory_s / compute_s:.0f}x")
+lp.Table(["quantity", "value"],
+         [("parameters", f"{P:,}"),
+          ("FLOPs for one token (2P)", lp.format_flops(flops_per_token)),
+          ("fp16 weights read per step", lp.format_bytes(weight_bytes)),
+          ("A10 memory capacity", lp.format_bytes(a10.mem_capacity, binary=True)),
+          ("time to do the FLOPs", lp.format_seconds(compute_s)),
+          ("time to read the weights", lp.format_seconds(memory_s)),
+          ("memory time / compute time", f"{memory_s / compute_s:.0f}x")],
+         title="One decode step of Llama 2 7B on an A10, batch 1")
 
 # %% [markdown]
 # Generating one token asks the A10 for about a tenth of a millisecond of arithmetic but
 # over twenty milliseconds of reading: the arithmetic units sit idle more than 99 % of the
 # time. The weights use more than half of the card's 24 GiB before a single request is
-# admitted. **For one request at a time, decode is a memory-bandwidth problem, and capacity
-# is already tight.** The rest of the chapter makes this precise per operator and per phase.
+# admitted.
 #
-# The lecture frames the analysis as a cross product:
+# :::{important}
+# For one request at a time, decode is a memory-bandwidth problem, and capacity is already
+# tight.
+# :::
+#
+# The rest of the chapter makes this precise per operator and per phase. The lecture frames the analysis as a cross product:
 #
 # $$[\text{prefill},\ \text{decode}] \times [\text{attention block},\ \text{FFN block}].$$
 #
@@ -142,18 +152,18 @@ print(f"memory time / compute time    {memory_s / compute_s:.0f}x")
 def cross_product(model, acc, seq_len, batch=1, dtype="fp16"):
     """FLOPs, bytes, intensity and roofline time of the attention and FFN blocks, per phase,
     and the share of each block's time that its memory-bound operators take."""
-    print(f"{'phase':<9}{'block':<11}{'FLOP':>14}{'bytes':>12}{'FLOP/B':>9}{'time':>11}"
-          f"{'memory-bound share':>20}")
+    rows = []
     for phase in ("prefill", "decode"):
-        step = lp.layer_costs(model, phase, batch=batch, seq_len=seq_len, dtype=dtype,
-                              accelerator=acc)
+        step = lp.layer_costs(model, phase, batch=batch, seq_len=seq_len, dtype=dtype).on(acc)
         for block in ("attention", "ffn"):
             c = step.block_total(block)
             memory_s = sum(r.time_s for r in step if r.block == block and r.bound == "memory")
-            print(f"{phase:<9}{block:<11}{lp.format_flops(c.flops):>14}"
-                  f"{lp.format_bytes(c.bytes):>12}{c.intensity:>9.1f}"
-                  f"{lp.format_seconds(step.block_time_s(block)):>11}"
-                  f"{memory_s / step.block_time_s(block):>20.0%}")
+            rows.append((phase, block, c.flops, c.bytes, c.intensity, step.block_time_s(block),
+                         memory_s / step.block_time_s(block)))
+    return lp.Table(["phase", "block", "FLOP", "bytes", "FLOP/B", "time", "memory-bound share"], rows,
+                    title=f"{model.name} on {acc.name}, {seq_len} tokens, {dtype}",
+                    formats={"FLOP": lp.format_flops, "bytes": lp.format_bytes, "FLOP/B": ".1f",
+                             "time": lp.format_seconds, "memory-bound share": ".0%"})
 
 
 cross_product(llama, a10, seq_len=4096)
@@ -162,8 +172,9 @@ cross_product(llama, a10, seq_len=4096)
 # Read the intensity column: hundreds to a thousand FLOPs per byte in prefill, about one in
 # decode. Whether something is compute or memory bound (the next section gives the rule) is a
 # property of each *operator*, not of a block: a block's summed intensity averages operators
-# that behave differently. The last column therefore sums the time of the block's
-# memory-bound operators. It holds two surprises. In prefill the attention block's projections
+# that behave differently. The last column, the memory-bound share, therefore sums the time
+# of the block's memory-bound operators and divides it by the block's time. It holds two
+# surprises. In prefill the attention block's projections
 # are compute bound, like the FFN's matrices, yet most of the block's time goes to its
 # memory-bound operators, the scores, softmax and weighted sum over the same 4096 tokens
 # (section 4.3); and a decode step costs tens of milliseconds while doing thousands of times
@@ -190,9 +201,12 @@ cross_product(llama, a10, seq_len=4096)
 #   = 208.3\ \text{FLOP/byte}.$$
 #
 # An operator must do about 208 FLOPs for every byte it brings in to keep the A10's tensor
-# cores busy; below that, it waits on memory. **The ridge point is the exchange rate between
-# compute and bandwidth, and every boundedness question reduces to comparing an operator's
-# intensity with it.**
+# cores busy; below that, it waits on memory.
+#
+# :::{important}
+# The ridge point is the exchange rate between compute and bandwidth, and every boundedness
+# question reduces to comparing an operator's intensity with it.
+# :::
 
 # %%
 ridge_a10 = a10.ridge_point("fp16")
@@ -205,14 +219,18 @@ print(f"A10 ridge point: {ridge_a10:.1f} FLOP/byte")
 # code). The table lists them with their fp16 ridge points.
 
 # %%
+ACCELERATOR_COLUMNS = ["part", "dtype", "peak", "bandwidth", "memory", "ridge (FLOP/B)"]
+ACCELERATOR_FORMATS = {"peak": lp.format_flop_rate, "bandwidth": lp.format_bandwidth,
+                       "memory": partial(lp.format_bytes, binary=True), "ridge (FLOP/B)": ".1f"}
+
+
 def accelerator_row(acc, dtype="fp16", label=None):
-    return (f"{label or acc.name:<14}{acc.peak(dtype) / 1e12:>10.2f}{acc.mem_bandwidth / 1e9:>10.0f}"
-            f"{acc.mem_capacity / lp.GiB:>9.0f}{acc.ridge_point(dtype):>9.1f}")
+    return (label or acc.name, dtype, acc.peak(dtype), acc.mem_bandwidth, acc.mem_capacity,
+            acc.ridge_point(dtype))
 
 
-print(f"{'part':<14}{'TFLOP/s':>10}{'GB/s':>10}{'GiB':>9}{'ridge':>9}   (fp16, dense)")
-for name in lp.list_accelerators():
-    print(accelerator_row(lp.get_accelerator(name)))
+lp.Table(ACCELERATOR_COLUMNS, [accelerator_row(lp.get_accelerator(name)) for name in lp.list_accelerators()],
+         title="Catalog accelerators: dense peaks from their datasheets", formats=ACCELERATOR_FORMATS)
 
 # %% [markdown]
 # Two things stand out. First, the ridge points stay between about 100 and 420 FLOP/byte
@@ -234,18 +252,16 @@ for name in lp.list_accelerators():
 # as a rough roof, not a constant of your machine, and compare measurements against a roof
 # measured in the same run, as this chapter does.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 from llmperf.measure import benchmark, measure_host
 
 host = measure_host(dtypes=(mdtype,), device=device, progress=False)
 if mdtype not in host.dtypes:  # a GPU without fast fp16: fall back to fp32
     mdtype, tdtype = "fp32", torch.float32
-print(f"{'part':<14}{'TFLOP/s':>10}{'GB/s':>10}{'GiB':>9}{'ridge':>9}   (dense)")
-print(accelerator_row(a10, "fp16") + "   fp16, datasheet")
-for dtype in host.dtypes:
-    print(accelerator_row(host, dtype, label="this machine") + f"   {dtype}, measured")
 print(host.name)
+lp.Table(ACCELERATOR_COLUMNS, [accelerator_row(a10, "fp16", label="A10 (datasheet)")]
+         + [accelerator_row(host, dtype, label="this machine (measured)") for dtype in host.dtypes],
+         title="The A10 against the machine running this notebook", formats=ACCELERATOR_FORMATS)
 
 # %% [markdown]
 # A CPU's ridge is usually well below a GPU's. A low ridge means that an operator needs
@@ -255,7 +271,8 @@ print(host.name)
 # the line between the two regimes to the left. Whatever your output says, the same
 # comparison of intensity against ridge decides what is bound on your machine.
 #
-# The roofline plot draws the whole rule at once. Its horizontal axis is arithmetic
+# The roofline plot {cite:p}`williams2009roofline` draws the whole rule at once, and is the
+# usual lens for LLM inference {cite:p}`yuan2024unveiled`. Its horizontal axis is arithmetic
 # intensity; its vertical axis is the highest FLOP/s an operator of that intensity can reach,
 # $\min(\Pi,\ I \cdot \beta)$. Left of the ridge the roof slopes up with the bandwidth; right of it
 # the roof is flat at the peak.
@@ -327,8 +344,12 @@ print(f"roofline time of one head on the A10: {lp.format_seconds(lp.roofline_tim
       f" ({lp.bound(attn, a10)} bound)")
 
 # %% [markdown]
-# Sixty-two FLOPs per byte is less than a third of the 208 the A10 needs: **attention under the
-# standard algorithm is memory bound on the A10, by a factor of more than three.**
+# Sixty-two FLOPs per byte is less than a third of the 208 the A10 needs.
+#
+# :::{important}
+# Attention under the standard algorithm is memory bound on the A10, by a factor of more
+# than three.
+# :::
 #
 # *Why?* Look at where the $N^2$ terms sit. The FLOPs grow as $4dN^2$; the bytes grow as
 # $8N^2$, and every one of those $N^2$ bytes belongs to $S$ or $P$: the score matrix is
@@ -342,15 +363,16 @@ print(f"roofline time of one head on the A10: {lp.format_seconds(lp.roofline_tim
 # attention's arithmetic; it is the round trip of two $N \times N$ intermediates that exist
 # only to be consumed by the next step.
 #
-# *What fixes it?* Do not write $S$ and $P$ at all. FlashAttention (Dao et al., 2022) tiles
+# *What fixes it?* Do not write $S$ and $P$ at all. FlashAttention {cite:p}`dao2022flashattention` tiles
 # $Q$, $K$ and $V$ into blocks that fit in on-chip shared memory, computes the softmax
 # incrementally ("online") as blocks of keys stream past, and writes only $O$. The FLOPs are
 # the same; the $8N^2$ bytes disappear, and the remaining traffic is rereading $K$ and $V$
-# once per block of queries. Chapter 7 builds and measures it; here `lp.flash_attention_cost`
+# once per block of queries. Chapter 6 builds and measures it; here `lp.flash_attention_cost`
 # estimates its bytes. The estimate needs the on-chip memory one block of work may use. Each
 # streaming multiprocessor (SM) of the A10's GA102 chip has 128 KiB of L1 cache and shared
-# memory combined (NVIDIA GA102 whitepaper), but a kernel can claim at most 100 KiB of it as
-# shared memory (NVIDIA's Ampere tuning guide, compute capability 8.6); we take 100 KiB as a
+# memory combined {cite:p}`nvidia_ga102`, but a kernel can claim at most 100 KiB of it as
+# shared memory (compute capability 8.6 in NVIDIA's Ampere tuning guide
+# {cite:p}`nvidia_ampere_tuning`); we take 100 KiB as a
 # round figure. A block of queries, its output accumulator, and a block each of keys and
 # values must fit in it, which allows blocks of about a hundred rows at $d = 128$ in fp16.
 # The result is an *estimate*, and an upper bound on traffic, far above what the kernel
@@ -387,7 +409,7 @@ plt.show()
 # comes close to reading $Q$, $K$, $V$ and writing $O$ once each. Counted that way, one head
 # at $N = 4096$ does thousands of FLOPs per byte, far right of every ridge. Measured kernels
 # agree: FlashAttention-2 reaches 50 to 73 % of the A100's peak fp16 throughput in the forward
-# pass (Dao, 2023), which no memory-bound kernel could. Chapter 7 measures the difference.
+# pass {cite:p}`dao2023flashattention2`, which no memory-bound kernel could. Chapter 6 measures the difference.
 
 # %% [markdown]
 # ## 4.4 Linear layers: GEMM in prefill, GEMV in decode
@@ -405,17 +427,20 @@ plt.show()
 #
 # The intensity is the harmonic-mean-like combination of the three sizes: it is large only
 # if *all three* are large, and the smallest one dominates. At $N = K = M = 4096$ it is
-# $4096/3 \approx 1365$ FLOP/byte, more than six times the A10's ridge: **a linear layer fed
-# a long prompt is compute bound.**
+# $4096/3 \approx 1365$ FLOP/byte, more than six times the A10's ridge: a linear layer fed
+# a long prompt is compute bound.
 #
 # Decode feeds the same weights one token at a time, $N = 1$. The product becomes a
 # matrix-vector product (GEMV), and
 #
 # $$I_{\text{GEMV}} = \frac{KM}{K + KM + M} \approx 1 \ \text{FLOP/byte}:$$
 #
-# each 2-byte weight is read to do one multiply-add (2 FLOPs) and is never used again. **In
-# decode the linear layers, which hold nearly all the FLOPs, are memory bound by a factor of
-# about 200 on an A10.**
+# each 2-byte weight is read to do one multiply-add (2 FLOPs) and is never used again.
+#
+# :::{important}
+# A linear layer fed a long prompt is compute bound; in decode the linear layers, which hold
+# nearly all the FLOPs, are memory bound by a factor of about 200 on an A10.
+# :::
 
 # %%
 gemm = lp.matmul_cost(4096, 4096, 4096, dtype="fp16")
@@ -457,16 +482,14 @@ plt.show()
 # median beside it to show the spread. The weight matrix is large enough that it cannot sit
 # in the CPU's caches, so the GEMV really streams it from memory.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 K = 4096
 sizes = [1, 4, 16, 64, 256] if device == "cpu" else [1, 4, 16, 64, 256, 1024, 4096]
 weight = torch.randn(K, K, dtype=tdtype, device=device)
-measured_points, predicted_points = [], []
-print(f"{'N':>6}{'FLOP/B':>9}{'predicted':>17}{'best':>17}{'best/pred':>11}{'median/pred':>13}")
+measured_points, predicted_points, rows = [], [], []
 for n in sizes:
     x = torch.randn(n, K, dtype=tdtype, device=device)
-    timing = benchmark(lambda: x @ weight, warmup=2, repeat=9, device=device)
+    timing = benchmark(partial(torch.matmul, x, weight), warmup=2, repeat=9, device=device)
     cost = lp.matmul_cost(n, K, K, dtype=mdtype)
     achieved = cost.flops / timing.min_s  # best achieved rate: fastest repeat
     typical = cost.flops / timing.median_s
@@ -474,19 +497,32 @@ for n in sizes:
     label = "GEMV" if n == 1 else f"N={n}"
     measured_points.append((label, cost.intensity, achieved))
     predicted_points.append((label, cost.intensity))
-    print(f"{n:>6}{cost.intensity:>9.1f}{lp.format_flop_rate(predicted):>17}"
-          f"{lp.format_flop_rate(achieved):>17}{achieved / predicted:>11.2f}{typical / predicted:>13.2f}")
+    rows.append((n, cost.intensity, predicted, achieved, achieved / predicted, typical / predicted))
+    if n == 1:  # the GEMV only streams the weights: its rate in bytes
+        gemv_bandwidth = cost.bytes / timing.min_s
+print(f"GEMV: weights streamed at {lp.format_bandwidth(gemv_bandwidth)}, "
+      f"{gemv_bandwidth / host.mem_bandwidth:.0%} of the bandwidth measure_host() measured "
+      f"({lp.format_bandwidth(host.mem_bandwidth)})")
+lp.Table(["N", "FLOP/B", "predicted", "best", "best/pred", "median/pred"], rows,
+         title=f"X(N, {K}) @ W({K}, {K}) in {mdtype} on this machine",
+         formats={"FLOP/B": ".1f", "predicted": lp.format_flop_rate, "best": lp.format_flop_rate,
+                  "best/pred": ".2f", "median/pred": ".2f"})
 
 # %% [markdown]
 # Read the `best/pred` column: near 1, the roofline predicted the product's speed; well below 1,
-# something the roofline ignores got in the way. On a CPU the GEMV, which does nothing but
-# stream the weights, often lands well below the bandwidth line: PyTorch's CPU matrix-vector
-# kernel does not keep enough loads in flight to saturate the memory system the way the large
-# copy of `measure_host()` does, so it reaches a fraction of that bandwidth (about half on
-# some machines; `benchmarks/decode_bandwidth.py` measures it). Sizes near the ridge fall
-# below the roof, where compute and memory do not overlap perfectly; the largest product
-# approaches the peak that `measure_host()` itself found with a large product. On a GPU the
-# smallest products also pay a fixed kernel-launch cost that the roofline does not model.
+# something the roofline ignores got in the way. The GEMV's row is a bandwidth measurement in
+# disguise: it does nothing but stream the weights, so its `best/pred` is the fraction of the
+# measured bandwidth that PyTorch's matrix-vector kernel reaches, printed in bytes above the
+# table. (A value above 1 means that the copy of `measure_host()` ran slower than this
+# stream, as it can on a busy machine: the roof is a measurement too.) How large that fraction is depends on the machine and on the BLAS library behind
+# PyTorch. `benchmarks/decode_bandwidth.py` times it beside NumPy's kernel: in the results
+# recorded in `benchmarks/README.md`, PyTorch's kernel streamed a matrix at nearly the host
+# bandwidth on one Intel Xeon, but at under half of it on an AMD EPYC, where NumPy's came
+# close; a kernel that keeps too few loads in flight cannot saturate the memory system the
+# way the large copy of `measure_host()` does. Sizes near the ridge fall below the roof, where
+# compute and memory do not overlap perfectly; the largest product approaches the peak that
+# `measure_host()` itself found with a large product. On a GPU the smallest products also pay
+# a fixed kernel-launch cost that the roofline does not model.
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -521,11 +557,10 @@ plt.show()
 # decode step with 4096 tokens in the cache, on the A10.
 
 # %%
-prefill_table = lp.layer_costs(llama, "prefill", batch=1, seq_len=4096, accelerator=a10)
-decode_table = lp.layer_costs(llama, "decode", batch=1, seq_len=4096, accelerator=a10)
-print(prefill_table.to_text())
-print()
-print(decode_table.to_text())
+lp.layer_costs(llama, "prefill", batch=1, seq_len=4096).on(a10)
+
+# %%
+lp.layer_costs(llama, "decode", batch=1, seq_len=4096).on(a10)
 
 # %% [markdown]
 # Notice, in prefill:
@@ -536,11 +571,11 @@ print(decode_table.to_text())
 #   layers: memory bound, and at $N = 4096$ they already cost a large share of the step because
 #   they carry the $N^2$ matrices. Their FLOPs grow as $N^2$ while the projections' grow as
 #   $N$, so the longer the prompt, the larger their share.
-# - The norms, RoPE, the activation and the residual additions do about one FLOP per byte:
-#   cheap in FLOPs, not free in time. Fusing them into their neighbours (chapter 7) removes
+# - The norms, RoPE, the activation and the residual additions do at most about one FLOP per byte:
+#   cheap in FLOPs, not free in time. Fusing them into their neighbours (chapter 6) removes
 #   most of their bytes.
 #
-# And in decode every single row is memory bound with intensity near 1. The time column is
+# And in decode every single row is memory bound, at one FLOP per byte or less. The time column is
 # almost exactly "bytes divided by 600 GB/s", and the bytes are almost exactly the weights
 # plus the KV cache: the step reads about 13.2 GB of weights (all but the embedding table)
 # and, at 4096 cached tokens, another
@@ -585,12 +620,15 @@ print(f"decode share of the total: {est.decode_s / est.total_s:.1%}")
 
 # %%
 names = ["T4", "A10G", "L4", "A10", "L40S", "RTX 4090", "A100 SXM 40GB", "A100 SXM 80GB",
-         "H100 PCIe", "H100 SXM", "H200", "MI300X"]
+         "H100 PCIe", "H100 SXM", "H200 SXM", "MI300X"]
 estimates = {n: lp.simple_latency(llama, n, prompt_tokens=S, output_tokens=G) for n in names}
-print(f"{'part':<14}{'prefill':>11}{'decode':>10}{'total':>10}{'tokens/s':>10}")
-for n, e in estimates.items():
-    print(f"{n:<14}{lp.format_seconds(e.prefill_s):>11}{lp.format_seconds(e.decode_s):>10}"
-          f"{lp.format_seconds(e.total_s):>10}{G / e.total_s:>10.1f}")
+lp.Table(["part", "prefill", "decode", "total", "tokens/s"],
+         [(n, e.prefill_s, e.decode_s, e.total_s, G / e.total_s) for n, e in estimates.items()],
+         title=f"Simple model, Llama 2 7B in fp16, {S} prompt + {G} output tokens",
+         formats={"prefill": lp.format_seconds, "decode": lp.format_seconds,
+                  "total": lp.format_seconds, "tokens/s": ".1f"})
+
+# %%
 
 ax = new_axes(f"Simple model, Llama 2 7B fp16, {S} prompt + {G} output tokens",
               None, "predicted time (s)")
@@ -611,13 +649,14 @@ plt.show()
 # slow. For single requests, buy bandwidth. Two of these parts deserve a caveat on the
 # prefill side: the T4 (70 W) and the L4 (72 W) are power-capped cards, and under sustained
 # tensor-core load their clocks drop below the boost clock their datasheet peaks assume, so
-# they rarely hold those peaks for long (70 W and 72 W are the maximum power in NVIDIA's T4 and
-# L4 datasheets).
+# they rarely hold those peaks for long (70 W and 72 W are the maximum power in NVIDIA's T4
+# {cite:p}`nvidia_t4` and L4 {cite:p}`nvidia_l4` datasheets).
 #
 # ### Why real runs take longer
 #
 # The lecture's comparison slide, "Comparison of Generation Time and Predicted Time Across
-# Instance Types" (adapted from Baseten's guide), puts predictions of this kind beside
+# Instance Types" (adapted from Baseten's guide {cite:p}`shenoy2023baseten`, the lecture's
+# source also for the A10 balance and the attention and GEMM intensities), puts predictions of this kind beside
 # generation times measured on cloud instances of each GPU type, and the measured times
 # come in above the predictions. We do not quote the factor: the slide gives no numbers to
 # check it against. An optimistic estimate should be beaten by real runs, and the gap has
@@ -649,7 +688,7 @@ plt.show()
 #
 # Llama 2 7B is out of reach here, but the same experiment runs at a smaller scale: the
 # reference models `ref-small` (about 20 million parameters) and `ref-medium` (about 156
-# million, whose fp32 weights exceed any CPU cache), built by `llmperf.transformer` from the
+# million, whose fp32 weights exceed any CPU cache), built by `llmperf.model.Transformer` from the
 # same `ModelConfig` the analytic layer uses. `measure_prefill` times the prefill of a random
 # prompt (shorter than the lecture's, to keep the notebook quick on a laptop), and
 # `measure_decode` one decode step with the cache filled halfway through the generation, the
@@ -659,19 +698,18 @@ plt.show()
 # A prediction must count the work the model actually does. The reference model runs
 # attention as one fused, causal kernel in prefill (PyTorch's `scaled_dot_product_attention`,
 # which keeps $S$ and $P$ on chip and skips the masked scores) and as two matrix products and
-# a softmax in decode (`llmperf.transformer.ATTENTION_KERNEL`), so its roofline prediction,
+# a softmax in decode (`model.attention_kernel`), so its roofline prediction,
 # `Measurement.predicted_s(host)`, counts attention that way; the A10 and Llama 2 analysis
 # of this chapter keeps the lecture's standard algorithm, and chapter 6 covers
 # FlashAttention. Both predictions use the measured `host`.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 from llmperf.measure import measure_decode, measure_prefill
-from llmperf.transformer import ATTENTION_KERNEL, Transformer
+from llmperf.model import Transformer
 
-print(f"attention kernel per phase: {ATTENTION_KERNEL}")
+print(f"attention kernel per phase: {Transformer.attention_kernel}")
 experiments = {"ref-small": (S, 48), "ref-medium": (128, 16)}
-results = {}
+results, rows = {}, []
 for name, (s, g) in experiments.items():
     cfg = lp.get_model(name)
     model = Transformer(cfg, device=device, dtype=tdtype, max_seq_len=s + g)
@@ -682,13 +720,16 @@ for name, (s, g) in experiments.items():
         prefill=(prefill.timing.median_s, simple.prefill_s, prefill.predicted_s(host)),
         decode=(decode.timing.median_s, simple.decode_s / g, decode.predicted_s(host)),
     )
-    print(f"{name}: {cfg.param_count() / 1e6:.0f} M parameters, prompt {s}, decode step at "
-          f"{s + g // 2} cached tokens (medians; spread {prefill.timing.spread:.0%} and "
-          f"{decode.timing.spread:.0%})")
-    for phase, (meas, pred_simple, pred_roof) in results[name].items():
-        print(f"  {phase:<8} measured {lp.format_seconds(meas):>10}   simple {lp.format_seconds(pred_simple):>10}"
-              f" (x{meas / pred_simple:5.2f})   roofline {lp.format_seconds(pred_roof):>10}"
-              f" (x{meas / pred_roof:5.2f})")
+    for phase, m in (("prefill", prefill), ("decode", decode)):
+        meas, pred_simple, pred_roof = results[name][phase]
+        what = f"prefill of {s}" if phase == "prefill" else f"decode step at {s + g // 2}"
+        rows.append((name, what, meas, m.timing.spread, pred_simple, meas / pred_simple,
+                     pred_roof, meas / pred_roof))
+times = ("measured (median)", "simple", "roofline")
+lp.Table(["model", "step", times[0], "spread", times[1], "measured/simple", times[2], "measured/roofline"],
+         rows, title="Reference models on this machine: median measured time against both predictions",
+         formats={**dict.fromkeys(times, lp.format_seconds), "spread": ".0%",
+                  "measured/simple": ".2f", "measured/roofline": ".2f"})
 
 # %%
 ax = new_axes("Measured time / predicted time on this machine", None, "ratio (log scale)")
@@ -746,7 +787,7 @@ kv_rows = ("qk", "softmax", "sv")                   # attention proper: reads th
 matmul_rows = ("q_proj", "k_proj", "v_proj", "o_proj", "ffn_gate", "ffn_up", "ffn_down", "lm_head")
 weights_s = kv_s = other_s = 0.0
 for step in range(G - 1):  # the roofline model's decode steps, as the cache grows
-    table = lp.layer_costs(llama, "decode", seq_len=S + step, accelerator=a10)
+    table = lp.layer_costs(llama, "decode", seq_len=S + step).on(a10)
     assert all(row.bound == "memory" for row in table)
     weights_s += sum(table[r].time_s for r in matmul_rows)
     kv_s += sum(table[r].time_s for r in kv_rows)
@@ -760,12 +801,13 @@ pieces = {
 }
 assert math.isclose(simple_est.total_s + sum(pieces.values()), roof_est.total_s, rel_tol=1e-9)
 embedding_share = llama.vocab_size * llama.d_model / P
-print(f"simple model   {lp.format_seconds(simple_est.total_s)}")
-for what, seconds in pieces.items():
-    print(f"  {what:<46}{seconds / simple_est.total_s:+8.2%}")
-print(f"roofline model {lp.format_seconds(roof_est.total_s)} "
-      f"({roof_est.total_s / simple_est.total_s - 1:+.2%})")
 print(f"embedding table (V x D) as a share of P: {embedding_share:.2%}")
+lp.Table(["term", "time", "share of the simple model"],
+         [("simple model", simple_est.total_s, None)]
+         + [(what, None, seconds / simple_est.total_s) for what, seconds in pieces.items()],
+         title=f"Llama 2 7B on the A10, S = {S}, G = {G}: from the simple model to the roofline model",
+         formats={"time": lp.format_seconds, "share of the simple model": "+.2%"},
+         footer=[("roofline model", roof_est.total_s, roof_est.total_s / simple_est.total_s - 1)])
 
 # %% [markdown]
 # The two largest pieces nearly cancel. The matrix products of a decode step read about
@@ -829,36 +871,41 @@ print(f"prefill of 4096 tokens: x{prefill_ratio[-1]:.2f} the simple model's time
 # linear layers sit left of the ridge (Figure 3), so a 128-token prefill is bound by reading
 # the weights, like a decode step, and takes well over $S\cdot 2P/\Pi$. Around 256 tokens the
 # simple model is nearly right; beyond, the $N^2$ attention and the traffic of its score and
-# probability matrices take over. **The simple model is a good first answer for short
-# contexts and single requests; long contexts and large batches need the KV cache and the
-# attention in the model.**
+# probability matrices take over.
+#
+# :::{important}
+# The simple model is a good first answer for short contexts and single requests; long
+# contexts and large batches need the KV cache and the attention in the model.
+# :::
 
 # %% [markdown]
 # ## 4.7 Communication across GPUs
 #
 # A model whose weights do not fit in one device (Llama 2 70B needs about 138 GB in fp16)
-# must be split. *Tensor parallelism* in the style of Megatron-LM (Shoeybi et al., 2019)
+# must be split. *Tensor parallelism* in the style of Megatron-LM {cite:p}`shoeybi2019megatron`
 # splits every layer across $p$ GPUs: the attention heads are divided among the GPUs, and
 # the FFN's first matrices are split by columns and its last matrix by rows. Each GPU then
 # holds $1/p$ of every weight matrix and computes a *partial sum* of the layer's output.
-# The partial sums must be added before the next layer: **one all-reduce of the activation
-# after the attention block and one after the FFN block, two per layer.** For $T$ tokens in
+# The partial sums must be added before the next layer: one all-reduce of the activation
+# after the attention block and one after the FFN block, two per layer. For $T$ tokens in
 # flight and width $D$, each all-reduce combines a message of
 #
 # $$m = T \cdot D \cdot 2\ \text{bytes (fp16)}.$$
 #
 # A ring all-reduce (a reduce-scatter followed by an all-gather) makes each GPU send, and
 # receive, $2\frac{p-1}{p}\,m$ bytes, which approaches $2m$ for large $p$ and is optimal in
-# bandwidth. A whole forward pass over $T$ tokens therefore makes each GPU send
+# bandwidth {cite:p}`patarasuk2009allreduce`. A whole forward pass over $T$ tokens
+# therefore makes each GPU send
 #
 # $$\text{bytes sent per GPU} = 2L \cdot 2\frac{p-1}{p} \cdot T \cdot D \cdot 2 ,$$
 #
 # which for one decode token ($T = 1$) is the per-token figure.
 #
 # `lp.tensor_parallel_bytes_per_token` holds this formula, and `lp.INTERCONNECTS` the link
-# speeds, cited to NVIDIA's datasheets: NVLink on an H100 SXM is 900 GB/s and on an A100
-# SXM 600 GB/s, both counted in the two directions together; the A10 has no NVLink and
-# talks over PCIe Gen4 at 64 GB/s, likewise counted both ways. A ring sends and receives
+# speeds, cited to NVIDIA's datasheets: NVLink on an H100 SXM is 900 GB/s
+# {cite:p}`nvidia_h100` and on an A100 SXM 600 GB/s {cite:p}`nvidia_a100`, both counted in
+# the two directions together; the A10 has no NVLink and talks over PCIe Gen4 at 64 GB/s
+# {cite:p}`nvidia_a10`, likewise counted both ways. A ring sends and receives
 # at the same time, so each direction's half (`link.one_way`) is the rate that matters.
 
 # %%
@@ -867,19 +914,22 @@ h100 = lp.get_accelerator("H100 SXM")
 p = 8
 one_token = lp.tensor_parallel_bytes_per_token(llama70, tp=p, dtype="fp16")
 assert one_token == 2 * 80 * 2 * 7 / 8 * 8192 * 2  # the formula above, by hand
-print(f"Llama 2 70B, p = {p}: {lp.format_bytes(one_token)} sent per GPU per token")
-for link in lp.INTERCONNECTS:
-    print(f"  {link.name:<22} decode token {lp.format_seconds(one_token / link.one_way):>10}"
-          f"   4096-token prefill {lp.format_seconds(4096 * one_token / link.one_way):>10}")
 weights_per_gpu = llama70.weight_bytes("fp16") / p
+print(f"Llama 2 70B, p = {p}: {lp.format_bytes(one_token)} sent per GPU per token")
 print(f"reading 1/{p} of the weights per decode step on an H100 SXM: "
       f"{lp.format_seconds(weights_per_gpu / h100.mem_bandwidth)}")
 # a 4096-token prefill, attention as one fused causal kernel (as serving stacks run it),
 # its FLOPs split evenly over the p GPUs
-prefill70 = lp.layer_costs(llama70, "prefill", seq_len=4096, accelerator=h100, attention="fused")
+prefill70 = lp.layer_costs(llama70, "prefill", seq_len=4096, attention="fused")
 print(f"4096-token prefill: {lp.format_flops(prefill70.total.flops / p)} per GPU, "
       f"{lp.format_seconds(prefill70.total.flops / p / h100.peak('fp16'))} at the H100 peak "
       f"(2P per token alone: {lp.format_flops(2 * llama70.param_count() * 4096 / p)})")
+lp.Table(["link", "one way", "decode token", "4096-token prefill"],
+         [(link.name, link.one_way, one_token / link.one_way, 4096 * one_token / link.one_way)
+          for link in lp.INTERCONNECTS],
+         title=f"Tensor-parallel traffic of Llama 2 70B over {p} GPUs: time on each link",
+         formats={"one way": lp.format_bandwidth, "decode token": lp.format_seconds,
+                  "4096-token prefill": lp.format_seconds})
 
 # %% [markdown]
 # ## Worked problems
@@ -919,6 +969,7 @@ print(f"4096-token prefill: {lp.format_flops(prefill70.total.flops / p)} per GPU
 # to split the model by layers (pipeline parallelism): one activation transfer per stage
 # boundary instead of two all-reduces per layer, at the price of stages that wait for each
 # other.
+#
 # </details>
 
 # %% [markdown]
@@ -933,6 +984,7 @@ print(f"4096-token prefill: {lp.format_flops(prefill70.total.flops / p)} per GPU
 # $I^{*} \approx 295$), $d > 590$. Real models use $d$ of 64 to 256, so the standard algorithm
 # is memory bound on both, at every length. The fix is to remove the $N^2$ traffic, not to
 # change the model.
+#
 # </details>
 #
 # **Worked problem 3 (when decode's linear layers turn compute bound).** For
@@ -945,7 +997,8 @@ print(f"4096-token prefill: {lp.format_flops(prefill70.total.flops / p)} per GPU
 # For $N \ll K, M$ the intensity is $NKM/(NK + KM + NM) \approx N/(1 + N/K + N/M)$, roughly
 # $N$ for small $N$. Solving $N \cdot 4096 \cdot 11008 / (4096N + 4096\cdot 11008 + 11008N) = 208.3$
 # gives $N \approx 224$. `lp.critical_batch_size(llama, a10)` returns the same number (checked
-# in the next cell). Chapter 5 asks whether 224 sequences fit in 24 GiB.
+# in the folded cell below). Chapter 5 asks whether 224 sequences fit in 24 GiB.
+#
 # </details>
 #
 # **Worked problem 4 (choosing a GPU).** Using the simple model, which is faster for the
@@ -958,6 +1011,7 @@ print(f"4096-token prefill: {lp.format_flops(prefill70.total.flops / p)} per GPU
 # (121 against 70 TFLOP/s), which shortens its prefill, but the prefill is about 1 % of the
 # total. Decode, the other 99 %, reads the weights at 600 GB/s on the A10G and at 300 GB/s
 # on the L4, so the ratio is close to 2, the ratio of their bandwidths.
+#
 # </details>
 #
 # **Worked problem 5 (KV reads).** At what context length does one decode step of Llama 2 7B
@@ -970,19 +1024,29 @@ print(f"4096-token prefill: {lp.format_flops(prefill70.total.flops / p)} per GPU
 # weights are 13.48 GB, so the crossover is near 25,700 tokens, beyond its 4096-token window
 # at batch 1. At batch 8 it happens at about 3,200 tokens. Llama 3 8B stores a quarter as
 # much per token (8 KV heads of 128 instead of 32), 131,072 bytes, against about 16 GB of
-# weights: the crossover is near 122,000 tokens. Grouped-query attention is, among other
+# weights: the crossover is near 122,500 tokens. Grouped-query attention is, among other
 # things, a bandwidth optimization for decode.
+#
 # </details>
 
-# %%
+# %% tags=["hide-cell"]
+# The worked problems' answers, checked against llmperf.
+nvlink, pcie4 = (next(link for link in lp.INTERCONNECTS if link.name.startswith(prefix))
+                 for prefix in ("NVLink 4", "PCIe Gen4"))
+assert round(one_token / 1e6, 2) == 4.59 and round(one_token / nvlink.one_way * 1e6) == 10
+assert round(weights_per_gpu / h100.mem_bandwidth * 1e3, 1) == 5.1
+assert round(4096 * one_token / 1e9, 1) == 18.8 and round(4096 * one_token / nvlink.one_way * 1e3) == 42
+assert round(prefill70.total.flops / p / h100.peak("fp16") * 1e3) == 74
+assert round(4096 * one_token / pcie4.one_way, 1) == 0.6 and round(one_token / pcie4.one_way * 1e3, 2) == 0.14
+assert math.ceil((8 * ridge_a10 - 3) / 4) == 416 and round(h100.ridge_point("fp16")) == 295
+assert math.ceil((8 * h100.ridge_point("fp16") - 3) / 4) == 590
 assert lp.critical_batch_size(llama, a10) == 224
+assert round(estimates["A10G"].total_s, 1) == 3.4 and round(estimates["L4"].total_s, 1) == 6.8
 llama3 = lp.get_model("llama-3-8b")
-for m in (llama, llama3):
-    crossover = m.weight_bytes("fp16") / m.kv_bytes_per_token("fp16")
-    print(f"{m.name}: {m.kv_bytes_per_token('fp16'):,.0f} KV bytes per token, "
-          f"weights {lp.format_bytes(m.weight_bytes('fp16'))}, crossover at {crossover:,.0f} tokens")
-print(f"L4 {lp.format_seconds(estimates['L4'].total_s)} against A10G "
-      f"{lp.format_seconds(estimates['A10G'].total_s)}")
+assert llama.kv_bytes_per_token("fp16") == 524_288 and llama3.kv_bytes_per_token("fp16") == 131_072
+assert round(llama.weight_bytes("fp16") / llama.kv_bytes_per_token("fp16"), -2) == 25_700
+assert round(llama.weight_bytes("fp16") / llama.kv_bytes_per_token("fp16") / 8, -2) == 3_200
+assert round(llama3.weight_bytes("fp16") / llama3.kv_bytes_per_token("fp16"), -2) == 122_500
 
 # %% [markdown]
 # ## Summary
@@ -995,7 +1059,7 @@ print(f"L4 {lp.format_seconds(estimates['L4'].total_s)} against A10G "
 # - Standard attention does $(4d+3)N^2$ FLOPs and moves $8N^2 + 8Nd$ bytes per head: 62.4
 #   FLOP/byte at $d = 128$, $N = 4096$, and never more than about $d/2$, because the $N\times N$
 #   matrices $S$ and $P$ round-trip through memory. Tiled attention with an online softmax
-#   (FlashAttention, chapter 7) removes that traffic. Charging every reread of $K$ and $V$ to
+#   (FlashAttention, chapter 6) removes that traffic. Charging every reread of $K$ and $V$ to
 #   off-chip memory (an upper bound on traffic) already lifts the intensity to about the block
 #   size; in practice a cache serves those rereads and the kernel is compute bound
 #   (FlashAttention-2: 50 to 73 % of an A100's peak).
@@ -1028,33 +1092,6 @@ print(f"L4 {lp.format_seconds(estimates['L4'].total_s)} against A10G "
 #
 # ## References
 #
-# - V. Shenoy and P. Kiely, "A guide to LLM inference and performance", Baseten, 2023.
-#   <https://www.baseten.co/blog/llm-transformer-inference-guide/> (the lecture's source for
-#   the A10 balance, the attention and GEMM intensities and the comparison of generation time
-#   with predicted time across instance types).
-# - S. Williams, A. Waterman and D. Patterson, "Roofline: an insightful visual performance
-#   model for multicore architectures", *Communications of the ACM* 52(4), 2009.
-#   <https://doi.org/10.1145/1498765.1498785>
-# - T. Dao, D. Y. Fu, S. Ermon, A. Rudra and C. Ré, "FlashAttention: fast and memory-efficient
-#   exact attention with IO-awareness", NeurIPS 2022. <https://arxiv.org/abs/2205.14135>
-# - M. Shoeybi et al., "Megatron-LM: training multi-billion parameter language models using
-#   model parallelism", 2019. <https://arxiv.org/abs/1909.08053>
-# - P. Patarasuk and X. Yuan, "Bandwidth optimal all-reduce algorithms for clusters of
-#   workstations", *Journal of Parallel and Distributed Computing* 69(2), 2009.
-#   <https://doi.org/10.1016/j.jpdc.2008.09.002>
-# - NVIDIA A10 datasheet (125 TFLOP/s fp16, 600 GB/s, 24 GB of memory, that is 24 GiB,
-#   PCIe Gen4 64 GB/s).
-#   <https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a10/pdf/a10-datasheet.pdf>
-# - NVIDIA A100 datasheet (NVLink 600 GB/s).
-#   <https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a100/pdf/nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf>
-# - NVIDIA H100 datasheet (NVLink 900 GB/s on SXM).
-#   <https://resources.nvidia.com/en-us-tensor-core/nvidia-tensor-core-gpu-datasheet>
-# - NVIDIA Ampere GA102 GPU architecture whitepaper (128 KiB, its "128 KB", of combined L1 cache and shared
-#   memory per SM).
-#   <https://images.nvidia.com/aem-dam/en-zz/Solutions/geforce/ampere/pdf/NVIDIA-ampere-GA102-GPU-Architecture-Whitepaper-V1.pdf>
-# - NVIDIA Ampere GPU architecture tuning guide (compute capability 8.6: shared memory of up
-#   to 100 KiB, its "100 KB", per SM). <https://docs.nvidia.com/cuda/ampere-tuning-guide/index.html>
-# - Z. Yuan et al., "LLM inference unveiled: survey and roofline model insights", 2024.
-#   <https://arxiv.org/abs/2402.16363>
-# - The other accelerators' figures: the datasheets cited next to each entry in
-#   `llmperf/hardware.py`.
+# ```{bibliography}
+# :filter: docname in docnames
+# ```
