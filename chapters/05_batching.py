@@ -482,7 +482,6 @@ def gantt(ax, run, max_batch, title):
                 ha="center", va="center", fontsize=8)
     ax.set(yticks=range(max_batch), yticklabels=[f"slot {s}" for s in range(max_batch)],
            xlabel="time (iterations of one second)", title=title)
-    ax.set_xlim(0, max(r.finish_s for r in run.requests) + 0.5)
     ax.invert_yaxis()
 
 
@@ -490,6 +489,7 @@ fig, axes = plt.subplots(2, 1, figsize=(10, 5.6), sharex=True)
 for ax, (policy, run) in zip(axes, toy_runs.items()):
     gantt(ax, run, 4, f"{policy} batching: {len(run.iterations)} iterations, "
                       f"{slot_use(run, 4):.0%} of slot-iterations in use")
+axes[0].set_xlim(0, max(r.finish_s for run in toy_runs.values() for r in run.requests) + 0.5)
 plt.tight_layout()
 plt.show()
 
