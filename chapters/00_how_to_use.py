@@ -145,8 +145,9 @@ lp.Table(["quantity", "value"], [
 # %% [markdown]
 # Three numbers already tell most of the story of this book. The weights take
 # about 13.5 GB, more than half of the A10's memory. Every generated token must
-# read all of them, and the A10 moves 600 GB/s, so a token costs at least
-# $13.5 / 600 \approx 22$ ms no matter how fast the arithmetic is. And the A10 can
+# read all of them, and the A10 moves 600 GB/s, so a token costs about
+# $13.5 / 600 \approx 22$ ms even with the memory at its full rate and the arithmetic
+# free (real kernels reach neither, so this is an optimistic estimate). And the A10 can
 # do about 208 FLOP for every byte it reads: an operation that does less work per
 # byte than that leaves compute idle. The lecture's simple end-to-end model turns
 # this into a latency estimate for a request with a 350-token prompt and 150
