@@ -20,7 +20,8 @@
 # floating-point operations a token costs. The chapter ends by naming the two workloads,
 # prefill and autoregression, that the rest of the book analyses.
 #
-# **After this chapter you will be able to**
+# :::{admonition} After this chapter you will be able to
+# :class: tip
 #
 # - name the parts of a Llama-style decoder (embedding, RMSNorm, self-attention, SwiGLU
 #   feed-forward network, residual connections, LM head) and give the shape of every tensor
@@ -31,8 +32,10 @@
 #   attention term, and say at which context length that rule of thumb breaks;
 # - predict the prefill time of a model on your own machine from its FLOPs and check the
 #   prediction by measurement.
+# :::
 #
-# **Notation** (used throughout the book)
+# **Notation** (used throughout the book; the Llama 2 7B column is its published configuration
+# {cite:p}`meta2023llama2config`)
 #
 # | symbol | meaning | Llama 2 7B |
 # |---|---|---|
@@ -53,7 +56,6 @@
 # is printed by the cell that measured it, so what you read in the outputs is your machine.
 
 # %%
-import math
 import time
 
 import matplotlib.pyplot as plt
@@ -74,7 +76,8 @@ print(f"device: {device}; torch {torch.__version__}")
 # %% [markdown]
 # ## 1.1 The picture: a stack of identical blocks
 #
-# A decoder-only transformer turns a sequence of $N$ token ids into $N$ probability
+# A decoder-only transformer, the decoder half of the original architecture
+# {cite:p}`vaswani2017attention`, turns a sequence of $N$ token ids into $N$ probability
 # distributions over the vocabulary, one for each position, each predicting the token that
 # follows. It does so in four stages.
 #
@@ -90,7 +93,8 @@ print(f"device: {device}; torch {torch.__version__}")
 # 4. **The LM head**, a matrix $W_{\text{out}} \in \mathbb{R}^{D \times V}$ that maps each
 #    token's vector to $V$ logits; a softmax turns logits into next-token probabilities.
 #
-# Each half of a block is wrapped the same way, in the *pre-norm* arrangement that Llama uses:
+# Each half of a block is wrapped the same way, in the *pre-norm* arrangement that Llama uses
+# {cite:p}`touvron2023llama2`:
 #
 # $$
 # x \leftarrow x + \operatorname{Attention}\big(\operatorname{RMSNorm}(x)\big), \qquad
@@ -98,8 +102,8 @@ print(f"device: {device}; torch {torch.__version__}")
 # $$
 #
 # The additions are the **residual connections**: each block writes an update into the stream
-# instead of replacing it, which keeps a deep stack trainable. **RMSNorm** [Zhang and Sennrich,
-# 2019] rescales each token's vector to unit root-mean-square and multiplies by a learned
+# instead of replacing it, which keeps a deep stack trainable. **RMSNorm**
+# {cite:p}`zhang2019rmsnorm` rescales each token's vector to unit root-mean-square and multiplies by a learned
 # per-channel gain $g \in \mathbb{R}^D$:
 #
 # $$
@@ -112,7 +116,7 @@ print(f"device: {device}; torch {torch.__version__}")
 # values, $Q = x W_Q$, $K = x W_K$, $V = x W_V$ with $W_Q \in \mathbb{R}^{D \times hd}$ and
 # $W_K, W_V \in \mathbb{R}^{D \times h_{kv} d}$. The columns are split into heads of width $d$.
 # Llama rotates each query and key by a position-dependent angle (rotary position embedding,
-# RoPE [Su et al., 2021]), which costs a few element-wise operations and no parameters. Each
+# RoPE {cite:p}`su2021roformer`), which costs a few element-wise operations and no parameters. Each
 # head then computes
 #
 # $$
@@ -123,11 +127,11 @@ print(f"device: {device}; torch {torch.__version__}")
 # its future. (Here, as in the lecture's attention algorithm, $S$ and $P$ are the score and
 # probability matrices; elsewhere in the book they are prompt tokens and parameters.) The heads' outputs are concatenated and projected back to width $D$ by
 # $W_O \in \mathbb{R}^{hd \times D}$. When $h_{kv} < h$ (grouped-query attention, GQA
-# [Ainslie et al., 2023]), groups of $h/h_{kv}$ query heads share one key head and one value
+# {cite:p}`ainslie2023gqa`), groups of $h/h_{kv}$ query heads share one key head and one value
 # head; Llama 2 7B has $h_{kv} = h$, its larger sibling Llama 2 70B and the course's reference
 # models use GQA.
 #
-# **Feed-forward network.** Llama uses the gated SwiGLU form [Shazeer, 2020]: two matrices
+# **Feed-forward network.** Llama uses the gated SwiGLU form {cite:p}`shazeer2020glu`: two matrices
 # expand the token from $D$ to $D_{\text{ff}}$, one of them goes through the SiLU nonlinearity and gates
 # the other element by element, and a third matrix projects back to $D$:
 #
@@ -176,13 +180,12 @@ expected = {
     "output of the block": (B, N, D),
     "logits": (B, N, ref.vocab_size),
 }
-for what, shape in expected.items():
-    print(f"{what:<42}{str(shape):>22}")
+lp.Table(["tensor", "predicted shape"], [(what, str(shape)) for what, shape in expected.items()])
 
 # %%
-from llmperf.transformer import Transformer
+from llmperf.model import Transformer
 
-model = Transformer(ref, device=device, max_batch=B, max_seq_len=64, seed=0)
+model = Transformer(ref, device=device, max_seq_len=64, seed=0)
 block = model.layers[0]
 seen = {}
 
@@ -206,16 +209,15 @@ probes = {  # (module, name, record its input instead of its output)
 handles = [m.register_forward_hook(record(n, inp)) for n, (m, inp) in probes.items()]
 tokens = torch.randint(0, ref.vocab_size, (B, N))
 with torch.inference_mode():
-    logits = model(tokens, use_cache=False)
+    logits = model(tokens)  # the whole sequence at once, no cache
 for hnd in handles:
     hnd.remove()
-for name, shape in seen.items():
-    print(f"{name:<36}{str(shape):>20}")
 assert seen["fused projection x [W_Q W_K W_V]"] == (B, N, ref.q_dim + 2 * ref.kv_dim)
 assert seen["attention output before W_O"] == expected["attention output before W_O"]
 assert seen["FFN hidden (after gate * up)"] == expected["FFN hidden (after gate * up)"]
 assert seen["output of the block"] == expected["output of the block"]
 assert seen["logits"] == expected["logits"]
+lp.Table(["output of", "measured shape"], [(name, str(shape)) for name, shape in seen.items()])
 
 # %% [markdown]
 # What to notice:
@@ -264,24 +266,26 @@ attn = 4 * D_ * D_
 ffn = 3 * D_ * Dff_
 norms = 2 * D_
 by_hand = L_ * (attn + ffn + norms) + D_ + 2 * V_ * D_
-print(f"attention per layer {attn:>13,}")
-print(f"FFN per layer       {ffn:>13,}")
-print(f"norms per layer     {norms:>13,}")
-print(f"embedding + LM head {2 * V_ * D_:>13,}")
-print(f"total by hand       {by_hand:>13,}")
-print(f"llmperf             {llama.param_count():>13,}")
 assert by_hand == llama.param_count() == 6_738_415_616
 assert llama.param_breakdown() == {"embedding": V_ * D_, "attention": L_ * attn, "ffn": L_ * ffn,
                                    "norms": L_ * norms + D_, "lm_head": V_ * D_}
+lp.Table(["part", "parameters"], [
+    ("attention per layer", attn),
+    ("FFN per layer", ffn),
+    ("norms per layer", norms),
+    ("embedding + LM head", 2 * V_ * D_),
+], footer=[("total by hand", by_hand), ("llmperf", llama.param_count())])
 
 # %% [markdown]
-# **Takeaway: Llama 2 7B has $32\,(4D^2 + 3D\,D_{\text{ff}} + 2D) + D + 2VD = 6{,}738{,}415{,}616$ parameters,
-# and two thirds of them sit in the FFN.**
+# :::{important}
+# Llama 2 7B has $32\,(4D^2 + 3D\,D_{\text{ff}} + 2D) + D + 2VD = 6{,}738{,}415{,}616$ parameters,
+# and two thirds of them sit in the FFN.
+# :::
 #
 # A formula checked against another formula proves little if both share a mistake. The
 # strongest check is to build the real model and count its tensors. A 6.7-billion-parameter
 # model would need 27 GB of memory in fp32, more than many laptops have, but PyTorch's `meta`
-# device creates tensors that carry a shape and a dtype and no storage at all. The same
+# device {cite:p}`pytorch_meta` creates tensors that carry a shape and a dtype and no storage at all. The same
 # `Transformer` class that runs on your machine is built here at full Llama 2 7B size:
 
 # %%
@@ -296,14 +300,12 @@ counts = {
     "lm_head": full_size.output.weight.numel(),
 }
 total = full_size.num_parameters()
-for k, v in counts.items():
-    print(f"{k:<12}{v:>15,}")
-print(f"{'total':<12}{total:>15,}   (llmperf: {llama.param_count():,})")
 assert total == sum(counts.values()) == llama.param_count() == 6_738_415_616
 assert model.num_parameters() == ref.param_count()
+lp.Table(["tensors of", "parameters"], list(counts.items()),
+         footer=[("total", total), ("llmperf", llama.param_count())])
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 print(f"built and counted in {elapsed:.2f} s; bytes of storage allocated: 0 "
       f"(fp32 would need {lp.format_bytes(llama.weight_bytes('fp32'))})")
 
@@ -337,8 +339,10 @@ ax.set_ylim(0, 1.08)
 ax.tick_params(axis="x", rotation=60)
 ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5))
 plt.show()
-for n, row in zip(names, shares):
-    print(f"{n:<14}" + "  ".join(f"{p} {s:5.1%}" for p, s in zip(parts, row)))
+
+# %%
+lp.Table(["model", *parts], [(n, *row) for n, row in zip(names, shares)],
+         formats={p: ".1%" for p in parts})
 
 # %% [markdown]
 # **Figure 1.** Share of each model's parameters by component; the label above each bar is the
@@ -352,7 +356,7 @@ for n, row in zip(names, shares):
 # $h/h_{kv}$, which is why Mistral 7B and Llama 3 8B spend a smaller share on attention than
 # Llama 2 7B. A *wider FFN* ($D_{\text{ff}}/D$ = 3.5 for Mistral against 2.7 for Llama 2) moves weight
 # into the FFN. *Mixture of experts* multiplies the FFN without multiplying the work per token.
-# The table printed under the figure gives the exact shares.
+# The table below the figure gives the exact shares.
 
 # %% [markdown]
 # ## 1.5 FLOPs per token: about twice the parameters, plus attention
@@ -378,8 +382,9 @@ for n, row in zip(names, shares):
 # $$
 #
 # which for an untied model is $2(P - VD) + 4LNhd$, and for a tied one $2P + 4LNhd$. The first
-# terms are the famous rule *FLOPs per token $\approx 2P$* [Kaplan et al., 2020, Table 1]; the last
-# grows with the context. Kaplan et al.'s table writes the context term as
+# terms are the famous rule *FLOPs per token $\approx 2P$* of {cite:t}`kaplan2020scaling` (their
+# Table 1), which inference guides use throughout {cite:p}`shenoy2023baseten,chen2022arithmetic`;
+# the last grows with the context. Kaplan et al.'s table writes the context term as
 # $2\,n_{\text{layer}}\,n_{\text{ctx}}\,d_{\text{attn}}$, half of our $4LNhd$. Theirs is one row, the
 # attention scores $QK^\top$ of a token against the context; the weighted sum of the values
 # $PV$ costs as much again, and we count both for a token that attends to all $N$ cached tokens,
@@ -403,15 +408,18 @@ def flops_per_token(m: lp.ModelConfig, context: int) -> float:
     p_layers = m.n_layers * m.layer_params()
     return 2 * p_layers + 2 * m.vocab_size * m.d_model + 4 * m.n_layers * context * m.q_dim
 
+rows = []
 for context in (512, 4096, 32768):
-    table = lp.layer_costs(llama, "decode", batch=1, seq_len=context)
+    counted = lp.layer_costs(llama, "decode", batch=1, seq_len=context).total.flops
     formula = flops_per_token(llama, context + 1)  # the new token attends to itself too
-    print(f"N = {context:>6}: layer_costs {table.total.flops / 1e9:7.2f} GFLOP, "
-          f"formula {formula / 1e9:7.2f} GFLOP, 2P {2 * llama.param_count() / 1e9:6.2f} GFLOP, "
-          f"formula / layer_costs = {formula / table.total.flops:.4f}")
-    assert abs(formula / table.total.flops - 1) < 0.01
+    assert abs(formula / counted - 1) < 0.01
+    rows.append((context, counted / 1e9, formula / 1e9, 2 * llama.param_count() / 1e9,
+                 formula / counted))
 n_star = flops_per_token(llama, 0) / (4 * llama.n_layers * llama.q_dim)
 print(f"attention term equals the weight term at N* = {n_star:,.0f} tokens")
+lp.Table(["N", "layer_costs GFLOP", "formula GFLOP", "2P GFLOP", "formula / layer_costs"], rows,
+         formats={"layer_costs GFLOP": ".2f", "formula GFLOP": ".2f", "2P GFLOP": ".2f",
+                  "formula / layer_costs": ".4f"})
 
 # %% [markdown]
 # The formula and the operator-by-operator table agree to better than one per cent; what is left
@@ -438,14 +446,18 @@ plt.show()
 # divided by $2P$, against the number of tokens in the context. Where a curve sits on the black
 # line the rule of thumb is exact. A curve starts below 1 where an untied embedding table is a
 # large share of the model (`ref-small`: a fifth of its parameters do no arithmetic); GPT-2's
-# tied table is used as the LM head, so it starts near 1. All curves bend upward once
+# tied table is used as the LM head, so it starts near 1. The curves bend upward once
 # $4LNhd$ becomes comparable with $2P$: early for small models (GPT-2's $N^*$ is a few thousand
 # tokens), late for Llama 2 70B, whose grouped-query attention does not reduce attention FLOPs
-# but whose weights grow faster than $LD$.
+# but whose weights grow faster than $LD$. Mistral 7B's curve goes flat instead: each of its
+# tokens attends to a sliding window of at most 4,096 tokens {cite:p}`jiang2023mistral`, so
+# past that context its attention stops growing and the $4LNhd$ term holds at $N = 4096$.
 #
-# **Takeaway: a forward pass costs $2P_{\text{layers}} + 2VD$ FLOPs per token plus $4LNhd$ for
+# :::{important}
+# A forward pass costs $2P_{\text{layers}} + 2VD$ FLOPs per token plus $4LNhd$ for
 # attention (that is $2(P - VD) + 4LNhd$ with untied embeddings, $2P + 4LNhd$ with tied ones); the
-# "$2P$" rule holds while $N$ is well below $P/(2LD)$.**
+# "$2P$" rule holds while $N$ is well below $P/(2LD)$.
+# :::
 #
 # A prefill of $N$ prompt tokens processes all of them at once. Token $i$ attends to positions
 # $1, \dots, i$, so a kernel that skips the masked scores does $\sum_i 4Lid \cdot h =
@@ -461,12 +473,15 @@ standard = lp.layer_costs(llama, "prefill", 1, N_)
 fused = lp.layer_costs(llama, "prefill", 1, N_, attention="fused")
 by_hand = 2 * llama.n_layers * N_ * (N_ + 1) * llama.q_dim  # 2 L N (N+1) h d
 products = standard["qk"].flops + standard["sv"].flops
-print(f"N = {N_}: standard QK^T + PV {products:.3e} FLOP, causal by hand {by_hand:.3e} FLOP, "
-      f"ratio {by_hand / products:.4f}")
-print(f"fused causal kernel (llmperf, with the softmax) {fused['attention'].flops:.3e} FLOP")
 assert by_hand == 4 * llama.n_layers * llama.n_heads * llama.d_head * lp.attended_pairs(N_, N_, causal=True)
 assert abs(by_hand / products - 0.5) < 1e-3
 assert abs(fused["attention"].flops / by_hand - 1) < 0.01  # the rest is the softmax
+lp.Table([f"N = {N_}", "FLOP", "/ standard QK^T + PV"], [
+    ("standard QK^T + PV (llmperf)", products, 1.0),
+    ("causal, by hand", by_hand, by_hand / products),
+    ("fused causal kernel (llmperf, with the softmax)", fused["attention"].flops,
+     fused["attention"].flops / products),
+], formats={"FLOP": ".3e", "/ standard QK^T + PV": ".4f"})
 
 # %% [markdown]
 # ## 1.6 Predict, then measure: prefill time from FLOPs
@@ -476,8 +491,7 @@ assert abs(fused["attention"].flops / by_hand - 1) < 0.01  # the rest is the sof
 # (a large matrix multiplication) together with its memory bandwidth, and returns an
 # `Accelerator`, so every calculator in `llmperf` applies to it.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 from llmperf.measure import measure_host, measure_prefill
 
 host = measure_host(dtypes=("fp32",), device=device, progress=False)
@@ -487,34 +501,34 @@ print(f"{host.name}: {lp.format_flop_rate(host.peak(dtype))} in {dtype}, "
 
 # %% [markdown]
 # **Prediction.** The reference model runs the attention of a prefill as one fused causal
-# kernel (`scaled_dot_product_attention`), so the prediction counts attention that way, with
-# `attention=ATTENTION_KERNEL["prefill"]`: a prefill of $S$ tokens of `ref-small` costs about
+# kernel (`scaled_dot_product_attention`), so the prediction counts attention that way:
+# `model.step_costs("prefill", batch, S)` counts the step the way the model runs it (its
+# `model.attention_kernel` names the kernel of each phase). A prefill of $S$ tokens of `ref-small` costs about
 # $\text{FLOPs}_{\text{prefill}} = 2P_{\text{layers}}S + 2VD + 2LS(S+1)hd$ (the LM head for the
 # last position only), and if it ran at the measured peak it would take
 # $\text{FLOPs}_{\text{prefill}}/\Pi$ seconds. (The lecture's standard
-# algorithm stays the count for the A10 analysis of §1.7.) **Measurement.** `measure_prefill`
+# algorithm stays the count for the A10 analysis of §1.7.)
+#
+# **Measurement.** `measure_prefill`
 # times one forward pass over $S$ random tokens, nine times after a warm-up, and reports the
 # median, which a busy machine disturbs less than the mean. The `Measurement` it returns counts
 # the same work (asserted below) and gives the achieved rate, `flops_per_s`, as FLOPs over the
 # median time.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
-from llmperf.transformer import ATTENTION_KERNEL
-
+# %% tags=["nbval-ignore-output"]
 lengths = [8, 32, 128, 384]
 prefill_model = Transformer(ref, device=device, max_seq_len=max(lengths), seed=0)
-flops = [lp.layer_costs(ref, "prefill", batch=1, seq_len=S, dtype=dtype, accelerator=host,
-                        attention=ATTENTION_KERNEL["prefill"]).total.flops for S in lengths]
+flops = [prefill_model.step_costs("prefill", 1, S).total.flops for S in lengths]
 predicted = [c / host.peak(dtype) for c in flops]
 runs = [measure_prefill(prefill_model, S, repeat=9) for S in lengths]
 assert all(m.cost.flops == c for m, c in zip(runs, flops))  # the measurement counts the same work
 measured = [m.timing.median_s for m in runs]
 achieved = [m.flops_per_s for m in runs]
-print(f"{'S':>5}{'FLOP':>12}{'predicted':>12}{'measured':>12}{'meas/pred':>11}{'achieved':>16}")
-for S, c, p, t, rate in zip(lengths, flops, predicted, measured, achieved):
-    print(f"{S:>5}{c:>12.3e}{p * 1e3:>10.2f}ms{t * 1e3:>10.2f}ms{t / p:>11.2f}"
-          f"{lp.format_flop_rate(rate):>16}")
+lp.Table(["S", "FLOP", "predicted", "measured", "measured / predicted", "achieved"],
+         list(zip(lengths, flops, predicted, measured,
+                  [t / p for t, p in zip(measured, predicted)], achieved)),
+         formats={"FLOP": ".3e", "predicted": lp.format_seconds, "measured": lp.format_seconds,
+                  "measured / predicted": ".2f", "achieved": lp.format_flop_rate})
 
 # %%
 fig, (left, right) = plt.subplots(1, 2, figsize=(9.0, 3.8))
@@ -550,8 +564,10 @@ plt.show()
 # product, while a transformer also runs attention, norms and activations, and products whose
 # narrow dimension ($D = 512$ here) uses the hardware less well.
 #
-# **Takeaway: FLOPs divided by the peak rate predict a prefill's time from below; the prediction
-# becomes tight only when the prompt is long enough for arithmetic to dominate.**
+# :::{important}
+# FLOPs divided by the peak rate give an optimistic estimate of a prefill's time; the
+# estimate becomes close only when the prompt is long enough for arithmetic to dominate.
+# :::
 
 # %% [markdown]
 # ## 1.7 Two workloads: prefill and autoregression
@@ -572,13 +588,15 @@ plt.show()
 
 # %%
 a10 = lp.get_accelerator("A10")
-for phase in ("prefill", "decode"):
-    t = lp.layer_costs(llama, phase, batch=1, seq_len=350, dtype="fp16", accelerator=a10)
-    tokens = 350 if phase == "prefill" else 1
-    print(f"{phase:<8} tokens {tokens:>4}  FLOP {t.total.flops:9.3e}  bytes {t.total.bytes:9.3e}  "
-          f"intensity {t.total.intensity:7.1f} FLOP/B  time {lp.format_seconds(t.time_s):>10}  "
-          f"per token {lp.format_seconds(t.time_s / tokens):>10}")
+rows = []
+for phase, tokens in (("prefill", 350), ("decode", 1)):
+    t = lp.layer_costs(llama, phase, batch=1, seq_len=350, dtype="fp16").on(a10)
+    rows.append((phase, tokens, t.total.flops, t.total.bytes, t.total.intensity, t.time_s,
+                 t.time_s / tokens))
 print(f"A10 ridge point: {a10.ridge_point('fp16'):.1f} FLOP/B")
+lp.Table(["phase", "tokens", "FLOP", "bytes", "intensity FLOP/B", "time", "per token"], rows,
+         formats={"FLOP": ".3e", "bytes": ".3e", "intensity FLOP/B": ".1f",
+                  "time": lp.format_seconds, "per token": lp.format_seconds})
 
 # %% [markdown]
 # The prefill does hundreds of FLOPs per byte, above the A10's ridge point, so it is compute
@@ -643,21 +661,20 @@ print(f"A10 ridge point: {a10.ridge_point('fp16'):.1f} FLOP/B")
 #
 # </details>
 
-# %%
-# The worked problems' numbers, from llmperf.
+# %% tags=["hide-cell"]
+# The worked problems' answers, checked against llmperf.
 p13 = lp.get_model("llama-2-13b")
 assert p13.param_count() == 13_015_864_320
 mistral = lp.get_model("mistral-7b")
-print(f"Problem 1: Llama 2 13B has {p13.param_count():,} parameters")
-print(f"Problem 2: attention per layer {llama.attention_params() / 1e6:.1f} M (Llama 2 7B), "
-      f"{mistral.attention_params() / 1e6:.1f} M (Mistral 7B); totals {llama.param_count() / 1e9:.2f} B "
-      f"and {mistral.param_count() / 1e9:.2f} B")
+assert round(llama.attention_params() / 1e6, 1) == 67.1
+assert round(mistral.attention_params() / 1e6, 1) == 41.9
+assert round(llama.param_count() / 1e9, 2) == 6.74 and round(mistral.param_count() / 1e9, 2) == 7.24
 t3 = lp.layer_costs(llama, "prefill", 1, 2000)
-print(f"Problem 3: prefill of 2,000 tokens {t3.total.flops:.3e} FLOP, "
-      f"attention products {(t3['qk'].flops + t3['sv'].flops) / t3.total.flops:.1%}")
+assert round(t3.total.flops / 1e13, 2) == 2.80
+assert abs((t3["qk"].flops + t3["sv"].flops) / t3.total.flops - 0.075) < 0.0015
 gpt2 = lp.get_model("gpt2")
-ratio = lp.layer_costs(gpt2, "decode", 1, 6700).total.flops / (2 * gpt2.param_count())
-print(f"Problem 4: GPT-2 at 6,700 cached tokens costs {ratio:.2f} x 2P per token")
+assert abs(lp.layer_costs(gpt2, "decode", 1, 6700).total.flops / (2 * gpt2.param_count()) - 2) < 0.03
+assert abs(lp.layer_costs(gpt2, "decode", 1, 1024).total.flops / (2 * gpt2.param_count()) - 1.15) < 0.01
 
 # %% [markdown]
 # ## Summary
@@ -678,16 +695,6 @@ print(f"Problem 4: GPT-2 at 6,700 cached tokens costs {ratio:.2f} x 2P per token
 #
 # ## References
 #
-# - A. Vaswani et al., *Attention Is All You Need*, 2017. https://arxiv.org/abs/1706.03762
-# - H. Touvron et al., *Llama 2: Open Foundation and Fine-Tuned Chat Models*, 2023.
-#   https://arxiv.org/abs/2307.09288 (model shapes: https://huggingface.co/meta-llama/Llama-2-7b-hf/blob/main/config.json)
-# - B. Zhang and R. Sennrich, *Root Mean Square Layer Normalization*, 2019. https://arxiv.org/abs/1910.07467
-# - N. Shazeer, *GLU Variants Improve Transformer*, 2020. https://arxiv.org/abs/2002.05202
-# - J. Su et al., *RoFormer: Enhanced Transformer with Rotary Position Embedding*, 2021. https://arxiv.org/abs/2104.09864
-# - J. Ainslie et al., *GQA: Training Generalized Multi-Query Transformer Models from Multi-Head
-#   Checkpoints*, 2023. https://arxiv.org/abs/2305.13245
-# - J. Kaplan et al., *Scaling Laws for Neural Language Models*, 2020, Table 1 (forward FLOPs per
-#   token $\approx 2N + 2n_{\text{layer}} n_{\text{ctx}} d_{\text{attn}}$). https://arxiv.org/abs/2001.08361
-# - Baseten, *A guide to LLM inference and performance*, 2023. https://www.baseten.co/blog/llm-transformer-inference-guide
-# - C. Chen, *Transformer Inference Arithmetic*, 2022. https://kipp.ly/transformer-inference-arithmetic/
-# - PyTorch, *Meta device*. https://pytorch.org/docs/stable/meta.html
+# ```{bibliography}
+# :filter: docname in docnames
+# ```
