@@ -20,7 +20,8 @@
 # they behave in time, on your machine, and sets the predictions of `llmperf` beside every
 # measurement.
 #
-# **After this chapter you will be able to**
+# :::{admonition} After this chapter you will be able to
+# :class: tip
 #
 # - explain why prefill processes a prompt in one pass while decode needs one pass per token;
 # - predict prefill time against prompt length and decode time per token against context
@@ -28,6 +29,7 @@
 # - define and compute time to first token (TTFT), time per output token (TPOT) and tokens per
 #   second from the timestamps of a real generation, and draw a request's timeline;
 # - sample the next token greedily, with a temperature, or from the top $k$, reproducibly.
+# :::
 #
 # Notation follows chapter 1 ($L$, $D$, $P$, $N$, $S$ prompt tokens, $G$ generated tokens, $b$
 # bytes per element, $\Pi$ peak FLOP/s, $\beta$ memory bandwidth). New
@@ -39,15 +41,14 @@
 # that of a trained model of the same shape, since the arithmetic does not depend on the values.
 
 # %%
-import time
-
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
 import llmperf as lp
+from llmperf.generate import Generation, KVCache, generate
+from llmperf.model import Transformer
 from llmperf.plots import new_axes, use_style
-from llmperf.transformer import ATTENTION_KERNEL, Generation, Transformer, generate
 
 use_style()
 torch.manual_seed(0)
@@ -71,7 +72,8 @@ print(f"device: {device}; torch {torch.__version__}")
 # product, the keys and values of all $S$ positions in every layer.
 #
 # **Autoregression** then repeats: append the chosen token, run the model on it, sample the
-# next. Step $j$ cannot begin before step $j-1$ has chosen its token, because that token is
+# next; serving systems schedule requests at the granularity of these steps
+# {cite:p}`yu2022orca`. Step $j$ cannot begin before step $j-1$ has chosen its token, because that token is
 # step $j$'s input. With a KV cache (the subject of chapter 3) each step processes a single new
 # token: step $j$ attends to the $S + j - 1$ keys and values already cached (the prompt and the
 # $j - 1$ tokens fed back before it) plus its own. Writing $T_{\text{step}}(N)$ for a step with
@@ -88,21 +90,24 @@ print(f"device: {device}; torch {torch.__version__}")
 model = Transformer(ref, device=device, max_seq_len=1152, seed=0)
 prompt = torch.randint(0, ref.vocab_size, (1, 64), generator=torch.Generator().manual_seed(1))
 with torch.inference_mode():
-    logits = model(prompt, use_cache=False)  # (1, S, vocab): one distribution per position
+    logits = model(prompt)  # the whole prompt, no cache: (1, S, vocab), one distribution per position
 out = generate(model, prompt, max_new_tokens=2)  # greedy by default
 print("logits of the prefill:", tuple(logits.shape))
 assert out.tokens[0, 0].item() == logits[0, -1].argmax().item()
 print("first generated token equals argmax of the prefill's last logits: True")
 
 # %% [markdown]
-# **Takeaway: the prefill yields the first token; each further token costs one decode step that
-# must wait for the token before it.**
+# :::{important}
+# The prefill yields the first token; each further token costs one decode step that
+# must wait for the token before it.
+# :::
 #
 # Both phases do about the same arithmetic per token. The difference is the shape of the work.
 # A prefill multiplies each weight matrix $W \in \mathbb{R}^{K \times M}$ by $S$ token vectors:
 # $2SKM$ FLOPs against roughly $KM$ weights read, an arithmetic intensity that grows with $S$.
 # A decode step multiplies it by one vector: $2KM$ FLOPs for $KM$ weights, about one FLOP per
-# byte in 16-bit formats, two FLOPs per four bytes in fp32. The lecture's simple model turns this
+# byte in 16-bit formats, two FLOPs per four bytes in fp32 {cite:p}`pope2023scaling`. The
+# lecture's simple model {cite:p}`krishnamurthy2024lecture,shenoy2023baseten` turns this
 # into a formula. If prefill runs at the peak arithmetic rate $\Pi$ and each decode step reads all
 # $P$ weights at the memory bandwidth $\beta$, with $b$ bytes per parameter,
 #
@@ -110,27 +115,29 @@ print("first generated token equals argmax of the prefill's last logits: True")
 # T_{\text{prefill}} \approx \frac{2PS}{\Pi}, \qquad T_{\text{step}} \approx \frac{bP}{\beta} .
 # $$
 #
-# For Llama 2 7B in fp16 ($b = 2$) on an A10, with a prompt of 350 tokens and 150 output tokens:
+# For Llama 2 7B in fp16 ($b = 2$) on an A10 (125 TFLOP/s, 600 GB/s {cite:p}`nvidia_a10`), with
+# a prompt of 350 tokens and 150 output tokens:
 
 # %%
 est = lp.simple_latency(llama, a10, prompt_tokens=350, output_tokens=150, dtype="fp16")
 fine = lp.roofline_latency(llama, a10, prompt_tokens=350, output_tokens=150, dtype="fp16")
-print(f"simple model:   prefill {est.prefill_s * 1e3:6.1f} ms, per decode step "
-      f"{est.decode_s / 150 * 1e3:5.2f} ms, total {est.total_s:.3f} s")
-print(f"roofline model: prefill {fine.prefill_s * 1e3:6.1f} ms, TPOT {fine.tpot_s * 1e3:5.2f} ms, "
-      f"total {fine.total_s:.3f} s")
-print(f"a decode step costs as much time as a prefill of "
-      f"{lp.decode_step_time(llama, a10, 350) / fine.prefill_s * 350:.0f} prompt tokens")
 simple_step = est.decode_s / 150  # 2P / beta
 crossover = next(n for n in range(1, 4096) if lp.decode_step_time(llama, a10, n) > simple_step)
+print(f"a decode step costs as much time as a prefill of "
+      f"{lp.decode_step_time(llama, a10, 350) / fine.prefill_s * 350:.0f} prompt tokens")
 print(f"per-operator decode step below the simple model's {simple_step * 1e3:.2f} ms up to "
       f"{crossover - 1} cached tokens, above it from {crossover}")
+lp.Table(["model", "prefill", "per decode step", "decode steps", "total"], [
+    ("simple", est.prefill_s, simple_step, est.decode_steps, est.total_s),
+    ("per-operator roofline", fine.prefill_s, fine.tpot_s, fine.decode_steps, fine.total_s),
+], formats={"prefill": lp.format_seconds, "per decode step": lp.format_seconds,
+            "total": lp.format_seconds})
 
 # %% [markdown]
 # On the A10, one decode step takes about as long as the prefill of nearly two hundred prompt
 # tokens, even though it processes a single token. The simple model charges only weight traffic and
-# weight arithmetic, $2P$ of each per token. The per-operator roofline model (`lp.roofline_latency`,
-# which sums `lp.layer_costs` over the prefill and every decode step) adds attention, the KV cache
+# weight arithmetic, $2P$ of each per token. The per-operator roofline model
+# {cite:p}`williams2009roofline,yuan2024unveiled` (`lp.roofline_latency`, which sums `lp.layer_costs` over the prefill and every decode step) adds attention, the KV cache
 # reads and the element-wise operators, and it charges each matrix only for what a step really
 # does with it: the embedding table is a lookup (a step reads one row of it), the LM head runs for
 # the last position only, and a request has $G - 1$ decode steps, not $G$, because the prefill
@@ -152,8 +159,7 @@ print(f"per-operator decode step below the simple model's {simple_step * 1e3:.2f
 # number of tokens per pass from which the FFN's weight products turn compute bound on it (for a
 # $b$-byte format, about the ridge point $\Pi/\beta$ times $b/2$).
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 from llmperf.measure import measure_decode, measure_host, measure_prefill
 
 host = measure_host(dtypes=("fp32",), device=device, progress=False)
@@ -168,9 +174,11 @@ print(f"FFN weight products turn compute bound from about "
 #
 # **Prediction.** `lp.prefill_time(ref, host, S)` sums the roofline time of every operator of a
 # prefill of $S$ tokens on the measured machine. The reference model runs a prefill's attention
-# as one fused causal kernel, so the prediction counts it that way
-# (`attention=ATTENTION_KERNEL["prefill"]`, which is also what `Measurement.predicted_s` uses);
-# the lecture's standard algorithm stays the count for the A10 analysis above. For short prompts the weights dominate the
+# as one fused causal kernel (`model.attention_kernel["prefill"]`), so the prediction counts it
+# that way: `model.step_costs("prefill", 1, S)` is the cost table of the step as the model runs
+# it, placed on the measured machine's roofline with `.on(host)`, which is also what
+# `Measurement.predicted_s` uses; the lecture's standard algorithm stays the count for the A10
+# analysis above. For short prompts the weights dominate the
 # traffic and the work is small, so the predicted time is nearly flat. A weight matrix read once
 # and applied to $S$ tokens does $2S$ FLOPs per $b$ bytes, so once $S$ exceeds the ridge point
 # times $b/2$ (printed above) the products become compute bound and the time grows in proportion
@@ -181,19 +189,21 @@ print(f"FFN weight products turn compute bound from about "
 # by other programs do not move. The achieved rate is the `Measurement`'s `flops_per_s`: the
 # FLOPs of the same step over that median.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 prompt_lens = [1, 8, 64, 256, 512]
-prefill_pred = [lp.prefill_time(ref, host, n, dtype=dtype, attention=ATTENTION_KERNEL["prefill"])
-                for n in prompt_lens]
+prefill_pred = [model.step_costs("prefill", 1, n).on(host).time_s for n in prompt_lens]
+assert prefill_pred == [lp.prefill_time(ref, host, n, dtype=dtype,
+                                        attention=model.attention_kernel["prefill"])
+                        for n in prompt_lens]
 prefill_runs = [measure_prefill(model, n, repeat=9) for n in prompt_lens]
 assert all(m.predicted_s(host) == p for m, p in zip(prefill_runs, prefill_pred))  # the same work
 prefill_meas = [m.timing.median_s for m in prefill_runs]
-print(f"{'S':>6}{'predicted':>12}{'measured':>12}{'meas/pred':>11}{'tokens/s':>11}{'GFLOP/s':>9}")
-for n, p, m in zip(prompt_lens, prefill_pred, prefill_runs):
-    t = m.timing.median_s
-    print(f"{n:>6}{p * 1e3:>10.2f}ms{t * 1e3:>10.2f}ms{t / p:>11.2f}{m.tokens_per_s:>11.0f}"
-          f"{m.flops_per_s / 1e9:>9.1f}")
+lp.Table(["S", "predicted", "measured", "measured / predicted", "tokens/s", "achieved"],
+         [(n, p, m.timing.median_s, m.timing.median_s / p, m.tokens_per_s, m.flops_per_s)
+          for n, p, m in zip(prompt_lens, prefill_pred, prefill_runs)],
+         formats={"predicted": lp.format_seconds, "measured": lp.format_seconds,
+                  "measured / predicted": ".2f", "tokens/s": ",.0f",
+                  "achieved": lp.format_flop_rate})
 
 # %%
 ax = new_axes("Prefill time against prompt length (ref-small)", "prompt length S (tokens)",
@@ -226,15 +236,17 @@ plt.show()
 # grows the tiles fill and the ratio falls. For long prompts it settles at the factor by which
 # the model's matrix products, of modest width ($D = 512$), fall short of the large square
 # multiplication with which `measure_host()` measured the peak; attention, RMSNorm, RoPE and SiLU
-# run well below that peak too. The achieved GFLOP/s column shows the same thing from the other
+# run well below that peak too. The achieved-rate column shows the same thing from the other
 # side. Where your table does not climb at the left, your library handles small-$M$ products
 # well; fixed per-operator costs (Python overhead per layer, on a GPU the launch latency of each
 # kernel) then show as a ratio that is simply largest for the shortest prompts. Finally, if other
 # programs share your processor while the cell runs, every measured time rises and scatters; the
 # median of several runs dampens that but cannot remove it.
 #
-# **Takeaway: prefill time is nearly constant for short prompts and proportional to the prompt
-# for long ones; the cost per prompt token falls until the machine's arithmetic is saturated.**
+# :::{important}
+# Prefill time is nearly constant for short prompts and proportional to the prompt
+# for long ones; the cost per prompt token falls until the machine's arithmetic is saturated.
+# :::
 
 # %% [markdown]
 # ## 2.3 Decode time per token against context length
@@ -249,7 +261,8 @@ plt.show()
 # flat in $N$ as long as the KV cache is small beside the weights, rising once it is not.
 # `lp.decode_step_time(ref, host, N)` sums the roofline time of each operator of the step. In
 # decode the reference model runs attention as two matrix products and a softmax, the standard
-# algorithm (`ATTENTION_KERNEL["decode"]`), so that is what the prediction counts.
+# algorithm (`model.attention_kernel["decode"]`), so that is what the prediction,
+# `model.step_costs("decode", 1, N).on(host)`, counts.
 #
 # **Measurement.** For each context length $N$, `measure_decode` times single-token steps at
 # position $N$, attending to the $N$ cached keys and values plus the new token's own. Each timed
@@ -257,20 +270,22 @@ plt.show()
 # cache do not matter: they change no FLOP and no byte.) A step is short, so the cell times 32 of
 # them and takes the median.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 contexts = [16, 128, 512, 1024]
-decode_pred = [lp.decode_step_time(ref, host, n, dtype=dtype, attention=ATTENTION_KERNEL["decode"])
-               for n in contexts]
+decode_pred = [model.step_costs("decode", 1, n).on(host).time_s for n in contexts]
+assert decode_pred == [lp.decode_step_time(ref, host, n, dtype=dtype,
+                                           attention=model.attention_kernel["decode"])
+                       for n in contexts]
 decode_runs = [measure_decode(model, n, steps=32) for n in contexts]
 assert all(m.predicted_s(host) == p for m, p in zip(decode_runs, decode_pred))  # the same work
 decode_meas = [m.timing.median_s for m in decode_runs]
-print(f"{'N':>6}{'predicted':>12}{'measured':>12}{'meas/pred':>11}{'tokens/s':>10}")
-for n, p, m in zip(contexts, decode_pred, decode_runs):
-    t = m.timing.median_s
-    print(f"{n:>6}{p * 1e3:>10.3f}ms{t * 1e3:>10.3f}ms{t / p:>11.2f}{m.tokens_per_s:>10.0f}")
 kv_share = ref.kv_cache_bytes(contexts[-1], dtype=dtype) / ref.weight_bytes(dtype)
 print(f"KV cache at N = {contexts[-1]} is {kv_share:.1%} of the weights' bytes")
+lp.Table(["N", "predicted", "measured", "measured / predicted", "tokens/s"],
+         [(n, p, m.timing.median_s, m.timing.median_s / p, m.tokens_per_s)
+          for n, p, m in zip(contexts, decode_pred, decode_runs)],
+         formats={"predicted": lp.format_seconds, "measured": lp.format_seconds,
+                  "measured / predicted": ".2f", "tokens/s": ",.0f"})
 
 # %%
 ax = new_axes("Decode step time against context length (ref-small)", "context length N (tokens)",
@@ -302,13 +317,16 @@ plt.show()
 # below the prediction. Which effect wins depends on the machine; chapter 4 measures decode on a
 # model too large for any cache, where the bandwidth bound is tight.
 #
-# **Takeaway: at batch 1 a decode step costs about one read of all weights, nearly independent of
-# the context until the KV cache grows comparable with the weights.**
+# :::{important}
+# At batch 1 a decode step costs about one read of all weights, nearly independent of
+# the context until the KV cache grows comparable with the weights.
+# :::
 
 # %% [markdown]
 # ## 2.4 TTFT, TPOT and tokens per second
 #
-# Users and service-level objectives (SLOs) describe these phases with three numbers.
+# Users and service-level objectives (SLOs) describe these phases with three numbers, which
+# serving benchmarks report {cite:p}`daniel2023anyscale`.
 #
 # - **Time to first token** (TTFT): from the arrival of the request until the first output token
 #   is available, $\text{TTFT} = t_0$. It is the prefill plus any queueing.
@@ -330,8 +348,7 @@ plt.show()
 # fused causal prefill for the TTFT, standard decode steps (each with $S + j - 1$ cached tokens)
 # for the rest.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 S, G = 256, 32
 prompt = torch.randint(0, ref.vocab_size, (1, S), generator=torch.Generator().manual_seed(2))
 generate(model, prompt, max_new_tokens=4)  # warm-up
@@ -341,22 +358,23 @@ t = np.array(run.timestamps_s)
 ttft = t[0]
 tpot = (t[-1] - t[0]) / (G - 1)
 assert abs(ttft - run.ttft_s) < 1e-12 and abs(tpot - run.tpot_s) < 1e-12
+step_pred = [model.step_costs("decode", 1, S + j - 1).on(host).time_s  # step j: S + j - 1 cached
+             for j in range(1, G)]
+pred = lp.LatencyEstimate(model.step_costs("prefill", 1, S).on(host).time_s, sum(step_pred), G)
 steps = lp.roofline_latency(ref, host, prompt_tokens=S, output_tokens=G, dtype=dtype,
-                            attention=ATTENTION_KERNEL["decode"])
-pred = lp.LatencyEstimate(lp.prefill_time(ref, host, S, dtype=dtype,
-                                          attention=ATTENTION_KERNEL["prefill"]),
-                          steps.decode_s, G)
-print(f"{'':<22}{'predicted':>12}{'measured':>12}{'meas/pred':>11}")
-for name, p, m in (("TTFT", pred.ttft_s, ttft), ("TPOT", pred.tpot_s, tpot),
-                   ("end-to-end", pred.total_s, t[-1])):
-    print(f"{name:<22}{p * 1e3:>10.2f}ms{m * 1e3:>10.2f}ms{m / p:>11.2f}")
+                            attention=model.attention_kernel["decode"])
+assert abs(pred.decode_s / steps.decode_s - 1) < 1e-12  # the library sums the same steps
 print(f"tokens/s of this request: {G / t[-1]:.0f}; steady decode rate 1/TPOT: {1 / tpot:.0f} tokens/s")
+lp.Table(["quantity", "predicted", "measured", "measured / predicted"],
+         [(name, p, m, m / p) for name, p, m in (("TTFT", pred.ttft_s, ttft),
+                                                  ("TPOT", pred.tpot_s, tpot),
+                                                  ("end-to-end", pred.total_s, t[-1]))],
+         formats={"predicted": lp.format_seconds, "measured": lp.format_seconds,
+                  "measured / predicted": ".2f"})
 
 # %%
 gaps = np.diff(np.concatenate([[0.0], t]))
-pred_stamps = pred.ttft_s + np.concatenate([[0.0], np.cumsum(  # step j: S + j - 1 cached tokens
-    [lp.decode_step_time(ref, host, S + j - 1, dtype=dtype, attention=ATTENTION_KERNEL["decode"])
-     for j in range(1, G)])])
+pred_stamps = pred.ttft_s + np.concatenate([[0.0], np.cumsum(step_pred)])
 assert abs(pred_stamps[-1] / pred.total_s - 1) < 1e-9
 fig, (top, bottom) = plt.subplots(2, 1, figsize=(8.0, 5.0), gridspec_kw={"height_ratios": [1, 2]})
 for row, stamps in ((1.2, t), (0.0, pred_stamps)):
@@ -392,8 +410,10 @@ plt.show()
 # chat interface streams tokens and is judged by both, a batch summarisation job only by the
 # total.
 #
-# **Takeaway: TTFT is the prefill, TPOT is the decode step; the end-to-end latency is
-# $\text{TTFT} + (G-1)\,\text{TPOT}$.**
+# :::{important}
+# TTFT is the prefill, TPOT is the decode step; the end-to-end latency is
+# $\text{TTFT} + (G-1)\,\text{TPOT}$.
+# :::
 
 # %% [markdown]
 # ## 2.5 Choosing the next token: greedy, temperature, top-k
@@ -405,20 +425,21 @@ plt.show()
 # - **Temperature** $\tau > 0$ samples from $\operatorname{softmax}(z / \tau)$. $\tau < 1$ sharpens
 #   the distribution towards greedy ($\tau \to 0$), $\tau > 1$ flattens it towards uniform.
 # - **Top-k** keeps the $k$ largest logits, sets the others to $-\infty$, renormalises and samples
-#   [Fan et al., 2018]. It removes the long tail of unlikely tokens, which at high temperature
+#   {cite:p}`fan2018hierarchical`. It removes the long tail of unlikely tokens, which at high temperature
 #   would otherwise be drawn often. (Nucleus or top-p sampling keeps the smallest set whose
-#   probability reaches $p$ [Holtzman et al., 2020]; it is not used in this book.)
+#   probability reaches $p$ {cite:p}`holtzman2020curious`; it is not used in this book.)
 #
 # The cost of sampling is a softmax and a draw over $V$ numbers per step, negligible beside the
 # forward pass. What matters for reproducibility is the random generator: `generate` seeds its
 # own generator, so the same seed gives the same tokens. The two functions printed below, from
-# `llmperf.transformer`, are the whole of the strategy; the cell after them runs the decode
-# loop by hand with `sample_next` and checks that the result is exactly what `generate` returns.
+# `llmperf.generate`, are the whole of the strategy; the cell after them runs the decode
+# loop by hand with `sample_next`, keeping the keys and values in a `KVCache` as `generate`
+# does, and checks that the result is exactly what `generate` returns.
 
 # %%
 import inspect
 
-from llmperf.transformer import next_token_distribution, sample_next
+from llmperf.generate import next_token_distribution, sample_next
 
 print(inspect.getsource(next_token_distribution))
 print(inspect.getsource(sample_next))
@@ -428,32 +449,33 @@ print(inspect.getsource(sample_next))
 @torch.inference_mode()
 def decode_by_hand(prompt, new_tokens, temperature=0.0, top_k=None, seed=0):
     gen = torch.Generator(device=model.device).manual_seed(seed)
-    logits = model(prompt.to(model.device), 0, last_only=True)  # prefill
+    cache = KVCache(model, batch=1)  # the keys and values of every position so far
+    logits = model(prompt.to(model.device), 0, cache, last_only=True)  # prefill
     out = []
     for i in range(new_tokens):
         nxt = sample_next(logits[:, -1], temperature, top_k, gen)
         out.append(nxt.item())
-        logits = model(nxt.unsqueeze(1), prompt.shape[1] + i)  # one decode step
+        logits = model(nxt.unsqueeze(1), prompt.shape[1] + i, cache)  # one decode step
     return out
 
 
 short = torch.randint(0, ref.vocab_size, (1, 32), generator=torch.Generator().manual_seed(3))
 settings = [("greedy", 0.0, None), ("tau = 0.1", 0.1, None), ("tau = 1", 1.0, None),
             ("tau = 1, top-k 5", 1.0, 5)]
-drawn, reseeded = {}, {}
+drawn, reseeded, same = {}, {}, []
 for name, tau, k in settings:
     by_hand = decode_by_hand(short, 6, tau, k, seed=0)
     lib = generate(model, short, 6, temperature=tau, top_k=k, seed=0).tokens[0].tolist()
     assert by_hand == lib
     drawn[name] = lib
     reseeded[name] = generate(model, short, 6, temperature=tau, top_k=k, seed=1).tokens[0].tolist()
-    print(f"{name:<18} decode loop by hand and generate(), same seed, same tokens: {by_hand == lib}")
+    same.append((name, by_hand == lib))
 assert reseeded["greedy"] == drawn["greedy"]  # greedy ignores the seed
+lp.Table(["strategy", "decode loop by hand gives generate()'s tokens (same seed)"], same)
 
-# %%
-# NBVAL_IGNORE_OUTPUT
-for name, tokens in drawn.items():
-    print(f"{name:<18} seed 0: {tokens}  seed 1: {reseeded[name]}")
+# %% tags=["nbval-ignore-output"]
+lp.Table(["strategy", "seed 0", "seed 1"],
+         [(name, str(tokens), str(reseeded[name])) for name, tokens in drawn.items()])
 
 # %% [markdown]
 # The first cell checks, on every machine, that the decode loop written out by hand with
@@ -563,29 +585,25 @@ plt.show()
 #
 # </details>
 
-# %%
-# The worked problems' numbers, from llmperf.
+# %% tags=["hide-cell"]
+# The worked problems' answers, checked against llmperf.
 t1 = [0.42, 0.47, 0.52, 0.58, 0.63]
-record = Generation(torch.zeros(1, len(t1), dtype=torch.long), t1, (1,))  # what generate returns
-assert record.ttft_s == t1[0] and abs(record.tpot_s - (t1[-1] - t1[0]) / (len(t1) - 1)) < 1e-15
-print(f"Problem 1: TTFT {t1[0]} s, TPOT {(t1[-1] - t1[0]) / (len(t1) - 1):.4f} s, "
-      f"{len(t1) / t1[-1]:.1f} tokens/s")
+record = Generation(torch.zeros(1, len(t1), dtype=torch.long), t1, prompt_len=1)  # as generate returns
+assert record.ttft_s == 0.42 and abs(record.tpot_s - 0.0525) < 1e-12
+assert round(len(t1) / t1[-1], 1) == 7.9 and round(1 / record.tpot_s) == 19
 e2 = lp.simple_latency(llama, a10, 350, 150)
-print(f"Problem 2: prefill {e2.prefill_s * 1e3:.1f} ms, decode {e2.decode_s:.3f} s, "
-      f"decode share {e2.decode_s / e2.total_s:.1%}")
-print(f"Problem 3: A10 ridge point {a10.ridge_point('fp16'):.1f} FLOP/B -> "
-      f"{a10.ridge_point('fp16') * 2 / 2:.0f} prompt tokens per decode step")
-per_token = lp.simple_latency(llama, a10, 1, 1).prefill_s
-print(f"Problem 4: longest prompt for TTFT <= 0.5 s: {int(0.5 / per_token):,} tokens; "
-      f"TPOT {lp.simple_latency(llama, a10, 1, 1).decode_s * 1e3:.1f} ms")
+assert round(e2.prefill_s * 1e3) == 38 and round(e2.decode_s, 2) == 3.37
+assert round(e2.decode_s / e2.total_s, 2) == 0.99 and round(e2.decode_s / e2.prefill_s, -1) == 90
+assert round(a10.ridge_point("fp16")) == 208  # problem 3: I* x b/2 prompt tokens, b = 2
+one = lp.simple_latency(llama, a10, 1, 1)
+assert round(0.5 / one.prefill_s, -2) == 4_600 and round(one.decode_s * 1e3, 1) == 22.5
+assert abs(lp.prefill_time(llama, a10, 4096) - 0.70) < 0.005  # standard attention
+assert abs(lp.prefill_time(llama, a10, 4096, attention="fused") - 0.50) < 0.005
 longest = max(n for n in range(1, 4097) if lp.prefill_time(llama, a10, n) <= 0.5)
-print(f"Problem 4, per-operator roofline: 4,096 tokens take "
-      f"{lp.prefill_time(llama, a10, 4096):.2f} s (standard attention), "
-      f"{lp.prefill_time(llama, a10, 4096, attention='fused'):.2f} s (fused); "
-      f"longest prompt within 0.5 s with standard attention: {longest:,} tokens")
+assert abs(longest - 3_150) < 25
 z = torch.tensor([2.0, 1.0, 0.0])
-print("Problem 5:", [round(next_token_distribution(z, tau)[0].item(), 3) for tau in (1.0, 0.5)],
-      round(next_token_distribution(z, 1.0, top_k=2)[0].item(), 3))
+assert [round(next_token_distribution(z, tau)[0].item(), 3) for tau in (1.0, 0.5)] == [0.665, 0.867]
+assert round(next_token_distribution(z, 1.0, top_k=2)[0].item(), 3) == 0.731
 
 # %% [markdown]
 # ## Summary
@@ -607,19 +625,6 @@ print("Problem 5:", [round(next_token_distribution(z, tau)[0].item(), 3) for tau
 #
 # ## References
 #
-# - Baseten, *A guide to LLM inference and performance*, 2023 (the simple latency model and the
-#   A10 example). https://www.baseten.co/blog/llm-transformer-inference-guide
-# - Z. Yuan et al., *LLM Inference Unveiled: Survey and Roofline Model Insights*, 2024.
-#   https://arxiv.org/abs/2402.16363
-# - R. Pope et al., *Efficiently Scaling Transformer Inference*, 2022. https://arxiv.org/abs/2211.05102
-# - G.-I. Yu et al., *Orca: A Distributed Serving System for Transformer-Based Generative
-#   Models*, OSDI 2022 (iteration-level view of prefill and decode).
-#   https://www.usenix.org/conference/osdi22/presentation/yu
-# - A. Fan, M. Lewis, Y. Dauphin, *Hierarchical Neural Story Generation*, 2018 (top-k sampling).
-#   https://arxiv.org/abs/1805.04833
-# - A. Holtzman et al., *The Curious Case of Neural Text Degeneration*, 2020 (nucleus sampling).
-#   https://arxiv.org/abs/1904.09751
-# - NVIDIA, *A10 Tensor Core GPU datasheet* (125 TFLOP/s fp16, 600 GB/s).
-#   https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a10/pdf/a10-datasheet.pdf
-# - Anyscale, *How continuous batching enables 23x throughput in LLM inference*, 2023 (TTFT and
-#   throughput in serving). https://www.anyscale.com/blog/continuous-batching-llm-inference
+# ```{bibliography}
+# :filter: docname in docnames
+# ```
