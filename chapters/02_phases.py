@@ -68,8 +68,8 @@ print(f"device: {device}; torch {torch.__version__}")
 # an $(S \times D)$ matrix of token vectors, every weight matrix multiplied by all $S$ rows at
 # once. The causal mask lets position $i$ attend only to positions $\le i$, so the pass computes
 # the same thing as $S$ separate passes would, but with large matrix-matrix products. Its result
-# is the distribution of $x_{S+1}$, from which the first output token is sampled, and, as a by-
-# product, the keys and values of all $S$ positions in every layer.
+# is the distribution of $x_{S+1}$, from which the first output token is sampled, and, as a
+# by-product, the keys and values of all $S$ positions in every layer.
 #
 # **Autoregression** then repeats: append the chosen token, run the model on it, sample the
 # next; serving systems schedule requests at the granularity of these steps
@@ -90,7 +90,7 @@ print(f"device: {device}; torch {torch.__version__}")
 model = Transformer(ref, device=device, max_seq_len=1152, seed=0)
 prompt = torch.randint(0, ref.vocab_size, (1, 64), generator=torch.Generator().manual_seed(1))
 with torch.inference_mode():
-    logits = model(prompt)  # the whole prompt, no cache: (1, S, vocab), one distribution per position
+    logits = model(prompt)  # no cache: (1, S, vocab), one distribution per position
 out = generate(model, prompt, max_new_tokens=2)  # greedy by default
 print("logits of the prefill:", tuple(logits.shape))
 assert out.tokens[0, 0].item() == logits[0, -1].argmax().item()
