@@ -92,6 +92,19 @@ def _memory_capacity(dev: torch.device) -> float:
         return 16 * GB  # unknown: a typical laptop
 
 
+def _stream_buffer_bytes(llc_bytes: float, memory_bytes: float, quick: bool) -> int:
+    """Bytes of each streaming buffer: several times the last-level cache, so that the
+    stream measures memory and not cache, but never more than 1/16 of the memory.
+
+    A virtual machine often reports its host's whole L3 (hundreds of MiB shared by
+    every guest); sixteen times that would not fit beside anything else, and a slice
+    of a few GiB already streams from DRAM.
+    """
+    wanted = max(4 * llc_bytes, 64 * MiB) if quick else max(4 * llc_bytes, 512 * MiB)
+    ceiling = (256 * MiB) if quick else min(2 * 2**30, memory_bytes / 16)
+    return int(min(wanted, max(ceiling, 64 * MiB)))
+
+
 def _device_label(dev: torch.device) -> str:
     if dev.type == "cuda":
         return f"cuda, {torch.cuda.get_device_name(dev)}"
@@ -125,7 +138,7 @@ def measure_host(dtypes: Sequence[str] | None = None, quick: bool = False,
     gpu = dev.type != "cpu"
     n = (2048 if quick else 8192) if gpu else (512 if quick else 2048)
     llc = 0 if gpu else _last_level_cache_bytes()
-    size = max(4 * llc, 64 * MiB) if quick else max(16 * llc, 512 * MiB)
+    size = _stream_buffer_bytes(llc, _memory_capacity(dev), quick)
     repeat = 3 if quick else 7
     steps = [("matmul", d) for d in wanted] + [("stream", "copy"), ("stream", "read")]
     if progress is None:

@@ -121,3 +121,14 @@ def test_bf16_measurement_is_costed_in_bf16():
     m = measure_decode(model, context_len=8, steps=1, warmup=0)
     assert m.dtype == "bf16"
     assert m.cost == lp.layer_costs("ref-tiny", "decode", 1, 8, dtype="bf16").total
+
+
+def test_stream_buffers_outgrow_the_cache_but_fit_in_memory():
+    from llmperf.host import _stream_buffer_bytes
+
+    mib, gib = 2**20, 2**30
+    assert _stream_buffer_bytes(32 * mib, 16 * gib, quick=False) >= 4 * 32 * mib
+    # a guest that reports its host's whole L3 (480 MiB) on a 23 GiB machine
+    assert _stream_buffer_bytes(480 * mib, 23 * gib, quick=False) <= 23 * gib / 16
+    assert _stream_buffer_bytes(480 * mib, 8 * gib, quick=False) <= 8 * gib / 16
+    assert _stream_buffer_bytes(480 * mib, 23 * gib, quick=True) <= 256 * mib
