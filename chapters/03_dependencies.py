@@ -19,7 +19,8 @@
 # requests a GPU can serve at once, and why the KV cache is the first optimization every
 # inference engine implements.
 #
-# **After this chapter you will be able to**
+# :::{admonition} After this chapter you will be able to
+# :class: tip
 #
 # - say which of the per-token vectors Q, K and V a transformer needs again later, and why
 #   causality makes it safe to keep them;
@@ -30,18 +31,21 @@
 #   grouped-query attention, and keep GB and GiB apart;
 # - draw the dependency graph of prefill and decode, read off its critical path, and say how
 #   much parallel work each phase exposes to the hardware.
+# :::
 #
 # The chapter uses a GPU when one is present and runs on the CPU otherwise.
 
 # %%
-import time
+from functools import partial
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
 import llmperf as lp
-from llmperf.plots import new_axes, use_style
+from llmperf.plots import CRITICAL_NODE_COLOR, critical_path, new_axes, use_style
+
+gib = partial(lp.format_bytes, binary=True)  # bytes in binary units (KiB, MiB, GiB)
 
 use_style()
 torch.manual_seed(0)
@@ -54,7 +58,8 @@ a10 = lp.get_accelerator("A10")
 # ## Notation
 #
 # The symbols this chapter uses, from the book's table in chapter 0, with the values of the
-# running example:
+# running example: Llama 2 7B {cite:p}`touvron2023llama2`, whose shapes come from its
+# configuration file {cite:p}`meta2023llama2config`, on an NVIDIA A10 {cite:p}`nvidia_a10`.
 #
 # | symbol | meaning | Llama 2 7B on an A10 |
 # |---|---|---|
@@ -85,7 +90,7 @@ a10 = lp.get_accelerator("A10")
 # $$
 #
 # So for every token and every layer there is a query, a key and a value vector. Attention
-# then combines them *causally*: token $t$ looks at itself and at the tokens before it,
+# then combines them *causally* {cite:p}`vaswani2017attention`: token $t$ looks at itself and at the tokens before it,
 # never after,
 #
 # $$
@@ -107,11 +112,15 @@ a10 = lp.get_accelerator("A10")
 # changes them. So the keys and values computed once stay valid forever, and a decode step
 # that has them at hand only needs to compute the new token's own $q$, $k$ and $v$.
 #
-# **Only K and V are state: Q is used once and thrown away, while every layer's K and V of
-# every earlier token are read by every later step and never change.**
+# :::{important}
+# Only K and V are state: Q is used once and thrown away, while every layer's K and V of
+# every earlier token are read by every later step and never change.
+# :::
 #
-# The lecture lists K, Q and V vectors among the memory requirements of inference; the
-# argument above is why an implementation keeps only K and V. The cell below checks the
+# The lecture {cite:p}`krishnamurthy2024lecture` lists K, Q and V vectors among the memory
+# requirements of inference; the argument above is why an implementation keeps only K and V,
+# and why the KV cache {cite:p}`lages2023kvcaching` is the first optimization an inference
+# engine implements. The cell below checks the
 # first fact on one attention head in numpy: the output of the last token needs only its own
 # query and the keys and values of all tokens. Section 3.2 checks the second on a real model.
 
@@ -157,7 +166,8 @@ print("last token from (q_last, all K, all V) equals full attention:", np.allclo
 # are a deterministic function of the prompt.
 
 # %%
-from llmperf.transformer import Transformer, generate
+from llmperf.generate import KVCache, generate
+from llmperf.model import Transformer
 
 ref = lp.get_model("ref-small")
 model = Transformer(ref, device=device, seed=0)
@@ -166,20 +176,19 @@ print(f"{ref.name}: {ref.n_layers} layers, D = {ref.d_model}, {ref.n_heads} quer
 
 # %% [markdown]
 # First the fact that makes a cache exact: appending tokens never changes the keys and values
-# of earlier ones, at any layer. Prefill 12 tokens and keep the last layer's cached keys and
-# values; prefill the same 12 tokens followed by 8 more; compare the first 12 positions.
+# of earlier ones, at any layer. A `KVCache` holds the keys and values of every layer in two
+# tensors of shape (layers, batch, KV heads, positions, $d$), filled by the model as it runs.
+# Prefill 12 tokens into one cache and the same 12 tokens followed by 8 more into another;
+# compare the last layer's keys and values at the first 12 positions.
 
 # %%
-ids = torch.randint(0, ref.vocab_size, (1, 20), generator=torch.Generator().manual_seed(1))
-last_layer = model.layers[-1].attention.kv_cache
+ids = torch.randint(0, ref.vocab_size, (1, 20), generator=torch.Generator().manual_seed(1)).to(device)
+short, long = KVCache(model, batch=1, max_seq_len=12), KVCache(model, batch=1, max_seq_len=20)
 with torch.inference_mode():
-    model.reset_cache()
-    model.forward(ids[:, :12].to(device), start_pos=0)
-    k12, v12 = last_layer.k[:, :, :12].clone(), last_layer.v[:, :, :12].clone()
-    model.reset_cache()
-    model.forward(ids.to(device), start_pos=0)
-unchanged = (torch.allclose(last_layer.k[:, :, :12], k12, atol=1e-5)
-             and torch.allclose(last_layer.v[:, :, :12], v12, atol=1e-5))
+    model(ids[:, :12], 0, short)
+    model(ids, 0, long)
+unchanged = (torch.allclose(long.k[-1, :, :, :12], short.k[-1], atol=1e-5)
+             and torch.allclose(long.v[-1, :, :, :12], short.v[-1], atol=1e-5))
 assert unchanged
 print(f"layer {ref.n_layers}: K and V of tokens 0-11 unchanged by appending 8 tokens: {unchanged}")
 
@@ -187,8 +196,7 @@ print(f"layer {ref.n_layers}: K and V of tokens 0-11 unchanged by appending 8 to
 # The comparison allows for rounding in the last bits, since a prefill of 20 tokens runs
 # matmuls of a different shape than one of 12. Now generate both ways.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 S, G = 8, 64  # prompt length and tokens to generate
 prompt = torch.randint(0, ref.vocab_size, (S,), generator=torch.Generator().manual_seed(0)).tolist()
 generate(model, prompt, max_new_tokens=2, use_cache=True)  # warm-up: first calls allocate
@@ -238,8 +246,10 @@ print("identical tokens:", same)
 # (The attention term adds $\propto n^2$ per prefill, which makes recomputation cubic for
 # very long sequences; at the lengths below it is small.)
 #
-# **Recomputing state makes generation quadratic in its length; keeping it makes it
-# linear, at the price of memory.**
+# :::{important}
+# Recomputing state makes generation quadratic in its length; keeping it makes it
+# linear, at the price of memory.
+# :::
 #
 # For Llama 2 7B on the lecture's A10, the roofline model of `llmperf` gives both sums for a
 # request of 350 prompt tokens and 150 generated ones: `lp.recompute_latency` runs a
@@ -263,9 +273,9 @@ print(f"Llama 2 7B on A10, S = 350, G = 150: recompute {t_re:.2f} s, cache {t_ca
 #
 # Now the same two sums on this machine. `measure_host()` measures the peak matmul rate $\Pi$
 # and the memory bandwidth $\beta$ of the machine the notebook runs on and returns an
-# `Accelerator`, so `lp.prefill_time` and `lp.decode_step_time` can predict the reference
-# model here, step by step. The predictions count attention the way the reference model runs
-# it (`ATTENTION_KERNEL`): its prefill calls one fused causal kernel that never writes the
+# `Accelerator`, on whose roofline the reference model's cost tables can be placed, step by
+# step: `model.step_costs(phase, batch, seq_len).on(host).time_s`. The model's cost tables
+# count attention the way it runs it (`model.attention_kernel`): its prefill calls one fused causal kernel that never writes the
 # score matrix to memory, its decode step two matmuls and a softmax. Each generation records
 # the time at which every token became available, so one run gives the whole curve against
 # generated length. We run each way three times (the equality check's run and two more) and
@@ -273,8 +283,7 @@ print(f"Llama 2 7B on A10, S = 350, G = 150: recompute {t_re:.2f} s, cache {t_ca
 # interruptions by other programs only ever add time, so the minimum is the measurement to
 # set beside it.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 from llmperf.measure import benchmark, measure_host
 
 host = measure_host(dtypes=("fp32",), device=device, progress=False)
@@ -282,17 +291,13 @@ dtype = "fp32"
 print(host.name, f"peak Pi = {lp.format_flop_rate(host.peak(dtype))}, "
       f"bandwidth beta = {lp.format_bandwidth(host.mem_bandwidth)}")
 
-# %%
-# NBVAL_IGNORE_OUTPUT
-from llmperf.transformer import ATTENTION_KERNEL
-
-pre, dec = ATTENTION_KERNEL["prefill"], ATTENTION_KERNEL["decode"]  # "fused", "standard"
+# %% tags=["nbval-ignore-output"]
+pre, dec = model.attention_kernel["prefill"], model.attention_kernel["decode"]  # "fused", "standard"
 lengths = np.arange(1, G + 1)
 # Time until token G is available: the per-step roofline times, summed step by step.
-pred_re = np.cumsum([lp.prefill_time(ref, host, S + i, dtype=dtype, attention=pre) for i in range(G)])
-pred_ca = np.cumsum([lp.prefill_time(ref, host, S, dtype=dtype, attention=pre)]
-                    + [lp.decode_step_time(ref, host, S + i - 1, dtype=dtype, attention=dec)
-                       for i in range(1, G)])
+pred_re = np.cumsum([model.step_costs("prefill", 1, S + i).on(host).time_s for i in range(G)])
+pred_ca = np.cumsum([model.step_costs("prefill", 1, S).on(host).time_s]
+                    + [model.step_costs("decode", 1, S + i - 1).on(host).time_s for i in range(1, G)])
 # The last points are the library's totals for the whole request.
 assert np.isclose(pred_re[-1], lp.recompute_latency(ref, host, S, G, dtype=dtype, attention=pre).total_s)
 assert np.isclose(pred_ca[-1] - pred_ca[0],
@@ -311,13 +316,14 @@ def fastest_curve(first, more=2):
 meas_re = fastest_curve(recomputed)  # the equality check's run and two more
 meas_ca = fastest_curve(cached)
 
-print(f"{'G':>4}{'recompute pred':>16}{'measured':>10}{'ratio':>7}{'cache pred':>12}{'measured':>10}{'ratio':>7}")
-for g in (1, 16, 32, 48, 64):
-    i = g - 1
-    print(f"{g:>4}{pred_re[i] * 1e3:>14.1f}ms{meas_re[i] * 1e3:>8.1f}ms{meas_re[i] / pred_re[i]:>7.1f}"
-          f"{pred_ca[i] * 1e3:>10.1f}ms{meas_ca[i] * 1e3:>8.1f}ms{meas_ca[i] / pred_ca[i]:>7.1f}")
 print(f"recompute / cache at G = {G}: predicted {pred_re[-1] / pred_ca[-1]:.1f}, "
       f"measured {meas_re[-1] / meas_ca[-1]:.1f}")
+times = ("recompute predicted", "recompute measured", "cache predicted", "cache measured")
+lp.Table(["G", *times[:2], "recompute ratio", *times[2:], "cache ratio"],
+         [(g, pred_re[g - 1], meas_re[g - 1], meas_re[g - 1] / pred_re[g - 1],
+           pred_ca[g - 1], meas_ca[g - 1], meas_ca[g - 1] / pred_ca[g - 1]) for g in (1, 16, 32, 48, 64)],
+         title="Time until token G is available: roofline prediction, fastest measured run, ratio",
+         formats={**dict.fromkeys(times, lp.format_seconds), "recompute ratio": ".1f", "cache ratio": ".1f"})
 
 # %%
 use_style()
@@ -352,8 +358,8 @@ plt.show()
 # whose fixed cost, a Python call and a kernel launch or thread wake-up each, is comparable to
 # their work; and the skinny matrices of a decode step or a short prefill reach only a
 # fraction of the peak that `measure_host()` found with large square ones. Because these
-# overheads inflate both curves, the ratio of the two (what the cache buys, printed on the
-# last line) is usually closer to its prediction than either time is. On a machine
+# overheads inflate both curves, the ratio of the two (what the cache buys, printed above
+# the table) is usually closer to its prediction than either time is. On a machine
 # shared with other work, taking the fastest run of each step removes most interruptions,
 # but not a machine that stays busy for the whole cell; rerun the cell to see how much the
 # points move.
@@ -362,7 +368,8 @@ plt.show()
 # ## 3.3 Memory: parameters plus KV state
 #
 # A server keeps two things in accelerator memory for the whole life of a request: the
-# parameters, shared by all requests, and the KV state of each request. Per token, every
+# parameters, shared by all requests, and the KV state of each request
+# {cite:p}`pope2023scaling`. Per token, every
 # layer stores one key and one value vector of width $D$, each element $b$ bytes:
 #
 # $$
@@ -384,20 +391,18 @@ plt.show()
 # %%
 kv_hand = 2 * 2 * llama.n_layers * llama.d_model * 4096
 assert kv_hand == llama.kv_cache_bytes(tokens=4096, dtype="fp16") == 2 * lp.GiB
-print(f"Llama 2 7B, 4096 tokens: {int(llama.kv_cache_bytes(4096)):,} bytes "
-      f"= {lp.format_bytes(llama.kv_cache_bytes(4096), binary=True)} "
-      f"= {lp.format_bytes(llama.kv_cache_bytes(4096))}")
-print(f"per token: {int(llama.kv_bytes_per_token()):,} bytes "
-      f"= {lp.format_bytes(llama.kv_bytes_per_token(), binary=True)}")
+print(f"Llama 2 7B, 4096 tokens: {llama.kv_cache_bytes(4096):,} bytes "
+      f"= {gib(llama.kv_cache_bytes(4096))} = {lp.format_bytes(llama.kv_cache_bytes(4096))}")
+print(f"per token: {llama.kv_bytes_per_token():,} bytes = {gib(llama.kv_bytes_per_token())}")
 print(f"parameters in fp16: {lp.format_bytes(llama.weight_bytes('fp16'))}")
 
 # %% [markdown]
 # ### Grouped-query attention
 #
 # The formula charges $D$ numbers per token per layer for each of K and V because Llama 2 7B
-# has as many key/value heads as query heads. Grouped-query attention (GQA; Ainslie et al.,
-# 2023) lets a group of query heads share one key/value head. With $h_{kv}$ key/value heads
-# of width $d$, the state per token per layer is $2\,h_{kv}\,d$ numbers instead of $2\,h\,d$:
+# has as many key/value heads as query heads. Grouped-query attention (GQA)
+# {cite:p}`ainslie2023gqa` lets a group of query heads share one key/value head. With
+# $h_{kv}$ key/value heads of width $d$, the state per token per layer is $2\,h_{kv}\,d$ numbers instead of $2\,h\,d$:
 #
 # $$
 # \text{KV bytes} = 2 \cdot b \cdot L \cdot h_{kv} \cdot d \cdot N .
@@ -406,34 +411,44 @@ print(f"parameters in fp16: {lp.format_bytes(llama.weight_bytes('fp16'))}")
 # Mistral 7B and Llama 3 8B have the same $L = 32$ and $D = 4096$ as Llama 2 7B but only
 # $h_{kv} = 8$ key/value heads for 32 query heads: a quarter of the KV state. Llama 2 70B,
 # with 80 layers of width 8192 but 8 key/value heads, stores *less* per token than Llama 2 7B.
-# Multi-query attention (Shazeer, 2019) is the extreme $h_{kv} = 1$.
+# Multi-query attention {cite:p}`shazeer2019mqa` is the extreme $h_{kv} = 1$. Mistral 7B
+# also attends only to a sliding window of the last 4,096 tokens, so its cache, a rolling
+# buffer of that many tokens per sequence, stops growing there (`ModelConfig.sliding_window`;
+# `kv_cache_bytes` counts it).
 #
-# **KV state grows linearly with context and batch, and GQA divides it by $h / h_{kv}$.**
+# :::{important}
+# KV state grows linearly with context and batch, and GQA divides it by $h / h_{kv}$.
+# :::
 
 # %%
 names = ["llama-2-7b", "llama-2-13b", "llama-2-70b", "mistral-7b", "llama-3-8b", "llama-3-70b",
          "mixtral-8x7b", "gpt2-xl"]
-print(f"{'model':<14}{'L':>4}{'h':>4}{'h_kv':>6}{'d':>5}{'KV/token':>12}{'KV @ 4096':>12}{'weights':>11}")
+rows = []
 for name in names:
     m = lp.get_model(name)
     hand = 2 * 2 * m.n_layers * m.n_kv_heads * m.d_head
     assert hand == m.kv_bytes_per_token("fp16")
-    print(f"{m.name:<14}{m.n_layers:>4}{m.n_heads:>4}{m.n_kv_heads:>6}{m.d_head:>5}"
-          f"{lp.format_bytes(m.kv_bytes_per_token(), binary=True):>12}"
-          f"{lp.format_bytes(m.kv_cache_bytes(4096), binary=True):>12}"
-          f"{lp.format_bytes(m.weight_bytes('fp16')):>11}")
+    rows.append((m.name, m.n_layers, m.n_heads, m.n_kv_heads, m.d_head, m.kv_bytes_per_token(),
+                 m.kv_cache_bytes(4096), m.weight_bytes("fp16")))
+lp.Table(["model", "L", "h", "h_kv", "d", "KV per token", "KV at 4096 tokens", "weights"], rows,
+         title="KV state per sequence in fp16 (binary units) and fp16 weights (decimal)",
+         formats={"KV per token": gib, "KV at 4096 tokens": gib, "weights": lp.format_bytes})
 
 # %%
 contexts = np.logspace(np.log10(256), np.log10(131072), 40)
-groups = {}  # models with the same KV bytes per token share a line
+groups = {}  # models with the same KV bytes per token and window share a line
 for name in names[:-1]:
-    groups.setdefault(lp.get_model(name).kv_bytes_per_token(), []).append(lp.get_model(name))
-ax = new_axes("KV cache of one sequence (fp16)", "context length N (tokens)", "KV cache (GiB)")
-for i, (per_token, ms) in enumerate(sorted(groups.items(), reverse=True)):
+    m = lp.get_model(name)
+    groups.setdefault((m.kv_bytes_per_token(), m.sliding_window or 0), []).append(m)
+ax = new_axes("KV cache of one sequence (fp16)", "context length N (tokens)", "KV cache (GiB)",
+             figsize=(10, 4.5))
+for i, (_, ms) in enumerate(sorted(groups.items(), reverse=True)):
     m = ms[0]
     gqa = m.n_kv_heads < m.n_heads
-    ax.loglog(contexts, contexts * per_token / lp.GiB, "--" if gqa else "-", color=f"C{i}",
-              label=f"{', '.join(x.name for x in ms)} (L = {m.n_layers}, h_kv = {m.n_kv_heads})")
+    window = f", window {m.sliding_window:,}" if m.sliding_window else ""
+    ax.loglog(contexts, [m.kv_cache_bytes(int(n)) / lp.GiB for n in contexts], "--" if gqa else "-",
+              color=f"C{i}", label=f"{', '.join(x.name for x in ms)} (L = {m.n_layers}, "
+                                   f"h_kv = {m.n_kv_heads}{window})")
 mha_70b = lp.get_model("llama-2-70b").with_(name="llama-2-70b without GQA", n_kv_heads=64)
 ax.loglog(contexts, contexts * mha_70b.kv_bytes_per_token() / lp.GiB, ":", color="grey",
           label="llama-2-70b if it had 64 KV heads (no GQA)")
@@ -441,13 +456,14 @@ free = a10.mem_capacity - llama.weight_bytes("fp16")
 ax.axhline(free / lp.GiB, color="black", lw=0.8)
 ax.text(300, free / lp.GiB * 1.3, "A10 memory (24 GiB) left after Llama 2 7B's fp16 weights", fontsize=8)
 ax.axvline(4096, color="grey", lw=0.5, ls=":")
-ax.legend(loc="lower right")
+ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+plt.tight_layout()
 plt.show()
 
 # %% [markdown]
 # **Figure 2.** KV cache of a single sequence against its context length, in GiB, for
-# catalog models (log-log). Every line is straight with slope one: the state is linear in
-# $N$. Solid lines are models with full multi-head attention, dashed ones use GQA; at equal
+# catalog models (log-log). Every line is straight with slope one, the state linear in $N$,
+# except Mistral 7B's, which turns flat at its 4,096-token window. Solid lines are models with full multi-head attention, dashed ones use GQA; at equal
 # size the GQA models sit a factor $h/h_{kv}$ lower (four for the 7-8B models, eight for
 # Llama 2 70B against a hypothetical multi-head version of itself). The black horizontal line
 # is what an A10 has left once Llama 2 7B's fp16 weights are loaded: a single Llama 2 7B sequence
@@ -458,38 +474,44 @@ plt.show()
 # How many tokens of KV state fit beside the weights? The memory left, divided by the bytes
 # per token: $\lfloor (C - \text{weights} - \text{reserve}) / \text{KV bytes per token} \rfloor$,
 # which `lp.max_batch_size` computes for sequences of any length (here of one token, and of
-# 4096). The reserve is memory the model cannot use. The first column takes the A10's full
-# 24 GiB. The second takes what `nvidia-smi` reports as the total memory of an A10,
-# 23,028 MiB (`nvidia-smi --query-gpu=memory.total --format=csv` prints it). The missing
-# gigabyte and a half is not kept by the driver: it holds error-correcting codes. The A10's
-# GDDR6 memory has no spare chips for ECC, so with ECC on (the default on data-center parts)
-# the codes are stored inline and take 1/16 of the memory: "on GPUs with GDDR memory with ECC
-# enabled the available DRAM is reduced by 6.25 %" (NVIDIA, *CUDA C++ Best Practices Guide*).
+# 4096). The reserve is memory the model cannot use. The first pair of columns takes the A10's
+# full 24 GiB {cite:p}`nvidia_a10`. The second takes what `nvidia-smi` reports as the total
+# memory of an A10, 23,028 MiB (`nvidia-smi --query-gpu=memory.total --format=csv` prints it).
+# The missing gigabyte and a half is not kept by the driver: it holds error-correcting codes.
+# The A10's GDDR6 memory has no spare chips for ECC, so with ECC on (the default on
+# data-center parts) the codes are stored inline and take 1/16 of the memory: "on GPUs with
+# GDDR memory with ECC enabled the available DRAM is reduced by 6.25 %", in the words of the
+# *CUDA C++ Best Practices Guide* {cite:p}`nvidia_cuda_best_practices`. The catalog knows
+# it: `a10.usable_capacity(ecc=True)` is
 # $24{,}576 \times 15/16 = 23{,}040$ MiB, within a few MiB of what `nvidia-smi` shows; a T4 shows
 # 15,360 MiB of its 16 GiB the same way. Turn ECC off (`nvidia-smi -e 0`, then a reboot) and the
 # whole 24 GiB is usable, at the price of silent bit errors going undetected. HBM parts (A100,
 # H100, H200) keep their ECC bits in dedicated storage and lose no capacity to it.
 
 # %%
-smi_total = 23_028 * lp.MiB  # "Memory-Usage ... / 23028MiB" in nvidia-smi on an A10, ECC on
-ecc = a10.mem_capacity - smi_total
-assert abs(a10.mem_capacity * 15 / 16 - smi_total) < 16 * lp.MiB  # inline ECC takes 1/16
-print(f"A10: C = {lp.format_bytes(a10.mem_capacity, binary=True)} = {lp.format_bytes(a10.mem_capacity)}; "
-      f"usable per nvidia-smi {lp.format_bytes(smi_total)}; ECC takes {lp.format_bytes(ecc)}")
-print(f"{'':<12}{'tokens (C)':>12}{'seqs of 4096':>14}{'tokens (usable)':>17}{'seqs of 4096':>14}")
-for name in ("llama-2-7b", "mistral-7b"):
-    m = lp.get_model(name)
-    print(f"{m.name:<12}{lp.max_batch_size(m, a10, 1):>12,}{lp.max_batch_size(m, a10, 4096):>14}"
-          f"{lp.max_batch_size(m, a10, 1, reserved_bytes=ecc):>17,}"
-          f"{lp.max_batch_size(m, a10, 4096, reserved_bytes=ecc):>14}")
+usable = a10.usable_capacity(ecc=True)  # 15/16 of the memory: inline ECC takes the rest
+smi_total = 23_028 * lp.MiB  # observed: "Memory-Usage ... / 23028MiB" in nvidia-smi on an A10, ECC on
+assert usable == a10.mem_capacity * 15 / 16 and abs(usable - smi_total) < 16 * lp.MiB
+ecc = a10.mem_capacity - smi_total  # what the observed total leaves out
+print(f"A10: C = {gib(a10.mem_capacity)} = {lp.format_bytes(a10.mem_capacity)}; with ECC on, "
+      f"usable_capacity {usable / lp.MiB:,.0f} MiB, nvidia-smi {smi_total / lp.MiB:,.0f} MiB "
+      f"= {lp.format_bytes(smi_total)}; ECC takes {lp.format_bytes(ecc)}")
+lp.Table(["model", "tokens (24 GiB)", "sequences of 4096 (24 GiB)",
+          "tokens (23,028 MiB)", "sequences of 4096 (23,028 MiB)"],
+         [(name, lp.max_batch_size(name, a10, 1), lp.max_batch_size(name, a10, 4096),
+           lp.max_batch_size(name, a10, 1, reserved_bytes=ecc),
+           lp.max_batch_size(name, a10, 4096, reserved_bytes=ecc))
+          for name in ("llama-2-7b", "mistral-7b")],
+         title="KV state that fits beside the fp16 weights on an A10")
 
 # %% [markdown]
-# The lecture counts "about 5" sequences of 4096 tokens for Llama 2 7B on an A10, and that is
+# The lecture, after Baseten's guide {cite:p}`shenoy2023baseten`, counts "about 5" sequences
+# of 4096 tokens for Llama 2 7B on an A10, and that is
 # what 24 GiB gives on paper; on a real A10, 4 fit. The difference is not in the arithmetic
 # of the KV cache but in how much memory is really there. The cell below
 # divides the free memory by one sequence's 2 GiB for four readings of the capacity: the full
 # 24 GiB, the usable memory `nvidia-smi` reports, 24 GB read as decimal, and the full
-# capacity less a reserve of 2 GB for the runtime and the activations. The last line is the
+# capacity less a reserve of 2 GB for the runtime and the activations. The footer is the
 # slack: the memory left over once five sequences are placed, so any reserve larger than it
 # leaves four.
 
@@ -500,17 +522,20 @@ readings = {"24 GiB (the datasheet's 24 GB)": 0.0,
             "usable per nvidia-smi with ECC on (23,028 MiB)": ecc,
             "24 GB read as 24e9 bytes": a10.mem_capacity - 24e9,
             "24 GiB less 2 GB for runtime and activations": 2e9}
+rows = []
 for label, reserve in readings.items():
     fits = lp.max_batch_size(llama, a10, 4096, reserved_bytes=reserve)
     exact = (free - reserve) / seq_bytes
     assert fits == int(exact)
-    print(f"{label:<46} ({lp.format_bytes(free - reserve)} free) / {lp.format_bytes(seq_bytes)} "
-          f"= {exact:.2f} -> {fits} sequences")
+    rows.append((label, free - reserve, exact, fits))
 on_paper = lp.max_batch_size(llama, a10, 4096)
 slack = free - on_paper * seq_bytes
 assert lp.max_batch_size(llama, a10, 4096, reserved_bytes=slack * 1.001) == on_paper - 1
-print(f"slack after {on_paper} sequences: {lp.format_bytes(slack)}; "
-      f"ECC alone takes {lp.format_bytes(ecc)}")
+lp.Table(["capacity read as", "free beside the weights", "free / 2 GiB", "sequences of 4096"], rows,
+         title="Llama 2 7B on an A10: sequences of 4096 tokens for four readings of the capacity",
+         formats={"free beside the weights": lp.format_bytes, "free / 2 GiB": ".2f"},
+         footer=[(f"slack after {on_paper} sequences (ECC alone takes {lp.format_bytes(ecc)})",
+                  slack, None, None)])
 
 # %% [markdown]
 # So 24 GiB holds five sequences with a little room to spare, but less room than ECC
@@ -522,18 +547,19 @@ print(f"slack after {on_paper} sequences: {lp.format_bytes(slack)}; "
 #
 # ### Predict, then measure: the reference model's cache
 #
-# The reference transformer preallocates its cache for `max_batch` sequences of up to
-# `max_seq_len` tokens, the way production engines reserve memory ahead of time. The
-# formula predicts its size exactly; the tensors the model allocated say what it really is.
+# A `KVCache` preallocates room for `batch` sequences of up to `max_seq_len` tokens (by
+# default the model's), the way production engines reserve memory ahead of time. The
+# formula predicts its size exactly; `.nbytes`, the size of the tensors it allocated, says
+# what it really is.
 
 # %%
-cache_bytes = model.kv_cache_bytes()
+cache = KVCache(model, batch=4)
 element = torch.tensor([], dtype=model.dtype).element_size()
-predicted = ref.kv_cache_bytes(tokens=model.max_seq_len, batch=model.max_batch,
+predicted = ref.kv_cache_bytes(tokens=cache.max_seq_len, batch=cache.batch,
                                dtype={4: "fp32", 2: "bf16"}[element])
-print(f"predicted {int(predicted):,} bytes, allocated {cache_bytes:,} bytes "
-      f"({model.max_batch} x {model.max_seq_len} tokens, {element}-byte elements)")
-assert cache_bytes == predicted
+print(f"predicted {predicted:,} bytes, allocated {cache.nbytes:,} bytes "
+      f"({cache.batch} x {cache.max_seq_len} tokens, {element}-byte elements)")
+assert cache.nbytes == predicted
 
 # %% [markdown]
 # Here prediction and measurement agree to the byte: memory needs no roofline, only
@@ -575,46 +601,17 @@ assert cache_bytes == predicted
 # so decode's path grows with every token. The figure draws both.
 
 # %%
-def arrow(ax, start, end, color="black", lw=0.8, alpha=1.0, rad=0.0):
-    ax.annotate("", end, start, arrowprops=dict(arrowstyle="->", color=color, lw=lw, alpha=alpha,
-                                                connectionstyle=f"arc3,rad={rad}"))
-
-
-def draw_graph(ax, tokens, layers, decode, title):
-    """Nodes (token, layer) with their dependencies; the critical path in red."""
-    if decode:  # every node, token after token
-        path = [(t, l) for t in range(tokens) for l in range(layers)]
-    else:  # any one column: here the last
-        path = [(tokens - 1, l) for l in range(layers)]
-    on_path = set(zip(path, path[1:]))
-    for t in range(tokens):
-        for l in range(layers):
-            ax.plot(t, l, "o", ms=14, mec="black", zorder=3,
-                    color="#f4b6b6" if (t, l) in path else "white")
-            if l == 0:
-                continue
-            red = ((t, l - 1), (t, l)) in on_path
-            arrow(ax, (t, l - 1 + 0.2), (t, l - 0.2), "C3" if red else "black", 1.8 if red else 0.8)
-            for s_ in range(t):  # K, V of earlier tokens at layer l, made from their layer l-1 output
-                arrow(ax, (s_ + 0.12, l - 1 + 0.12), (t - 0.12, l - 0.12), "C0", 0.5, 0.35)
-        if decode and t + 1 < tokens:  # the sampled token is the next step's input
-            arrow(ax, (t + 0.1, layers - 1 - 0.15), (t + 1 - 0.1, 0.15), "C3", 1.8, rad=-0.2)
-    ax.set_title(f"{title}: critical path {len(path)} layer evaluations")
-    ax.set_xticks(range(tokens))
-    ax.set_yticks(range(layers), [f"layer {l + 1}" for l in range(layers)])
-    ax.set_xlabel("token position")
-    ax.set_xlim(-0.5, tokens - 0.5)
-    ax.set_ylim(-0.5, layers - 0.5)
-    ax.grid(False)
-
-
+layers, G_fig = 4, 6  # the decode panel: the G - 1 = 5 steps that follow the prefill
+assert len(critical_path(5, layers, decode=False)) == layers
+assert len(critical_path(G_fig - 1, layers, decode=True)) == (G_fig - 1) * layers
 fig, (ax_p, ax_d) = plt.subplots(1, 2, figsize=(11, 3.8))
-draw_graph(ax_p, tokens=5, layers=4, decode=False, title="prefill of 5 tokens")
-draw_graph(ax_d, tokens=5, layers=4, decode=True, title="decode of 5 tokens")
+lp.plot_dependency_graph(ax_p, tokens=5, layers=layers, decode=False, title="prefill of 5 tokens")
+lp.plot_dependency_graph(ax_d, tokens=G_fig - 1, layers=layers, decode=True,
+                         title=f"G − 1 = {G_fig - 1} decode steps")
 fig.legend(handles=[plt.Line2D([], [], color="black", lw=0.8, label="same token, next layer"),
                     plt.Line2D([], [], color="C0", lw=0.8, label="K, V of an earlier token"),
                     plt.Line2D([], [], color="C3", lw=1.8, label="critical path"),
-                    plt.Line2D([], [], ls="", marker="o", ms=9, mec="black", color="#f4b6b6",
+                    plt.Line2D([], [], ls="", marker="o", ms=9, mec="black", color=CRITICAL_NODE_COLOR,
                                label="node on the critical path")],
            loc="lower center", ncol=4, bbox_to_anchor=(0.5, 0.0))
 plt.tight_layout(rect=(0, 0.08, 1, 1))
@@ -623,11 +620,14 @@ plt.show()
 # %% [markdown]
 # **Figure 3.** The dependency graph of a 4-layer model over 5 tokens. Each circle is one
 # layer of one token. Black arrows: the same token's next layer. Blue arrows: the keys and
-# values of earlier tokens, computed from their outputs one layer down and read by attention. Red arrows (decode only):
-# the token sampled from the last layer becomes the next step's input. Shaded: the critical
-# path. In the prefill (left) every column of a row can run at once, and the longest chain
-# is one column, 4 layers deep. In decode (right) the red arrows chain the columns into a
-# single path through all 20 nodes.
+# values of earlier tokens, computed from their outputs one layer down and read by attention.
+# Red arrows (decode only): the token sampled from the last layer becomes the next step's
+# input. Shaded: the critical path. In the prefill (left) every column of a row can run at
+# once, and the longest chain is one column, $L = 4$ layers deep. In decode (right) each
+# column is one decode step of a request that generates $G = 6$ tokens, the first of which
+# came out of the prefill; the red arrows chain the $G - 1 = 5$ columns into a single path
+# through all 20 nodes, $(G - 1) \cdot L$. (The prompt's own keys and values, which every
+# decode step also reads, are left out of the drawing.)
 #
 # The blue arrows are why decode needs its cache and the red arrows are why it is slow: a
 # cache removes the recomputation behind the blue arrows, but nothing removes the red ones.
@@ -637,8 +637,8 @@ plt.show()
 # %%
 S_demo, G_demo = 2048, 512
 print(f"Llama 2 7B, prompt of {S_demo} tokens: prefill critical path = {llama.n_layers} layers deep")
-print(f"Llama 2 7B, {G_demo} generated tokens: decode critical path = {G_demo} x {llama.n_layers} "
-      f"= {G_demo * llama.n_layers:,} layer evaluations")
+print(f"Llama 2 7B, {G_demo} generated tokens: decode critical path = (G - 1) x L "
+      f"= {G_demo - 1} x {llama.n_layers} = {(G_demo - 1) * llama.n_layers:,} layer evaluations")
 
 # %% [markdown]
 # ### How much parallel work each phase exposes
@@ -658,23 +658,29 @@ print(f"Llama 2 7B, {G_demo} generated tokens: decode critical path = {G_demo} x
 # intensity of Llama 2 7B's query projection and FFN in both phases:
 
 # %%
-rows_pre = lp.layer_costs(llama, "prefill", batch=1, seq_len=S_demo)
-rows_dec = lp.layer_costs(llama, "decode", batch=1, seq_len=S_demo)
-print(f"{'':<12}{'rows/matmul':>12}{'q_proj FLOP/B':>15}{'ffn_up FLOP/B':>15}{'step FLOP':>12}{'A10 time':>11}")
-for label, rows, n in (("prefill", rows_pre, S_demo), ("decode", rows_dec, 1)):
-    print(f"{label:<12}{n:>12}{rows['q_proj'].intensity:>15.1f}{rows['ffn_up'].intensity:>15.1f}"
-          f"{lp.format_flops(rows.total.flops):>12}{lp.format_seconds(rows.time_s):>11}")
+rows_pre = lp.layer_costs(llama, "prefill", batch=1, seq_len=S_demo).on(a10)
+rows_dec = lp.layer_costs(llama, "decode", batch=1, seq_len=S_demo).on(a10)
 print(f"A10 ridge point I* = Pi / beta: {a10.ridge_point('fp16'):.1f} FLOP/B")
 print(f"prefill time per prompt token {lp.format_seconds(rows_pre.time_s / S_demo)}, "
       f"decode time per token {lp.format_seconds(rows_dec.time_s)}")
+lp.Table(["phase", "rows per matmul", "q_proj FLOP/B", "ffn_up FLOP/B", "step FLOP", "A10 time"],
+         [(label, n, step["q_proj"].intensity, step["ffn_up"].intensity, step.total.flops, step.time_s)
+          for label, step, n in (("prefill", rows_pre, S_demo), ("decode", rows_dec, 1))],
+         title=f"Llama 2 7B in fp16, {S_demo} tokens of prompt or of cache",
+         formats={"q_proj FLOP/B": ".1f", "ffn_up FLOP/B": ".1f", "step FLOP": lp.format_flops,
+                  "A10 time": lp.format_seconds})
 
 # %% [markdown]
 # With 2048 rows the projections sit far above the A10's ridge point and run compute bound;
 # with one row they sit near one FLOP per byte, far below it, and run at the speed of memory.
 # Per token, the prefill is more than a hundred times cheaper than a decode step,
 # although the arithmetic per token is the same. This is chapter 4's subject; the point here
-# is where it comes from: **the prefill exposes $S$ tokens of independent work at every
-# layer, decode exposes one, because its next token does not exist yet.**
+# is where it comes from.
+#
+# :::{important}
+# The prefill exposes $S$ tokens of independent work at every layer, decode exposes one,
+# because its next token does not exist yet.
+# :::
 #
 # ### Predict, then measure: one prefill against many decode steps
 #
@@ -686,36 +692,35 @@ print(f"prefill time per prompt token {lp.format_seconds(rows_pre.time_s / S_dem
 # the fastest of five runs (`min_s`), for the reason given in section 3.2: interruptions by
 # other programs only add time, and the roofline is an optimistic estimate.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
-def one_prefill(tokens):
-    model.reset_cache()
-    model.forward(tokens, start_pos=0, last_only=True)  # logits of the last token only, as in generation
+# %% tags=["nbval-ignore-output"]
+def one_prefill(tokens, cache):
+    model(tokens, 0, cache, last_only=True)  # logits of the last token only, as in generation
 
 
-def token_by_token(tokens):
-    model.reset_cache()
+def token_by_token(tokens, cache):
     for pos in range(tokens.shape[1]):
-        model.forward(tokens[:, pos:pos + 1], start_pos=pos)
+        model(tokens[:, pos:pos + 1], pos, cache)
 
 
-print(f"{'S':>5}{'prefill pred':>14}{'meas':>10}{'S decodes pred':>16}{'meas':>10}"
-      f"{'ratio pred':>12}{'ratio meas':>12}")
 sweep = (4, 16, 48)
 pre_pred, pre_meas, seq_pred, seq_meas = [], [], [], []
 with torch.inference_mode():
     for n in sweep:
         tokens = torch.randint(0, ref.vocab_size, (1, n), device=device)
-        pre_pred.append(lp.prefill_time(ref, host, n, dtype=dtype, attention=pre))
+        cache = KVCache(model, batch=1, max_seq_len=n)  # each run overwrites it from position 0
+        pre_pred.append(model.step_costs("prefill", 1, n).on(host).time_s)
         # The first token finds an empty cache; like every one-token forward, it runs the decode kernel.
         seq_pred.append(lp.prefill_time(ref, host, 1, dtype=dtype, attention=dec)
-                        + sum(lp.decode_step_time(ref, host, p, dtype=dtype, attention=dec)
-                              for p in range(1, n)))
-        pre_meas.append(benchmark(lambda: one_prefill(tokens), warmup=1, repeat=5, device=device).min_s)
-        seq_meas.append(benchmark(lambda: token_by_token(tokens), warmup=1, repeat=5, device=device).min_s)
-        print(f"{n:>5}{pre_pred[-1] * 1e3:>12.2f}ms{pre_meas[-1] * 1e3:>8.2f}ms"
-              f"{seq_pred[-1] * 1e3:>14.2f}ms{seq_meas[-1] * 1e3:>8.2f}ms"
-              f"{seq_pred[-1] / pre_pred[-1]:>12.1f}{seq_meas[-1] / pre_meas[-1]:>12.1f}")
+                        + sum(model.step_costs("decode", 1, p).on(host).time_s for p in range(1, n)))
+        pre_meas.append(benchmark(partial(one_prefill, tokens, cache), warmup=1, repeat=5, device=device).min_s)
+        seq_meas.append(benchmark(partial(token_by_token, tokens, cache), warmup=1, repeat=5, device=device).min_s)
+times = ("prefill predicted", "prefill measured", "S decodes predicted", "S decodes measured")
+lp.Table(["S", *times, "ratio predicted", "ratio measured"],
+         [(n, pp, pm, sp, sm, sp / pp, sm / pm)
+          for n, pp, pm, sp, sm in zip(sweep, pre_pred, pre_meas, seq_pred, seq_meas)],
+         title="A prompt of S tokens as one prefill or as S one-token steps (fastest of 5 runs)",
+         formats={**dict.fromkeys(times, lp.format_seconds),
+                  "ratio predicted": ".1f", "ratio measured": ".1f"})
 
 # %%
 ax = new_axes("Feeding S prompt tokens: one prefill against S decode steps",
@@ -757,6 +762,7 @@ plt.show()
 # $2 \cdot 2 \cdot 40 \cdot 5120 = 819{,}200$ bytes, exactly 800 KiB. Ten GB are
 # $10^{10}$ bytes, so $\lfloor 10^{10} / 819{,}200 \rfloor = 12{,}207$ tokens: three
 # sequences of 4096 tokens do not quite fit.
+#
 # </details>
 #
 # **Problem 2.** Llama 3 8B has $L = 32$, 32 query heads and 8 key/value heads of $d = 128$.
@@ -768,6 +774,7 @@ plt.show()
 # $2 \cdot 2 \cdot 32 \cdot 8 \cdot 128 \cdot 8192 = 2^{30}$ bytes, exactly 1 GiB. With 32
 # key/value heads it would be four times as much, 4 GiB: Llama 2 7B's 512 KiB per token
 # (same $L$ and $D$) over twice its context.
+#
 # </details>
 #
 # **Problem 3.** Without a cache, how many tokens in total does the model process to
@@ -781,6 +788,7 @@ plt.show()
 # The time ratio on an A10 is much smaller (computed in section 3.2), because decode steps
 # are memory bound: the cache saves FLOPs that were cheap to begin with, and pays for each
 # step with a full read of the weights.
+#
 # </details>
 #
 # **Problem 4.** A 32-layer model prefills a prompt of 2048 tokens and then generates 512.
@@ -793,6 +801,7 @@ plt.show()
 # first of the 512 tokens, so $511 \cdot 32 = 16{,}352$ layer evaluations, 1.64 s. The assumption is the point: with enough parallel hardware, the prefill's time is
 # set by its depth, while decode's is set by its length. Real hardware runs out of
 # parallelism before 2048 tokens (the prefill turns compute bound), but never before one.
+#
 # </details>
 #
 # **Problem 5.** An A10's datasheet gives 24 GB of memory. Llama 2 7B's weights take
@@ -807,13 +816,16 @@ plt.show()
 # paper $\lfloor 12.29 / 2.147 \rfloor = \lfloor 5.72 \rfloor = 5$ fit (`lp.max_batch_size`
 # gives 5), with $12.29 - 5 \cdot 2.147 = 1.56$ GB to spare. Any reserve above those 1.56 GB
 # leaves 4. ECC alone takes more: with it on, `nvidia-smi` shows 23,028 MiB $= 24.15$ GB
-# (1/16 of the memory holds the error-correcting codes), and
+# (1/16 of the memory holds the error-correcting codes; `a10.usable_capacity(ecc=True)`,
+# 23,040 MiB, gives the same count), and
 # $(24.15 - 13.48) / 2.147 = 4.97$, so 4 fit, just; with ECC off, 5. A reserve of 2 GB for the runtime and
 # activations also gives 4, and so does misreading 24 GB as $24 \cdot 10^9$ bytes
 # ($10.52 / 2.147 = 4.90$), which reaches the right count for the wrong reason.
+#
 # </details>
 
-# %%
+# %% tags=["hide-cell"]
+# The worked problems' answers, checked against llmperf.
 assert 2 * 2 * 40 * 5120 == lp.get_model("llama-2-13b").kv_bytes_per_token()
 assert int(10e9 // lp.get_model("llama-2-13b").kv_bytes_per_token()) == 12_207
 assert lp.get_model("llama-3-8b").kv_cache_bytes(8192) == lp.GiB
@@ -827,7 +839,7 @@ assert lp.max_batch_size(llama, a10, 4096, reserved_bytes=a10.mem_capacity - 23_
 assert round((23_028 * lp.MiB - llama.weight_bytes("fp16")) / (2 * lp.GiB), 2) == 4.97
 assert lp.max_batch_size(llama, a10, 4096, reserved_bytes=2e9) == 4
 assert round((24e9 - llama.weight_bytes("fp16")) / (2 * lp.GiB), 2) == 4.90
-print("worked answers agree with llmperf")
+assert lp.max_batch_size(llama, a10, 4096, reserved_bytes=a10.mem_capacity - a10.usable_capacity(ecc=True)) == 4
 
 # %% [markdown]
 # ## Summary
@@ -859,21 +871,6 @@ print("worked answers agree with llmperf")
 #
 # ## References
 #
-# - A. Vaswani et al., "Attention Is All You Need", NeurIPS 2017:
-#   <https://arxiv.org/abs/1706.03762> (causal self-attention).
-# - H. Touvron et al., "Llama 2: Open Foundation and Fine-Tuned Chat Models", 2023:
-#   <https://arxiv.org/abs/2307.09288>; shapes from the model's
-#   [config.json](https://huggingface.co/meta-llama/Llama-2-7b-hf/blob/main/config.json).
-# - N. Shazeer, "Fast Transformer Decoding: One Write-Head is All You Need", 2019:
-#   <https://arxiv.org/abs/1911.02150> (multi-query attention and the memory cost of decoding).
-# - J. Ainslie et al., "GQA: Training Generalized Multi-Query Transformer Models from
-#   Multi-Head Checkpoints", EMNLP 2023: <https://arxiv.org/abs/2305.13245>.
-# - R. Pope et al., "Efficiently Scaling Transformer Inference", MLSys 2023:
-#   <https://arxiv.org/abs/2211.05102> (KV cache memory, prefill against decode).
-# - Baseten, "A guide to LLM inference and performance":
-#   <https://www.baseten.co/blog/llm-transformer-inference-guide> (the lecture's KV-state
-#   estimate for Llama 2 7B on an A10).
-# - J. Lages, "Transformers KV Caching Explained":
-#   <https://medium.com/@joaolages/kv-caching-explained-276520203249>.
-# - NVIDIA A10 datasheet:
-#   <https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a10/pdf/a10-datasheet.pdf>.
+# ```{bibliography}
+# :filter: docname in docnames
+# ```
