@@ -218,8 +218,11 @@ plt.show()
 # | 2. Phases | how do prefill and token-by-token decoding differ in time? |
 # | 3. State and dependencies | what must be kept between steps, and what waits for what? |
 # | 4. Compute or memory bound | which resource limits each part, and how long does a request take? |
-# | 5. Batching (forthcoming) | how many requests can share a step, and how should they be scheduled? |
-# | 6. Optimizations (forthcoming) | what do the KV cache, MoE, fusion, speculation, quantization, pruning and sparsity buy? |
+# | 5. Batching | how many requests can share a step, and how should they be scheduled? |
+# | 6. Fewer bytes (forthcoming) | what do KV cache management and quantization buy? |
+# | 7. Fewer trips to memory (forthcoming) | what do operator fusion and FlashAttention save? |
+# | 8. Less work per token (forthcoming) | what do mixture of experts and speculative decoding change? |
+# | 9. Smaller and sparser models (forthcoming) | what do pruning, distillation and contextual sparsity buy? |
 #
 # Each chapter ends with worked problems (answers folded away) and points to an
 # exercise notebook in `exercises/` whose questions are graded automatically; see

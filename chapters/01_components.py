@@ -232,7 +232,7 @@ lp.Table(["output of", "measured shape"], [(name, str(shape)) for name, shape in
 # - The scores $S$ and probabilities $P$ of shape $(B, h, N, N)$ never appear: PyTorch's
 #   `scaled_dot_product_attention` computes attention in one call and, on most devices, never
 #   stores the $N \times N$ matrices in full. The lecture's standard algorithm does store them;
-#   chapter 4 shows why that matters and chapter 6 how tiled attention avoids it.
+#   chapter 4 shows why that matters and chapter 7 how tiled attention avoids it.
 # - The widest activation inside a block is the output of the fused gate/up projection,
 #   $2D_{\text{ff}}$ = 2816 columns per token; after the gating the FFN's hidden activation is
 #   $D_{\text{ff}}$ = 1408 wide, still wider than the stream. The logits ($V$ = 8000 per token)
@@ -350,7 +350,7 @@ lp.Table(["model", *parts], [(n, *row) for n, row in zip(names, shares)],
 # the norms are invisible. Embedding and LM head matter for small models with large vocabularies
 # (GPT-2, the course's `ref-small`) and for Llama 3, whose vocabulary grew to 128,256 tokens.
 # Mixtral 8x7B stands out: eight expert FFNs per layer put nearly all of its parameters in the
-# FFN, though each token uses only two of them (chapter 6).
+# FFN, though each token uses only two of them (chapter 8).
 #
 # Three design choices move the bars. *Grouped-query attention* shrinks $W_K$ and $W_V$ by
 # $h/h_{kv}$, which is why Mistral 7B and Llama 3 8B spend a smaller share on attention than

@@ -631,7 +631,7 @@ plt.show()
 #
 # The blue arrows are why decode needs its cache and the red arrows are why it is slow: a
 # cache removes the recomputation behind the blue arrows, but nothing removes the red ones.
-# Speculative decoding (chapter 6) is the technique in this book that attacks them, by
+# Speculative decoding (chapter 8) is the technique in this book that attacks them, by
 # guessing several tokens ahead and checking them in a prefill-like pass.
 
 # %%

@@ -367,7 +367,7 @@ print(f"roofline time of one head on the A10: {lp.format_seconds(lp.roofline_tim
 # $Q$, $K$ and $V$ into blocks that fit in on-chip shared memory, computes the softmax
 # incrementally ("online") as blocks of keys stream past, and writes only $O$. The FLOPs are
 # the same; the $8N^2$ bytes disappear, and the remaining traffic is rereading $K$ and $V$
-# once per block of queries. Chapter 6 builds and measures it; here `lp.flash_attention_cost`
+# once per block of queries. Chapter 7 builds and measures it; here `lp.flash_attention_cost`
 # estimates its bytes. The estimate needs the on-chip memory one block of work may use. Each
 # streaming multiprocessor (SM) of the A10's GA102 chip has 128 KiB of L1 cache and shared
 # memory combined {cite:p}`nvidia_ga102`, but a kernel can claim at most 100 KiB of it as
@@ -409,7 +409,7 @@ plt.show()
 # comes close to reading $Q$, $K$, $V$ and writing $O$ once each. Counted that way, one head
 # at $N = 4096$ does thousands of FLOPs per byte, far right of every ridge. Measured kernels
 # agree: FlashAttention-2 reaches 50 to 73 % of the A100's peak fp16 throughput in the forward
-# pass {cite:p}`dao2023flashattention2`, which no memory-bound kernel could. Chapter 6 measures the difference.
+# pass {cite:p}`dao2023flashattention2`, which no memory-bound kernel could. Chapter 7 measures the difference.
 
 # %% [markdown]
 # ## 4.4 Linear layers: GEMM in prefill, GEMV in decode
@@ -572,7 +572,7 @@ lp.layer_costs(llama, "decode", batch=1, seq_len=4096).on(a10)
 #   they carry the $N^2$ matrices. Their FLOPs grow as $N^2$ while the projections' grow as
 #   $N$, so the longer the prompt, the larger their share.
 # - The norms, RoPE, the activation and the residual additions do at most about one FLOP per byte:
-#   cheap in FLOPs, not free in time. Fusing them into their neighbours (chapter 6) removes
+#   cheap in FLOPs, not free in time. Fusing them into their neighbours (chapter 7) removes
 #   most of their bytes.
 #
 # And in decode every single row is memory bound, at one FLOP per byte or less. The time column is
@@ -700,7 +700,7 @@ plt.show()
 # which keeps $S$ and $P$ on chip and skips the masked scores) and as two matrix products and
 # a softmax in decode (`model.attention_kernel`), so its roofline prediction,
 # `Measurement.predicted_s(host)`, counts attention that way; the A10 and Llama 2 analysis
-# of this chapter keeps the lecture's standard algorithm, and chapter 6 covers
+# of this chapter keeps the lecture's standard algorithm, and chapter 7 covers
 # FlashAttention. Both predictions use the measured `host`.
 
 # %% tags=["nbval-ignore-output"]
@@ -1059,7 +1059,7 @@ assert round(llama3.weight_bytes("fp16") / llama3.kv_bytes_per_token("fp16"), -2
 # - Standard attention does $(4d+3)N^2$ FLOPs and moves $8N^2 + 8Nd$ bytes per head: 62.4
 #   FLOP/byte at $d = 128$, $N = 4096$, and never more than about $d/2$, because the $N\times N$
 #   matrices $S$ and $P$ round-trip through memory. Tiled attention with an online softmax
-#   (FlashAttention, chapter 6) removes that traffic. Charging every reread of $K$ and $V$ to
+#   (FlashAttention, chapter 7) removes that traffic. Charging every reread of $K$ and $V$ to
 #   off-chip memory (an upper bound on traffic) already lifts the intensity to about the block
 #   size; in practice a cache serves those rereads and the kernel is compute bound
 #   (FlashAttention-2: 50 to 73 % of an A100's peak).
