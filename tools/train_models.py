@@ -108,28 +108,26 @@ def main(argv: list[str] | None = None) -> dict:
         "command": "python tools/train_models.py", "eval_slice_windows": EVAL_SLICE_WINDOWS,
     })
     manifest.setdefault("models", {})
-    models = {}
-    for name in NAMES:
-        if name in args.models:
-            teacher = models.get(TEACHER[name]) if name in TEACHER else None
-            if name in TEACHER and teacher is None:
-                teacher = load_model(model_config(TEACHER[name], tok.vocab_size),
-                                     args.out / f"{TEACHER[name]}.safetensors")
-            settings = _settings(name, args.steps, args.batch)
-            result = train(model_config(name, tok.vocab_size), train_tokens, settings, teacher,
-                           log=lambda s: print(s, flush=True))
-            path, models[name] = _save(result.model, args.out, name)
-            if name == "target":
-                for rec in manifest["models"].values():
-                    rec.pop("agreement_with_target", None)
-            manifest["models"][name] = _record(name, models[name], path, result, settings,
-                                               val_tokens)
-            print(name, json.dumps({k: v for k, v in manifest["models"][name].items()
-                                    if k.startswith(("val", "train_sec", "params"))}), flush=True)
-            _write(manifest, models, val_tokens, args.out)
-        elif (args.out / f"{name}.safetensors").exists():
-            models[name] = load_model(model_config(name, tok.vocab_size),
-                                      args.out / f"{name}.safetensors")
+    models = {name: load_model(model_config(name, tok.vocab_size), args.out / rec["file"])
+              for name, rec in manifest["models"].items() if name not in args.models}
+    _write(manifest, models, val_tokens, args.out)  # agreements of the models already there
+    for name in (n for n in NAMES if n in args.models):
+        teacher = models.get(TEACHER[name]) if name in TEACHER else None
+        if name in TEACHER and teacher is None:
+            teacher = load_model(model_config(TEACHER[name], tok.vocab_size),
+                                 args.out / f"{TEACHER[name]}.safetensors")
+        settings = _settings(name, args.steps, args.batch)
+        result = train(model_config(name, tok.vocab_size), train_tokens, settings, teacher,
+                       log=lambda s: print(s, flush=True))
+        path, models[name] = _save(result.model, args.out, name)
+        if name == "target":
+            for rec in manifest["models"].values():
+                rec.pop("agreement_with_target", None)
+        manifest["models"][name] = _record(name, models[name], path, result, settings,
+                                           val_tokens)
+        print(name, json.dumps({k: v for k, v in manifest["models"][name].items()
+                                if k.startswith(("val", "train_sec", "params"))}), flush=True)
+        _write(manifest, models, val_tokens, args.out)
     _write(manifest, models, val_tokens, args.out)
     return manifest
 
