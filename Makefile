@@ -32,6 +32,7 @@ check-book: book
 	BOOK_SITE=_build/html $(BIN)/python -m pytest -p no:cacheprovider tests/test_book_site.py
 
 test: setup
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest tests
 	$(BIN)/python -m pytest --nbval --nbval-current-env --nbval-sanitize-with tests/sanitize.cfg \
 		-p no:cacheprovider chapters

@@ -39,6 +39,7 @@ def ttft(timestamps: list) -> float:
 def _generation(timestamps):
     """The record `generate` returns, holding these timestamps (token ids do not matter)."""
     import torch
+
     from llmperf.generate import Generation
     return Generation(torch.zeros(1, len(timestamps), dtype=torch.int64), list(timestamps),
                       prompt_len=1)
