@@ -1,0 +1,609 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Chapter 7: Fewer trips to memory: operator fusion and FlashAttention
+#
+# Chapter 4 counted the bytes of attention under the standard algorithm and found about
+# 62 FLOP per byte for one Llama 2 head at 4,096 tokens, a third of what an A10 needs to keep
+# its arithmetic units busy. Nothing in that count was about arithmetic: the bytes were
+# intermediates (the score matrix $S$ and the probabilities $P$) written to memory only to be
+# read back by the next operator. This chapter removes such round trips, first for the short
+# chains of element-wise operators that sit between the matrix products of every block
+# (*operator fusion*), then for attention itself (*FlashAttention*), and checks at each step
+# that the answer does not change.
+#
+# :::{admonition} After this chapter you will be able to
+# :class: tip
+#
+# - say which neighbouring operators of a transformer block may run as one kernel, and why an
+#   intermediate with a second consumer cannot disappear;
+# - count the bytes that fusing a memory-bound chain saves, and predict the time it saves on a
+#   catalog GPU and on your machine;
+# - measure fusion with `torch.compile`, and tell its two gains apart: bytes at large sizes,
+#   per-operator overhead at small ones;
+# - write attention with the online softmax, block by block, and show it equals the standard
+#   algorithm;
+# - compare the off-chip memory accesses of standard attention, $\Theta(Nd + N^2)$, with
+#   FlashAttention's $\Theta(N^2 d^2/M)$, and explain what split-K decoding adds.
+# :::
+#
+# Notation follows chapter 4: $N$ tokens, head dimension $d$, $h$ heads, model width $D$, FFN
+# width $D_{\text{ff}}$, $L$ layers, $b$ bytes per element, bandwidth $\beta$. New here: $M$,
+# the on-chip memory (SRAM, shared memory) one block of work may use, and $B_r$, $B_c$, the
+# rows of a block of queries and of keys. "Bytes" are bytes that cross the boundary to
+# off-chip memory (HBM or GDDR on a GPU, DRAM on a CPU). The measured parts run on a GPU when
+# there is one and on the CPU otherwise.
+
+# %%
+import math
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import llmperf as lp
+from llmperf.fusion import (
+    CHAINS,
+    chain_cost,
+    chain_costs,
+    chain_table,
+    decode_attention,
+    flash_attention_accesses,
+    flash_attention_order,
+    splits_to_fill,
+    standard_attention_accesses,
+)
+from llmperf.generate import KVCache
+from llmperf.kernels import chain_inputs, flash_attention, peak_tensor_bytes, standard_attention
+from llmperf.measure import benchmark, measure_host
+from llmperf.model import Transformer
+from llmperf.plots import new_axes, use_style
+
+torch.manual_seed(0)
+use_style()
+device = "cuda" if torch.cuda.is_available() else "cpu"
+tdtype = torch.float16 if device == "cuda" else torch.float32
+llama, a10, a100 = lp.get_model("llama-2-7b"), lp.get_accelerator("A10"), lp.get_accelerator("A100 SXM 80GB")
+print(f"device for the measurements: {device}, {tdtype}")
+
+# %% [markdown]
+# ## 7.1 Operator fusion
+#
+# ### Which operators may fuse
+#
+# Read a transformer block as a graph: each node an operator, each edge a tensor. Run eagerly
+# (PyTorch's default), every node is a kernel of its own: it reads its inputs from memory and
+# writes its output back, and the next node reads that output again. *Fusing* two neighbours
+# means running them as one kernel, so that the tensor between them stays in registers or
+# on-chip memory and never travels. Two conditions decide whether a pair may fuse:
+#
+# 1. **the intermediate has no other consumer.** If a second operator needs the tensor later,
+#    it must be written anyway; fusion then saves only the re-read, not the write;
+# 2. **the consumer needs only a small, local piece of the producer's output at a time.** An
+#    element-wise operator consumes element $i$ as soon as element $i$ exists, so a chain of
+#    them fuses trivially. A matrix product needs whole rows and columns; fusing across it
+#    takes a tiled algorithm (that is what FlashAttention is, section 7.2), or folding a cheap
+#    element-wise step into the product's *epilogue*, where it writes its result.
+#
+# Figure 1 draws the block of the reference model (`llmperf.model.Block`) with the
+# memory-bound chains `torch.compile` fuses, and the edges that stay in memory.
+
+# %%
+nodes = [  # (label, kind, chain it belongs to or None)
+    ("x (residual stream)", "tensor", None), ("RMSNorm", "elementwise", "norm"),
+    ("W_qkv matmul", "matmul", None), ("RoPE on q, k", "elementwise", "rotary"),
+    ("Q K^T", "matmul", None), ("scale, mask, softmax", "elementwise", "softmax"),
+    ("P V", "matmul", None), ("W_o matmul", "matmul", None),
+    ("residual add + RMSNorm", "elementwise", "residual_norm"), ("W_13 matmul", "matmul", None),
+    ("silu(gate) * up", "elementwise", "swiglu_gate"), ("W_2 matmul", "matmul", None),
+    ("residual add", "elementwise", "residual_norm"),
+]
+colors = {"matmul": "#c6dbef", "elementwise": "#fdd0a2", "tensor": "#eeeeee"}
+fig, ax = plt.subplots(figsize=(7.5, 7))
+for i, (label, kind, _) in enumerate(nodes):
+    y = len(nodes) - i
+    ax.add_patch(plt.Rectangle((0.15, y - 0.35), 0.5, 0.7, color=colors[kind], ec="black"))
+    ax.text(0.4, y, label, ha="center", va="center", fontsize=9)
+    if i:
+        ax.annotate("", (0.4, y + 0.35), (0.4, y + 0.65), arrowprops=dict(arrowstyle="<-"))
+# the residual stream's second consumers: h is read again by the residual adds
+for start, end in ((0, 8), (8, 12)):
+    ax.annotate("", (0.65, len(nodes) - end), (0.65, len(nodes) - start),
+                arrowprops=dict(arrowstyle="->", connectionstyle="arc3,rad=-0.4", color="C3"))
+ax.text(0.93, len(nodes) - 4, "residual stream:\nsecond consumer,\nmust be written",
+        color="C3", fontsize=8, va="center")
+ax.text(0.02, 0.2, "orange: element-wise, memory bound, fusable into one kernel per chain; "
+        "blue: matrix products", fontsize=8)
+ax.set_xlim(0, 1.25)
+ax.set_ylim(0, len(nodes) + 1)
+ax.axis("off")
+ax.set_title("One block of the reference model as a graph of operators")
+plt.show()
+
+# %% [markdown]
+# **Figure 1.** One decoder block as a graph. Orange operators are element-wise and memory
+# bound; each orange box is a chain that one fused kernel can run (the RMSNorm of the attention
+# input is the same chain as the residual add and norm of the previous block). Blue operators
+# are matrix products: a chain stops at them, because a product needs whole rows of its input
+# (FlashAttention's tiling is what fuses across $QK^{\top}$, softmax and $PV$). The red arcs are
+# the residual stream: the sum $h = x + \text{branch}$ feeds the next norm *and* the next
+# residual add, so even a fused kernel must write $h$. Fusion saves the trips that the other
+# edges make.
+#
+# ### The bytes fusion saves
+#
+# `llmperf.fusion.CHAINS` lists, for each chain, the kernels the model's code launches eagerly,
+# with the tensors each reads and writes, and what a fused kernel must still move. The rotary
+# embedding is the most wasteful: `apply_rotary` computes $x\cos + \operatorname{rot}(x)\sin$
+# as a multiply, a negation of half the tensor, a concatenation, a second multiply and an add,
+# ten passes over the tensor where one read and one write suffice.
+
+# %%
+lp.Table(["chain", "eager kernels", "passes eager", "passes fused", "runs per layer", "why not fewer"],
+         [(c.name, " + ".join(k.name for k in c.kernels), c.unfused_passes, c.fused_passes,
+           c.per_layer, c.note) for c in CHAINS.values()],
+         formats={"passes eager": "g", "passes fused": "g"})
+
+# %% [markdown]
+# A *pass* is one read or one write of a tensor of the chain's size. The fused passes are what
+# `lp.layer_costs` already charges for these operators (it counts each of them as one kernel),
+# which the cell below checks. For the running example, Llama 2 7B on an A10 in fp16, a
+# 2,048-token prefill with the lecture's standard attention:
+
+# %%
+rows = lp.layer_costs(llama, "prefill", 1, 2048)
+prefill_chains = {c.name: c for c in chain_costs(llama, "prefill", 1, 2048)}
+assert prefill_chains["rotary"].fused.bytes == rows["rope"].bytes
+assert prefill_chains["swiglu_gate"].fused.bytes == rows["activation"].bytes
+assert prefill_chains["masked_softmax"].fused.bytes == rows["softmax"].bytes
+chain_table(llama, "prefill", 1, 2048, accelerator=a10)
+
+# %%
+saved_s = sum(c.saved_bytes for c in prefill_chains.values()) / a10.mem_bandwidth
+step_s = rows.on(a10).time_s
+decode_chains = chain_costs(llama, "decode", 1, 2048)
+decode_saved_s = sum(c.saved_bytes for c in decode_chains) / a10.mem_bandwidth
+lp.Table(["step (A10, fp16)", "roofline time of the step", "time fusion saves", "share"],
+         [("prefill, 2,048 tokens", lp.format_seconds(step_s), lp.format_seconds(saved_s),
+           f"{saved_s / step_s:.0%}"),
+          ("decode, 2,048 cached", lp.format_seconds(rows_d := lp.layer_costs(llama, "decode", 1, 2048).on(a10).time_s),
+           lp.format_seconds(decode_saved_s), f"{decode_saved_s / rows_d:.2%}")])
+
+# %% [markdown]
+# In the prefill the chains move tens of gigabytes, and the biggest by far is the softmax
+# chain: with the standard algorithm it runs over all $hN^2$ scores of every layer. Fusing
+# scale, mask and softmax into one kernel divides its bytes by three, yet what remains is still
+# the largest memory-bound term of the step; only removing $S$ and $P$ altogether
+# (section 7.2) gets rid of it. In decode, one token's chains move a few megabytes against
+# the 13.5 GB of weights: fusion saves a negligible share of the bytes.
+#
+# :::{important}
+# Fusion removes the write and re-read of every intermediate that has a single consumer. It
+# saves bytes where the element-wise chains are large (prefill, and anything over $N^2$ scores);
+# in decode their bytes are negligible, and what fusion saves there is kernel launches.
+# :::
+#
+# ### Measured: each chain eager against compiled
+#
+# `torch.compile` {cite:p}`ansel2024pytorch2` traces a function into a graph and generates
+# code for it: on a CPU, C++ with one loop nest per fused group, compiled by the system's C++
+# compiler; on an NVIDIA GPU, Triton kernels. We run each chain exactly as the model writes it
+# (`llmperf.kernels` calls the model's own `RMSNorm` and `apply_rotary`), on one layer of the
+# reference model `ref-small` over 512 tokens, eagerly and compiled. Compiling takes seconds
+# per chain the first time (the compiled code is cached on disk for later runs); the cell
+# reports it apart from the run time.
+
+# %%
+ref = lp.get_model("ref-small")
+host = measure_host(dtypes=("fp32",), quick=True, device=device, progress=False)
+tokens = 512
+inputs = chain_inputs(ref, tokens, device=device, dtype=tdtype)
+measured_dtype = "fp16" if tdtype == torch.float16 else "fp32"
+chain_results = []
+with torch.inference_mode():
+    for name, chain in inputs.items():
+        elements = {"residual_norm": tokens * ref.d_model, "swiglu_gate": tokens * ref.d_ff,
+                    "rotary": tokens * ref.q_dim, "masked_softmax": ref.n_heads * tokens * tokens}[name]
+        start = time.perf_counter()
+        compiled = torch.compile(chain.fn)
+        compiled(*chain.args)
+        compile_s = time.perf_counter() - start
+        eager = benchmark(lambda c=chain: c.fn(*c.args), warmup=1, repeat=7, device=device)
+        fused = benchmark(lambda f=compiled, c=chain: f(*c.args), warmup=1, repeat=7,
+                          device=device)
+        chain_results.append((name, elements, eager.median_s, fused.median_s, compile_s))
+
+# %%
+chain_rows = []
+for name, elements, eager_s, fused_s, compile_s in chain_results:
+    extra = ref.d_model * lp.bytes_per_element(measured_dtype) if name == "residual_norm" else 0
+    c = chain_cost(name, elements, measured_dtype, extra)
+    chain_rows.append((name, c.unfused.bytes, c.fused.bytes, eager_s, fused_s, eager_s / fused_s,
+                       c.unfused.bytes / c.fused.bytes, compile_s))
+
+# %% tags=["nbval-ignore-output"]
+lp.Table(
+    ["chain", "bytes eager", "bytes fused", "time eager", "time compiled", "speedup",
+     "bytes ratio", "compile time"], chain_rows,
+    formats={"bytes eager": lp.format_bytes, "bytes fused": lp.format_bytes,
+             "time eager": lp.format_seconds, "time compiled": lp.format_seconds,
+             "speedup": ".2f", "bytes ratio": ".2f", "compile time": lp.format_seconds})
+
+# %%
+ax = new_axes(f"Memory-bound chains of one ref-small layer, {tokens} tokens ({device})",
+              "bytes moved (predicted)", "time (s)")
+for i, (name, b_eager, b_fused, t_eager, t_fused, *_) in enumerate(chain_rows):
+    ax.loglog([b_eager, b_fused], [t_eager, t_fused], "-", color=f"C{i}")
+    ax.loglog(b_eager, t_eager, "o", color=f"C{i}", label=f"{name}: eager (circle), compiled (square)")
+    ax.loglog(b_fused, t_fused, "s", color=f"C{i}")
+sizes = np.logspace(5.5, 8.5)
+ax.loglog(sizes, sizes / host.mem_bandwidth, "k:", label="bytes / measured bandwidth")
+ax.legend(fontsize=8)
+plt.show()
+
+# %% [markdown]
+# **Figure 2.** Each chain's time against the bytes it moves, eager (circle) and compiled
+# (square), on this machine; the dotted line is the time at the bandwidth `measure_host`
+# measured. If fusion removes bytes and the chain is memory bound, the square sits left of and
+# below its circle, close to the dotted line, and the speedup in the table is near the ratio
+# of bytes. Look for two departures. A chain whose eager kernels are themselves slow (several
+# passes inside one operator, or a poorly vectorized one) gains more than its bytes suggest.
+# And at sizes that fit in the CPU's caches, "bytes to memory" overstates the cost of an
+# intermediate: it never leaves the cache, so fusion gains less than the count says.
+#
+# ### Measured: a whole decode step, eager against compiled
+#
+# Chapter 2 measured the reference model's decode step at several times its roofline on a
+# small model. The bytes of a decode step are almost all weights, which fusion cannot remove,
+# so a compiled step should be no faster *by bytes*. What it removes is the work per operator
+# that is not arithmetic: Python dispatching each operator, allocating each output, launching
+# each kernel. A step of the tiny model `ref-tiny` launches a few hundred operators over
+# matrices of a few kilobytes, so that overhead is nearly all of its time.
+
+# %%
+tiny = Transformer("ref-tiny", device=device, dtype=tdtype, max_seq_len=128)
+cache = KVCache(tiny, 1, 128)
+token = torch.zeros(1, 1, dtype=torch.long, device=device)
+with torch.inference_mode():
+    start = time.perf_counter()
+    compiled_tiny = torch.compile(tiny, fullgraph=True)
+    compiled_tiny(token, 64, cache, last_only=True)
+    tiny_compile_s = time.perf_counter() - start
+    eager_step = benchmark(lambda: tiny(token, 64, cache, last_only=True), warmup=2, repeat=10,
+                           device=device)
+    compiled_step = benchmark(lambda: compiled_tiny(token, 64, cache, last_only=True), warmup=2,
+                              repeat=10, device=device)
+tiny_pred_s = tiny.step_costs("decode", 1, 64).on(host).time_s
+
+# %% tags=["nbval-ignore-output"]
+lp.Table(["ref-tiny decode step", "time", "against the roofline"],
+         [("roofline prediction (measure_host)", lp.format_seconds(tiny_pred_s), "1.0"),
+          ("eager", lp.format_seconds(eager_step.median_s), f"{eager_step.median_s / tiny_pred_s:.0f}x"),
+          ("compiled", lp.format_seconds(compiled_step.median_s),
+           f"{compiled_step.median_s / tiny_pred_s:.0f}x"),
+          ("compile time (once)", lp.format_seconds(tiny_compile_s), "")])
+
+# %% [markdown]
+# Read the ratios, not the times. Eagerly, the step takes many times what its bytes and
+# FLOPs predict: its cost is the number of operators, not their size. Compiled, the same step
+# runs as a handful of generated kernels and usually comes much closer to the prediction. The
+# compile time, paid once, is worth hundreds or thousands of steps. On a larger model the
+# weights dominate and the two converge; `benchmarks/fusion.py` measures both, with its
+# results in `benchmarks/results/fusion.md`.
+#
+# :::{caution}
+# `torch.compile` on a CPU needs a C++ compiler, and on a GPU Triton. Where neither is
+# present, compiling fails at the first call: the prediction above still holds, but the
+# measured rows cannot be produced. A decode step compiled for one position is compiled again
+# the first time the position changes (then once for all positions, with the position as a
+# symbol): time that a benchmark must not count.
+# :::
+
+# %% [markdown]
+# ## 7.2 FlashAttention
+#
+# ### Tiling with the online softmax
+#
+# The softmax of a row needs its maximum and its sum over *all* keys, which seems to demand the
+# whole row of scores at once. It does not {cite:p}`milakov2018online`. Keep for each query a
+# running maximum $m$, a running sum $\ell$ of $e^{s_j - m}$, and an unnormalized output
+# $a = \sum_j e^{s_j - m} v_j$. When a new block of scores $s'$ with values $V'$ arrives,
+#
+# $$
+# m' = \max(m, \max_j s'_j),\qquad \ell' = e^{m - m'}\,\ell + \sum_j e^{s'_j - m'},\qquad
+# a' = e^{m - m'}\,a + \sum_j e^{s'_j - m'}\, v'_j ,
+# $$
+#
+# and after the last block the output is $a/\ell$, exactly $\operatorname{softmax}(s)\,V$: the
+# factor $e^{m - m'}$ rescales what was summed against the old maximum. FlashAttention
+# {cite:p}`dao2022flashattention` builds attention on this update: a block of $B_r$ queries
+# stays on chip while the keys and values stream past in blocks of $B_c$, and neither $S$ nor
+# $P$ is ever written. `llmperf.kernels.flash_attention` is that algorithm in plain PyTorch,
+# causal or not; a causal block of queries skips the key blocks that lie wholly after its
+# last visible key. Here it is checked against the standard algorithm and PyTorch's fused
+# `scaled_dot_product_attention` at lengths that are not multiples of the block size; the
+# test suite checks it with random lengths and block sizes (`tests/test_kernels.py`).
+
+# %%
+gen = torch.Generator().manual_seed(0)
+for n, block, causal in [(100, 64, False), (100, 64, True), (257, 32, True), (5, 64, True)]:
+    q, k, v = (torch.randn(1, 4, n, 32, generator=gen) for _ in range(3))
+    tiled = flash_attention(q, k, v, causal=causal, block_size=block)
+    reference = standard_attention(q, k, v, causal=causal)
+    fused = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    assert torch.allclose(tiled, reference, atol=1e-5) and torch.allclose(fused, reference, atol=1e-5)
+print("tiled attention equals the standard algorithm and PyTorch's SDPA in every case")
+
+# %% [markdown]
+# ### Its memory traffic
+#
+# Count accesses to off-chip memory, in elements, for one head. The standard algorithm reads
+# $Q$ and $K$, writes and reads $S$, writes and reads $P$, reads $V$ and writes $O$:
+# $4N^2 + 4Nd$, which is $\Theta(Nd + N^2)$. Tiled attention reads $Q$ and writes $O$ once, and
+# reads $K$ and $V$ once per block of queries. With an on-chip memory of $M$ elements, a block
+# each of $Q$, $O$, $K$ and $V$ must fit, so $B_c = \lfloor M/4d \rfloor$ and
+# $B_r = \min(B_c, d)$ (the paper's Algorithm 1), and the count is
+#
+# $$
+# 2Nd + 2Nd\,\left\lceil \frac{N}{B_r} \right\rceil \approx \frac{8N^2 d^2}{M}
+# \quad (B_r = M/4d < d).
+# $$
+#
+# This is $\Theta(N^2 d^2 / M)$, the paper's Theorem 2 {cite:p}`dao2022flashattention`, which
+# also proves that no exact attention algorithm can do asymptotically better for all $M$
+# between $d$ and $Nd$. The ratio to the standard count is about $M/2d^2$: the gain grows
+# with the on-chip memory and shrinks with the square of the head size. For the A10, chapter 4
+# took $M$ = 100 KiB, the shared memory a kernel may claim on its SMs
+# {cite:p}`nvidia_ampere_tuning`; an A100 SM can give a kernel up to 164 KiB
+# {cite:p}`nvidia_ampere_tuning`. The cell checks the count by hand against `llmperf`.
+
+# %%
+d, N, sram_a10, sram_a100 = 128, 4096, 100 * lp.KiB, 164 * lp.KiB
+rows_a10 = math.floor(sram_a10 / 2 / (4 * d))  # B_c = M / 4d with M in fp16 elements
+assert rows_a10 == 100
+assert standard_attention_accesses(N, d) == 4 * N * N + 4 * N * d
+assert flash_attention_accesses(N, d, sram_a10) == 2 * N * d + 2 * N * d * math.ceil(N / rows_a10)
+lp.Table(["one head, N = 4,096", "accesses (elements)", "against standard"],
+         [(label, acc, acc / standard_attention_accesses(N, dd))
+          for label, acc, dd in [
+              ("standard, d = 128", standard_attention_accesses(N, 128), 128),
+              ("tiled, A10 (100 KiB), d = 128", flash_attention_accesses(N, 128, sram_a10), 128),
+              ("tiled, A100 (164 KiB), d = 128", flash_attention_accesses(N, 128, sram_a100), 128),
+              ("standard, d = 64", standard_attention_accesses(N, 64), 64),
+              ("tiled, A10 (100 KiB), d = 64", flash_attention_accesses(N, 64, sram_a10), 64),
+              ("tiled, A100 (164 KiB), d = 64", flash_attention_accesses(N, 64, sram_a100), 64)]],
+         formats={"accesses (elements)": "{:,.0f}".format, "against standard": ".2f"})
+
+# %%
+seq = 2 ** np.arange(8, 17)
+ax = new_axes("Off-chip accesses of one attention head (fp16)", "sequence length N (tokens)",
+              "accesses (elements)")
+for dd, style in ((128, "-"), (64, "--")):
+    ax.loglog(seq, [standard_attention_accesses(int(n), dd) for n in seq], "k" + style,
+              label=f"standard, d = {dd}")
+    for acc_name, sram, color in (("A10", sram_a10, "C0"), ("A100", sram_a100, "C1")):
+        ax.loglog(seq, [flash_attention_accesses(int(n), dd, sram) for n in seq], style,
+                  color=color, label=f"tiled on {acc_name} ({sram // lp.KiB} KiB), d = {dd}")
+ax.loglog(seq, [flash_attention_order(int(n), 64, sram_a100) for n in seq], ":", color="gray",
+          label="N^2 d^2 / M (A100, d = 64)")
+ax.legend(fontsize=8)
+plt.show()
+
+# %% [markdown]
+# **Figure 3.** Off-chip accesses of one head against $N$. Every curve grows as $N^2$ at long
+# sequences; what tiling changes is the constant, from 4 to about $8d^2/M$, but no lower
+# than 2: $B_r$ cannot exceed $d$ in Algorithm 1, so on-chip memory beyond $4d^2$ elements
+# buys nothing in this count. At $d = 64$ both GPUs are at that cap (half the standard
+# count); at $d = 128$ the A10 is below it and saves less. The count is an *upper
+# bound* on traffic, as chapter 4 said: blocks of queries run at the same time on different
+# SMs and read the same blocks of $K$ and $V$ at nearly the same moment, so the L2 cache serves
+# most rereads. Counted at one read of $Q$, $K$, $V$ and one write of $O$, the intensity is the
+# fused kernel's:
+
+# %%
+lp.Table(["one head, N = 4,096, d = 128", "FLOP per byte", "A10 ridge"],
+         [("standard algorithm", lp.attention_cost(N, d).intensity, a10.ridge_point("fp16")),
+          ("tiled, every reread from memory", lp.flash_attention_cost(N, d, sram_bytes=sram_a10).intensity,
+           a10.ridge_point("fp16")),
+          ("tiled, K and V read once (L2 serves rereads)",
+           lp.fused_attention_cost(N, d, causal=False).intensity, a10.ridge_point("fp16"))],
+         formats={"FLOP per byte": ".1f", "A10 ridge": ".1f"})
+
+# %% [markdown]
+# That is why measured kernels do better than the theorem's count suggests: FlashAttention-2
+# reaches 50 to 73 % of an A100's peak fp16 rate in the forward pass
+# {cite:p}`dao2023flashattention2`, which a kernel at 98 FLOP per byte could not.
+#
+# :::{important}
+# Tiling removes the $N \times N$ matrices from memory; what remains is $Q$, $K$, $V$ and $O$,
+# reread once per block of queries at worst. Attention stops being memory bound, and its memory
+# footprint stops growing as $N^2$.
+# :::
+#
+# ### Measured: time and peak memory against N
+#
+# Three implementations of one layer's attention (4 heads of $d = 64$, causal): the standard
+# algorithm, our tiled one, and PyTorch's fused `scaled_dot_product_attention` (SDPA). Peak
+# memory is what the tensors each holds at once, beyond its inputs. On a GPU we read it from
+# the allocator (`torch.cuda.max_memory_allocated`). A CPU has no such counter, so
+# `peak_tensor_bytes` follows every tensor an operator returns until it is freed and keeps the
+# largest total; it cannot see scratch memory a kernel allocates and frees inside itself (the
+# fused kernel's small per-thread buffers). We give the standard algorithm a budget of 64 MiB
+# of live tensors and do not run it where its two $N \times N$ matrices would exceed it.
+
+# %%
+heads, dh, budget = 4, 64, 64 * lp.MiB
+lengths = [128, 256, 512, 1024, 2048]
+attention_rows = []
+for n in lengths:
+    q, k, v = (torch.randn(1, heads, n, dh, generator=gen).to(device, tdtype) for _ in range(3))
+    runs = {"standard": lambda q, k, v: standard_attention(q, k, v, causal=True),
+            "tiled (ours)": lambda q, k, v: flash_attention(q, k, v, causal=True, block_size=128),
+            "SDPA (fused)": lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)}
+    for name, fn in runs.items():
+        if name == "standard" and 2 * heads * n * n * q.element_size() > budget:
+            attention_rows.append((name, n, None, None))  # S and P alone exceed the budget
+            continue
+        with torch.inference_mode():
+            peak = peak_tensor_bytes(fn, q, k, v)
+            timing = benchmark(lambda f=fn, a=(q, k, v): f(*a), warmup=1, repeat=3 if n >= 1024 else 5,
+                               device=device)
+        attention_rows.append((name, n, timing.median_s, peak))
+
+# %% tags=["nbval-ignore-output"]
+lp.Table(["implementation", "N", "time", "peak tensor memory"], attention_rows,
+         formats={"time": lp.format_seconds, "peak tensor memory": lp.format_bytes})
+
+# %%
+fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+for i, name in enumerate(["standard", "tiled (ours)", "SDPA (fused)"]):
+    pts = [(n, t, p) for nm, n, t, p in attention_rows if nm == name and t is not None]
+    ns, ts, ps = zip(*pts)
+    left.loglog(ns, ts, "o-", color=f"C{i}", label=name)
+    right.loglog(ns, ps, "o-", color=f"C{i}", label=name)
+right.axhline(budget, color="gray", linestyle=":", label="budget (64 MiB)")
+left.set(title=f"Causal attention, 4 heads, d = 64 ({device})", xlabel="N (tokens)", ylabel="time (s)")
+right.set(title="Peak tensor memory", xlabel="N (tokens)", ylabel="bytes")
+left.legend()
+right.legend()
+plt.show()
+
+# %% [markdown]
+# **Figure 4.** Left: time against $N$; right: the most memory the tensors of each
+# implementation hold at once. The standard algorithm's memory grows as $N^2$ (it holds $S$
+# and $P$) and leaves the budget; its last point is the longest sequence that fits. The tiled
+# algorithm and SDPA grow as $N$: they hold $Q$, $K$, $V$, $O$ and a block of scores. The
+# times tell a different story from the memory: our tiled version is plain PyTorch, a loop of
+# small operators over blocks that the Python interpreter runs one at a time, and it keeps its
+# blocks in ordinary memory, so it is usually the slowest of the three. It demonstrates the
+# algorithm and its footprint, not the speed, which comes only when the loop is one kernel
+# that keeps its blocks on chip, as SDPA's is.
+#
+# ### Decode, and split-K
+#
+# In a decode step a sequence has one query per head: there is no $N \times N$ matrix to
+# avoid, only a vector of $N$ scores per head, and the step's bytes are the KV cache's, which
+# any algorithm must read once. FlashAttention's gain is therefore mostly in the prefill. What
+# decode needs is parallelism: a fused kernel gives each (sequence, head) pair to one block of
+# threads, so a batch of one on a 32-head model keeps 32 streaming multiprocessors (SMs) busy,
+# fewer than a GPU has. Split-K decoding (Flash-Decoding {cite:p}`dao2023flashdecoding`) also
+# splits each sequence's keys into chunks processed in parallel, each producing a partial
+# $(m, \ell, a)$, and merges them with the same rescaling as the online softmax.
+# `llmperf.fusion.decode_attention` models the step's attention time as its bytes over the
+# share of the bandwidth the busy SMs draw; the A10 has 72 SMs (one per RT core in its
+# datasheet {cite:p}`nvidia_a10`).
+
+# %%
+sms_a10 = 72
+split_rows = []
+for ctx in (1024, 4096, 16384):
+    one = decode_attention(llama, a10, ctx, sms=sms_a10)
+    split = decode_attention(llama, a10, ctx, sms=sms_a10, splits=splits_to_fill(llama, sms_a10))
+    split_rows.append((ctx, one.pieces, one.time_s * llama.n_layers, split.pieces,
+                       split.time_s * llama.n_layers, one.time_s / split.time_s))
+lp.Table(["context", "pieces", "attention per step", "pieces split-K", "split-K", "speedup"],
+         split_rows, title="Llama 2 7B decode attention on the A10, batch 1 (prediction)",
+         formats={"attention per step": lp.format_seconds, "split-K": lp.format_seconds,
+                  "speedup": ".2f"})
+
+# %% [markdown]
+# The prediction: at batch 1 split-K lets all 72 SMs read the cache, and the attention time
+# falls by $72/32 = 2.25$ at every context. The gain matters when attention is a large share
+# of the step (long contexts) and vanishes once $B \cdot h$ alone fills the GPU (batch 3 and
+# more here). The published measurements are larger at very long contexts: the Flash-Decoding
+# authors report up to 8 times faster generation for very long sequences on CodeLlama 34B
+# {cite:p}`dao2023flashdecoding`, because there the standard kernels also lose bandwidth to
+# other causes our model leaves out.
+#
+# ### Published figures beside ours
+#
+# The FlashAttention paper {cite:p}`dao2022flashattention` reports, on A100 GPUs: up to
+# 7.6 times faster attention computation on GPT-2 than PyTorch's standard implementation;
+# 3 times faster end-to-end training of GPT-2 at a sequence length of 1K; and 15 % faster
+# training of BERT-large (sequence length 512) than the MLPerf 1.1 training record. Those are
+# training figures with head dimension 64, where Figure 3 predicts the largest saving of
+# accesses. The end-to-end gains are smaller than the attention-only one for the reason of
+# chapter 4: the rest of the step, the matrix products, does not change.
+
+# %% [markdown]
+# ## Worked problems
+#
+# **Problem 1.** How many bytes does fusing the rotary embedding save in one 2,048-token
+# prefill of Llama 2 7B in fp16?
+#
+# <details><summary>Answer</summary>
+#
+# Rotary runs on $q$ and $k$: $T(D + D) = 2048 \times 8192 = 16{,}777{,}216$ elements per
+# layer. Eager, 10 passes; fused, 2. Saved: $8 \times 16{,}777{,}216 \times 2 \times 32 =
+# 8.59$ GB, 14.3 ms at the A10's 600 GB/s.
+#
+# </details>
+#
+# **Problem 2.** Why can the residual add and the following RMSNorm not be fused into a kernel
+# that writes only the norm's output?
+#
+# <details><summary>Answer</summary>
+#
+# The sum $h = x + \text{branch}$ has a second consumer, the next residual add. A fused kernel
+# still writes $h$ (and the norm's output), so it moves 4 passes instead of 7, not 3.
+#
+# </details>
+#
+# **Problem 3.** One head of $d = 64$, $N = 2048$, on-chip memory of 64 KiB in fp16. How many
+# elements does tiled attention read and write, and how many does the standard algorithm?
+#
+# <details><summary>Answer</summary>
+#
+# $M = 32{,}768$ elements, $B_c = M/4d = 128$, $B_r = \min(128, 64) = 64$: 32 blocks of
+# queries. Tiled: $2Nd + 2Nd \times 32 = 66 \times 131{,}072 = 8{,}650{,}752$. Standard:
+# $4N^2 + 4Nd = 16{,}777{,}216 + 524{,}288 = 17{,}301{,}504$, twice as many.
+#
+# </details>
+
+# %% tags=["hide-cell"]
+# The worked problems' answers, checked against llmperf.
+rope = chain_costs(llama, "prefill", 1, 2048)[2]
+assert rope.name == "rotary" and rope.saved_bytes == 8 * 16_777_216 * 2 * 32
+assert abs(rope.saved_bytes / a10.mem_bandwidth - 0.0143) < 1e-4
+assert CHAINS["residual_norm"].unfused_passes == 7 and CHAINS["residual_norm"].fused_passes == 4
+assert flash_attention_accesses(2048, 64, 64 * lp.KiB) == 8_650_752
+assert standard_attention_accesses(2048, 64) == 17_301_504
+
+# %% [markdown]
+# ## Summary
+#
+# - An operator fuses with its neighbour when the tensor between them has no other consumer
+#   and the consumer needs only a local piece of it at a time. Element-wise chains fuse
+#   freely; matrix products end a chain unless a tiled algorithm spans them.
+# - Fusing a block's memory-bound chains divides their bytes by 1.6 to 5. It saves time where
+#   they are large: in the prefill, and above all in the softmax over $hN^2$ scores.
+# - In decode the chains' bytes are negligible; compiling a small model's step still pays,
+#   because it removes per-operator overhead, the reason small models decode far above their
+#   roofline.
+# - FlashAttention computes exact attention with the online softmax, block by block, and
+#   never writes $S$ or $P$: $\Theta(N^2 d^2/M)$ accesses against $\Theta(Nd + N^2)$, memory
+#   linear in $N$, and in practice (with the L2 cache) a compute-bound kernel.
+# - Its gain is in the prefill; in decode, split-K (Flash-Decoding) fills the GPU when the
+#   batch and heads alone do not.
+#
+# ## Exercises
+#
+# `exercises/07_fusion.py`: bytes saved by fusing a chain, which pairs of a small graph may
+# fuse, the online-softmax update written by hand, and the accesses of standard and tiled
+# attention.
+#
+# ## References
+#
+# ```{bibliography}
+# :filter: docname in docnames
+# ```
