@@ -220,7 +220,7 @@ plt.show()
 # | 4. Compute or memory bound | which resource limits each part, and how long does a request take? |
 # | 5. Batching | how many requests can share a step, and how should they be scheduled? |
 # | 6. Fewer bytes (forthcoming) | what do KV cache management and quantization buy? |
-# | 7. Fewer trips to memory (forthcoming) | what do operator fusion and FlashAttention save? |
+# | 7. Fewer trips to memory | what do operator fusion and FlashAttention save? |
 # | 8. Less work per token (forthcoming) | what do mixture of experts and speculative decoding change? |
 # | 9. Smaller and sparser models (forthcoming) | what do pruning, distillation and contextual sparsity buy? |
 #
