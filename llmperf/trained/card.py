@@ -33,6 +33,12 @@ def card_text(manifest: dict) -> str:
         "- Agreement with target, on the validation split: greedy = how often the argmax",
         "  tokens agree; overlap = mean sum_x min(p, q), speculative sampling's acceptance at",
         "  temperature 1.",
+        "- student and student-distilled: the same shape, steps and seed; the second learns",
+        "  from the target too, loss (1 - alpha) CE + alpha T^2 KL(teacher^T || student^T) with",
+        "  alpha 0.5 and T 2 (the settings are in manifest.json).",
+        "- Training runs on CPU (fp32, AdamW, warm-up then cosine decay, batches of 8 windows",
+        "  of 256 characters); the MoE trains with every expert computed densely and unchosen",
+        "  ones weighted 0 (the same function as the routed forward it is evaluated with).",
         "",
         "| model | params | active params | steps | train s | val nats/token | val bits/token "
         "| val perplexity | agreement greedy / overlap | sha256 |",
