@@ -259,7 +259,11 @@ plt.show()
 # of bytes. Look for two departures. A chain whose eager kernels are themselves slow (several
 # passes inside one operator, or a poorly vectorized one) gains more than its bytes suggest.
 # And at sizes that fit in the CPU's caches, "bytes to memory" overstates the cost of an
-# intermediate: it never leaves the cache, so fusion gains less than the count says.
+# intermediate: it never leaves the cache, so fusion gains less than the count says. A speedup
+# below 1 is possible too, most often for the chains with a reduction (the norm's mean of
+# squares, the softmax's maximum and sum): PyTorch's own CPU kernels for those are hand-tuned
+# and vectorized, the generated loop nest may be less so, and what fusion saves in bytes it
+# then loses in arithmetic. Fusion removes traffic; it does not promise a better kernel.
 #
 # ### Measured: a whole decode step, eager against compiled
 #
@@ -296,8 +300,10 @@ lp.Table(["ref-tiny decode step", "time", "against the roofline"],
 # %% [markdown]
 # Read the ratios, not the times. Eagerly, the step takes many times what its bytes and
 # FLOPs predict: its cost is the number of operators, not their size. Compiled, the same step
-# runs as a handful of generated kernels and usually comes much closer to the prediction. The
-# compile time, paid once, is worth hundreds or thousands of steps. On a larger model the
+# runs as a handful of generated kernels and comes closer to the prediction; how much closer
+# depends on what each operator costs beyond its work on your machine (on a GPU, where every
+# kernel launch costs microseconds, the gain is largest). The compile time, paid once, is
+# repaid after a few thousand steps at most. On a larger model the
 # weights dominate and the two converge; `benchmarks/fusion.py` measures both, with its
 # results in `benchmarks/results/fusion.md`.
 #
