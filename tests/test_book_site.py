@@ -226,6 +226,18 @@ class Browser:
         self.events = []
         self.call("Page.navigate", url=url)
         self.wait_for("Page.loadEventFired")
+        # A page that forwards the reader (index.html's meta refresh to intro.html) starts
+        # loading again after its load event: wait for that second load to finish too.
+        self.settle()
+        methods = [e["method"] for e in self.events]
+        first_load = methods.index("Page.loadEventFired")
+        if "Page.frameStartedLoading" in methods[first_load:]:
+            deadline = time.monotonic() + 30
+            while ([e["method"] for e in self.events].count("Page.loadEventFired") < 2
+                   and time.monotonic() < deadline):
+                msg = json.loads(self.ws.recv())
+                if "method" in msg:
+                    self.events.append(msg)
 
     def screenshot(self, path: Path) -> None:
         data = self.call("Page.captureScreenshot", format="png")["data"]
