@@ -248,7 +248,7 @@ class Browser:
         try:
             self.ws.close()
         finally:
-            # Chromium and its helpers share the session this test started for them.
+            # Chromium and its helpers share the process group this test started for them.
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
             except ProcessLookupError:
