@@ -298,7 +298,8 @@ plt.show()
 # per-operator count (points), with each context's ceiling dashed. Each curve rises with
 # slope one while the weights dominate the bytes, bends where the KV bytes catch up, and
 # levels off at its ceiling. The longer the context, the earlier the bend and the lower the
-# ceiling. On the right, grouped-query attention lifts every ceiling fourfold. The points
+# ceiling. On the right, grouped-query attention lifts every ceiling more than fourfold: four
+# times from $h/h_{kv}$, the rest because Llama 3 8B has more parameters to share. The points
 # fall slightly below the lines at large batches: there the activations, which the closed
 # form leaves out, add bytes.
 #
@@ -332,8 +333,8 @@ lp.Table(["A10 memory", "capacity", "weights", "KV per request", "requests that 
 
 # %% [markdown]
 # Five requests fit in the nominal 24 GiB, four once ECC takes its sixteenth: the answer
-# turns on a gigabyte, so the units must be right. Either way it is two orders of magnitude
-# below the critical batch of section 5.1. Long requests on a 24 GiB part are bound by
+# turns on a gigabyte, so the units must be right. Either way it is about fifty times below
+# the critical batch of section 5.1. Long requests on a 24 GiB part are bound by
 # capacity first and by bandwidth second; they never get near compute.
 #
 # The continuous-batching study did the same arithmetic for OPT-13B on one A100 with 40 GB,
@@ -418,8 +419,10 @@ plt.show()
 # slopes rather than the levels. The predicted step time is nearly flat at small batches
 # (the weight reads are shared), so predicted throughput rises with slope close to one. The
 # measured points usually sit above the predicted step time, by the gap chapter 4 explained
-# (achieved bandwidth below the probe's, per-step overhead); what batching shows is that the
-# gap shrinks as $B$ grows, because the fixed cost of a step is shared by more tokens. How
+# (achieved bandwidth below the probe's, per-step overhead). Do not expect the ratio to fall
+# steadily with $B$: a fixed cost per step is shared by more tokens, but larger batches also
+# bring activations and KV reads that run below the probe's bandwidth, so on some machines the
+# ratio grows over part of the range. Compare it at small and large $B$ on yours. How
 # far the measured throughput keeps rising before it bends depends on your machine's ridge:
 # on a CPU, whose ridge is low, the products turn compute bound at a few dozen sequences.
 #
@@ -790,7 +793,7 @@ plt.show()
 # other beats on both counts. Up and to the left is better. Larger batches buy throughput
 # with a longer TPOT, as section 5.1 predicts (each step reads more KV cache); static
 # configurations fall below the front, because their slots idle; and the H100's whole cloud
-# sits higher, by more than its bandwidth ratio over the A10, because its 80 GB also hold
+# sits higher, by more than its bandwidth ratio over the A10, because its 80 GiB also hold
 # more requests at once. The L4 has half the A10's bandwidth and sits about half as high. A
 # leaderboard row is a point on such a plot: a ranking by throughput alone hides which
 # latency it was bought with.
@@ -924,7 +927,7 @@ plt.show()
 #
 # <details><summary>Answer</summary>
 #
-# Every step reads the weights once and each sequence's KV cache, $N \cdot 2 b L h_{kv} d =
+# Every step reads the weights once and each sequence's KV cache, $N \cdot 2 b_{kv} L h_{kv} d =
 # 1024 \times 0.52$ MB $\approx 537$ MB, which takes $0.90$ ms per sequence at 600 GB/s.
 # Past the critical batch the weights' products are compute bound and cost $2P/\Pi \approx
 # 0.11$ ms per sequence at 125 TFLOP/s; the attention stays memory bound. So the step time

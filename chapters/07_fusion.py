@@ -184,7 +184,7 @@ lp.Table(["step (A10, fp16)", "roofline time of the step", "time fusion saves", 
 # chain: with the standard algorithm it runs over all $hN^2$ scores of every layer. Fusing
 # scale, mask and softmax into one kernel divides its bytes by three, yet what remains is still
 # the largest memory-bound term of the step; only removing $S$ and $P$ altogether
-# (section 7.2) gets rid of it. In decode, one token's chains move a few megabytes against
+# (section 7.2) gets rid of it. In decode, one token's chains move a few tens of megabytes against
 # the 13.5 GB of weights: fusion saves a negligible share of the bytes.
 #
 # :::{important}
@@ -303,7 +303,8 @@ lp.Table(["ref-tiny decode step", "time", "against the roofline"],
 # runs as a handful of generated kernels and comes closer to the prediction; how much closer
 # depends on what each operator costs beyond its work on your machine (on a GPU, where every
 # kernel launch costs microseconds, the gain is largest). The compile time, paid once, is
-# repaid after a few thousand steps at most. On a larger model the
+# repaid after (compile time) / (eager step - compiled step) steps: compute it from the table
+# for your machine. On a larger model the
 # weights dominate and the two converge; `benchmarks/fusion.py` measures both, with its
 # results in `benchmarks/results/fusion.md`.
 #
@@ -358,7 +359,8 @@ print("tiled attention equals the standard algorithm and PyTorch's SDPA in every
 # $4N^2 + 4Nd$, which is $\Theta(Nd + N^2)$. Tiled attention reads $Q$ and writes $O$ once, and
 # reads $K$ and $V$ once per block of queries. With an on-chip memory of $M$ elements, a block
 # each of $Q$, $O$, $K$ and $V$ must fit, so $B_c = \lfloor M/4d \rfloor$ and
-# $B_r = \min(B_c, d)$ (the paper's Algorithm 1), and the count is
+# $B_r = \min(B_c, d)$ (the paper's Algorithm 1 rounds $M/4d$ up; we round down so that the
+# blocks fit), and the count is
 #
 # $$
 # 2Nd + 2Nd\,\left\lceil \frac{N}{B_r} \right\rceil \approx \frac{8N^2 d^2}{M}
@@ -367,11 +369,10 @@ print("tiled attention equals the standard algorithm and PyTorch's SDPA in every
 #
 # This is $\Theta(N^2 d^2 / M)$, the paper's Theorem 2 {cite:p}`dao2022flashattention`, which
 # also proves that no exact attention algorithm can do asymptotically better for all $M$
-# between $d$ and $Nd$. The ratio to the standard count is about $M/2d^2$: the gain grows
+# between $d$ and $Nd$. The standard count is about $M/2d^2$ times the tiled one: the gain grows
 # with the on-chip memory and shrinks with the square of the head size. For the A10, chapter 4
-# took $M$ = 100 KiB, the shared memory a kernel may claim on its SMs
-# {cite:p}`nvidia_ampere_tuning`; an A100 SM can give a kernel up to 164 KiB
-# {cite:p}`nvidia_ampere_tuning`. The cell checks the count by hand against `llmperf`.
+# took $M$ = 100 KiB, the shared memory per SM {cite:p}`nvidia_ampere_tuning`; an A100 SM
+# has 164 KiB {cite:p}`nvidia_ampere_tuning`. The cell checks the count by hand against `llmperf`.
 
 # %%
 d, N, sram_a10, sram_a100 = 128, 4096, 100 * lp.KiB, 164 * lp.KiB
@@ -426,9 +427,13 @@ lp.Table(["one head, N = 4,096, d = 128", "FLOP per byte", "A10 ridge"],
          formats={"FLOP per byte": ".1f", "A10 ridge": ".1f"})
 
 # %% [markdown]
-# That is why measured kernels do better than the theorem's count suggests: FlashAttention-2
-# reaches 50 to 73 % of an A100's peak fp16 rate in the forward pass
-# {cite:p}`dao2023flashattention2`, which a kernel at 98 FLOP per byte could not.
+# Read the count as a pessimistic bound, not as the kernel's traffic. On the A10 it would cap
+# a kernel at 98 FLOP per byte, under half of the peak at a ridge of 208. On an A100, with
+# 164 KiB per SM, it gives about 125 FLOP per byte against a ridge of about 153, so at most
+# about 80 % of the peak; FlashAttention-2 reaches 50 to 73 % of an A100's peak fp16 rate in
+# the forward pass {cite:p}`dao2023flashattention2`, within that bound. Real kernels beat the
+# count where blocks of queries running side by side read the same blocks of $K$ and $V$ and
+# the L2 cache serves the rereads; the count alone cannot tell how much.
 #
 # :::{important}
 # Tiling removes the $N \times N$ matrices from memory; what remains is $Q$, $K$, $V$ and $O$,
@@ -491,7 +496,8 @@ plt.show()
 # algorithm and SDPA grow as $N$: they hold $Q$, $K$, $V$, $O$ and a block of scores. The
 # times tell a different story from the memory: our tiled version is plain PyTorch, a loop of
 # small operators over blocks that the Python interpreter runs one at a time, and it keeps its
-# blocks in ordinary memory, so it is usually the slowest of the three. It demonstrates the
+# blocks in ordinary memory, so at short sequences it is the slowest of the three; at long
+# ones the standard algorithm's $N^2$ traffic catches up with it and overtakes it. It demonstrates the
 # algorithm and its footprint, not the speed, which comes only when the loop is one kernel
 # that keeps its blocks on chip, as SDPA's is.
 #

@@ -139,7 +139,8 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: b
             j1 = min(j0 + block_size, n_k)
             scores = q_block @ k[..., j0:j1, :].float().transpose(-2, -1)
             if causal and j1 - 1 > i0 + offset:  # the block reaches past some row's diagonal
-                visible = causal_mask(n_q, n_k, q.device)[i0:i1, j0:j1]
+                rows = torch.arange(i0, i1, device=q.device)[:, None] + offset
+                visible = torch.arange(j0, j1, device=q.device)[None, :] <= rows  # this block only
                 scores = scores.masked_fill(~visible, -math.inf)
             state = online_softmax_update(state, scores, v[..., j0:j1, :])
         out[..., i0:i1, :] = state.output().to(q.dtype)
