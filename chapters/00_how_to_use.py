@@ -219,10 +219,10 @@ plt.show()
 # | 3. State and dependencies | what must be kept between steps, and what waits for what? |
 # | 4. Compute or memory bound | which resource limits each part, and how long does a request take? |
 # | 5. Batching | how many requests can share a step, and how should they be scheduled? |
-# | 6. Fewer bytes (forthcoming) | what do KV cache management and quantization buy? |
+# | 6. Fewer bytes | what do KV cache management and quantization buy? |
 # | 7. Fewer trips to memory | what do operator fusion and FlashAttention save? |
-# | 8. Less work per token (forthcoming) | what do mixture of experts and speculative decoding change? |
-# | 9. Smaller and sparser models (forthcoming) | what do pruning, distillation and contextual sparsity buy? |
+# | 8. Less work per token | what do mixture of experts and speculative decoding change? |
+# | 9. Smaller and sparser models | what do pruning, distillation and contextual sparsity buy? |
 #
 # Each chapter ends with worked problems (answers folded away) and points to an
 # exercise notebook in `exercises/` whose questions are graded automatically; see
