@@ -7,7 +7,8 @@ teacher's temperature-softened distribution (Hinton et al., 2015):
 
     loss = (1 - alpha) * CE(student, data) + alpha * T^2 * KL(p_teacher^T || p_student^T)
 
-(T^2 keeps the soft term's gradient on the scale of the hard term's as T grows.)
+(T^2 keeps the soft term's gradient on the scale of the hard term's as T grows; the soft
+term is `llmperf.distill.distillation_loss`.)
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from llmperf.distill import distillation_loss
 from llmperf.model import MoEFeedForward, Transformer
 from llmperf.models import ModelConfig
 from llmperf.units import check_positive
@@ -90,10 +92,9 @@ def _loss(model: Transformer, window: torch.Tensor, s: TrainSettings,
     if teacher is None or s.alpha == 0.0:
         return hard
     with torch.no_grad():
-        soft_target = F.log_softmax(teacher(window[:, :-1]).float() / s.temperature, dim=-1)
-    soft = F.kl_div(F.log_softmax(logits / s.temperature, dim=-1).reshape(-1, V),
-                    soft_target.reshape(-1, V), log_target=True, reduction="batchmean")
-    return (1 - s.alpha) * hard + s.alpha * s.temperature ** 2 * soft
+        teacher_logits = teacher(window[:, :-1])
+    return (1 - s.alpha) * hard + s.alpha * distillation_loss(logits, teacher_logits,
+                                                              s.temperature)
 
 
 def train(config: ModelConfig, tokens: torch.Tensor, settings: TrainSettings,

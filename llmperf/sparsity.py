@@ -1,0 +1,159 @@
+"""Contextual sparsity of a ReLU FFN: which neurons are zero for this token, computing only the
+others, and predicting them cheaply (after Deja Vu, Liu et al., ICML 2023,
+https://arxiv.org/abs/2310.17157).
+
+Everything reads the reference model through forward hooks; nothing in `llmperf.model`
+changes. For a two-matrix FFN y = W_down relu(W_up x), neuron j contributes nothing when
+(W_up x)_j <= 0, so computing only the active neurons (rows of W_up, columns of W_down) gives
+the dense output exactly.
+
+The predictor here is low-rank, as Deja Vu's is, but fitted in closed form instead of trained:
+P = W_up^T V_r V_r^T, with V_r the top r right singular vectors of the pre-activations
+X W_up^T on calibration inputs X, the rank-r map that best reproduces those pre-activations
+(least squares, the Eckart-Young theorem). It costs r (d_model + d_ff) multiply-adds per token
+against d_model d_ff for W_up; a neuron is predicted active when its predicted pre-activation
+exceeds -margin.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .model import MLP, Transformer
+from .units import check_non_negative, check_positive
+
+
+def _mlps(model: Transformer) -> list[MLP]:
+    ffns = [block.feed_forward for block in model.layers]
+    if not all(isinstance(f, MLP) and f.act is F.relu for f in ffns):
+        raise ValueError("model must have two-matrix ReLU FFNs (ffn_kind 'mlp', activation "
+                         "'relu'), e.g. llmperf.trained.load('relu')")
+    return ffns
+
+
+@dataclass(frozen=True)
+class FFNTrace:
+    """Each layer's FFN inputs (N, d_model) and hidden activations relu(W_up x) (N, d_ff)."""
+
+    inputs: list[torch.Tensor]
+    hidden: list[torch.Tensor]
+
+    def active(self, layer: int) -> torch.Tensor:
+        """(N, d_ff) boolean: which neurons are non-zero for each token of `layer`."""
+        return self.hidden[layer] != 0
+
+    def sparsity(self) -> list[torch.Tensor]:
+        """Per layer, each token's fraction of zero neurons (N,)."""
+        return [(h == 0).float().mean(dim=-1) for h in self.hidden]
+
+
+@torch.no_grad()
+def trace_ffn(model: Transformer, tokens: torch.Tensor) -> FFNTrace:
+    """Run tokens (B, T) through `model` and keep every FFN's inputs and hidden activations."""
+    inputs: dict[int, torch.Tensor] = {}
+    hidden: dict[int, torch.Tensor] = {}
+    handles = []
+    for i, mlp in enumerate(_mlps(model)):
+        handles.append(mlp.register_forward_pre_hook(
+            lambda m, a, i=i: inputs.__setitem__(i, a[0].reshape(-1, a[0].shape[-1]))))
+        handles.append(mlp.w2.register_forward_pre_hook(
+            lambda m, a, i=i: hidden.__setitem__(i, a[0].reshape(-1, a[0].shape[-1]))))
+    try:
+        model(tokens)
+    finally:
+        for h in handles:
+            h.remove()
+    n = len(model.layers)
+    return FFNTrace([inputs[i] for i in range(n)], [hidden[i] for i in range(n)])
+
+
+def gathered_ffn(mlp: MLP, x: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+    """W_down[:, active] relu(W_up[active] x) for x (..., d_model) and neuron indices `active`:
+    only the active rows of W_up and columns of W_down are read and multiplied. Equal to the
+    dense FFN when every neuron outside `active` is zero for these inputs."""
+    if active.dim() != 1 or active.dtype not in (torch.int32, torch.int64):
+        raise ValueError("active must be a 1-D tensor of neuron indices")
+    w_up = mlp.w1.weight.index_select(0, active)              # (a, d_model)
+    w_down = mlp.w2.weight.t().index_select(0, active)        # (a, d_model): rows contiguous
+    h = F.relu(F.linear(x, w_up, None if mlp.w1.bias is None else mlp.w1.bias[active]))
+    y = h @ w_down
+    return y if mlp.w2.bias is None else y + mlp.w2.bias
+
+
+class LowRankPredictor:
+    """Predicts a layer's active neurons from its FFN input with a rank-r map (see module)."""
+
+    def __init__(self, mlp: MLP, calibration_inputs: torch.Tensor, rank: int) -> None:
+        check_positive("rank", rank, integer=True)
+        w_up = mlp.w1.weight.float()
+        if rank > min(w_up.shape):
+            raise ValueError(f"rank must be at most {min(w_up.shape)}, got {rank}")
+        pre = calibration_inputs.float() @ w_up.T                    # (N, d_ff)
+        v = torch.linalg.svd(pre, full_matrices=False).Vh[:rank]    # (r, d_ff)
+        self.down = w_up.T @ v.T                                     # (d_model, r)
+        self.up = v                                                  # (r, d_ff)
+        self.bias = None if mlp.w1.bias is None else mlp.w1.bias.float()
+        self.rank = rank
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        """Predicted pre-activations (..., d_ff)."""
+        s = (x.float() @ self.down) @ self.up
+        return s if self.bias is None else s + self.bias
+
+    def predict(self, x: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
+        """(..., d_ff) boolean: neurons predicted active (score > -margin)."""
+        check_non_negative("margin", margin)
+        return self.scores(x) > -margin
+
+
+@dataclass(frozen=True)
+class PredictionQuality:
+    recall: float     # fraction of the truly active neurons that were predicted active
+    computed: float   # fraction of all neurons predicted active (what the layer computes)
+    true_active: float  # fraction of all neurons truly active
+
+
+def prediction_quality(predicted: torch.Tensor, active: torch.Tensor) -> PredictionQuality:
+    """Recall and sizes of a predicted active set against the true one (boolean tensors)."""
+    if predicted.shape != active.shape:
+        raise ValueError(f"predicted and active must have one shape, got "
+                         f"{tuple(predicted.shape)} and {tuple(active.shape)}")
+    true = int(active.sum())
+    hit = int((predicted & active).sum())
+    return PredictionQuality(hit / true if true else 1.0, float(predicted.float().mean()),
+                             float(active.float().mean()))
+
+
+def fit_predictors(model: Transformer, tokens: torch.Tensor, rank: int) -> list[LowRankPredictor]:
+    """One predictor per layer, fitted on the FFN inputs that tokens (B, T) produce."""
+    trace = trace_ffn(model, tokens)
+    return [LowRankPredictor(mlp, x, rank) for mlp, x in zip(_mlps(model), trace.inputs)]
+
+
+@contextmanager
+def predicted_ffn(model: Transformer, predictors: Sequence[LowRankPredictor],
+                  margin: float = 0.0) -> Iterator[None]:
+    """Within the block, every FFN computes only its predicted neurons (misses are dropped):
+    the output of W_down (relu(W_up x) * predicted)."""
+    mlps = _mlps(model)
+    if len(predictors) != len(mlps):
+        raise ValueError(f"predictors must have one per layer ({len(mlps)}), got "
+                         f"{len(predictors)}")
+
+    def replace(predictor):
+        def hook(mlp, args, output):
+            x = args[0]
+            keep = predictor.predict(x, margin).to(x.dtype)
+            return mlp.w2(mlp.act(mlp.w1(x)) * keep)
+        return hook
+
+    handles = [m.register_forward_hook(replace(p)) for m, p in zip(mlps, predictors)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
