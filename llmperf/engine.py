@@ -29,7 +29,8 @@ import torch
 from .device import synchronize
 from .generate import KVCache, _check_model, _check_sampling, prompt_tensor, sample_next
 from .model import Transformer
-from .serving import Batch, Request, ReservationMemory, RunRecorder, RunResult, Scheduler
+from .serving import Batch, PagedMemory, Request, RunRecorder, RunResult, Scheduler, make_memory
+from .serving.paging import blocks_needed
 from .units import check_non_negative
 
 
@@ -44,22 +45,39 @@ class Sequence:
         self.generator = generator  # its own, so its draws do not depend on its neighbours
 
     @property
+    def tokens(self) -> list[int]:
+        """Its prompt and the tokens generated so far."""
+        return self.prompt + self.output
+
+    @property
     def position(self) -> int:
         """Where the next decode step's input (the last generated token) goes in the cache."""
         return len(self.prompt) + len(self.output) - 1
 
 
 class ModelRunner:
-    """Runs the model on a KV cache of `max_batch` slots of `max_seq_len` positions each."""
+    """Runs the model on a KV cache of `max_batch` slots of `max_seq_len` positions each, or,
+    given a paged `memory`, on a `PagedKVCache` whose block tables that memory keeps."""
 
-    def __init__(self, model: Transformer, max_batch: int, max_seq_len: int) -> None:
+    def __init__(self, model: Transformer, max_batch: int, max_seq_len: int,
+                 memory: PagedMemory | None = None, kv_dtype: str | None = None) -> None:
         self.model = model
-        self.cache = KVCache(model, max_batch, max_seq_len)
+        if memory is None:
+            self.cache = KVCache(model, max_batch, max_seq_len)
+        else:
+            from .kvcache import PagedKVCache
+            self.cache = PagedKVCache(model, memory.allocator, kv_dtype)
+
+    def _view(self, seqs: list[Sequence], starts: list[int], tokens: int):
+        if isinstance(self.cache, KVCache):
+            return self.cache.slots([s.slot for s in seqs], max(starts) + tokens)
+        return self.cache.view([s.id for s in seqs], starts, tokens)
 
     def prefill(self, seq: Sequence, start: int, tokens: int) -> torch.Tensor:
-        """Prompt tokens start..start+tokens-1 of `seq` into its slot; the last logits (V,)."""
-        chunk = torch.tensor([seq.prompt[start:start + tokens]], device=self.model.device)
-        view = self.cache.slots([seq.slot], start + tokens)
+        """Tokens start..start+tokens-1 of `seq` (its prompt, and after a preemption the
+        tokens it had generated) into its cache; the last logits (V,)."""
+        chunk = torch.tensor([seq.tokens[start:start + tokens]], device=self.model.device)
+        view = self._view([seq], [start], tokens)
         return self.model(chunk, start, view, last_only=True)[0, -1]
 
     def decode(self, seqs: list[Sequence]) -> torch.Tensor:
@@ -67,7 +85,7 @@ class ModelRunner:
         dev = self.model.device
         tokens = torch.tensor([[s.output[-1]] for s in seqs], device=dev)
         positions = [s.position for s in seqs]
-        view = self.cache.slots([s.slot for s in seqs], max(positions) + 1)
+        view = self._view(seqs, positions, 1)
         # rows all at one position take the model's plain path; otherwise per-row positions
         start = positions[0] if len(set(positions)) == 1 else torch.tensor(positions, device=dev)
         return self.model(tokens, start, view)[:, -1]
@@ -81,20 +99,42 @@ class Engine:
     so its tokens are those of `generate(model, prompt_i, n, temperature, top_k, seed + i)`.
     After `run`: `outputs[i]`, request i's tokens, and `step_samples`, one (tokens processed,
     KV tokens read, seconds) per iteration, to fit `fit_linear_step_time` to this machine.
+
+    kv_memory "reservation" (the default) runs on a contiguous `KVCache` of max_batch slots,
+    each as long as the longest request; "paged" on a `llmperf.kvcache.PagedKVCache` of
+    blocks of `block_size` tokens, with the simulator's paged policy and its preemptions.
+    kv_capacity_tokens bounds either (None: reservation unbounded; paged, enough blocks for
+    max_batch of the longest request). kv_dtype "int8" stores the paged cache in int8.
     """
 
     def __init__(self, model: Transformer, max_batch: int = 8, policy: str = "continuous",
                  token_budget: int | None = None, temperature: float = 0.0,
-                 top_k: int | None = None, seed: int = 0) -> None:
+                 top_k: int | None = None, seed: int = 0, kv_memory: str = "reservation",
+                 block_size: int = 16, kv_capacity_tokens: int | None = None,
+                 kv_dtype: str | None = None) -> None:
         _check_model(model)
         Scheduler(policy, max_batch, token_budget)  # checks the three, as `simulate` would
+        make_memory(kv_memory, kv_capacity_tokens, block_size)  # checks these
+        if kv_dtype not in (None, "int8") or (kv_dtype and kv_memory != "paged"):
+            raise ValueError(f"kv_dtype must be None, or 'int8' with kv_memory 'paged', got "
+                             f"{kv_dtype!r} with {kv_memory!r}")
         _check_sampling(temperature, top_k, model.config.vocab_size)
         check_non_negative("seed", seed, integer=True)
         self.model, self.max_batch, self.policy = model, int(max_batch), policy
         self.token_budget, self.temperature, self.top_k = token_budget, temperature, top_k
         self.seed = int(seed)
+        self.kv_memory, self.block_size, self.kv_dtype = kv_memory, int(block_size), kv_dtype
+        self.kv_capacity_tokens = kv_capacity_tokens
         self.outputs: list[list[int]] = []
         self.step_samples: list[tuple[int, int, float]] = []
+        self.cache_bytes = 0
+        self.peak_kv_held_bytes = 0
+
+    def _memory(self, max_len: int):
+        capacity = self.kv_capacity_tokens
+        if self.kv_memory == "paged" and capacity is None:
+            capacity = self.max_batch * blocks_needed(max_len, self.block_size) * self.block_size
+        return make_memory(self.kv_memory, capacity, self.block_size)
 
     @torch.inference_mode()
     def run(self, requests: Seq[Request], prompts: Seq[Seq[int]] | None = None) -> RunResult:
@@ -106,9 +146,14 @@ class Engine:
         requests = list(requests)
         seqs = self._sequences(requests, prompts)
         max_len = max(r.total_tokens for r in requests) - 1  # the last token is never cached
-        runner = ModelRunner(self.model, self.max_batch, max_len)
-        scheduler = Scheduler(self.policy, self.max_batch, self.token_budget,
-                              ReservationMemory(None))
+        memory = self._memory(max_len)
+        for i, r in enumerate(requests):
+            if not memory.can_ever_fit(r):
+                raise ValueError(f"requests[{i}] needs {r.total_tokens} KV tokens, more than "
+                                 f"kv_capacity_tokens={self.kv_capacity_tokens} allow")
+        paged = memory if isinstance(memory, PagedMemory) else None
+        runner = ModelRunner(self.model, self.max_batch, max_len, paged, self.kv_dtype)
+        scheduler = Scheduler(self.policy, self.max_batch, self.token_budget, memory)
         recorder = RunRecorder(self.policy, requests)
         order = sorted(range(len(requests)), key=lambda i: requests[i].arrival_s)
         self.step_samples = []
@@ -127,10 +172,17 @@ class Engine:
             recorder.record(batch, now, end, scheduler.complete(batch))
             self.step_samples.append((batch.tokens, batch.kv_tokens, end - now))
         self.outputs = [s.output for s in seqs]
-        return recorder.result()
+        result = recorder.result()
+        self.cache_bytes = runner.cache.nbytes
+        per_token = self.cache_bytes / (max_len * self.max_batch if paged is None else
+                                        paged.allocator.num_blocks * self.block_size)
+        self.peak_kv_held_bytes = int(result.peak_kv_held_tokens * per_token)
+        return result
 
     def _step(self, runner: ModelRunner, batch: Batch, seqs: list[Sequence]) -> None:
         """Run one iteration and append each new token to its sequence."""
+        for request_id in batch.preempted:  # its KV is gone: it regenerates from its tokens
+            seqs[request_id].slot = -1
         for request_id, slot in batch.admitted:
             seqs[request_id].slot = slot
         done, logits = [], []

@@ -10,7 +10,18 @@ the same scheduler on a real model and returns the same `RunResult`.
                    step_time=LinearStepTime(base_s=1.0, per_token_s=0.0, per_kv_token_s=0.0))
     run.requests[3].finish_s   # 10.0: ten one-second iterations
 """
+from .memory import MEMORY_POLICIES, PagedMemory, ReservationMemory, make_memory
 from .metrics import METRICS, Iteration, RequestResult, RunRecorder, RunResult
+from .paging import (
+    BlockAllocator,
+    OutOfBlocks,
+    blocks_needed,
+    internal_fragmentation,
+    kv_utilization,
+    paged_requests_that_fit,
+    reserved_requests_that_fit,
+    shared_sampling_blocks,
+)
 from .requests import (
     CHAT_CAP_TOKENS,
     SHAREGPT_MEAN_OUTPUT_TOKENS,
@@ -26,12 +37,15 @@ from .requests import (
     throughput_workload,
     workload,
 )
-from .scheduler import POLICIES, Batch, Chunk, Outcome, ReservationMemory, Scheduler
+from .scheduler import POLICIES, Batch, Chunk, Outcome, Scheduler
 from .simulator import StepTimeModel, goodput, simulate
 from .steptime import LinearStepTime, RooflineStepTime, fit_linear_step_time
 
 __all__ = [
-    "CHAT_CAP_TOKENS", "METRICS", "POLICIES", "SHAREGPT_MEAN_OUTPUT_TOKENS",
+    "CHAT_CAP_TOKENS", "MEMORY_POLICIES", "METRICS", "POLICIES", "BlockAllocator", "OutOfBlocks",
+    "PagedMemory", "blocks_needed", "internal_fragmentation", "kv_utilization", "make_memory",
+    "paged_requests_that_fit", "reserved_requests_that_fit", "shared_sampling_blocks",
+    "SHAREGPT_MEAN_OUTPUT_TOKENS",
     "SHAREGPT_MEAN_PROMPT_TOKENS", "THROUGHPUT_CAPS_TOKENS", "Batch", "Chunk", "Exponential",
     "Fixed", "Iteration", "LinearStepTime", "LogNormal", "Outcome", "Request", "RequestResult",
     "ReservationMemory", "RooflineStepTime", "RunRecorder", "RunResult", "Scheduler",

@@ -25,7 +25,8 @@ METRICS = ("ttft_s", "tpot_s", "latency_s")
 
 @dataclass(frozen=True)
 class RequestResult:
-    """One request's timeline: admitted_s is the start of the iteration that admitted it."""
+    """One request's timeline: admitted_s is the start of the iteration that first admitted
+    it, slot the slot it took then (a preempted request may come back in another)."""
 
     request: Request
     slot: int
@@ -58,17 +59,26 @@ class RequestResult:
 
 @dataclass(frozen=True)
 class Iteration:
-    """One iteration: when it ran, its prefill chunks and the requests it decoded."""
+    """One iteration: when it ran, its prefill chunks, the requests it decoded, those
+    preempted before it, and the KV slots held and holding a token (see `Batch`)."""
 
     index: int
     start_s: float
     end_s: float
     prefill: tuple[Chunk, ...]
     decode: tuple[int, ...]
+    preempted: tuple[int, ...] = ()
+    kv_held_tokens: int = 0
+    kv_used_tokens: int = 0
 
     @property
     def duration_s(self) -> float:
         return self.end_s - self.start_s
+
+    @property
+    def in_flight(self) -> int:
+        """Requests this iteration ran: its prefill chunks and its decodes."""
+        return len(self.prefill) + len(self.decode)
 
 
 @dataclass(frozen=True)
@@ -91,6 +101,33 @@ class RunResult:
     def throughput_tok_s(self) -> float:
         """Output tokens per second over the makespan."""
         return self.output_tokens / self.makespan_s
+
+    @property
+    def preemptions(self) -> int:
+        """Times a request's KV was dropped, to be recomputed."""
+        return sum(len(it.preempted) for it in self.iterations)
+
+    @property
+    def peak_kv_held_tokens(self) -> int:
+        return max(it.kv_held_tokens for it in self.iterations)
+
+    def _time_mean(self, values: list[float]) -> float:
+        """Mean over the iterations weighted by their durations (plain mean if all last 0 s)."""
+        w = np.array([it.duration_s for it in self.iterations])
+        v = np.array(values, dtype=float)
+        return float(v.mean() if w.sum() == 0 else (v * w).sum() / w.sum())
+
+    @property
+    def mean_in_flight(self) -> float:
+        """Requests per iteration, averaged over time."""
+        return self._time_mean([it.in_flight for it in self.iterations])
+
+    @property
+    def kv_utilization(self) -> float:
+        """Share of held KV slots that hold a token, over time: sum(used dt) / sum(held dt)."""
+        held = self._time_mean([it.kv_held_tokens for it in self.iterations])
+        used = self._time_mean([it.kv_used_tokens for it in self.iterations])
+        return 1.0 if held == 0 else used / held
 
     def values(self, metric: str) -> np.ndarray:
         """Every request's `metric` ('ttft_s', 'tpot_s' or 'latency_s'); TPOT skips Nones."""
@@ -131,15 +168,17 @@ class RunRecorder:
         """One iteration that ran from start_s to end_s and yielded `outcome`."""
         if not start_s <= end_s:
             raise ValueError(f"end_s ({end_s!r}) must be >= start_s ({start_s!r})")
-        for request_id, slot in batch.admitted:
-            self._slot[request_id], self._admitted_s[request_id] = slot, start_s
+        for request_id, slot in batch.admitted:  # a readmitted request keeps its first
+            if self._slot[request_id] < 0:
+                self._slot[request_id], self._admitted_s[request_id] = slot, start_s
         for request_id in outcome.first_token:
             self._first_s[request_id] = end_s
         for request_id in outcome.finished:
             self._finish_s[request_id] = end_s
         self.finished += len(outcome.finished)
         self._iterations.append(Iteration(batch.iteration, start_s, end_s, batch.prefill,
-                                          batch.decode))
+                                          batch.decode, batch.preempted, batch.kv_held_tokens,
+                                          batch.kv_used_tokens))
 
     def result(self) -> RunResult:
         if self.finished != len(self._requests):

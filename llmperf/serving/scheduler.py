@@ -32,6 +32,13 @@ the last token of its prompt, then one token in each following iteration, and le
 end of the iteration that yields its last token (a one-token output leaves with its first).
 A slot is the index (0 .. max_batch - 1) of the batch row a request occupies: the lowest
 free one when it is admitted.
+
+KV memory (`llmperf.serving.memory`): under whole-request reservation a request is admitted
+only when its reservation fits, and never runs out. Under paging it is admitted when blocks
+for its prompt are free, and each decode takes blocks as it needs them; when none is left
+the newest running request is preempted by recompute (after vLLM): its KV is dropped, it
+returns to the head of the queue, and when admitted again its prompt and the tokens it had
+yielded are prefilled together, the last prefill position yielding its next token.
 """
 from __future__ import annotations
 
@@ -40,6 +47,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from ..units import check_positive
+from .memory import PagedMemory, ReservationMemory
 from .requests import Request
 
 POLICIES = ("static", "continuous", "chunked")
@@ -67,6 +75,9 @@ class Batch:
     decode_kv_tokens: the KV tokens the decodes read, summed over them; a request that has
     generated g tokens from a prompt of P reads P + g (its cache, and its new token).
     admitted: (request id, slot) of the requests admitted this iteration.
+    preempted: requests whose KV was dropped before this iteration, to be recomputed.
+    kv_held_tokens, kv_used_tokens: KV slots the memory policy holds during the iteration,
+    and those holding a token once it has run.
     """
 
     iteration: int
@@ -74,6 +85,9 @@ class Batch:
     decode: tuple[int, ...]
     decode_kv_tokens: int
     admitted: tuple[tuple[int, int], ...]
+    preempted: tuple[int, ...] = ()
+    kv_held_tokens: int = 0
+    kv_used_tokens: int = 0
 
     @property
     def tokens(self) -> int:
@@ -94,57 +108,37 @@ class Outcome:
     finished: tuple[int, ...]
 
 
-class ReservationMemory:
-    """KV memory reserved for the whole request at admission: prompt plus output tokens.
+class _Sequence:
+    """A request inside the scheduler: its slot, its prefill target and how far it has got.
 
-    A request is admitted only if the reservations of all admitted requests, its own
-    included, fit in `capacity_tokens` (None: unlimited); it frees its reservation when it
-    leaves. Paged allocation with preemption can replace this object: the scheduler only
-    calls `fits`, `admit` and `release`.
+    target: the tokens its prefill caches, the prompt, or after a preemption the prompt and
+    the `generated` tokens yielded before it (recomputed). base_iteration: the iteration that
+    yielded its base_generated-th token, the last prefill's.
     """
 
-    def __init__(self, capacity_tokens: int | None = None) -> None:
-        if capacity_tokens is not None:
-            check_positive("kv_capacity_tokens", capacity_tokens, integer=True)
-        self.capacity_tokens = capacity_tokens
-        self.used_tokens = 0
-        self._held: dict[int, int] = {}
+    __slots__ = ("id", "request", "slot", "order", "prefilled", "target", "generated",
+                 "base_iteration", "base_generated")
 
-    def can_ever_fit(self, request: Request) -> bool:
-        return self.capacity_tokens is None or request.total_tokens <= self.capacity_tokens
-
-    def fits(self, request: Request) -> bool:
-        return (self.capacity_tokens is None
-                or self.used_tokens + request.total_tokens <= self.capacity_tokens)
-
-    def admit(self, request_id: int, request: Request) -> None:
-        self._held[request_id] = request.total_tokens
-        self.used_tokens += request.total_tokens
-
-    def release(self, request_id: int) -> None:
-        self.used_tokens -= self._held.pop(request_id)
-
-
-class _Sequence:
-    """A request inside the scheduler: its slot and how far its prompt has been processed."""
-
-    __slots__ = ("id", "request", "slot", "prefilled", "first_iteration")
-
-    def __init__(self, request_id: int, request: Request, slot: int) -> None:
-        self.id, self.request, self.slot = request_id, request, slot
-        self.prefilled = 0
-        self.first_iteration = -1
+    def __init__(self, request_id: int, request: Request, slot: int, order: int,
+                 generated: int) -> None:
+        self.id, self.request, self.slot, self.order = request_id, request, slot, order
+        self.prefilled, self.generated = 0, generated
+        self.target = request.prompt_tokens + generated
+        self.base_iteration, self.base_generated = -1, 0
 
     def kv_tokens_at(self, iteration: int) -> int:
-        """KV a decode reads at `iteration`: P + g, having generated g = iteration - first."""
-        return self.request.prompt_tokens + iteration - self.first_iteration
+        """KV a decode reads at `iteration`, P + g having generated g tokens: its cache and
+        its new token, which this step writes."""
+        return (self.request.prompt_tokens + self.base_generated
+                + iteration - self.base_iteration - 1)
 
 
 class Scheduler:
     """Decides each iteration's batch under one policy; see the module docstring."""
 
     def __init__(self, policy: str = "continuous", max_batch: int = 8,
-                 token_budget: int | None = None, memory: ReservationMemory | None = None):
+                 token_budget: int | None = None,
+                 memory: ReservationMemory | PagedMemory | None = None):
         if policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
         check_positive("max_batch", max_batch, integer=True)
@@ -156,11 +150,14 @@ class Scheduler:
         self.memory = memory if memory is not None else ReservationMemory(None)
         self.iteration = 0
         self._waiting: deque[tuple[int, Request]] = deque()
+        self._order: dict[int, int] = {}              # request id -> place in arrival order
+        self._resume: dict[int, int] = {}             # preempted id -> tokens it had yielded
         self._prefilling: dict[int, _Sequence] = {}   # admitted, prompt not finished
         self._decoding: dict[int, _Sequence] = {}     # first token out, not finished
         self._decode_kv_tokens = 0                    # their KV reads in the next iteration
         self._finishing: dict[int, list[int]] = {}    # iteration -> ids whose last token it is
         self._free_slots = list(range(self.max_batch))
+        self.preemptions = 0
 
     @property
     def running(self) -> int:
@@ -176,38 +173,80 @@ class Scheduler:
         if not self.memory.can_ever_fit(request):
             raise ValueError(f"request {request_id} needs {request.total_tokens} KV tokens, "
                              f"more than kv_capacity_tokens={self.memory.capacity_tokens}")
+        self._order[request_id] = len(self._order)
         self._waiting.append((request_id, request))
 
     def schedule(self) -> Batch | None:
-        """The next iteration's batch, or None when nothing runs and nobody can be admitted."""
+        """The next iteration's batch, or None when nothing runs and nobody can be admitted.
+
+        First every decoding request gets room for the token it writes, oldest first; when
+        the memory has none, the newest running request is preempted (its KV dropped, to be
+        recomputed when it is admitted again, ahead of every request behind it), as vLLM does.
+        An iteration that preempted admits nobody."""
+        preempted = self._make_room()
         decode = tuple(self._decoding)
         budget = None if self.token_budget is None else self.token_budget - len(decode)
         chunks, budget = _chunks(list(self._prefilling.values()), budget)
-        admitted = self._admit(budget)
+        admitted = [] if preempted else self._admit(budget)
         new_chunks, _ = _chunks(admitted, budget)
         if not chunks and not new_chunks and not decode:
             return None
         slots = tuple((s.id, s.slot) for s in admitted)
-        return Batch(self.iteration, chunks + new_chunks, decode, self._decode_kv_tokens, slots)
+        return Batch(self.iteration, chunks + new_chunks, decode, self._decode_kv_tokens, slots,
+                     tuple(preempted), self.memory.held_tokens, self.memory.used_tokens)
+
+    def _make_room(self) -> list[int]:
+        preempted: list[int] = []
+        for seq in sorted(self._decoding.values(), key=lambda s: s.order):
+            while (seq.id in self._decoding
+                   and not self.memory.grow(seq.id, seq.kv_tokens_at(self.iteration))):
+                running = list(self._decoding.values()) + list(self._prefilling.values())
+                victim = max(running, key=lambda s: s.order)
+                self._preempt(victim)
+                preempted.append(victim.id)
+        return preempted
+
+    def _preempt(self, seq: _Sequence) -> None:
+        it = self.iteration
+        if seq.id in self._decoding:
+            del self._decoding[seq.id]
+            self._decode_kv_tokens -= seq.kv_tokens_at(it)
+            self._finishing[self._finish_iteration(seq)].remove(seq.id)
+            self._resume[seq.id] = seq.kv_tokens_at(it) - seq.request.prompt_tokens
+        else:
+            del self._prefilling[seq.id]
+            self._resume[seq.id] = seq.generated
+        self.memory.release(seq.id)
+        heapq.heappush(self._free_slots, seq.slot)
+        self._waiting.appendleft((seq.id, seq.request))
+        self.preemptions += 1
 
     def _admit(self, budget: int | None) -> list[_Sequence]:
         """FIFO into free slots while the head fits in memory (and some budget is left)."""
         if self.policy == "static" and self.running:
             return []
         admitted = []
-        while (self._waiting and self._free_slots and (budget is None or budget > 0)
-               and self.memory.fits(self._waiting[0][1])):
-            request_id, request = self._waiting.popleft()
-            self.memory.admit(request_id, request)
-            seq = _Sequence(request_id, request, heapq.heappop(self._free_slots))
+        while self._waiting and self._free_slots and (budget is None or budget > 0):
+            request_id, request = self._waiting[0]
+            generated = self._resume.get(request_id, 0)
+            target = request.prompt_tokens + generated
+            if not self.memory.fits(request, target):
+                break
+            self._waiting.popleft()
+            self._resume.pop(request_id, None)
+            self.memory.admit(request_id, request, target)
+            seq = _Sequence(request_id, request, heapq.heappop(self._free_slots),
+                            self._order[request_id], generated)
             self._prefilling[request_id] = seq
             admitted.append(seq)
             if budget is not None:
-                budget -= request.prompt_tokens
+                budget -= target
         return admitted
 
     def complete(self, batch: Batch) -> Outcome:
-        """Advance every request in `batch` by what the iteration did; return what it yielded."""
+        """Advance every request in `batch` by what the iteration did; return what it yielded.
+
+        A recomputed request's prefill yields a token too, but not its first."""
         if batch.iteration != self.iteration:
             raise ValueError(f"batch is for iteration {batch.iteration}, the scheduler is at "
                              f"{self.iteration}: complete each batch once, in order")
@@ -217,7 +256,9 @@ class Scheduler:
             seq = self._prefilling[chunk.request_id]
             seq.prefilled += chunk.tokens
             if chunk.completes_prompt:
-                first.append(self._start_decoding(seq, it))
+                self._start_decoding(seq, it)
+                if seq.generated == 0:
+                    first.append(seq.id)
         finished = self._finishing.pop(it, [])
         for request_id in finished:
             self._leave(request_id, it)
@@ -226,13 +267,15 @@ class Scheduler:
         self.iteration += 1
         return Outcome(tuple(first), tuple(finished))
 
-    def _start_decoding(self, seq: _Sequence, it: int) -> int:
+    def _finish_iteration(self, seq: _Sequence) -> int:
+        return seq.base_iteration + seq.request.output_tokens - seq.base_generated
+
+    def _start_decoding(self, seq: _Sequence, it: int) -> None:
         del self._prefilling[seq.id]
-        seq.first_iteration = it
-        self._finishing.setdefault(it + seq.request.output_tokens - 1, []).append(seq.id)
+        seq.base_iteration, seq.base_generated = it, seq.generated + 1
+        self._finishing.setdefault(self._finish_iteration(seq), []).append(seq.id)
         self._decoding[seq.id] = seq
         self._decode_kv_tokens += seq.kv_tokens_at(it)
-        return seq.id
 
     def _leave(self, request_id: int, it: int) -> None:
         seq = self._decoding.pop(request_id)
@@ -247,7 +290,7 @@ def _chunks(seqs: list[_Sequence], budget: int | None) -> tuple[tuple[Chunk, ...
     for seq in seqs:
         if budget is not None and budget <= 0:
             break
-        remaining = seq.request.prompt_tokens - seq.prefilled
+        remaining = seq.target - seq.prefilled
         tokens = remaining if budget is None else min(remaining, budget)
         chunks.append(Chunk(seq.id, seq.prefilled, tokens, tokens == remaining))
         if budget is not None:

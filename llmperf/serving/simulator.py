@@ -11,9 +11,10 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from ..units import check_positive
+from .memory import make_memory
 from .metrics import RunRecorder, RunResult
 from .requests import Request
-from .scheduler import Batch, ReservationMemory, Scheduler
+from .scheduler import Batch, Scheduler
 
 
 class StepTimeModel(Protocol):
@@ -22,12 +23,15 @@ class StepTimeModel(Protocol):
 
 def simulate(requests: Sequence[Request], policy: str = "continuous", max_batch: int = 8,
              step_time: StepTimeModel | None = None, kv_capacity_tokens: int | None = None,
-             token_budget: int | None = None) -> RunResult:
+             token_budget: int | None = None, kv_memory: str = "reservation",
+             block_size: int = 16, reserve_tokens: int | None = None) -> RunResult:
     """Serve `requests` on one instance under `policy`; times come from `step_time`.
 
     policy: "static", "continuous" or "chunked" (which needs `token_budget`); see
     `llmperf.serving.scheduler` for their exact semantics. kv_capacity_tokens: KV memory in
-    tokens, reserved for a request's prompt and output at admission (None: unlimited).
+    tokens (None: unlimited). kv_memory: "reservation", each request reserving its prompt
+    and output at admission (or `reserve_tokens` each), or "paged", blocks of `block_size`
+    tokens taken as tokens arrive, with preemption by recompute (`llmperf.serving.memory`).
     The result lists the requests in the order given.
     """
     if step_time is None:
@@ -36,11 +40,13 @@ def simulate(requests: Sequence[Request], policy: str = "continuous", max_batch:
     if not requests:
         raise ValueError("requests must hold at least one Request")
     _check_contexts(requests, getattr(step_time, "max_context_tokens", None))
-    scheduler = Scheduler(policy, max_batch, token_budget, ReservationMemory(kv_capacity_tokens))
+    memory = make_memory(kv_memory, kv_capacity_tokens, block_size, reserve_tokens)
+    scheduler = Scheduler(policy, max_batch, token_budget, memory)
     for i, r in enumerate(requests):  # fail before running if one can never be admitted
         if not scheduler.memory.can_ever_fit(r):
             raise ValueError(f"requests[{i}] needs {r.total_tokens} KV tokens, more than "
-                             f"kv_capacity_tokens={kv_capacity_tokens}")
+                             f"kv_capacity_tokens={kv_capacity_tokens} (or reserve_tokens) "
+                             f"allow under kv_memory={kv_memory!r}")
     return _run(requests, scheduler, step_time)
 
 

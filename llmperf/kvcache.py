@@ -1,0 +1,161 @@
+"""A paged KV cache for the reference model, optionally stored in int8.
+
+`PagedKVCache` keeps every layer's keys and values in one pool of blocks, (layers,
+num_blocks, block_size, kv_heads, d_head); which blocks hold which sequence is decided by a
+torch-free `llmperf.serving.BlockAllocator` (its block tables), after vLLM's PagedAttention
+(Kwon et al., SOSP 2023). `cache.view(seq_ids, starts, tokens)` gives the model the object
+it calls `update(layer_index, start_pos, k, v)` on, as it does a `KVCache`: the view writes
+each row's new keys into that row's blocks and returns its positions gathered back in order,
+(B, kv_heads, length, d_head), so attention runs unchanged on the same numbers.
+
+With kv_dtype "int8" each cached key or value vector (one token, one head: d_head numbers)
+is stored as int8 with one fp16 scale, symmetric: scale = max|x| / 127, q = round(x / scale),
+read back as q * scale. Bytes per token and head: d_head + 2 for K and for V, against
+2 d_head in fp16/bf16 and 4 d_head in fp32. The rounding error of each element is at most
+scale / 2 (plus the scale's own fp16 rounding, relative 2^-11).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .generate import _check_model
+from .model import Transformer
+from .serving.paging import BlockAllocator
+from .units import check_non_negative, check_positive
+
+KV_DTYPES = (None, "int8")
+INT8_MAX = 127
+
+
+def quantize_int8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 over the last dimension: (q int8, scale fp16 of shape x.shape[:-1]).
+
+    scale = max|x| / 127 rounded to fp16 (1 for an all-zero vector), q = round(x / scale)."""
+    amax = x.detach().abs().amax(dim=-1).float()
+    scale = torch.where(amax > 0, amax / INT8_MAX, torch.ones_like(amax)).to(torch.float16)
+    q = torch.round(x.float() / scale.float()[..., None]).clamp(-INT8_MAX, INT8_MAX)
+    return q.to(torch.int8), scale
+
+
+def dequantize_int8(q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """q * scale, in `dtype`."""
+    return (q.float() * scale.float()[..., None]).to(dtype)
+
+
+class PagedKVCache:
+    """A pool of KV blocks for `model`, shared by the sequences of `allocator`'s tables."""
+
+    def __init__(self, model: Transformer, allocator: BlockAllocator,
+                 kv_dtype: str | None = None) -> None:
+        _check_model(model)
+        if not isinstance(allocator, BlockAllocator) or allocator.num_blocks is None:
+            raise ValueError("allocator must be a BlockAllocator with a finite num_blocks")
+        if kv_dtype not in KV_DTYPES:
+            raise ValueError(f"kv_dtype must be one of {KV_DTYPES}, got {kv_dtype!r}")
+        c = model.config
+        self.model, self.allocator, self.kv_dtype = model, allocator, kv_dtype
+        self.block_size = allocator.block_size
+        shape = (c.n_layers, allocator.num_blocks * self.block_size, c.n_kv_heads, c.d_head)
+        store = torch.int8 if kv_dtype == "int8" else model.dtype
+        self.k = torch.zeros(shape, dtype=store, device=model.device)
+        self.v = torch.zeros(shape, dtype=store, device=model.device)
+        if kv_dtype == "int8":
+            self.k_scale = torch.ones(shape[:-1], dtype=torch.float16, device=model.device)
+            self.v_scale = torch.ones(shape[:-1], dtype=torch.float16, device=model.device)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the whole pool, scales included."""
+        extra = self.k_scale.nbytes + self.v_scale.nbytes if self.kv_dtype == "int8" else 0
+        return self.k.nbytes + self.v.nbytes + extra
+
+    @property
+    def bytes_per_block(self) -> int:
+        return self.nbytes // self.allocator.num_blocks
+
+    def copy_blocks(self, copies: Sequence[tuple[int, int]]) -> None:
+        """Copy block src to block dst in every layer (copy on write of a shared block)."""
+        s = self.block_size
+        tensors = [self.k, self.v] + ([self.k_scale, self.v_scale] if self.kv_dtype else [])
+        for src, dst in copies:
+            for t in tensors:
+                t[:, dst * s:(dst + 1) * s] = t[:, src * s:(src + 1) * s]
+
+    def view(self, seq_ids: Sequence[int], starts: Sequence[int], tokens: int) -> PagedView:
+        """The rows `seq_ids`, each writing `tokens` new tokens at its own start."""
+        return PagedView(self, seq_ids, starts, tokens)
+
+
+class PagedView:
+    """What the model's attention calls `update` on for one forward pass (see the module).
+
+    Row b writes positions starts[b] .. starts[b] + tokens - 1 and reads 0 .. length - 1,
+    length = max(starts) + tokens; a shorter row's extra positions read block 0, which the
+    model masks. Both index tensors are built once, on the host, for all layers.
+    """
+
+    def __init__(self, cache: PagedKVCache, seq_ids: Sequence[int], starts: Sequence[int],
+                 tokens: int) -> None:
+        seq_ids, starts = [int(i) for i in seq_ids], [int(p) for p in starts]
+        if not seq_ids or len(starts) != len(seq_ids):
+            raise ValueError(f"seq_ids and starts must be non-empty and of one length, got "
+                             f"{len(seq_ids)} and {len(starts)}")
+        check_positive("tokens", tokens, integer=True)
+        for i, p in zip(seq_ids, starts):
+            check_non_negative("starts", p, integer=True)
+            have = cache.allocator.tokens.get(i)
+            if have is None or p + tokens > have:
+                raise ValueError(f"sequence {i} holds {have} tokens, fewer than "
+                                 f"{p} + {tokens}: allocate or append first")
+        self.cache, self.tokens = cache, int(tokens)
+        self.length = max(starts) + self.tokens
+        s, dev = cache.block_size, cache.k.device
+        tables = [cache.allocator.tables[i] for i in seq_ids]
+        write = [[t[p // s] * s + p % s for p in range(p0, p0 + tokens)]
+                 for t, p0 in zip(tables, starts)]
+        read = [[t[p // s] * s + p % s if p < p0 + tokens else 0 for p in range(self.length)]
+                for t, p0 in zip(tables, starts)]
+        self.write_index = torch.tensor(write, device=dev).flatten()
+        self.read_index = torch.tensor(read, device=dev).flatten()
+        self.batch = len(seq_ids)
+
+    def update(self, layer_index: int, start_pos: int | torch.Tensor, k: torch.Tensor,
+               v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k, v (B, kv_heads, T, d_head) into the rows' blocks; return K, V (B, kv_heads,
+        length, d_head). start_pos is the model's; the view's own starts place the tokens."""
+        B, H, T, D = k.shape
+        if B != self.batch or T != self.tokens:
+            raise ValueError(f"k must be ({self.batch}, heads, {self.tokens}, d_head), got "
+                             f"{tuple(k.shape)}")
+        c = self.cache
+        out = []
+        for new, store, scale in ((k, c.k, getattr(c, "k_scale", None)),
+                                  (v, c.v, getattr(c, "v_scale", None))):
+            rows = new.transpose(1, 2).reshape(B * T, H, D)
+            if scale is None:
+                store[layer_index].index_copy_(0, self.write_index, rows)
+                got = store[layer_index].index_select(0, self.read_index)
+            else:
+                q, s = quantize_int8(rows)
+                store[layer_index].index_copy_(0, self.write_index, q)
+                scale[layer_index].index_copy_(0, self.write_index, s)
+                got = dequantize_int8(store[layer_index].index_select(0, self.read_index),
+                                      scale[layer_index].index_select(0, self.read_index),
+                                      k.dtype)
+            out.append(got.view(B, self.length, H, D).transpose(1, 2))
+        return out[0], out[1]
+
+
+def paged_cache_for(model: Transformer, batch: int, tokens: int, block_size: int = 16,
+                    kv_dtype: str | None = None) -> tuple[PagedKVCache, PagedView]:
+    """A cache holding `batch` sequences (ids 0..batch-1) of `tokens` tokens, and the view
+    that prefills all of them from position 0: `model(x, 0, view)` runs a whole window
+    through the paged (or int8) cache, to compare with the model without one."""
+    from .serving.paging import blocks_needed
+    allocator = BlockAllocator(batch * blocks_needed(tokens, block_size), block_size)
+    for i in range(batch):
+        allocator.allocate(i, tokens)
+    cache = PagedKVCache(model, allocator, kv_dtype)
+    return cache, cache.view(range(batch), [0] * batch, tokens)

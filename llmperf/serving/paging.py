@@ -1,0 +1,212 @@
+"""Paged KV memory, after vLLM's PagedAttention (Kwon et al., "Efficient Memory Management
+for Large Language Model Serving with PagedAttention", SOSP 2023, arXiv 2309.06180).
+
+The cache is cut into blocks of `block_size` tokens. A sequence owns a block table, the list
+of its blocks in order; token t of the sequence lives in block table[t // block_size] at
+offset t % block_size. Blocks are taken from a free list as tokens arrive and go back when
+the sequence leaves, so a sequence of n tokens holds ceil(n / block_size) blocks and wastes
+at most block_size - 1 slots, all in its last block (internal fragmentation).
+
+Sequences may share blocks (a common prompt prefix, or parallel samples of one prompt):
+`fork` gives a child the parent's table and counts a reference on every block. A block is
+freed when its last reference goes. Appending to a sequence whose last block is shared and
+not full copies that block first (copy on write): `append` returns the (source,
+destination) copies a cache must perform before writing.
+
+Torch-free: the block arithmetic below is what the chapter and the exercises compute.
+"""
+from __future__ import annotations
+
+from ..units import check_non_negative, check_positive
+
+
+def blocks_needed(tokens: int, block_size: int) -> int:
+    """Blocks that hold `tokens` tokens: ceil(tokens / block_size) (0 for 0 tokens)."""
+    check_non_negative("tokens", tokens, integer=True)
+    check_positive("block_size", block_size, integer=True)
+    return -(-int(tokens) // int(block_size))
+
+
+def internal_fragmentation(tokens: int, block_size: int) -> int:
+    """Slots held but empty in the last block: blocks_needed * block_size - tokens."""
+    return blocks_needed(tokens, block_size) * int(block_size) - int(tokens)
+
+
+def reserved_requests_that_fit(capacity_tokens: int, reserve_tokens: int) -> int:
+    """Requests that fit when each reserves `reserve_tokens` slots: floor(capacity / reserve)."""
+    check_non_negative("capacity_tokens", capacity_tokens, integer=True)
+    check_positive("reserve_tokens", reserve_tokens, integer=True)
+    return int(capacity_tokens) // int(reserve_tokens)
+
+
+def paged_requests_that_fit(capacity_tokens: int, tokens: int, block_size: int) -> int:
+    """Requests of `tokens` tokens that fit in floor(capacity / block_size) blocks, each
+    holding blocks_needed(tokens, block_size) of them."""
+    check_non_negative("capacity_tokens", capacity_tokens, integer=True)
+    check_positive("tokens", tokens, integer=True)
+    return (int(capacity_tokens) // int(block_size)) // blocks_needed(tokens, block_size)
+
+
+class OutOfBlocks(RuntimeError):
+    """The free list cannot supply the blocks asked for (check `can_append` first)."""
+
+
+class BlockAllocator:
+    """Block tables over a pool of `num_blocks` blocks of `block_size` tokens (None: unlimited).
+
+    Blocks are numbered 0 .. num_blocks - 1 and handed out lowest first. Every sequence id has
+    a table and a token count; `refcount[b]` counts the tables holding block b.
+    """
+
+    def __init__(self, num_blocks: int | None, block_size: int = 16) -> None:
+        if num_blocks is not None:
+            check_positive("num_blocks", num_blocks, integer=True)
+        check_positive("block_size", block_size, integer=True)
+        self.num_blocks, self.block_size = num_blocks, int(block_size)
+        self._free: list[int] = list(range(num_blocks or 0))[::-1]  # pop() gives the lowest
+        self._next_new = num_blocks or 0  # unlimited pools mint new ids past the end
+        self.refcount: dict[int, int] = {}
+        self.tables: dict[int, list[int]] = {}
+        self.tokens: dict[int, int] = {}
+        self.peak_blocks = 0
+
+    @property
+    def free_blocks(self) -> int | None:
+        return None if self.num_blocks is None else len(self._free)
+
+    @property
+    def used_blocks(self) -> int:
+        """Blocks held by at least one sequence."""
+        return len(self.refcount)
+
+    def _take(self) -> int:
+        if self._free:
+            block = self._free.pop()
+        elif self.num_blocks is None:
+            block, self._next_new = self._next_new, self._next_new + 1
+        else:
+            raise OutOfBlocks("no free block left")
+        self.refcount[block] = 1
+        self.peak_blocks = max(self.peak_blocks, len(self.refcount))
+        return block
+
+    def _drop(self, block: int) -> None:
+        self.refcount[block] -= 1
+        if self.refcount[block] == 0:
+            del self.refcount[block]
+            self._free.append(block)
+            self._free.sort(reverse=True)
+
+    def _check_id(self, seq_id: int, exists: bool) -> None:
+        if (seq_id in self.tables) != exists:
+            state = "has no" if exists else "already has a"
+            raise ValueError(f"seq_id {seq_id!r} {state} block table")
+
+    def blocks_to_append(self, seq_id: int, tokens: int = 1) -> int:
+        """New blocks that appending `tokens` tokens to `seq_id` takes, copy on write included."""
+        self._check_id(seq_id, True)
+        check_non_negative("tokens", tokens, integer=True)
+        have, table = self.tokens[seq_id], self.tables[seq_id]
+        new = blocks_needed(have + tokens, self.block_size) - len(table)
+        partial_shared = (have % self.block_size != 0 and tokens > 0
+                          and self.refcount[table[-1]] > 1)
+        return new + int(partial_shared)
+
+    def can_append(self, seq_id: int, tokens: int = 1) -> bool:
+        return self.num_blocks is None or self.blocks_to_append(seq_id, tokens) <= len(self._free)
+
+    def can_allocate(self, tokens: int) -> bool:
+        need = blocks_needed(tokens, self.block_size)
+        return self.num_blocks is None or need <= len(self._free)
+
+    def allocate(self, seq_id: int, tokens: int) -> list[int]:
+        """A new table for `seq_id` holding `tokens` tokens; OutOfBlocks if they do not fit."""
+        self._check_id(seq_id, False)
+        if not self.can_allocate(tokens):
+            raise OutOfBlocks(f"{blocks_needed(tokens, self.block_size)} blocks needed, "
+                              f"{len(self._free)} free")
+        self.tables[seq_id] = [self._take() for _ in range(blocks_needed(tokens, self.block_size))]
+        self.tokens[seq_id] = int(tokens)
+        return list(self.tables[seq_id])
+
+    def append(self, seq_id: int, tokens: int = 1) -> list[tuple[int, int]]:
+        """Grow `seq_id` by `tokens` tokens; return the (source, destination) block copies
+        made by copy on write. OutOfBlocks (and no change) if the blocks do not fit."""
+        if not self.can_append(seq_id, tokens):
+            raise OutOfBlocks(f"{self.blocks_to_append(seq_id, tokens)} blocks needed, "
+                              f"{len(self._free)} free")
+        table, copies = self.tables[seq_id], []
+        if self.blocks_to_append(seq_id, tokens) > blocks_needed(
+                self.tokens[seq_id] + tokens, self.block_size) - len(table):
+            shared = table[-1]
+            table[-1] = self._take()
+            self._drop(shared)
+            copies.append((shared, table[-1]))
+        self.tokens[seq_id] += int(tokens)
+        while len(table) < blocks_needed(self.tokens[seq_id], self.block_size):
+            table.append(self._take())
+        return copies
+
+    def fork(self, parent_id: int, child_id: int) -> None:
+        """Give `child_id` the parent's blocks and token count, sharing every block."""
+        self._check_id(parent_id, True)
+        self._check_id(child_id, False)
+        self.tables[child_id] = list(self.tables[parent_id])
+        self.tokens[child_id] = self.tokens[parent_id]
+        for block in self.tables[child_id]:
+            self.refcount[block] += 1
+
+    def free(self, seq_id: int) -> None:
+        """Drop `seq_id`'s table; blocks no other table holds return to the free list."""
+        self._check_id(seq_id, True)
+        for block in self.tables.pop(seq_id):
+            self._drop(block)
+        del self.tokens[seq_id]
+
+    def check(self) -> None:
+        """AssertionError unless every reference count equals the tables holding the block,
+        none is below 1, and no block is both free and held."""
+        counts: dict[int, int] = {}
+        for table in self.tables.values():
+            for block in table:
+                counts[block] = counts.get(block, 0) + 1
+        assert counts == self.refcount, (counts, self.refcount)
+        assert all(c >= 1 for c in self.refcount.values())
+        assert not set(self._free) & set(self.refcount)
+        for seq_id, table in self.tables.items():
+            assert len(table) == blocks_needed(self.tokens[seq_id], self.block_size)
+
+
+def kv_utilization(used_tokens: float, held_tokens: float) -> float:
+    """Share of held KV slots that hold a token: used / held (1.0 when nothing is held)."""
+    check_non_negative("used_tokens", used_tokens)
+    check_non_negative("held_tokens", held_tokens)
+    if used_tokens > held_tokens:
+        raise ValueError(f"used_tokens ({used_tokens}) must be <= held_tokens ({held_tokens})")
+    return 1.0 if held_tokens == 0 else used_tokens / held_tokens
+
+
+def shared_sampling_blocks(prompt_tokens: int, output_tokens: int, samples: int,
+                           block_size: int) -> tuple[int, int]:
+    """Blocks held at the end of `samples` parallel samples of one prompt: (with sharing,
+    without). Run on a `BlockAllocator`: the prompt is cached once and forked, then every
+    sample appends its own output_tokens - 1 cached tokens (copy on write in the last
+    prompt block); without sharing each sample holds its own copy of the prompt."""
+    check_positive("prompt_tokens", prompt_tokens, integer=True)
+    check_positive("output_tokens", output_tokens, integer=True)
+    check_positive("samples", samples, integer=True)
+    shared = BlockAllocator(None, block_size)
+    shared.allocate(0, prompt_tokens)
+    for i in range(1, samples):
+        shared.fork(0, i)
+    for i in range(samples):
+        shared.append(i, output_tokens - 1)
+    alone = samples * blocks_needed(prompt_tokens + output_tokens - 1, block_size)
+    return shared.used_blocks, alone
+
+
+def held_fraction_saved(with_sharing: int, without: int) -> float:
+    """1 - with / without: the share of blocks sharing saves."""
+    check_non_negative("with_sharing", with_sharing, integer=True)
+    check_positive("without", without, integer=True)
+    return 1.0 - with_sharing / without
