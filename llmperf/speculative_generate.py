@@ -1,0 +1,219 @@
+"""Speculative generation with the reference model: a draft proposes, the target verifies.
+
+Each step (one target forward pass) runs:
+
+1. the draft proposes up to gamma tokens: a small model decoding on its own KV cache
+   (`ModelDraft`), or a lookup of the last n tokens earlier in the text (`NgramDraft`,
+   "prompt lookup": no model at all);
+2. the target runs once over the last committed token and the drafts, gamma + 1 positions
+   appended to its KV cache (like a short prefill), giving its distribution at each;
+3. `llmperf.speculative.verify` keeps a prefix of the drafts and adds one token.
+
+Rolling back a cache is only a matter of bookkeeping: positions past the accepted prefix hold
+keys and values of rejected drafts, and the next forward pass writes its own tokens over them
+before attention reads them (`KVCache.update` writes, then returns positions 0..end-1).
+`rollback_cache` marks the point; it moves no data.
+
+Temperature 0 is greedy: both distributions are one-hot at their argmax, so a draft is kept
+exactly when it is the target's argmax, and the output equals `llmperf.generate.generate`'s.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .generate import KVCache, _check_model, _check_sampling, next_token_distribution, prompt_tensor
+from .model import Transformer
+from .speculative import acceptance_rate, verify
+from .units import check_positive
+
+
+def rollback_cache(cache: KVCache, length: int) -> None:
+    """Positions >= length of `cache` are stale (rejected drafts); nothing reads them before
+    the next forward pass overwrites them, so no data moves. (Tests poison them here.)"""
+
+
+def _distribution(logits: torch.Tensor, temperature: float, top_k: int | None) -> torch.Tensor:
+    """(n, V) probabilities: one-hot at the argmax when greedy, else the sampling distribution."""
+    if temperature == 0.0:
+        return F.one_hot(logits.float().argmax(-1), logits.shape[-1]).double()
+    return next_token_distribution(logits, temperature, top_k).double()
+
+
+class ModelDraft:
+    """A small Transformer as the draft, decoding one token at a time on its own KV cache."""
+
+    def __init__(self, model: Transformer) -> None:
+        _check_model(model)
+        self.model, self.cache, self.cached = model, None, 0
+
+    def start(self, prompt: list[int], capacity: int) -> None:
+        self.cache = KVCache(self.model, 1, capacity)
+        self.cached = len(prompt) - 1
+        if self.cached:
+            self.model(torch.tensor([prompt[:-1]], device=self.model.device), 0, self.cache,
+                       last_only=True)
+
+    def propose(self, seq: list[int], gamma: int, temperature: float, top_k: int | None,
+                generator: torch.Generator) -> tuple[list[int], torch.Tensor | None]:
+        """gamma tokens drawn from the draft, and their distributions q (gamma, V)."""
+        dev = self.model.device
+        logits = self.model(torch.tensor([seq[self.cached:]], device=dev), self.cached,
+                            self.cache, last_only=True)
+        tokens, qs = [], []
+        for i in range(gamma):
+            q = _distribution(logits[0, -1:], temperature, top_k)[0].cpu()
+            x = int(torch.multinomial(q, 1, generator=generator))
+            tokens.append(x)
+            qs.append(q)
+            if i < gamma - 1:
+                logits = self.model(torch.tensor([[x]], device=dev), len(seq) + i, self.cache)
+        self.cached = len(seq) + gamma - 1  # the last draft is never fed
+        return tokens, torch.stack(qs)
+
+    def rollback(self, length: int) -> None:
+        """Keep cached positions < length (the committed text minus its last token)."""
+        self.cached = min(self.cached, length)
+        rollback_cache(self.cache, self.cached)
+
+
+class NgramDraft:
+    """Prompt lookup: find the latest earlier occurrence of the text's last n tokens (n from
+    max_ngram down to min_ngram) and propose the tokens that followed it. Its q is one-hot."""
+
+    def __init__(self, max_ngram: int = 3, min_ngram: int = 1) -> None:
+        check_positive("max_ngram", max_ngram, integer=True)
+        check_positive("min_ngram", min_ngram, integer=True)
+        if min_ngram > max_ngram:
+            raise ValueError(f"min_ngram must be <= max_ngram={max_ngram}, got {min_ngram}")
+        self.max_ngram, self.min_ngram = int(max_ngram), int(min_ngram)
+
+    def start(self, prompt: list[int], capacity: int) -> None:
+        pass
+
+    def lookup(self, seq: Sequence[int], gamma: int) -> list[int]:
+        """Up to gamma tokens that followed an earlier match of the longest suffix that has one:
+        the latest match followed by gamma tokens, else the latest match (fewer tokens)."""
+        seq = list(seq)
+        for n in range(min(self.max_ngram, len(seq) - 1), self.min_ngram - 1, -1):
+            suffix = seq[-n:]
+            matches = [i for i in range(len(seq) - n - 1, -1, -1) if seq[i:i + n] == suffix]
+            if matches:
+                full = [i for i in matches if i + n + gamma <= len(seq)]
+                i = full[0] if full else matches[0]
+                return seq[i + n:i + n + gamma]
+        return []
+
+    def propose(self, seq: list[int], gamma: int, temperature: float, top_k: int | None,
+                generator: torch.Generator) -> tuple[list[int], torch.Tensor | None]:
+        return self.lookup(seq, gamma), None
+
+    def rollback(self, length: int) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class SpeculativeGeneration:
+    """New tokens, and what each target step did: drafts proposed and drafts accepted."""
+
+    tokens: list[int]
+    proposed: tuple[int, ...]   # drafts verified in each target step (0: a plain step)
+    accepted: tuple[int, ...]   # of those, how many were kept
+    elapsed_s: float            # wall time, prefill included
+    prompt_len: int
+
+    @property
+    def target_steps(self) -> int:
+        """Target forward passes after the prefill."""
+        return len(self.proposed)
+
+    @property
+    def tokens_per_step(self) -> float:
+        """New tokens per target step."""
+        return len(self.tokens) / self.target_steps
+
+    @property
+    def tokens_per_s(self) -> float:
+        return len(self.tokens) / self.elapsed_s
+
+    @property
+    def alpha(self) -> float:
+        """Acceptance rate: accepted over examined drafts (a step stops at its first rejection)."""
+        rejected = sum(a < p for a, p in zip(self.accepted, self.proposed))
+        return acceptance_rate(sum(self.accepted), rejected)
+
+    def alpha_by_position(self, gamma: int) -> list[float | None]:
+        """For i = 1..gamma: of the steps whose i-th draft was examined, the share that kept
+        it (None where no step reached position i)."""
+        out = []
+        for i in range(1, gamma + 1):
+            reached = [a >= i for a, p in zip(self.accepted, self.proposed) if p >= i and a >= i - 1]
+            out.append(sum(reached) / len(reached) if reached else None)
+        return out
+
+
+def _check_gamma(gamma: int) -> None:
+    check_positive("gamma", gamma, integer=True)
+
+
+@torch.inference_mode()
+def speculative_generate(target: Transformer, draft: Transformer | ModelDraft | NgramDraft,
+                         prompt: torch.Tensor | Sequence[int], max_new_tokens: int, gamma: int = 4,
+                         temperature: float = 0.0, top_k: int | None = None,
+                         seed: int = 0) -> SpeculativeGeneration:
+    """Extend one prompt by max_new_tokens tokens, verifying up to gamma drafts per target step.
+
+    `draft` is a Transformer sharing the target's vocabulary (wrapped in `ModelDraft`) or an
+    `NgramDraft`. temperature and top_k apply to both models; the output follows the target's
+    distribution (greedy: equals `llmperf.generate.generate` token for token).
+    """
+    _check_model(target)
+    draft = ModelDraft(draft) if isinstance(draft, Transformer) else draft
+    if not isinstance(draft, (ModelDraft, NgramDraft)):
+        raise ValueError(f"draft must be a Transformer, ModelDraft or NgramDraft, got "
+                         f"{type(draft).__name__}")
+    vocab = target.config.vocab_size
+    if isinstance(draft, ModelDraft) and draft.model.config.vocab_size != vocab:
+        raise ValueError(f"draft vocab_size must equal the target's ({vocab}), "
+                         f"got {draft.model.config.vocab_size}")
+    check_positive("max_new_tokens", max_new_tokens, integer=True)
+    _check_gamma(gamma)
+    _check_sampling(temperature, top_k, vocab)
+    tokens = prompt_tensor(prompt, vocab)
+    if tokens.shape[0] != 1:
+        raise ValueError(f"prompt must be one sequence, got a batch of {tokens.shape[0]}")
+    seq, T = tokens[0].tolist(), tokens.shape[1]
+    capacity = T + max_new_tokens - 1
+    models = [target] + ([draft.model] if isinstance(draft, ModelDraft) else [])
+    if capacity > min(m.max_seq_len for m in models):
+        raise ValueError(f"prompt ({T} tokens) + max_new_tokens - 1 = {capacity} is beyond "
+                         f"max_seq_len={min(m.max_seq_len for m in models)}")
+    gen = torch.Generator().manual_seed(seed)
+    start = time.perf_counter()
+    cache = KVCache(target, 1, capacity)
+    if T > 1:  # the target holds every committed token but the last, which each step feeds
+        target(tokens[:, :-1].to(target.device), 0, cache, last_only=True)
+    draft.start(seq, capacity)
+    proposed, accepted = [], []
+    while len(seq) - T < max_new_tokens:
+        room = max_new_tokens - (len(seq) - T) - 1  # drafts that still fit
+        drafts, q = draft.propose(seq, min(gamma, room), temperature, top_k, gen) if room else ([], None)
+        pos = len(seq) - 1
+        chunk = torch.tensor([seq[pos:] + drafts], device=target.device)
+        p = _distribution(target(chunk, pos, cache)[0], temperature, top_k).cpu()
+        if drafts:
+            q = F.one_hot(torch.tensor(drafts), vocab).double() if q is None else q
+            new = verify(p, q, drafts, generator=gen)
+        else:
+            new = [int(torch.multinomial(p[0], 1, generator=gen))]
+        proposed.append(len(drafts))
+        accepted.append(len(new) - 1)
+        seq += new
+        rollback_cache(cache, len(seq) - 1)
+        draft.rollback(len(seq) - 1)
+    return SpeculativeGeneration(seq[T:], tuple(proposed), tuple(accepted),
+                                 time.perf_counter() - start, T)
