@@ -1,0 +1,269 @@
+"""Weight-only quantization: int8 per output channel, int4 in groups, and a layer that uses them.
+
+`quantize(w, bits, group_size)` keeps each row's (or group's) scale s = max|w| / q_max and
+the codes q = round(w / s) (see `llmperf.quantsize` for the formulas and their sizes);
+`.dequantize()` gives back s * q, within s / 2 of every weight.
+
+`QuantizedLinear` computes x W^T with W held quantized, in one of two ways:
+- "reference": dequantize W, then an ordinary matmul. Easy to read and always available, but
+  it writes and reads a full-precision copy of W at every call: slower than not quantizing.
+- "packed": PyTorch's weight-only kernels, which read the codes and scale them on the fly:
+  `aten._weight_int8pack_mm` (int8, per channel) and `aten._weight_int4pack_mm_for_cpu`
+  (int4 in groups of 32 to 256, codes packed by `_convert_weight_to_int4pack_for_cpu`) on the
+  CPU, `aten._weight_int4pack_mm` on CUDA. They compute in bf16 (their fast path), so the
+  layer casts x to bf16 and the result back. A packed layer is checked once against the
+  reference when it is built; a shape or device the kernel does not take stays "reference".
+
+`quantize_model(model, bits, group_size)` swaps every nn.Linear of a reference
+`Transformer` for a QuantizedLinear; the model's own code is unchanged. Quantize on the
+device the model runs on: a packed layout belongs to its device's kernel.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .quantsize import check_bits, check_group_size, q_max
+
+KERNELS = ("auto", "reference", "packed")
+INT4_KERNEL_GROUPS = (32, 64, 128, 256)  # the group sizes PyTorch's int4 kernels accept
+_COMPUTE_DTYPE = torch.bfloat16
+_INT4_CUDA_INNER_K_TILES = 8  # tinygemm's tiling: in_features must be a multiple of 8 * 16
+
+
+@dataclass(frozen=True)
+class QuantizedWeight:
+    """A (rows, cols) weight as b-bit codes and one scale per group of a row.
+
+    data: int8 codes (rows, cols) for 8 bits; for 4 bits, uint8 (rows, ceil(cols / 2)) with
+    two codes per byte, each stored as q + 8 (low nibble first). scales: fp32
+    (rows, cols / group_size). dtype: the dtype the weight had.
+    """
+
+    data: torch.Tensor
+    scales: torch.Tensor
+    bits: int
+    group_size: int
+    shape: tuple[int, int]
+    dtype: torch.dtype
+
+    def codes(self) -> torch.Tensor:
+        """The integers q, int8 (rows, cols), in [-q_max, q_max]."""
+        return self.data if self.bits == 8 else unpack_int4(self.data, self.shape[1])
+
+    def dequantize(self) -> torch.Tensor:
+        """s * q, in the weight's original dtype."""
+        rows, cols = self.shape
+        q = self.codes().float().reshape(rows, cols // self.group_size, self.group_size)
+        return (q * self.scales[..., None]).reshape(rows, cols).to(self.dtype)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: codes plus scales (`QuantScheme(bits, group, "fp32").matrix_bytes`)."""
+        return self.data.nbytes + self.scales.nbytes
+
+    @property
+    def bytes_per_param(self) -> float:
+        return self.nbytes / (self.shape[0] * self.shape[1])
+
+
+def quantize(w: torch.Tensor, bits: int = 8, group_size: int | None = None) -> QuantizedWeight:
+    """Symmetric quantization of a 2-D weight (out_features, in_features), row by row.
+
+    group_size None: one scale per output row (per channel); otherwise one per group_size
+    consecutive weights of a row, which must divide in_features. A group of zeros gets
+    scale 0 (its codes are 0).
+    """
+    check_bits(bits)
+    check_group_size(group_size)
+    if not isinstance(w, torch.Tensor) or w.dim() != 2 or not w.is_floating_point():
+        raise ValueError(f"w must be a 2-D floating-point tensor, got "
+                         f"{getattr(w, 'shape', type(w).__name__)}")
+    if not bool(torch.isfinite(w).all()):
+        raise ValueError("w must hold finite values only (no NaN or infinity)")
+    rows, cols = w.shape
+    g = cols if group_size is None else int(group_size)
+    if cols % g:
+        raise ValueError(f"group_size must divide in_features = {cols}, got {g}")
+    groups = w.float().reshape(rows, cols // g, g)
+    scales = groups.abs().amax(dim=-1) / q_max(bits)
+    safe = torch.where(scales > 0, scales, torch.ones_like(scales))
+    codes = torch.round(groups / safe[..., None]).clamp(-q_max(bits), q_max(bits))
+    codes = codes.to(torch.int8).reshape(rows, cols)
+    data = codes if bits == 8 else pack_int4(codes)
+    return QuantizedWeight(data, scales, bits, g, (rows, cols), w.dtype)
+
+
+def pack_int4(codes: torch.Tensor) -> torch.Tensor:
+    """int8 codes in [-8, 7], (rows, cols) -> uint8 (rows, ceil(cols / 2)), q + 8 per nibble."""
+    u = (codes.to(torch.int16) + 8).to(torch.uint8)
+    if u.shape[1] % 2:
+        u = F.pad(u, (0, 1), value=8)  # a code 0 fills the last byte
+    return u[:, 0::2] | (u[:, 1::2] << 4)
+
+
+def unpack_int4(data: torch.Tensor, cols: int) -> torch.Tensor:
+    """The inverse of `pack_int4`: int8 codes (rows, cols)."""
+    nibbles = torch.stack([data & 15, data >> 4], dim=-1).reshape(data.shape[0], -1)
+    return (nibbles[:, :cols].to(torch.int16) - 8).to(torch.int8)
+
+
+def rms_error(w: torch.Tensor, quantized: QuantizedWeight) -> float:
+    """Root mean square of w - dequantize(quantize(w)): the typical error per weight."""
+    return float((w.float() - quantized.dequantize().float()).pow(2).mean().sqrt())
+
+
+def packed_kernel(bits: int, group_size: int, rows: int, cols: int,
+                  device: torch.device) -> str | None:
+    """The PyTorch kernel that takes a (rows, cols) weight in this scheme here, or None."""
+    per_channel = group_size == cols
+    if device.type == "cpu":
+        if bits == 8 and per_channel and cols % 16 == 0:  # other widths crash the CPU kernel
+            return "_weight_int8pack_mm"
+        if bits == 4 and group_size in INT4_KERNEL_GROUPS and rows % 16 == 0:
+            return "_weight_int4pack_mm_for_cpu"
+    if device.type == "cuda":
+        if bits == 8 and per_channel:
+            return "_weight_int8pack_mm"
+        if (bits == 4 and group_size in INT4_KERNEL_GROUPS and rows % 8 == 0
+                and cols % (16 * _INT4_CUDA_INNER_K_TILES) == 0):
+            return "_weight_int4pack_mm"
+    return None
+
+
+def _pack(q: QuantizedWeight, op: str) -> dict[str, torch.Tensor]:
+    """The tensors kernel `op` reads, made from the codes and scales."""
+    if op == "_weight_int8pack_mm":
+        return {"packed": q.data, "packed_scales": q.scales[:, 0].to(_COMPUTE_DTYPE)}
+    # int4 kernels compute (code - 8) * scale + zero per group; a symmetric scheme has zero 0
+    scale_zeros = torch.stack([q.scales.t(), torch.zeros_like(q.scales.t())], dim=-1)
+    stored = q.codes().to(torch.int32) + 8
+    if op == "_weight_int4pack_mm_for_cpu":
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(stored, 1)
+    else:  # the CUDA layout starts from two codes per byte, high nibble first
+        pairs = (stored[:, 0::2] << 4 | stored[:, 1::2]).to(torch.uint8)
+        packed = torch.ops.aten._convert_weight_to_int4pack(pairs, _INT4_CUDA_INNER_K_TILES)
+    return {"packed": packed, "scale_zeros": scale_zeros.to(_COMPUTE_DTYPE).contiguous()}
+
+
+class QuantizedLinear(nn.Module):
+    """y = x W^T (+ bias) with W quantized; see the module docstring for the two kernels.
+
+    in_features may be less than the quantized width: W was padded with zero columns to a
+    whole number of groups, and x is padded with zeros to match.
+    """
+
+    def __init__(self, weight: QuantizedWeight, in_features: int,
+                 bias: torch.Tensor | None = None, kernel: str = "auto") -> None:
+        super().__init__()
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+        self.out_features, width = weight.shape
+        self.in_features, self.pad = int(in_features), width - int(in_features)
+        self.bits, self.group_size, self.weight_dtype = weight.bits, weight.group_size, weight.dtype
+        self.register_buffer("bias", bias)
+        op = packed_kernel(weight.bits, weight.group_size, *weight.shape, weight.data.device)
+        if kernel == "packed" and op is None:
+            raise ValueError(f"kernel 'packed': no PyTorch kernel takes int{weight.bits} with "
+                             f"group {weight.group_size}, shape {weight.shape} on "
+                             f"{weight.data.device.type}; use kernel='auto' or 'reference'")
+        self.kernel = "reference"
+        if kernel != "reference" and op is not None and self._pack_for(weight, op):
+            return
+        if kernel == "packed":
+            raise ValueError(f"kernel 'packed': {op} does not reproduce the reference here")
+        self.register_buffer("data", weight.data)
+        self.register_buffer("scales", weight.scales)
+
+    def _pack_for(self, weight: QuantizedWeight, op: str) -> bool:
+        """Hold the layout kernel `op` reads, if `op` runs and matches the reference result
+        on a random input; otherwise hold nothing and return False."""
+        try:
+            tensors = _pack(weight, op)
+        except (RuntimeError, NotImplementedError):
+            return False
+        for name, tensor in tensors.items():
+            self.register_buffer(name, tensor)
+        self.kernel = op
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(2, weight.shape[1], generator=gen).to(weight.data.device)
+        reference = F.linear(x, weight.dequantize().float())
+        try:
+            ok = bool(torch.allclose(self._matmul(x).float(), reference, rtol=2e-2,
+                                     atol=2e-2 * float(reference.abs().max())))
+        except (RuntimeError, NotImplementedError):
+            ok = False
+        if not ok:
+            for name in tensors:
+                delattr(self, name)
+            self.kernel = "reference"
+        return ok
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, bits: int = 8, group_size: int | None = None,
+                    kernel: str = "auto") -> QuantizedLinear:
+        """Quantize an nn.Linear's weight (padded with zero columns to whole groups)."""
+        w = linear.weight.detach()
+        pad = 0 if group_size is None else (-w.shape[1]) % int(group_size)
+        q = quantize(F.pad(w, (0, pad)) if pad else w, bits, group_size)
+        bias = None if linear.bias is None else linear.bias.detach().clone()
+        return cls(q, linear.in_features, bias, kernel)
+
+    def quantized_weight(self) -> QuantizedWeight:
+        """The codes and scales of a reference layer."""
+        if self.kernel != "reference":
+            raise ValueError(f"a layer packed for {self.kernel} keeps only the kernel's layout")
+        return QuantizedWeight(self.data, self.scales, self.bits, self.group_size,
+                               (self.out_features, self.in_features + self.pad),
+                               self.weight_dtype)
+
+    def _matmul(self, x: torch.Tensor) -> torch.Tensor:
+        """x (N, padded width) @ W^T by this layer's kernel."""
+        if self.kernel == "reference":
+            return F.linear(x, self.quantized_weight().dequantize().to(x.dtype))
+        xc = x.to(_COMPUTE_DTYPE)
+        if self.kernel == "_weight_int8pack_mm":
+            return torch.ops.aten._weight_int8pack_mm(xc, self.packed, self.packed_scales)
+        op = getattr(torch.ops.aten, self.kernel)
+        return op(xc, self.packed, self.group_size, self.scale_zeros)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pad:
+            x = F.pad(x, (0, self.pad))
+        y = self._matmul(x.reshape(-1, x.shape[-1])).to(x.dtype)
+        y = y.reshape(*x.shape[:-1], self.out_features)
+        return y if self.bias is None else y + self.bias
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bits={self.bits}, group_size={self.group_size}, kernel={self.kernel}")
+
+
+def quantize_model(model: nn.Module, bits: int = 8, group_size: int | None = None,
+                   kernel: str = "auto") -> nn.Module:
+    """Replace every nn.Linear of `model` by a QuantizedLinear, in place; returns `model`."""
+    check_bits(bits)
+    check_group_size(group_size)
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Linear):
+                setattr(parent, name, QuantizedLinear.from_linear(child, bits, group_size, kernel))
+    return model
+
+
+def kernels_used(model: nn.Module) -> dict[str, int]:
+    """How many QuantizedLinear layers of `model` run on each kernel."""
+    return dict(Counter(m.kernel for m in model.modules() if isinstance(m, QuantizedLinear)))
+
+
+def model_bytes(model: nn.Module) -> int:
+    """Bytes of every tensor the model's state holds (parameters and persistent buffers),
+    each counted once."""
+    seen: dict[tuple[int, int], int] = {}
+    for t in model.state_dict().values():
+        seen[(t.untyped_storage().data_ptr(), t.storage_offset())] = t.nbytes
+    return sum(seen.values())
