@@ -17,12 +17,13 @@ scale / 2 (plus the scale's own fp16 rounding, relative 2^-11).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
-from .generate import _check_model
+from .generate import _check_model, _check_sampling, prompt_tensor, sample_next
 from .model import Transformer
-from .serving.paging import BlockAllocator
+from .serving.paging import BlockAllocator, blocks_needed
 from .units import check_non_negative, check_positive
 
 KV_DTYPES = (None, "int8")
@@ -153,9 +154,63 @@ def paged_cache_for(model: Transformer, batch: int, tokens: int, block_size: int
     """A cache holding `batch` sequences (ids 0..batch-1) of `tokens` tokens, and the view
     that prefills all of them from position 0: `model(x, 0, view)` runs a whole window
     through the paged (or int8) cache, to compare with the model without one."""
-    from .serving.paging import blocks_needed
     allocator = BlockAllocator(batch * blocks_needed(tokens, block_size), block_size)
     for i in range(batch):
         allocator.allocate(i, tokens)
     cache = PagedKVCache(model, allocator, kv_dtype)
     return cache, cache.view(range(batch), [0] * batch, tokens)
+
+
+@dataclass(frozen=True)
+class ParallelSamples:
+    """`samples` continuations of one prompt (samples, max_new_tokens), and the most KV
+    blocks they held at once (`BlockAllocator.peak_blocks`)."""
+
+    tokens: torch.Tensor
+    peak_blocks: int
+    block_size: int
+
+
+@torch.inference_mode()
+def parallel_samples(model: Transformer, prompt: Sequence[int], samples: int,
+                     max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                     seed: int = 0, block_size: int = 16, share: bool = True) -> ParallelSamples:
+    """Sample `samples` continuations of `prompt` together, on a paged cache.
+
+    share: the prompt is prefilled once and its blocks forked to every sample, which copies
+    the last, partly filled prompt block on its first write (copy on write); otherwise every
+    sample prefills and holds its own copy. Sample i draws from a generator seeded seed + i,
+    so its tokens are those of `generate(model, prompt, max_new_tokens, temperature, top_k,
+    seed + i)`, up to the rounding of batched against single-row arithmetic."""
+    _check_model(model)
+    check_positive("samples", samples, integer=True)
+    check_positive("max_new_tokens", max_new_tokens, integer=True)
+    _check_sampling(temperature, top_k, model.config.vocab_size)
+    check_non_negative("seed", seed, integer=True)
+    prompt = prompt_tensor(prompt, model.config.vocab_size)[:1].to(model.device)
+    P, dev = prompt.shape[1], model.device
+    if P + max_new_tokens - 1 > model.max_seq_len:
+        raise ValueError(f"prompt ({P}) + max_new_tokens - 1 is beyond max_seq_len="
+                         f"{model.max_seq_len}")
+    per_sample = blocks_needed(P + max_new_tokens - 1, block_size)
+    allocator = BlockAllocator(samples * per_sample, block_size)
+    cache = PagedKVCache(model, allocator)
+    ids = list(range(samples))
+    for i in ids[:1] if share else ids:
+        allocator.allocate(i, P)
+        last = model(prompt, 0, cache.view([i], [0], P), last_only=True)[:, -1]
+    for i in ids[1:] if share else []:
+        allocator.fork(0, i)
+    gens = [torch.Generator(device=dev).manual_seed(seed + i) for i in ids]
+    logits = last.expand(samples, -1)
+    out = []
+    for step in range(max_new_tokens):
+        new = torch.cat([sample_next(logits[i:i + 1], temperature, top_k, gens[i]) for i in ids])
+        out.append(new)
+        if step == max_new_tokens - 1:
+            break
+        for i in ids:
+            cache.copy_blocks(allocator.append(i, 1))
+        pos = P + step
+        logits = model(new[:, None], pos, cache.view(ids, [pos] * samples, 1))[:, -1]
+    return ParallelSamples(torch.stack(out, dim=1).cpu(), allocator.peak_blocks, block_size)
