@@ -171,7 +171,8 @@ def verify_step_time(model: ModelConfig | str, accelerator: Accelerator | str, b
     tokens = batch * tokens_per_sequence
     flops = tokens * (2 * m.active_param_count()
                       + 4 * m.n_layers * m.q_dim * (context + tokens_per_sequence))
-    moved = m.weight_bytes(dtype) + batch * (context + tokens_per_sequence) * m.kv_bytes_per_token(dtype)
+    kv_tokens = batch * (context + tokens_per_sequence)
+    moved = m.weight_bytes(dtype) + kv_tokens * m.kv_bytes_per_token(dtype)
     return max(flops / acc.peak(dtype), moved / acc.mem_bandwidth)
 
 

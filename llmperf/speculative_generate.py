@@ -151,7 +151,8 @@ class SpeculativeGeneration:
         it (None where no step reached position i)."""
         out = []
         for i in range(1, gamma + 1):
-            reached = [a >= i for a, p in zip(self.accepted, self.proposed) if p >= i and a >= i - 1]
+            reached = [a >= i for a, p in zip(self.accepted, self.proposed)
+                       if p >= i and a >= i - 1]
             out.append(sum(reached) / len(reached) if reached else None)
         return out
 
@@ -201,7 +202,8 @@ def speculative_generate(target: Transformer, draft: Transformer | ModelDraft | 
     proposed, accepted = [], []
     while len(seq) - T < max_new_tokens:
         room = max_new_tokens - (len(seq) - T) - 1  # drafts that still fit
-        drafts, q = draft.propose(seq, min(gamma, room), temperature, top_k, gen) if room else ([], None)
+        drafts, q = ([], None) if room == 0 else draft.propose(seq, min(gamma, room),
+                                                              temperature, top_k, gen)
         pos = len(seq) - 1
         chunk = torch.tensor([seq[pos:] + drafts], device=target.device)
         p = _distribution(target(chunk, pos, cache)[0], temperature, top_k).cpu()

@@ -17,9 +17,10 @@ import math
 import pytest
 import torch
 
+import llmperf.speculative_generate as sg
 from llmperf.generate import generate
-from llmperf.models import ModelConfig
 from llmperf.model import Transformer
+from llmperf.models import ModelConfig
 from llmperf.speculative import (
     acceptance_rate,
     batched_speculative_speedup,
@@ -29,7 +30,6 @@ from llmperf.speculative import (
     verify,
     verify_step_time,
 )
-import llmperf.speculative_generate as sg
 from llmperf.speculative_generate import NgramDraft, speculative_generate
 
 SIGNIFICANCE = 1e-6
@@ -45,12 +45,13 @@ def test_expected_tokens_matches_the_paper_formula():
         for gamma in (1, 2, 4, 7):
             closed = (1 - alpha ** (gamma + 1)) / (1 - alpha)
             assert expected_tokens_per_step(alpha, gamma) == pytest.approx(closed, rel=1e-12)
-    assert expected_tokens_per_step(0.8, 4) == pytest.approx(3.3616, abs=1e-12)  # 1+.8+.64+.512+.4096
+    # 1 + 0.8 + 0.64 + 0.512 + 0.4096
+    assert expected_tokens_per_step(0.8, 4) == pytest.approx(3.3616, abs=1e-12)
 
 
 def test_expected_tokens_at_the_limits():
-    assert expected_tokens_per_step(0.0, 5) == 1.0  # every draft rejected: the target's token only
-    assert expected_tokens_per_step(1.0, 5) == 6.0  # every draft kept: gamma + 1, no division by zero
+    assert expected_tokens_per_step(0.0, 5) == 1.0  # every draft rejected: the target's own
+    assert expected_tokens_per_step(1.0, 5) == 6.0  # every draft kept: gamma + 1, no 0/0
     assert expected_tokens_per_step(1 - 1e-12, 5) == pytest.approx(6.0, rel=1e-9)
 
 
@@ -247,8 +248,10 @@ def test_acceptance_is_the_overlap_of_the_distributions():
     """Leviathan et al.: a draft is accepted with probability sum_x min(p(x), q(x))."""
     gen = torch.Generator().manual_seed(5)
     p, q = TARGET[:1].repeat(2, 1), DRAFTS["far"][:1]
-    kept = sum(len(verify(p, q, [int(torch.multinomial(q[0], 1, generator=gen))], generator=gen)) - 1
-               for _ in range(SAMPLES))
+    kept = 0
+    for _ in range(SAMPLES):
+        x = int(torch.multinomial(q[0], 1, generator=gen))
+        kept += len(verify(p, q, [x], generator=gen)) - 1
     alpha = float(torch.minimum(p[0], q[0]).sum())
     sd = math.sqrt(alpha * (1 - alpha) / SAMPLES)
     assert abs(kept / SAMPLES - alpha) < 5.3 * sd  # two-sided normal tail at 5.3 sd: about 1e-7
@@ -331,7 +334,8 @@ def test_sampled_generation_keeps_the_target_distribution():
     exact = (first[:, None] * seconds.double()).flatten()
     counts = torch.zeros(VOCAB ** 2, dtype=torch.int64)
     for seed in range(3_000):
-        x = speculative_generate(target, draft, prompt, 2, gamma=2, temperature=1.0, seed=seed).tokens
+        x = speculative_generate(target, draft, prompt, 2, gamma=2, temperature=1.0,
+                                 seed=seed).tokens
         counts[x[0] * VOCAB + x[1]] += 1
     assert chi_square_p_value(counts, exact) > SIGNIFICANCE
 
