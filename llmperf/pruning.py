@@ -32,10 +32,12 @@ METHODS = ("magnitude", "wanda")
 PATTERNS = ("unstructured", "2:4")
 
 
-def prunable_linears(model: Transformer) -> Iterator[tuple[str, nn.Linear]]:
-    """(name, layer) of every linear layer inside the decoder blocks (not the LM head)."""
+def prunable_linears(model: Transformer,
+                     ffn_only: bool = False) -> Iterator[tuple[str, nn.Linear]]:
+    """(name, layer) of every linear layer inside the decoder blocks (not the LM head), or of
+    the FFNs' only."""
     for name, module in model.layers.named_modules():
-        if isinstance(module, nn.Linear):
+        if isinstance(module, nn.Linear) and (not ffn_only or ".feed_forward." in f".{name}"):
             yield f"layers.{name}", module
 
 
@@ -103,10 +105,11 @@ def input_norms(model: Transformer, tokens: torch.Tensor) -> dict[str, torch.Ten
 
 @torch.no_grad()
 def prune(model: Transformer, sparsity: float = 0.5, method: str = "magnitude",
-          pattern: str = "unstructured", calibration: torch.Tensor | None = None) -> Transformer:
-    """A copy of `model` with every prunable weight masked: `sparsity` of each row removed
-    (pattern "unstructured"), or 2 of every 4 (pattern "2:4", sparsity ignored).
-    method "wanda" needs calibration tokens (B, T)."""
+          pattern: str = "unstructured", calibration: torch.Tensor | None = None,
+          ffn_only: bool = False) -> Transformer:
+    """A copy of `model` with every prunable weight (or the FFNs' only) masked: `sparsity` of
+    each row removed (pattern "unstructured"), or 2 of every 4 (pattern "2:4", sparsity
+    ignored). method "wanda" needs calibration tokens (B, T)."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if pattern not in PATTERNS:
@@ -115,7 +118,7 @@ def prune(model: Transformer, sparsity: float = 0.5, method: str = "magnitude",
         raise ValueError("calibration tokens are required for method 'wanda'")
     norms = input_norms(model, calibration) if method == "wanda" else {}
     pruned = copy.deepcopy(model)
-    for name, layer in prunable_linears(pruned):
+    for name, layer in prunable_linears(pruned, ffn_only):
         w = layer.weight
         scores = wanda_scores(w, norms[name]) if norms else magnitude_scores(w)
         mask = two_four_mask(scores) if pattern == "2:4" else unstructured_mask(scores, sparsity)
@@ -123,10 +126,10 @@ def prune(model: Transformer, sparsity: float = 0.5, method: str = "magnitude",
     return pruned
 
 
-def weight_sparsity(model: Transformer) -> float:
-    """Fraction of the prunable weights that are exactly zero."""
+def weight_sparsity(model: Transformer, ffn_only: bool = False) -> float:
+    """Fraction of the prunable weights (or of the FFNs') that are exactly zero."""
     zeros = total = 0
-    for _, layer in prunable_linears(model):
+    for _, layer in prunable_linears(model, ffn_only):
         zeros += int((layer.weight == 0).sum())
         total += layer.weight.numel()
     return zeros / total

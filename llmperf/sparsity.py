@@ -71,17 +71,34 @@ def trace_ffn(model: Transformer, tokens: torch.Tensor) -> FFNTrace:
     return FFNTrace([inputs[i] for i in range(n)], [hidden[i] for i in range(n)])
 
 
-def gathered_ffn(mlp: MLP, x: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
-    """W_down[:, active] relu(W_up[active] x) for x (..., d_model) and neuron indices `active`:
-    only the active rows of W_up and columns of W_down are read and multiplied. Equal to the
-    dense FFN when every neuron outside `active` is zero for these inputs."""
-    if active.dim() != 1 or active.dtype not in (torch.int32, torch.int64):
-        raise ValueError("active must be a 1-D tensor of neuron indices")
-    w_up = mlp.w1.weight.index_select(0, active)              # (a, d_model)
-    w_down = mlp.w2.weight.t().index_select(0, active)        # (a, d_model): rows contiguous
-    h = F.relu(F.linear(x, w_up, None if mlp.w1.bias is None else mlp.w1.bias[active]))
-    y = h @ w_down
-    return y if mlp.w2.bias is None else y + mlp.w2.bias
+class GatheredFFN:
+    """A ReLU FFN that computes only given neurons: W_down[:, active] relu(W_up[active] x).
+
+    W_down is kept transposed, (d_ff, d_model), so a neuron's down-projection weights are one
+    contiguous row (Deja Vu stores it the same way). The active rows of W_up are gathered
+    (copied) and multiplied; the down projection is one `embedding_bag`, a weighted sum of the
+    active rows of W_down^T read in place. Equal to the dense FFN when every neuron outside
+    `active` is zero for these inputs.
+    """
+
+    def __init__(self, mlp: MLP) -> None:
+        if not isinstance(mlp, MLP) or mlp.act is not F.relu:
+            raise ValueError("mlp must be a two-matrix ReLU FFN (llmperf.model.MLP with relu)")
+        self.w_up = mlp.w1.weight                               # (d_ff, d_model)
+        self.w_down_t = mlp.w2.weight.t().contiguous()          # (d_ff, d_model)
+        self.b_up, self.b_down = mlp.w1.bias, mlp.w2.bias
+
+    def __call__(self, x: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+        """The FFN of x (N, d_model) over neuron indices `active` (a,), shared by the N rows."""
+        if active.dim() != 1 or active.dtype not in (torch.int32, torch.int64):
+            raise ValueError("active must be a 1-D tensor of neuron indices")
+        if x.dim() != 2:
+            raise ValueError(f"x must be 2-D (tokens, d_model), got shape {tuple(x.shape)}")
+        b = None if self.b_up is None else self.b_up[active]
+        h = F.relu(F.linear(x, self.w_up.index_select(0, active), b))    # (N, a)
+        y = F.embedding_bag(active.expand(x.shape[0], -1), self.w_down_t,
+                            per_sample_weights=h, mode="sum")             # (N, d_model)
+        return y if self.b_down is None else y + self.b_down
 
 
 class LowRankPredictor:

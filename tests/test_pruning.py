@@ -49,6 +49,9 @@ def test_magnitude_pruning_reaches_the_requested_sparsity_on_a_model():
     pruned = prune(model, 0.5)
     assert weight_sparsity(pruned) == pytest.approx(0.5, abs=1e-12)
     assert weight_sparsity(model) == 0.0  # the original is untouched
+    ffn = prune(model, 0.75, ffn_only=True)
+    assert weight_sparsity(ffn, ffn_only=True) == 0.75
+    assert bool((ffn.layers[0].attention.wqkv.weight != 0).all())  # attention left dense
     kept = pruned.layers[0].feed_forward.w2.weight != 0  # each row's largest magnitudes survive
     w = model.layers[0].feed_forward.w2.weight.abs()
     for row in range(w.shape[0]):

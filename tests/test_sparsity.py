@@ -16,9 +16,9 @@ from llmperf.sparse_cost import (  # noqa: E402
     sparsity_savings,
 )
 from llmperf.sparsity import (  # noqa: E402
+    GatheredFFN,
     LowRankPredictor,
     fit_predictors,
-    gathered_ffn,
     predicted_ffn,
     prediction_quality,
     trace_ffn,
@@ -45,15 +45,23 @@ def test_gathered_ffn_equals_dense_on_the_active_set():
     model = Transformer(RELU, seed=2)
     trace = trace_ffn(model, tokens())
     mlp = model.layers[0].feed_forward
-    x = trace.inputs[0][:1]                                  # one token
-    active = trace.active(0)[0].nonzero().squeeze(1)
-    assert 0 < len(active) < 64
+    sparse = GatheredFFN(mlp)
     with torch.inference_mode():
-        assert torch.allclose(gathered_ffn(mlp, x, active), mlp(x), atol=1e-6)
-        dropped = gathered_ffn(mlp, x, active[1:])              # missing one active neuron
-        assert not torch.allclose(dropped, mlp(x), atol=1e-6)
+        for t in (0, 5, 17):
+            x = trace.inputs[0][t:t + 1]                          # one token
+            active = trace.active(0)[t].nonzero().squeeze(1)
+            assert 0 < len(active) < 64
+            assert torch.allclose(sparse(x, active), mlp(x), atol=1e-6)
+            dropped = sparse(x, active[1:])                       # one active neuron missing
+            assert not torch.allclose(dropped, mlp(x), atol=1e-6)
+        x = trace.inputs[0][:4]                                   # four tokens: their union
+        union = trace.active(0)[:4].any(0).nonzero().squeeze(1)
+        assert torch.allclose(sparse(x, union), mlp(x), atol=1e-6)
     with pytest.raises(ValueError, match="active"):
-        gathered_ffn(mlp, x, torch.ones(3))
+        sparse(x, torch.ones(3))
+    with pytest.raises(ValueError, match="ReLU"):
+        GatheredFFN(Transformer(RELU.with_(ffn_kind="swiglu", activation="silu"))
+                    .layers[0].feed_forward)
 
 
 def test_full_rank_predictor_is_exact_and_low_rank_is_not():
