@@ -1,0 +1,65 @@
+"""Speculative decoding against plain decoding on this machine, with the trained target.
+
+Drafts: the trained draft model (13x fewer parameters) and an n-gram prompt lookup (no
+model). For each gamma: tokens/s of speculative and plain decoding over the same prompts
+(medians of alternating rounds), the acceptance rate alpha (overall and per draft position),
+tokens per target step, the measured speedup, and two predictions from the measured alpha and
+step times: E / (gamma c + 1) and E / (gamma c + r), r the measured cost of a verification
+step over gamma + 1 positions relative to a decode step. Greedy (temperature 0, where every
+output must equal plain greedy decoding's, checked) and sampled (temperature 1).
+
+Run: .venv/bin/python benchmarks/speculative.py
+"""
+import torch
+from _common import write
+
+from llmperf.speculative_generate import NgramDraft
+from llmperf.speculative_measure import compare
+from llmperf.trained import load, validation_tokens
+
+PROMPTS, PROMPT_LEN, NEW_TOKENS = 6, 64, 128
+GAMMAS = (1, 2, 3, 4, 6, 8)
+TEMPERATURES = (0.0, 1.0)
+ROUNDS = 3
+
+
+def main() -> None:
+    target, draft = load("target"), load("draft")
+    text = validation_tokens(target.tokenizer)
+    step = (len(text) - PROMPT_LEN) // PROMPTS
+    prompts = [text[i * step:i * step + PROMPT_LEN].tolist() for i in range(PROMPTS)]
+    drafts = {"draft model": draft.model, "n-gram lookup": NgramDraft(max_ngram=3)}
+    rows = []
+    for temperature in TEMPERATURES:
+        for r in compare(target.model, drafts, prompts, NEW_TOKENS, GAMMAS, temperature,
+                         rounds=ROUNDS):
+            rows.append({**r.__dict__, "alpha_by_position": list(r.alpha_by_position),
+                         "speedup": r.speedup,
+                         "predicted_tokens_per_step": r.predicted_tokens_per_step,
+                         "predicted_speedup": r.predicted_speedup,
+                         "predicted_speedup_measured_verify": r.predicted_speedup_measured_verify})
+    lines = ["# Speculative decoding against plain decoding (trained target, batch 1)", "",
+             f"{PROMPTS} prompts of {PROMPT_LEN} characters from the validation split, "
+             f"{NEW_TOKENS} new tokens each, medians of {ROUNDS} alternating rounds. "
+             "alpha: accepted / examined drafts; E: tokens per target step; predicted speedups "
+             "from the measured alpha, c (draft step / target step) and r (verification step "
+             "over gamma + 1 positions / decode step).", "",
+             "| temperature | draft | gamma | plain tok/s | spec tok/s | speedup | predicted "
+             "E/(gc+1) | predicted E/(gc+r) | alpha | tokens/step | predicted E | c | r | "
+             "greedy identical |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        same = "-" if r["identical"] is None else ("yes" if r["identical"] else "NO")
+        lines.append(
+            f"| {r['temperature']:g} | {r['draft']} | {r['gamma']} | {r['plain_tokens_per_s']:.0f} "
+            f"| {r['tokens_per_s']:.0f} | {r['speedup']:.2f}x | {r['predicted_speedup']:.2f}x | "
+            f"{r['predicted_speedup_measured_verify']:.2f}x | {r['alpha']:.3f} | "
+            f"{r['tokens_per_step']:.2f} | {r['predicted_tokens_per_step']:.2f} | {r['c']:.2f} | "
+            f"{r['verify_ratio']:.2f} | {same} |")
+    write("speculative", {"prompts": PROMPTS, "prompt_len": PROMPT_LEN, "new_tokens": NEW_TOKENS,
+                          "rounds": ROUNDS, "torch_threads": torch.get_num_threads(),
+                          "rows": rows}, "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
