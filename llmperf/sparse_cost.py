@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from .cost import Cost, grouped_matmul_cost
 from .layers import experts_touched
 from .models import ModelConfig, get_model
-from .units import check_non_negative, check_positive, normalize_dtype
+from .units import bytes_per_element, check_non_negative, check_positive, normalize_dtype
 
 
 # ---- structured pruning -----------------------------------------------------------------------
@@ -52,8 +52,9 @@ def pruned_config(model: ModelConfig | str, d_ff: int | None = None,
                          f"attention); this model has {m.n_kv_heads} KV heads")
     if m.is_moe:
         raise ValueError("model must be dense (n_experts == 1) for structured pruning")
+    kv_heads = int(n_heads) if m.n_kv_heads == m.n_heads else m.n_kv_heads
     return m.with_(name=f"{m.name}-pruned", d_ff=int(d_ff), n_heads=int(n_heads),
-                   n_kv_heads=int(n_heads), d_head=m.d_head)
+                   n_kv_heads=kv_heads, d_head=m.d_head)
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,18 @@ def pruned_size(model: ModelConfig | str, d_ff: int | None = None, n_heads: int 
     p = pruned_config(m, d_ff, n_heads)
     return PrunedSize(m.param_count(), p.param_count(), m.weight_bytes(dtype),
                       p.weight_bytes(dtype))
+
+
+def two_four_bytes(elements: int, dtype: str = "fp16") -> float:
+    """Bytes of a weight matrix of `elements` values stored in the 2:4 compressed format of
+    NVIDIA's sparse tensor cores: the kept half of the values in `dtype`, plus a 2-bit index
+    per kept value saying which of its group of 4 it is (NVIDIA, "Exploiting NVIDIA Ampere
+    Structured Sparsity with cuSPARSELt", 2020). fp16: 9 of every 16 bits, 0.5625 of dense."""
+    check_positive("elements", elements, integer=True)
+    if elements % 4:
+        raise ValueError(f"elements must be a multiple of 4 (groups of 4), got {elements}")
+    kept = elements // 2
+    return kept * bytes_per_element(dtype) + kept * 2 / 8
 
 
 # ---- contextual sparsity ----------------------------------------------------------------------

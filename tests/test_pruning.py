@@ -22,7 +22,7 @@ from llmperf.pruning import (  # noqa: E402
     wanda_scores,
     weight_sparsity,
 )
-from llmperf.sparse_cost import pruned_config, pruned_size  # noqa: E402
+from llmperf.sparse_cost import pruned_config, pruned_size, two_four_bytes  # noqa: E402
 
 TINY = lp.ModelConfig(name="tiny", n_layers=2, d_model=32, n_heads=4, d_ff=48, vocab_size=50,
                       max_seq_len=32)
@@ -141,7 +141,18 @@ def test_structured_sizes_match_a_hand_count():
     assert size.params_after == 4 * per_layer + 2 * 104 * 256 + 256
     assert size.bytes_after == 2 * size.params_after
     assert size.params_before == cfg.param_count()
+    gqa = cfg.with_(n_kv_heads=2)  # grouped-query attention keeps its KV heads
+    assert pruned_config(gqa, d_ff=344).n_kv_heads == 2
+    assert pruned_size(gqa, d_ff=344).params_after == gqa.param_count() - 4 * 3 * 256 * 344
     with pytest.raises(ValueError, match="d_ff"):
         pruned_config(cfg, d_ff=700)
     with pytest.raises(ValueError, match="n_kv_heads"):
         pruned_config(cfg.with_(n_kv_heads=2), n_heads=2)
+
+
+def test_two_four_storage_is_half_the_values_plus_two_bit_indices():
+    assert two_four_bytes(4096 * 4096, "fp16") == 4096 * 4096 * (2 + 0.25) / 2
+    assert two_four_bytes(4096 * 4096, "fp16") / (4096 * 4096 * 2) == 0.5625
+    assert two_four_bytes(8, "int8") == 4 * 1 + 4 * 0.25
+    with pytest.raises(ValueError, match="multiple of 4"):
+        two_four_bytes(6)
