@@ -101,7 +101,8 @@ class Engine:
     KV tokens read, seconds) per iteration, to fit `fit_linear_step_time` to this machine.
 
     kv_memory "reservation" (the default) runs on a contiguous `KVCache` of max_batch slots,
-    each as long as the longest request; "paged" on a `llmperf.kvcache.PagedKVCache` of
+    each as long as the longest request, and every running request holds a whole slot;
+    "paged" on a `llmperf.kvcache.PagedKVCache` of
     blocks of `block_size` tokens, with the simulator's paged policy and its preemptions.
     kv_capacity_tokens bounds either (None: reservation unbounded; paged, enough blocks for
     max_batch of the longest request). kv_dtype "int8" stores the paged cache in int8.
@@ -131,10 +132,14 @@ class Engine:
         self.peak_kv_held_bytes = 0
 
     def _memory(self, max_len: int):
+        """Reservation: each request holds a whole slot of max_len positions, as the
+        contiguous cache lays them out; paged: blocks as the request's tokens arrive."""
         capacity = self.kv_capacity_tokens
-        if self.kv_memory == "paged" and capacity is None:
+        if self.kv_memory == "reservation":  # reservations count the never-cached last token
+            return make_memory("reservation", capacity, reserve_tokens=max_len + 1)
+        if capacity is None:
             capacity = self.max_batch * blocks_needed(max_len, self.block_size) * self.block_size
-        return make_memory(self.kv_memory, capacity, self.block_size)
+        return make_memory("paged", capacity, self.block_size)
 
     @torch.inference_mode()
     def run(self, requests: Seq[Request], prompts: Seq[Seq[int]] | None = None) -> RunResult:
@@ -174,7 +179,8 @@ class Engine:
         self.outputs = [s.output for s in seqs]
         result = recorder.result()
         self.cache_bytes = runner.cache.nbytes
-        per_token = self.cache_bytes / (max_len * self.max_batch if paged is None else
+        # held slots (each reserving max_len + 1 tokens) or blocks, at their bytes in the cache
+        per_token = self.cache_bytes / ((max_len + 1) * self.max_batch if paged is None else
                                         paged.allocator.num_blocks * self.block_size)
         self.peak_kv_held_bytes = int(result.peak_kv_held_tokens * per_token)
         return result

@@ -112,15 +112,20 @@ class PagedView:
                                  f"{p} + {tokens}: allocate or append first")
         self.cache, self.tokens = cache, int(tokens)
         self.length = max(starts) + self.tokens
-        s, dev = cache.block_size, cache.k.device
-        tables = [cache.allocator.tables[i] for i in seq_ids]
-        write = [[t[p // s] * s + p % s for p in range(p0, p0 + tokens)]
-                 for t, p0 in zip(tables, starts)]
-        read = [[t[p // s] * s + p % s if p < p0 + tokens else 0 for p in range(self.length)]
-                for t, p0 in zip(tables, starts)]
-        self.write_index = torch.tensor(write, device=dev).flatten()
-        self.read_index = torch.tensor(read, device=dev).flatten()
-        self.batch = len(seq_ids)
+        s, B = cache.block_size, len(seq_ids)
+        blocks = blocks_needed(self.length, s)
+        table = torch.zeros(B, blocks, dtype=torch.int64)   # block 0 past a row's own blocks
+        for b, i in enumerate(seq_ids):
+            own = cache.allocator.tables[i][:blocks]
+            table[b, :len(own)] = torch.tensor(own, dtype=torch.int64)
+        pos = torch.arange(self.length)
+        read = table[:, pos // s] * s + pos % s                # (B, length) slots in the pool
+        ends = torch.tensor(starts)[:, None] + self.tokens
+        read = read.masked_fill(pos >= ends, 0)
+        write = read.gather(1, ends - self.tokens + torch.arange(self.tokens))
+        self.write_index = write.flatten().to(cache.k.device)
+        self.read_index = read.flatten().to(cache.k.device)
+        self.batch = B
 
     def update(self, layer_index: int, start_pos: int | torch.Tensor, k: torch.Tensor,
                v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -214,3 +219,51 @@ def parallel_samples(model: Transformer, prompt: Sequence[int], samples: int,
         pos = P + step
         logits = model(new[:, None], pos, cache.view(ids, [pos] * samples, 1))[:, -1]
     return ParallelSamples(torch.stack(out, dim=1).cpu(), allocator.peak_blocks, block_size)
+
+
+@dataclass(frozen=True)
+class CacheEffect:
+    """What storing the KV cache in another form changes, over `tokens` predicted positions.
+
+    greedy_agreement: share of positions whose argmax is the exact cache's; loss_*: mean
+    next-token loss (nats) with the exact and the changed cache; attention_error[l]: relative
+    error ||y' - y|| / ||y|| of layer l's attention output."""
+
+    greedy_agreement: float
+    loss_exact_nats: float
+    loss_changed_nats: float
+    attention_error: tuple[float, ...]
+    tokens: int
+
+
+@torch.inference_mode()
+def kv_cache_effect(model: Transformer, tokens: torch.Tensor, kv_dtype: str = "int8",
+                    seq_len: int = 128, max_windows: int = 8, block_size: int = 16) -> CacheEffect:
+    """Run windows of `tokens` through the model twice, with an exact paged cache and one in
+    `kv_dtype`, every position attending to the stored keys and values (as decode would)."""
+    from .trained.evaluate import windows
+    win = windows(tokens, seq_len, max_windows).to(model.device)
+    x, target = win[:, :-1], win[:, 1:]
+    outputs, logits = {}, {}
+    for kind in (None, kv_dtype):
+        captured: list[torch.Tensor] = []
+        hooks = [layer.attention.register_forward_hook(
+            lambda _m, _i, out, store=captured: store.append(out.float()))
+            for layer in model.layers]
+        try:
+            _, view = paged_cache_for(model, len(x), seq_len, block_size, kind)
+            logits[kind] = model(x, 0, view).float()
+        finally:
+            for h in hooks:
+                h.remove()
+        outputs[kind] = captured
+    exact, changed = logits[None], logits[kv_dtype]
+    errors = tuple(float((b - a).norm() / a.norm()) for a, b in zip(outputs[None],
+                                                                     outputs[kv_dtype]))
+
+    def loss(lg: torch.Tensor) -> float:
+        return float(torch.nn.functional.cross_entropy(lg.reshape(-1, lg.shape[-1]),
+                                                       target.reshape(-1)))
+
+    agree = float((exact.argmax(-1) == changed.argmax(-1)).float().mean())
+    return CacheEffect(agree, loss(exact), loss(changed), errors, target.numel())

@@ -153,3 +153,16 @@ def test_parallel_samples_are_each_seeds_own_generation(tiny, share):
     alone = torch.cat([generate(tiny, prompt, 10, 1.0, 20, 3 + i).tokens for i in range(4)])
     assert torch.equal(got.tokens, alone)
     assert got.peak_blocks == shared_sampling_blocks(19, 10, 4, 4)[0 if share else 1]
+
+
+def test_the_int8_cache_effect_is_small_and_not_zero(tiny):
+    from llmperf.kvcache import kv_cache_effect
+    gen = torch.Generator().manual_seed(4)
+    tokens = torch.randint(0, tiny.config.vocab_size, (4 * 33 + 1,), generator=gen)
+    exact = kv_cache_effect(tiny, tokens, None, seq_len=32, max_windows=4)
+    assert exact.greedy_agreement == 1.0 and max(exact.attention_error) == 0.0
+    int8 = kv_cache_effect(tiny, tokens, "int8", seq_len=32, max_windows=4)
+    assert int8.tokens == 4 * 32 and len(int8.attention_error) == tiny.config.n_layers
+    assert 0 < max(int8.attention_error) < 0.05
+    assert int8.greedy_agreement > 0.9
+    assert int8.loss_exact_nats == pytest.approx(exact.loss_changed_nats)
