@@ -184,7 +184,7 @@ def top_indices(scores: list[torch.Tensor], keep: int) -> list[torch.Tensor]:
 
 
 def _head_rows(heads: torch.Tensor, d_head: int) -> torch.Tensor:
-    return (heads[:, None] * d_head + torch.arange(d_head)).reshape(-1)
+    return (heads[:, None] * d_head + torch.arange(d_head, device=heads.device)).reshape(-1)
 
 
 def _ffn_rows(ffn: nn.Module, neurons: torch.Tensor) -> torch.Tensor:
@@ -202,7 +202,7 @@ def _state_dict_slices(model: Transformer, neurons: list[torch.Tensor],
     for i, block in enumerate(model.layers):
         p = f"layers.{i}."
         rows = _head_rows(heads[i], D)
-        kv = rows if Hkv == H else torch.arange(Hkv * D)  # GQA: heads are never removed
+        kv = rows if Hkv == H else torch.arange(Hkv * D, device=rows.device)  # GQA: all kept
         qkv = torch.cat([rows, kv + H * D, kv + H * D + Hkv * D])
         state[p + "attention.wqkv.weight"] = state[p + "attention.wqkv.weight"][qkv]
         state[p + "attention.wo.weight"] = state[p + "attention.wo.weight"][:, rows]
@@ -238,11 +238,12 @@ def mask_structured(model: Transformer, neurons: list[torch.Tensor],
     masked = copy.deepcopy(model)
     D = model.config.d_head
     for i, block in enumerate(masked.layers):
-        keep_cols = torch.zeros(block.attention.wo.in_features, dtype=torch.bool)
+        keep_cols = torch.zeros(block.attention.wo.in_features, dtype=torch.bool,
+                                device=model.device)
         keep_cols[_head_rows(heads[i], D)] = True
         block.attention.wo.weight.mul_(keep_cols)
         down = _ffn_down(block.feed_forward)
-        keep = torch.zeros(down.in_features, dtype=torch.bool)
+        keep = torch.zeros(down.in_features, dtype=torch.bool, device=model.device)
         keep[neurons[i]] = True
         down.weight.mul_(keep)
     return masked

@@ -126,6 +126,18 @@ def sparse_ffn_cost(model: ModelConfig | str, sparsity: float = 0.0, tokens: int
     return (up * (m.ffn_matrices - 1) + down) * m.n_layers
 
 
+def gathered_ffn_cost(model: ModelConfig | str, sparsity: float, dtype: str = "fp16") -> Cost:
+    """FLOPs and bytes of one token through `llmperf.sparsity.GatheredFFN` in every layer: the
+    oracle's work (`sparse_ffn_cost`, tokens=1), plus the copy of the active rows of each "in"
+    matrix that the gather makes before the product (written once, read again: 2 a d more
+    elements per "in" matrix). The down matrix's rows are read in place."""
+    m = get_model(model)
+    oracle = sparse_ffn_cost(m, sparsity, 1, dtype)
+    a = active_neurons(m.d_ff, sparsity)
+    copies = 2 * a * m.d_model * (m.ffn_matrices - 1) * m.n_layers * bytes_per_element(dtype)
+    return oracle + Cost(0.0, copies)
+
+
 @dataclass(frozen=True)
 class SparsitySavings:
     """The FFN matmuls dense and under an oracle that computes only the active neurons."""

@@ -12,6 +12,7 @@ import llmperf as lp  # noqa: E402
 from llmperf.model import Transformer  # noqa: E402
 from llmperf.sparse_cost import (  # noqa: E402
     active_neurons,
+    gathered_ffn_cost,
     sparse_ffn_cost,
     sparsity_savings,
 )
@@ -142,3 +143,10 @@ def test_bad_sparsity_is_rejected():
             active_neurons(64, bad)
     with pytest.raises(ValueError, match="dense"):
         sparse_ffn_cost("mixtral-8x7b", 0.5)
+
+
+def test_the_gathered_ffn_moves_the_oracles_bytes_plus_one_copy_of_the_up_rows():
+    c = gathered_ffn_cost(RELU, 0.9, "fp32")
+    oracle = sparse_ffn_cost(RELU, 0.9, 1, "fp32")
+    assert c.flops == oracle.flops
+    assert c.bytes - oracle.bytes == 2 * (2 * 6 * 32) * 4  # 2 layers, write + read of 6 rows
