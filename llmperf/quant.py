@@ -117,6 +117,14 @@ def rms_error(w: torch.Tensor, quantized: QuantizedWeight) -> float:
     return float((w.float() - quantized.dequantize().float()).pow(2).mean().sqrt())
 
 
+def predicted_rms_error(quantized: QuantizedWeight) -> float:
+    """RMS error if each weight's rounding error were uniform on [-s/2, s/2]: s / sqrt(12),
+    averaged over the weights (sqrt of the mean of s^2 / 12). Close for smooth
+    distributions; an outlier's group, whose small weights round to 0, errs by less."""
+    per_weight = quantized.scales.float().pow(2).mean()  # every group holds group_size weights
+    return float((per_weight / 12).sqrt())
+
+
 def packed_kernel(bits: int, group_size: int, rows: int, cols: int,
                   device: torch.device) -> str | None:
     """The PyTorch kernel that takes a (rows, cols) weight in this scheme here, or None."""

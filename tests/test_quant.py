@@ -14,6 +14,7 @@ from llmperf.quant import (
     model_bytes,
     pack_int4,
     packed_kernel,
+    predicted_rms_error,
     quantize,
     quantize_model,
     rms_error,
@@ -116,6 +117,14 @@ def test_smaller_groups_give_smaller_error_and_more_bytes():
     sizes = [QuantScheme(4, g).matrix_bytes(64, 512) for g in (None, 256, 64, 16)]
     assert sizes == sorted(sizes)
     assert rms_error(w, quantize(w, 8)) < errors[-1] / 4  # 8 bits: a step 18x finer
+
+
+@pytest.mark.parametrize(("bits", "group_size"), [(8, None), (4, 32), (4, None)])
+def test_rms_error_is_a_uniform_rounding_error(bits, group_size):
+    """On Gaussian weights the error is nearly uniform on [-s/2, s/2]: RMS s / sqrt(12)."""
+    q = quantize(weights(rows=64, cols=1024), bits, group_size)
+    measured = rms_error(weights(rows=64, cols=1024), q)
+    assert measured == pytest.approx(predicted_rms_error(q), rel=0.05)
 
 
 @pytest.mark.parametrize(("bits", "group_size", "cols"), [(8, None, 256), (4, None, 7),
