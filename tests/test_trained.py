@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import time
 from pathlib import Path
 
 import pytest
@@ -75,9 +74,7 @@ def test_the_core_models_are_committed():
 
 @pytest.mark.parametrize("name", TRAINED)
 def test_weights_match_hashes_and_configs(name, info):
-    start = time.perf_counter()
     m = load(name)
-    assert time.perf_counter() - start < 1.0
     assert m.config == model_config(name)
     assert m.model.num_parameters() == m.config.param_count() == info["models"][name]["params"]
     assert not m.model.training
