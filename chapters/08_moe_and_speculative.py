@@ -1,0 +1,656 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Chapter 8: Fewer FLOPs per token, fewer steps per answer: mixture of experts and speculative decoding
+#
+# The chapters so far took the model as given and asked how fast its steps can run. This one
+# changes the work itself, in two ways the lecture groups together. A *mixture of experts*
+# (MoE) keeps many feed-forward networks per layer and runs only a few of them for each token,
+# so a model can hold far more parameters than it computes with. *Speculative decoding* keeps
+# the model as it is but lets a cheap draft guess several tokens ahead, so that one step of the
+# large model can produce several tokens of the answer, with the large model's output
+# distribution unchanged. Both trade one resource for another, and chapter 5's lesson decides
+# when the trade pays: a decode step at a small batch is bound by the bytes it reads, not by
+# its FLOPs.
+#
+# :::{admonition} After this chapter you will be able to
+# :class: tip
+#
+# - count the total and active parameters of an MoE model, and say what each one costs
+#   (memory capacity against FLOPs per token);
+# - predict how many experts a decode batch touches, $E\,(1 - (1 - k/E)^B)$ under uniform
+#   routing, and from it the bytes a decode step reads and the batch at which an MoE's experts
+#   turn compute bound;
+# - measure routing on real text and see how far it is from uniform;
+# - state the verification step of speculative sampling, and check that it keeps the target's
+#   distribution exactly;
+# - predict tokens per target step, $(1 - \alpha^{\gamma+1})/(1 - \alpha)$, and the speedup
+#   $(1 - \alpha^{\gamma+1})/((1 - \alpha)(\gamma c + 1))$ from an acceptance rate $\alpha$ and a
+#   cost ratio $c$, choose $\gamma$, and compare with a measurement;
+# - explain why speculation helps at batch 1 and can hurt a heavily batched server.
+# :::
+#
+# Notation: $E$ experts per layer, $k$ of them per token, $B$ sequences in a decode batch,
+# $P$ parameters ($P_{\text{total}}$, $P_{\text{active}}$), $b$ bytes per parameter. For
+# speculation: the *target* is the model whose outputs we want, the *draft* the cheap guesser;
+# $\gamma$ drafted tokens per step, $\alpha$ the probability that a drafted token is accepted,
+# $c$ the time of one draft step over one target step. The measured parts use the small models
+# of `llmperf.trained` (trained on CPython's documentation, one character per token): the
+# dense *target* (about 3.2 M parameters), a *draft* 13 times smaller, and an *MoE* with 4
+# experts of which 2 run per token, as many active parameters as the target. They run on a
+# GPU when there is one and on the CPU otherwise.
+
+# %%
+import dataclasses
+import statistics
+
+import matplotlib.pyplot as plt
+import torch
+
+import llmperf as lp
+from llmperf.moe import decode_steps, record_routing
+from llmperf.plots import new_axes, use_style
+from llmperf.speculative import (
+    batched_speculative_speedup,
+    best_gamma,
+    expected_tokens_per_step,
+    speculative_speedup,
+    verify,
+    verify_step_time,
+)
+from llmperf.speculative_generate import NgramDraft
+from llmperf.speculative_measure import compare
+from llmperf.trained import load, validation_tokens
+
+torch.manual_seed(0)
+use_style()
+device = "cuda" if torch.cuda.is_available() else "cpu"
+target, draft, moe = (load(name, device=device) for name in ("target", "draft", "moe"))
+text = validation_tokens(target.tokenizer)
+mixtral, h200 = lp.get_model("mixtral-8x7b"), lp.get_accelerator("H200 SXM")
+print(f"device for the measurements: {device}")
+
+# %% [markdown]
+# ## 8.1 Mixture of experts
+#
+# ### Total against active parameters
+#
+# An MoE layer replaces the one feed-forward network (FFN) of a block with $E$ of them, the
+# *experts*, and a *router*: a matrix $W_g$ of shape $d \times E$ that scores every expert for
+# every token. Each token goes to its $k$ best-scoring experts, and their outputs are added with
+# weights given by a softmax over the chosen scores; the other $E - k$ experts do nothing for it.
+# Mixtral 8x7B {cite:p}`jiang2024mixtral` does this in each of its 32 layers with $E = 8$ and
+# $k = 2$, on the attention layers of Mistral 7B {cite:p}`jiang2023mistral`. Attention, norms
+# and embeddings are shared; only the FFN is multiplied:
+#
+# $$
+# P_{\text{total}} = P_{\text{shared}} + L\,E\,P_{\text{expert}}, \qquad
+# P_{\text{active}} = P_{\text{shared}} + L\,k\,P_{\text{expert}},
+# $$
+#
+# with $P_{\text{expert}} = 3\,d\,d_{\text{ff}}$ for a SwiGLU expert (plus the router's $dE$
+# per layer, counted as shared).
+
+# %%
+expert = 3 * mixtral.d_model * mixtral.d_ff
+experts_all = mixtral.n_layers * mixtral.n_experts * expert
+shared = mixtral.param_count() - experts_all
+active = shared + mixtral.n_layers * mixtral.experts_per_token * expert
+lp.Table(["model", "E", "k", "params per expert", "total params", "active params",
+          "weights (fp16)", "active / total"],
+         [("Mixtral 8x7B", mixtral.n_experts, mixtral.experts_per_token, expert,
+           mixtral.param_count(), active, lp.format_bytes(mixtral.weight_bytes("fp16")),
+           f"{active / mixtral.param_count():.1%}"),
+          ("trained MoE", moe.config.n_experts, moe.config.experts_per_token,
+           3 * moe.config.d_model * moe.config.d_ff, moe.config.param_count(),
+           moe.config.active_param_count(), lp.format_bytes(moe.config.weight_bytes("fp32")),
+           f"{moe.config.active_param_count() / moe.config.param_count():.1%}"),
+          ("trained target (dense)", 1, 1, 3 * target.config.d_model * target.config.d_ff,
+           target.config.param_count(), target.config.active_param_count(),
+           lp.format_bytes(target.config.weight_bytes("fp32")), "100.0%")],
+         formats={"params per expert": ",d", "total params": ",d", "active params": ",d"})
+
+# %% tags=["hide-cell"]
+# The derivation above, checked against llmperf and against the paper (46.7B total, 12.9B
+# active: Jiang et al. 2024 and Mistral AI's announcement).
+assert active == mixtral.active_param_count()
+assert round(mixtral.param_count() / 1e9, 1) == 46.7 and round(active / 1e9, 1) == 12.9
+assert abs(moe.config.active_param_count() - target.config.param_count()) < 0.01 * target.config.param_count()
+
+# %% [markdown]
+# Mixtral computes with 12.9 B parameters per token, a little under a third of what it holds:
+# per token it costs the FLOPs of a 13 B dense model, but it needs the memory of a 47 B one.
+# Its 93 GB of fp16 weights do not fit on one 80 GiB A100 or H100; on a 141 GB H200 they do,
+# with about 50 GB left for the KV cache. The trained MoE is the same idea in miniature: its
+# two active experts of $d_{\text{ff}} = 344$ match the target's one FFN of 688, so both models
+# do the same FLOPs per token.
+#
+# The router's choices are learned, and nothing forces them to be balanced: a router that sends
+# most tokens to one expert wastes the others and makes that expert the bottleneck of every
+# batch. Large MoE models are trained with an auxiliary loss that rewards even loads; our small
+# MoE was trained without one, so the measurement below shows what an unconstrained router
+# does.
+#
+# ### The experts a decode batch touches
+#
+# In a decode step, each of $B$ sequences brings one token, and each token needs $k$ experts.
+# If the router picked uniformly at random, an expert would escape one token with probability
+# $1 - k/E$ and all $B$ with probability $(1 - k/E)^B$, so the expected number of experts
+# touched is
+#
+# $$
+# E_{\text{touched}}(B) = E\,\bigl(1 - (1 - k/E)^B\bigr).
+# $$
+#
+# A decode step must read the weights of every expert touched. At $B = 1$ that is $k$ experts,
+# the active parameters; for Mixtral, by $B = 8$ it is already 7.2 of the 8, and the step reads
+# nearly all 47 B parameters while computing with only 13 B per token.
+# `lp.experts_touched` is this formula, and `lp.layer_costs` charges a decode step the bytes of
+# the experts it touches.
+
+# %%
+batches = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
+dense_twin = dataclasses.replace(mixtral, name="dense, Mixtral's active size", n_experts=1,
+                                 experts_per_token=1, d_ff=2 * mixtral.d_ff)
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+ax1.plot(batches[:7], [lp.experts_touched(b, 8, 2) for b in batches[:7]], "o-",
+         label="Mixtral: E = 8, k = 2")
+ax1.plot(batches[:7], [lp.experts_touched(b, 4, 2) for b in batches[:7]], "s-",
+         label="trained MoE: E = 4, k = 2")
+ax1.set(xscale="log", xlabel="decode batch B (sequences)", ylabel="experts touched per layer",
+        title="Experts a batch touches (uniform routing)")
+ax1.legend()
+for m, style in ((mixtral, "o-"), (dense_twin, "s--"), (lp.get_model("mistral-7b"), "^:")):
+    ax2.plot(batches, [lp.decode_step_time(m, h200, 1024, b) * 1e3 for b in batches], style,
+             label=m.name)
+ax2.set(xscale="log", yscale="log", xlabel="decode batch B (sequences)",
+        ylabel="decode step time (ms)", title="Roofline decode step on an H200, 1,024 cached, fp16")
+ax2.legend()
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# **Figure 1.** Left: experts touched per layer against the batch, under uniform routing; both
+# models touch nearly all their experts by $B \approx 8$. Right: the roofline time of one decode
+# step on an H200 (fp16, 1,024 cached tokens per sequence) for Mixtral, for a dense model with
+# the same attention and the same active parameters (one FFN of twice Mixtral's width, a model
+# built for the comparison), and for Mistral 7B. At $B = 1$ Mixtral and its dense twin read the
+# same bytes. From $B = 2$ Mixtral reads more experts each step, and by $B = 16$ its step costs
+# about three times the twin's: it reads 47 B parameters where the twin reads 13 B. At large
+# batches both turn compute bound and, doing the same FLOPs per token, meet again.
+#
+# That is where an MoE helps and where it does not. At batch 1 it decodes like its active size;
+# in a large, compute-bound batch it also runs like its active size; between the two, its step
+# reads every expert and costs like its total size. Its FFN products also turn compute bound
+# later: each expert sees only about $Bk/E$ of the batch's tokens, so the batch must be $E/k$
+# times larger than for a dense model (`lp.critical_batch_size`, chapter 5).
+
+# %%
+lp.Table(["accelerator", "memory", "Mixtral fits (fp16)?", "critical batch, Mixtral",
+          "critical batch, dense twin"],
+         [(a, lp.format_bytes(lp.get_accelerator(a).mem_capacity, binary=True),
+           "yes" if mixtral.weight_bytes("fp16") < lp.get_accelerator(a).mem_capacity else "no",
+           lp.critical_batch_size(mixtral, a), lp.critical_batch_size(dense_twin, a))
+          for a in ("A100 SXM 80GB", "H100 SXM", "H200 SXM")],
+         title="Mixtral 8x7B: memory and the batch at which its FFN products turn compute bound")
+
+# %% [markdown]
+# :::{important}
+# An MoE decouples the FLOPs per token (active parameters) from the parameters held (total).
+# It pays in memory capacity always, and in bandwidth at the batches between 1 and its critical
+# batch, which is $E/k$ times a dense model's.
+# :::
+#
+# ### Measured: routing on real text, experts touched, and decode steps
+#
+# `llmperf.moe.record_routing` runs the trained MoE over 1,024 characters of the validation
+# text with a forward hook on each layer's router, and keeps the two experts each token was
+# sent to. Predict first: under uniform routing each expert gets a quarter of the token-expert
+# slots in every layer.
+
+# %% tags=["nbval-ignore-output"]
+routing = record_routing(moe.model, text, max_windows=4)
+shares = routing.shares()
+lp.Table(["layer"] + [f"expert {e}" for e in range(moe.config.n_experts)] + ["largest / uniform"],
+         [(layer, *[f"{s:.3f}" for s in row], f"{max(row) * moe.config.n_experts:.2f}")
+          for layer, row in enumerate(shares.tolist())],
+         title=f"Share of the token-expert slots, {routing.tokens} validation tokens "
+               "(uniform: 0.250)")
+
+# %% tags=["nbval-ignore-output"]
+small_batches = [1, 2, 3, 4, 6, 8, 16, 32]
+measured_touched = torch.stack([routing.touched(b) for b in small_batches])  # (batches, layers)
+ax = new_axes("Experts touched by B tokens of real text: trained MoE",
+              "decode batch B (random validation tokens)", "experts touched per layer")
+ax.plot(small_batches, [lp.experts_touched(b, 4, 2) for b in small_batches], "k--",
+        label="uniform routing (predicted)")
+for layer in range(moe.config.n_layers):
+    ax.plot(small_batches, measured_touched[:, layer], "o-", label=f"layer {layer} (measured)")
+ax.set_xscale("log")
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# **Figure 2.** Experts touched by a batch of $B$ tokens drawn at random from the validation
+# text, per layer (points), against the uniform prediction (dashed). A layer whose router
+# prefers some experts touches fewer of them at a given batch: the unlucky expert is rarely
+# called, so a batch reads its weights less often. That is not a saving a server can bank on:
+# the busiest expert does a larger share of the work, and the step waits for it. In the trained
+# MoE the first layer's router is nearly balanced and the later ones are not, which is what
+# training without a balancing loss can give.
+#
+# Now the decode step. The MoE and the dense target do the same FLOPs per token, so the analytic
+# layer predicts the same bytes at $B = 1$ and more for the MoE as soon as a batch touches more
+# than two experts. Predict the ratio of step times from the bytes before reading the
+# measurement.
+
+# %% tags=["nbval-ignore-output"]
+step_batches = [1, 2, 4, 8, 16, 32, 64]
+rounds = [(decode_steps(moe.model, step_batches, context=128, steps=5),
+           decode_steps(target.model, step_batches, context=128, steps=5)) for _ in range(3)]
+moe_s = [statistics.median(r[0][i].median_s for r in rounds) for i in range(len(step_batches))]
+dense_s = [statistics.median(r[1][i].median_s for r in rounds) for i in range(len(step_batches))]
+bytes_ratio = [m.predicted_bytes / d.predicted_bytes for m, d in zip(*rounds[0])]
+lp.Table(["batch", "MoE step", "dense step", "measured MoE / dense", "predicted bytes MoE / dense",
+          "experts touched (uniform)"],
+         [(b, lp.format_seconds(m), lp.format_seconds(d), f"{m / d:.2f}", f"{r:.2f}",
+           f"{row.experts_touched:.2f}")
+          for b, m, d, r, row in zip(step_batches, moe_s, dense_s, bytes_ratio, rounds[0][0])],
+         title=f"Decode step after 128 cached tokens, {device}")
+
+# %% tags=["nbval-ignore-output"]
+ax = new_axes("Decode step against batch: trained MoE and dense target",
+              "decode batch B (sequences)", "step time (ms)")
+ax.plot(step_batches, [s * 1e3 for s in moe_s], "o-", label="MoE, 4 experts, top 2 (measured)")
+ax.plot(step_batches, [s * 1e3 for s in dense_s], "s-", label="dense target (measured)")
+ax.plot(step_batches, [d * r * 1e3 for d, r in zip(dense_s, bytes_ratio)], "o:", color="C0",
+        label="MoE predicted: dense time x bytes ratio")
+ax.set(xscale="log", yscale="log")
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# **Figure 3.** Measured decode steps of the two trained models against the batch, and the
+# MoE's step predicted from the dense one's time scaled by the ratio of the bytes the analytic
+# layer counts. The bytes predict the shape: equal at $B = 1$, an MoE step dearer once a batch
+# touches more than two experts, the gap closing as the KV cache and activations grow. Where
+# the measured MoE is slower even at $B = 1$, where both models read the same bytes, the reason
+# is chapter 7's: these models are so small that a step's time is largely per-operator
+# overhead, and the MoE launches more operators (a router, a top-k, and for each expert an
+# index, a gather, two products and a scatter-add). On a large model on a GPU, where a step's
+# time is its bytes, the prediction of figure 1 is the one to expect.
+#
+# ## 8.2 Speculative decoding
+#
+# ### Guess, then check in one step
+#
+# Decoding one token at a time is a chain: token $t+1$ needs token $t$. Chapter 5 showed that a
+# decode step at batch 1 is bound by memory: it reads every weight to do two FLOPs per
+# parameter, far below the ridge. So a step over a few positions instead of one costs about the
+# same as a step over one. Speculative decoding {cite:p}`leviathan2023fast,chen2023accelerating`
+# spends that slack. A draft, much cheaper than the target, proposes $\gamma$ tokens one at a
+# time. The target then runs once over the last committed token and the $\gamma$ drafts,
+# $\gamma + 1$ positions appended to its KV cache, exactly like a short prefill (an *append*),
+# and gets its own next-token distribution at each of them. A rule compares the two and keeps
+# a prefix of the drafts, then adds one token of the target's own, so every target step emits
+# between 1 and $\gamma + 1$ tokens.
+
+# %%
+lp.Table(["model", "accelerator", "batch", "decode step", "verify, gamma = 4 (5 positions)",
+          "ratio"],
+         [(m, a, b, lp.format_seconds(verify_step_time(m, a, b, 1, 512)),
+           lp.format_seconds(verify_step_time(m, a, b, 5, 512)),
+           f"{verify_step_time(m, a, b, 5, 512) / verify_step_time(m, a, b, 1, 512):.2f}")
+          for m, a, b in (("llama-2-7b", "A10", 1), ("llama-3-8b", "H100 SXM", 1),
+                          ("llama-3-8b", "H100 SXM", 256))],
+         title="Roofline time of a target step over 1 and 5 positions, 512 cached, fp16")
+
+# %% [markdown]
+# At batch 1 the verification of four drafts costs what one decode step costs: the step reads
+# the same weights and KV cache, and its FLOPs are still far below what the part could do. At
+# batch 256 on the H100, five positions per sequence make 1,280 tokens, past the critical batch
+# of chapter 5: the products turn compute bound and the step costs twice as much. The last part
+# of this section returns to this.
+#
+# ### Verification that keeps the target's distribution
+#
+# Let $p_i$ be the target's distribution at position $i$ and $q_i$ the draft's, from which it
+# drew $x_i$. `llmperf.speculative.verify` applies Leviathan et al.'s rule:
+#
+# 1. keep $x_i$ with probability $\min(1, p_i(x_i)/q_i(x_i))$, for $i = 1, 2, \dots$ in order;
+# 2. at the first rejection, stop and emit a token drawn from $\max(0, p_i - q_i)$, normalized;
+# 3. if all $\gamma$ were kept, emit one more token drawn from $p_{\gamma+1}$.
+#
+# A token is emitted at a position either by being drafted and kept, with probability
+# $q(x)\min(1, p(x)/q(x)) = \min(p(x), q(x))$, or by the residual after a rejection. The
+# probability of a rejection is $1 - \sum_x \min(p, q)$, which is exactly the mass of
+# $\max(0, p - q)$; so the residual adds $p(x) - \min(p(x), q(x))$, and the total is $p(x)$.
+# The output is distributed as the target's own samples, whatever the draft; a better draft
+# only makes acceptance likelier, $\alpha = \sum_x \min(p(x), q(x))$. Greedy decoding is the case
+# where both are one-hot at their argmax: a draft is kept exactly when it is the target's
+# argmax, and the output equals plain greedy decoding token for token.
+#
+# Predict, then measure: with a target and a draft over six tokens, far apart, the tokens
+# `verify` emits first should follow $p_1$, and not $q_1$.
+
+# %% tags=["nbval-ignore-output"]
+gen = torch.Generator().manual_seed(0)
+p_toy = torch.tensor([[0.05, 0.35, 0.25, 0.05, 0.2, 0.1], [0.3, 0.1, 0.1, 0.2, 0.2, 0.1]],
+                     dtype=torch.float64)
+q_toy = torch.tensor([[0.4, 0.05, 0.05, 0.3, 0.1, 0.1]], dtype=torch.float64)
+samples = 10_000
+firsts = torch.zeros(6)
+for _ in range(samples):
+    drafted = int(torch.multinomial(q_toy[0], 1, generator=gen))
+    firsts[verify(p_toy, q_toy, [drafted], generator=gen)[0]] += 1
+ax = new_axes(f"First emitted token: {samples:,} verification steps, gamma = 1",
+              "token id", "probability")
+width = 0.27
+ids = torch.arange(6)
+ax.bar(ids - width, q_toy[0], width, label="draft q (what was proposed)", color="C7")
+ax.bar(ids, p_toy[0], width, label="target p (predicted output)", color="C0")
+ax.bar(ids + width, firsts / samples, width, label="emitted by verify (measured)", color="C1")
+ax.legend()
+plt.show()
+print(f"alpha = sum min(p, q) = {torch.minimum(p_toy[0], q_toy[0]).sum():.2f}; "
+      f"largest gap between emitted frequency and p: {(firsts / samples - p_toy[0]).abs().max():.4f}")
+
+# %% [markdown]
+# **Figure 4.** The draft proposes mostly tokens 0 and 3, which the target finds unlikely; after
+# verification the emitted tokens follow the target's distribution, within the sampling noise
+# of 10,000 draws (a standard error of at most 0.005). The tests in `tests/test_speculative.py`
+# make this a chi-square test, for the first token and for whole three-token sequences, with
+# the draft far from and close to the target and $\gamma$ from 1 to 4, at a significance level
+# of $10^{-6}$ each (a correct implementation fails one of them less than once in 10,000 runs),
+# and show that the same test rejects a plausible wrong rule (resampling from $p$ instead of
+# $\max(0, p - q)$).
+#
+# ### Tokens per step and the speedup
+#
+# If each draft is accepted with the same probability $\alpha$, independently, the $i$-th draft
+# survives with probability $\alpha^i$, and a target step emits on average
+#
+# $$
+# \mathbb{E}[\text{tokens per step}] = 1 + \alpha + \dots + \alpha^{\gamma}
+# = \frac{1 - \alpha^{\gamma+1}}{1 - \alpha}
+# $$
+#
+# tokens ($\gamma + 1$ in the limit $\alpha \to 1$). A step costs $\gamma$ draft steps and one
+# target step, $\gamma c + 1$ target steps, so the speedup over plain decoding is
+#
+# $$
+# S(\alpha, \gamma, c) = \frac{1 - \alpha^{\gamma+1}}{(1 - \alpha)(\gamma c + 1)},
+# $$
+#
+# assuming the verification costs one decode step. More drafts raise the numerator ever more
+# slowly and the denominator linearly, so there is a best $\gamma$ (`best_gamma`); and some
+# $\gamma$ beats plain decoding exactly when $\alpha > c$.
+
+# %%
+gammas = list(range(1, 11))
+ax = new_axes("Predicted speedup against gamma (c = 0.05)", "drafted tokens per step, gamma",
+              "speedup over plain decoding")
+for alpha in (0.6, 0.7, 0.8, 0.9):
+    ax.plot(gammas, [speculative_speedup(alpha, g, 0.05) for g in gammas], "o-",
+            label=f"alpha = {alpha} (best gamma {best_gamma(alpha, 0.05)})")
+ax.axhline(1, color="black", lw=0.8)
+ax.legend()
+plt.show()
+lp.Table(["alpha", "c", "best gamma", "tokens per step", "speedup"],
+         [(a, c, best_gamma(a, c), expected_tokens_per_step(a, best_gamma(a, c)),
+           speculative_speedup(a, best_gamma(a, c), c))
+          for a, c in ((0.6, 0.05), (0.8, 0.05), (0.9, 0.05), (0.8, 0.2), (0.2, 0.01))],
+         formats={"tokens per step": ".2f", "speedup": ".2f"})
+
+# %% tags=["hide-cell"]
+# The formulas as the chapter writes them, against llmperf.
+for a in (0.6, 0.8, 0.9):
+    for g in gammas:
+        assert abs(expected_tokens_per_step(a, g) - (1 - a ** (g + 1)) / (1 - a)) < 1e-12
+assert abs(expected_tokens_per_step(0.8, 4) - 3.3616) < 1e-12
+assert abs(speculative_speedup(0.8, 4, 0.1) - 2.4011) < 1e-4
+assert best_gamma(0.3, 0.3) == 0 and best_gamma(0.31, 0.3) > 0
+
+# %% [markdown]
+# **Figure 5.** The predicted speedup for a draft costing 5% of a target step. The curves are
+# flat near their best $\gamma$, so the exact choice matters less than $\alpha$. The last row of
+# the table is a draft that costs almost nothing but is rarely right ($\alpha = 0.2$): a bigram
+# model, say. It still pays a little, because a free guess is never a loss; with $c = 0$ the
+# speedup tends to $1/(1 - \alpha) = 1.25$ as $\gamma$ grows.
+#
+# ### Measured with the trained draft and target
+#
+# `llmperf.speculative_generate.speculative_generate` runs the loop on the trained models, each
+# with its own KV cache. After a step that kept $n$ of $\gamma$ drafts, the positions past the
+# kept prefix hold keys and values of rejected drafts; nothing reads them, because the next
+# append writes its own tokens over them before attention reads the cache (the tests fill them
+# with NaN and check that nothing changes). Two drafts: the trained draft model, and an *n-gram
+# prompt lookup* {cite:p}`saxena2023prompt`, which needs no model: it finds the last few
+# characters earlier in the text and proposes what followed them (serving engines such as vLLM
+# offer it as an "n-gram" draft). Its guesses are one-hot, so $q(x) = 1$ for the drafted token.
+#
+# `llmperf.speculative_measure.compare` runs plain and speculative decoding on the same prompts
+# and measures $\alpha$ (kept over examined drafts), tokens per target step, the speedup, and,
+# on the same machine, $c$ and $r$, the cost of a verification over $\gamma + 1$ positions
+# relative to a decode step. It prints two predictions beside the measurement: the paper's
+# $S(\alpha, \gamma, c)$, and $E/(\gamma c + r)$, which prices the verification as measured.
+
+# %% tags=["nbval-ignore-output"]
+prompts = [text[i:i + 48].tolist() for i in (0, 25_000)]
+spec_gammas = [1, 2, 3, 4, 6]
+greedy = compare(target.model, {"draft model": draft.model, "n-gram lookup": NgramDraft()},
+                 prompts, 96, spec_gammas, temperature=0.0, rounds=2)
+sampled = compare(target.model, {"draft model": draft.model}, prompts, 96, spec_gammas,
+                  temperature=1.0, rounds=2)
+lp.Table(["temperature", "draft", "gamma", "alpha", "tokens / step", "predicted E", "speedup",
+          "predicted S", "predicted E/(gc+r)", "c", "r", "greedy identical"],
+         [(r.temperature, r.draft, r.gamma, r.alpha, r.tokens_per_step,
+           r.predicted_tokens_per_step, r.speedup, r.predicted_speedup,
+           r.predicted_speedup_measured_verify, r.c, r.verify_ratio,
+           "-" if r.identical is None else ("yes" if r.identical else "NO"))
+          for r in greedy + sampled],
+         formats={"alpha": ".3f", "tokens / step": ".2f", "predicted E": ".2f", "speedup": ".2f",
+                  "predicted S": ".2f", "predicted E/(gc+r)": ".2f", "c": ".2f", "r": ".2f",
+                  "temperature": "g"},
+         title=f"Speculative against plain decoding, trained target, batch 1, {device}")
+
+# %% tags=["nbval-ignore-output"]
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+for rows, label, color in ((greedy[:5], "draft model, greedy", "C0"),
+                           (greedy[5:], "n-gram lookup, greedy", "C1"),
+                           (sampled, "draft model, T = 1", "C2")):
+    g = [r.gamma for r in rows]
+    ax1.plot(g, [r.tokens_per_step for r in rows], "o-", color=color, label=f"{label} (measured)")
+    ax1.plot(g, [r.predicted_tokens_per_step for r in rows], ":", color=color,
+             label="predicted from its alpha")
+    ax2.plot(g, [r.speedup for r in rows], "o-", color=color, label=f"{label} (measured)")
+    ax2.plot(g, [r.predicted_speedup_measured_verify for r in rows], ":", color=color,
+             label="predicted E / (gamma c + r)")
+ax1.set(xlabel="gamma", ylabel="tokens per target step", title="Tokens per target step")
+ax2.set(xlabel="gamma", ylabel="speedup over plain decoding", title="Wall-time speedup")
+ax2.axhline(1, color="black", lw=0.8)
+ax1.legend(fontsize=7)
+ax2.legend(fontsize=7)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# **Figure 6.** Left: tokens per target step against $\gamma$, measured (points) and predicted
+# from the measured $\alpha$ (dotted). Right: the measured speedup and the prediction that uses
+# the measured $c$ and verification cost $r$. Things to read in the table and the figure:
+#
+# - greedy outputs must be identical to plain greedy decoding for both drafts and every
+#   $\gamma$ (the table's last column; the tests check it too);
+# - the formula with the measured $\alpha$ predicts tokens per step well where few drafts are
+#   chained, and less well for long chains: it assumes every draft is accepted with the same
+#   probability, independently of the others, while real acceptances come in runs (easy
+#   stretches of text are easy throughout), as the per-position acceptance below shows;
+# - greedy text from a small character model repeats itself, which is what the n-gram lookup
+#   finds, so at temperature 0 the free lookup competes with the draft model. At temperature 1
+#   the draft model's $\alpha$ should be near the overlap $\sum_x \min(p, q)$ of the two models
+#   that `llmperf.trained`'s model card reports; the lookup rarely guesses a sampled character
+#   (`benchmarks/speculative.py` measures it);
+# - $c$ is a ratio of step times, not of parameters (1/13). A small model's step is mostly
+#   per-operator overhead (chapter 7), so the 2-layer draft costs far more than 1/13 of the
+#   4-layer target's step, and the speedup it can buy is small. The step's own bookkeeping
+#   (verification, sampling, Python) is host work that neither prediction counts, which is why
+#   the measured speedup falls below them.
+#
+# The per-position acceptance, for the draft model at temperature 1, against the constant
+# $\alpha$ the formula assumes:
+
+# %% tags=["nbval-ignore-output"]
+deepest = sampled[-1]
+lp.Table(["draft position i", "alpha_i (measured)", "alpha overall"],
+         [(i + 1, "-" if a is None else f"{a:.3f}", f"{deepest.alpha:.3f}")
+          for i, a in enumerate(deepest.alpha_by_position)],
+         title=f"Acceptance by draft position, gamma = {deepest.gamma}, temperature 1")
+
+# %% [markdown]
+# ### Published figures beside ours
+#
+# | source | target, draft | result |
+# |---|---|---|
+# | {cite:t}`leviathan2023fast` | T5-XXL (11 B) with smaller T5 drafts | 2x to 3x faster than the standard T5X implementation, identical outputs |
+# | {cite:t}`leviathan2023fast` | several pairs of models | $\alpha$ from about 0.6 to 0.9, higher for larger drafts; even a bigram draft ($\alpha \approx 0.2$, $c \approx 0$) gives about 1.25x |
+# | {cite:t}`chen2023accelerating` | Chinchilla 70 B, a 4 B draft | 2x to 2.5x in a distributed setup, the target's distribution recovered within hardware numerics |
+#
+# Their speedups are larger than ours for the reason given above: a 70 B target's step on an
+# accelerator is its bytes, nearly the same for $\gamma + 1$ positions as for one, and a draft
+# of a few billion parameters costs a few percent of it. Our measurement has the same
+# ingredients ($\alpha$, $c$, $r$); only their values differ.
+#
+# ### Why speculation helps at batch 1 and can hurt under heavy batching
+#
+# Speculation spends idle FLOPs to save sequential steps. At batch 1, chapter 5's decode step
+# uses a tiny fraction of the part's FLOPs, so the verification's extra $\gamma$ positions are
+# free and $r \approx 1$. A server that batches many requests has already spent those FLOPs:
+# past the critical batch the target's step is compute bound, a verification over $\gamma + 1$
+# positions per sequence costs up to $\gamma + 1$ steps, and the rejected drafts are pure
+# waste. `batched_speculative_speedup` prices the verification with `verify_step_time`:
+
+# %%
+spec_batches = [1, 4, 16, 64, 128, 256, 512, 1024, 2048]
+ax = new_axes("Speculation in a batch: Llama 3 8B on an H100 (fp16, 128 cached)",
+              "decode batch B (sequences)", "speedup over plain decoding")
+for alpha, gamma in ((0.8, 4), (0.8, 2), (0.6, 2)):
+    ax.plot(spec_batches, [batched_speculative_speedup("llama-3-8b", "H100 SXM", b, alpha, gamma,
+                                                       0.05, context=128)
+                           for b in spec_batches], "o-",
+            label=f"alpha = {alpha}, gamma = {gamma}, c = 0.05")
+ax.axhline(1, color="black", lw=0.8)
+ax.axvline(lp.critical_batch_size("llama-3-8b", "H100 SXM"), color="C3", ls="--",
+           label="critical batch (chapter 5)")
+ax.set_xscale("log")
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# **Figure 7.** The predicted speedup of speculation against the batch, for a draft costing 5%
+# of a target step (its cost taken as a fixed share of the target's step at every batch). While
+# the verification's $B(\gamma + 1)$ positions stay below the critical batch, they ride on idle
+# FLOPs and speculation keeps its batch-1 speedup. Beyond that the extra positions cost real
+# time, and once the plain step is compute bound too (past the dashed line) a verification costs
+# $\gamma + 1$ steps: the speedup falls to $E/(\gamma c + \gamma + 1) < 1$, sooner for a longer
+# $\gamma$. This is why serving engines turn speculation down or off under high load.
+#
+# :::{important}
+# Speculation trades FLOPs, which a batch-1 decode step leaves idle, for sequential steps. It
+# keeps the target's outputs exactly, it pays when $\alpha$ is well above $c$, and it stops
+# paying once batching has already put the idle FLOPs to work.
+# :::
+#
+# ## Worked problems
+#
+# **Problem 1.** An MoE has 32 layers, $d = 4096$, SwiGLU experts of $d_{\text{ff}} = 14336$,
+# $E = 8$, $k = 2$, and 1.6 B shared parameters. How many parameters does it hold, and how many
+# does a token use?
+#
+# <details><summary>Answer</summary>
+#
+# One expert: $3 \times 4096 \times 14336 = 176{,}160{,}768$. All experts:
+# $32 \times 8 \times 176{,}160{,}768 = 45.10$ B, so $46.7$ B in total; a token uses
+# $32 \times 2 \times 176{,}160{,}768 = 11.27$ B of them, $12.9$ B with the shared part. These
+# are Mixtral 8x7B's numbers.
+#
+# </details>
+#
+# **Problem 2.** How many of Mixtral's experts does a decode batch of 4 touch per layer under
+# uniform routing, and what share of the expert weights does the step read?
+#
+# <details><summary>Answer</summary>
+#
+# $8\,(1 - (3/4)^4) = 8 \times 0.6836 = 5.47$ experts, 68% of the expert weights, against 25% at
+# batch 1.
+#
+# </details>
+#
+# **Problem 3.** A draft is accepted with $\alpha = 0.7$ and costs $c = 0.1$ of a target step.
+# What speedup does $\gamma = 3$ give, and which $\gamma$ is best?
+#
+# <details><summary>Answer</summary>
+#
+# $E = 1 + 0.7 + 0.49 + 0.343 = 2.533$ tokens per step, over $3 \times 0.1 + 1 = 1.3$ target
+# steps: 1.95x. $\gamma = 4$ gives $2.773/1.4 = 1.98$x, $\gamma = 5$ gives $2.941/1.5 = 1.96$x:
+# the best is $\gamma = 4$.
+#
+# </details>
+#
+# **Problem 4.** The target is certain of token 2 ($p = $ one-hot at 2) and the draft proposed
+# token 5 with $q(5) = 0.6$. What does verification emit?
+#
+# <details><summary>Answer</summary>
+#
+# $p(5) = 0$, so the draft is rejected with probability 1, and the residual $\max(0, p - q)$ is
+# one-hot at 2: the step emits token 2, as plain decoding would.
+#
+# </details>
+
+# %% tags=["hide-cell"]
+# The worked problems' answers, checked against llmperf.
+assert 3 * 4096 * 14336 == 176_160_768 == expert
+assert round(mixtral.param_count() / 1e9, 1) == 46.7 and round(mixtral.active_param_count() / 1e9, 1) == 12.9
+assert abs(lp.experts_touched(4, 8, 2) - 5.46875) < 1e-12
+assert abs(speculative_speedup(0.7, 3, 0.1) - 2.533 / 1.3) < 1e-3
+assert best_gamma(0.7, 0.1) == 4
+_eye = torch.eye(6, dtype=torch.float64)
+_q = torch.full((1, 6), 0.08, dtype=torch.float64)
+_q[0, 5] = 0.6
+assert verify(_eye[[2, 0]], _q, [5]) == [2]
+
+# %% [markdown]
+# ## Summary
+#
+# - An MoE holds $E$ experts per layer and runs $k$ per token: FLOPs per token follow the active
+#   parameters (12.9 B for Mixtral 8x7B), memory the total (46.7 B).
+# - A decode batch of $B$ touches $E(1 - (1 - k/E)^B)$ experts under uniform routing, so the
+#   bytes a step reads grow from the active to the total parameters within a few sequences, and
+#   the FFN turns compute bound only at $E/k$ times a dense model's critical batch.
+# - Learned routing is not uniform unless training asks for it; our small MoE's later layers
+#   favour some experts. On a small model on a CPU, the MoE's extra operators cost more than its
+#   bytes.
+# - Speculative decoding verifies $\gamma$ drafts in one append step of the target, and its
+#   accept/reject rule keeps the target's distribution exactly (greedy: identical outputs).
+# - It emits $(1 - \alpha^{\gamma+1})/(1 - \alpha)$ tokens per target step, and speeds decoding
+#   up by that over $\gamma c + 1$; it pays when $\alpha > c$, most at batch 1, and not once the
+#   batch makes the target's step compute bound.
+#
+# ## Exercises
+#
+# `exercises/08_moe_and_speculative.py`: active and total parameters of an MoE configuration,
+# experts touched by a batch, tokens per step and speedup, the best $\gamma$, and the
+# accept/reject step written by hand.
+#
+# ## References
+#
+# ```{bibliography}
+# :filter: docname in docnames
+# ```
