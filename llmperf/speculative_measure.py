@@ -49,13 +49,21 @@ def _step_s(model: Transformer, tokens: int, context: int, repeat: int) -> float
 
 
 def cost_ratios(target: Transformer, draft: Transformer | None, gammas: Sequence[int],
-                context: int = 96, repeat: int = 15) -> CostRatios:
-    """Median step times after `context` cached tokens (no draft: a zero-cost lookup)."""
+                context: int = 96, repeat: int = 9, rounds: int = 3) -> CostRatios:
+    """Median step times after `context` cached tokens (no draft: a zero-cost lookup), each
+    the median of `rounds` rounds that time every step in turn, and each verification ratio
+    the median of its rounds' ratios (a busy moment on a shared machine hits one round)."""
     check_positive("context", context, integer=True)
-    target_s = _step_s(target, 1, context, repeat)
-    draft_s = 0.0 if draft is None else _step_s(draft, 1, context, repeat)
-    verify = {g: _step_s(target, g + 1, context, repeat) / target_s for g in gammas}
-    return CostRatios(target_s, draft_s, verify)
+    check_positive("rounds", rounds, integer=True)
+    target_s, draft_s, verify = [], [], {g: [] for g in gammas}
+    for _ in range(rounds):
+        t = _step_s(target, 1, context, repeat)
+        target_s.append(t)
+        draft_s.append(0.0 if draft is None else _step_s(draft, 1, context, repeat))
+        for g in gammas:
+            verify[g].append(_step_s(target, g + 1, context, repeat) / t)
+    return CostRatios(statistics.median(target_s), statistics.median(draft_s),
+                      {g: statistics.median(v) for g, v in verify.items()})
 
 
 @dataclass(frozen=True)
@@ -117,7 +125,8 @@ def compare(target: Transformer, drafts: dict[str, Transformer | NgramDraft],
                             target, d, list(prompt), max_new_tokens, g, temperature, seed=seed + i))
     plain_total = sum(statistics.median(s) for s in plain_s)
     n_tokens = max_new_tokens * len(prompts)
-    ratios = {name: cost_ratios(target, d if isinstance(d, Transformer) else None, gammas, context)
+    ratios = {name: cost_ratios(target, d if isinstance(d, Transformer) else None, gammas,
+                                context, rounds=rounds)
               for name, d in drafts.items()}
     results = []
     for (name, g), per_prompt in runs.items():

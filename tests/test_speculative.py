@@ -361,3 +361,22 @@ def test_generation_rejects_bad_input(trained):
         speculative_generate(target, _tiny(0, 1.0), [1, 2], 5)
     with pytest.raises(ValueError, match="max_seq_len"):
         speculative_generate(target, draft, [1] * 200, 100)
+
+
+def test_compare_reports_consistent_rows():
+    from llmperf.speculative_measure import compare
+
+    target, draft = _tiny(1, 60.0), _tiny(2, 60.0)
+    rows = compare(target, {"model": draft, "lookup": NgramDraft()}, [[1, 2, 3, 0, 1, 2]], 8,
+                   [1, 2], temperature=0.0, rounds=1, context=4)
+    assert [(r.draft, r.gamma) for r in rows] == [("model", 1), ("model", 2), ("lookup", 1),
+                                                  ("lookup", 2)]
+    for r in rows:
+        assert r.identical is True  # greedy: the same tokens as plain decoding
+        assert 0 <= r.alpha <= 1 and 1 <= r.tokens_per_step <= r.gamma + 1
+        assert r.predicted_tokens_per_step == expected_tokens_per_step(r.alpha, r.gamma)
+        assert r.predicted_speedup == pytest.approx(
+            speculative_speedup(r.alpha, r.gamma, r.c))
+        assert r.speedup == pytest.approx(r.tokens_per_s / r.plain_tokens_per_s)
+    assert all(r.c == 0 for r in rows if r.draft == "lookup")
+    assert all(r.c > 0 for r in rows if r.draft == "model")
