@@ -19,6 +19,7 @@ Run: .venv/bin/python benchmarks/quantized_decode.py
 """
 import copy
 import logging
+import re
 import statistics
 import time
 import warnings
@@ -39,6 +40,19 @@ CONTEXT, ROUNDS, REPEAT, EVAL_WINDOWS = 128, 5, 8, 16
 # the layouts `quantize_model` holds: int8 scales in bf16; int4 scale and zero in bf16
 INT8 = QuantScheme(8, None, "bf16")
 INT8_REF = QuantScheme(8, None, "fp32")
+
+
+def last_level_cache_bytes() -> int | None:
+    """Size of the CPU's largest cache (Linux sysfs), or None where it cannot be read."""
+    sizes = []
+    for path in (f"/sys/devices/system/cpu/cpu0/cache/index{i}/size" for i in range(5)):
+        try:
+            with open(path) as f:
+                number, unit = re.fullmatch(r"(\d+)([KMG]?)", f.read().strip()).groups()
+        except (OSError, AttributeError):
+            continue
+        sizes.append(int(number) * {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}[unit])
+    return max(sizes) if sizes else None
 
 
 def int4(group: int) -> QuantScheme:
@@ -194,6 +208,15 @@ def summary_text(results: list[dict]) -> str:
         if compile_s:
             parts.append(f" torch.compile's first call took {compile_s[0]:.1f} s (not timed).")
         parts.append("\n")
+    cache = last_level_cache_bytes()
+    if cache is not None and DEVICE == "cpu":
+        parts.append(f"The CPU reports a last-level cache of {format_bytes(cache, binary=True)}, "
+                     "shared with whatever else runs on the host: a variant whose step reads "
+                     "less may be served partly from cache rather than DRAM, where bytes cost "
+                     "less still and the byte count predicts less.\n")
+    parts.append("The torch.compile row compiles the whole step, so it also gains on the fixed "
+                 "costs (norms, attention, kernel launches) that eager rows pay; compare it with "
+                 "the eager rows for what compiling adds, not for the kernel alone.\n")
     parts.append(
         "Published, for scale (A100, batch 1, Llama 2 7B): gpt-fast 104.9 (bf16), 155.6 "
         "(int8) and 196.8 (int4, group 32) tokens/s, i.e. 1.48x and 1.88x "
@@ -208,6 +231,7 @@ def main() -> None:
     results = [run_model("trained target", target.model, tokens.to(DEVICE)),
                run_model("ref-medium (untrained)", medium, None)]
     write("quantized_decode", {"device": DEVICE, "context": CONTEXT, "rounds": ROUNDS,
+                               "last_level_cache_bytes": last_level_cache_bytes(),
                                "repeat": REPEAT, "eval_windows": EVAL_WINDOWS,
                                "results": results}, summary_text(results))
 
