@@ -477,7 +477,7 @@ plt.show()
 # dozen tokens nearly every neuron is needed by someone. The measured union sits *below* the
 # independent prediction: tokens of real text share many active neurons (some neurons are on for
 # almost every token), so a batch touches fewer than independent draws would. Deja Vu reports
-# the same fall of "union sparsity" with batch size on OPT-175B.
+# the same fall of "union contextual sparsity" with batch size on OPT-175B.
 #
 # ### Measured: a gathered FFN over the active rows
 #
@@ -581,9 +581,10 @@ lp.Table(["rank r", "predictor cost / W_up", "recall", "neurons computed", "trul
 # models (attention heads and MLP neurons that can be skipped for a given input with the output
 # nearly unchanged), and with its predictors and fused kernels more than 2 times lower latency
 # than FasterTransformer (and more than 6 times lower than Hugging Face's implementation) on
-# OPT-175B, without loss of quality. Those are batch-1 generation latencies: Figure 4 shows
-# why. Modern models mostly use SwiGLU, whose gated activations are small but rarely exactly
-# zero, so exploiting contextual sparsity there needs thresholds or a ReLU fine-tune.
+# OPT-175B, without loss of quality. Figure 4 shows why such gains belong to small batches.
+# Most recent models use SwiGLU, whose SiLU gate is negative but not zero below zero, so its
+# activations are rarely exactly zero: exploiting contextual sparsity there means choosing a
+# threshold (and accepting an approximation) or fine-tuning to ReLU.
 
 # %% [markdown]
 # ## 9.4 Skipping work: early exit
@@ -689,8 +690,8 @@ lp.Table(["batch B", "expected layers the batch runs"], profile_rows,
 # | 6 | int8 KV cache | capacity, bandwidth | half the bytes per cached token | attention error |
 # | 6 | int8 / int4 weights | bandwidth, capacity | fewer bytes per weight for every decode step | quantization error; dequantizing costs compute |
 # | 7 | operator fusion | bandwidth | intermediates stay on chip; fewer kernel launches | compile time |
-# | 7 | FlashAttention | bandwidth, capacity | $S$ and $P$ never written; memory linear in $N$ | recomputation in the backward pass |
-# | 7 | split-K decoding | compute (idle units) | more blocks of work than SMs at small batch, so every SM reads the cache | a final reduction |
+# | 7 | FlashAttention | bandwidth, capacity | $S$ and $P$ never written; memory linear in $N$ | a tiled kernel per device; the same FLOPs |
+# | 7 | split-K decoding | bandwidth | more pieces of work than SMs at small batch, so every SM reads the KV cache | a final reduction across the pieces |
 # | 8 | mixture of experts | compute | $k$ of $E$ experts per token | capacity (all experts held); bandwidth at batch, as more experts are touched |
 # | 8 | speculative decoding | sequential steps | several tokens per target step | compute (drafts and rejected tokens); fades under heavy batching |
 # | 9 | unstructured pruning | capacity, only in a sparse format | fewer weights stored | no speed in dense kernels |
