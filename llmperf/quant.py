@@ -125,22 +125,33 @@ def predicted_rms_error(quantized: QuantizedWeight) -> float:
     return float((per_weight / 12).sqrt())
 
 
+# each kernel, and the op that packs its weights (None: it reads the int8 codes as they are)
+_PACKERS = {"_weight_int8pack_mm": None,
+            "_weight_int4pack_mm_for_cpu": "_convert_weight_to_int4pack_for_cpu",
+            "_weight_int4pack_mm": "_convert_weight_to_int4pack"}
+
+
 def packed_kernel(bits: int, group_size: int, rows: int, cols: int,
                   device: torch.device) -> str | None:
-    """The PyTorch kernel that takes a (rows, cols) weight in this scheme here, or None."""
+    """The PyTorch kernel that takes a (rows, cols) weight in this scheme here, or None
+    (no such kernel for this shape or device, or not in this build of PyTorch)."""
     per_channel = group_size == cols
+    op = None
     if device.type == "cpu":
         if bits == 8 and per_channel and cols % 16 == 0:  # other widths crash the CPU kernel
-            return "_weight_int8pack_mm"
-        if bits == 4 and group_size in INT4_KERNEL_GROUPS and rows % 16 == 0:
-            return "_weight_int4pack_mm_for_cpu"
-    if device.type == "cuda":
+            op = "_weight_int8pack_mm"
+        elif bits == 4 and group_size in INT4_KERNEL_GROUPS and rows % 16 == 0:
+            op = "_weight_int4pack_mm_for_cpu"
+    elif device.type == "cuda":
         if bits == 8 and per_channel:
-            return "_weight_int8pack_mm"
-        if (bits == 4 and group_size in INT4_KERNEL_GROUPS and rows % 8 == 0
+            op = "_weight_int8pack_mm"
+        elif (bits == 4 and group_size in INT4_KERNEL_GROUPS and rows % 8 == 0
                 and cols % (16 * _INT4_CUDA_INNER_K_TILES) == 0):
-            return "_weight_int4pack_mm"
-    return None
+            op = "_weight_int4pack_mm"
+    if op is None or not all(hasattr(torch.ops.aten, name) for name in (op, _PACKERS[op])
+                             if name is not None):
+        return None
+    return op
 
 
 def _pack(q: QuantizedWeight, op: str) -> dict[str, torch.Tensor]:
