@@ -156,3 +156,21 @@ def test_two_four_storage_is_half_the_values_plus_two_bit_indices():
     assert two_four_bytes(8, "int8") == 4 * 1 + 4 * 0.25
     with pytest.raises(ValueError, match="multiple of 4"):
         two_four_bytes(6)
+
+
+def test_grouped_query_models_shrink_their_ffn_and_keep_every_head():
+    gqa = TINY.with_(name="tiny-gqa", n_kv_heads=2)
+    model = Transformer(gqa, seed=5)
+    x = tokens()
+    neuron_scores, head_scores = importance(model, x)
+    neurons, heads = top_indices(neuron_scores, 24), top_indices(head_scores, 4)
+    small = shrink(model, neurons, heads)
+    assert small.config.n_kv_heads == 2 and small.config.d_ff == 24
+    with torch.inference_mode():
+        assert torch.allclose(small(x), mask_structured(model, neurons, heads)(x), atol=1e-5)
+    with pytest.raises(ValueError, match="n_kv_heads"):
+        shrink(model, neurons, top_indices(head_scores, 2))
+    with pytest.raises(ValueError, match="keep"):
+        top_indices(neuron_scores, 49)
+    with pytest.raises(ValueError, match="same count"):
+        shrink(model, [neurons[0], neurons[1][:5]], heads)
