@@ -1,7 +1,8 @@
 """A paged KV cache for the reference model, optionally stored in int8.
 
 `PagedKVCache` keeps every layer's keys and values in one pool of blocks, (layers,
-num_blocks, block_size, kv_heads, d_head); which blocks hold which sequence is decided by a
+kv_heads, num_blocks * block_size, d_head), block b holding slots b * block_size onwards;
+which blocks hold which sequence is decided by a
 torch-free `llmperf.serving.BlockAllocator` (its block tables), after vLLM's PagedAttention
 (Kwon et al., SOSP 2023). `cache.view(seq_ids, starts, tokens)` gives the model the object
 it calls `update(layer_index, start_pos, k, v)` on, as it does a `KVCache`: the view writes
@@ -58,7 +59,8 @@ class PagedKVCache:
         c = model.config
         self.model, self.allocator, self.kv_dtype = model, allocator, kv_dtype
         self.block_size = allocator.block_size
-        shape = (c.n_layers, allocator.num_blocks * self.block_size, c.n_kv_heads, c.d_head)
+        # heads outside the slots: a gathered (B, heads, length, d_head) needs no second copy
+        shape = (c.n_layers, c.n_kv_heads, allocator.num_blocks * self.block_size, c.d_head)
         store = torch.int8 if kv_dtype == "int8" else model.dtype
         self.k = torch.zeros(shape, dtype=store, device=model.device)
         self.v = torch.zeros(shape, dtype=store, device=model.device)
@@ -82,7 +84,7 @@ class PagedKVCache:
         tensors = [self.k, self.v] + ([self.k_scale, self.v_scale] if self.kv_dtype else [])
         for src, dst in copies:
             for t in tensors:
-                t[:, dst * s:(dst + 1) * s] = t[:, src * s:(src + 1) * s]
+                t[:, :, dst * s:(dst + 1) * s] = t[:, :, src * s:(src + 1) * s]
 
     def view(self, seq_ids: Sequence[int], starts: Sequence[int], tokens: int) -> PagedView:
         """The rows `seq_ids`, each writing `tokens` new tokens at its own start."""
@@ -93,8 +95,9 @@ class PagedView:
     """What the model's attention calls `update` on for one forward pass (see the module).
 
     Row b writes positions starts[b] .. starts[b] + tokens - 1 and reads 0 .. length - 1,
-    length = max(starts) + tokens; a shorter row's extra positions read block 0, which the
-    model masks. Both index tensors are built once, on the host, for all layers.
+    length = max(starts) + tokens, gathered as whole blocks; a shorter row's extra positions
+    read whatever its last block (or block 0, past its table) holds, which the model masks.
+    The index tensors are built once, on the host, for all layers.
     """
 
     def __init__(self, cache: PagedKVCache, seq_ids: Sequence[int], starts: Sequence[int],
@@ -118,14 +121,15 @@ class PagedView:
         for b, i in enumerate(seq_ids):
             own = cache.allocator.tables[i][:blocks]
             table[b, :len(own)] = torch.tensor(own, dtype=torch.int64)
-        pos = torch.arange(self.length)
-        read = table[:, pos // s] * s + pos % s                # (B, length) slots in the pool
-        ends = torch.tensor(starts)[:, None] + self.tokens
-        read = read.masked_fill(pos >= ends, 0)
-        write = read.gather(1, ends - self.tokens + torch.arange(self.tokens))
+        new = torch.tensor(starts)[:, None] + torch.arange(self.tokens)  # (B, T) positions
+        write = table.gather(1, new // s) * s + new % s                  # their pool slots
         self.write_index = write.flatten().to(cache.k.device)
-        self.read_index = read.flatten().to(cache.k.device)
-        self.batch = B
+        # block (head h, table[b, j]) of the pool viewed as (heads * num_blocks, block, ...),
+        # in (b, h, j) order: the gather comes out as (B, heads, length) with no second copy
+        heads, pool_blocks = cache.k.shape[1], cache.allocator.num_blocks
+        read = torch.arange(heads)[None, :, None] * pool_blocks + table[:, None, :]
+        self.read_blocks = read.flatten().to(cache.k.device)
+        self.batch, self.blocks = B, blocks
 
     def update(self, layer_index: int, start_pos: int | torch.Tensor, k: torch.Tensor,
                v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,19 +143,25 @@ class PagedView:
         out = []
         for new, store, scale in ((k, c.k, getattr(c, "k_scale", None)),
                                   (v, c.v, getattr(c, "v_scale", None))):
-            rows = new.transpose(1, 2).reshape(B * T, H, D)
+            rows = new.transpose(0, 1).reshape(H, B * T, D)
             if scale is None:
-                store[layer_index].index_copy_(0, self.write_index, rows)
-                got = store[layer_index].index_select(0, self.read_index)
+                store[layer_index].index_copy_(1, self.write_index, rows)
+                got = self._gather(store[layer_index])
             else:
                 q, s = quantize_int8(rows)
-                store[layer_index].index_copy_(0, self.write_index, q)
-                scale[layer_index].index_copy_(0, self.write_index, s)
-                got = dequantize_int8(store[layer_index].index_select(0, self.read_index),
-                                      scale[layer_index].index_select(0, self.read_index),
-                                      k.dtype)
-            out.append(got.view(B, self.length, H, D).transpose(1, 2))
+                store[layer_index].index_copy_(1, self.write_index, q)
+                scale[layer_index].index_copy_(1, self.write_index, s)
+                got = dequantize_int8(self._gather(store[layer_index]),
+                                      self._gather(scale[layer_index]), k.dtype)
+            out.append(got)
         return out[0], out[1]
+
+    def _gather(self, pool: torch.Tensor) -> torch.Tensor:
+        """Every row's blocks in table order from one layer's (heads, slots, ...) pool, as
+        (B, heads, length, ...): one copy of whole blocks."""
+        H, s, rest = pool.shape[0], self.cache.block_size, pool.shape[2:]
+        blocks = pool.view(-1, s, *rest).index_select(0, self.read_blocks)
+        return blocks.view(self.batch, H, self.blocks * s, *rest)[:, :, :self.length]
 
 
 def paged_cache_for(model: Transformer, batch: int, tokens: int, block_size: int = 16,
