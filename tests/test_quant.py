@@ -270,3 +270,24 @@ def test_quantized_target_predicts_like_fp32(target, bits, group_size, min_agree
         x = tokens[:64][None]
         logits, ref = q(x), t.model(x)
     assert float((logits - ref).abs().max()) < 0.1 * float(ref.abs().max())
+
+
+def test_sizes_reject_bad_input():
+    with pytest.raises(ValueError, match="max_abs"):
+        symmetric_scale(-1.0, 8)
+    with pytest.raises(ValueError, match="max_abs"):
+        symmetric_scale(float("nan"), 4)
+    with pytest.raises(ValueError, match="rows"):
+        QuantScheme(8).matrix_bytes(0, 16)
+    with pytest.raises(ValueError, match="cols"):
+        QuantScheme(4, 32).matrix_bytes(4, 0)
+    with pytest.raises(ValueError, match="dtype"):
+        QuantScheme(4, 32, scale_dtype="fp7")
+
+
+def test_the_size_module_is_torch_free():
+    import subprocess
+    import sys
+    code = "import sys, llmperf.quantsize; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
