@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from .layers import step_costs
 from .models import ModelConfig, get_model
-from .units import bytes_per_element, check_positive, normalize_dtype
+from .units import bytes_per_element, check_positive, normalize_dtype, storage_bytes
 
 QUANT_BITS = (4, 8)
 
@@ -76,6 +76,11 @@ class QuantScheme:
         object.__setattr__(self, "scale_dtype", normalize_dtype(self.scale_dtype))
 
     @property
+    def code_dtype(self) -> str:
+        """The dtype of the codes, as `llmperf.units` names it: "int8" or "int4"."""
+        return f"int{self.bits}"
+
+    @property
     def name(self) -> str:
         grouping = "per channel" if self.group_size is None else f"group {self.group_size}"
         return f"int{self.bits}, {grouping}"
@@ -94,7 +99,7 @@ class QuantScheme:
         check_positive("rows", rows, integer=True)
         g = self.group_of(cols)
         groups = math.ceil(cols / g)
-        codes = int(rows) * math.ceil(groups * g * self.bits / 8)
+        codes = int(rows) * storage_bytes(groups * g, self.code_dtype)  # packed within a row
         return codes + int(rows * groups * self.scale_bytes())
 
     def bytes_per_param(self, cols: int) -> float:
