@@ -60,20 +60,24 @@ class ModelDraft:
 
     def propose(self, seq: list[int], gamma: int, temperature: float, top_k: int | None,
                 generator: torch.Generator) -> tuple[list[int], torch.Tensor | None]:
-        """gamma tokens drawn from the draft, and their distributions q (gamma, V)."""
+        """gamma tokens drawn from the draft, and their distributions q (gamma, V); greedy
+        drafts are argmaxes, returned with q None (one-hot, as for a lookup)."""
         dev = self.model.device
         logits = self.model(torch.tensor([seq[self.cached:]], device=dev), self.cached,
                             self.cache, last_only=True)
         tokens, qs = [], []
         for i in range(gamma):
-            q = _distribution(logits[0, -1:], temperature, top_k)[0].cpu()
-            x = int(torch.multinomial(q, 1, generator=generator))
+            if temperature == 0.0:
+                x = int(logits[0, -1].argmax())
+            else:
+                q = _distribution(logits[0, -1:], temperature, top_k)[0].cpu()
+                x = int(torch.multinomial(q, 1, generator=generator))
+                qs.append(q)
             tokens.append(x)
-            qs.append(q)
             if i < gamma - 1:
                 logits = self.model(torch.tensor([[x]], device=dev), len(seq) + i, self.cache)
         self.cached = len(seq) + gamma - 1  # the last draft is never fed
-        return tokens, torch.stack(qs)
+        return tokens, (torch.stack(qs) if qs else None)
 
     def rollback(self, length: int) -> None:
         """Keep cached positions < length (the committed text minus its last token)."""
