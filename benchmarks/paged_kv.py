@@ -103,10 +103,12 @@ def main() -> None:
         f"contiguous throughput {ratios['paged_over_contiguous_b16']:.2f}x, at "
         f"{ratios['peak_held_paged_over_contiguous_b16']:.2f}x the contiguous cache's bytes "
         f"(peak held).**\n\n"
-        "On a CPU this small model's decode step costs nearly as much per request as per "
-        "weight read, so more requests in flight buy less throughput than on a GPU, where a "
-        "step's time is set by the weights it reads; the recomputed prefills of preempted "
-        "requests also cost time here.\n")
+        "On a CPU this small model's decode step grows with every request it holds, so more "
+        "requests in flight buy less throughput than on a GPU, where a step's time is set by "
+        "the weights it reads; the recomputed prefills of preempted requests and the paged "
+        "cache's gather of every request's blocks at every layer (a paged attention kernel "
+        "reads them in place) also cost time here. The int8 rows' greedy tokens may differ "
+        "from fp32's where the random prompts leave two tokens nearly tied.\n")
     write("paged_kv", {"model": "trained target", "threads": THREADS, "requests": N,
                        "budget_tokens": BUDGET_TOKENS, "int8_budget_tokens": int8_tokens,
                        "block_size": BLOCK, "max_len": max_len, "rounds": rounds,

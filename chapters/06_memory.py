@@ -384,12 +384,14 @@ lp.Table(["KV cache", "requests in flight", "preemptions", "held slots holding a
 
 # %% [markdown]
 # Paging doubles the requests in flight here as on the simulator, preempting when its blocks
-# run out, and the int8 cache, with nearly four times the slots, needs no preemption and runs
-# more still. Whether that raises the throughput depends on the machine: on a GPU, where a step's time is set by the bytes of
-# weights it reads, it does; on a CPU, this small model's step costs nearly as much per
-# request as per weight read, and the engine's paged cache gathers every request's keys into
-# a new tensor at every layer (a paged attention kernel reads the blocks in place), so the
-# gain shrinks or vanishes. The benchmark `benchmarks/paged_kv.py` repeats this comparison
+# run out, and the int8 cache, with nearly four times the slots, needs no preemption and
+# runs more still. Whether that raises the throughput depends on the machine: on a GPU,
+# where a step's time is set by the bytes of weights it reads, it should, as simulated; on a
+# CPU, this small
+# model's step grows with every request it holds, and the engine's paged cache gathers every
+# request's keys into a new tensor at every layer (a paged attention kernel reads the blocks
+# in place), so the gain is far smaller than the simulator's, and may vanish on a busy
+# machine. The benchmark `benchmarks/paged_kv.py` repeats this comparison
 # with medians of interleaved runs, and also compares peak memory at an equal batch.
 #
 # ### 1.6 Smaller KV per token
@@ -467,9 +469,33 @@ lp.Table(["quantity", "value"],
 # The attention outputs move by about a percent, the argmax almost never changes, and the
 # loss barely moves: for this model an int8 cache is nearly free in quality,
 # and it quarters the bytes a decode step reads per cached token (halves them against fp16
-# on a GPU). Larger models have outlier channels in their keys that make per-token scales
-# coarser; schemes that quantize keys per channel handle them better, a trade this chapter's
-# second half meets again for weights.
+# on a GPU). A model whose keys have a few large channels would see coarser per-token scales
+# and larger errors; the chapter's second half meets the same trade, scale against outliers,
+# for weights.
+
+# %% [markdown]
+# ### 1.7 Published figures beside ours
+#
+# The figures of vLLM's paper {cite:p}`kwon2023vllm` and blog {cite:p}`kwon2023vllmblog`,
+# beside what this section derived for Llama 2 7B on an A10:
+
+# %%
+reserve_max, oracle = burst_runs["reserve 4,096 (max length)"], burst_runs["reserve true length (oracle)"]
+lp.Table(["quantity", "published", "ours", "why they differ"], [
+    ("KV memory holding token states, reserving systems", "20.4 to 38.2%",
+     f"{reserve_max.kv_utilization:.1%} (reserve 4,096), {oracle.kv_utilization:.1%} (oracle)",
+     "OPT models reserve 2,048 tokens; Orca variants reserve a power of two or the truth"),
+    ("KV memory wasted under paging", "under 4%, last block only",
+     f"{1 - paged_burst.kv_utilization:.1%}",
+     "about (s - 1)/2 slots per request: a smaller share of longer requests"),
+    ("throughput, paging against reservation", "2 to 4x at the same latency",
+     f"{paged_over_reserved[-1]:.1f}x at 8 requests/s, "
+     f"{paged_burst.throughput_tok_s / oracle.throughput_tok_s:.2f}x over the oracle",
+     "our baseline reserves the whole 4,096-token context; the step-time model is ideal"),
+    ("memory saved by sharing", "up to 55% (parallel sampling, beam search)",
+     f"{share_rows[-1][-1]:.1%} for 8 samples, at most {161 / (161 + 338):.0%}",
+     "only the prompt is shared here; beam candidates also share generated tokens"),
+], title="vLLM's figures and this section's")
 
 # %% [markdown]
 # ## 2. Weight quantization
@@ -555,10 +581,12 @@ for bits in (8, 4):
 #
 # ### Why outliers hurt, and why group size matters
 #
-# The scale is set by the largest weight of its group. One large weight (trained transformers
-# have a few, in a few channels, as LLM.int8() found {cite:p}`dettmers2022llmint8`)
-# stretches $s$ for the whole group, and every other weight's error grows with it, up to the
-# point where most of them round to zero. Smaller groups confine an outlier to its own group
+# The scale is set by the largest value of its group. One large value stretches $s$ for the
+# whole group, and every other value's error grows with it, up to the point where most of
+# them round to zero. Trained transformers do have such outliers: LLM.int8()
+# {cite:p}`dettmers2022llmint8` found a few feature dimensions of the hidden states far larger
+# than the rest, and any weight much larger than its row's others does the same to its
+# group. Smaller groups confine an outlier to its own group
 # and give every other group a scale fit to its own weights; they cost one more scale per
 # $g$ weights. The next cell plants one outlier, 50 times the typical size, in each row of a
 # Gaussian matrix, and compares the error of the *other* weights per channel and in groups
@@ -583,10 +611,11 @@ for name, group in (("per channel", None), ("group 32", 32)):
 # precise in int8; in int4 their error grows to the size of the weights themselves (0.02
 # here), because most of them now round to zero. In groups of 32, only the outlier's own
 # group (31 weights of 1,024) gets the stretched scale: the RMS error still rises, because
-# that group's errors are large, but several times less. LLM.int8() handles such outliers by running the
-# few channels that hold them in 16 bits; GPTQ {cite:p}`frantar2023gptq` instead adjusts the
-# remaining weights of a row to compensate for each one's rounding error; group-wise scales,
-# as here and in gpt-fast {cite:p}`pytorch2023gptfast`, are the simplest remedy.
+# that group's errors are large, but several times less. LLM.int8() handles its outliers by
+# running the few feature dimensions that hold them in 16 bits; GPTQ {cite:p}`frantar2023gptq`
+# instead adjusts the remaining weights of a row to compensate for each one's rounding error;
+# group-wise scales, as here and in gpt-fast {cite:p}`pytorch2023gptfast`, are the simplest
+# remedy.
 #
 # On the trained target's own weights, measured against the uniform-rounding prediction
 # $s/\sqrt{12}$ for each group size:
@@ -626,8 +655,8 @@ plt.show()
 # %% [markdown]
 # **Figure 3.** RMS rounding error of the target's linear weights, relative to their RMS
 # size, against the number of weights that share a scale (the $W_2$ matrices, whose 688
-# inputs no group of 32 to 256 divides, are left out). What to see:
-# int8 sits about 18 times below int4 at every group size ($127/7$), and both fall as the
+# inputs no group of 32 to 256 divides, are left out). What to see: int8 sits about 18 times
+# below int4 at every group size ($127/7$), and both fall as the
 # groups shrink, because a smaller group's maximum is closer to its typical weight; the
 # dotted lines, $s/\sqrt{12}$ from the scales alone, predict the measured error closely,
 # so the rounding errors do spread evenly over $[-s/2, s/2]$.
@@ -786,9 +815,9 @@ plt.show()
 # kernels compute in bf16, so activations are converted on the way in and out. And on a CPU
 # whose last-level cache is large (some server parts have hundreds of MB), a small model's
 # weights may come from the cache rather than from DRAM, where bytes are cheaper still and
-# the byte count predicts even less. The next cell
-# isolates the second effect: one weight matrix of 2,048 by 8,192, one input row, each
-# kernel's achieved bandwidth (the bytes it must read over its time).
+# the byte count predicts even less. The next cell isolates the second effect: one weight
+# matrix of 2,048 by 8,192, one input row, each kernel's achieved bandwidth (the bytes it
+# must read over its time).
 
 # %%
 big = torch.nn.Linear(2048, 8192, bias=False, device=quant_device)
@@ -845,36 +874,38 @@ plt.show()
 #
 # | source | what | figure |
 # |---|---|---|
-# | LLM.int8() {cite:p}`dettmers2022llmint8` | int8 weights, outlier channels in 16 bits | half the memory of fp16, no loss of quality up to 175B parameters |
+# | LLM.int8() {cite:p}`dettmers2022llmint8` | int8 weights, outlier feature dimensions in 16 bits | half the memory of fp16, no loss of quality up to 175B parameters |
 # | Hugging Face's integration {cite:p}`belkada2022bitsandbytes` | LLM.int8() speed, BLOOM-176B | 15 to 23% slower than fp16; batch 1: 282 ms per token on 4 A100 80GB against 239 ms in bf16 on 8 |
 # | GPTQ {cite:p}`frantar2023gptq` | 3 and 4 bits, error-compensating rounding | end-to-end over fp16: 3.25x on an A100, 4.5x on an A6000 |
-# | gpt-fast {cite:p}`pytorch2023gptfast` | Llama 2 7B, A100, batch 1 | 104.9 (bf16), 155.6 (int8), 196.8 (int4, group 32) tokens/s |
+# | gpt-fast {cite:p}`pytorch2023gptfast` | Llama 2 7B, one A100 80GB power-limited to 330 W, batch 1, 5-token prompt | 104.9 (bf16), 155.6 (int8), 196.8 (int4, group 32) tokens/s |
 #
 # Set our prediction from bytes beside gpt-fast's measurement:
 
 # %%
 llama = lp.get_model("llama-2-7b")
-gpt_fast_tokens_per_s = {"bf16": 104.9, "int8": 155.58, "int4 group 32": 196.80}  # README
+# gpt-fast's README (github.com/pytorch-labs/gpt-fast): Llama 2 7B, one A100, batch 1
+gpt_fast_tokens_per_s = {"bf16": 104.9, "int8": 155.58, "int4 group 32": 196.80}
 gpt_fast_schemes = {"int8": QuantScheme(8, None, "bf16"),
                     "int4 group 32": QuantScheme(4, 32, "bf16", zero_points=True)}
-rows = []
+gpt_fast_rows = []
 for name, scheme in gpt_fast_schemes.items():
     predicted = (decode_step_bytes(llama, None, 100, "bf16")
                  / decode_step_bytes(llama, scheme, 100, "bf16"))
     measured_ratio = gpt_fast_tokens_per_s[name] / gpt_fast_tokens_per_s["bf16"]
-    rows.append((name, predicted, measured_ratio, measured_ratio / predicted))
-lp.Table(["scheme", "predicted from bytes", "gpt-fast measured", "measured / predicted"], rows,
+    gpt_fast_rows.append((name, predicted, measured_ratio, measured_ratio / predicted))
+lp.Table(["scheme", "predicted from bytes", "gpt-fast measured", "measured / predicted"],
+         gpt_fast_rows,
          title="Llama 2 7B, batch 1, over bf16 (100 cached tokens)",
          formats={"predicted from bytes": ".2f", "gpt-fast measured": ".2f",
                   "measured / predicted": ".2f"})
 
 # %% [markdown]
-# Even on an A100 and with compiled kernels, int8 gains about three quarters of what its
-# bytes promise and int4 about half: gpt-fast's own table reports the bandwidth each run
+# Even on an A100 and with compiled kernels, int8 gains three quarters of what its bytes
+# promise and int4 three fifths: gpt-fast's own table reports the bandwidth each run
 # achieves falling from 1,397 GB/s in bf16 to 1,069 (int8) and 863 GB/s (int4), the same
-# effect as Figure 5 on a larger scale. LLM.int8() is slower than fp16 because its
-# outlier decomposition splits each product in two; it was built to fit a model in half the
-# memory, not to run it faster. GPTQ's speedups come from its own kernels at 3 bits, for a
+# effect as Figure 5 on a larger scale. LLM.int8() pays for its outlier decomposition, which
+# splits each product into an int8 part and a 16-bit part: it was built to fit a model in half
+# the memory, not to run it faster. GPTQ's speedups come from its own kernels at 3 bits, for a
 # 175B model spread over fewer GPUs than fp16 needs.
 #
 # :::{important}
@@ -1006,6 +1037,8 @@ assert [round(1 - 0.5 / QuantScheme(4, g, "bf16").bytes_per_param(128 * g), 3)
 _step = lp.step_costs(target.config, "decode", 1, context, "fp32")
 assert round(_step.total.bytes / (target.config.kv_bytes_per_token("fp32") * (context + 1))) == 13
 assert round(q_max(8) / q_max(4)) == 18
+# gpt-fast's measured speedups over the bytes' prediction: three quarters, three fifths
+assert [round(r[3], 2) for r in gpt_fast_rows] == [0.75, 0.59]
 
 # %% [markdown]
 # ## Summary

@@ -2,7 +2,10 @@
 
 Torch-free. `simulate` runs the shared `Scheduler` on a simulated clock whose iterations
 last what a step-time model says (`LinearStepTime`, `RooflineStepTime`); the engine runs
-the same scheduler on a real model and returns the same `RunResult`.
+the same scheduler on a real model and returns the same `RunResult`. KV memory is either
+reserved per request (`ReservationMemory`) or paged in blocks with preemption by recompute
+(`PagedMemory`, over a `BlockAllocator` of block tables with reference counts and copy on
+write); `simulate(..., kv_memory="paged")` picks the second.
 
     from llmperf.serving import Request, LinearStepTime, simulate
     reqs = [Request(arrival_s=0.0, prompt_tokens=8, output_tokens=n) for n in (1, 2, 3, 10)]
