@@ -30,7 +30,7 @@ from _common import write
 from llmperf.generate import KVCache
 from llmperf.measure import benchmark
 from llmperf.model import Transformer
-from llmperf.quant import kernels_used, model_bytes, quantize_model
+from llmperf.quant import kernels_used, model_bytes, quantize, quantize_model
 from llmperf.quantsize import QuantScheme, decode_step_bytes
 from llmperf.trained import agreement, evaluate, load, validation_tokens
 from llmperf.units import format_bandwidth, format_bytes
@@ -158,16 +158,42 @@ def quality(rows: list[dict], tokens: torch.Tensor) -> None:
         r["agreement"] = agreement(r["model"], base, tokens, max_windows=EVAL_WINDOWS).greedy
 
 
+def weight_errors(base: Transformer) -> dict | None:
+    """RMS error of every linear weight under int8 per channel, ours against torchao's, and
+    the ratio of torchao's per-row scales to ours; both on the fp32 weights."""
+    try:
+        from torchao.quantization import Int8WeightOnlyConfig, quantize_
+    except Exception:  # reported with the speed rows already
+        return None
+    ao = copy.deepcopy(base)
+    quantize_(ao, Int8WeightOnlyConfig())
+    ao_weights = {n: m.weight for n, m in ao.named_modules() if isinstance(m, torch.nn.Linear)}
+    ours_sq = ao_sq = count = 0.0
+    ratios = []
+    for name, m in base.named_modules():
+        if isinstance(m, torch.nn.Linear):
+            w, theirs = m.weight.detach(), ao_weights[name]
+            ours = quantize(w, 8)
+            ours_sq += float((w - ours.dequantize()).pow(2).sum())
+            ao_sq += float((w - theirs.dequantize().float()).pow(2).sum())
+            ratios.append(float((theirs.scale.float().flatten() / ours.scales.flatten()).median()))
+            count += w.numel()
+    return {"ours_rms": (ours_sq / count) ** 0.5, "torchao_rms": (ao_sq / count) ** 0.5,
+            "scale_ratio_median": statistics.median(ratios)}
+
+
 def run_model(label: str, base: Transformer, tokens: torch.Tensor | None) -> dict:
     rows, note = variants(base, base.config)
     time_rounds(rows)
+    errors = None
     if tokens is not None:
         quality(rows, tokens)
+        errors = weight_errors(base)
     keep = ("name", "bytes", "step_bytes", "step_s", "rounds_s", "tokens_per_s",
             "measured_speedup", "predicted_speedup", "achieved_bytes_per_s", "kernels",
             "quantize_s", "compile_s", "val_loss_nats", "agreement", "peer")
     return {"model": label, "params": base.config.param_count(), "torchao": note,
-            "rows": [{k: r[k] for k in keep if k in r} for r in rows]}
+            "weight_errors": errors, "rows": [{k: r[k] for k in keep if k in r} for r in rows]}
 
 
 def table(result: dict) -> str:
@@ -207,6 +233,13 @@ def summary_text(results: list[dict]) -> str:
         compile_s = [r["compile_s"] for r in res["rows"] if r.get("compile_s")]
         if compile_s:
             parts.append(f" torch.compile's first call took {compile_s[0]:.1f} s (not timed).")
+        e = res.get("weight_errors")
+        if e:
+            parts.append(f" Weight error, int8 per channel: RMS {e['ours_rms']:.3e} (ours) and "
+                         f"{e['torchao_rms']:.3e} (torchao); torchao's scales are "
+                         f"{e['scale_ratio_median']:.4f} times ours (it divides max|w| by 127.5 "
+                         "and uses codes -128 to 127, where ours divide by 127 and use -127 "
+                         "to 127).")
         parts.append("\n")
     cache = last_level_cache_bytes()
     if cache is not None and DEVICE == "cpu":
