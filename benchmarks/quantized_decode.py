@@ -12,7 +12,8 @@ them), and int8 on the reference path (dequantize, then matmul); torchao's int8 
 scheme (`Int8WeightOnlyConfig`, per-row scales like ours) on the bf16 model, eager and under
 torch.compile, where torchao imports. Predicted speedup: bytes a step moves at fp32 over
 bytes it moves in the variant (`llmperf.quantsize.predicted_decode_speedup`), beside the
-measured one. On the target, also: validation loss and next-token agreement with fp32.
+measured one. On the target, also: validation loss and next-token agreement with fp32, and
+the int8 weight error and scales, ours against torchao's.
 
 Runs on the GPU when there is one, else on the CPU.
 Run: .venv/bin/python benchmarks/quantized_decode.py
