@@ -2,7 +2,7 @@
 
 Two models: the trained target (`llmperf.trained.load("target")`, 3.2 M parameters, small
 enough to sit in the CPU's caches, so per-step overhead weighs) and ref-medium (untrained,
-156 M parameters, 0.62 GB in fp32: far beyond any cache, so bytes dominate). Each variant
+156 M parameters, 0.62 GB in fp32: beyond most CPUs' caches, so bytes dominate). Each variant
 runs one decode step at position CONTEXT, timed in interleaved rounds (a busy moment on a
 shared machine hits every variant), median of the rounds' medians.
 
@@ -11,7 +11,7 @@ channel and int4 in groups of 32 and 128 (PyTorch's packed kernels, bf16 activat
 them), and int8 on the reference path (dequantize, then matmul); torchao's int8 weight-only
 scheme (`Int8WeightOnlyConfig`, per-row scales like ours) on the bf16 model, eager and under
 torch.compile, where torchao imports. Predicted speedup: bytes a step moves at fp32 over
-bytes it moves in the variant (`llmperf.quantsize.predicted_decode_speedup`), beside the
+bytes it moves in the variant (`llmperf.quantsize.decode_step_bytes`), beside the
 measured one. On the target, also: validation loss and next-token agreement with fp32, and
 the int8 weight error and scales, ours against torchao's.
 
