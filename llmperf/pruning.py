@@ -106,17 +106,21 @@ def input_norms(model: Transformer, tokens: torch.Tensor) -> dict[str, torch.Ten
 @torch.no_grad()
 def prune(model: Transformer, sparsity: float = 0.5, method: str = "magnitude",
           pattern: str = "unstructured", calibration: torch.Tensor | None = None,
-          ffn_only: bool = False) -> Transformer:
+          ffn_only: bool = False, norms: dict[str, torch.Tensor] | None = None) -> Transformer:
     """A copy of `model` with every prunable weight (or the FFNs' only) masked: `sparsity` of
     each row removed (pattern "unstructured"), or 2 of every 4 (pattern "2:4", sparsity
-    ignored). method "wanda" needs calibration tokens (B, T)."""
+    ignored). method "wanda" needs calibration tokens (B, T), or their `input_norms` computed
+    once (`norms`) when one model is pruned several times."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if pattern not in PATTERNS:
         raise ValueError(f"pattern must be one of {PATTERNS}, got {pattern!r}")
-    if method == "wanda" and calibration is None:
-        raise ValueError("calibration tokens are required for method 'wanda'")
-    norms = input_norms(model, calibration) if method == "wanda" else {}
+    if method == "wanda" and calibration is None and norms is None:
+        raise ValueError("calibration tokens (or their norms) are required for method 'wanda'")
+    if method == "magnitude":
+        norms = {}
+    elif norms is None:
+        norms = input_norms(model, calibration)
     pruned = copy.deepcopy(model)
     for name, layer in prunable_linears(pruned, ffn_only):
         w = layer.weight

@@ -79,6 +79,16 @@ def test_wanda_score_weighs_each_column_by_its_input_norm():
         [True, False]
 
 
+def test_wanda_with_precomputed_norms_equals_wanda_with_tokens():
+    model = Transformer(TINY, seed=6)
+    x = tokens()
+    once = prune(model, 0.5, "wanda", norms=input_norms(model, x))
+    again = prune(model, 0.5, "wanda", calibration=x)
+    assert all(torch.equal(a, b) for a, b in zip(once.parameters(), again.parameters()))
+    assert not torch.equal(once.layers[0].attention.wqkv.weight,
+                           prune(model, 0.5).layers[0].attention.wqkv.weight)
+
+
 def test_input_norms_are_the_norms_of_what_each_layer_reads():
     model = Transformer(TINY)
     x = tokens()

@@ -150,3 +150,16 @@ def test_the_gathered_ffn_moves_the_oracles_bytes_plus_one_copy_of_the_up_rows()
     oracle = sparse_ffn_cost(RELU, 0.9, 1, "fp32")
     assert c.flops == oracle.flops
     assert c.bytes - oracle.bytes == 2 * (2 * 6 * 32) * 4  # 2 layers, write + read of 6 rows
+
+
+def test_the_trained_relu_model_is_mostly_zero_on_real_text():
+    pytest.importorskip("safetensors")
+    from llmperf.trained import load
+    from llmperf.trained.load import validation_tokens
+
+    relu = load("relu")
+    text = validation_tokens(relu.tokenizer)[:512].reshape(2, 256)
+    trace = trace_ffn(relu.model, text)
+    for layer, s in enumerate(trace.sparsity()):
+        assert float(s.mean()) > 0.5, f"layer {layer + 1} is mostly active"
+        assert float(s.max()) < 1.0  # no token switches its whole FFN off
