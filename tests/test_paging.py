@@ -167,6 +167,18 @@ def test_parallel_samples_share_the_prompt():
     assert sv.shared_sampling_blocks(19, 10, 1, 4) == (7, 7)
 
 
+def test_requests_share_a_system_prompt():
+    # a 1,000-token prefix: 62 full blocks and one of 8 tokens, held once. Request 0 adds 100
+    # tokens from its own copy of the partial block: ceil(108 / 16) = 7 blocks; request 1 adds
+    # 20: 2 blocks; request 2 adds none and copies nothing. Alone: 69 + 64 + 63 blocks.
+    assert sv.shared_prefix_blocks(1000, [100, 20, 0], 16) == (72, 196)
+    assert sv.shared_prefix_blocks(32, [1, 1], 16) == (4, 6)   # a full prefix is never copied
+    with pytest.raises(ValueError, match="own_tokens"):
+        sv.shared_prefix_blocks(32, [], 16)
+    with pytest.raises(ValueError, match="own_tokens"):
+        sv.shared_prefix_blocks(32, [-1], 16)
+
+
 # ---- the paged policy on the simulator -----------------------------------------------------
 
 def tokens_yielded(run, request_id):

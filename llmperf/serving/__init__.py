@@ -23,6 +23,7 @@ from .paging import (
     kv_utilization,
     paged_requests_that_fit,
     reserved_requests_that_fit,
+    shared_prefix_blocks,
     shared_sampling_blocks,
 )
 from .requests import (
@@ -47,7 +48,8 @@ from .steptime import LinearStepTime, RooflineStepTime, fit_linear_step_time
 __all__ = [
     "CHAT_CAP_TOKENS", "MEMORY_POLICIES", "METRICS", "POLICIES", "BlockAllocator", "OutOfBlocks",
     "PagedMemory", "blocks_needed", "internal_fragmentation", "kv_utilization", "make_memory",
-    "paged_requests_that_fit", "reserved_requests_that_fit", "shared_sampling_blocks",
+    "paged_requests_that_fit", "reserved_requests_that_fit", "shared_prefix_blocks",
+    "shared_sampling_blocks",
     "SHAREGPT_MEAN_OUTPUT_TOKENS",
     "SHAREGPT_MEAN_PROMPT_TOKENS", "THROUGHPUT_CAPS_TOKENS", "Batch", "Chunk", "Exponential",
     "Fixed", "Iteration", "LinearStepTime", "LogNormal", "Outcome", "Request", "RequestResult",

@@ -205,8 +205,21 @@ def shared_sampling_blocks(prompt_tokens: int, output_tokens: int, samples: int,
     return shared.used_blocks, alone
 
 
-def held_fraction_saved(with_sharing: int, without: int) -> float:
-    """1 - with / without: the share of blocks sharing saves."""
-    check_non_negative("with_sharing", with_sharing, integer=True)
-    check_positive("without", without, integer=True)
-    return 1.0 - with_sharing / without
+def shared_prefix_blocks(prefix_tokens: int, own_tokens: list[int],
+                         block_size: int) -> tuple[int, int]:
+    """Blocks held by requests that all begin with the same `prefix_tokens` tokens (a system
+    prompt), request i then caching own_tokens[i] tokens of its own: (with sharing, without).
+    Run on a `BlockAllocator`: the prefix is cached once and kept; each request forks it and
+    appends its own tokens (copy on write of the prefix's partly filled last block)."""
+    check_positive("prefix_tokens", prefix_tokens, integer=True)
+    if not own_tokens:
+        raise ValueError("own_tokens must list at least one request's own tokens")
+    shared = BlockAllocator(None, block_size)
+    shared.allocate("prefix", prefix_tokens)
+    for i, n in enumerate(own_tokens):
+        check_non_negative("own_tokens", n, integer=True)
+        shared.fork("prefix", i)
+        shared.append(i, n)
+    alone = sum(blocks_needed(prefix_tokens + n, block_size) for n in own_tokens)
+    return shared.used_blocks, alone
+
