@@ -447,9 +447,9 @@ assert best_gamma(0.3, 0.3) == 0 and best_gamma(0.31, 0.3) > 0
 prompts = [text[i:i + 48].tolist() for i in (0, 25_000)]
 spec_gammas = [1, 2, 3, 4, 6]
 greedy = compare(target.model, {"draft model": draft.model, "n-gram lookup": NgramDraft()},
-                 prompts, 96, spec_gammas, temperature=0.0, rounds=2)
-sampled = compare(target.model, {"draft model": draft.model}, prompts, 96, spec_gammas,
-                  temperature=1.0, rounds=2)
+                 prompts, 64, spec_gammas, temperature=0.0, rounds=3)
+sampled = compare(target.model, {"draft model": draft.model}, prompts, 64, spec_gammas,
+                  temperature=1.0, rounds=3)
 lp.Table(["temperature", "draft", "gamma", "alpha", "tokens / step", "predicted E", "speedup",
           "predicted S", "predicted E/(gc+r)", "c", "r", "greedy identical"],
          [(r.temperature, r.draft, r.gamma, r.alpha, r.tokens_per_step,
