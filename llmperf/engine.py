@@ -28,6 +28,7 @@ import torch
 
 from .device import synchronize
 from .generate import KVCache, _check_model, _check_sampling, prompt_tensor, sample_next
+from .kvcache import PagedKVCache
 from .model import Transformer
 from .serving import Batch, PagedMemory, Request, RunRecorder, RunResult, Scheduler, make_memory
 from .serving.paging import blocks_needed
@@ -65,7 +66,6 @@ class ModelRunner:
         if memory is None:
             self.cache = KVCache(model, max_batch, max_seq_len)
         else:
-            from .kvcache import PagedKVCache
             self.cache = PagedKVCache(model, memory.allocator, kv_dtype)
 
     def _view(self, seqs: list[Sequence], starts: list[int], tokens: int):
