@@ -101,16 +101,27 @@ class GatheredFFN:
         return y if self.b_down is None else y + self.b_down
 
 
+def pre_activation_basis(mlp: MLP, calibration_inputs: torch.Tensor) -> torch.Tensor:
+    """(r_max, d_ff) right singular vectors of the pre-activations X W_up^T of inputs X (N, d),
+    in decreasing order of singular value. Computed without forming X W_up^T's SVD: with
+    X = Q R (QR), X W_up^T = Q (R W_up^T) and Q has orthonormal columns, so both have the same
+    right singular vectors, and R W_up^T is only (d_model, d_ff)."""
+    r = torch.linalg.qr(calibration_inputs.float(), mode="r").R
+    return torch.linalg.svd(r @ mlp.w1.weight.float().T, full_matrices=False).Vh
+
+
 class LowRankPredictor:
     """Predicts a layer's active neurons from its FFN input with a rank-r map (see module)."""
 
-    def __init__(self, mlp: MLP, calibration_inputs: torch.Tensor, rank: int) -> None:
+    def __init__(self, mlp: MLP, calibration_inputs: torch.Tensor, rank: int,
+                 basis: torch.Tensor | None = None) -> None:
         check_positive("rank", rank, integer=True)
         w_up = mlp.w1.weight.float()
-        if rank > min(w_up.shape):
-            raise ValueError(f"rank must be at most {min(w_up.shape)}, got {rank}")
-        pre = calibration_inputs.float() @ w_up.T                    # (N, d_ff)
-        v = torch.linalg.svd(pre, full_matrices=False).Vh[:rank]    # (r, d_ff)
+        if basis is None:
+            basis = pre_activation_basis(mlp, calibration_inputs)
+        if rank > len(basis):
+            raise ValueError(f"rank must be at most {len(basis)}, got {rank}")
+        v = basis[:rank]                                             # (r, d_ff)
         self.down = w_up.T @ v.T                                     # (d_model, r)
         self.up = v                                                  # (r, d_ff)
         self.bias = None if mlp.w1.bias is None else mlp.w1.bias.float()
@@ -145,10 +156,15 @@ def prediction_quality(predicted: torch.Tensor, active: torch.Tensor) -> Predict
                              float(active.float().mean()))
 
 
-def fit_predictors(model: Transformer, tokens: torch.Tensor, rank: int) -> list[LowRankPredictor]:
-    """One predictor per layer, fitted on the FFN inputs that tokens (B, T) produce."""
+def fit_predictors(model: Transformer, tokens: torch.Tensor,
+                   ranks: Sequence[int]) -> dict[int, list[LowRankPredictor]]:
+    """For each rank, one predictor per layer, fitted on the FFN inputs that tokens (B, T)
+    produce (one basis per layer, shared by the ranks)."""
     trace = trace_ffn(model, tokens)
-    return [LowRankPredictor(mlp, x, rank) for mlp, x in zip(_mlps(model), trace.inputs)]
+    mlps = _mlps(model)
+    bases = [pre_activation_basis(mlp, x) for mlp, x in zip(mlps, trace.inputs)]
+    return {r: [LowRankPredictor(mlp, x, r, basis)
+                for mlp, x, basis in zip(mlps, trace.inputs, bases)] for r in ranks}
 
 
 @contextmanager

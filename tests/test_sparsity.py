@@ -20,6 +20,7 @@ from llmperf.sparsity import (  # noqa: E402
     GatheredFFN,
     LowRankPredictor,
     fit_predictors,
+    pre_activation_basis,
     predicted_ffn,
     prediction_quality,
     trace_ffn,
@@ -79,6 +80,11 @@ def test_full_rank_predictor_is_exact_and_low_rank_is_not():
     assert wide.recall == 1.0 and wide.computed == 1.0  # a huge margin computes everything
     with pytest.raises(ValueError, match="rank"):
         LowRankPredictor(mlp, trace.inputs[0], rank=33)
+    # the basis from R W_up^T is the SVD basis of the pre-activations themselves
+    pre = trace.inputs[0] @ mlp.w1.weight.T
+    direct = torch.linalg.svd(pre, full_matrices=False).Vh[:8]
+    basis = pre_activation_basis(mlp, trace.inputs[0])[:8]
+    assert torch.allclose((basis @ direct.T).abs(), torch.eye(8), atol=1e-4)
 
 
 def test_prediction_quality_by_hand():
@@ -93,9 +99,10 @@ def test_predicted_ffn_drops_only_misses_and_restores_the_model():
     x = tokens()
     with torch.inference_mode():
         dense = model(x)
-        with predicted_ffn(model, fit_predictors(model, x, rank=32)):
+        predictors = fit_predictors(model, x, ranks=(1, 32))
+        with predicted_ffn(model, predictors[32]):
             exact = model(x)  # full rank: every active neuron predicted
-        with predicted_ffn(model, fit_predictors(model, x, rank=1)):
+        with predicted_ffn(model, predictors[1]):
             lossy = model(x)
         assert torch.allclose(exact, dense, atol=1e-5)
         assert not torch.allclose(lossy, dense, atol=1e-3)
