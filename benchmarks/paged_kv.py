@@ -31,7 +31,7 @@ from llmperf import trained
 from llmperf.engine import Engine
 from llmperf.serving import Uniform, workload
 
-BUDGET_TOKENS, BLOCK, ROUNDS, THREADS, N = 2048, 16, 3, 1, 48
+BUDGET_TOKENS, BLOCK, ROUNDS, THREADS, N = 2048, 16, 5, 1, 48
 
 
 def configs(max_len: int, int8_tokens: int) -> dict[str, dict]:
