@@ -204,6 +204,7 @@ def test_hand_worked_preemption_timeline():
     assert run.iterations[6].prefill == (sv.Chunk(1, 0, 5, True),)
     assert [it.kv_held_tokens for it in run.iterations[:2]] == [8, 8]
     assert run.iterations[5].kv_used_tokens == 9 and run.iterations[5].kv_held_tokens == 12
+    assert [it.kv_unused_tokens for it in run.iterations[:3]] == [0, 3, 2]
     assert run.preemptions == 1
     assert [tokens_yielded(run, i) for i in range(2)] == [6, 6]
 

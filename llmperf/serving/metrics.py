@@ -76,6 +76,12 @@ class Iteration:
         return self.end_s - self.start_s
 
     @property
+    def kv_unused_tokens(self) -> int:
+        """Held KV slots holding no token: under paging, internal fragmentation (the empty
+        slots of last blocks); under reservation, slots kept for tokens not yet generated."""
+        return self.kv_held_tokens - self.kv_used_tokens
+
+    @property
     def in_flight(self) -> int:
         """Requests this iteration ran: its prefill chunks and its decodes."""
         return len(self.prefill) + len(self.decode)
