@@ -128,16 +128,16 @@ assert abs(moe.config.active_param_count() - target.config.param_count()) < 0.01
 # %% [markdown]
 # Mixtral computes with 12.9 B parameters per token, a little under a third of what it holds:
 # per token it costs the FLOPs of a 13 B dense model, but it needs the memory of a 47 B one.
-# Its 93 GB of fp16 weights do not fit on one 80 GiB A100 or H100; on a 141 GB H200 they do,
-# with about 50 GB left for the KV cache. The trained MoE is the same idea in miniature: its
+# Its 93 GB of fp16 weights do not fit on one 80 GiB A100 or H100; on an H200 they do, with
+# tens of gigabytes left for the KV cache. The trained MoE is the same idea in miniature: its
 # two active experts of $d_{\text{ff}} = 344$ match the target's one FFN of 688, so both models
 # do the same FLOPs per token.
 #
 # The router's choices are learned, and nothing forces them to be balanced: a router that sends
 # most tokens to one expert wastes the others and makes that expert the bottleneck of every
-# batch. Large MoE models are trained with an auxiliary loss that rewards even loads; our small
-# MoE was trained without one, so the measurement below shows what an unconstrained router
-# does.
+# batch. MoE layers are usually trained with an auxiliary loss that rewards even loads
+# {cite:p}`shazeer2017outrageously`; our small MoE was trained without one, so the measurement
+# below shows what an unconstrained router does.
 #
 # ### The experts a decode batch touches
 #
@@ -152,7 +152,7 @@ assert abs(moe.config.active_param_count() - target.config.param_count()) < 0.01
 #
 # A decode step must read the weights of every expert touched. At $B = 1$ that is $k$ experts,
 # the active parameters; for Mixtral, by $B = 8$ it is already 7.2 of the 8, and the step reads
-# nearly all 47 B parameters while computing with only 13 B per token.
+# most of the 47 B parameters while computing with only 13 B per token.
 # `lp.experts_touched` is this formula, and `lp.layer_costs` charges a decode step the bytes of
 # the experts it touches.
 
@@ -184,7 +184,7 @@ plt.show()
 # the same attention and the same active parameters (one FFN of twice Mixtral's width, a model
 # built for the comparison), and for Mistral 7B. At $B = 1$ Mixtral and its dense twin read the
 # same bytes. From $B = 2$ Mixtral reads more experts each step, and by $B = 16$ its step costs
-# about three times the twin's: it reads 47 B parameters where the twin reads 13 B. At large
+# more than three times the twin's: it reads nearly 47 B parameters where the twin reads 13 B. At large
 # batches both turn compute bound and, doing the same FLOPs per token, meet again.
 #
 # That is where an MoE helps and where it does not. At batch 1 it decodes like its active size;
@@ -615,7 +615,10 @@ plt.show()
 # </details>
 
 # %% tags=["hide-cell"]
-# The worked problems' answers, checked against llmperf.
+# The numbers the prose quotes and the worked problems' answers, checked against llmperf.
+assert round(lp.experts_touched(8, 8, 2), 1) == 7.2
+assert lp.decode_step_time(mixtral, h200, 1024, 16) > 3 * lp.decode_step_time(dense_twin, h200, 1024, 16)
+assert mixtral.weight_bytes("fp16") > lp.get_accelerator("H100 SXM").mem_capacity
 assert 3 * 4096 * 14336 == 176_160_768 == expert
 assert round(mixtral.param_count() / 1e9, 1) == 46.7 and round(mixtral.active_param_count() / 1e9, 1) == 12.9
 assert abs(lp.experts_touched(4, 8, 2) - 5.46875) < 1e-12
