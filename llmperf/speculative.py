@@ -12,14 +12,17 @@ same probability alpha, independently of the others:
 - tokens per target step: E = 1 + alpha + ... + alpha^gamma = (1 - alpha^(gamma+1)) / (1 - alpha);
 - wall-time speedup, with one draft step costing c target steps: E / (gamma c + 1).
 
-These functions import nothing heavier than `math`; `verify` imports torch when it is called.
+The module imports only the torch-free analytic layer; `verify` imports torch when it is called.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import TYPE_CHECKING
 
-from .hardware import Accelerator, get_accelerator
+from .cost import attention_scores_cost, attention_values_cost, fused_attention_cost, softmax_cost
+from .hardware import Accelerator
+from .layers import ATTENTION, OpRow, StepCosts, step_costs
 from .models import ModelConfig, get_model
 from .units import check_non_negative, check_positive
 
@@ -154,26 +157,64 @@ def verify(target_probs: torch.Tensor, draft_probs: torch.Tensor,
     return tokens[:n].tolist() + [extra]
 
 
-def verify_step_time(model: ModelConfig | str, accelerator: Accelerator | str, batch: int,
-                     tokens_per_sequence: int, context: int, dtype: str = "fp16") -> float:
-    """Roofline seconds of one target step over `tokens_per_sequence` new tokens of each of
-    `batch` sequences holding `context` cached tokens: max(FLOPs / peak, bytes / bandwidth).
+def _append_attention_rows(m: ModelConfig, batch: int, tokens: int, context: int, dtype: str,
+                           kv_dtype: str, attention: str) -> tuple[OpRow, ...]:
+    """Attention of `tokens` new queries per sequence against its context + tokens keys (the
+    cache capped by a sliding window, as a decode step's is), in `step_costs`'s row names."""
+    sizes = dict(kv_len=m.cached_tokens(context + tokens), heads=m.n_heads, batch=batch,
+                 dtype=dtype)
+    tensors = dict(sizes, kv_heads=m.n_kv_heads, kv_dtype=kv_dtype)
+    L = m.n_layers
+    if attention == "fused":
+        cost = fused_attention_cost(tokens, m.d_head, causal=True, **tensors)
+        return (OpRow("attention", ATTENTION, cost * L, L),)
+    return (OpRow("qk", ATTENTION, attention_scores_cost(tokens, m.d_head, **tensors) * L, L),
+            OpRow("softmax", ATTENTION, softmax_cost(tokens, **sizes) * L, L),
+            OpRow("sv", ATTENTION, attention_values_cost(tokens, m.d_head, **tensors) * L, L))
 
-    FLOPs: 2 per active parameter per token, plus attention's 4 d_q (context + t) per token
-    per layer; bytes: the weights once and each sequence's KV cache once (activations
-    ignored). With one token per sequence this is a plain decode step; with gamma + 1 it is
-    the verification, which reads the same bytes and does gamma + 1 times the FLOPs.
+
+def verify_step_costs(model: ModelConfig | str, batch: int, tokens_per_sequence: int,
+                      context: int, dtype: str = "fp16", kv_dtype: str | None = None,
+                      attention: str = "standard") -> StepCosts:
+    """Per-operator counts of one target step over `tokens_per_sequence` = T new tokens for
+    each of `batch` sequences holding `context` cached tokens (an *append*; T = gamma + 1 is
+    the verification).
+
+    `step_costs` counts a prefill (no cache) and a decode step (one token per sequence), not
+    this step, so it is built from them: every row but attention is `step_costs`'s decode
+    step for batch * T tokens (each weight read once, every expert the batch * T tokens
+    touch, the LM head for every position, since verification needs the target's logits at
+    all of them); the attention rows are T queries per sequence against its context + T
+    keys, each sequence's K and V read once (`llmperf.cost`, masked scores counted by the
+    standard algorithm, skipped by the fused one). With T = 1 every row equals `step_costs`'s
+    decode step (tested).
     """
-    m, acc = get_model(model), get_accelerator(accelerator)
     check_positive("batch", batch, integer=True)
     check_positive("tokens_per_sequence", tokens_per_sequence, integer=True)
     check_positive("context", context, integer=True)
-    tokens = batch * tokens_per_sequence
-    flops = tokens * (2 * m.active_param_count()
-                      + 4 * m.n_layers * m.q_dim * (context + tokens_per_sequence))
-    kv_tokens = batch * (context + tokens_per_sequence)
-    moved = m.weight_bytes(dtype) + kv_tokens * m.kv_bytes_per_token(dtype)
-    return max(flops / acc.peak(dtype), moved / acc.mem_bandwidth)
+    m, T = get_model(model), int(tokens_per_sequence)
+    step = step_costs(m, "decode", batch * T, context, dtype, kv_dtype, attention)
+    attn = _append_attention_rows(m, int(batch), T, int(context), step.dtype, step.kv_dtype,
+                                  attention)
+    rows = [r for r in step.rows if r.name not in {a.name for a in attn}]
+    at = next(i for i, r in enumerate(step.rows) if r.name == attn[0].name)
+    rows[at:at] = attn
+    return dataclasses.replace(step, phase=f"append of {T}", batch=int(batch), rows=tuple(rows))
+
+
+def verify_step_time(model: ModelConfig | str, accelerator: Accelerator | str, batch: int,
+                     tokens_per_sequence: int, context: int, dtype: str = "fp16",
+                     kv_dtype: str | None = None, attention: str = "standard") -> float:
+    """Roofline seconds of `verify_step_costs`: each operator at max(FLOPs / peak,
+    bytes / bandwidth), summed, as `decode_step_time` does (equal to it at T = 1).
+
+    At a small batch the step over gamma + 1 positions reads the same weights and KV cache as
+    a decode step and costs about as much (an MoE excepted: more tokens touch more experts);
+    once batch * (gamma + 1) tokens make the products compute bound it costs up to gamma + 1
+    decode steps.
+    """
+    return verify_step_costs(model, batch, tokens_per_sequence, context, dtype, kv_dtype,
+                             attention).on(accelerator).time_s
 
 
 def batched_speculative_speedup(model: ModelConfig | str, accelerator: Accelerator | str,
@@ -182,11 +223,14 @@ def batched_speculative_speedup(model: ModelConfig | str, accelerator: Accelerat
     """Speedup of speculation for a batch: E(alpha, gamma) / (gamma c + T_verify / T_decode).
 
     T_verify / T_decode is `verify_step_time` with gamma + 1 tokens per sequence over one:
-    about 1 while the target's step is memory bound (small batches), rising to gamma + 1
-    once the batch makes it compute bound, where speculation costs more than it saves.
-    c is the draft's step cost relative to the target's decode step at the same batch.
+    about 1 while the target's step is memory bound (small batches; for an MoE more, since
+    gamma + 1 tokens per sequence touch more experts), rising to gamma + 1 once the batch
+    makes it compute bound, where speculation costs more than it saves. c is the draft's
+    step cost relative to the target's decode step at the same batch.
     """
+    _check_alpha(alpha)
+    _check_gamma(gamma)
+    check_non_negative("cost_ratio", cost_ratio)
     ratio = (verify_step_time(model, accelerator, batch, gamma + 1, context, dtype)
              / verify_step_time(model, accelerator, batch, 1, context, dtype))
-    check_non_negative("cost_ratio", cost_ratio)
     return expected_tokens_per_step(alpha, gamma) / (gamma * cost_ratio + ratio)

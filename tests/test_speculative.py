@@ -19,8 +19,10 @@ import torch
 
 import llmperf.speculative_generate as sg
 from llmperf.generate import generate
+from llmperf.layers import layer_costs
 from llmperf.model import Transformer
 from llmperf.models import ModelConfig
+from llmperf.perfmodel import decode_step_time
 from llmperf.speculative import (
     acceptance_rate,
     batched_speculative_speedup,
@@ -28,6 +30,7 @@ from llmperf.speculative import (
     expected_tokens_per_step,
     speculative_speedup,
     verify,
+    verify_step_costs,
     verify_step_time,
 )
 from llmperf.speculative_generate import NgramDraft, speculative_generate
@@ -110,10 +113,62 @@ def test_verification_costs_one_decode_step_at_batch_1_and_gamma_plus_1_when_com
     big1 = verify_step_time("llama-3-8b", "H100 SXM", 2048, 1, 128)
     big5 = verify_step_time("llama-3-8b", "H100 SXM", 2048, 5, 128)
     assert big5 / big1 > 4.0  # compute bound: five times the FLOPs, nearly five times the time
+    assert big5 / big1 < 5.0  # each sequence's KV cache is read once for all five positions
     small = batched_speculative_speedup("llama-3-8b", "H100 SXM", 1, 0.8, 4, 0.05)
     large = batched_speculative_speedup("llama-3-8b", "H100 SXM", 2048, 0.8, 4, 0.05, context=128)
     assert small == pytest.approx(speculative_speedup(0.8, 4, 0.05), rel=0.01)
     assert large < 1.0
+
+
+@pytest.mark.parametrize("model", ["llama-3-8b", "mixtral-8x7b", "mistral-7b", "gpt2"])
+def test_a_one_token_append_is_the_decode_step_of_layer_costs(model):
+    for batch, context in ((1, 512), (64, 2048)):
+        for attention in ("standard", "fused"):
+            step = layer_costs(model, "decode", batch, context, attention=attention)
+            one = verify_step_costs(model, batch, 1, context, attention=attention)
+            assert one.total == step.total
+            assert verify_step_time(model, "H100 SXM", batch, 1, context, attention=attention) \
+                == decode_step_time(model, "H100 SXM", context, batch, attention=attention)
+
+
+def test_an_append_counts_the_tokens_of_every_position_and_reads_the_cache_once():
+    """Llama 3 8B (32 layers, 32 query heads of 128, 8 KV heads), 2 sequences, 5 new tokens
+    each after 100 cached: the products are those of a 10-token step; the scores are
+    5 x 105 per head; K is read once per sequence and KV head."""
+    B, T, C, L = 2, 5, 100, 32
+    append = verify_step_costs("llama-3-8b", B, T, C)
+    ten = layer_costs("llama-3-8b", "decode", B * T, C)
+    for name in ("q_proj", "ffn_up", "ffn_down", "lm_head"):  # logits at every position
+        assert append[name].cost == ten[name].cost
+    assert append["qk"].flops == 2 * 128 * T * (C + T) * 32 * B * L
+    k_bytes = B * 8 * (C + T) * 128 * 2 * L  # fp16 keys, read once
+    q_s_bytes = B * 32 * (T * 128 + T * (C + T)) * 2 * L  # Q read, S written
+    assert append["qk"].bytes == k_bytes + q_s_bytes
+    assert append["qk"].bytes < ten["qk"].bytes  # ten one-token steps would read K ten times
+
+
+def test_an_moe_verification_touches_more_experts_than_a_decode_step():
+    """Mixtral (E = 8, k = 2) at batch 1: 5 positions touch 8 (1 - (3/4)^5) = 6.1 experts per
+    layer against 2, so the memory-bound verification costs well over one decode step."""
+    one = verify_step_costs("mixtral-8x7b", 1, 1, 512)
+    five = verify_step_costs("mixtral-8x7b", 1, 5, 512)
+    expert_bytes = 3 * 4096 * 14336 * 2 * 32  # one expert in every layer, fp16
+    extra = five.block_total("ffn").bytes - one.block_total("ffn").bytes
+    assert extra == pytest.approx((8 * (1 - 0.75 ** 5) - 2) * expert_bytes, rel=0.01)
+    ratio = verify_step_time("mixtral-8x7b", "H200 SXM", 1, 5, 512) \
+        / verify_step_time("mixtral-8x7b", "H200 SXM", 1, 1, 512)
+    assert ratio > 2
+    assert batched_speculative_speedup("mixtral-8x7b", "H200 SXM", 1, 0.8, 4, 0.05) \
+        < 0.5 * speculative_speedup(0.8, 4, 0.05)
+
+
+@pytest.mark.parametrize("kwargs,name", [
+    (dict(batch=0, tokens_per_sequence=2, context=8), "batch"),
+    (dict(batch=1, tokens_per_sequence=0, context=8), "tokens_per_sequence"),
+    (dict(batch=1, tokens_per_sequence=2, context=0), "context")])
+def test_append_costs_reject_bad_sizes(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        verify_step_costs("llama-3-8b", **kwargs)
 
 
 # ---------------------------------------------------------------- verify: input checks
