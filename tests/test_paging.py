@@ -30,6 +30,8 @@ def test_requests_that_fit_under_reservation_and_paging():
     (lambda: sv.blocks_needed(3, 0), "block_size"),
     (lambda: sv.blocks_needed(2.5, 16), "tokens"),
     (lambda: sv.reserved_requests_that_fit(100, 0), "reserve_tokens"),
+    (lambda: sv.paged_requests_that_fit(100, 10, 0), "block_size"),
+    (lambda: sv.paged_requests_that_fit(100, 0, 16), "tokens"),
     (lambda: sv.kv_utilization(5, 4), "used_tokens"),
     (lambda: BlockAllocator(0, 16), "num_blocks"),
     (lambda: BlockAllocator(4, -2), "block_size"),
@@ -207,6 +209,22 @@ def test_hand_worked_preemption_timeline():
     assert [it.kv_unused_tokens for it in run.iterations[:3]] == [0, 3, 2]
     assert run.preemptions == 1
     assert [tokens_yielded(run, i) for i in range(2)] == [6, 6]
+
+
+def test_the_victim_is_the_newest_request_not_the_one_that_needs_a_block():
+    # 3 blocks of 4. Request 0 (prompt 4) arrives first; request 1 (prompt 1) at 0.5 s joins
+    # in iteration 1. In iteration 5 request 0 reaches 9 tokens and needs a third block while
+    # request 1, at 5 tokens, would need its second: none is free. The older request grows
+    # first, so the newest, request 1, is preempted although it did not ask first; it had
+    # yielded 4 tokens (iterations 1-4), so it comes back as a prefill of 1 + 4 tokens once
+    # request 0 has left (end of iteration 7), and yields its tokens 5-8 in iterations 8-11.
+    reqs = [Request(0.0, 4, 8), Request(0.5, 1, 8)]
+    run = sv.simulate(reqs, "continuous", max_batch=4, step_time=ONE_SECOND,
+                      kv_capacity_tokens=12, kv_memory="paged", block_size=4)
+    assert [i for i, it in enumerate(run.iterations) if it.preempted] == [5]
+    assert run.iterations[5].preempted == (1,) and run.iterations[5].decode == (0,)
+    assert run.iterations[8].prefill == (sv.Chunk(1, 0, 5, True),)
+    assert [(r.first_token_s, r.finish_s) for r in run.requests] == [(1.0, 8.0), (2.0, 12.0)]
 
 
 def test_reservation_runs_the_same_requests_one_at_a_time():

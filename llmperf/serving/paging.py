@@ -44,6 +44,7 @@ def paged_requests_that_fit(capacity_tokens: int, tokens: int, block_size: int) 
     holding blocks_needed(tokens, block_size) of them."""
     check_non_negative("capacity_tokens", capacity_tokens, integer=True)
     check_positive("tokens", tokens, integer=True)
+    check_positive("block_size", block_size, integer=True)
     return (int(capacity_tokens) // int(block_size)) // blocks_needed(tokens, block_size)
 
 
