@@ -1,11 +1,13 @@
 """llmperf: analytic and measured performance of transformer LLM inference.
 
-The analytic layer (units, hardware, models, cost, layers, roofline, perfmodel,
-parallel, table) imports numpy at most, and neither torch nor matplotlib. The
-plotting helpers `plot_roofline` and `plot_dependency_graph` live in
-`llmperf.plots`; `lp.plot_roofline` reaches them too, importing matplotlib only
-when a plot is drawn. The measured layer (`measure`, `host`, and the reference model in
-`model`, `generate`, `hf`) imports torch when it is first used.
+The analytic layer (units, hardware, models, cost, layers, roofline, perfmodel, parallel,
+table, and the optimization chapters' quantsize, speculative, sparse_cost and the serving
+simulator) imports numpy at most, and neither torch nor matplotlib. The plotting helpers
+`plot_roofline` and `plot_dependency_graph` live in `llmperf.plots`; `lp.plot_roofline`
+reaches them too, importing matplotlib only when a plot is drawn. The measured layer
+(`measure`, `host`, the reference model in `model`, `generate` and `hf`, and `engine`,
+`kvcache`, `kernels`, `quant`, `speculative_generate`, `moe`, `pruning`, `sparsity`,
+`early_exit`, `distill`, `trained`) imports torch when it is first used.
 """
 from .cost import (
     Cost,
