@@ -81,3 +81,12 @@ def test_cycle_search_finds_a_planted_cycle():
 
 def test_no_llmperf_module_imports_one_that_imports_it_back():
     assert cycles(import_graph()) == []
+
+
+def test_analytic_modules_of_the_optimization_chapters_stay_torch_free():
+    modules = ("llmperf.quantsize", "llmperf.speculative", "llmperf.sparse_cost",
+               "llmperf.serving", "llmperf.serving.paging")
+    code = (f"import sys, importlib; [importlib.import_module(m) for m in {modules!r}]; "
+            "print(sorted(m for m in ('torch', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
