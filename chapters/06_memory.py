@@ -37,6 +37,9 @@
 # | $s$ | block size: tokens per KV block |
 # | $n$ | tokens a request holds in the cache (prompt plus output so far) |
 # | $\lceil n/s \rceil$ | blocks a request of $n$ tokens needs |
+# | $b$, $q_{\max}$ | bits per weight code, and the largest code, $2^{b-1} - 1$ (section 2) |
+# | $g$ | group size: weights that share one scale (section 2) |
+# | $s$ (section 2) | a quantization scale, $\max \lvert w \rvert / q_{\max}$ over its group |
 
 # %% [markdown]
 # ## 1. KV cache management
@@ -50,7 +53,8 @@
 # does it cost to waste the rest?
 #
 # The measured parts below run the trained target model of the optimization chapters on
-# this machine (one thread on a CPU), and everything else is analytic or simulated.
+# this machine (on a CPU with one thread, or on CUDA where present), and everything else is
+# analytic or simulated.
 
 # %%
 import matplotlib.pyplot as plt
@@ -87,10 +91,11 @@ print(f"device for the measurements: {device}; Llama 2 7B on an A10 holds {a10_k
 # held token states; the rest was reserved for tokens not yet generated (or never to be),
 # lost to internal fragmentation, or lost between buffers (external fragmentation).
 #
-# *Predict* before running: the chat requests of chapter 5 (log-normal lengths with
-# ShareGPT's means, 161 prompt and 338 output tokens) on Llama 2 7B on an A10, 200 of them
-# sent at once, continuous batching with up to 256 in flight. What share of the reserved
-# memory holds tokens, averaged over the run, if every request reserves 4,096 tokens? The
+# *Predict* before running: the chat requests of chapter 5 (log-normal lengths with the
+# means of the ShareGPT conversations used to evaluate vLLM {cite:p}`kwon2023vllm`, 161
+# prompt and 338 output tokens) on Llama 2 7B on an A10, 200 of them sent at once,
+# continuous batching with up to 256 in flight. What share of the reserved memory holds
+# tokens, averaged over the run, if every request reserves 4,096 tokens? The
 # simulator's memory policies answer it: `kv_memory="reservation"` with `reserve_tokens`
 # (or without, an oracle that reserves each request's true length), and `"paged"`, the
 # subject of the next section. Each iteration of the run records the KV slots held and those
@@ -212,15 +217,17 @@ print(f"simulated paged run: {1 - paged_burst.kv_utilization:.1%} of held slots 
 
 # %% [markdown]
 # The block size trades this waste against the cost of the indirection: tiny blocks waste
-# nothing but make the kernel read many scattered pieces; vLLM uses 16 tokens by default.
+# nothing but make the kernel read many scattered pieces; vLLM uses 16 tokens by default
+# {cite:p}`kwon2023vllm`.
 #
 # ### 1.3 Preemption
 #
 # Paging admits a request as soon as its prompt's blocks are free, betting that the requests
 # already running will not all grow at once. When the free list runs dry in the middle of a
 # decode, someone must give memory back. vLLM *preempts* the running request that arrived
-# last: frees its blocks and puts it back at the head of the queue; when it is admitted again, its
-# prompt and the tokens it had generated are prefilled together (*recomputation*, the
+# last {cite:p}`kwon2023vllm`, whichever request asked for the block: frees its blocks and
+# puts it back at the head of the queue; when it is admitted again, its prompt and the
+# tokens it had generated are prefilled together (*recomputation*, the
 # regenerate side of chapter 3's choice, paid only when memory runs out), and that prefill's
 # last position yields its next token. A small case worked by hand: 12 token slots in blocks
 # of 4, two requests of 4 prompt and 6 output tokens, one-second iterations.
@@ -242,10 +249,11 @@ lp.Table(["iteration", "prefill (request: tokens)", "decode", "preempted before 
 # %% [markdown]
 # Iteration 0 prefills both prompts, one block each, and both yield their first token. In
 # iteration 1 each needs a fifth slot: request 0 takes the last free block; request 1 finds
-# none and, being the newer, is preempted. Request 0 finishes at 6 s. In iteration 6
-# request 1 prefills its 4 prompt tokens and the 1 token it had generated, 5 tokens in two
-# blocks, and yields its second token; it finishes at 11 s. Reserving each request's true
-# length (10 of the 12 slots) runs them one after the other instead, finishing at 6 and 12 s:
+# none and, being the later in the queue (both arrived at time 0), is preempted. Request 0
+# finishes at 6 s. In iteration 6 request 1 prefills its 4 prompt tokens and the 1 token it
+# had generated, 5 tokens in two blocks, and yields its second token; it finishes at 11 s.
+# Reserving each request's true length (10 of the 12 slots) runs them one after the other
+# instead, finishing at 6 and 12 s:
 
 # %%
 lp.Table(["KV memory", "first tokens (s)", "finish times (s)", "preemptions"],
@@ -261,9 +269,10 @@ assert [it.preempted for it in hand.iterations][1] == (1,)
 
 # %% [markdown]
 # In the 200-request burst of section 1.1 paging preempted requests more than two hundred
-# times and still finished sooner: a recomputed prefill costs far less than the decode steps that the
-# extra requests in flight share. The alternative vLLM offers, swapping the blocks out to CPU
-# memory and back, trades that compute for transfers over PCIe.
+# times and still finished sooner: a recomputed prefill costs far less than the
+# decode steps that the extra requests in flight share. The alternative vLLM offers, swapping
+# the blocks out to CPU memory and back {cite:p}`kwon2023vllm`, trades that compute for
+# transfers over PCIe.
 #
 # ### 1.4 Prefix sharing
 #
@@ -379,9 +388,9 @@ assert _paged_runs[-1].mean_in_flight > 4 * _reserved_runs[-1].mean_in_flight
 #
 # *Measured on this machine.* The engine runs the same scheduler on the trained target with a
 # KV budget of 2,048 token slots. The contiguous cache cuts it into slots as long as the
-# longest request, so only 2,048 divided by that length run at once; the paged cache gives the same slots out in
-# blocks of 16; the int8 paged cache (section 1.6) fits about 3.9 times the slots in the same
-# bytes.
+# longest request, so only 2,048 divided by that length run at once; the paged cache gives
+# the same slots out in blocks of 16; the int8 paged cache (section 1.6) fits about 3.9 times
+# the slots in the same bytes.
 
 # %% tags=["nbval-ignore-output"]
 engine_requests = sv.workload(48, sv.Uniform(8, 32), sv.Uniform(16, 192), seed=3)
@@ -407,16 +416,16 @@ lp.Table(["KV cache", "requests in flight", "preemptions", "held slots holding a
                   "KV allocated": lp.format_bytes, "output tokens/s": ",.0f"})
 
 # %% [markdown]
-# Paging doubles the requests in flight here as on the simulator, preempting when its blocks
-# run out, and the int8 cache, with nearly four times the slots, needs no preemption and
-# runs more still. Whether that raises the throughput depends on the machine: on a GPU,
-# where a step's time is set by the bytes of weights it reads, it should, as simulated; on a
-# CPU, this small
-# model's step grows with every request it holds, and the engine's paged cache gathers every
-# request's keys into a new tensor at every layer (a paged attention kernel reads the blocks
-# in place), so the gain is far smaller than the simulator's, and may vanish on a busy
-# machine. The benchmark `benchmarks/paged_kv.py` repeats this comparison
-# with medians of interleaved runs, and also compares peak memory at an equal batch.
+# Paging more than doubles the requests in flight here, as it did on the simulator,
+# preempting when its blocks run out, and the int8 cache, with nearly four times
+# the slots, needs no preemption and runs more still. Whether that raises the throughput
+# depends on the machine: on a GPU, where a step's time is set by the bytes of weights it
+# reads, it should, as simulated; on a CPU, this small model's step grows with every request
+# it holds, and the engine's paged cache gathers every request's keys into a new tensor at
+# every layer (a paged attention kernel reads the blocks in place), so the gain is far
+# smaller than the simulator's, and may vanish on a busy machine. The benchmark
+# `benchmarks/paged_kv.py` repeats this comparison with medians of interleaved runs, and also
+# compares peak memory at an equal batch.
 #
 # ### 1.6 Smaller KV per token
 #
@@ -1071,9 +1080,10 @@ assert [round(r[3], 2) for r in gpt_fast_rows] == [0.75, 0.59]
 #
 # - Reserving a request's longest possible cache wastes most of the KV memory: only 20 to 38%
 #   held tokens in the systems vLLM measured, 15% in our simulated chat burst. Paged
-#   allocation, $\lceil n/s \rceil$ blocks per request taken as tokens arrive, wastes under
-#   half a block per request (1.4% here, under 4% in vLLM), at the price of a block table and
-#   of reading keys through it (`llmperf.serving.BlockAllocator`, `kv_memory="paged"`).
+#   allocation, $\lceil n/s \rceil$ blocks per request taken as tokens arrive, wastes less
+#   than one block per request, half a block on average (1.4% here, under 4% in vLLM), at
+#   the price of a block table and of reading keys through it
+#   (`llmperf.serving.BlockAllocator`, `kv_memory="paged"`).
 # - Admitting on the prompt alone means memory can run out mid-decode; preempting the newest
 #   request and recomputing it later costs a prefill and keeps every request's output intact.
 # - Reference counts and copy on write let requests share a prefix's blocks: parallel samples
