@@ -65,7 +65,7 @@ from llmperf import batching as bt
 from llmperf import serving as sv
 from llmperf import trained
 from llmperf.engine import Engine
-from llmperf.kvcache import kv_cache_effect, parallel_samples
+from llmperf.kvcache import int8_kv_bytes_per_token, kv_cache_effect, parallel_samples
 from llmperf.plots import new_axes, use_style
 
 use_style()
@@ -395,12 +395,13 @@ assert _paged_runs[-1].mean_in_flight > 4 * _reserved_runs[-1].mean_in_flight
 # %% tags=["nbval-ignore-output"]
 engine_requests = sv.workload(48, sv.Uniform(8, 32), sv.Uniform(16, 192), seed=3)
 longest = max(r.total_tokens for r in engine_requests) - 1
-d_head = target.config.d_head
+int8_slots = (2048 * target.config.kv_bytes_per_token("fp32")
+              // int8_kv_bytes_per_token(target.config) // 16 * 16)  # the same bytes, whole blocks
 engine_configs = {
     "contiguous": dict(max_batch=2048 // longest),
     "paged": dict(max_batch=48, kv_memory="paged", kv_capacity_tokens=2048),
     "paged int8, same bytes": dict(max_batch=48, kv_memory="paged", kv_dtype="int8",
-                                   kv_capacity_tokens=2048 * 4 * d_head // (d_head + 2) // 16 * 16),
+                                   kv_capacity_tokens=int8_slots),
 }
 Engine(target.model, 4).run(engine_requests[:4])  # warm-up
 engine_rows = []
@@ -490,7 +491,8 @@ d = target.config.d_head
 lp.Table(["quantity", "value"],
          [("bytes per token and head, K or V: int8 + scale / fp16 / fp32",
            f"{d + 2} / {2 * d} / {4 * d}"),
-          ("int8 cache / fp32 cache bytes", f"{(d + 2) / (4 * d):.3f}"),
+          ("int8 cache / fp32 cache bytes",
+           f"{int8_kv_bytes_per_token(target.config) / target.config.kv_bytes_per_token('fp32'):.3f}"),
           ("attention output error, relative, per layer",
            ", ".join(f"{e:.2%}" for e in effect.attention_error)),
           ("next tokens equal to the exact cache's", f"{effect.greedy_agreement:.2%}"),
@@ -1012,8 +1014,8 @@ assert sv.reserved_requests_that_fit(a10_kv, 4096) == 5
 assert sv.reserved_requests_that_fit(a10_kv, 500) == 46
 assert sv.paged_requests_that_fit(a10_kv, 500, 16) == 45
 assert sv.shared_sampling_blocks(100, 50, 4, 16) == (22, 40)
-_kv_int8 = 2 * llama.n_layers * llama.n_kv_heads * (llama.d_head + 2)
-assert _kv_int8 == 266_240 and llama.kv_bytes_per_token("fp16") == 524_288
+_kv_int8 = int8_kv_bytes_per_token(llama)
+assert _kv_int8 == 2 * llama.n_layers * llama.n_kv_heads * (llama.d_head + 2) == 266_240 and llama.kv_bytes_per_token("fp16") == 524_288
 assert bt.requests_that_fit(a10.mem_capacity, llama.weight_bytes("fp16"), 4096 * _kv_int8) == 11
 assert lp.max_batch_size(llama, a10, 4096) == 5
 

@@ -24,11 +24,20 @@ import torch
 
 from .generate import _check_model, _check_sampling, prompt_tensor, sample_next
 from .model import Transformer
+from .models import ModelConfig
 from .serving.paging import BlockAllocator, blocks_needed
 from .units import check_non_negative, check_positive
 
 KV_DTYPES = (None, "int8")
 INT8_MAX = 127
+INT8_SCALE_BYTES = 2  # one fp16 scale per token, head, and K or V
+
+
+def int8_kv_bytes_per_token(config: ModelConfig) -> int:
+    """KV bytes per token of the int8 cache: 2 L h_kv (d_head + 2), the codes and one fp16
+    scale for each of K and V in every layer and KV head (against 2 L h_kv d_head b_kv in
+    a dtype of b_kv bytes, `ModelConfig.kv_bytes_per_token`)."""
+    return 2 * config.n_layers * config.n_kv_heads * (config.d_head + INT8_SCALE_BYTES)
 
 
 def quantize_int8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,17 +2,20 @@
 import pytest
 import torch
 
+from llmperf import get_model
 from llmperf.engine import Engine
 from llmperf.generate import KVCache, generate
 from llmperf.kvcache import (
     PagedKVCache,
     dequantize_int8,
+    int8_kv_bytes_per_token,
     paged_cache_for,
     parallel_samples,
     quantize_int8,
 )
 from llmperf.model import Transformer
 from llmperf.serving import BlockAllocator, Request, shared_sampling_blocks, workload
+from llmperf.serving.paging import blocks_needed
 from llmperf.serving.requests import Uniform
 
 
@@ -82,6 +85,16 @@ def test_the_int8_cache_stores_a_quarter_of_fp32_plus_its_scales(tiny):
     int8, _ = paged_cache_for(tiny, 2, 32, block_size=8, kv_dtype="int8")
     d = tiny.config.d_head
     assert int8.nbytes / fp32.nbytes == pytest.approx((d + 2) / (4 * d))
+    slots = 2 * blocks_needed(32, 8) * 8
+    assert int8.nbytes == slots * int8_kv_bytes_per_token(tiny.config)
+    assert fp32.nbytes == slots * tiny.config.kv_bytes_per_token("fp32")
+
+
+def test_int8_kv_bytes_per_token_by_hand():
+    # Llama 2 7B: 2 * 32 layers * 32 KV heads * (128 + 2) bytes; fp16 would be 2 * 32 * 32 * 256
+    llama = get_model("llama-2-7b")
+    assert int8_kv_bytes_per_token(llama) == 266_240
+    assert int8_kv_bytes_per_token(llama.with_(n_kv_heads=8)) == 266_240 // 4
 
 
 def test_the_int8_cache_returns_keys_within_half_a_step(tiny):
