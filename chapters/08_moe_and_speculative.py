@@ -126,7 +126,9 @@ assert round(mixtral.param_count() / 1e9, 1) == 46.7 and round(active / 1e9, 1) 
 assert abs(moe.config.active_param_count() - target.config.param_count()) < 0.01 * target.config.param_count()
 
 # %% [markdown]
-# Mixtral computes with 12.9 B parameters per token, a little under a third of what it holds:
+# Counted from Mixtral's published configuration, it computes with 12.9 B parameters per token
+# and holds 46.7 B (the paper rounds them to 13 B and 47 B {cite:p}`jiang2024mixtral`), a
+# little under a third of what it holds:
 # per token it costs the FLOPs of a 13 B dense model, but it needs the memory of a 47 B one.
 # Its 93 GB of fp16 weights do not fit on one 80 GiB A100 or H100; on an H200 they do, with
 # tens of gigabytes left for the KV cache. The trained MoE is the same idea in miniature: its
@@ -310,15 +312,22 @@ lp.Table(["model", "accelerator", "batch", "decode step", "verify, gamma = 4 (5 
            lp.format_seconds(verify_step_time(m, a, b, 5, 512)),
            f"{verify_step_time(m, a, b, 5, 512) / verify_step_time(m, a, b, 1, 512):.2f}")
           for m, a, b in (("llama-2-7b", "A10", 1), ("llama-3-8b", "H100 SXM", 1),
-                          ("llama-3-8b", "H100 SXM", 256))],
+                          ("llama-3-8b", "H100 SXM", 256), ("mixtral-8x7b", "H200 SXM", 1))],
          title="Roofline time of a target step over 1 and 5 positions, 512 cached, fp16")
 
 # %% [markdown]
-# At batch 1 the verification of four drafts costs what one decode step costs: the step reads
-# the same weights and KV cache, and its FLOPs are still far below what the part could do. At
-# batch 256 on the H100, five positions per sequence make 1,280 tokens, past the critical batch
-# of chapter 5: the products turn compute bound and the step costs twice as much. The last part
-# of this section returns to this.
+# `verify_step_time` counts this step with `lp.layer_costs`: every product and expert as for
+# $B(\gamma + 1)$ tokens (the LM head included, since verification needs the target's
+# distribution at every position), and attention as $\gamma + 1$ queries per sequence against
+# its cache, which is read once. At batch 1 the verification of four drafts costs within 1% of
+# one decode step: it reads the same weights and KV cache, and its FLOPs are still far below
+# what the part could do. At batch 256 on the H100, five positions per sequence make 1,280
+# tokens, past the critical batch of chapter 5: the products turn compute bound and the step
+# costs 2.6 times a decode step. An MoE is the exception at batch 1: five positions touch
+# $8\,(1 - (3/4)^5) = 6.1$ of Mixtral's experts per layer where one token touches 2, so its
+# verification reads nearly three times the bytes of a decode step, and speculation buys an
+# MoE much less than a dense model of the same active size. The last part of this section
+# returns to batching.
 #
 # ### Verification that keeps the target's distribution
 #
@@ -492,11 +501,13 @@ plt.show()
 # - the formula with the measured $\alpha$ predicts tokens per step well where few drafts are
 #   chained, and less well for long chains: it assumes every draft is accepted with the same
 #   probability, independently of the others, while real acceptances come in runs (easy
-#   stretches of text are easy throughout), as the per-position acceptance below shows;
+#   stretches of text are easy throughout), as the per-position acceptance below shows, and
+#   near the end of each answer fewer than $\gamma$ drafts fit, which the formula does not know;
 # - greedy text from a small character model repeats itself, which is what the n-gram lookup
 #   finds, so at temperature 0 the free lookup competes with the draft model. At temperature 1
 #   the draft model's $\alpha$ should be near the overlap $\sum_x \min(p, q)$ of the two models
-#   that `llmperf.trained`'s model card reports; the lookup rarely guesses a sampled character
+#   that `llmperf.trained`'s model card reports; a sampled character is much harder to look up
+#   than a repeated one, and the lookup's $\alpha$ falls far below the draft model's
 #   (`benchmarks/speculative.py` measures it);
 # - $c$ is a ratio of step times, not of parameters (1/13). A small model's step is mostly
 #   per-operator overhead (chapter 7), so the 2-layer draft costs far more than 1/13 of the
@@ -522,6 +533,11 @@ lp.Table(["draft position i", "alpha_i (measured)", "alpha overall"],
 # | {cite:t}`leviathan2023fast` | T5-XXL (11 B) with smaller T5 drafts | 2x to 3x faster than the standard T5X implementation, identical outputs |
 # | {cite:t}`leviathan2023fast` | several pairs of models | $\alpha$ from about 0.6 to 0.9, higher for larger drafts; even a bigram draft ($\alpha \approx 0.2$, $c \approx 0$) gives about 1.25x |
 # | {cite:t}`chen2023accelerating` | Chinchilla 70 B, a 4 B draft | 2x to 2.5x in a distributed setup, the target's distribution recovered within hardware numerics |
+#
+# The T5-XXL and Chinchilla speedups are stated in the papers' abstracts; the acceptance rates,
+# the bigram result and the size of Chen et al.'s draft come from the papers' experiment
+# sections (Leviathan et al.'s section 4, Chen et al.'s section 4), which are the place to
+# check them before quoting them.
 #
 # Their speedups are larger than ours for the reason given above: a 70 B target's step on an
 # accelerator is its bytes, nearly the same for $\gamma + 1$ positions as for one, and a draft
@@ -559,8 +575,9 @@ plt.show()
 # the verification's $B(\gamma + 1)$ positions stay below the critical batch, they ride on idle
 # FLOPs and speculation keeps its batch-1 speedup. Beyond that the extra positions cost real
 # time, and once the plain step is compute bound too (past the dashed line) a verification costs
-# $\gamma + 1$ steps: the speedup falls to $E/(\gamma c + \gamma + 1) < 1$, sooner for a longer
-# $\gamma$. This is why serving engines turn speculation down or off under high load.
+# nearly $\gamma + 1$ steps (a little less: attention still reads each sequence's cache once for
+# all its positions), and the speedup falls below 1, sooner for a longer $\gamma$. This is why
+# serving engines turn speculation down or off under high load.
 #
 # :::{important}
 # Speculation trades FLOPs, which a batch-1 decode step leaves idle, for sequential steps. It
@@ -617,9 +634,14 @@ plt.show()
 # %% tags=["hide-cell"]
 # The numbers the prose quotes and the worked problems' answers, checked against llmperf.
 assert round(lp.experts_touched(8, 8, 2), 1) == 7.2
+assert verify_step_time("llama-3-8b", "H100 SXM", 1, 5, 512) < 1.01 * verify_step_time("llama-3-8b", "H100 SXM", 1, 1, 512)
+assert round(verify_step_time("llama-3-8b", "H100 SXM", 256, 5, 512) / verify_step_time("llama-3-8b", "H100 SXM", 256, 1, 512), 1) == 2.6
+assert round(lp.experts_touched(5, 8, 2), 1) == 6.1
+assert 2.5 < verify_step_time(mixtral, h200, 1, 5, 512) / verify_step_time(mixtral, h200, 1, 1, 512) < 3
 assert lp.decode_step_time(mixtral, h200, 1024, 16) > 3 * lp.decode_step_time(dense_twin, h200, 1024, 16)
 assert mixtral.weight_bytes("fp16") > lp.get_accelerator("H100 SXM").mem_capacity
 assert 3 * 4096 * 14336 == 176_160_768 == expert
+assert round(shared / 1e9, 1) == 1.6 and round(experts_all / 1e9, 2) == 45.10
 assert round(mixtral.param_count() / 1e9, 1) == 46.7 and round(mixtral.active_param_count() / 1e9, 1) == 12.9
 assert abs(lp.experts_touched(4, 8, 2) - 5.46875) < 1e-12
 assert abs(speculative_speedup(0.7, 3, 0.1) - 2.533 / 1.3) < 1e-3
@@ -643,8 +665,9 @@ assert verify(_eye[[2, 0]], _q, [5]) == [2]
 # - Speculative decoding verifies $\gamma$ drafts in one append step of the target, and its
 #   accept/reject rule keeps the target's distribution exactly (greedy: identical outputs).
 # - It emits $(1 - \alpha^{\gamma+1})/(1 - \alpha)$ tokens per target step, and speeds decoding
-#   up by that over $\gamma c + 1$; it pays when $\alpha > c$, most at batch 1, and not once the
-#   batch makes the target's step compute bound.
+#   up by that over $\gamma c + 1$; it pays when $\alpha > c$, most at batch 1 (less for an MoE,
+#   whose verification touches more experts), and not once the batch makes the target's step
+#   compute bound.
 #
 # ## Exercises
 #
