@@ -365,7 +365,7 @@ lp.Table(["request rate (1/s)"] + [f"{n}: {m}" for n in ("reserve", "paged")
 # %% tags=["hide-cell"]
 paged_over_reserved = [p.throughput_tok_s / r.throughput_tok_s
                        for r, p in zip(*rate_runs.values())]
-assert paged_over_reserved[-1] > 2.0 and all(x >= 1.0 for x in paged_over_reserved)
+assert 2.0 < paged_over_reserved[-1] < 4.0 and all(x >= 1.0 for x in paged_over_reserved)
 _reserved_runs, _paged_runs = rate_runs.values()
 assert all(r.percentile("latency_s", 50) > 10 for r in _reserved_runs[1:])
 assert all(r.percentile("latency_s", 50) < 8 for r in _paged_runs)
@@ -380,11 +380,12 @@ assert _paged_runs[-1].mean_in_flight > 4 * _reserved_runs[-1].mean_in_flight
 # flight, while paging keeps four times as many in flight and delivers more than twice the
 # throughput at the highest rate (the hidden cell checks it). Read at equal latency, paging
 # at several requests per second answers as fast as reservation at half a request per
-# second. The paper reports 2 to 4 times
-# the throughput of FasterTransformer and Orca at the same latency {cite:p}`kwon2023vllm`: its
-# baselines reserve less wastefully than our 4,096-token one (Orca with an oracle or a power of
-# two; OPT models with 2,048-token contexts) and its GPUs hold more tokens, so the gap there
-# is smaller at the top and similar in kind.
+# second. The paper reports 2 to 4 times the throughput of FasterTransformer and Orca at the
+# same latency {cite:p}`kwon2023vllm`, and our factor at the highest rate falls in that range
+# (section 1.7), though the two comparisons differ: the paper's baselines reserve less
+# wastefully than our 4,096-token one (Orca with an oracle or a power of two; OPT models with
+# 2,048-token contexts), while our step-time model charges nothing for reading keys through
+# block tables and the paper's measurements do.
 #
 # *Measured on this machine.* The engine runs the same scheduler on the trained target with a
 # KV budget of 2,048 token slots. The contiguous cache cuts it into slots as long as the
@@ -545,7 +546,7 @@ lp.Table(["quantity", "published", "ours", "why they differ"], [
 # channel, int4 with one scale per group of weights), derives their error and their bytes,
 # and measures both on the trained target of the previous chapters.
 #
-# ### Scale and rounding error
+# ### 2.1 Scale and rounding error
 #
 # Symmetric quantization with $b$ bits maps a group of weights $w_1, \dots, w_g$ (a whole
 # output row, or $g$ consecutive weights of one) to integers in $[-q_{\max}, q_{\max}]$,
@@ -611,7 +612,7 @@ for bits in (8, 4):
 # becomes $-0.071$. The error bound is the same for every weight of the group, whatever its
 # own size: small weights lose the most, relative to themselves.
 #
-# ### Why outliers hurt, and why group size matters
+# ### 2.2 Why outliers hurt, and why group size matters
 #
 # The scale is set by the largest value of its group. One large value stretches $s$ for the
 # whole group, and every other value's error grows with it, up to the point where most of
@@ -692,7 +693,7 @@ plt.show()
 # dotted lines, $s/\sqrt{12}$ from the scales alone, predict the measured error closely,
 # so the rounding errors do spread evenly over $[-s/2, s/2]$.
 #
-# ### Bytes, and the decode speedup they predict
+# ### 2.3 Bytes, and the decode speedup they predict
 #
 # If a decode step took its bytes divided by the bandwidth, the speedup from quantizing
 # would be the ratio of bytes per step. `llmperf.quantsize.decode_step_bytes` counts them:
@@ -725,7 +726,7 @@ lp.Table(["model"] + [f"{k}" for k in layouts], bytes_rows,
 # thirteenth of its fp32 step's bytes, and it does not shrink, while Llama 2 7B's weights
 # dominate its step.
 #
-# ### Measured: bytes, speed and quality on your machine
+# ### 2.4 Measured: bytes, speed and quality on your machine
 #
 # `quantize_model(model, bits, group_size)` swaps every `nn.Linear` of a reference
 # `Transformer` for a `QuantizedLinear`, leaving the model's code untouched. On the CPU the
@@ -838,7 +839,7 @@ plt.show()
 # less, and at that scale which weights the rounding moves counts as much as its average
 # size.
 #
-# ### Why the measured speedup falls short of the bytes
+# ### 2.5 Why the measured speedup falls short of the bytes
 #
 # Three things the byte count leaves out. First, a step's fixed costs (Python, the norms,
 # attention over the cache, starting each kernel) do not shrink with the weights; the
@@ -894,7 +895,7 @@ plt.show()
 # step is bound by memory and the kernel's unpacking hides behind it (a large model on a
 # GPU), the bars even out.
 #
-# ### A peer: torchao
+# ### 2.6 A peer: torchao
 #
 # PyTorch's quantization library, torchao {cite:p}`pytorch_torchao`, implements the same int8
 # weight-only scheme (`Int8WeightOnlyConfig`: one scale per output row). The chapter does not
@@ -909,7 +910,7 @@ plt.show()
 # $-128$ too, a scale $127/127.5$ of ours, where the largest positive weight must then be
 # clipped to 127; the benchmark prints both weight errors.
 #
-# ### Published figures
+# ### 2.7 Published figures
 #
 # | source | what | figure |
 # |---|---|---|
