@@ -37,12 +37,12 @@
 # | $s$ | block size: tokens per KV block |
 # | $n$ | tokens a request holds in the cache (prompt plus output so far) |
 # | $\lceil n/s \rceil$ | blocks a request of $n$ tokens needs |
-# | $b$, $q_{\max}$ | bits per weight code, and the largest code, $2^{b-1} - 1$ (section 2) |
-# | $g$ | group size: weights that share one scale (section 2) |
-# | $s$ (section 2) | a quantization scale, $\max \lvert w \rvert / q_{\max}$ over its group |
+# | $b$, $q_{\max}$ | bits per weight code, and the largest code, $2^{b-1} - 1$ (section 6.2) |
+# | $g$ | group size: weights that share one scale (section 6.2) |
+# | $s$ (section 6.2) | a quantization scale, $\max \lvert w \rvert / q_{\max}$ over its group |
 
 # %% [markdown]
-# ## 1. KV cache management
+# ## 6.1 KV cache management
 #
 # Chapter 3 chose to *retain* every token's keys and values rather than regenerate them: the
 # KV cache turns generation from quadratic into linear work, and costs
@@ -81,7 +81,7 @@ print(f"device for the measurements: {device}; Llama 2 7B on an A10 holds {a10_k
       f"tokens of {lp.format_bytes(llama.kv_bytes_per_token('fp16'))} each")
 
 # %% [markdown]
-# ### 1.1 Reserved memory and the memory that holds tokens
+# ### 6.1.1 Reserved memory and the memory that holds tokens
 #
 # A server cannot know how long a request's output will be, so a system that keeps each
 # request's cache in one contiguous buffer must reserve the longest it could become: the
@@ -164,7 +164,7 @@ plt.show()
 # oracle, which knows every output length in advance, uses only 57% on average: a request
 # holds slots for tokens it will generate only later.
 #
-# ### 1.2 Paged allocation
+# ### 6.1.2 Paged allocation
 #
 # vLLM's PagedAttention {cite:p}`kwon2023vllm` stores the cache in fixed-size *blocks* of $s$
 # tokens, like an operating system's pages. Each request has a *block table*, the list of its
@@ -220,7 +220,7 @@ print(f"simulated paged run: {1 - paged_burst.kv_utilization:.1%} of held slots 
 # nothing but make the kernel read many scattered pieces; vLLM uses 16 tokens by default
 # {cite:p}`kwon2023vllm`.
 #
-# ### 1.3 Preemption
+# ### 6.1.3 Preemption
 #
 # Paging admits a request as soon as its prompt's blocks are free, betting that the requests
 # already running will not all grow at once. When the free list runs dry in the middle of a
@@ -268,13 +268,13 @@ assert [r.finish_s for r in preempt_runs["reservation"].requests] == [6.0, 12.0]
 assert [it.preempted for it in hand.iterations][1] == (1,)
 
 # %% [markdown]
-# In the 200-request burst of section 1.1 paging preempted requests more than two hundred
+# In the 200-request burst of section 6.1.1 paging preempted requests more than two hundred
 # times and still finished sooner: a recomputed prefill costs far less than the
 # decode steps that the extra requests in flight share. The alternative vLLM offers, swapping
 # the blocks out to CPU memory and back {cite:p}`kwon2023vllm`, trades that compute for
 # transfers over PCIe.
 #
-# ### 1.4 Prefix sharing
+# ### 6.1.4 Prefix sharing
 #
 # Blocks make sharing cheap. Several requests that begin with the same tokens (a system
 # prompt, or several samples of one prompt) can point their tables at the same blocks. Each
@@ -337,7 +337,7 @@ assert runs[True].peak_blocks == sv.shared_sampling_blocks(len(prompt), 64, 4, 1
 assert runs[False].peak_blocks == sv.shared_sampling_blocks(len(prompt), 64, 4, 16)[1]
 
 # %% [markdown]
-# ### 1.5 What paging buys: requests in flight and throughput
+# ### 6.1.5 What paging buys: requests in flight and throughput
 #
 # Decode is bound by the bytes it reads, and a step reads the weights once for the whole
 # batch (chapter 5), so more requests in flight give more tokens per step at nearly the same
@@ -382,7 +382,7 @@ assert _paged_runs[-1].mean_in_flight > 4 * _reserved_runs[-1].mean_in_flight
 # at several requests per second answers as fast as reservation at half a request per
 # second. The paper reports 2 to 4 times the throughput of FasterTransformer and Orca at the
 # same latency {cite:p}`kwon2023vllm`, and our factor at the highest rate falls in that range
-# (section 1.7), though the two comparisons differ: the paper's baselines reserve less
+# (section 6.1.7), though the two comparisons differ: the paper's baselines reserve less
 # wastefully than our 4,096-token one (Orca with an oracle or a power of two; OPT models with
 # 2,048-token contexts), while our step-time model charges nothing for reading keys through
 # block tables and the paper's measurements do.
@@ -390,7 +390,7 @@ assert _paged_runs[-1].mean_in_flight > 4 * _reserved_runs[-1].mean_in_flight
 # *Measured on this machine.* The engine runs the same scheduler on the trained target with a
 # KV budget of 2,048 token slots. The contiguous cache cuts it into slots as long as the
 # longest request, so only 2,048 divided by that length run at once; the paged cache gives
-# the same slots out in blocks of 16; the int8 paged cache (section 1.6) fits about 3.9 times
+# the same slots out in blocks of 16; the int8 paged cache (section 6.1.6) fits about 3.9 times
 # the slots in the same bytes.
 
 # %% tags=["nbval-ignore-output"]
@@ -429,7 +429,7 @@ lp.Table(["KV cache", "requests in flight", "preemptions", "held slots holding a
 # `benchmarks/paged_kv.py` repeats this comparison with medians of interleaved runs, and also
 # compares peak memory at an equal batch.
 #
-# ### 1.6 Smaller KV per token
+# ### 6.1.6 Smaller KV per token
 #
 # The other lever is the size of each token's state, $2 b_{kv} L h_{kv} d$ bytes. Multi-query
 # attention (MQA) shares one key and value head among all query heads
@@ -510,7 +510,7 @@ lp.Table(["quantity", "value"],
 # for weights.
 
 # %% [markdown]
-# ### 1.7 Published figures beside ours
+# ### 6.1.7 Published figures beside ours
 #
 # The figures of vLLM's paper {cite:p}`kwon2023vllm` and blog {cite:p}`kwon2023vllmblog`,
 # beside what this section derived for Llama 2 7B on an A10:
@@ -535,7 +535,7 @@ lp.Table(["quantity", "published", "ours", "why they differ"], [
 ], title="vLLM's figures and this section's")
 
 # %% [markdown]
-# ## 2. Weight quantization
+# ## 6.2 Weight quantization
 
 # %% [markdown]
 # A decode step reads every weight once (chapter 4), so a weight stored in fewer bits is a
@@ -546,7 +546,7 @@ lp.Table(["quantity", "published", "ours", "why they differ"], [
 # channel, int4 with one scale per group of weights), derives their error and their bytes,
 # and measures both on the trained target of the previous chapters.
 #
-# ### 2.1 Scale and rounding error
+# ### 6.2.1 Scale and rounding error
 #
 # Symmetric quantization with $b$ bits maps a group of weights $w_1, \dots, w_g$ (a whole
 # output row, or $g$ consecutive weights of one) to integers in $[-q_{\max}, q_{\max}]$,
@@ -596,7 +596,7 @@ from llmperf.quantsize import (
 )
 from llmperf.trained import agreement, evaluate, validation_tokens
 
-quant_device = device  # the device of section 1's measurements, and the same target model
+quant_device = device  # the device of section 6.1's measurements, and the same target model
 row = torch.tensor([[0.12, -0.50, 0.31, 0.02, -0.07, 0.44, -0.29, 0.18]])
 for bits in (8, 4):
     q = quantize(row, bits)
@@ -612,7 +612,7 @@ for bits in (8, 4):
 # becomes $-0.071$. The error bound is the same for every weight of the group, whatever its
 # own size: small weights lose the most, relative to themselves.
 #
-# ### 2.2 Why outliers hurt, and why group size matters
+# ### 6.2.2 Why outliers hurt, and why group size matters
 #
 # The scale is set by the largest value of its group. One large value stretches $s$ for the
 # whole group, and every other value's error grows with it, up to the point where most of
@@ -693,7 +693,7 @@ plt.show()
 # dotted lines, $s/\sqrt{12}$ from the scales alone, predict the measured error closely,
 # so the rounding errors do spread evenly over $[-s/2, s/2]$.
 #
-# ### 2.3 Bytes, and the decode speedup they predict
+# ### 6.2.3 Bytes, and the decode speedup they predict
 #
 # If a decode step took its bytes divided by the bandwidth, the speedup from quantizing
 # would be the ratio of bytes per step. `llmperf.quantsize.decode_step_bytes` counts them:
@@ -726,7 +726,7 @@ lp.Table(["model"] + [f"{k}" for k in layouts], bytes_rows,
 # thirteenth of its fp32 step's bytes, and it does not shrink, while Llama 2 7B's weights
 # dominate its step.
 #
-# ### 2.4 Measured: bytes, speed and quality on your machine
+# ### 6.2.4 Measured: bytes, speed and quality on your machine
 #
 # `quantize_model(model, bits, group_size)` swaps every `nn.Linear` of a reference
 # `Transformer` for a `QuantizedLinear`, leaving the model's code untouched. On the CPU the
@@ -839,7 +839,7 @@ plt.show()
 # less, and at that scale which weights the rounding moves counts as much as its average
 # size.
 #
-# ### 2.5 Why the measured speedup falls short of the bytes
+# ### 6.2.5 Why the measured speedup falls short of the bytes
 #
 # Three things the byte count leaves out. First, a step's fixed costs (Python, the norms,
 # attention over the cache, starting each kernel) do not shrink with the weights; the
@@ -895,7 +895,7 @@ plt.show()
 # step is bound by memory and the kernel's unpacking hides behind it (a large model on a
 # GPU), the bars even out.
 #
-# ### 2.6 A peer: torchao
+# ### 6.2.6 A peer: torchao
 #
 # PyTorch's quantization library, torchao {cite:p}`pytorch_torchao`, implements the same int8
 # weight-only scheme (`Int8WeightOnlyConfig`: one scale per output row). The chapter does not
@@ -910,7 +910,7 @@ plt.show()
 # $-128$ too, a scale $127/127.5$ of ours, where the largest positive weight must then be
 # clipped to 127; the benchmark prints both weight errors.
 #
-# ### 2.7 Published figures
+# ### 6.2.7 Published figures
 #
 # | source | what | figure |
 # |---|---|---|
@@ -1007,7 +1007,7 @@ lp.Table(["scheme", "predicted from bytes", "gpt-fast measured", "measured / pre
 # </details>
 
 # %% tags=["hide-cell"]
-# Section 1's worked problems, checked against llmperf.
+# Section 6.1's worked problems, checked against llmperf.
 assert [sv.blocks_needed(1000, s) for s in (16, 32)] == [63, 32]
 assert [sv.internal_fragmentation(1000, s) for s in (16, 32)] == [8, 24]
 assert a10_kv == 23_446
@@ -1060,7 +1060,7 @@ assert lp.max_batch_size(llama, a10, 4096) == 5
 # </details>
 
 # %% tags=["hide-cell"]
-# Section 2's worked problems and prose, checked against llmperf.
+# Section 6.2's worked problems and prose, checked against llmperf.
 _w = torch.tensor([[0.9, -0.3, 0.05, 0.6]])
 _q = quantize(_w, 4)
 assert abs(float(_q.scales[0, 0]) - 0.9 / 7) < 1e-7 and _q.codes()[0].tolist() == [7, -2, 0, 5]
