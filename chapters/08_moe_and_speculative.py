@@ -42,7 +42,8 @@
 # $P$ parameters ($P_{\text{total}}$, $P_{\text{active}}$), $b$ bytes per parameter. For
 # speculation: the *target* is the model whose outputs we want, the *draft* the cheap guesser;
 # $\gamma$ drafted tokens per step, $\alpha$ the probability that a drafted token is accepted,
-# $c$ the time of one draft step over one target step. The measured parts use the small models
+# $c$ the time of one draft step over one target step, $\tau$ the expected tokens one target
+# step emits. The measured parts use the small models
 # of `llmperf.trained` (trained on CPython's documentation, one character per token): the
 # dense *target* (about 3.2 M parameters), a *draft* 13 times smaller, and an *MoE* with 4
 # experts of which 2 run per token, as many active parameters as the target. They run on a
@@ -388,7 +389,7 @@ print(f"alpha = sum min(p, q) = {torch.minimum(p_toy[0], q_toy[0]).sum():.2f}; "
 # survives with probability $\alpha^i$, and a target step emits on average
 #
 # $$
-# \mathbb{E}[\text{tokens per step}] = 1 + \alpha + \dots + \alpha^{\gamma}
+# \tau(\alpha, \gamma) = \mathbb{E}[\text{tokens per step}] = 1 + \alpha + \dots + \alpha^{\gamma}
 # = \frac{1 - \alpha^{\gamma+1}}{1 - \alpha}
 # $$
 #
@@ -396,7 +397,8 @@ print(f"alpha = sum min(p, q) = {torch.minimum(p_toy[0], q_toy[0]).sum():.2f}; "
 # target step, $\gamma c + 1$ target steps, so the speedup over plain decoding is
 #
 # $$
-# S(\alpha, \gamma, c) = \frac{1 - \alpha^{\gamma+1}}{(1 - \alpha)(\gamma c + 1)},
+# S(\alpha, \gamma, c) = \frac{\tau(\alpha, \gamma)}{\gamma c + 1}
+# = \frac{1 - \alpha^{\gamma+1}}{(1 - \alpha)(\gamma c + 1)},
 # $$
 #
 # assuming the verification costs one decode step. More drafts raise the numerator ever more
@@ -450,7 +452,7 @@ assert best_gamma(0.3, 0.3) == 0 and best_gamma(0.31, 0.3) > 0
 # and measures $\alpha$ (kept over examined drafts), tokens per target step, the speedup, and,
 # on the same machine, $c$ and $r$, the cost of a verification over $\gamma + 1$ positions
 # relative to a decode step. It prints two predictions beside the measurement: the paper's
-# $S(\alpha, \gamma, c)$, and $E/(\gamma c + r)$, which prices the verification as measured.
+# $S(\alpha, \gamma, c)$, and $\tau/(\gamma c + r)$, which prices the verification as measured.
 
 # %% tags=["nbval-ignore-output"]
 prompts = [text[i:i + 48].tolist() for i in (0, 25_000)]
@@ -459,15 +461,15 @@ greedy = compare(target.model, {"draft model": draft.model, "n-gram lookup": Ngr
                  prompts, 64, spec_gammas, temperature=0.0, rounds=3)
 sampled = compare(target.model, {"draft model": draft.model}, prompts, 64, spec_gammas,
                   temperature=1.0, rounds=3)
-lp.Table(["temperature", "draft", "gamma", "alpha", "tokens / step", "predicted E", "speedup",
-          "predicted S", "predicted E/(gc+r)", "c", "r", "greedy identical"],
+lp.Table(["temperature", "draft", "gamma", "alpha", "tokens / step", "predicted tokens / step", "speedup",
+          "predicted S", "predicted S with r", "c", "r", "greedy identical"],
          [(r.temperature, r.draft, r.gamma, r.alpha, r.tokens_per_step,
            r.predicted_tokens_per_step, r.speedup, r.predicted_speedup,
            r.predicted_speedup_measured_verify, r.c, r.verify_ratio,
            "-" if r.identical is None else ("yes" if r.identical else "NO"))
           for r in greedy + sampled],
-         formats={"alpha": ".3f", "tokens / step": ".2f", "predicted E": ".2f", "speedup": ".2f",
-                  "predicted S": ".2f", "predicted E/(gc+r)": ".2f", "c": ".2f", "r": ".2f",
+         formats={"alpha": ".3f", "tokens / step": ".2f", "predicted tokens / step": ".2f", "speedup": ".2f",
+                  "predicted S": ".2f", "predicted S with r": ".2f", "c": ".2f", "r": ".2f",
                   "temperature": "g"},
          title=f"Speculative against plain decoding, trained target, batch 1, {device}")
 
@@ -482,7 +484,7 @@ for rows, label, color in ((greedy[:5], "draft model, greedy", "C0"),
              label="predicted from its alpha")
     ax2.plot(g, [r.speedup for r in rows], "o-", color=color, label=f"{label} (measured)")
     ax2.plot(g, [r.predicted_speedup_measured_verify for r in rows], ":", color=color,
-             label="predicted E / (gamma c + r)")
+             label="predicted tau / (gamma c + r)")
 ax1.set(xlabel="gamma", ylabel="tokens per target step", title="Tokens per target step")
 ax2.set(xlabel="gamma", ylabel="speedup over plain decoding", title="Wall-time speedup")
 ax2.axhline(1, color="black", lw=0.8)
@@ -615,7 +617,7 @@ plt.show()
 #
 # <details><summary>Answer</summary>
 #
-# $E = 1 + 0.7 + 0.49 + 0.343 = 2.533$ tokens per step, over $3 \times 0.1 + 1 = 1.3$ target
+# $\tau = 1 + 0.7 + 0.49 + 0.343 = 2.533$ tokens per step, over $3 \times 0.1 + 1 = 1.3$ target
 # steps: 1.95x. $\gamma = 4$ gives $2.773/1.4 = 1.98$x, $\gamma = 5$ gives $2.941/1.5 = 1.96$x:
 # the best is $\gamma = 4$.
 #
