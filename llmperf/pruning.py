@@ -63,11 +63,15 @@ def unstructured_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
     if sparsity >= 1 or scores.dim() != 2:
         raise ValueError(f"sparsity must be in [0, 1) and scores 2-D, got {sparsity} and "
                          f"shape {tuple(scores.shape)}")
-    pruned = round(sparsity * scores.shape[1])
-    mask = torch.ones_like(scores, dtype=torch.bool)
-    if pruned:
-        lowest = scores.argsort(dim=1, stable=True)[:, :pruned]
-        mask.scatter_(1, lowest, False)
+    return _keep_all_but_lowest(scores.argsort(dim=1, stable=True),
+                                round(sparsity * scores.shape[1]))
+
+
+def _keep_all_but_lowest(order: torch.Tensor, pruned: int) -> torch.Tensor:
+    """Boolean mask removing, from each row, its first `pruned` columns of `order` (each row's
+    columns sorted from the lowest score, as `argsort` gives them)."""
+    mask = torch.ones_like(order, dtype=torch.bool)
+    mask.scatter_(1, order[:, :pruned], False)
     return mask
 
 
@@ -103,30 +107,65 @@ def input_norms(model: Transformer, tokens: torch.Tensor) -> dict[str, torch.Ten
     return {name: s.sqrt() for name, s in sums.items()}
 
 
+def _scores_of(model: Transformer, method: str, calibration: torch.Tensor | None,
+               norms: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
+    """Wanda's input norms for `method` "wanda" (computed or given), None for "magnitude"."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "magnitude":
+        return None
+    if calibration is None and norms is None:
+        raise ValueError("calibration tokens (or their norms) are required for method 'wanda'")
+    return input_norms(model, calibration) if norms is None else norms
+
+
+@torch.no_grad()
+def prune_levels(model: Transformer, sparsities: list[float], method: str = "magnitude",
+                 calibration: torch.Tensor | None = None, ffn_only: bool = False,
+                 norms: dict[str, torch.Tensor] | None = None) -> list[Transformer]:
+    """One copy of `model` per sparsity, each `prune(model, s, method, ...)` (unstructured),
+    with each layer's scores sorted once for all the levels."""
+    for i, s in enumerate(sparsities):
+        check_non_negative(f"sparsities[{i}]", s)
+        if s >= 1:
+            raise ValueError(f"sparsities must lie in [0, 1), got {s}")
+    wanda = _scores_of(model, method, calibration, norms)
+    copies = [copy.deepcopy(model) for _ in sparsities]
+    layers = [dict(prunable_linears(c, ffn_only)) for c in copies]
+    for name, layer in prunable_linears(model, ffn_only):
+        w = layer.weight
+        scores = wanda_scores(w, wanda[name]) if wanda else magnitude_scores(w)
+        order = scores.argsort(dim=1, stable=True)  # lowest first, ties by position
+        for s, pruned in zip(sparsities, layers):
+            pruned[name].weight.mul_(_keep_all_but_lowest(order, round(s * w.shape[1])))
+    return copies
+
+
 @torch.no_grad()
 def prune(model: Transformer, sparsity: float = 0.5, method: str = "magnitude",
           pattern: str = "unstructured", calibration: torch.Tensor | None = None,
           ffn_only: bool = False, norms: dict[str, torch.Tensor] | None = None) -> Transformer:
     """A copy of `model` with every prunable weight (or the FFNs' only) masked: `sparsity` of
-    each row removed (pattern "unstructured"), or 2 of every 4 (pattern "2:4", sparsity
-    ignored). method "wanda" needs calibration tokens (B, T), or their `input_norms` computed
-    once (`norms`) when one model is pruned several times."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    each row removed (pattern "unstructured", `unstructured_mask`), or 2 of every 4 (pattern
+    "2:4", sparsity ignored). method "wanda" needs calibration tokens (B, T), or their
+    `input_norms` computed once (`norms`) when one model is pruned several times.
+
+    The norms come from one pass of the dense model. Wanda's own code prunes layer by layer
+    and measures each layer's inputs on the outputs of the layers already pruned
+    (https://github.com/locuslab/wanda, lib/prune.py). Magnitude pruning here compares
+    within each row too, as Wanda does; the paper's magnitude baseline compares whole layers."""
     if pattern not in PATTERNS:
         raise ValueError(f"pattern must be one of {PATTERNS}, got {pattern!r}")
-    if method == "wanda" and calibration is None and norms is None:
-        raise ValueError("calibration tokens (or their norms) are required for method 'wanda'")
-    if method == "magnitude":
-        norms = {}
-    elif norms is None:
-        norms = input_norms(model, calibration)
+    if pattern == "unstructured":
+        check_non_negative("sparsity", sparsity)
+        if sparsity >= 1:
+            raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+        return prune_levels(model, [sparsity], method, calibration, ffn_only, norms)[0]
+    wanda = _scores_of(model, method, calibration, norms)
     pruned = copy.deepcopy(model)
     for name, layer in prunable_linears(pruned, ffn_only):
         w = layer.weight
-        scores = wanda_scores(w, norms[name]) if norms else magnitude_scores(w)
-        mask = two_four_mask(scores) if pattern == "2:4" else unstructured_mask(scores, sparsity)
-        w.mul_(mask)
+        w.mul_(two_four_mask(wanda_scores(w, wanda[name]) if wanda else magnitude_scores(w)))
     return pruned
 
 

@@ -85,8 +85,14 @@ def two_four_bytes(elements: int, dtype: str = "fp16") -> float:
     """Bytes of a weight matrix of `elements` values stored in the 2:4 compressed format of
     NVIDIA's sparse tensor cores: the kept half of the values in `dtype`, plus a 2-bit index
     per kept value saying which of its group of 4 it is (NVIDIA, "Exploiting NVIDIA Ampere
-    Structured Sparsity with cuSPARSELt", 2020). fp16: 9 of every 16 bits, 0.5625 of dense."""
+    Structured Sparsity with cuSPARSELt", 2020). fp16: 9 of every 16 bits, 0.5625 of dense.
+    The pattern is 2:4 for 16- and 8-bit types only: cuSPARSELt uses 1:2 for tf32 and fp32
+    (https://docs.nvidia.com/cuda/cusparselt/types.html, cusparseLtSparsity_t), so 32-bit
+    dtypes are refused."""
     check_positive("elements", elements, integer=True)
+    if bytes_per_element(dtype) not in (1, 2):
+        raise ValueError(f"dtype must be a 16- or 8-bit type (fp16, bf16, int8, fp8) for the "
+                         f"2:4 pattern, got {dtype!r}")
     if elements % 4:
         raise ValueError(f"elements must be a multiple of 4 (groups of 4), got {elements}")
     kept = elements // 2

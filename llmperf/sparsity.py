@@ -103,11 +103,18 @@ class GatheredFFN:
 
 def pre_activation_basis(mlp: MLP, calibration_inputs: torch.Tensor) -> torch.Tensor:
     """(r_max, d_ff) right singular vectors of the pre-activations X W_up^T of inputs X (N, d),
-    in decreasing order of singular value. Computed without forming X W_up^T's SVD: with
-    X = Q R (QR), X W_up^T = Q (R W_up^T) and Q has orthonormal columns, so both have the same
-    right singular vectors, and R W_up^T is only (d_model, d_ff)."""
-    r = torch.linalg.qr(calibration_inputs.float(), mode="r").R
-    return torch.linalg.svd(r @ mlp.w1.weight.float().T, full_matrices=False).Vh
+    in decreasing order of singular value, without forming X W_up^T. With X = Q R (QR),
+    X W_up^T = Q M for M = R W_up^T (only d_model x d_ff) and Q with orthonormal columns, so
+    both have M's right singular vectors: from the eigenvectors U and eigenvalues S^2 of the
+    small Gram matrix M M^T (in float64), V^T = S^-1 U^T M. Directions whose singular value
+    is below 1e-6 of the largest are dropped (r_max <= d_model)."""
+    r = torch.linalg.qr(calibration_inputs.double(), mode="r").R
+    m = r @ mlp.w1.weight.double().T
+    eigenvalues, u = torch.linalg.eigh(m @ m.T)                       # ascending
+    singular = eigenvalues.flip(0).clamp(min=0).sqrt()
+    u = u.flip(1)[:, singular > 1e-6 * singular[0]]
+    singular = singular[:u.shape[1]]
+    return ((u.T @ m) / singular[:, None]).to(torch.float32)
 
 
 class LowRankPredictor:

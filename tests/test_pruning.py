@@ -14,6 +14,7 @@ from llmperf.pruning import (  # noqa: E402
     magnitude_scores,
     mask_structured,
     prune,
+    prune_levels,
     prune_structured,
     shrink,
     top_indices,
@@ -87,6 +88,24 @@ def test_wanda_with_precomputed_norms_equals_wanda_with_tokens():
     assert all(torch.equal(a, b) for a, b in zip(once.parameters(), again.parameters()))
     assert not torch.equal(once.layers[0].attention.wqkv.weight,
                            prune(model, 0.5).layers[0].attention.wqkv.weight)
+
+
+def test_pruning_several_levels_at_once_equals_pruning_each():
+    model = Transformer(TINY, seed=7)
+    x = tokens()
+    norms = input_norms(model, x)
+    levels = [0.0, 0.3, 0.6, 0.9]
+    for method in ("magnitude", "wanda"):
+        many = prune_levels(model, levels, method, norms=norms)
+        for s, pruned in zip(levels, many):
+            one = prune(model, s, method, norms=norms)
+            assert all(torch.equal(a, b) for a, b in zip(pruned.parameters(), one.parameters()))
+    assert weight_sparsity(many[2]) == pytest.approx(
+        sum(round(0.6 * lin.in_features) * lin.out_features for lin in
+            (m for m in model.layers.modules() if isinstance(m, torch.nn.Linear)))
+        / sum(m.weight.numel() for m in model.layers.modules() if isinstance(m, torch.nn.Linear)))
+    with pytest.raises(ValueError, match="sparsities"):
+        prune_levels(model, [0.5, 1.0])
 
 
 def test_input_norms_are_the_norms_of_what_each_layer_reads():
@@ -166,6 +185,8 @@ def test_two_four_storage_is_half_the_values_plus_two_bit_indices():
     assert two_four_bytes(8, "int8") == 4 * 1 + 4 * 0.25
     with pytest.raises(ValueError, match="multiple of 4"):
         two_four_bytes(6)
+    with pytest.raises(ValueError, match="16- or 8-bit"):  # 32-bit types use 1:2, not 2:4
+        two_four_bytes(8, "fp32")
 
 
 def test_grouped_query_models_shrink_their_ffn_and_keep_every_head():
