@@ -40,7 +40,8 @@
 # zero), and $a = (1 - s) D_{\text{ff}}$, the active neurons of one token. The experiments use
 # the small models trained on CPython's documentation (`llmperf.trained`, see its model card):
 # the target (4 layers, $D = 256$, SwiGLU), the ReLU model (the same shape with a ReLU FFN) and
-# two students 5.2 times smaller (3 layers, $D = 128$). They run on a GPU when there is one, else on the CPU.
+# two students 5.2 times smaller (3 layers, $D = 128$). They run on a GPU when there is one,
+# else on the CPU.
 
 # %% tags=["nbval-ignore-output"]
 import copy
@@ -178,9 +179,9 @@ plt.show()
 # inputs, at most two weights are non-zero. NVIDIA's Ampere and later tensor cores multiply
 # such a matrix stored compressed (the two kept values of each group plus a 2-bit position for
 # each) at twice the dense math rate {cite:p}`nvidia_cusparselt`, for 16- and 8-bit types
-# (32-bit types use a 1:2 pattern instead {cite:p}`nvidia_cusparselt_types`); datasheets quote the sparse
-# peak beside the dense one {cite:p}`nvidia_a100`. This book's peaks are dense (chapter 4).
-# Bytes fall too, though by less than half:
+# (32-bit types use a 1:2 pattern instead {cite:p}`nvidia_cusparselt_types`); datasheets
+# quote the sparse peak beside the dense one {cite:p}`nvidia_a100`. This book's peaks are dense
+# (chapter 4). Bytes fall too, though by less than half:
 
 # %%
 elements = 4096 * 4096
@@ -404,8 +405,8 @@ lp.Table(["model", "loss on the slice (nats)", "greedy agreement with target",
 # term, the quantity it was trained to lower). That is what distillation buys: a better model
 # *of that size*, not a smaller model of the same quality; a 5.2 times smaller model remains
 # well behind its teacher. For speed, the student is simply a smaller dense model: its decode
-# step reads 5.2 times fewer weight bytes, every kernel benefits, and the speculative decoding of chapter 8 can use
-# it as a draft, where a higher agreement is a higher acceptance rate.
+# step reads 5.2 times fewer weight bytes, every kernel benefits, and the speculative decoding
+# of chapter 8 can use it as a draft, where a higher agreement is a higher acceptance rate.
 
 # %% [markdown]
 # ## 9.3 Contextual sparsity
@@ -548,8 +549,9 @@ lp.Table(["FFN", "sparsity", "dense", "gathered", "predicted, oracle",
 # by less than the oracle's ratio: copying the active rows of $W_{\text{up}}$ reads them, writes
 # them and reads them again, three times the oracle's traffic for that matrix. Hold the
 # measurement against both predictions: the oracle's is what the gather would gain if the copy
-# cost nothing, the other what it gains if every byte of the copy went to main memory (a copy that stays in cache costs less; a gather
-# also reads scattered rows less efficiently than a stream). Deja Vu's kernels read the
+# cost nothing, the other what it gains if every byte of the copy went to main memory (a copy
+# that stays in cache costs less; a gather also reads scattered rows less efficiently than a
+# stream). Deja Vu's kernels read the
 # selected rows in place, without the copy {cite:p}`liu2023dejavu`.
 #
 # ### Predicting the active set
