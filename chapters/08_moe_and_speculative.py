@@ -575,7 +575,7 @@ plt.show()
 # **Figure 7.** The predicted speedup of speculation against the batch, for a draft costing 5%
 # of a target step (its cost taken as a fixed share of the target's step at every batch). While
 # the verification's $B(\gamma + 1)$ positions stay below the critical batch, they ride on idle
-# FLOPs and speculation keeps its batch-1 speedup. Beyond that the extra positions cost real
+# FLOPs and speculation keeps most of its batch-1 speedup. Beyond that the extra positions cost real
 # time, and once the plain step is compute bound too (past the dashed line) a verification costs
 # nearly $\gamma + 1$ steps (a little less: attention still reads each sequence's cache once for
 # all its positions), and the speedup falls below 1, sooner for a longer $\gamma$. This is why
@@ -639,6 +639,10 @@ assert round(lp.experts_touched(8, 8, 2), 1) == 7.2
 assert verify_step_time("llama-3-8b", "H100 SXM", 1, 5, 512) < 1.01 * verify_step_time("llama-3-8b", "H100 SXM", 1, 1, 512)
 assert round(verify_step_time("llama-3-8b", "H100 SXM", 256, 5, 512) / verify_step_time("llama-3-8b", "H100 SXM", 256, 1, 512), 1) == 2.6
 assert round(lp.experts_touched(5, 8, 2), 1) == 6.1
+_spec = {b: batched_speculative_speedup("llama-3-8b", "H100 SXM", b, 0.8, 4, 0.05, context=128) for b in (1, 16, 256, 2048)}
+assert abs(_spec[1] / speculative_speedup(0.8, 4, 0.05) - 1) < 0.01 and _spec[16] > 0.9 * _spec[1]
+assert _spec[256] < 1 and _spec[2048] < 1
+assert batched_speculative_speedup("llama-3-8b", "H100 SXM", 256, 0.8, 2, 0.05, context=128) > 1
 assert 2.5 < verify_step_time(mixtral, h200, 1, 5, 512) / verify_step_time(mixtral, h200, 1, 1, 512) < 3
 assert lp.decode_step_time(mixtral, h200, 1024, 16) > 3 * lp.decode_step_time(dense_twin, h200, 1024, 16)
 assert mixtral.weight_bytes("fp16") > lp.get_accelerator("H100 SXM").mem_capacity
