@@ -2,13 +2,13 @@
 
 All share the character tokenizer (vocab_size ids) and a 256-token context:
 
-- target: 4 layers, d_model 256, SwiGLU d_ff 688 (about 2.7 M parameters);
-- draft: 2 layers, d_model 96 (about 12x fewer parameters), for speculative decoding;
+- target: 4 layers, d_model 256, SwiGLU d_ff 688 (about 3.2 M parameters);
+- draft: 2 layers, d_model 96 (about 13x fewer parameters), for speculative decoding;
 - relu: the target with a two-matrix ReLU FFN of d_ff 1032 (the same parameter count), whose
   hidden activations are exactly zero where ReLU cuts them (contextual sparsity);
 - moe: the target with 4 SwiGLU experts of d_ff 344 per layer, 2 per token, so a token runs
   as many FFN parameters as in the target;
-- student: 3 layers, d_model 128 (about 4.3x fewer parameters than the target), trained twice,
+- student: 3 layers, d_model 128 (about 5.2x fewer parameters than the target), trained twice,
   as "student" on the corpus alone and as "student-distilled" with the target as teacher.
 """
 from __future__ import annotations
