@@ -578,7 +578,8 @@ plt.show()
 # FLOPs and speculation keeps most of its batch-1 speedup. Beyond that the extra positions cost real
 # time, and once the plain step is compute bound too (past the dashed line) a verification costs
 # nearly $\gamma + 1$ steps (a little less: attention still reads each sequence's cache once for
-# all its positions), and the speedup falls below 1, sooner for a longer $\gamma$. This is why
+# all its positions), and the speedup is below 1; it drops below 1 sooner for a longer
+# $\gamma$ (for $\gamma = 4$, before the dashed line). This is why
 # serving engines turn speculation down or off under high load.
 #
 # :::{important}
@@ -641,7 +642,7 @@ assert round(verify_step_time("llama-3-8b", "H100 SXM", 256, 5, 512) / verify_st
 assert round(lp.experts_touched(5, 8, 2), 1) == 6.1
 _spec = {b: batched_speculative_speedup("llama-3-8b", "H100 SXM", b, 0.8, 4, 0.05, context=128) for b in (1, 16, 256, 2048)}
 assert abs(_spec[1] / speculative_speedup(0.8, 4, 0.05) - 1) < 0.01 and _spec[16] > 0.9 * _spec[1]
-assert _spec[256] < 1 and _spec[2048] < 1
+assert _spec[256] < 1 and _spec[2048] < 1 and lp.critical_batch_size("llama-3-8b", "H100 SXM") > 256
 assert batched_speculative_speedup("llama-3-8b", "H100 SXM", 256, 0.8, 2, 0.05, context=128) > 1
 assert 2.5 < verify_step_time(mixtral, h200, 1, 5, 512) / verify_step_time(mixtral, h200, 1, 1, 512) < 3
 assert lp.decode_step_time(mixtral, h200, 1024, 16) > 3 * lp.decode_step_time(dense_twin, h200, 1024, 16)
