@@ -37,7 +37,7 @@ def write(name: str, data: dict, summary: str) -> None:
     m = data["machine"]
     footer = (f"\n\nMachine: {m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch threads, "
               f"torch {m['torch']}; load average at the end {m['load_average_1_5_15min']} "
-              f"({m['date_utc']} UTC). The machine was shared with other jobs while this ran, so "
-              "medians over interleaved repeats are reported.\n")
+              f"({m['date_utc']} UTC). Other jobs may share a machine (the load average says how "
+              "busy it was), so medians over interleaved repeats are reported.\n")
     (RESULTS / f"{name}.md").write_text(summary.rstrip() + footer)
     print(summary + footer)
