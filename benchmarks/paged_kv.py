@@ -29,6 +29,7 @@ from _common import write
 
 from llmperf import trained
 from llmperf.engine import Engine
+from llmperf.kvcache import int8_kv_bytes_per_token
 from llmperf.serving import Uniform, workload
 
 BUDGET_TOKENS, BLOCK, ROUNDS, THREADS, N = 2048, 16, 5, 1, 48
@@ -51,8 +52,8 @@ def main() -> None:
     model = trained.load("target").model
     requests = workload(N, Uniform(8, 32), Uniform(16, 192), rate_per_s=None, seed=3)
     max_len = max(r.total_tokens for r in requests) - 1
-    d = model.config.d_head
-    int8_tokens = BUDGET_TOKENS * 4 * d // (d + 2) // BLOCK * BLOCK  # same bytes as fp32
+    fp32_bytes = BUDGET_TOKENS * model.config.kv_bytes_per_token("fp32")
+    int8_tokens = fp32_bytes // int8_kv_bytes_per_token(model.config) // BLOCK * BLOCK
     rows = configs(max_len, int8_tokens)
     Engine(model, 4).run(requests[:4])  # warm-up
     rounds: dict[str, list[dict]] = {k: [] for k in rows}
