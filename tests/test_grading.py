@@ -364,3 +364,15 @@ def test_grading_modules_import_in_one_direction():
 
     for name in graph:
         visit(name, [])
+
+
+def test_an_integer_count_must_be_exact_but_a_float_answer_keeps_its_tolerance():
+    from llmperf.grading.compare import mismatch
+
+    assert mismatch(8_650_752, 8_650_752) is None
+    off_by_one = mismatch(8_650_752, 8_650_753)  # within rel 1e-6, still a wrong count
+    assert off_by_one and "no tolerance" in off_by_one
+    assert mismatch([63, 8], [63, 9]) is not None
+    assert mismatch(8_650_752, 8_650_752.000001) is None  # a float answer: the tolerance
+    assert mismatch(0.9, 0.9000000001) is None
+    assert mismatch(2, True) is not None  # a bool is not a count

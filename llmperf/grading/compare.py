@@ -11,9 +11,10 @@ def mismatch(expected: Any, got: Any, rel: float = 1e-6, abs_tol: float = 0.0,
              where: str = "") -> str | None:
     """None when `got` matches `expected`, else a sentence saying how it differs.
 
-    Numbers match within the relative tolerance `rel` or the absolute one `abs_tol`;
-    strings match ignoring case and surrounding spaces; lists and dicts match
-    element by element.
+    Numbers match within the relative tolerance `rel` or the absolute one `abs_tol`,
+    except that an integer answer to an integer question (a count of blocks, bytes or
+    parameters) must be exact: off by one is wrong however large the count. Strings match
+    ignoring case and surrounding spaces; lists and dicts match element by element.
     """
     at = f" at {where}" if where else ""
     if isinstance(expected, bool) or expected is None:
@@ -34,6 +35,9 @@ def mismatch(expected: Any, got: Any, rel: float = 1e-6, abs_tol: float = 0.0,
 def _number_mismatch(expected, got, rel, abs_tol, at):
     if isinstance(got, bool) or not isinstance(got, (int, float)):
         return f"expected the number {short(expected)}, got {short(got)}{at}"
+    if _is_count(expected) and _is_count(got):
+        how = applied_tolerance(expected, got, rel, abs_tol)
+        return None if got == expected else f"expected {expected}, got {got}{at} ({how})"
     if math.isclose(got, expected, rel_tol=rel, abs_tol=abs_tol):
         return None
     return f"expected {short(expected)}, got {short(got)}{at} ({tolerance_text(rel, abs_tol)})"
@@ -62,6 +66,17 @@ def _dict_mismatch(expected, got, rel, abs_tol, where):
         if reason:
             return reason
     return None
+
+
+def _is_count(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def applied_tolerance(expected: Any, got: Any, rel: float, abs_tol: float) -> str:
+    """The tolerance a number was compared with, in words: none for an integer count."""
+    if _is_count(expected) and _is_count(got):
+        return "an integer count: no tolerance"
+    return tolerance_text(rel, abs_tol)
 
 
 def tolerance_text(rel: float, abs_tol: float) -> str:

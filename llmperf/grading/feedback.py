@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from .compare import mismatch, tolerance_text
+from .compare import applied_tolerance, mismatch
 from .plain import NotPlainData, short, to_plain
 
 NOT_ANSWERED = "not answered yet (it raises NotImplementedError)"
@@ -38,7 +38,7 @@ def run_check(obj: Any, name: str, args: list, kwargs: dict, expected: Any,
     reason = mismatch(expected, got, rel, abs_tol)
     if reason:
         return False, f"{label}: {reason}"
-    tolerance = tolerance_text(rel, abs_tol)
+    tolerance = applied_tolerance(expected, got, rel, abs_tol)
     return True, f"{label} = {short(got)} (expected {short(expected)}, {tolerance})"
 
 
