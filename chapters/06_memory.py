@@ -52,9 +52,12 @@
 # requests in flight, how much of the memory set aside for KV holds real tokens, and what
 # does it cost to waste the rest?
 #
-# The measured parts below run the trained target model of the optimization chapters on
-# this machine (on a CPU with one thread, or on CUDA where present), and everything else is
-# analytic or simulated.
+# The measured parts below run the *trained target* of the optimization chapters 6 to 9: a
+# small Llama-style model of the book's own (4 layers of width 256, 4 heads, a SwiGLU FFN of
+# width 688, about 3.2 M parameters) trained on CPython's documentation with one token per
+# character, shipped with `llmperf.trained` and described in its model card. It runs on this
+# machine (on a CPU with one thread, or on CUDA where present); everything else is analytic
+# or simulated.
 
 # %%
 import matplotlib.pyplot as plt
@@ -636,8 +639,9 @@ for name, group in (("per channel", None), ("group 32", 32)):
     for bits in (8, 4):
         err = [float((w - quantize(w, bits, group).dequantize())[:, others].pow(2).mean().sqrt())
                for w in (plain, spiked)]
-        print(f"int{bits}, {name:11s}: RMS error of the other weights {err[0]:.2e} without "
-              f"the outlier, {err[1]:.2e} with it ({err[1] / err[0]:.1f}x)")
+        print(f"int{bits}, {name:11s}: RMS error of the other weights\n"
+              f"    {err[0]:.2e} without the outlier, {err[1]:.2e} with it "
+              f"({err[1] / err[0]:.1f}x)")
 
 # %% [markdown]
 # Per channel, one outlier makes every other weight of its row an order of magnitude less
@@ -784,7 +788,9 @@ for label, cfg in (("target", target.config), ("ref-small", small.config)):
         formats = {k: v for k, v in formats.items() if k in columns}
     display(lp.Table(columns, rows, title=f"{label}, batch-1 decode on {quant_device}",
                      formats=formats))
-print("kernels:", {k: v["kernels"] for k, v in measured.items() if v["kernels"]})
+for variant, v in measured.items():
+    if v["kernels"]:  # which matmul kernel each quantized layer ran
+        print(f"{variant}: {v['kernels']}")
 
 # %%
 def linear_bits(cfg, name):
@@ -830,8 +836,9 @@ plt.show()
 # (open, dotted). Right: the trained target's validation loss at the same points (from left
 # to right in both panels: int4 in groups of 128 and of 32, int8, bf16, fp32). What to
 # see: the loss barely moves from 32 bits down to 4 or 5, while the predicted speed climbs;
-# the measured speed climbs less, or not at all for the target, whose weights are small
-# enough that a step is mostly fixed costs; the larger ref-small is where the bytes begin to
+# the measured speed climbs far less, and for the target hardly at all (compare the
+# measured and predicted speedups in the tables above), since its weights are small enough
+# that a step is mostly fixed costs; the larger ref-small is where the bytes begin to
 # show. (On a CPU the bf16 model need not be faster than fp32 either: its matrix-vector
 # products are less tuned than fp32's, and the norms convert to fp32 and back.) Groups of
 # 32 need not give a lower loss than groups of 128 on this small model, although their

@@ -406,7 +406,7 @@ print(f"alpha = sum min(p, q) = {torch.minimum(p_toy[0], q_toy[0]).sum():.2f}; "
 # $\gamma$ beats plain decoding exactly when $\alpha > c$.
 
 # %%
-gammas = list(range(1, 11))
+gammas = list(range(1, 17))
 ax = new_axes("Predicted speedup against gamma (c = 0.05)", "drafted tokens per step, gamma",
               "speedup over plain decoding")
 for alpha in (0.6, 0.7, 0.8, 0.9):
@@ -489,7 +489,7 @@ ax1.set(xlabel="gamma", ylabel="tokens per target step", title="Tokens per targe
 ax2.set(xlabel="gamma", ylabel="speedup over plain decoding", title="Wall-time speedup")
 ax2.axhline(1, color="black", lw=0.8)
 ax1.legend(fontsize=7)
-ax2.legend(fontsize=7)
+ax2.legend(fontsize=7, loc="upper left")
 plt.tight_layout()
 plt.show()
 
@@ -579,7 +579,7 @@ plt.show()
 # time, and once the plain step is compute bound too (past the dashed line) a verification costs
 # nearly $\gamma + 1$ steps (a little less: attention still reads each sequence's cache once for
 # all its positions), and the speedup is below 1; it drops below 1 sooner for a longer
-# $\gamma$ (for $\gamma = 4$, before the dashed line). This is why
+# $\gamma$ or a lower $\alpha$ (for $\gamma = 4$, before the dashed line). This is why
 # serving engines turn speculation down or off under high load.
 #
 # :::{important}

@@ -6,6 +6,10 @@
 # calls your function on a few inputs and prints PASS or FAIL with the expected answer,
 # what you returned and the tolerance. The grader runs the same checks plus hidden ones on
 # other inputs, so write the general rule rather than the numbers of the visible examples.
+#
+# Write the arithmetic yourself: `llmperf.serving`'s block arithmetic (`blocks_needed`,
+# `internal_fragmentation`, `paged_requests_that_fit`), `llmperf.quantsize.QuantScheme` and
+# `llmperf.quant.quantize` answer these questions for you and teach you nothing.
 
 # %%
 import math
@@ -23,7 +27,7 @@ from llmperf.grading import question
 
 # %%
 def blocks_and_waste(tokens, block_size):
-    """[ceil(tokens / block_size), blocks * block_size - tokens]."""
+    """[blocks taken, empty slots in them] for a request holding `tokens` tokens."""
     ### BEGIN SOLUTION
     blocks = math.ceil(tokens / block_size)
     return [blocks, blocks * block_size - tokens]
@@ -135,7 +139,7 @@ question("parallel_blocks", points=2,
 
 # %%
 def scale_and_error(values, bits):
-    """[s, max_i |w_i - s * round(w_i / s)|] for one group of weights."""
+    """[scale, largest rounding error] for one group of weights."""
     ### BEGIN SOLUTION
     s = max(abs(w) for w in values) / (2 ** (bits - 1) - 1)
     return [s, max(abs(w - s * round(w / s)) for w in values)]

@@ -87,7 +87,7 @@ question("moe_param_counts", points=3,
 
 # %%
 def expected_experts_touched(batch, n_experts, k):
-    """E (1 - (1 - k/E)^B)."""
+    """Expected number of distinct experts a batch of `batch` tokens touches in one layer."""
     ### BEGIN SOLUTION
     return n_experts * (1 - (1 - k / n_experts) ** batch)
     ### END SOLUTION
@@ -109,7 +109,7 @@ question("expected_experts_touched", points=1,
 
 # %%
 def expert_bytes_per_step(model_name, batch, dtype):
-    """Layers x experts touched x 3 d d_ff x bytes per element."""
+    """Bytes of expert weights one decode step of `batch` tokens reads, over all layers."""
     ### BEGIN SOLUTION
     m = lp.get_model(model_name)
     touched = expected_experts_touched(batch, m.n_experts, m.experts_per_token)
@@ -140,7 +140,7 @@ question("expert_bytes_per_step", points=2,
 
 # %%
 def tokens_and_speedup(alpha, gamma, cost_ratio):
-    """[(1 - a^(g+1)) / (1 - a), that / (g c + 1)]."""
+    """[expected tokens per target step, speedup over plain decoding]."""
     ### BEGIN SOLUTION
     tokens = gamma + 1 if alpha == 1 else (1 - alpha ** (gamma + 1)) / (1 - alpha)
     return [tokens, tokens / (gamma * cost_ratio + 1)]

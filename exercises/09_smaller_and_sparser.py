@@ -27,9 +27,9 @@ from llmperf.grading import question
 # ## Question 1: parameters and bytes after structured pruning (2 points)
 #
 # Structured pruning keeps `d_ff` FFN neurons and `n_heads` heads in every layer of
-# `model_name`, each head with its own key and value head (the models checked with fewer
-# heads have `n_kv_heads == n_heads`; when `n_heads` is the model's own, nothing changes in
-# attention). The head width `d_head` stays. A neuron is one row of each "in" matrix of the
+# `model_name`. Whenever `n_heads` is below the model's own, the model checked uses
+# multi-head attention (`n_kv_heads == n_heads`), so removing a head removes its own key
+# and value head too; when `n_heads` is the model's own, attention is unchanged. The head width `d_head` stays. A neuron is one row of each "in" matrix of the
 # FFN (gate and up for SwiGLU, up for a two-matrix MLP) and one column of the down matrix; a
 # head is `d_head` rows of each of W_q, W_k, W_v and `d_head` columns of W_o. Embeddings,
 # norms and the LM head stay whole; the models checked have no biases. Return
