@@ -163,7 +163,7 @@ assert abs(moe.config.active_param_count() - target.config.param_count()) < 0.01
 batches = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
 dense_twin = dataclasses.replace(mixtral, name="dense, Mixtral's active size", n_experts=1,
                                  experts_per_token=1, d_ff=2 * mixtral.d_ff)
-fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.2))
 ax1.plot(batches[:7], [lp.experts_touched(b, 8, 2) for b in batches[:7]], "o-",
          label="Mixtral: E = 8, k = 2")
 ax1.plot(batches[:7], [lp.experts_touched(b, 4, 2) for b in batches[:7]], "s-",
@@ -413,7 +413,7 @@ for alpha in (0.6, 0.7, 0.8, 0.9):
     ax.plot(gammas, [speculative_speedup(alpha, g, 0.05) for g in gammas], "o-",
             label=f"alpha = {alpha} (best gamma {best_gamma(alpha, 0.05)})")
 ax.axhline(1, color="black", lw=0.8)
-ax.legend()
+ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the curves
 plt.show()
 lp.Table(["alpha", "c", "best gamma", "tokens per step", "speedup"],
          [(a, c, best_gamma(a, c), expected_tokens_per_step(a, best_gamma(a, c)),
@@ -474,7 +474,7 @@ lp.Table(["temperature", "draft", "gamma", "alpha", "tokens / step", "predicted 
          title=f"Speculative against plain decoding, trained target, batch 1, {device}")
 
 # %% tags=["nbval-ignore-output"]
-fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.2))
 for rows, label, color in ((greedy[:5], "draft model, greedy", "C0"),
                            (greedy[5:], "n-gram lookup, greedy", "C1"),
                            (sampled, "draft model, T = 1", "C2")):
@@ -489,7 +489,7 @@ ax1.set(xlabel="gamma", ylabel="tokens per target step", title="Tokens per targe
 ax2.set(xlabel="gamma", ylabel="speedup over plain decoding", title="Wall-time speedup")
 ax2.axhline(1, color="black", lw=0.8)
 ax1.legend(fontsize=7)
-ax2.legend(fontsize=7, loc="upper left")
+ax2.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the data
 plt.tight_layout()
 plt.show()
 
