@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .hooks import removed_after
 from .model import Transformer
 from .units import check_positive
 
@@ -37,11 +38,8 @@ def layer_logits(model: Transformer, tokens: torch.Tensor) -> torch.Tensor:
     handles = [block.register_forward_hook(
         lambda m, a, out, i=i: outputs.__setitem__(i, out)) for i, block in
         enumerate(model.layers)]
-    try:
+    with removed_after(handles):
         model(tokens)
-    finally:
-        for h in handles:
-            h.remove()
     return torch.stack([lm_head(model, outputs[i]).float() for i in range(len(model.layers))])
 
 

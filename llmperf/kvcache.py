@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from .generate import _check_model, _check_sampling, prompt_tensor, sample_next
+from .hooks import removed_after
 from .model import Transformer
 from .models import ModelConfig
 from .serving.paging import BlockAllocator, blocks_needed
@@ -269,12 +270,9 @@ def kv_cache_effect(model: Transformer, tokens: torch.Tensor, kv_dtype: str = "i
         hooks = [layer.attention.register_forward_hook(
             lambda _m, _i, out, store=captured: store.append(out.float()))
             for layer in model.layers]
-        try:
+        with removed_after(hooks):
             _, view = paged_cache_for(model, len(x), seq_len, block_size, kind)
             logits[kind] = model(x, 0, view).float()
-        finally:
-            for h in hooks:
-                h.remove()
         outputs[kind] = captured
     exact, changed = logits[None], logits[kv_dtype]
     errors = tuple(float((b - a).norm() / a.norm()) for a, b in zip(outputs[None],

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .hooks import removed_after
 from .layers import experts_touched
 from .measure import measure_decode
 from .model import MoEFeedForward, Transformer
@@ -80,11 +81,8 @@ def record_routing(model: Transformer, tokens: torch.Tensor, seq_len: int = 256,
         return hook
 
     handles = [f.router.register_forward_hook(keep(i, f.top_k)) for i, f in enumerate(layers)]
-    try:
+    with removed_after(handles):
         model(win.to(model.device))
-    finally:
-        for h in handles:
-            h.remove()
     return Routing(torch.stack([torch.cat(c) for c in chosen]), model.config.n_experts)
 
 

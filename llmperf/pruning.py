@@ -24,6 +24,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from .hooks import removed_after
 from .model import MLP, FeedForward, Transformer
 from .sparse_cost import pruned_config
 from .units import check_non_negative
@@ -210,11 +211,8 @@ def importance(model: Transformer, tokens: torch.Tensor) -> tuple[list[torch.Ten
 
         handles += [down.register_forward_pre_hook(ffn_hook),
                     wo.register_forward_pre_hook(head_hook)]
-    try:
+    with removed_after(handles):
         model(tokens)
-    finally:
-        for h in handles:
-            h.remove()
     n = len(model.layers)
     return [neurons[i] for i in range(n)], [heads[i] for i in range(n)]
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .hooks import removed_after
 from .model import MLP, Transformer
 from .units import check_non_negative, check_positive
 
@@ -62,11 +63,8 @@ def trace_ffn(model: Transformer, tokens: torch.Tensor) -> FFNTrace:
             lambda m, a, i=i: inputs.__setitem__(i, a[0].reshape(-1, a[0].shape[-1]))))
         handles.append(mlp.w2.register_forward_pre_hook(
             lambda m, a, i=i: hidden.__setitem__(i, a[0].reshape(-1, a[0].shape[-1]))))
-    try:
+    with removed_after(handles):
         model(tokens)
-    finally:
-        for h in handles:
-            h.remove()
     n = len(model.layers)
     return FFNTrace([inputs[i] for i in range(n)], [hidden[i] for i in range(n)])
 
