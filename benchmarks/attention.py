@@ -1,13 +1,13 @@
 """Attention three ways against N: time and the most tensor memory held at once.
 
 Causal attention over HEADS heads of d = 64 (batch 1), at sequence lengths N, by
-- the standard algorithm (`llmperf.kernels.standard_attention`: S and P whole, N x N each),
-- the tiled one with the online softmax (`llmperf.kernels.flash_attention`, blocks of
+- the standard algorithm (`llmperf.measured.kernels.standard_attention`: S and P whole, N x N each),
+- the tiled one with the online softmax (`llmperf.measured.kernels.flash_attention`, blocks of
   BLOCK queries and keys, plain PyTorch: it shows the algorithm and its footprint, not a
   fused kernel's speed),
 - PyTorch's fused `F.scaled_dot_product_attention` (SDPA).
 Time: the median over alternating rounds (the three implementations take turns, so that
-a busy moment on a shared machine hits all three). Peak memory: `llmperf.kernels.
+a busy moment on a shared machine hits all three). Peak memory: `llmperf.measured.kernels.
 peak_tensor_bytes`, beyond the inputs (on a GPU the allocator's counter; on a CPU every
 tensor an operator returns, followed until it is freed). The standard algorithm is skipped
 where S and P alone would exceed BUDGET. Every output is checked against the standard
@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from _common import write
 
-from llmperf.kernels import flash_attention, peak_tensor_bytes, standard_attention
-from llmperf.measure import benchmark
+from llmperf.measured.kernels import flash_attention, peak_tensor_bytes, standard_attention
+from llmperf.measured.measure import benchmark
 from llmperf.units import MiB, format_bytes, format_seconds
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -36,7 +36,7 @@ ROUNDS = 3
 
 IMPLEMENTATIONS = {
     "standard": lambda q, k, v: standard_attention(q, k, v, causal=True),
-    "tiled (llmperf.kernels)": lambda q, k, v: flash_attention(q, k, v, causal=True,
+    "tiled (llmperf.measured.kernels)": lambda q, k, v: flash_attention(q, k, v, causal=True,
                                                                 block_size=BLOCK),
     "SDPA (fused)": lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
 }
@@ -90,10 +90,12 @@ def summary_text(rows: list[dict], total_s: float) -> str:
         f"# Attention against N: standard, tiled, SDPA ({DEVICE}, {dtype})\n\n"
         f"What this measures and how: causal attention, batch 1, {HEADS} heads of d = {D_HEAD}, "
         "by the standard algorithm (S and P materialized), the tiled algorithm with the "
-        f"online softmax in plain PyTorch (`llmperf.kernels.flash_attention`, blocks of {BLOCK}) "
+        f"online softmax in plain PyTorch (`llmperf.measured.kernels.flash_attention`, "
+        f"blocks of {BLOCK}) "
         "and PyTorch's fused `scaled_dot_product_attention`. Time is the median over "
         f"{ROUNDS} rounds in which the implementations take turns; peak tensor memory is "
-        "`llmperf.kernels.peak_tensor_bytes`, the most bytes the tensors each creates hold "
+        "`llmperf.measured.kernels.peak_tensor_bytes`, the most bytes the tensors each creates "
+        "hold "
         "at once (inputs excluded; on a CPU a fused kernel's internal scratch buffers are "
         "not seen). The standard algorithm is skipped where S and P alone would exceed "
         f"{format_bytes(BUDGET)}. The last column is the largest difference from the first "

@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from _common import write
 
-from llmperf.host import stream_bandwidth
-from llmperf.measure import benchmark, measure_decode
-from llmperf.model import Transformer
+from llmperf.measured.host import stream_bandwidth
+from llmperf.measured.measure import benchmark, measure_decode
+from llmperf.measured.model import Transformer
 from llmperf.units import MiB, format_bandwidth, format_bytes
 
 MODEL, CONTEXT, ROUNDS, PAUSE_S = "ref-medium", 128, 5, 0.5

@@ -3,7 +3,7 @@
 One process, one workload: 32 requests arriving together, prompts uniform on 16..128 tokens,
 outputs exponential (mean 48, capped at 160), on ref-small in fp32 with the same prompts and
 weights everywhere. The engine serves them under each policy with max_batch 16;
-transformers' LlamaForCausalLM (same weights, via llmperf.hf) runs batched `generate` on
+transformers' LlamaForCausalLM (same weights, via llmperf.measured.hf) runs batched `generate` on
 the same requests in arrival order, 16 at a time, prompts left-padded, each batch generating
 its longest output (it cannot stop a row early without an end-of-sequence token, so this is
 static batching with padding). Throughput counts the requested output tokens only.
@@ -20,9 +20,9 @@ import time
 import torch
 from _common import write
 
-from llmperf.engine import Engine
-from llmperf.hf import llama_config, to_hf_state_dict
-from llmperf.model import Transformer
+from llmperf.measured.engine import Engine
+from llmperf.measured.hf import llama_config, to_hf_state_dict
+from llmperf.measured.model import Transformer
 from llmperf.serving import Exponential, Uniform, workload
 
 MODEL, MAX_BATCH, TOKEN_BUDGET, ROUNDS, THREADS = "ref-small", 16, 128, 2, 1

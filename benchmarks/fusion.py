@@ -1,10 +1,10 @@
 """Fusion measured: the block's memory-bound chains and whole decode steps, eager vs torch.compile.
 
-Chains: each of `llmperf.kernels`' four chains (residual add + RMSNorm, SwiGLU gate, rotary
+Chains: each of `llmperf.measured.kernels`' four chains (residual add + RMSNorm, SwiGLU gate, rotary
 embedding on the queries, mask + scale + softmax of the scores), run exactly as
-`llmperf.model` writes them, on one layer of ref-small at a few token counts: eagerly (one
+`llmperf.measured.model` writes them, on one layer of ref-small at a few token counts: eagerly (one
 kernel per operator) and compiled by torch.compile (one generated kernel per fused group).
-Bytes are those `llmperf.fusion.chain_cost` predicts for each side (eager: every kernel's
+Bytes are those `llmperf.analytic.fusion.chain_cost` predicts for each side (eager: every kernel's
 reads and writes; fused: what one kernel must still move); achieved bandwidth is predicted
 bytes over the median time. Each (chain, size) is compiled afresh with static shapes; the
 compile time (first call) is reported apart and never enters the timings. Eager and
@@ -25,11 +25,11 @@ import torch
 from _common import write
 
 import llmperf as lp
-from llmperf.fusion import chain_cost
-from llmperf.generate import KVCache
-from llmperf.kernels import chain_inputs
-from llmperf.measure import benchmark
-from llmperf.model import Transformer
+from llmperf.analytic.fusion import chain_cost
+from llmperf.measured.cache import KVCache
+from llmperf.measured.kernels import chain_inputs
+from llmperf.measured.measure import benchmark
+from llmperf.measured.model import Transformer
 from llmperf.units import format_bandwidth, format_bytes, format_seconds
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -129,9 +129,10 @@ def summary_text(chains: list[dict], steps: list[dict], total_s: float) -> str:
     return (
         f"# Fusion: eager against torch.compile ({DEVICE}, {DTYPE})\n\n"
         "What this measures and how: the four memory-bound chains of one "
-        f"{CHAIN_MODEL} layer (as `llmperf.model` writes them) run eagerly, one kernel per "
-        "operator, and compiled by `torch.compile`; bytes are those `llmperf.fusion.chain_cost` "
-        "predicts for each side, achieved bandwidth is those bytes over the median time "
+        f"{CHAIN_MODEL} layer (as `llmperf.measured.model` writes them) run eagerly, one kernel "
+        "per operator, and compiled by `torch.compile`; bytes are those "
+        "`llmperf.analytic.fusion.chain_cost` predicts for each side, achieved bandwidth is those "
+        "bytes over the median time "
         f"({ROUNDS} alternating rounds of {REPEAT} calls). Compile time is the first call of "
         "a fresh compile, excluded from the timings; torch.compile caches generated code on "
         "disk, so a machine's first run compiles more slowly than later ones. Then a batch-1 "

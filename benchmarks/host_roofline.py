@@ -1,4 +1,5 @@
-"""(a) This machine's roofline from llmperf.measure.measure_host: peak FLOP/s per dtype, bandwidth.
+"""(a) This machine's roofline from llmperf.measured.host.measure_host: peak FLOP/s per dtype,
+bandwidth.
 
 Run: .venv/bin/python benchmarks/host_roofline.py
 """
@@ -8,7 +9,7 @@ from llmperf.units import format_bandwidth, format_bytes, format_flop_rate
 
 
 def main() -> None:
-    from llmperf.measure import measure_host
+    from llmperf.measured.measure import measure_host
 
     acc = measure_host()
     rows = "\n".join(f"| {d} | {format_flop_rate(p)} | {acc.ridge_point(d):.1f} |"

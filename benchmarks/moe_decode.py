@@ -15,7 +15,7 @@ import statistics
 from _common import write
 
 import llmperf as lp
-from llmperf.moe import decode_steps, record_routing
+from llmperf.measured.moe import decode_steps, record_routing
 from llmperf.trained import load, validation_tokens
 
 BATCHES = (1, 2, 4, 8, 16, 32, 64, 128)

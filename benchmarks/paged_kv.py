@@ -28,8 +28,8 @@ import torch
 from _common import write
 
 from llmperf import trained
-from llmperf.engine import Engine
-from llmperf.kvcache import int8_kv_bytes_per_token
+from llmperf.analytic.quant import int8_kv_bytes_per_token
+from llmperf.measured.engine import Engine
 from llmperf.serving import Uniform, workload
 
 BUDGET_TOKENS, BLOCK, ROUNDS, THREADS, N = 2048, 16, 5, 1, 48

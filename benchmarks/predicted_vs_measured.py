@@ -13,8 +13,8 @@ import statistics
 from _common import write
 
 import llmperf as lp
-from llmperf.measure import measure_decode, measure_host, measure_prefill
-from llmperf.model import Transformer
+from llmperf.measured.measure import measure_decode, measure_host, measure_prefill
+from llmperf.measured.model import Transformer
 
 MODEL = "ref-small"
 DECODE = [(b, c) for b in (1, 4, 16) for c in (128, 512, 1024)]

@@ -8,10 +8,10 @@
    step's bytes predict (`step_costs` of the pruned config over the dense one's).
 2. The gathered sparse FFN against the dense one, at the activation sparsity measured on the
    trained ReLU model: for one decode token, W_down[:, active] relu(W_up[active] x) against
-   the dense two matmuls (`llmperf.sparsity.GatheredFFN`), on one layer of the trained model
-   and on a Llama-sized synthetic ReLU FFN (d_model 4096, d_ff 11008, random weights, the
+   the dense two matmuls (`llmperf.measured.sparsity.GatheredFFN`), on one layer of the trained
+   model and on a Llama-sized synthetic ReLU FFN (d_model 4096, d_ff 11008, random weights, the
    active set drawn at the measured sparsity); predicted time ratio from the bytes of
-   `llmperf.sparse_cost.sparse_ffn_cost`.
+   `llmperf.analytic.sparsity.sparse_ffn_cost`.
 
 CPU, fp32 (the trained models' dtype); on a GPU the same script runs there.
 Run: .venv/bin/python benchmarks/pruning.py
@@ -22,11 +22,11 @@ import torch
 from _common import write
 
 import llmperf as lp
-from llmperf.measure import benchmark, measure_decode
-from llmperf.model import MLP
-from llmperf.pruning import prune, prune_structured, weight_sparsity
-from llmperf.sparse_cost import gathered_ffn_cost, pruned_config, sparse_ffn_cost
-from llmperf.sparsity import GatheredFFN, trace_ffn
+from llmperf.analytic.sparsity import gathered_ffn_cost, pruned_config, sparse_ffn_cost
+from llmperf.measured.measure import benchmark, measure_decode
+from llmperf.measured.model import MLP
+from llmperf.measured.pruning import prune, prune_structured, weight_sparsity
+from llmperf.measured.sparsity import GatheredFFN, trace_ffn
 from llmperf.trained import evaluate, load
 from llmperf.trained.corpus import split_text
 from llmperf.trained.load import validation_tokens
@@ -147,7 +147,8 @@ def main() -> None:
               "per-operator overhead, so the measured speedup trails the bytes' prediction on "
               "a small model. The gathered FFN copies the active rows of W_up (index_select) "
               "before multiplying them, so it moves three times the oracle's bytes for W_up "
-              "(read, write, read again; `llmperf.sparse_cost.gathered_ffn_cost`); W_down^T's "
+              "(read, write, read again; `llmperf.analytic.sparsity.gathered_ffn_cost`); "
+              "W_down^T's "
               "rows are summed in place (embedding_bag). A fused kernel (Deja Vu's) reads both "
               "in place. On the trained layer (1 MB of weights) the time is per-operator "
               "overhead, not bytes."]

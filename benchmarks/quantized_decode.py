@@ -6,12 +6,12 @@ enough to sit in the CPU's caches, so per-step overhead weighs) and ref-medium (
 runs one decode step at position CONTEXT, timed in interleaved rounds (a busy moment on a
 shared machine hits every variant), median of the rounds' medians.
 
-Variants: the model in fp32 and in bf16; `llmperf.quant.quantize_model` with int8 per
+Variants: the model in fp32 and in bf16; `llmperf.measured.quant.quantize_model` with int8 per
 channel and int4 in groups of 32 and 128 (PyTorch's packed kernels, bf16 activations inside
 them), and int8 on the reference path (dequantize, then matmul); torchao's int8 weight-only
 scheme (`Int8WeightOnlyConfig`, per-row scales like ours) on the bf16 model, eager and under
 torch.compile, where torchao imports. Predicted speedup: bytes a step moves at fp32 over
-bytes it moves in the variant (`llmperf.quantsize.decode_step_bytes`), beside the
+bytes it moves in the variant (`llmperf.analytic.quant.decode_step_bytes`), beside the
 measured one. On the target, also: validation loss and next-token agreement with fp32, and
 the int8 weight error and scales, ours against torchao's.
 
@@ -28,11 +28,11 @@ import warnings
 import torch
 from _common import write
 
-from llmperf.generate import KVCache
-from llmperf.measure import benchmark
-from llmperf.model import Transformer
-from llmperf.quant import kernels_used, model_bytes, quantize, quantize_model
-from llmperf.quantsize import QuantScheme, decode_step_bytes
+from llmperf.analytic.quant import QuantScheme, decode_step_bytes
+from llmperf.measured.cache import KVCache
+from llmperf.measured.measure import benchmark
+from llmperf.measured.model import Transformer
+from llmperf.measured.quant import kernels_used, model_bytes, quantize, quantize_model
 from llmperf.trained import agreement, evaluate, load, validation_tokens
 from llmperf.units import format_bandwidth, format_bytes
 
@@ -222,7 +222,7 @@ def summary_text(results: list[dict]) -> str:
     parts = [f"# Quantized decode, batch 1, position {CONTEXT} ({DEVICE})\n",
              "Measured speedup: fp32 step time over the variant's (median of "
              f"{ROUNDS} interleaved rounds of {REPEAT} steps). Predicted: bytes a step moves "
-             "at fp32 over the variant's (`llmperf.quantsize.decode_step_bytes`: weights, "
+             "at fp32 over the variant's (`llmperf.analytic.quant.decode_step_bytes`: weights, "
              "scales, KV cache, activations), what a purely bandwidth-bound step would gain. "
              "Achieved bandwidth: those bytes over the measured step time.\n"]
     for res in results:

@@ -18,8 +18,8 @@ import torch
 from _common import write
 from engine_vs_static import MAX_BATCH, MODEL, POLICIES, THREADS, requests_and_prompts
 
-from llmperf.engine import Engine
-from llmperf.model import Transformer
+from llmperf.measured.engine import Engine
+from llmperf.measured.model import Transformer
 from llmperf.serving import fit_linear_step_time, poisson_arrivals, simulate
 
 RATE_PER_S = 4.0  # Poisson arrivals: about as fast as continuous batching serves them here

@@ -13,8 +13,8 @@ Run: .venv/bin/python benchmarks/speculative.py
 import torch
 from _common import write
 
-from llmperf.speculative_generate import NgramDraft
-from llmperf.speculative_measure import compare
+from llmperf.measured.measure import compare
+from llmperf.measured.speculative import NgramDraft
 from llmperf.trained import load, validation_tokens
 
 PROMPTS, PROMPT_LEN, NEW_TOKENS = 6, 64, 128

@@ -1,6 +1,6 @@
 """(c) Decode tokens/s of llmperf's Transformer against transformers' LlamaForCausalLM.
 
-Same config (ref-medium), same weights (copied across with llmperf.hf), same threads,
+Same config (ref-medium), same weights (copied across with llmperf.measured.hf), same threads,
 fp32, in one process. Both prefill a 32-token prompt, then each greedy decode step is
 timed on its own; the two models alternate round by round so a busy moment on a
 shared machine hits both.
@@ -13,9 +13,9 @@ import time
 import torch
 from _common import write
 
-from llmperf.generate import KVCache
-from llmperf.hf import llama_config, to_hf_state_dict
-from llmperf.model import Transformer
+from llmperf.measured.cache import KVCache
+from llmperf.measured.hf import llama_config, to_hf_state_dict
+from llmperf.measured.model import Transformer
 
 MODEL, PROMPT, STEPS, ROUNDS = "ref-medium", 32, 16, 5
 

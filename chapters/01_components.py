@@ -183,7 +183,7 @@ expected = {
 lp.Table(["tensor", "predicted shape"], [(what, str(shape)) for what, shape in expected.items()])
 
 # %%
-from llmperf.model import Transformer
+from llmperf.measured.model import Transformer
 
 model = Transformer(ref, device=device, max_seq_len=64, seed=0)
 block = model.layers[0]
@@ -492,7 +492,7 @@ lp.Table([f"N = {N_}", "FLOP", "/ standard QK^T + PV"], [
 # `Accelerator`, so every calculator in `llmperf` applies to it.
 
 # %% tags=["nbval-ignore-output"]
-from llmperf.measure import measure_host, measure_prefill
+from llmperf.measured.measure import measure_host, measure_prefill
 
 host = measure_host(dtypes=("fp32",), device=device, progress=False)
 dtype = "fp32"  # the reference model runs in fp32

@@ -46,8 +46,9 @@ import numpy as np
 import torch
 
 import llmperf as lp
-from llmperf.generate import Generation, KVCache, generate
-from llmperf.model import Transformer
+from llmperf.measured.cache import KVCache
+from llmperf.measured.generate import Generation, generate
+from llmperf.measured.model import Transformer
 from llmperf.plots import new_axes, use_style
 
 use_style()
@@ -160,7 +161,7 @@ lp.Table(["model", "prefill", "per decode step", "decode steps", "total"], [
 # $b$-byte format, about the ridge point $\Pi/\beta$ times $b/2$).
 
 # %% tags=["nbval-ignore-output"]
-from llmperf.measure import measure_decode, measure_host, measure_prefill
+from llmperf.measured.measure import measure_decode, measure_host, measure_prefill
 
 host = measure_host(dtypes=("fp32",), device=device, progress=False)
 dtype = "fp32"
@@ -432,14 +433,14 @@ plt.show()
 # The cost of sampling is a softmax and a draw over $V$ numbers per step, negligible beside the
 # forward pass. What matters for reproducibility is the random generator: `generate` seeds its
 # own generator, so the same seed gives the same tokens. The two functions printed below, from
-# `llmperf.generate`, are the whole of the strategy; the cell after them runs the decode
+# `llmperf.measured.generate`, are the whole of the strategy; the cell after them runs the decode
 # loop by hand with `sample_next`, keeping the keys and values in a `KVCache` as `generate`
 # does, and checks that the result is exactly what `generate` returns.
 
 # %%
 import inspect
 
-from llmperf.generate import next_token_distribution, sample_next
+from llmperf.measured.generate import next_token_distribution, sample_next
 
 print(inspect.getsource(next_token_distribution))
 print(inspect.getsource(sample_next))

@@ -166,8 +166,9 @@ print("last token from (q_last, all K, all V) equals full attention:", np.allclo
 # are a deterministic function of the prompt.
 
 # %%
-from llmperf.generate import KVCache, generate
-from llmperf.model import Transformer
+from llmperf.measured.cache import KVCache
+from llmperf.measured.generate import generate
+from llmperf.measured.model import Transformer
 
 ref = lp.get_model("ref-small")
 model = Transformer(ref, device=device, seed=0)
@@ -284,7 +285,7 @@ print(f"Llama 2 7B on A10, S = 350, G = 150: recompute {t_re:.2f} s, cache {t_ca
 # set beside it.
 
 # %% tags=["nbval-ignore-output"]
-from llmperf.measure import benchmark, measure_host
+from llmperf.measured.measure import benchmark, measure_host
 
 host = measure_host(dtypes=("fp32",), device=device, progress=False)
 dtype = "fp32"

@@ -242,7 +242,7 @@ lp.Table(ACCELERATOR_COLUMNS, [accelerator_row(lp.get_accelerator(name)) for nam
 #
 # ### Your machine
 #
-# `llmperf.measure.measure_host()` measures the device this notebook runs on: a large matrix
+# `llmperf.measured.measure.measure_host()` measures the device this notebook runs on: a large matrix
 # multiplication for the peak FLOP/s in each dtype, and a large copy for the memory bandwidth.
 # It returns an `Accelerator` like the catalog's, so every tool in this chapter applies to it.
 # The numbers below are *measured*, not from a datasheet, and will differ from machine to
@@ -253,7 +253,7 @@ lp.Table(ACCELERATOR_COLUMNS, [accelerator_row(lp.get_accelerator(name)) for nam
 # measured in the same run, as this chapter does.
 
 # %% tags=["nbval-ignore-output"]
-from llmperf.measure import benchmark, measure_host
+from llmperf.measured.measure import benchmark, measure_host
 
 host = measure_host(dtypes=(mdtype,), device=device, progress=False)
 if mdtype not in host.dtypes:  # a GPU without fast fp16: fall back to fp32
@@ -688,7 +688,7 @@ plt.show()
 #
 # Llama 2 7B is out of reach here, but the same experiment runs at a smaller scale: the
 # reference models `ref-small` (about 20 million parameters) and `ref-medium` (about 156
-# million, whose fp32 weights exceed any CPU cache), built by `llmperf.model.Transformer` from the
+# million, whose fp32 weights exceed any CPU cache), built by `llmperf.measured.model.Transformer` from the
 # same `ModelConfig` the analytic layer uses. `measure_prefill` times the prefill of a random
 # prompt (shorter than the lecture's, to keep the notebook quick on a laptop), and
 # `measure_decode` one decode step with the cache filled halfway through the generation, the
@@ -704,8 +704,8 @@ plt.show()
 # FlashAttention. Both predictions use the measured `host`.
 
 # %% tags=["nbval-ignore-output"]
-from llmperf.measure import measure_decode, measure_prefill
-from llmperf.model import Transformer
+from llmperf.measured.measure import measure_decode, measure_prefill
+from llmperf.measured.model import Transformer
 
 print(f"attention kernel per phase: {Transformer.attention_kernel}")
 experiments = {"ref-small": (S, 48), "ref-medium": (128, 16)}

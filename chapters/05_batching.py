@@ -58,8 +58,8 @@ import numpy as np
 import torch
 
 import llmperf as lp
-from llmperf import batching as bt
 from llmperf import serving as sv
+from llmperf.analytic import batching as bt
 from llmperf.plots import new_axes, use_style
 
 use_style()
@@ -139,8 +139,8 @@ lp.Table(["phase", "operators", *[f"B={b}" for b in BATCHES]],
 # and gives a rough roof, enough to place the ridge.
 
 # %% tags=["nbval-ignore-output"]
-from llmperf.measure import measure_decode, measure_host
-from llmperf.model import Transformer
+from llmperf.measured.measure import measure_decode, measure_host
+from llmperf.measured.model import Transformer
 
 host = measure_host(dtypes=(mdtype,), quick=True, device=device, progress=False)
 if mdtype not in host.dtypes:  # a GPU without fast fp16: fall back to fp32
@@ -227,7 +227,7 @@ lp.Table(["accelerator", "ridge (FLOP/byte)", "critical batch (FFN, fp16)"],
 # $h/h_{kv}$ in 16-bit: 1 FLOP/byte for Llama 2 7B, 4 for Llama 3 8B (8 key/value heads for 32
 # query heads), whatever $B$ and $N$ are. The first term shrinks as $1/N$. The closed form
 # leaves out the activations, the element-wise operators and (under the standard algorithm)
-# the score matrices' traffic, and charges the embedding table as read; `llmperf.batching`
+# the score matrices' traffic, and charges the embedding table as read; `llmperf.analytic.batching`
 # holds it, and the cell checks it against `lp.layer_costs` term by term and in total.
 
 # %%
@@ -801,7 +801,7 @@ plt.show()
 # %% [markdown]
 # ## 5.8 The real engine on this machine
 #
-# The simulator's numbers come from a step-time model. `llmperf.engine` runs the same
+# The simulator's numbers come from a step-time model. `llmperf.measured.engine` runs the same
 # `Scheduler` on the reference model instead: each iteration prefills the admitted prompts
 # (or their chunks) one request at a time, then runs one decode step of every decoding
 # request together, each row at its own position in a KV cache preallocated for `max_batch`
@@ -813,7 +813,7 @@ plt.show()
 # costs more than it saves, so on a CPU the engine runs on one thread.
 
 # %% tags=["nbval-ignore-output"]
-from llmperf.engine import Engine
+from llmperf.measured.engine import Engine
 
 if device == "cpu":
     torch.set_num_threads(1)

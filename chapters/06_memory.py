@@ -64,11 +64,13 @@ import matplotlib.pyplot as plt
 import torch
 
 import llmperf as lp
-from llmperf import batching as bt
 from llmperf import serving as sv
 from llmperf import trained
-from llmperf.engine import Engine
-from llmperf.kvcache import int8_kv_bytes_per_token, kv_cache_effect, parallel_samples
+from llmperf.analytic import batching as bt
+from llmperf.analytic.quant import int8_kv_bytes_per_token
+from llmperf.measured.engine import Engine
+from llmperf.measured.generate import parallel_samples
+from llmperf.measured.measure import kv_cache_effect
 from llmperf.plots import new_axes, use_style
 
 use_style()
@@ -200,7 +202,7 @@ lp.Table(["request", "tokens", "block table", "empty slots in its last block"],
 # C's table is `[4, 5, 2]`: its third block is the one B gave back, wherever it lies. The
 # attention kernel must then read each request's keys through its table, block by block, and
 # that indirection is what PagedAttention adds to the kernel. Our engine does the same with
-# one gather per layer (`llmperf.kvcache.PagedKVCache`): the model's attention calls the
+# one gather per layer (`llmperf.measured.cache.PagedKVCache`): the model's attention calls the
 # cache's `update(layer, start, k, v)` as before and receives the request's keys in order.
 #
 # How large is the waste? On average half a block per request, $(s-1)/2$ slots, whatever the
@@ -317,7 +319,7 @@ lp.Table(["system prompt (tokens)", "blocks, each its own copy", "blocks, prefix
          formats={"memory saved": ".1%"})
 
 # %% [markdown]
-# *Measured:* `llmperf.kvcache.parallel_samples` samples four continuations of one prompt
+# *Measured:* `llmperf.measured.generate.parallel_samples` samples four continuations of one prompt
 # together on the trained target, once with the prompt's blocks shared and once without,
 # counting the blocks the allocator held at the peak (the tests check that each sample's
 # tokens equal those of generating it alone with its seed).
@@ -480,7 +482,7 @@ plt.show()
 # quality unless it is trained further: GQA's authors fine-tune with 5% of the original
 # pre-training compute {cite:p}`ainslie2023gqa`.)
 #
-# The last factor is $b_{kv}$. `llmperf.kvcache` can store the paged cache in int8: each
+# The last factor is $b_{kv}$. `llmperf.measured.cache` can store the paged cache in int8: each
 # token's key (and value) vector of one head, $d$ numbers, is kept as int8 with one fp16
 # scale, $\max|x|/127$, so it takes $d + 2$ bytes instead of $2d$ in fp16 or bf16 (about
 # half) and $4d$ in fp32 (about a quarter, the case on a CPU, where the model runs in fp32).
@@ -563,15 +565,15 @@ lp.Table(["quantity", "published", "ours", "why they differ"], [
 # Rounding moves $w_i / s$ by at most one half, so every weight comes back within
 # $|w_i - \hat w_i| \le s/2$, and the largest weight comes back exactly ($q = \pm q_{\max}$).
 # If the rounding errors spread evenly over $[-s/2, s/2]$, their root mean square is
-# $s/\sqrt{12}$ (`llmperf.quant.predicted_rms_error`). Storage per weight is $b/8$ bytes for
+# $s/\sqrt{12}$ (`llmperf.measured.quant.predicted_rms_error`). Storage per weight is $b/8$ bytes for
 # the code plus the scale's bytes shared by $g$ weights:
 #
 # $$
 # \text{bytes per parameter} = \frac{b}{8} + \frac{\text{bytes of a scale}}{g} .
 # $$
 #
-# `llmperf.quant.quantize(w, bits, group_size)` does exactly this (group_size None: one scale
-# per output row); `llmperf.quantsize` counts the bytes without torch. On an eight-weight
+# `llmperf.measured.quant.quantize(w, bits, group_size)` does exactly this (group_size None: one scale
+# per output row); `llmperf.analytic.quant` counts the bytes without torch. On an eight-weight
 # row:
 
 # %%
@@ -579,23 +581,23 @@ import copy
 
 from IPython.display import display
 
-from llmperf.measure import benchmark, measure_decode
-from llmperf.model import Transformer
-from llmperf.quant import (
-    kernels_used,
-    model_bytes,
-    predicted_rms_error,
-    quantize,
-    quantize_model,
-    rms_error,
-)
-from llmperf.quantsize import (
+from llmperf.analytic.quant import (
     QuantScheme,
     decode_step_bytes,
     linear_params,
     max_rounding_error,
     q_max,
     quantized_linear_bytes,
+)
+from llmperf.measured.measure import benchmark, measure_decode
+from llmperf.measured.model import Transformer
+from llmperf.measured.quant import (
+    kernels_used,
+    model_bytes,
+    predicted_rms_error,
+    quantize,
+    quantize_model,
+    rms_error,
 )
 from llmperf.trained import agreement, evaluate, validation_tokens
 
@@ -700,7 +702,7 @@ plt.show()
 # ### 6.2.3 Bytes, and the decode speedup they predict
 #
 # If a decode step took its bytes divided by the bandwidth, the speedup from quantizing
-# would be the ratio of bytes per step. `llmperf.quantsize.decode_step_bytes` counts them:
+# would be the ratio of bytes per step. `llmperf.analytic.quant.decode_step_bytes` counts them:
 # the step costs of chapter 4 (`lp.layer_costs`, weights, KV cache and activations), with the
 # linear weights replaced by their codes and scales; the layouts are those PyTorch's kernels
 # read (int8 with bf16 scales; int4 with a bf16 scale and zero point per group).
@@ -906,7 +908,7 @@ plt.show()
 #
 # PyTorch's quantization library, torchao {cite:p}`pytorch_torchao`, implements the same int8
 # weight-only scheme (`Int8WeightOnlyConfig`: one scale per output row). The chapter does not
-# import it; `benchmarks/quantized_decode.py` runs it beside `llmperf.quant` (it comes with
+# import it; `benchmarks/quantized_decode.py` runs it beside `llmperf.measured.quant` (it comes with
 # the test extra of `make setup`; where it does not import, the benchmark says so), on the
 # target and on ref-medium, eagerly and under `torch.compile`, and writes both into
 # `benchmarks/results/quantized_decode.md`. Run
@@ -1072,7 +1074,7 @@ _w = torch.tensor([[0.9, -0.3, 0.05, 0.6]])
 _q = quantize(_w, 4)
 assert abs(float(_q.scales[0, 0]) - 0.9 / 7) < 1e-7 and _q.codes()[0].tolist() == [7, -2, 0, 5]
 assert abs(float((_w - _q.dequantize()).abs().max()) - 0.05) < 1e-6
-from llmperf.quantsize import quantized_model_bytes  # noqa: E402
+from llmperf.analytic.quant import quantized_model_bytes  # noqa: E402
 
 assert linear_params(llama) == 6_607_077_376
 assert quantized_model_bytes(llama, QuantScheme(4, 128, "fp16"), "fp16") == 3_669_450_752
@@ -1111,7 +1113,7 @@ assert [round(r[3], 2) for r in gpt_fast_rows] == [0.75, 0.59]
 #   row or per group of $g$ weights; every weight comes back within $s/2$, and the RMS error
 #   is close to $s/\sqrt{12}$. One outlier stretches the scale of its whole group, so 4-bit
 #   schemes use small groups, at $b/8 + (\text{scale bytes})/g$ bytes per weight
-#   (`llmperf.quant`, `llmperf.quantsize`).
+#   (`llmperf.measured.quant`, `llmperf.analytic.quant`).
 # - The bytes of a decode step predict the speedup a bandwidth-bound step would see; the
 #   measured one falls short by the step's fixed costs and by the work of unpacking codes,
 #   which a two-core CPU cannot hide behind its memory reads (gpt-fast's A100 figures fall

@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 
 import llmperf as lp
-from llmperf.fusion import (
+from llmperf.analytic.fusion import (
     CHAINS,
     chain_cost,
     chain_costs,
@@ -63,10 +63,15 @@ from llmperf.fusion import (
     splits_to_fill,
     standard_attention_accesses,
 )
-from llmperf.generate import KVCache
-from llmperf.kernels import chain_inputs, flash_attention, peak_tensor_bytes, standard_attention
-from llmperf.measure import benchmark, measure_host
-from llmperf.model import Transformer
+from llmperf.measured.cache import KVCache
+from llmperf.measured.kernels import (
+    chain_inputs,
+    flash_attention,
+    peak_tensor_bytes,
+    standard_attention,
+)
+from llmperf.measured.measure import benchmark, measure_host
+from llmperf.measured.model import Transformer
 from llmperf.plots import new_axes, use_style
 
 torch.manual_seed(0)
@@ -95,7 +100,7 @@ print(f"device for the measurements: {device}, {tdtype}")
 #    takes a tiled algorithm (that is what FlashAttention is, section 7.2), or folding a cheap
 #    element-wise step into the product's *epilogue*, where it writes its result.
 #
-# Figure 1 draws the block of the reference model (`llmperf.model.Block`) with the
+# Figure 1 draws the block of the reference model (`llmperf.measured.model.Block`) with the
 # memory-bound chains `torch.compile` fuses, and the edges that stay in memory.
 
 # %%
@@ -142,7 +147,7 @@ plt.show()
 #
 # ### The bytes fusion saves
 #
-# `llmperf.fusion.CHAINS` lists, for each chain, the kernels the model's code launches eagerly,
+# `llmperf.analytic.fusion.CHAINS` lists, for each chain, the kernels the model's code launches eagerly,
 # with the tensors each reads and writes, and what a fused kernel must still move. The rotary
 # embedding is the most wasteful: `apply_rotary` computes $x\cos + \operatorname{rot}(x)\sin$
 # as a multiply, a negation of half the tensor, a concatenation, a second multiply and an add,
@@ -198,7 +203,7 @@ lp.Table(["step (A10, fp16)", "roofline time of the step", "time fusion saves", 
 # `torch.compile` {cite:p}`ansel2024pytorch2` traces a function into a graph and generates
 # code for it: on a CPU, C++ with one loop nest per fused group, compiled by the system's C++
 # compiler; on an NVIDIA GPU, Triton kernels. We run each chain exactly as the model writes it
-# (`llmperf.kernels` calls the model's own `RMSNorm` and `apply_rotary`), on one layer of the
+# (`llmperf.measured.kernels` calls the model's own `RMSNorm` and `apply_rotary`), on one layer of the
 # reference model `ref-small` over 512 tokens, eagerly and compiled. Compiling takes seconds
 # per chain the first time (the compiled code is cached on disk for later runs); the cell
 # reports it apart from the run time.
@@ -335,7 +340,7 @@ lp.Table(["ref-tiny decode step", "time", "against the roofline"],
 # factor $e^{m - m'}$ rescales what was summed against the old maximum. FlashAttention
 # {cite:p}`dao2022flashattention` builds attention on this update: a block of $B_r$ queries
 # stays on chip while the keys and values stream past in blocks of $B_c$, and neither $S$ nor
-# $P$ is ever written. `llmperf.kernels.flash_attention` is that algorithm in plain PyTorch,
+# $P$ is ever written. `llmperf.measured.kernels.flash_attention` is that algorithm in plain PyTorch,
 # causal or not; a causal block of queries skips the key blocks that lie wholly after its
 # last visible key. Here it is checked against the standard algorithm and PyTorch's fused
 # `scaled_dot_product_attention` at lengths that are not multiples of the block size; the
@@ -511,7 +516,7 @@ plt.show()
 # fewer than a GPU has. Split-K decoding (Flash-Decoding {cite:p}`dao2023flashdecoding`) also
 # splits each sequence's keys into chunks processed in parallel, each producing a partial
 # $(m, \ell, a)$, and merges them with the same rescaling as the online softmax.
-# `llmperf.fusion.decode_attention` models the step's attention time as its bytes over the
+# `llmperf.analytic.fusion.decode_attention` models the step's attention time as its bytes over the
 # share of the bandwidth the busy SMs draw; the A10 has 72 SMs (one per RT core in its
 # datasheet {cite:p}`nvidia_a10`).
 

@@ -57,18 +57,17 @@ import matplotlib.pyplot as plt
 import torch
 
 import llmperf as lp
-from llmperf.moe import decode_steps, record_routing
-from llmperf.plots import new_axes, use_style
-from llmperf.speculative import (
+from llmperf.analytic.speculative import (
     batched_speculative_speedup,
     best_gamma,
     expected_tokens_per_step,
     speculative_speedup,
-    verify,
     verify_step_time,
 )
-from llmperf.speculative_generate import NgramDraft
-from llmperf.speculative_measure import compare
+from llmperf.measured.measure import compare
+from llmperf.measured.moe import decode_steps, record_routing
+from llmperf.measured.speculative import NgramDraft, verify
+from llmperf.plots import new_axes, use_style
 from llmperf.trained import load, validation_tokens
 
 torch.manual_seed(0)
@@ -214,7 +213,7 @@ lp.Table(["accelerator", "memory", "Mixtral fits (fp16)?", "critical batch, Mixt
 #
 # ### Measured: routing on real text, experts touched, and decode steps
 #
-# `llmperf.moe.record_routing` runs the trained MoE over 1,024 characters of the validation
+# `llmperf.measured.moe.record_routing` runs the trained MoE over 1,024 characters of the validation
 # text with a forward hook on each layer's router, and keeps the two experts each token was
 # sent to. Predict first: under uniform routing each expert gets a quarter of the token-expert
 # slots in every layer.
@@ -333,7 +332,7 @@ lp.Table(["model", "accelerator", "batch", "decode step", "verify, gamma = 4 (5 
 # ### Verification that keeps the target's distribution
 #
 # Let $p_i$ be the target's distribution at position $i$ and $q_i$ the draft's, from which it
-# drew $x_i$. `llmperf.speculative.verify` applies Leviathan et al.'s rule:
+# drew $x_i$. `llmperf.measured.speculative.verify` applies Leviathan et al.'s rule:
 #
 # 1. keep $x_i$ with probability $\min(1, p_i(x_i)/q_i(x_i))$, for $i = 1, 2, \dots$ in order;
 # 2. at the first rejection, stop and emit a token drawn from $\max(0, p_i - q_i)$, normalized;
@@ -439,7 +438,7 @@ assert best_gamma(0.3, 0.3) == 0 and best_gamma(0.31, 0.3) > 0
 #
 # ### Measured with the trained draft and target
 #
-# `llmperf.speculative_generate.speculative_generate` runs the loop on the trained models, each
+# `llmperf.measured.speculative.speculative_generate` runs the loop on the trained models, each
 # with its own KV cache. After a step that kept $n$ of $\gamma$ drafts, the positions past the
 # kept prefix hold keys and values of rejected drafts; nothing reads them, because the next
 # append writes its own tokens over them before attention reads the cache (the tests fill them
@@ -448,7 +447,7 @@ assert best_gamma(0.3, 0.3) == 0 and best_gamma(0.31, 0.3) > 0
 # characters earlier in the text and proposes what followed them (serving engines such as vLLM
 # offer it as an "n-gram" draft). Its guesses are one-hot, so $q(x) = 1$ for the drafted token.
 #
-# `llmperf.speculative_measure.compare` runs plain and speculative decoding on the same prompts
+# `llmperf.measured.measure.compare` runs plain and speculative decoding on the same prompts
 # and measures $\alpha$ (kept over examined drafts), tokens per target step, the speedup, and,
 # on the same machine, $c$ and $r$, the cost of a verification over $\gamma + 1$ positions
 # relative to a decode step. It prints two predictions beside the measurement: the paper's

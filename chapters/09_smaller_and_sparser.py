@@ -51,22 +51,8 @@ import numpy as np
 import torch
 
 import llmperf as lp
-from llmperf.distill import distillation_loss
-from llmperf.early_exit import early_exit_curve, layer_logits
-from llmperf.layers import experts_touched
-from llmperf.measure import benchmark, measure_decode, measure_host
-from llmperf.model import MLP
-from llmperf.plots import new_axes, use_style
-from llmperf.pruning import (
-    importance,
-    input_norms,
-    prune,
-    prune_levels,
-    shrink,
-    top_indices,
-    weight_sparsity,
-)
-from llmperf.sparse_cost import (
+from llmperf.analytic.layers import experts_touched
+from llmperf.analytic.sparsity import (
     batch_expected_layers,
     expected_layers,
     gathered_ffn_cost,
@@ -75,16 +61,29 @@ from llmperf.sparse_cost import (
     sparsity_savings,
     two_four_bytes,
 )
-from llmperf.sparsity import (
+from llmperf.measured.distill import distillation_loss
+from llmperf.measured.early_exit import early_exit_curve, layer_logits
+from llmperf.measured.measure import benchmark, measure_decode, measure_host, windows
+from llmperf.measured.model import MLP
+from llmperf.measured.pruning import (
+    importance,
+    input_norms,
+    prune,
+    prune_levels,
+    shrink,
+    top_indices,
+    weight_sparsity,
+)
+from llmperf.measured.sparsity import (
     GatheredFFN,
     fit_predictors,
     predicted_ffn,
     prediction_quality,
     trace_ffn,
 )
+from llmperf.plots import new_axes, use_style
 from llmperf.trained import agreement, evaluate, load, manifest
 from llmperf.trained.corpus import split_text
-from llmperf.trained.evaluate import windows
 from llmperf.trained.load import validation_tokens
 
 torch.manual_seed(0)
@@ -117,7 +116,7 @@ print(f"device: {device}; target {target.model.num_parameters():,} parameters")
 # {cite:p}`frantar2023sparsegpt` does (it solves a layer-wise reconstruction problem), at more
 # cost.
 #
-# `llmperf.pruning.prune` applies either mask to every linear layer of the blocks (the
+# `llmperf.measured.pruning.prune` applies either mask to every linear layer of the blocks (the
 # embedding and LM head stay whole), removing exactly $\operatorname{round}(s \cdot
 # \text{inputs})$ weights of every row. The prediction to check: the loss barely moves at low
 # sparsity, then climbs; Wanda's curve stays below magnitude's where it climbs.
@@ -196,11 +195,11 @@ lp.Table(["4,096 x 4,096 matrix in fp16", "bytes", "of dense"],
 # *Structured* pruning removes rows and columns, so the matrices that remain are smaller dense
 # matrices that any kernel runs faster. An FFN neuron $j$ is row $j$ of $W_{\text{up}}$ (and of
 # $W_{\text{gate}}$ in SwiGLU) and column $j$ of $W_{\text{down}}$; a head is $d$ rows of each
-# of $W_q$, $W_k$, $W_v$ and $d$ columns of $W_o$. `llmperf.pruning.prune_structured` scores
+# of $W_q$, $W_k$, $W_v$ and $d$ columns of $W_o$. `llmperf.measured.pruning.prune_structured` scores
 # each neuron by its mean absolute activation times the norm of its column of
 # $W_{\text{down}}$ (how much it adds to the residual stream), each head by the same product
 # for its attention output and its columns of $W_o$, and builds a new reference `Transformer`
-# from `llmperf.sparse_cost.pruned_config`: $D_{\text{ff}}$ and $h$ smaller, $d$ unchanged
+# from `llmperf.analytic.sparsity.pruned_config`: $D_{\text{ff}}$ and $h$ smaller, $d$ unchanged
 # (`ModelConfig` takes $d$ as given, so $h d$ need not equal $D$). A head goes with its keys and
 # values, which the target allows because it has one KV head per query head. Every layer loses
 # the same number of neurons and heads, since one `ModelConfig` describes all the layers. The
@@ -333,7 +332,7 @@ lp.Table(["model", "FFN weights zero", "predicted step", "measured step", "predi
 # $$
 #
 # The factor $T^2$ keeps the soft term's gradient, which scales as $1/T^2$, on the scale of
-# the hard term's. `llmperf.distill.distillation_loss` is the second term; the training script
+# the hard term's. `llmperf.measured.distill.distillation_loss` is the second term; the training script
 # of the trained models calls it. A few steps, live, on a copy of the (undistilled) student,
 # all on one fixed batch of training text so that each step's change is visible:
 
@@ -417,7 +416,7 @@ lp.Table(["model", "loss on the slice (nats)", "greedy agreement with target",
 # whose pre-activation is negative outputs exactly zero, and its column of $W_{\text{down}}$
 # contributes nothing. Which neurons those are changes from token to token: the sparsity is
 # *contextual*. Deja Vu {cite:p}`liu2023dejavu` found most of OPT's neurons (and many heads)
-# inactive for any given token. `llmperf.sparsity.trace_ffn` reads the trained ReLU model's FFN
+# inactive for any given token. `llmperf.measured.sparsity.trace_ffn` reads the trained ReLU model's FFN
 # activations through forward hooks, on 1,024 tokens of validation text.
 
 # %%
@@ -452,7 +451,7 @@ plt.show()
 # Bytes fall by the same factor for one token. In a batch, each neuron any token needs must be
 # read; if tokens chose their active sets independently and uniformly, a batch of $B$ would
 # read $D_{\text{ff}}(1 - (1 - a/D_{\text{ff}})^B)$ distinct neurons, the expected-experts
-# formula of MoE (chapter 8) with every neuron an expert. `llmperf.sparse_cost.sparse_ffn_cost`
+# formula of MoE (chapter 8) with every neuron an expert. `llmperf.analytic.sparsity.sparse_ffn_cost`
 # counts it. First the prediction, at the measured mean sparsity, then a check of the
 # independence assumption on the traced activations: the union of the active sets of $B$
 # consecutive tokens, measured, against the formula.
@@ -499,7 +498,7 @@ plt.show()
 #
 # ### Measured: a gathered FFN over the active rows
 #
-# `llmperf.sparsity.GatheredFFN` computes $W_{\text{down}}[:, A]\,
+# `llmperf.measured.sparsity.GatheredFFN` computes $W_{\text{down}}[:, A]\,
 # \operatorname{relu}(W_{\text{up}}[A]\, x)$ for an index set $A$: it copies the active rows of
 # $W_{\text{up}}$ and multiplies them, and sums the active rows of $W_{\text{down}}^\top$ (stored
 # transposed, as Deja Vu stores it) in place with `embedding_bag`. On the active set it equals
@@ -508,7 +507,7 @@ plt.show()
 # random weights) with an active set of the same measured size. Two predictions, both dense
 # bytes over sparse bytes: the oracle's, and the gathered FFN's own, which adds the copy of the
 # active rows of $W_{\text{up}}$ (written once and read again:
-# `llmperf.sparse_cost.gathered_ffn_cost`).
+# `llmperf.analytic.sparsity.gathered_ffn_cost`).
 
 # %%
 x_token = trace.inputs[1][:1]
@@ -614,7 +613,7 @@ lp.Table(["rank r", "predictor cost / W_up", "recall", "neurons computed", "trul
 # prediction after each layer, through the model's own final norm and LM head, and stops the
 # token at the first layer whose top probability reaches a threshold $\tau$. CALM
 # {cite:p}`schuster2022calm` trains models for it and bounds the quality it gives up; we apply
-# the idea to the trained target as it is. `llmperf.early_exit.layer_logits` reads every layer's
+# the idea to the trained target as it is. `llmperf.measured.early_exit.layer_logits` reads every layer's
 # output through forward hooks.
 
 # %%
@@ -669,7 +668,7 @@ plt.show()
 # \mathbb{E}[\text{layers}] = \sum_{l=1}^{L} \bigl(1 - F(l-1)^B\bigr),
 # $$
 #
-# which rises to $L$ quickly. `llmperf.sparse_cost.batch_expected_layers` computes it, here for
+# which rises to $L$ quickly. `llmperf.analytic.sparsity.batch_expected_layers` computes it, here for
 # the profile measured at threshold 0.7. Alone, the expected layers equal the measured mean
 # (a check of the formula):
 

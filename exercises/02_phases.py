@@ -40,7 +40,7 @@ def _generation(timestamps):
     """The record `generate` returns, holding these timestamps (token ids do not matter)."""
     import torch
 
-    from llmperf.generate import Generation
+    from llmperf.measured.generate import Generation
     return Generation(torch.zeros(1, len(timestamps), dtype=torch.int64), list(timestamps),
                       prompt_len=1)
 

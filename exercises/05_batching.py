@@ -16,7 +16,7 @@
 # to look up models and accelerators (`lp.get_model`, `lp.get_accelerator`, a
 # model's `param_count()`, `weight_bytes()`, `kv_bytes_per_token()`, an
 # accelerator's `peak("fp16")`, `mem_bandwidth`, `mem_capacity`), but write the
-# formulas and the schedules yourself: `llmperf.batching` and `llmperf.serving`
+# formulas and the schedules yourself: `llmperf.analytic.batching` and `llmperf.serving`
 # answer these questions for you and teach you nothing.
 
 # %%
@@ -47,7 +47,7 @@ def step_intensity(model_name, batch, context):
 
 
 # %%
-from llmperf import batching as _bt
+from llmperf.analytic import batching as _bt
 
 question("step_intensity", points=2,
          visible=[("llama-2-7b", 16, 1024)],

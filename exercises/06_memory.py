@@ -8,8 +8,8 @@
 # other inputs, so write the general rule rather than the numbers of the visible examples.
 #
 # Write the arithmetic yourself: `llmperf.serving`'s block arithmetic (`blocks_needed`,
-# `internal_fragmentation`, `paged_requests_that_fit`), `llmperf.quantsize.QuantScheme` and
-# `llmperf.quant.quantize` answer these questions for you and teach you nothing.
+# `internal_fragmentation`, `paged_requests_that_fit`), `llmperf.analytic.quant.QuantScheme` and
+# `llmperf.measured.quant.quantize` answer these questions for you and teach you nothing.
 
 # %%
 import math
@@ -150,7 +150,7 @@ def scale_and_error(values, bits):
 def _library_scale_and_error(values, bits):
     import torch
 
-    from llmperf.quant import quantize
+    from llmperf.measured.quant import quantize
 
     w = torch.tensor([values], dtype=torch.float64)
     q = quantize(w, bits)
@@ -186,7 +186,7 @@ def int4_matrix_bytes(rows, cols, group_size, scale_dtype):
 
 
 # %%
-from llmperf.quantsize import QuantScheme as _QuantScheme
+from llmperf.analytic.quant import QuantScheme as _QuantScheme
 
 question("int4_matrix_bytes", points=2,
          visible=[(4096, 4096, 128, "fp16")],
@@ -224,7 +224,7 @@ def quantize_dequantize(values, bits, group_size):
 def _library_pair(values, bits, group_size):
     import torch
 
-    from llmperf.quant import quantize
+    from llmperf.measured.quant import quantize
 
     q = quantize(torch.tensor([values], dtype=torch.float64), bits, group_size)
     return [q.codes()[0].tolist(), q.dequantize()[0].tolist()]

@@ -16,18 +16,18 @@
 # the chain's size; bytes per element come from `lp.bytes_per_element(dtype)` (fp16:
 # 2). You may look things up in `llmperf`: models and accelerators (`lp.get_model`,
 # `lp.get_accelerator`, a config's `n_layers`, `d_model`, `d_ff`, `n_heads`,
-# `q_dim`, `kv_dim`) and the chains' kernels (`llmperf.fusion.CHAINS[name].kernels`,
+# `q_dim`, `kv_dim`) and the chains' kernels (`llmperf.analytic.fusion.CHAINS[name].kernels`,
 # each with `reads` and `writes` in passes, and a chain's `fused_reads`,
 # `fused_writes` and `per_layer`). Write the arithmetic yourself: `chain_cost`,
 # `chain_costs`, the `unfused_passes`/`fused_passes` properties, the attention
-# access counts of `llmperf.fusion` and `llmperf.kernels.online_softmax_update`
+# access counts of `llmperf.analytic.fusion` and `llmperf.measured.kernels.online_softmax_update`
 # answer these questions for you and teach you nothing.
 
 # %%
 import math
 
 import llmperf as lp
-from llmperf.fusion import CHAINS
+from llmperf.analytic.fusion import CHAINS
 from llmperf.grading import question
 
 # %% [markdown]
@@ -52,7 +52,7 @@ def chain_bytes_saved(name, elements, dtype):
 
 
 # %%
-from llmperf import fusion as _fu
+from llmperf.analytic import fusion as _fu
 
 question("chain_bytes_saved", points=2,
          visible=[("rotary", 2048 * 8192, "fp16")],
@@ -176,8 +176,8 @@ def online_softmax_update(row_max, row_sum, acc, scores, values):
 def _library_update(row_max, row_sum, acc, scores, values):
     import torch
 
-    from llmperf.kernels import SoftmaxState
-    from llmperf.kernels import online_softmax_update as update
+    from llmperf.measured.kernels import SoftmaxState
+    from llmperf.measured.kernels import online_softmax_update as update
 
     def t(x):
         return torch.tensor(x, dtype=torch.float32)

@@ -17,7 +17,7 @@
 # target steps. Bytes per element come from `lp.bytes_per_element(dtype)`. You may look up
 # models in `llmperf` (`lp.get_model(name)` and its fields `n_layers`, `d_model`, `d_ff`,
 # `n_experts`, `experts_per_token`); write the arithmetic yourself: `param_count`,
-# `active_param_count`, `lp.experts_touched`, `lp.layer_costs` and `llmperf.speculative`
+# `active_param_count`, `lp.experts_touched`, `lp.layer_costs` and `llmperf.analytic.speculative`
 # answer these questions for you and teach you nothing.
 
 # %%
@@ -149,7 +149,7 @@ def tokens_and_speedup(alpha, gamma, cost_ratio):
 
 # %%
 def _library_tokens_and_speedup(alpha, gamma, cost_ratio):
-    from llmperf.speculative import expected_tokens_per_step, speculative_speedup
+    from llmperf.analytic.speculative import expected_tokens_per_step, speculative_speedup
 
     return [expected_tokens_per_step(alpha, gamma), speculative_speedup(alpha, gamma, cost_ratio)]
 
@@ -180,7 +180,7 @@ def best_number_of_drafts(alpha, cost_ratio, max_gamma):
 
 # %%
 def _library_best(alpha, cost_ratio, max_gamma):
-    from llmperf.speculative import best_gamma
+    from llmperf.analytic.speculative import best_gamma
 
     return best_gamma(alpha, cost_ratio, max_gamma)
 

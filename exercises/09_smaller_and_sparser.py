@@ -14,9 +14,9 @@
 # You may look things up in `llmperf`: a model's shape (`lp.get_model(name)` and its
 # `n_layers`, `d_model`, `n_heads`, `n_kv_heads`, `d_head`, `d_ff`, `ffn_kind`,
 # `ffn_matrices`, `param_count()`), and bytes per element (`lp.bytes_per_element(dtype)`).
-# Write the arithmetic yourself: `llmperf.sparse_cost` (`pruned_size`, `sparse_ffn_cost`,
+# Write the arithmetic yourself: `llmperf.analytic.sparsity` (`pruned_size`, `sparse_ffn_cost`,
 # `sparsity_savings`, `expected_layers`, `batch_expected_layers`) and
-# `llmperf.pruning.unstructured_mask` answer these questions for you and teach you nothing.
+# `llmperf.measured.pruning.unstructured_mask` answer these questions for you and teach you nothing.
 
 # %%
 
@@ -50,7 +50,7 @@ def pruned_params_and_bytes(model_name, d_ff, n_heads, dtype):
 
 
 # %%
-from llmperf import sparse_cost as _sc
+from llmperf.analytic import sparsity as _sc
 
 
 def _pruned(model_name, d_ff, n_heads, dtype):
@@ -144,7 +144,7 @@ def magnitude_mask(weight, sparsity):
 def _mask(weight, sparsity):
     import torch
 
-    from llmperf.pruning import unstructured_mask
+    from llmperf.measured.pruning import unstructured_mask
 
     return unstructured_mask(torch.tensor(weight, dtype=torch.float64).abs(), sparsity).tolist()
 

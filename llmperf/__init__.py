@@ -1,15 +1,27 @@
 """llmperf: analytic and measured performance of transformer LLM inference.
 
-The analytic layer (units, hardware, models, cost, layers, roofline, perfmodel, parallel,
-table, and the optimization chapters' quantsize, speculative, sparse_cost and the serving
-simulator) imports numpy at most, and neither torch nor matplotlib. The plotting helpers
-`plot_roofline` and `plot_dependency_graph` live in `llmperf.plots`; `lp.plot_roofline`
-reaches them too, importing matplotlib only when a plot is drawn. The measured layer
-(`measure`, `host`, the reference model in `model`, `generate` and `hf`, and `engine`,
-`kvcache`, `kernels`, `quant`, `speculative_generate`, `moe`, `pruning`, `sparsity`,
-`early_exit`, `distill`, `trained`) imports torch when it is first used.
+The folders follow the book: every claim derived, then measured.
+
+- `units`, `names`, `table`, `hardware`, `models`: the vocabulary (dtypes and their bytes,
+  the accelerator and model catalogs); `plots` the book's one plotting style; `cli` the
+  `llmperf` command.
+- `analytic/` (torch-free): `cost` and `layers` count FLOPs and bytes, `roofline` and
+  `perfmodel` turn them into times, `parallel` the bytes of tensor parallelism, `batching`
+  what a batch costs and how many fit, and the optimization chapters' `fusion`, `quant`,
+  `speculative` and `sparsity`.
+- `serving/` (torch-free): requests, the scheduler, KV memory (reserved or paged), step
+  times, metrics, and the simulator.
+- `measured/` (PyTorch): the reference `model`, every KV `cache`, `generate`, the serving
+  `engine`, and the measurements that sit beside the analytic modules of the same name
+  (`fusion` is measured by `kernels`; `quant`, `speculative`, `sparsity`), with `pruning`,
+  `moe`, `early_exit`, `distill`, `hooks`, `measure`, `host`, `timing`, `device` and `hf`.
+- `trained/`: the small trained models of chapters 6 to 9 (nothing in `measured/` imports it).
+- `grading/`: the autograder.
+
+`import llmperf` loads the analytic API as `lp.*` and neither torch nor matplotlib;
+`lp.plot_roofline` and `lp.plot_dependency_graph` import matplotlib when a plot is drawn.
 """
-from .cost import (
+from .analytic.cost import (
     Cost,
     activation_cost,
     attended_pairs,
@@ -24,9 +36,7 @@ from .cost import (
     norm_cost,
     softmax_cost,
 )
-from .hardware import CATALOG as ACCELERATORS
-from .hardware import Accelerator, get_accelerator, list_accelerators
-from .layers import (
+from .analytic.layers import (
     ATTENTION_ALGORITHMS,
     OpRow,
     PlacedOpRow,
@@ -36,16 +46,14 @@ from .layers import (
     layer_costs,
     step_costs,
 )
-from .models import CATALOG as MODELS
-from .models import ModelConfig, get_model, list_models
-from .parallel import (
+from .analytic.parallel import (
     INTERCONNECTS,
     Link,
     ring_allreduce_bytes,
     tensor_parallel_bytes_per_token,
     tensor_parallel_layer_bytes,
 )
-from .perfmodel import (
+from .analytic.perfmodel import (
     LatencyEstimate,
     critical_batch_size,
     decode_step_time,
@@ -55,7 +63,11 @@ from .perfmodel import (
     roofline_latency,
     simple_latency,
 )
-from .roofline import attainable_flops, bound, compute_time, memory_time, roofline_time
+from .analytic.roofline import attainable_flops, bound, compute_time, memory_time, roofline_time
+from .hardware import CATALOG as ACCELERATORS
+from .hardware import Accelerator, get_accelerator, list_accelerators
+from .models import CATALOG as MODELS
+from .models import ModelConfig, get_model, list_models
 from .table import Table
 from .units import (
     BYTES_PER_ELEMENT,

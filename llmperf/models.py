@@ -1,8 +1,8 @@
 """Model configurations: the shapes that determine parameter counts, FLOPs and bytes.
 
 A `ModelConfig` describes a decoder-only transformer by its shapes. The same
-config builds the PyTorch model in `llmperf.model` and feeds the analytic
-cost model in `llmperf.cost`, so the two can never disagree about what a model is.
+config builds the PyTorch model in `llmperf.measured.model` and feeds the analytic
+cost model in `llmperf.analytic.cost`, so the two can never disagree about what a model is.
 """
 from __future__ import annotations
 

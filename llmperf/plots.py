@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from .analytic.roofline import attainable_flops
 from .hardware import Accelerator, get_accelerator
-from .roofline import attainable_flops
 from .units import check_positive
 
 if TYPE_CHECKING:

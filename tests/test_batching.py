@@ -1,10 +1,10 @@
-"""The closed forms of llmperf.batching against layer_costs, and their edge cases."""
+"""The closed forms of llmperf.analytic.batching against layer_costs, and their edge cases."""
 import math
 
 import pytest
 
 import llmperf as lp
-from llmperf import batching as bt
+from llmperf.analytic import batching as bt
 
 # Dense catalog models of 7B parameters and more: there the embedding table is a few percent
 # of P and the activations are small beside the weights, which is what the forms assume.

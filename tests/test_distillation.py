@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from llmperf.distill import distillation_loss  # noqa: E402
+from llmperf.measured.distill import distillation_loss  # noqa: E402
 
 
 def test_zero_when_student_equals_teacher_and_positive_otherwise():

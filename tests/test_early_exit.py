@@ -9,9 +9,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import llmperf as lp  # noqa: E402
-from llmperf.early_exit import early_exit_curve, exit_layers, layer_logits  # noqa: E402
-from llmperf.model import Transformer  # noqa: E402
-from llmperf.sparse_cost import batch_expected_layers, expected_layers  # noqa: E402
+from llmperf.analytic.sparsity import batch_expected_layers, expected_layers  # noqa: E402
+from llmperf.measured.early_exit import early_exit_curve, exit_layers, layer_logits  # noqa: E402
+from llmperf.measured.model import Transformer  # noqa: E402
 
 TINY = lp.ModelConfig(name="tiny", n_layers=3, d_model=32, n_heads=4, d_ff=48, vocab_size=50,
                       max_seq_len=32)

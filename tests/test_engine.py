@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from llmperf.engine import Engine
-from llmperf.generate import generate
-from llmperf.model import Transformer
+from llmperf.measured.engine import Engine
+from llmperf.measured.generate import generate
+from llmperf.measured.model import Transformer
 from llmperf.serving import LinearStepTime, Request, simulate
 
 POLICIES = [("static", None), ("continuous", None), ("chunked", 6)]

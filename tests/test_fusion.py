@@ -4,7 +4,7 @@ import math
 import pytest
 
 import llmperf as lp
-from llmperf.fusion import (
+from llmperf.analytic.fusion import (
     CHAINS,
     chain_cost,
     chain_costs,

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from llmperf.hooks import removed_after
+from llmperf.measured.hooks import removed_after
 
 
 def test_hooks_see_the_block_and_are_gone_after_it_even_on_an_error():

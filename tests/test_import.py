@@ -69,9 +69,9 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_graph_sees_known_imports():
     graph = import_graph()
-    assert "llmperf.timing" in graph["llmperf.host"]
-    assert "llmperf.model" in graph["llmperf.generate"]
-    assert "llmperf.host" not in graph["llmperf.timing"]
+    assert "llmperf.measured.timing" in graph["llmperf.measured.host"]
+    assert "llmperf.measured.model" in graph["llmperf.measured.generate"]
+    assert "llmperf.measured.host" not in graph["llmperf.measured.timing"]
 
 
 def test_cycle_search_finds_a_planted_cycle():
@@ -83,10 +83,57 @@ def test_no_llmperf_module_imports_one_that_imports_it_back():
     assert cycles(import_graph()) == []
 
 
-def test_analytic_modules_of_the_optimization_chapters_stay_torch_free():
-    modules = ("llmperf.quantsize", "llmperf.speculative", "llmperf.sparse_cost",
-               "llmperf.serving", "llmperf.serving.paging")
+TORCH_FREE = ("analytic", "serving")
+
+
+def torch_free_modules() -> list[str]:
+    """Every module under the torch-free folders, found by walking them (no list kept by hand)."""
+    return sorted(module_name(p) for folder in TORCH_FREE for p in (PACKAGE / folder).rglob("*.py"))
+
+
+def third_party_imports(path: Path) -> set[str]:
+    """Top-level names of the modules outside llmperf that `path` imports anywhere."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.partition(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.partition(".")[0])
+    return found
+
+
+def test_the_walk_finds_every_torch_free_module():
+    found = torch_free_modules()
+    assert "llmperf.analytic.cost" in found and "llmperf.serving.scheduler" in found
+    assert len(found) == sum(len(list((PACKAGE / f).rglob("*.py"))) for f in TORCH_FREE)
+
+
+def test_analytic_and_serving_never_import_torch_even_inside_functions():
+    offenders = {module_name(p): sorted(third_party_imports(p) & {"torch", "matplotlib"})
+                 for folder in TORCH_FREE for p in (PACKAGE / folder).rglob("*.py")}
+    assert {m: found for m, found in offenders.items() if found} == {}
+
+
+def test_analytic_and_serving_reach_no_measured_or_trained_module():
+    graph = import_graph()
+    reached, todo = set(), list(torch_free_modules())
+    while todo:
+        for nxt in graph[todo.pop()] - reached:
+            reached.add(nxt)
+            todo.append(nxt)
+    assert sorted(m for m in reached if m.startswith(("llmperf.measured", "llmperf.trained",
+                                                      "llmperf.grading", "llmperf.plots"))) == []
+
+
+def test_importing_every_torch_free_module_loads_no_torch():
+    modules = torch_free_modules()
     code = (f"import sys, importlib; [importlib.import_module(m) for m in {modules!r}]; "
             "print(sorted(m for m in ('torch', 'matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_nothing_in_measured_imports_trained():
+    arrows = {m: sorted(t for t in targets if t.startswith("llmperf.trained"))
+              for m, targets in import_graph().items() if m.startswith("llmperf.measured")}
+    assert {m: t for m, t in arrows.items() if t} == {}

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmperf.kernels import (
+from llmperf.measured.kernels import (
     SoftmaxState,
     causal_mask,
     chain_inputs,

@@ -3,17 +3,17 @@ import pytest
 import torch
 
 from llmperf import get_model
-from llmperf.engine import Engine
-from llmperf.generate import KVCache, generate
-from llmperf.kvcache import (
+from llmperf.analytic.quant import int8_kv_bytes_per_token
+from llmperf.measured.cache import (
+    KVCache,
     PagedKVCache,
     dequantize_int8,
-    int8_kv_bytes_per_token,
     paged_cache_for,
-    parallel_samples,
     quantize_int8,
 )
-from llmperf.model import Transformer
+from llmperf.measured.engine import Engine
+from llmperf.measured.generate import generate, parallel_samples
+from llmperf.measured.model import Transformer
 from llmperf.serving import BlockAllocator, Request, shared_sampling_blocks, workload
 from llmperf.serving.paging import blocks_needed
 from llmperf.serving.requests import Uniform
@@ -169,7 +169,7 @@ def test_parallel_samples_are_each_seeds_own_generation(tiny, share):
 
 
 def test_the_int8_cache_effect_is_small_and_not_zero(tiny):
-    from llmperf.kvcache import kv_cache_effect
+    from llmperf.measured.measure import kv_cache_effect
     gen = torch.Generator().manual_seed(4)
     tokens = torch.randint(0, tiny.config.vocab_size, (4 * 33 + 1,), generator=gen)
     exact = kv_cache_effect(tiny, tokens, None, seq_len=32, max_windows=4)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import llmperf as lp
-from llmperf.measure import (
+from llmperf.measured.measure import (
     Measurement,
     Timing,
     benchmark,
@@ -13,7 +13,7 @@ from llmperf.measure import (
     measure_host,
     measure_prefill,
 )
-from llmperf.model import Transformer
+from llmperf.measured.model import Transformer
 
 
 def test_benchmark_returns_consistent_statistics():
@@ -124,7 +124,7 @@ def test_bf16_measurement_is_costed_in_bf16():
 
 
 def test_stream_buffers_outgrow_the_cache_but_fit_in_memory():
-    from llmperf.host import _stream_buffer_bytes
+    from llmperf.measured.host import _stream_buffer_bytes
 
     mib, gib = 2**20, 2**30
     assert _stream_buffer_bytes(32 * mib, 16 * gib, quick=False) >= 4 * 32 * mib

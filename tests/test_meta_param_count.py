@@ -2,7 +2,7 @@
 
 The meta device records shapes without allocating memory, so a 70B model costs nothing.
 Hugging Face transformers (a test-only dependency) supplies independent reference builds;
-the book's own `llmperf.model.Transformer` is built at full size the same way.
+the book's own `llmperf.measured.model.Transformer` is built at full size the same way.
 """
 import pytest
 
@@ -55,7 +55,7 @@ def test_opt_13b_on_meta_device():
 
 
 def reference_on_meta(config):
-    from llmperf.model import Transformer  # needs torch, found above
+    from llmperf.measured.model import Transformer  # needs torch, found above
 
     return Transformer(config, device="meta")
 
@@ -69,7 +69,7 @@ def test_reference_model_on_meta_device(name):
 
 
 def test_reference_model_and_hugging_face_llama_agree_on_meta_device():
-    from llmperf.hf import llama_config
+    from llmperf.measured.hf import llama_config
 
     for name in ("llama-2-7b", "llama-2-70b"):
         config = lp.get_model(name)

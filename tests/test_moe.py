@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import llmperf as lp
-from llmperf.model import Transformer
+from llmperf.measured.model import Transformer
+from llmperf.measured.moe import Routing, decode_steps, record_routing
 from llmperf.models import ModelConfig
-from llmperf.moe import Routing, decode_steps, record_routing
 
 
 def test_mixtral_catalog_matches_the_paper():

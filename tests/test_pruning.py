@@ -7,8 +7,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import llmperf as lp  # noqa: E402
-from llmperf.model import Transformer  # noqa: E402
-from llmperf.pruning import (  # noqa: E402
+from llmperf.analytic.sparsity import pruned_config, pruned_size, two_four_bytes  # noqa: E402
+from llmperf.measured.model import Transformer  # noqa: E402
+from llmperf.measured.pruning import (  # noqa: E402
     importance,
     input_norms,
     magnitude_scores,
@@ -23,7 +24,6 @@ from llmperf.pruning import (  # noqa: E402
     wanda_scores,
     weight_sparsity,
 )
-from llmperf.sparse_cost import pruned_config, pruned_size, two_four_bytes  # noqa: E402
 
 TINY = lp.ModelConfig(name="tiny", n_layers=2, d_model=32, n_heads=4, d_ff=48, vocab_size=50,
                       max_seq_len=32)

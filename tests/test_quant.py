@@ -7,8 +7,18 @@ import torch
 from torch import nn
 
 import llmperf as lp
-from llmperf.model import Transformer
-from llmperf.quant import (
+from llmperf.analytic.quant import (
+    QuantScheme,
+    decode_step_bytes,
+    linear_params,
+    max_rounding_error,
+    predicted_decode_speedup,
+    q_max,
+    quantized_model_bytes,
+    symmetric_scale,
+)
+from llmperf.measured.model import Transformer
+from llmperf.measured.quant import (
     QuantizedLinear,
     kernels_used,
     model_bytes,
@@ -19,16 +29,6 @@ from llmperf.quant import (
     quantize_model,
     rms_error,
     unpack_int4,
-)
-from llmperf.quantsize import (
-    QuantScheme,
-    decode_step_bytes,
-    linear_params,
-    max_rounding_error,
-    predicted_decode_speedup,
-    q_max,
-    quantized_model_bytes,
-    symmetric_scale,
 )
 
 SCHEMES = [(8, None), (8, 32), (4, None), (4, 32), (4, 64)]
@@ -288,7 +288,7 @@ def test_sizes_reject_bad_input():
 def test_the_size_module_is_torch_free():
     import subprocess
     import sys
-    code = "import sys, llmperf.quantsize; print('torch' in sys.modules)"
+    code = "import sys, llmperf.analytic.quant; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -9,14 +9,14 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import llmperf as lp  # noqa: E402
-from llmperf.model import Transformer  # noqa: E402
-from llmperf.sparse_cost import (  # noqa: E402
+from llmperf.analytic.sparsity import (  # noqa: E402
     active_neurons,
     gathered_ffn_cost,
     sparse_ffn_cost,
     sparsity_savings,
 )
-from llmperf.sparsity import (  # noqa: E402
+from llmperf.measured.model import Transformer  # noqa: E402
+from llmperf.measured.sparsity import (  # noqa: E402
     GatheredFFN,
     LowRankPredictor,
     fit_predictors,

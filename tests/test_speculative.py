@@ -17,23 +17,22 @@ import math
 import pytest
 import torch
 
-import llmperf.speculative_generate as sg
-from llmperf.generate import generate
-from llmperf.layers import layer_costs
-from llmperf.model import Transformer
-from llmperf.models import ModelConfig
-from llmperf.perfmodel import decode_step_time
-from llmperf.speculative import (
+import llmperf.measured.speculative as sg
+from llmperf.analytic.layers import layer_costs
+from llmperf.analytic.perfmodel import decode_step_time
+from llmperf.analytic.speculative import (
     acceptance_rate,
     batched_speculative_speedup,
     best_gamma,
     expected_tokens_per_step,
     speculative_speedup,
-    verify,
     verify_step_costs,
     verify_step_time,
 )
-from llmperf.speculative_generate import NgramDraft, speculative_generate
+from llmperf.measured.generate import generate
+from llmperf.measured.model import Transformer
+from llmperf.measured.speculative import NgramDraft, speculative_generate, verify
+from llmperf.models import ModelConfig
 
 SIGNIFICANCE = 1e-6
 VOCAB = 4
@@ -419,7 +418,7 @@ def test_generation_rejects_bad_input(trained):
 
 
 def test_compare_reports_consistent_rows():
-    from llmperf.speculative_measure import compare
+    from llmperf.measured.measure import compare
 
     target, draft = _tiny(1, 60.0), _tiny(2, 60.0)
     rows = compare(target, {"model": draft, "lookup": NgramDraft()}, [[1, 2, 3, 0, 1, 2]], 8,

@@ -36,7 +36,7 @@ needs_corpus = pytest.mark.skipif(not corpus_matches(),
 def info():
     # The first Transformer a process builds on the meta device imports torch's reference
     # operators (seconds, once); the load-time test times the loads after it.
-    from llmperf.model import Transformer
+    from llmperf.measured.model import Transformer
     Transformer("ref-tiny", device="meta")
     return manifest()
 

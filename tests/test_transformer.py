@@ -6,8 +6,14 @@ import pytest
 import torch
 
 import llmperf as lp
-from llmperf.generate import Generation, KVCache, generate, next_token_distribution, sample_next
-from llmperf.model import Transformer
+from llmperf.measured.generate import (
+    Generation,
+    KVCache,
+    generate,
+    next_token_distribution,
+    sample_next,
+)
+from llmperf.measured.model import Transformer
 
 TINY = lp.get_model("ref-tiny")
 GQA = TINY.with_(name="gqa", n_heads=8, n_kv_heads=2, d_model=64, d_ff=96, vocab_size=97,
@@ -112,7 +118,7 @@ def test_a_batch_of_prompts_matches_running_each_alone(tiny):
 @pytest.mark.parametrize("config", [TINY, MQA, BIAS], ids=lambda c: c.name)
 def test_logits_equal_hugging_face_llama_with_the_same_weights(config):
     transformers = pytest.importorskip("transformers")
-    from llmperf.hf import llama_config, load_hf_state_dict, to_hf_state_dict
+    from llmperf.measured.hf import llama_config, load_hf_state_dict, to_hf_state_dict
 
     hf_config = llama_config(config)
     hf = transformers.LlamaForCausalLM(hf_config).eval()
@@ -137,7 +143,7 @@ def test_logits_equal_hugging_face_llama_with_the_same_weights(config):
 
 
 def test_hf_conversion_rejects_incomplete_state_and_moe_models():
-    from llmperf.hf import load_hf_state_dict, to_hf_state_dict
+    from llmperf.measured.hf import load_hf_state_dict, to_hf_state_dict
 
     model = Transformer(TINY, max_seq_len=8)
     state = to_hf_state_dict(model)
@@ -190,7 +196,7 @@ def test_step_costs_count_attention_as_the_model_runs_it(tiny):
 
 
 def test_the_model_file_does_not_use_numpy():
-    source = Path(lp.__file__).with_name("model.py").read_text()
+    source = Path(lp.__file__).parent / "measured" / "model.py".read_text()
     imported = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):

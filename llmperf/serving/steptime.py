@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..analytic.layers import layer_costs
 from ..hardware import Accelerator, get_accelerator
-from ..layers import layer_costs
 from ..models import ModelConfig, get_model
 from ..units import check_non_negative
 from .scheduler import Batch

@@ -18,8 +18,9 @@ def card_text(manifest: dict) -> str:
     lines = [
         "# Trained models of llmperf.trained",
         "",
-        "Small Llama-style models (`llmperf.model.Transformer`) trained on the character-level",
-        "text of `pydoc_data.topics`, the documentation topics CPython ships (PSF License);",
+        "Small Llama-style models (`llmperf.measured.model.Transformer`) trained on the",
+        "character-level text of `pydoc_data.topics`, the documentation topics CPython ships",
+        "(PSF License);",
         "nothing of that text is stored here. `from llmperf.trained import load; load(name)`.",
         "",
         f"- Corpus: Python {c['python']}, {c['chars']:,} characters, SHA-256 `{c['sha256']}`;",

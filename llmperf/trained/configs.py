@@ -13,7 +13,7 @@ All share the character tokenizer (vocab_size ids) and a 256-token context:
 """
 from __future__ import annotations
 
-from llmperf.models import ModelConfig
+from ..models import ModelConfig
 
 VOCAB_SIZE = 104  # the characters of the training split, plus the unknown id
 CONTEXT = 256

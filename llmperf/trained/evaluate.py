@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from llmperf.model import Transformer
-from llmperf.units import check_positive
+from ..measured.measure import windows
+from ..measured.model import Transformer
 
 
 @dataclass(frozen=True)
@@ -28,21 +28,6 @@ class Evaluation:
     @property
     def perplexity(self) -> float:
         return math.exp(self.loss_nats)
-
-
-def windows(tokens: torch.Tensor, seq_len: int = 256,
-            max_windows: int | None = None) -> torch.Tensor:
-    """(N, seq_len + 1) consecutive windows of 1-D `tokens` (the first max_windows of them)."""
-    check_positive("seq_len", seq_len, integer=True)
-    if tokens.dim() != 1:
-        raise ValueError(f"tokens must be 1-D, got shape {tuple(tokens.shape)}")
-    n = (len(tokens) - 1) // seq_len
-    if max_windows is not None:
-        check_positive("max_windows", max_windows, integer=True)
-        n = min(n, max_windows)
-    if n == 0:
-        raise ValueError(f"tokens must hold more than seq_len = {seq_len} tokens")
-    return torch.stack([tokens[i * seq_len:i * seq_len + seq_len + 1] for i in range(n)])
 
 
 @torch.inference_mode()

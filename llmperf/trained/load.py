@@ -16,9 +16,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from llmperf.model import Transformer
-from llmperf.models import ModelConfig
-
+from ..measured.model import Transformer
+from ..models import ModelConfig
 from . import corpus
 from .configs import CONTEXT, NAMES
 from .evaluate import Evaluation, evaluate
@@ -104,7 +103,7 @@ def validate(trained: Trained, max_windows: int | None = None) -> Evaluation:
 def sample(trained: Trained, prompt: str, max_new_tokens: int = 200,
            temperature: float = 0.8, top_k: int | None = None, seed: int = 0) -> str:
     """A continuation of `prompt` (greedy at temperature 0), decoded to text."""
-    from llmperf.generate import generate
+    from ..measured.generate import generate
 
     if not isinstance(prompt, str) or not prompt:
         raise ValueError("prompt must be a non-empty string")

@@ -8,7 +8,7 @@ teacher's temperature-softened distribution (Hinton et al., 2015):
     loss = (1 - alpha) * CE(student, data) + alpha * T^2 * KL(p_teacher^T || p_student^T)
 
 (T^2 keeps the soft term's gradient on the scale of the hard term's as T grows; the soft
-term is `llmperf.distill.distillation_loss`.)
+term is `llmperf.measured.distill.distillation_loss`.)
 """
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from llmperf.distill import distillation_loss
-from llmperf.model import MoEFeedForward, Transformer
-from llmperf.models import ModelConfig
-from llmperf.units import check_positive
+from ..measured.distill import distillation_loss
+from ..measured.model import MoEFeedForward, Transformer
+from ..models import ModelConfig
+from ..units import check_positive
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
-"""Speculative decoding: the expectations, and the verification step that keeps the target exact.
+"""Speculative decoding, derived: tokens per target step, speedup, and the verification step's cost.
 
 A cheap *draft* proposes gamma tokens; the *target* scores all of them in one forward pass over
-gamma + 1 positions, and `verify` keeps a prefix of the drafts and adds one token of its own,
-so that what comes out is distributed exactly as the target's own samples (Leviathan, Kalman
+gamma + 1 positions, and `llmperf.measured.speculative.verify` keeps a prefix of the drafts and
+adds one token of its own, so that what comes out is distributed exactly as the target's own
+samples (Leviathan, Kalman
 and Matias, ICML 2023, https://arxiv.org/abs/2211.17192, Algorithm 1; Chen et al. 2023,
 https://arxiv.org/abs/2302.01318, Algorithm 2).
 
@@ -11,25 +12,17 @@ same probability alpha, independently of the others:
 
 - tokens per target step: E = 1 + alpha + ... + alpha^gamma = (1 - alpha^(gamma+1)) / (1 - alpha);
 - wall-time speedup, with one draft step costing c target steps: E / (gamma c + 1).
-
-The module imports only the torch-free analytic layer; `verify` imports torch when it is called.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import TYPE_CHECKING
 
+from ..hardware import Accelerator
+from ..models import ModelConfig, get_model
+from ..units import check_non_negative, check_positive
 from .cost import attention_scores_cost, attention_values_cost, fused_attention_cost, softmax_cost
-from .hardware import Accelerator
 from .layers import ATTENTION, OpRow, StepCosts, step_costs
-from .models import ModelConfig, get_model
-from .units import check_non_negative, check_positive
-
-if TYPE_CHECKING:
-    import torch
-
-PROBABILITY_TOLERANCE = 1e-3  # |sum(p) - 1| allowed: fp32 softmax over 1e5 ids sums within 1e-5
 
 
 def _check_alpha(alpha: float) -> None:
@@ -96,67 +89,6 @@ def acceptance_rate(accepted: int, rejected: int) -> float:
     return accepted / (accepted + rejected)
 
 
-def _check_probs(name: str, probs: torch.Tensor, rows: int, vocab: int | None) -> None:
-    import torch
-
-    if not isinstance(probs, torch.Tensor) or probs.dim() != 2 or probs.shape[0] != rows \
-            or (vocab is not None and probs.shape[1] != vocab) or not probs.is_floating_point():
-        want = f"({rows}, {'V' if vocab is None else vocab})"
-        got = tuple(probs.shape) if isinstance(probs, torch.Tensor) else type(probs).__name__
-        raise ValueError(f"{name} must be a float tensor of shape {want}, got {got}")
-    if not bool(torch.isfinite(probs).all()) or bool((probs < 0).any()):
-        raise ValueError(f"{name} must hold finite probabilities >= 0")
-    err = float((probs.double().sum(dim=-1) - 1).abs().max())
-    if err > PROBABILITY_TOLERANCE:
-        raise ValueError(f"{name}: each row must sum to 1 (within {PROBABILITY_TOLERANCE}), "
-                         f"a row is {err:.3g} away")
-
-
-def verify(target_probs: torch.Tensor, draft_probs: torch.Tensor,
-           draft_tokens: torch.Tensor | list[int],
-           generator: torch.Generator | None = None) -> list[int]:
-    """The tokens one speculative step emits: the accepted drafts, then one token more.
-
-    target_probs (gamma + 1, V): the target's next-token distribution p_i after the prefix and
-    the first i drafts; draft_probs (gamma, V): the draft's q_i, from which draft_tokens
-    (gamma,) were drawn. Draft i is accepted with probability min(1, p_i(x)/q_i(x)); at the
-    first rejection the step ends with a token drawn from max(0, p_i - q_i), normalized;
-    when all gamma are accepted it ends with a draw from p_gamma. The emitted tokens then
-    follow the target's distribution exactly, whatever q is. A deterministic draft (an
-    n-gram lookup) has a one-hot q; greedy decoding is the case where p is one-hot too.
-    """
-    import torch
-
-    tokens = torch.as_tensor(draft_tokens)
-    if tokens.dim() != 1 or tokens.numel() < 1 or tokens.is_floating_point():
-        raise ValueError(f"draft_tokens must be a 1-d integer sequence of gamma >= 1 ids, got "
-                         f"shape {tuple(tokens.shape)}, dtype {tokens.dtype}")
-    gamma = tokens.numel()
-    _check_probs("draft_probs", draft_probs, gamma, None)
-    vocab = draft_probs.shape[1]
-    _check_probs("target_probs", target_probs, gamma + 1, vocab)
-    tokens = tokens.to(torch.int64).cpu()
-    if int(tokens.min()) < 0 or int(tokens.max()) >= vocab:
-        raise ValueError(f"draft_tokens must lie in [0, {vocab}), got {tokens.tolist()}")
-    p, q = target_probs.detach().cpu().double(), draft_probs.detach().cpu().double()
-    rows = torch.arange(gamma)
-    p_x, q_x = p[rows, tokens], q[rows, tokens]
-    if bool((q_x <= 0).any()):
-        raise ValueError("draft_probs must give each drafted token a probability > 0 "
-                         "(the draft drew it)")
-    u = torch.rand(gamma, generator=generator, dtype=torch.float64)
-    rejected = (u * q_x >= p_x).nonzero()  # accept when u < p/q, i.e. with probability min(1, p/q)
-    n = int(rejected[0]) if rejected.numel() else gamma
-    if n == gamma:
-        last = p[gamma]
-    else:
-        last = (p[n] - q[n]).clamp(min=0)
-        if float(last.sum()) <= 0:  # p == q up to rounding: a rejection then has probability 0
-            last = p[n]
-    extra = int(torch.multinomial(last / last.sum(), 1, generator=generator))
-    return tokens[:n].tolist() + [extra]
-
-
 def _append_attention_rows(m: ModelConfig, batch: int, tokens: int, context: int, dtype: str,
                            kv_dtype: str, attention: str) -> tuple[OpRow, ...]:
     """Attention of `tokens` new queries per sequence against its context + tokens keys (the
@@ -185,7 +117,7 @@ def verify_step_costs(model: ModelConfig | str, batch: int, tokens_per_sequence:
     step for batch * T tokens (each weight read once, every expert the batch * T tokens
     touch, the LM head for every position, since verification needs the target's logits at
     all of them); the attention rows are T queries per sequence against its context + T
-    keys, each sequence's K and V read once (`llmperf.cost`, masked scores counted by the
+    keys, each sequence's K and V read once (`llmperf.analytic.cost`, masked scores counted by the
     standard algorithm, skipped by the fused one). With T = 1 every row equals `step_costs`'s
     decode step (tested).
     """

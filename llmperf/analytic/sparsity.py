@@ -13,7 +13,7 @@ Assumptions, stated once:
   tokens, each weight row (column) of a neuron that any token needs is read once; with each
   token's active set drawn uniformly and independently, the expected number of distinct
   neurons read is d_ff (1 - (1 - a/d_ff)^tokens), the formula of MoE's expected experts
-  (`llmperf.layers.experts_touched`) with every neuron an "expert" of width one.
+  (`llmperf.analytic.layers.experts_touched`) with every neuron an "expert" of width one.
 - Early exit: a token leaves after layer l with probability p_l (a profile summing to 1).
   Alone it costs E[l] layers; in a batch that runs until its last token exits, the batch
   costs E[max over its tokens] layers (tokens exit independently).
@@ -24,10 +24,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..models import ModelConfig, get_model
+from ..units import bytes_per_element, check_non_negative, check_positive, normalize_dtype
 from .cost import Cost, grouped_matmul_cost
 from .layers import experts_touched
-from .models import ModelConfig, get_model
-from .units import bytes_per_element, check_non_negative, check_positive, normalize_dtype
 
 
 # ---- structured pruning -----------------------------------------------------------------------
@@ -133,9 +133,9 @@ def sparse_ffn_cost(model: ModelConfig | str, sparsity: float = 0.0, tokens: int
 
 
 def gathered_ffn_cost(model: ModelConfig | str, sparsity: float, dtype: str = "fp16") -> Cost:
-    """FLOPs and bytes of one token through `llmperf.sparsity.GatheredFFN` in every layer: the
-    oracle's work (`sparse_ffn_cost`, tokens=1), plus the copy of the active rows of each "in"
-    matrix that the gather makes before the product (written once, read again: 2 a d more
+    """FLOPs and bytes of one token through `llmperf.measured.sparsity.GatheredFFN` in every
+    layer: the oracle's work (`sparse_ffn_cost`, tokens=1), plus the copy of the active rows of
+    each "in" matrix that the gather makes before the product (written once, read again: 2 a d more
     elements per "in" matrix). The down matrix's rows are read in place."""
     m = get_model(model)
     oracle = sparse_ffn_cost(m, sparsity, 1, dtype)

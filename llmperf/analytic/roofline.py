@@ -7,15 +7,15 @@ The time it gives is an optimistic estimate, not a bound. Optimistic, because it
 assumes the operator reaches the dense peak or the full datasheet bandwidth, with
 no launch latency, no start-up of the pipeline and no imperfect overlap; measured
 times are nearly always longer. Not a bound, because the bytes are a count made
-under an assumption (each operand crosses to off-chip memory once, as `llmperf.cost`
+under an assumption (each operand crosses to off-chip memory once, as `llmperf.analytic.cost`
 states): an on-chip cache that serves a re-read, or a fused kernel that never
 writes an intermediate, moves fewer bytes than were charged.
 """
 from __future__ import annotations
 
+from ..hardware import Accelerator, get_accelerator
+from ..units import check_non_negative
 from .cost import Cost
-from .hardware import Accelerator, get_accelerator
-from .units import check_non_negative
 
 COMPUTE = "compute"
 MEMORY = "memory"

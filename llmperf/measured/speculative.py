@@ -7,7 +7,7 @@ Each step (one target forward pass) runs:
    "prompt lookup": no model at all);
 2. the target runs once over the last committed token and the drafts, gamma + 1 positions
    appended to its KV cache (like a short prefill), giving its distribution at each;
-3. `llmperf.speculative.verify` keeps a prefix of the drafts and adds one token.
+3. `verify` keeps a prefix of the drafts and adds one token.
 
 Rolling back a cache is only a matter of bookkeeping: positions past the accepted prefix hold
 keys and values of rejected drafts, and the next forward pass writes its own tokens over them
@@ -15,7 +15,8 @@ before attention reads them (`KVCache.update` writes, then returns positions 0..
 `rollback_cache` marks the point; it moves no data.
 
 Temperature 0 is greedy: both distributions are one-hot at their argmax, so a draft is kept
-exactly when it is the target's argmax, and the output equals `llmperf.generate.generate`'s.
+exactly when it is the target's argmax, and the output equals
+`llmperf.measured.generate.generate`'s.
 """
 from __future__ import annotations
 
@@ -26,10 +27,70 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .generate import KVCache, _check_model, _check_sampling, next_token_distribution, prompt_tensor
-from .model import Transformer
-from .speculative import acceptance_rate, verify
-from .units import check_positive
+from ..analytic.speculative import acceptance_rate
+from ..units import check_positive
+from .cache import KVCache
+from .generate import check_sampling, next_token_distribution, prompt_tensor
+from .model import Transformer, check_model
+
+PROBABILITY_TOLERANCE = 1e-3  # |sum(p) - 1| allowed: fp32 softmax over 1e5 ids sums within 1e-5
+
+
+def _check_probs(name: str, probs: torch.Tensor, rows: int, vocab: int | None) -> None:
+    if not isinstance(probs, torch.Tensor) or probs.dim() != 2 or probs.shape[0] != rows \
+            or (vocab is not None and probs.shape[1] != vocab) or not probs.is_floating_point():
+        want = f"({rows}, {'V' if vocab is None else vocab})"
+        got = tuple(probs.shape) if isinstance(probs, torch.Tensor) else type(probs).__name__
+        raise ValueError(f"{name} must be a float tensor of shape {want}, got {got}")
+    if not bool(torch.isfinite(probs).all()) or bool((probs < 0).any()):
+        raise ValueError(f"{name} must hold finite probabilities >= 0")
+    err = float((probs.double().sum(dim=-1) - 1).abs().max())
+    if err > PROBABILITY_TOLERANCE:
+        raise ValueError(f"{name}: each row must sum to 1 (within {PROBABILITY_TOLERANCE}), "
+                         f"a row is {err:.3g} away")
+
+
+def verify(target_probs: torch.Tensor, draft_probs: torch.Tensor,
+           draft_tokens: torch.Tensor | list[int],
+           generator: torch.Generator | None = None) -> list[int]:
+    """The tokens one speculative step emits: the accepted drafts, then one token more.
+
+    target_probs (gamma + 1, V): the target's next-token distribution p_i after the prefix and
+    the first i drafts; draft_probs (gamma, V): the draft's q_i, from which draft_tokens
+    (gamma,) were drawn. Draft i is accepted with probability min(1, p_i(x)/q_i(x)); at the
+    first rejection the step ends with a token drawn from max(0, p_i - q_i), normalized;
+    when all gamma are accepted it ends with a draw from p_gamma. The emitted tokens then
+    follow the target's distribution exactly, whatever q is. A deterministic draft (an
+    n-gram lookup) has a one-hot q; greedy decoding is the case where p is one-hot too.
+    """
+    tokens = torch.as_tensor(draft_tokens)
+    if tokens.dim() != 1 or tokens.numel() < 1 or tokens.is_floating_point():
+        raise ValueError(f"draft_tokens must be a 1-d integer sequence of gamma >= 1 ids, got "
+                         f"shape {tuple(tokens.shape)}, dtype {tokens.dtype}")
+    gamma = tokens.numel()
+    _check_probs("draft_probs", draft_probs, gamma, None)
+    vocab = draft_probs.shape[1]
+    _check_probs("target_probs", target_probs, gamma + 1, vocab)
+    tokens = tokens.to(torch.int64).cpu()
+    if int(tokens.min()) < 0 or int(tokens.max()) >= vocab:
+        raise ValueError(f"draft_tokens must lie in [0, {vocab}), got {tokens.tolist()}")
+    p, q = target_probs.detach().cpu().double(), draft_probs.detach().cpu().double()
+    rows = torch.arange(gamma)
+    p_x, q_x = p[rows, tokens], q[rows, tokens]
+    if bool((q_x <= 0).any()):
+        raise ValueError("draft_probs must give each drafted token a probability > 0 "
+                         "(the draft drew it)")
+    u = torch.rand(gamma, generator=generator, dtype=torch.float64)
+    rejected = (u * q_x >= p_x).nonzero()  # accept when u < p/q, i.e. with probability min(1, p/q)
+    n = int(rejected[0]) if rejected.numel() else gamma
+    if n == gamma:
+        last = p[gamma]
+    else:
+        last = (p[n] - q[n]).clamp(min=0)
+        if float(last.sum()) <= 0:  # p == q up to rounding: a rejection then has probability 0
+            last = p[n]
+    extra = int(torch.multinomial(last / last.sum(), 1, generator=generator))
+    return tokens[:n].tolist() + [extra]
 
 
 def rollback_cache(cache: KVCache, length: int) -> None:
@@ -48,7 +109,7 @@ class ModelDraft:
     """A small Transformer as the draft, decoding one token at a time on its own KV cache."""
 
     def __init__(self, model: Transformer) -> None:
-        _check_model(model)
+        check_model(model)
         self.model, self.cache, self.cached = model, None, 0
 
     def start(self, prompt: list[int], capacity: int) -> None:
@@ -174,9 +235,9 @@ def speculative_generate(target: Transformer, draft: Transformer | ModelDraft | 
 
     `draft` is a Transformer sharing the target's vocabulary (wrapped in `ModelDraft`) or an
     `NgramDraft`. temperature and top_k apply to both models; the output follows the target's
-    distribution (greedy: equals `llmperf.generate.generate` token for token).
+    distribution (greedy: equals `llmperf.measured.generate.generate` token for token).
     """
-    _check_model(target)
+    check_model(target)
     draft = ModelDraft(draft) if isinstance(draft, Transformer) else draft
     if not isinstance(draft, (ModelDraft, NgramDraft)):
         raise ValueError(f"draft must be a Transformer, ModelDraft or NgramDraft, got "
@@ -187,7 +248,7 @@ def speculative_generate(target: Transformer, draft: Transformer | ModelDraft | 
                          f"got {draft.model.config.vocab_size}")
     check_positive("max_new_tokens", max_new_tokens, integer=True)
     _check_gamma(gamma)
-    _check_sampling(temperature, top_k, vocab)
+    check_sampling(temperature, top_k, vocab)
     tokens = prompt_tensor(prompt, vocab)
     if tokens.shape[0] != 1:
         raise ValueError(f"prompt must be one sequence, got a batch of {tokens.shape[0]}")

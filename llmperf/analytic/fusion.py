@@ -6,9 +6,9 @@ rotary embedding, and the scale, mask and softmax of attention scores. Run eager
 each operator is a kernel that reads its inputs from memory and writes its output
 back; fused, the chain is one kernel that reads the chain's inputs once and writes
 only what another operator still needs. `CHAINS` lists the kernels each chain
-launches as `llmperf.model` writes it (reads and writes in units of the chain's
+launches as `llmperf.measured.model` writes it (reads and writes in units of the chain's
 tensor), and what the fused kernel must still move; `chain_costs` turns them into
-bytes for a model, phase and size. The fused counts are `llmperf.cost`'s own rows
+bytes for a model, phase and size. The fused counts are `llmperf.analytic.cost`'s own rows
 (`norm_cost`, `activation_cost`, the rope row, `softmax_cost`), which count each of
 those operators as one kernel already. Left out: the fp32 upcasts the model makes
 around its norm and softmax in half precision (no kernel in fp32), RoPE's cos and sin
@@ -18,7 +18,8 @@ Attention. The standard algorithm makes Theta(N d + N^2) accesses to off-chip
 memory (HBM on a GPU) per head, FlashAttention Theta(N^2 d^2 / M) for an on-chip
 memory of M elements, d <= M <= N d (Dao et al., "FlashAttention", NeurIPS 2022,
 Theorem 2, https://arxiv.org/abs/2205.14135). The counts here are those of
-`llmperf.cost.attention_cost` and `llmperf.cost.flash_attention_cost`, in elements.
+`llmperf.analytic.cost.attention_cost` and `llmperf.analytic.cost.flash_attention_cost`, in
+elements.
 
 Decode. One query per head leaves a fused attention kernel with batch x heads
 independent pieces of work; split-K decoding (Flash-Decoding) also splits the keys
@@ -30,12 +31,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..hardware import Accelerator, get_accelerator
+from ..models import ModelConfig, get_model
+from ..table import Table
+from ..units import bytes_per_element, check_positive, format_bytes, normalize_dtype
 from .cost import Cost, attention_cost, elementwise_cost, flash_attention_cost, fused_attention_cost
-from .hardware import Accelerator, get_accelerator
 from .layers import step_costs
-from .models import ModelConfig, get_model
-from .table import Table
-from .units import bytes_per_element, check_positive, format_bytes, normalize_dtype
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ CHAINS = {
         fused_reads=1, fused_writes=1, per_layer=1,
         note="the scores come from a matmul, the probabilities go to one"),
 }
-"""The memory-bound chains of `llmperf.model`'s block, as its code launches them eagerly."""
+"""The memory-bound chains of `llmperf.measured.model`'s block, as eager code launches them."""
 
 
 @dataclass(frozen=True)

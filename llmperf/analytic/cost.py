@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .units import bytes_per_element, check_non_negative, check_positive
+from ..units import bytes_per_element, check_non_negative, check_positive
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ What this measures is the best case, an oracle: the deeper layers of later token
 the keys and values every earlier token would have had at full depth. A real decoder must
 supply them for exited tokens (copy the exiting hidden state upward, as CALM does, or compute
 the skipped layers later), and a batch runs until its slowest token exits
-(`llmperf.sparse_cost.batch_expected_layers`).
+(`llmperf.analytic.sparsity.batch_expected_layers`).
 """
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..units import check_positive
 from .hooks import removed_after
 from .model import Transformer
-from .units import check_positive
 
 
 def lm_head(model: Transformer, x: torch.Tensor) -> torch.Tensor:

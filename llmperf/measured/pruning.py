@@ -13,7 +13,7 @@ NVIDIA's sparse tensor cores run at twice the dense rate.
 Structured pruning removes FFN neurons (a row of W_up and W_gate and a column of W_down) and
 heads (their rows of W_q, W_k, W_v and their columns of W_o) from every layer, scored on
 calibration tokens by the mean size of what each contributes (activation times weight norm),
-and builds a `Transformer` of `llmperf.sparse_cost.pruned_config`: smaller dense matmuls.
+and builds a `Transformer` of `llmperf.analytic.sparsity.pruned_config`: smaller dense matmuls.
 The embedding, norms and LM head are never pruned.
 """
 from __future__ import annotations
@@ -24,10 +24,10 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from ..analytic.sparsity import pruned_config
+from ..units import check_non_negative
 from .hooks import removed_after
 from .model import MLP, FeedForward, Transformer
-from .sparse_cost import pruned_config
-from .units import check_non_negative
 
 METHODS = ("magnitude", "wanda")
 PATTERNS = ("unstructured", "2:4")

@@ -23,10 +23,10 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from ..hardware import Accelerator
+from ..units import GB, MiB, format_bandwidth, format_flop_rate, normalize_dtype
 from .device import DTYPES, resolve_device
-from .hardware import Accelerator
 from .timing import benchmark
-from .units import GB, MiB, format_bandwidth, format_flop_rate, normalize_dtype
 
 _CACHE: dict[tuple, Accelerator] = {}
 _TRIED = ("fp32", "bf16", "fp16")
@@ -169,6 +169,7 @@ def measure_host(dtypes: Sequence[str] | None = None, quick: bool = False,
                     + f"; bandwidth = {best}" + ("; quick mode" if quick else ""))
     acc = Accelerator(name=f"this machine ({_device_label(dev)})", peak_flops=peaks,
                       mem_bandwidth=streams[best], mem_capacity=_memory_capacity(dev),
-                      source="measured by llmperf.measure.measure_host", notes="; ".join(notes))
+                      source="measured by llmperf.measured.host.measure_host",
+                      notes="; ".join(notes))
     _CACHE[(key, quick)] = acc
     return acc

@@ -1,7 +1,7 @@
 """Weight-only quantization: int8 per output channel, int4 in groups, and a layer that uses them.
 
 `quantize(w, bits, group_size)` keeps each row's (or group's) scale s = max|w| / q_max and
-the codes q = round(w / s) (see `llmperf.quantsize` for the formulas and their sizes);
+the codes q = round(w / s) (see `llmperf.analytic.quant` for the formulas and their sizes);
 `.dequantize()` gives back s * q, within s / 2 of every weight.
 
 `QuantizedLinear` computes x W^T with W held quantized, in one of two ways:
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .quantsize import check_bits, check_group_size, q_max
+from ..analytic.quant import check_bits, check_group_size, q_max
 
 KERNELS = ("auto", "reference", "packed")
 INT4_KERNEL_GROUPS = (32, 64, 128, 256)  # the group sizes PyTorch's int4 kernels accept

@@ -23,11 +23,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..hardware import Accelerator, get_accelerator
+from ..models import ModelConfig, get_model
+from ..units import bytes_per_element, check_non_negative, check_positive, normalize_dtype
 from .cost import matmul_cost
-from .hardware import Accelerator, get_accelerator
 from .layers import step_costs
-from .models import ModelConfig, get_model
-from .units import bytes_per_element, check_non_negative, check_positive, normalize_dtype
 
 
 @dataclass(frozen=True)

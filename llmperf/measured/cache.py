@@ -1,4 +1,7 @@
-"""A paged KV cache for the reference model, optionally stored in int8.
+"""Every KV cache of the reference model: contiguous, paged, and paged in int8.
+
+`KVCache` holds each layer's keys and values in two buffers allocated once, one row (slot) per
+sequence; `SlotView` lets a serving engine address some of its rows, each at its own position.
 
 `PagedKVCache` keeps every layer's keys and values in one pool of blocks, (layers,
 kv_heads, num_blocks * block_size, d_head), block b holding slots b * block_size onwards;
@@ -18,27 +21,15 @@ scale / 2 (plus the scale's own fp16 rounding, relative 2^-11).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 
-from .generate import _check_model, _check_sampling, prompt_tensor, sample_next
-from .hooks import removed_after
-from .model import Transformer
-from .models import ModelConfig
-from .serving.paging import BlockAllocator, blocks_needed
-from .units import check_non_negative, check_positive
+from ..serving.paging import BlockAllocator, blocks_needed
+from ..units import check_non_negative, check_positive
+from .model import Transformer, check_model
 
 KV_DTYPES = (None, "int8")
 INT8_MAX = 127
-INT8_SCALE_BYTES = 2  # one fp16 scale per token, head, and K or V
-
-
-def int8_kv_bytes_per_token(config: ModelConfig) -> int:
-    """KV bytes per token of the int8 cache: 2 L h_kv (d_head + 2), the codes and one fp16
-    scale for each of K and V in every layer and KV head (against 2 L h_kv d_head b_kv in
-    a dtype of b_kv bytes, `ModelConfig.kv_bytes_per_token`)."""
-    return 2 * config.n_layers * config.n_kv_heads * (config.d_head + INT8_SCALE_BYTES)
 
 
 def quantize_int8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,7 +52,7 @@ class PagedKVCache:
 
     def __init__(self, model: Transformer, allocator: BlockAllocator,
                  kv_dtype: str | None = None) -> None:
-        _check_model(model)
+        check_model(model)
         if not isinstance(allocator, BlockAllocator) or allocator.num_blocks is None:
             raise ValueError("allocator must be a BlockAllocator with a finite num_blocks")
         if kv_dtype not in KV_DTYPES:
@@ -186,101 +177,84 @@ def paged_cache_for(model: Transformer, batch: int, tokens: int, block_size: int
     return cache, cache.view(range(batch), [0] * batch, tokens)
 
 
-@dataclass(frozen=True)
-class ParallelSamples:
-    """`samples` continuations of one prompt (samples, max_new_tokens), and the most KV
-    blocks they held at once (`BlockAllocator.peak_blocks`)."""
+class KVCache:
+    """Keys and values of every layer's past tokens, in two buffers allocated once.
 
-    tokens: torch.Tensor
-    peak_blocks: int
-    block_size: int
+    k and v have shape (layers, batch, kv_heads, max_seq_len, d_head), in the model's
+    dtype and on its device.
+    """
 
+    def __init__(self, model: Transformer, batch: int = 1, max_seq_len: int | None = None) -> None:
+        check_model(model)
+        check_positive("batch", batch, integer=True)
+        max_seq_len = model.max_seq_len if max_seq_len is None else max_seq_len
+        check_positive("max_seq_len", max_seq_len, integer=True)
+        c = model.config
+        self.batch, self.max_seq_len = int(batch), int(max_seq_len)
+        shape = (c.n_layers, self.batch, c.n_kv_heads, self.max_seq_len, c.d_head)
+        self.k = torch.zeros(shape, dtype=model.dtype, device=model.device)
+        self.v = torch.zeros(shape, dtype=model.dtype, device=model.device)
 
-@torch.inference_mode()
-def parallel_samples(model: Transformer, prompt: Sequence[int], samples: int,
-                     max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                     seed: int = 0, block_size: int = 16, share: bool = True) -> ParallelSamples:
-    """Sample `samples` continuations of `prompt` together, on a paged cache.
+    def update(self, layer_index: int, start_pos: int, k: torch.Tensor,
+               v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k, v (batch, kv_heads, T, d_head) of one layer at positions start_pos..
+        start_pos+T-1 in place; return views of that layer's positions 0..start_pos+T-1."""
+        end = start_pos + k.shape[2]
+        self.k[layer_index, :, :, start_pos:end] = k
+        self.v[layer_index, :, :, start_pos:end] = v
+        return self.k[layer_index, :, :, :end], self.v[layer_index, :, :, :end]
 
-    share: the prompt is prefilled once and its blocks forked to every sample, which copies
-    the last, partly filled prompt block on its first write (copy on write); otherwise every
-    sample prefills and holds its own copy. Sample i draws from a generator seeded seed + i,
-    so its tokens are those of `generate(model, prompt, max_new_tokens, temperature, top_k,
-    seed + i)`, up to the rounding of batched against single-row arithmetic."""
-    _check_model(model)
-    check_positive("samples", samples, integer=True)
-    check_positive("max_new_tokens", max_new_tokens, integer=True)
-    _check_sampling(temperature, top_k, model.config.vocab_size)
-    check_non_negative("seed", seed, integer=True)
-    prompt = prompt_tensor(prompt, model.config.vocab_size)[:1].to(model.device)
-    P, dev = prompt.shape[1], model.device
-    if P + max_new_tokens - 1 > model.max_seq_len:
-        raise ValueError(f"prompt ({P}) + max_new_tokens - 1 is beyond max_seq_len="
-                         f"{model.max_seq_len}")
-    per_sample = blocks_needed(P + max_new_tokens - 1, block_size)
-    allocator = BlockAllocator(samples * per_sample, block_size)
-    cache = PagedKVCache(model, allocator)
-    ids = list(range(samples))
-    for i in ids[:1] if share else ids:
-        allocator.allocate(i, P)
-        last = model(prompt, 0, cache.view([i], [0], P), last_only=True)[:, -1]
-    for i in ids[1:] if share else []:
-        allocator.fork(0, i)
-    gens = [torch.Generator(device=dev).manual_seed(seed + i) for i in ids]
-    logits = last.expand(samples, -1)
-    out = []
-    for step in range(max_new_tokens):
-        new = torch.cat([sample_next(logits[i:i + 1], temperature, top_k, gens[i]) for i in ids])
-        out.append(new)
-        if step == max_new_tokens - 1:
-            break
-        for i in ids:
-            cache.copy_blocks(allocator.append(i, 1))
-        pos = P + step
-        logits = model(new[:, None], pos, cache.view(ids, [pos] * samples, 1))[:, -1]
-    return ParallelSamples(torch.stack(out, dim=1).cpu(), allocator.peak_blocks, block_size)
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the K and V buffers together."""
+        return self.k.nbytes + self.v.nbytes
+
+    def slots(self, slots: Sequence[int], length: int) -> SlotView:
+        """Rows `slots` of this cache, read up to `length` positions (see `SlotView`)."""
+        return SlotView(self, slots, length)
 
 
-@dataclass(frozen=True)
-class CacheEffect:
-    """What storing the KV cache in another form changes, over `tokens` predicted positions.
+class SlotView:
+    """Some rows (slots) of a KVCache, for a batch whose row b is the sequence in slots[b].
 
-    greedy_agreement: share of positions whose argmax is the exact cache's; loss_*: mean
-    next-token loss (nats) with the exact and the changed cache; attention_error[l]: relative
-    error ||y' - y|| / ||y|| of layer l's attention output."""
+    A serving engine keeps one sequence per slot, each at its own position. `update` writes
+    row b's keys and values at its positions (start_pos: an int for every row, or a
+    LongTensor (B,) of per-row starts) and returns those rows' positions 0..start_pos+T-1
+    (int) or 0..length-1 (per row). `length`, the longest sequence after this step, is a
+    host-side int, so reading waits for no device; the model masks each row's later keys. A run of
+    consecutive slots is a view of the cache; scattered slots are gathered (a copy).
+    """
 
-    greedy_agreement: float
-    loss_exact_nats: float
-    loss_changed_nats: float
-    attention_error: tuple[float, ...]
-    tokens: int
+    def __init__(self, cache: KVCache, slots: Sequence[int], length: int) -> None:
+        slots = [int(s) for s in slots]
+        if not slots or min(slots) < 0 or max(slots) >= cache.batch or len(set(slots)) < len(slots):
+            raise ValueError(f"slots must be distinct rows in [0, {cache.batch}), got {slots}")
+        check_positive("length", length, integer=True)
+        if length > cache.max_seq_len:
+            raise ValueError(f"length must be <= max_seq_len={cache.max_seq_len}, got {length}")
+        self.cache, self.length = cache, int(length)
+        self.index = torch.tensor(slots, device=cache.k.device)
+        consecutive = slots == list(range(slots[0], slots[0] + len(slots)))
+        self.rows = slice(slots[0], slots[0] + len(slots)) if consecutive else self.index
 
-
-@torch.inference_mode()
-def kv_cache_effect(model: Transformer, tokens: torch.Tensor, kv_dtype: str = "int8",
-                    seq_len: int = 128, max_windows: int = 8, block_size: int = 16) -> CacheEffect:
-    """Run windows of `tokens` through the model twice, with an exact paged cache and one in
-    `kv_dtype`, every position attending to the stored keys and values (as decode would)."""
-    from .trained.evaluate import windows
-    win = windows(tokens, seq_len, max_windows).to(model.device)
-    x, target = win[:, :-1], win[:, 1:]
-    outputs, logits = {}, {}
-    for kind in (None, kv_dtype):
-        captured: list[torch.Tensor] = []
-        hooks = [layer.attention.register_forward_hook(
-            lambda _m, _i, out, store=captured: store.append(out.float()))
-            for layer in model.layers]
-        with removed_after(hooks):
-            _, view = paged_cache_for(model, len(x), seq_len, block_size, kind)
-            logits[kind] = model(x, 0, view).float()
-        outputs[kind] = captured
-    exact, changed = logits[None], logits[kv_dtype]
-    errors = tuple(float((b - a).norm() / a.norm()) for a, b in zip(outputs[None],
-                                                                     outputs[kv_dtype]))
-
-    def loss(lg: torch.Tensor) -> float:
-        return float(torch.nn.functional.cross_entropy(lg.reshape(-1, lg.shape[-1]),
-                                                       target.reshape(-1)))
-
-    agree = float((exact.argmax(-1) == changed.argmax(-1)).float().mean())
-    return CacheEffect(agree, loss(exact), loss(changed), errors, target.numel())
+    def update(self, layer_index: int, start_pos: int | torch.Tensor, k: torch.Tensor,
+               v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k, v (B, kv_heads, T, d_head) at each row's positions start_pos..+T-1;
+        return K and V (B, kv_heads, length, d_head) of the batch's slots."""
+        T = k.shape[2]
+        keys, values = self.cache.k[layer_index], self.cache.v[layer_index]
+        if isinstance(start_pos, int) and isinstance(self.rows, slice):
+            keys[self.rows, :, start_pos:start_pos + T] = k
+            values[self.rows, :, start_pos:start_pos + T] = v
+        else:  # row b, position t -> (slots[b], start_pos[b] + t): values as (B, T, kv_heads, D)
+            pos = torch.as_tensor(start_pos, device=k.device).view(-1, 1) + torch.arange(
+                T, device=k.device)
+            rows = self.index[:, None]
+            keys[rows, :, pos] = k.transpose(1, 2)
+            values[rows, :, pos] = v.transpose(1, 2)
+        end = start_pos + T if isinstance(start_pos, int) else self.length
+        if isinstance(self.rows, slice):
+            return keys[self.rows, :, :end], values[self.rows, :, :end]
+        # index_select copies whole rows; x[index] indexes element by element, ~5x slower
+        return (keys[:, :, :end].index_select(0, self.index),
+                values[:, :, :end].index_select(0, self.index))

@@ -10,7 +10,7 @@ so it shows the algorithm and its memory footprint, not the fused kernel's speed
 Dao et al., "FlashAttention", https://arxiv.org/abs/2205.14135 (Algorithm 1), in the loop
 order of FlashAttention-2 (queries outside, keys inside), https://arxiv.org/abs/2307.08691.
 
-`CHAINS` are the memory-bound operator chains of `llmperf.model`'s block, written
+`CHAINS` are the memory-bound operator chains of `llmperf.measured.model`'s block, written
 exactly as the model writes them (each calls the model's own code): run eagerly each
 operator is its own kernel; `torch.compile` fuses each chain into one.
 
@@ -30,9 +30,9 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from ..models import ModelConfig, get_model
+from ..units import check_positive
 from .model import RMSNorm, apply_rotary
-from .models import ModelConfig, get_model
-from .units import check_positive
 
 
 def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> None:
@@ -147,7 +147,7 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: b
     return out
 
 
-# ---- the memory-bound chains of a block, as llmperf.model writes them ----------------------
+# ---- the memory-bound chains of a block, as llmperf.measured.model writes them -------------
 def residual_norm(x: torch.Tensor, branch: torch.Tensor, norm: RMSNorm
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """h = x + branch, then norm(h): Block.forward's residual add and the next RMSNorm.
@@ -190,7 +190,7 @@ def chain_inputs(config: ModelConfig | str, tokens: int, kv_len: int | None = No
 
     residual_norm: (tokens, d_model); swiglu_gate: (tokens, 2 d_ff); rotary: queries
     (1, heads, tokens, d_head); masked_softmax: scores (1, heads, tokens, kv_len), kv_len
-    defaulting to tokens, with the causal mask. The names match `llmperf.fusion.CHAINS`.
+    defaulting to tokens, with the causal mask. The names match `llmperf.analytic.fusion.CHAINS`.
     """
     c = get_model(config)
     check_positive("tokens", tokens, integer=True)

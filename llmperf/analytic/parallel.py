@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .models import ModelConfig, get_model
-from .units import bytes_per_element, check_non_negative, check_positive
+from ..models import ModelConfig, get_model
+from ..units import bytes_per_element, check_non_negative, check_positive
 
 ALLREDUCES_PER_LAYER = 2  # after the attention output projection and after the FFN down projection
 

@@ -15,12 +15,11 @@ from dataclasses import dataclass
 
 import torch
 
+from ..analytic.layers import experts_touched
+from ..units import check_positive
 from .hooks import removed_after
-from .layers import experts_touched
-from .measure import measure_decode
+from .measure import measure_decode, windows
 from .model import MoEFeedForward, Transformer
-from .trained.evaluate import windows
-from .units import check_positive
 
 
 @dataclass(frozen=True)

@@ -26,13 +26,13 @@ from collections.abc import Sequence as Seq
 
 import torch
 
+from ..serving import Batch, PagedMemory, Request, RunRecorder, RunResult, Scheduler, make_memory
+from ..serving.paging import blocks_needed
+from ..units import check_non_negative
+from .cache import KVCache, PagedKVCache
 from .device import synchronize
-from .generate import KVCache, _check_model, _check_sampling, prompt_tensor, sample_next
-from .kvcache import PagedKVCache
-from .model import Transformer
-from .serving import Batch, PagedMemory, Request, RunRecorder, RunResult, Scheduler, make_memory
-from .serving.paging import blocks_needed
-from .units import check_non_negative
+from .generate import check_sampling, prompt_tensor, sample_next
+from .model import Transformer, check_model
 
 
 class Sequence:
@@ -102,7 +102,7 @@ class Engine:
 
     kv_memory "reservation" (the default) runs on a contiguous `KVCache` of max_batch slots,
     each as long as the longest request, and every running request holds a whole slot;
-    "paged" on a `llmperf.kvcache.PagedKVCache` of
+    "paged" on a `llmperf.measured.cache.PagedKVCache` of
     blocks of `block_size` tokens, with the simulator's paged policy and its preemptions.
     kv_capacity_tokens bounds either (None: reservation unbounded; paged, enough blocks for
     max_batch of the longest request). kv_dtype "int8" stores the paged cache in int8.
@@ -113,13 +113,13 @@ class Engine:
                  top_k: int | None = None, seed: int = 0, kv_memory: str = "reservation",
                  block_size: int = 16, kv_capacity_tokens: int | None = None,
                  kv_dtype: str | None = None) -> None:
-        _check_model(model)
+        check_model(model)
         Scheduler(policy, max_batch, token_budget)  # checks the three, as `simulate` would
         make_memory(kv_memory, kv_capacity_tokens, block_size)  # checks these
         if kv_dtype not in (None, "int8") or (kv_dtype and kv_memory != "paged"):
             raise ValueError(f"kv_dtype must be None, or 'int8' with kv_memory 'paged', got "
                              f"{kv_dtype!r} with {kv_memory!r}")
-        _check_sampling(temperature, top_k, model.config.vocab_size)
+        check_sampling(temperature, top_k, model.config.vocab_size)
         check_non_negative("seed", seed, integer=True)
         self.model, self.max_batch, self.policy = model, int(max_batch), policy
         self.token_budget, self.temperature, self.top_k = token_budget, temperature, top_k

@@ -1,4 +1,5 @@
-"""Sizes of weight-only quantized models, and the decode speedup their bytes alone predict.
+"""Sizes of weight-only quantized models and of an int8 KV cache, and the decode speedup
+their bytes alone predict.
 
 Symmetric quantization with b bits keeps, for each group of g consecutive weights of one
 output row (g = the whole row when quantizing per output channel), one scale
@@ -14,18 +15,19 @@ padding is stored). Per parameter, about b / 8 + scale bytes / g. A layout may k
 point beside each scale (PyTorch's int4 kernels do, even for a symmetric scheme):
 `zero_points=True` counts it.
 
-Torch-free: `llmperf.quant` does the quantizing; this module counts.
+Torch-free: `llmperf.measured.quant` does the quantizing; this module counts.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
+from ..models import ModelConfig, get_model
+from ..units import bytes_per_element, check_positive, normalize_dtype, storage_bytes
 from .layers import step_costs
-from .models import ModelConfig, get_model
-from .units import bytes_per_element, check_positive, normalize_dtype, storage_bytes
 
 QUANT_BITS = (4, 8)
+INT8_SCALE_BYTES = 2  # one fp16 scale per token, head, and K or V of the int8 KV cache
 
 
 def check_bits(bits: int) -> None:
@@ -179,3 +181,10 @@ def predicted_decode_speedup(model: ModelConfig | str, scheme: QuantScheme | Non
     """
     return (decode_step_bytes(model, None, context, baseline)
             / decode_step_bytes(model, scheme, context, dtype))
+
+
+def int8_kv_bytes_per_token(config: ModelConfig) -> int:
+    """KV bytes per token of the int8 cache: 2 L h_kv (d_head + 2), the codes and one fp16
+    scale for each of K and V in every layer and KV head (against 2 L h_kv d_head b_kv in
+    a dtype of b_kv bytes, `ModelConfig.kv_bytes_per_token`)."""
+    return 2 * config.n_layers * config.n_kv_heads * (config.d_head + INT8_SCALE_BYTES)

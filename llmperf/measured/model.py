@@ -3,10 +3,10 @@
 One small class per idea: `RMSNorm`, `RotaryEmbedding`, `Attention` (grouped-query),
 `FeedForward` (SwiGLU) or `MLP` (e.g. ReLU), `MoEFeedForward`, `Block`, `Transformer`.
 Conventions follow Hugging Face's Llama (rotate-half RoPE, RMSNorm in fp32), so a checkpoint
-loads through `llmperf.hf`. Wq, Wk, Wv are one nn.Linear `wqkv`, and the SwiGLU gate and up
+loads through `llmperf.measured.hf`. Wq, Wk, Wv are one nn.Linear `wqkv`, and the SwiGLU gate and up
 matrices one nn.Linear `w13` (fusing them changes no result).
 
-Past keys and values live in a cache passed to `forward` (`llmperf.generate.KVCache`).
+Past keys and values live in a cache passed to `forward` (`llmperf.measured.cache.KVCache`).
 Token ids and lengths are checked where a run starts, not in `forward`, which looks at no
 tensor's values: a step never waits for the device, and `torch.compile` traces it whole.
 """
@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..analytic.layers import StepCosts, step_costs
+from ..models import ModelConfig, get_model
+from ..units import check_positive
 from .device import dtype_name, resolve_device, resolve_dtype
-from .layers import StepCosts, step_costs
-from .models import ModelConfig, get_model
-from .units import check_positive
 
 _SUPPORTED = {"norm": "rmsnorm", "position": "rope"}
 _ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu}
@@ -31,7 +31,7 @@ def check_supported(config: ModelConfig) -> None:
     """ValueError naming the first field this Llama-style model cannot build."""
     for field, wanted in _SUPPORTED.items():
         if getattr(config, field) != wanted:
-            raise ValueError(f"config.{field} must be {wanted!r} for llmperf.model, "
+            raise ValueError(f"config.{field} must be {wanted!r} for llmperf.measured.model, "
                              f"got {getattr(config, field)!r}")
     if config.ffn_kind == "swiglu" and config.activation != "silu":
         raise ValueError(f"config.activation must be 'silu' with a SwiGLU FFN, "
@@ -273,15 +273,15 @@ class Transformer(nn.Module):
                 last_only: bool = False) -> torch.Tensor:
         """Logits (B, T, vocab) for tokens (B, T) at positions start_pos..start_pos+T-1.
 
-        With a cache (`llmperf.generate.KVCache`), K and V are written at those positions and
-        attention reads 0..start_pos+T-1; without one, tokens are a whole sequence. start_pos
+        With a cache (`llmperf.measured.cache.KVCache`), K and V are written at those positions
+        and attention reads 0..start_pos+T-1; without one, tokens are a whole sequence. start_pos
         may be a LongTensor (B,) of per-row starts, with a cache reading `cache.length` positions
         (a `SlotView`). last_only returns the last position's logits (B, 1, vocab).
         """
         per_row = not isinstance(start_pos, int)
         if cache is None and (per_row or start_pos != 0):  # an int test: no device wait
             raise ValueError(f"start_pos must be 0 without a cache (nothing earlier to attend "
-                             f"to), got {start_pos}; pass a llmperf.generate.KVCache")
+                             f"to), got {start_pos}; pass a llmperf.measured.cache.KVCache")
         T = tokens.shape[1]
         cos, sin = self.rope(start_pos, T)
         mask = None  # causal over the new tokens alone: SDPA builds it
@@ -298,3 +298,9 @@ class Transformer(nn.Module):
             x = x[:, -1:]
         x = self.norm(x)
         return F.linear(x, self.tok_embeddings.weight) if self.output is None else self.output(x)
+
+
+def check_model(model: Transformer) -> None:
+    if not isinstance(model, Transformer):
+        raise ValueError("model must be a llmperf.measured.model.Transformer, got "
+                         f"{type(model).__name__}")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from ..models import ModelConfig, get_model
 from .model import Transformer
-from .models import ModelConfig, get_model
 
 _QKV = ("q_proj", "k_proj", "v_proj")
 

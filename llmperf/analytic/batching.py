@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import math
 
-from .hardware import Accelerator, get_accelerator
-from .models import ModelConfig, get_model
-from .units import bytes_per_element, check_non_negative, check_positive, normalize_dtype
+from ..hardware import Accelerator, get_accelerator
+from ..models import ModelConfig, get_model
+from ..units import bytes_per_element, check_non_negative, check_positive, normalize_dtype
 
 
 def _dense(model: ModelConfig | str) -> ModelConfig:

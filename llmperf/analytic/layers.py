@@ -35,6 +35,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ..hardware import Accelerator, get_accelerator
+from ..models import ModelConfig, get_model
+from ..table import Table
+from ..units import check_positive, format_bytes, format_flops, format_seconds, normalize_dtype
 from .cost import (
     Cost,
     activation_cost,
@@ -47,11 +51,7 @@ from .cost import (
     norm_cost,
     softmax_cost,
 )
-from .hardware import Accelerator, get_accelerator
-from .models import ModelConfig, get_model
 from .roofline import bound, roofline_time
-from .table import Table
-from .units import check_positive, format_bytes, format_flops, format_seconds, normalize_dtype
 
 PHASES = ("prefill", "decode")
 ATTENTION_ALGORITHMS = ("standard", "fused")
@@ -180,7 +180,7 @@ class PlacedStepCosts(StepCosts):
     """A `StepCosts` placed on one accelerator's roofline: rows carry time_s and bound.
 
     `time_s` is the step time if the operators run one after another, each at its
-    own roofline: an optimistic estimate, not a bound (see `llmperf.roofline`).
+    own roofline: an optimistic estimate, not a bound (see `llmperf.analytic.roofline`).
     """
 
     accelerator: Accelerator

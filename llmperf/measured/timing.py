@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..units import check_non_negative, check_positive, format_seconds
 from .device import synchronize
-from .units import check_non_negative, check_positive, format_seconds
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 others, and predicting them cheaply (after Deja Vu, Liu et al., ICML 2023,
 https://arxiv.org/abs/2310.17157).
 
-Everything reads the reference model through forward hooks; nothing in `llmperf.model`
+Everything reads the reference model through forward hooks; nothing in `llmperf.measured.model`
 changes. For a two-matrix FFN y = W_down relu(W_up x), neuron j contributes nothing when
 (W_up x)_j <= 0, so computing only the active neurons (rows of W_up, columns of W_down) gives
 the dense output exactly.
@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..units import check_non_negative, check_positive
 from .hooks import removed_after
 from .model import MLP, Transformer
-from .units import check_non_negative, check_positive
 
 
 def _mlps(model: Transformer) -> list[MLP]:
@@ -81,7 +81,8 @@ class GatheredFFN:
 
     def __init__(self, mlp: MLP) -> None:
         if not isinstance(mlp, MLP) or mlp.act is not F.relu:
-            raise ValueError("mlp must be a two-matrix ReLU FFN (llmperf.model.MLP with relu)")
+            raise ValueError("mlp must be a two-matrix ReLU FFN "
+                             "(llmperf.measured.model.MLP with relu)")
         self.w_up = mlp.w1.weight                               # (d_ff, d_model)
         self.w_down_t = mlp.w2.weight.t().contiguous()          # (d_ff, d_model)
         self.b_up, self.b_down = mlp.w1.bias, mlp.w2.bias

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .units import check_positive
+from ..units import check_positive
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,

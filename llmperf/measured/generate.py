@@ -1,8 +1,9 @@
-"""Generation with the reference model: a KV cache, sampling, and the prefill-decode loop.
+"""Generation with the reference model: sampling and the prefill-decode loop.
 
-`generate` runs one prefill over the prompts, then one decode step per new token,
-with greedy, temperature or top-k sampling, and records when each token was ready.
-Every argument is checked here, once, before the model runs.
+`generate` runs one prefill over the prompts, then one decode step per new token on a
+`KVCache`, with greedy, temperature or top-k sampling, and records when each token was ready.
+`parallel_samples` draws several continuations of one prompt on a paged cache, sharing the
+prompt's blocks. Every argument is checked here, once, before the model runs.
 """
 from __future__ import annotations
 
@@ -13,97 +14,11 @@ from dataclasses import dataclass
 
 import torch
 
+from ..serving.paging import BlockAllocator, blocks_needed
+from ..units import check_non_negative, check_positive
+from .cache import KVCache, PagedKVCache
 from .device import synchronize
-from .model import Transformer
-from .units import check_positive
-
-
-def _check_model(model: Transformer) -> None:
-    if not isinstance(model, Transformer):
-        raise ValueError(f"model must be a llmperf.model.Transformer, got {type(model).__name__}")
-
-
-class KVCache:
-    """Keys and values of every layer's past tokens, in two buffers allocated once.
-
-    k and v have shape (layers, batch, kv_heads, max_seq_len, d_head), in the model's
-    dtype and on its device.
-    """
-
-    def __init__(self, model: Transformer, batch: int = 1, max_seq_len: int | None = None) -> None:
-        _check_model(model)
-        check_positive("batch", batch, integer=True)
-        max_seq_len = model.max_seq_len if max_seq_len is None else max_seq_len
-        check_positive("max_seq_len", max_seq_len, integer=True)
-        c = model.config
-        self.batch, self.max_seq_len = int(batch), int(max_seq_len)
-        shape = (c.n_layers, self.batch, c.n_kv_heads, self.max_seq_len, c.d_head)
-        self.k = torch.zeros(shape, dtype=model.dtype, device=model.device)
-        self.v = torch.zeros(shape, dtype=model.dtype, device=model.device)
-
-    def update(self, layer_index: int, start_pos: int, k: torch.Tensor,
-               v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k, v (batch, kv_heads, T, d_head) of one layer at positions start_pos..
-        start_pos+T-1 in place; return views of that layer's positions 0..start_pos+T-1."""
-        end = start_pos + k.shape[2]
-        self.k[layer_index, :, :, start_pos:end] = k
-        self.v[layer_index, :, :, start_pos:end] = v
-        return self.k[layer_index, :, :, :end], self.v[layer_index, :, :, :end]
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the K and V buffers together."""
-        return self.k.nbytes + self.v.nbytes
-
-    def slots(self, slots: Sequence[int], length: int) -> SlotView:
-        """Rows `slots` of this cache, read up to `length` positions (see `SlotView`)."""
-        return SlotView(self, slots, length)
-
-
-class SlotView:
-    """Some rows (slots) of a KVCache, for a batch whose row b is the sequence in slots[b].
-
-    A serving engine keeps one sequence per slot, each at its own position. `update` writes
-    row b's keys and values at its positions (start_pos: an int for every row, or a
-    LongTensor (B,) of per-row starts) and returns those rows' positions 0..start_pos+T-1
-    (int) or 0..length-1 (per row). `length`, the longest sequence after this step, is a
-    host-side int, so reading waits for no device; the model masks each row's later keys. A run of
-    consecutive slots is a view of the cache; scattered slots are gathered (a copy).
-    """
-
-    def __init__(self, cache: KVCache, slots: Sequence[int], length: int) -> None:
-        slots = [int(s) for s in slots]
-        if not slots or min(slots) < 0 or max(slots) >= cache.batch or len(set(slots)) < len(slots):
-            raise ValueError(f"slots must be distinct rows in [0, {cache.batch}), got {slots}")
-        check_positive("length", length, integer=True)
-        if length > cache.max_seq_len:
-            raise ValueError(f"length must be <= max_seq_len={cache.max_seq_len}, got {length}")
-        self.cache, self.length = cache, int(length)
-        self.index = torch.tensor(slots, device=cache.k.device)
-        consecutive = slots == list(range(slots[0], slots[0] + len(slots)))
-        self.rows = slice(slots[0], slots[0] + len(slots)) if consecutive else self.index
-
-    def update(self, layer_index: int, start_pos: int | torch.Tensor, k: torch.Tensor,
-               v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k, v (B, kv_heads, T, d_head) at each row's positions start_pos..+T-1;
-        return K and V (B, kv_heads, length, d_head) of the batch's slots."""
-        T = k.shape[2]
-        keys, values = self.cache.k[layer_index], self.cache.v[layer_index]
-        if isinstance(start_pos, int) and isinstance(self.rows, slice):
-            keys[self.rows, :, start_pos:start_pos + T] = k
-            values[self.rows, :, start_pos:start_pos + T] = v
-        else:  # row b, position t -> (slots[b], start_pos[b] + t): values as (B, T, kv_heads, D)
-            pos = torch.as_tensor(start_pos, device=k.device).view(-1, 1) + torch.arange(
-                T, device=k.device)
-            rows = self.index[:, None]
-            keys[rows, :, pos] = k.transpose(1, 2)
-            values[rows, :, pos] = v.transpose(1, 2)
-        end = start_pos + T if isinstance(start_pos, int) else self.length
-        if isinstance(self.rows, slice):
-            return keys[self.rows, :, :end], values[self.rows, :, :end]
-        # index_select copies whole rows; x[index] indexes element by element, ~5x slower
-        return (keys[:, :, :end].index_select(0, self.index),
-                values[:, :, :end].index_select(0, self.index))
+from .model import Transformer, check_model
 
 
 @dataclass(frozen=True)
@@ -178,7 +93,7 @@ def prompt_tensor(prompt: torch.Tensor | Sequence[int] | Sequence[Sequence[int]]
     return tokens
 
 
-def _check_sampling(temperature: float, top_k: int | None, vocab_size: int) -> None:
+def check_sampling(temperature: float, top_k: int | None, vocab_size: int) -> None:
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
             or not math.isfinite(temperature) or temperature < 0:
         raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
@@ -199,9 +114,9 @@ def generate(model: Transformer, prompt: torch.Tensor | Sequence[int] | Sequence
     seeded by `seed`. Without the cache every step runs the whole sequence again,
     which is slower and gives the same tokens.
     """
-    _check_model(model)
+    check_model(model)
     check_positive("max_new_tokens", max_new_tokens, integer=True)
-    _check_sampling(temperature, top_k, model.config.vocab_size)
+    check_sampling(temperature, top_k, model.config.vocab_size)
     tokens = prompt_tensor(prompt, model.config.vocab_size)
     (B, T), dev = tokens.shape, model.device
     total = T + max_new_tokens - 1  # the last new token is never fed back
@@ -229,3 +144,58 @@ def generate(model: Transformer, prompt: torch.Tensor | Sequence[int] | Sequence
         else:
             logits = model(seq[:, :pos + 1], 0, None, last_only=True)
     return Generation(torch.stack(out, dim=1).cpu(), stamps, T)
+
+
+@dataclass(frozen=True)
+class ParallelSamples:
+    """`samples` continuations of one prompt (samples, max_new_tokens), and the most KV
+    blocks they held at once (`BlockAllocator.peak_blocks`)."""
+
+    tokens: torch.Tensor
+    peak_blocks: int
+    block_size: int
+
+
+@torch.inference_mode()
+def parallel_samples(model: Transformer, prompt: Sequence[int], samples: int,
+                     max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                     seed: int = 0, block_size: int = 16, share: bool = True) -> ParallelSamples:
+    """Sample `samples` continuations of `prompt` together, on a paged cache.
+
+    share: the prompt is prefilled once and its blocks forked to every sample, which copies
+    the last, partly filled prompt block on its first write (copy on write); otherwise every
+    sample prefills and holds its own copy. Sample i draws from a generator seeded seed + i,
+    so its tokens are those of `generate(model, prompt, max_new_tokens, temperature, top_k,
+    seed + i)`, up to the rounding of batched against single-row arithmetic."""
+    check_model(model)
+    check_positive("samples", samples, integer=True)
+    check_positive("max_new_tokens", max_new_tokens, integer=True)
+    check_sampling(temperature, top_k, model.config.vocab_size)
+    check_non_negative("seed", seed, integer=True)
+    prompt = prompt_tensor(prompt, model.config.vocab_size)[:1].to(model.device)
+    P, dev = prompt.shape[1], model.device
+    if P + max_new_tokens - 1 > model.max_seq_len:
+        raise ValueError(f"prompt ({P}) + max_new_tokens - 1 is beyond max_seq_len="
+                         f"{model.max_seq_len}")
+    per_sample = blocks_needed(P + max_new_tokens - 1, block_size)
+    allocator = BlockAllocator(samples * per_sample, block_size)
+    cache = PagedKVCache(model, allocator)
+    ids = list(range(samples))
+    for i in ids[:1] if share else ids:
+        allocator.allocate(i, P)
+        last = model(prompt, 0, cache.view([i], [0], P), last_only=True)[:, -1]
+    for i in ids[1:] if share else []:
+        allocator.fork(0, i)
+    gens = [torch.Generator(device=dev).manual_seed(seed + i) for i in ids]
+    logits = last.expand(samples, -1)
+    out = []
+    for step in range(max_new_tokens):
+        new = torch.cat([sample_next(logits[i:i + 1], temperature, top_k, gens[i]) for i in ids])
+        out.append(new)
+        if step == max_new_tokens - 1:
+            break
+        for i in ids:
+            cache.copy_blocks(allocator.append(i, 1))
+        pos = P + step
+        logits = model(new[:, None], pos, cache.view(ids, [pos] * samples, 1))[:, -1]
+    return ParallelSamples(torch.stack(out, dim=1).cpu(), allocator.peak_blocks, block_size)

@@ -1,0 +1,328 @@
+"""Measured prefill and decode steps of the reference model, beside their analytic cost.
+
+`measure_prefill` and `measure_decode` time one forward step of a
+`llmperf.measured.model.Transformer` and turn the time into rates using the FLOPs and bytes
+that `Transformer.step_costs` counts for the same model, batch, length, dtype and
+attention kernel: the analytic and the measured side share one definition of the
+work. `benchmark` (from `llmperf.measured.timing`) times any function; `measure_host` (from
+`llmperf.measured.host`) measures the machine's roofline.
+
+The experiments that chapters run on the trained models live here too: `kv_cache_effect`
+(what an int8 KV cache changes), and `cost_ratios` and `compare` (speculative decoding
+measured against plain decoding, beside the prediction from the measured alpha and cost
+ratios: E / (gamma c + 1), Leviathan et al.'s, and E / (gamma c + r) with r the measured
+verification cost). `compare` alternates plain and speculative rounds on the same prompts, so
+a busy moment on a shared machine hits both.
+"""
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..analytic.cost import Cost
+from ..analytic.layers import StepCosts
+from ..analytic.speculative import acceptance_rate, expected_tokens_per_step
+from ..hardware import Accelerator
+from ..models import ModelConfig
+from ..units import check_positive
+from .cache import KVCache, paged_cache_for
+from .generate import generate
+from .hooks import removed_after
+from .host import matmul_flops, measure_host, stream_bandwidth
+from .model import Transformer
+from .speculative import ModelDraft, NgramDraft, speculative_generate
+from .timing import Timing, benchmark
+
+__all__ = ["Timing", "Measurement", "benchmark", "measure_host", "measure_prefill",
+           "measure_decode", "matmul_flops", "stream_bandwidth"]
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One timed forward step and its rates, from the analytic cost of the same step.
+
+    tokens_per_s: tokens processed (prefill: batch * prompt_len) or generated
+    (decode: batch) per second of median step time. flops_per_s and bytes_per_s:
+    the FLOPs and bytes of `costs` (the model's `step_costs`) over the median time.
+    """
+
+    phase: str
+    model: str
+    batch: int
+    seq_len: int
+    dtype: str
+    timing: Timing
+    tokens: int
+    costs: StepCosts
+
+    @property
+    def cost(self) -> Cost:
+        """FLOPs and bytes of the whole step."""
+        return self.costs.total
+
+    def predicted_s(self, accelerator: Accelerator | str) -> float:
+        """Roofline seconds of the same step (same model, shape, dtype and attention
+        kernel) on `accelerator`, e.g. `measure_host()`: the prediction to set beside
+        `timing.median_s`."""
+        return self.costs.on(accelerator).time_s
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.timing.median_s
+
+    @property
+    def flops_per_s(self) -> float:
+        return self.cost.flops / self.timing.median_s
+
+    @property
+    def bytes_per_s(self) -> float:
+        return self.cost.bytes / self.timing.median_s
+
+
+def _model_for(model: Transformer | ModelConfig | str, context: int) -> Transformer:
+    if isinstance(model, Transformer):
+        if model.device.type == "meta":
+            raise ValueError("model must hold weights to be timed, got one on the meta device")
+        if context > model.max_seq_len:
+            raise ValueError(f"context of {context} tokens is beyond the model's max_seq_len "
+                             f"({model.max_seq_len})")
+        return model
+    return Transformer(model, max_seq_len=context)
+
+
+def _measure(model: Transformer, phase: str, seq_len: int, tokens: torch.Tensor, start_pos: int,
+             warmup: int, repeat: int) -> Measurement:
+    batch = tokens.shape[0]
+    cache = KVCache(model, batch, start_pos + tokens.shape[1])
+    with torch.inference_mode():
+        timing = benchmark(lambda: model(tokens, start_pos, cache, last_only=True),
+                           warmup=warmup, repeat=repeat, device=model.device)
+    costs = model.step_costs(phase, batch=batch, seq_len=seq_len)
+    count = batch * seq_len if phase == "prefill" else batch
+    return Measurement(phase, model.config.name, batch, seq_len, costs.dtype, timing, count, costs)
+
+
+def _random_tokens(model: Transformer, batch: int, length: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(0, model.config.vocab_size, (batch, length), generator=gen)
+    return tokens.to(model.device)
+
+
+def measure_prefill(model: Transformer | ModelConfig | str, prompt_len: int, batch: int = 1,
+                    warmup: int = 1, repeat: int = 5, seed: int = 0) -> Measurement:
+    """Time the prefill of `batch` random prompts of `prompt_len` tokens (logits of the last only).
+
+    A config or name builds a fp32 CPU Transformer; pass a Transformer for another
+    device or dtype.
+    """
+    check_positive("prompt_len", prompt_len, integer=True)
+    check_positive("batch", batch, integer=True)
+    m = _model_for(model, prompt_len)
+    tokens = _random_tokens(m, batch, prompt_len, seed)
+    return _measure(m, "prefill", prompt_len, tokens, 0, warmup, repeat)
+
+
+def measure_decode(model: Transformer | ModelConfig | str, context_len: int, batch: int = 1,
+                   steps: int = 8, warmup: int = 2, seed: int = 0) -> Measurement:
+    """Time one decode step: a new token for each of `batch` sequences after `context_len` cached.
+
+    Each of the `steps` timed calls repeats the same step (position context_len), so
+    every sample does the same work. The cache holds whatever it holds: the values
+    of keys and values change no FLOP or byte.
+    """
+    check_positive("context_len", context_len, integer=True)
+    check_positive("batch", batch, integer=True)
+    check_positive("steps", steps, integer=True)
+    m = _model_for(model, context_len + 1)
+    tokens = _random_tokens(m, batch, 1, seed)
+    return _measure(m, "decode", context_len, tokens, context_len, warmup, steps)
+
+
+def windows(tokens: torch.Tensor, seq_len: int = 256,
+            max_windows: int | None = None) -> torch.Tensor:
+    """(N, seq_len + 1) consecutive windows of 1-D `tokens` (the first max_windows of them)."""
+    check_positive("seq_len", seq_len, integer=True)
+    if tokens.dim() != 1:
+        raise ValueError(f"tokens must be 1-D, got shape {tuple(tokens.shape)}")
+    n = (len(tokens) - 1) // seq_len
+    if max_windows is not None:
+        check_positive("max_windows", max_windows, integer=True)
+        n = min(n, max_windows)
+    if n == 0:
+        raise ValueError(f"tokens must hold more than seq_len = {seq_len} tokens")
+    return torch.stack([tokens[i * seq_len:i * seq_len + seq_len + 1] for i in range(n)])
+
+
+@dataclass(frozen=True)
+class CacheEffect:
+    """What storing the KV cache in another form changes, over `tokens` predicted positions.
+
+    greedy_agreement: share of positions whose argmax is the exact cache's; loss_*: mean
+    next-token loss (nats) with the exact and the changed cache; attention_error[l]: relative
+    error ||y' - y|| / ||y|| of layer l's attention output."""
+
+    greedy_agreement: float
+    loss_exact_nats: float
+    loss_changed_nats: float
+    attention_error: tuple[float, ...]
+    tokens: int
+
+
+@torch.inference_mode()
+def kv_cache_effect(model: Transformer, tokens: torch.Tensor, kv_dtype: str = "int8",
+                    seq_len: int = 128, max_windows: int = 8, block_size: int = 16) -> CacheEffect:
+    """Run windows of `tokens` through the model twice, with an exact paged cache and one in
+    `kv_dtype`, every position attending to the stored keys and values (as decode would)."""
+    win = windows(tokens, seq_len, max_windows).to(model.device)
+    x, target = win[:, :-1], win[:, 1:]
+    outputs, logits = {}, {}
+    for kind in (None, kv_dtype):
+        captured: list[torch.Tensor] = []
+        hooks = [layer.attention.register_forward_hook(
+            lambda _m, _i, out, store=captured: store.append(out.float()))
+            for layer in model.layers]
+        with removed_after(hooks):
+            _, view = paged_cache_for(model, len(x), seq_len, block_size, kind)
+            logits[kind] = model(x, 0, view).float()
+        outputs[kind] = captured
+    exact, changed = logits[None], logits[kv_dtype]
+    errors = tuple(float((b - a).norm() / a.norm()) for a, b in zip(outputs[None],
+                                                                     outputs[kv_dtype]))
+
+    def loss(lg: torch.Tensor) -> float:
+        return float(torch.nn.functional.cross_entropy(lg.reshape(-1, lg.shape[-1]),
+                                                       target.reshape(-1)))
+
+    agree = float((exact.argmax(-1) == changed.argmax(-1)).float().mean())
+    return CacheEffect(agree, loss(exact), loss(changed), errors, target.numel())
+
+
+@dataclass(frozen=True)
+class CostRatios:
+    """Measured step times: c = draft step / target step; verify[g] = target step over g + 1
+    positions / target decode step."""
+
+    target_step_s: float
+    draft_step_s: float
+    verify: dict[int, float]
+
+    @property
+    def c(self) -> float:
+        return self.draft_step_s / self.target_step_s
+
+
+def _step_s(model: Transformer, tokens: int, context: int, repeat: int) -> float:
+    cache = KVCache(model, 1, context + tokens)
+    chunk = torch.zeros(1, tokens, dtype=torch.int64, device=model.device)
+    with torch.inference_mode():
+        model(torch.zeros(1, context, dtype=torch.int64, device=model.device), 0, cache)
+        return benchmark(lambda: model(chunk, context, cache), warmup=2, repeat=repeat,
+                         device=model.device).median_s
+
+
+def cost_ratios(target: Transformer, draft: Transformer | None, gammas: Sequence[int],
+                context: int = 96, repeat: int = 9, rounds: int = 3) -> CostRatios:
+    """Median step times after `context` cached tokens (no draft: a zero-cost lookup), each
+    the median of `rounds` rounds that time every step in turn, and each verification ratio
+    the median of its rounds' ratios (a busy moment on a shared machine hits one round)."""
+    check_positive("context", context, integer=True)
+    check_positive("rounds", rounds, integer=True)
+    target_s, draft_s, verify = [], [], {g: [] for g in gammas}
+    for _ in range(rounds):
+        t = _step_s(target, 1, context, repeat)
+        target_s.append(t)
+        draft_s.append(0.0 if draft is None else _step_s(draft, 1, context, repeat))
+        for g in gammas:
+            verify[g].append(_step_s(target, g + 1, context, repeat) / t)
+    return CostRatios(statistics.median(target_s), statistics.median(draft_s),
+                      {g: statistics.median(v) for g, v in verify.items()})
+
+
+@dataclass(frozen=True)
+class SpeculationResult:
+    """Speculative decoding with one draft and gamma, against plain decoding, same prompts."""
+
+    draft: str
+    gamma: int
+    temperature: float
+    plain_tokens_per_s: float
+    tokens_per_s: float
+    alpha: float
+    alpha_by_position: tuple[float | None, ...]
+    tokens_per_step: float
+    c: float
+    verify_ratio: float
+    identical: bool | None   # greedy: every output equal to plain decoding's (None: sampled)
+
+    @property
+    def speedup(self) -> float:
+        return self.tokens_per_s / self.plain_tokens_per_s
+
+    @property
+    def predicted_tokens_per_step(self) -> float:
+        return expected_tokens_per_step(self.alpha, self.gamma)
+
+    @property
+    def predicted_speedup(self) -> float:
+        """E(alpha, gamma) / (gamma c + 1): verification priced as one decode step."""
+        return self.predicted_tokens_per_step / (self.gamma * self.c + 1)
+
+    @property
+    def predicted_speedup_measured_verify(self) -> float:
+        """E(alpha, gamma) / (gamma c + r), r the measured verification cost."""
+        return self.predicted_tokens_per_step / (self.gamma * self.c + self.verify_ratio)
+
+
+def compare(target: Transformer, drafts: dict[str, Transformer | NgramDraft],
+            prompts: Sequence[Sequence[int]], max_new_tokens: int, gammas: Sequence[int],
+            temperature: float = 0.0, rounds: int = 3, seed: int = 0,
+            context: int = 96) -> list[SpeculationResult]:
+    """Every (draft, gamma) against plain decoding; times are medians over `rounds`."""
+    check_positive("rounds", rounds, integer=True)
+    plain_s: list[list[float]] = [[] for _ in prompts]
+    runs: dict[tuple[str, int], list[list]] = {(n, g): [[] for _ in prompts]
+                                               for n in drafts for g in gammas}
+    plain_tokens = []
+    with torch.inference_mode():
+        for r in range(rounds):
+            for i, prompt in enumerate(prompts):
+                out = generate(target, list(prompt), max_new_tokens, temperature, seed=seed + i)
+                plain_s[i].append(out.timestamps_s[-1])
+                if r == 0:
+                    plain_tokens.append(out.tokens[0].tolist())
+                for name, draft in drafts.items():
+                    for g in gammas:
+                        d = ModelDraft(draft) if isinstance(draft, Transformer) else draft
+                        runs[(name, g)][i].append(speculative_generate(
+                            target, d, list(prompt), max_new_tokens, g, temperature, seed=seed + i))
+    plain_total = sum(statistics.median(s) for s in plain_s)
+    n_tokens = max_new_tokens * len(prompts)
+    ratios = {name: cost_ratios(target, d if isinstance(d, Transformer) else None, gammas,
+                                context, rounds=rounds)
+              for name, d in drafts.items()}
+    results = []
+    for (name, g), per_prompt in runs.items():
+        first = [p[0] for p in per_prompt]  # the steps are the same in every round
+        accepted = sum(sum(o.accepted) for o in first)
+        rejected = sum(sum(a < p for a, p in zip(o.accepted, o.proposed)) for o in first)
+        spec_total = sum(statistics.median(o.elapsed_s for o in p) for p in per_prompt)
+        results.append(SpeculationResult(
+            name, g, temperature, n_tokens / plain_total, n_tokens / spec_total,
+            acceptance_rate(accepted, rejected), _by_position(first, g),
+            n_tokens / sum(o.target_steps for o in first), ratios[name].c, ratios[name].verify[g],
+            all(o.tokens == t for o, t in zip(first, plain_tokens)) if temperature == 0 else None))
+    return results
+
+
+def _by_position(outs, gamma: int) -> tuple[float | None, ...]:
+    """alpha at each draft position, pooled over the runs' steps."""
+    kept, reached = [0] * gamma, [0] * gamma
+    for o in outs:
+        for a, p in zip(o.accepted, o.proposed):
+            for i in range(min(p, a + 1)):
+                reached[i] += 1
+                kept[i] += i < a
+    return tuple(k / n if n else None for k, n in zip(kept, reached))
