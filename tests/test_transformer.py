@@ -196,7 +196,7 @@ def test_step_costs_count_attention_as_the_model_runs_it(tiny):
 
 
 def test_the_model_file_does_not_use_numpy():
-    source = Path(lp.__file__).parent / "measured" / "model.py".read_text()
+    source = (Path(lp.__file__).parent / "measured" / "model.py").read_text()
     imported = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
