@@ -3,7 +3,7 @@
 The trained MoE (4 SwiGLU experts of d_ff 344 per layer, 2 per token) and the trained dense
 target (one SwiGLU of d_ff 688) run the same number of FFN parameters per token. For batch
 sizes 1 to 128 after 128 cached tokens: median decode-step time of each (alternating rounds),
-the bytes `llmperf.layer_costs` counts for the step (the MoE reads the experts its batch
+the bytes `llmperf.step_costs` counts for the step (the MoE reads the experts its batch
 touches, E (1 - (1 - k/E)^B) of them under uniform routing), and the achieved bandwidth. The
 routing part records the experts chosen for 1,024 validation tokens (router hooks) and
 compares the experts that random batches of those tokens touch with the uniform formula.
@@ -44,7 +44,7 @@ def main() -> None:
                for b in (1, 2, 3, 4, 6, 8, 16, 32)]
     lines = ["# MoE against dense decode steps (trained models, fp32, CPU)", "",
              f"Decode step after {CONTEXT} cached tokens, medians of {ROUNDS} alternating rounds "
-             f"of {STEPS} steps. Predicted bytes from `llmperf.layer_costs` (uniform routing).",
+             f"of {STEPS} steps. Predicted bytes from `llmperf.step_costs` (uniform routing).",
              "", "| batch | MoE step | dense step | measured MoE/dense | predicted bytes MoE/dense "
              "| experts touched (uniform) | MoE GB/s | dense GB/s |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|"]

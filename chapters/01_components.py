@@ -399,7 +399,7 @@ lp.Table(["model", *parts], [(n, *row) for n, row in zip(names, shares)],
 #
 # which for Llama 2 7B is about 25,000 tokens. Up to a thousand tokens or so the $2P$ rule is good
 # to a few per cent; at Llama 2's full context of 4,096 tokens attention adds about a seventh;
-# far beyond, attention dominates. `lp.layer_costs` counts every operator of
+# far beyond, attention dominates. `lp.step_costs` counts every operator of
 # a forward step separately; the next cell checks the formula against it.
 
 # %%
@@ -410,16 +410,16 @@ def flops_per_token(m: lp.ModelConfig, context: int) -> float:
 
 rows = []
 for context in (512, 4096, 32768):
-    counted = lp.layer_costs(llama, "decode", batch=1, seq_len=context).total.flops
+    counted = lp.step_costs(llama, "decode", batch=1, seq_len=context).total.flops
     formula = flops_per_token(llama, context + 1)  # the new token attends to itself too
     assert abs(formula / counted - 1) < 0.01
     rows.append((context, counted / 1e9, formula / 1e9, 2 * llama.param_count() / 1e9,
                  formula / counted))
 n_star = flops_per_token(llama, 0) / (4 * llama.n_layers * llama.q_dim)
 print(f"attention term equals the weight term at N* = {n_star:,.0f} tokens")
-lp.Table(["N", "layer_costs GFLOP", "formula GFLOP", "2P GFLOP", "formula / layer_costs"], rows,
-         formats={"layer_costs GFLOP": ".2f", "formula GFLOP": ".2f", "2P GFLOP": ".2f",
-                  "formula / layer_costs": ".4f"})
+lp.Table(["N", "step_costs GFLOP", "formula GFLOP", "2P GFLOP", "formula / step_costs"], rows,
+         formats={"step_costs GFLOP": ".2f", "formula GFLOP": ".2f", "2P GFLOP": ".2f",
+                  "formula / step_costs": ".4f"})
 
 # %% [markdown]
 # The formula and the operator-by-operator table agree to better than one per cent; what is left
@@ -432,7 +432,7 @@ ax = new_axes("When does 'FLOPs per token = 2P' hold?", "context length N (token
               "FLOPs per token / 2P")
 for name in ("gpt2", "ref-small", "mistral-7b", "llama-2-7b", "llama-2-70b"):
     m = lp.get_model(name)
-    ratio = [lp.layer_costs(m, "decode", 1, int(n)).total.flops / (2 * m.param_count())
+    ratio = [lp.step_costs(m, "decode", 1, int(n)).total.flops / (2 * m.param_count())
              for n in contexts]
     ax.plot(contexts, ratio, label=name)
 ax.axhline(1.0, color="black", lw=0.8)
@@ -442,7 +442,7 @@ ax.legend()
 plt.show()
 
 # %% [markdown]
-# **Figure 2.** FLOPs of one decode token, counted operator by operator by `lp.layer_costs`,
+# **Figure 2.** FLOPs of one decode token, counted operator by operator by `lp.step_costs`,
 # divided by $2P$, against the number of tokens in the context. Where a curve sits on the black
 # line the rule of thumb is exact. A curve starts below 1 where an untied embedding table is a
 # large share of the model (`ref-small`: a fifth of its parameters do no arithmetic); GPT-2's
@@ -463,14 +463,14 @@ plt.show()
 # $1, \dots, i$, so a kernel that skips the masked scores does $\sum_i 4Lid \cdot h =
 # 2LN(N+1)hd \approx 2LN^2hd$ FLOPs of attention products, half of what the standard algorithm
 # computes, since it fills the whole $N \times N$ score matrix and masks afterwards.
-# `lp.layer_costs` counts the standard algorithm by default, as the lecture does;
+# `lp.step_costs` counts the standard algorithm by default, as the lecture does;
 # `attention="fused"` counts one fused causal kernel instead (scores and probabilities stay on
 # chip, masked pairs are skipped). The next cell checks the half against the library.
 
 # %%
 N_ = 2048
-standard = lp.layer_costs(llama, "prefill", 1, N_)
-fused = lp.layer_costs(llama, "prefill", 1, N_, attention="fused")
+standard = lp.step_costs(llama, "prefill", 1, N_)
+fused = lp.step_costs(llama, "prefill", 1, N_, attention="fused")
 by_hand = 2 * llama.n_layers * N_ * (N_ + 1) * llama.q_dim  # 2 L N (N+1) h d
 products = standard["qk"].flops + standard["sv"].flops
 assert by_hand == 4 * llama.n_layers * llama.n_heads * llama.d_head * lp.attended_pairs(N_, N_, causal=True)
@@ -583,14 +583,14 @@ plt.show()
 #
 # Both do the same FLOPs per token. What differs is how many FLOPs they do per byte fetched from
 # memory, the *arithmetic intensity*, and so which resource limits them. The table below uses
-# `lp.layer_costs` for Llama 2 7B on the lecture's A10 GPU, for a prefill of 350 tokens and for
+# `lp.step_costs` for Llama 2 7B on the lecture's A10 GPU, for a prefill of 350 tokens and for
 # one decode step at the same context.
 
 # %%
 a10 = lp.get_accelerator("A10")
 rows = []
 for phase, tokens in (("prefill", 350), ("decode", 1)):
-    t = lp.layer_costs(llama, phase, batch=1, seq_len=350, dtype="fp16").on(a10)
+    t = lp.step_costs(llama, phase, batch=1, seq_len=350, dtype="fp16").on(a10)
     rows.append((phase, tokens, t.total.flops, t.total.bytes, t.total.intensity, t.time_s,
                  t.time_s / tokens))
 print(f"A10 ridge point: {a10.ridge_point('fp16'):.1f} FLOP/B")
@@ -643,7 +643,7 @@ lp.Table(["phase", "tokens", "FLOP", "bytes", "intensity FLOP/B", "time", "per t
 # 2.59 \times 10^{13}$ FLOPs; the LM head runs for the last position only ($2VD$, negligible).
 # Attention: $4LN^2hd = 4 \times 32 \times 2000^2 \times 4096 \approx 2.1 \times 10^{12}$. Total
 # about $2.80 \times 10^{13}$, of which attention is about 7.5 %. Check:
-# `lp.layer_costs(llama, "prefill", 1, 2000)`, rows `qk` and `sv`.
+# `lp.step_costs(llama, "prefill", 1, 2000)`, rows `qk` and `sv`.
 #
 # </details>
 #
@@ -655,7 +655,7 @@ lp.Table(["phase", "tokens", "FLOP", "bytes", "intensity FLOP/B", "time", "per t
 # GPT-2's weight terms are $2P_{\text{layers}} + 2VD \approx 170.1\text{ M} + 77.2\text{ M} =
 # 247.3$ M FLOPs, within one per cent of $2P = 248.9$ M (the learned position table of 1024 rows
 # does no arithmetic). We need $247.3\text{ M} + 4 \times 12 \times 768\,N = 4P = 497.8$ M, so
-# $N \approx 6{,}800$ tokens; `lp.layer_costs(lp.get_model("gpt2"), "decode", 1, 6700)` agrees
+# $N \approx 6{,}800$ tokens; `lp.step_costs(lp.get_model("gpt2"), "decode", 1, 6700)` agrees
 # once the softmax and norms are counted. That is beyond GPT-2's context of 1024 tokens, where
 # attention already adds about 15 % (Figure 2).
 #
@@ -669,12 +669,12 @@ mistral = lp.get_model("mistral-7b")
 assert round(llama.attention_params() / 1e6, 1) == 67.1
 assert round(mistral.attention_params() / 1e6, 1) == 41.9
 assert round(llama.param_count() / 1e9, 2) == 6.74 and round(mistral.param_count() / 1e9, 2) == 7.24
-t3 = lp.layer_costs(llama, "prefill", 1, 2000)
+t3 = lp.step_costs(llama, "prefill", 1, 2000)
 assert round(t3.total.flops / 1e13, 2) == 2.80
 assert abs((t3["qk"].flops + t3["sv"].flops) / t3.total.flops - 0.075) < 0.0015
 gpt2 = lp.get_model("gpt2")
-assert abs(lp.layer_costs(gpt2, "decode", 1, 6700).total.flops / (2 * gpt2.param_count()) - 2) < 0.03
-assert abs(lp.layer_costs(gpt2, "decode", 1, 1024).total.flops / (2 * gpt2.param_count()) - 1.15) < 0.01
+assert abs(lp.step_costs(gpt2, "decode", 1, 6700).total.flops / (2 * gpt2.param_count()) - 2) < 0.03
+assert abs(lp.step_costs(gpt2, "decode", 1, 1024).total.flops / (2 * gpt2.param_count()) - 1.15) < 0.01
 
 # %% [markdown]
 # ## Summary

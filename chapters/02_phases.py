@@ -138,7 +138,7 @@ lp.Table(["model", "prefill", "per decode step", "decode steps", "total"], [
 # On the A10, one decode step takes about as long as the prefill of nearly two hundred prompt
 # tokens, even though it processes a single token. The simple model charges only weight traffic and
 # weight arithmetic, $2P$ of each per token. The per-operator roofline model
-# {cite:p}`williams2009roofline,yuan2024unveiled` (`lp.roofline_latency`, which sums `lp.layer_costs` over the prefill and every decode step) adds attention, the KV cache
+# {cite:p}`williams2009roofline,yuan2024unveiled` (`lp.roofline_latency`, which sums `lp.step_costs` over the prefill and every decode step) adds attention, the KV cache
 # reads and the element-wise operators, and it charges each matrix only for what a step really
 # does with it: the embedding table is a lookup (a step reads one row of it), the LM head runs for
 # the last position only, and a request has $G - 1$ decode steps, not $G$, because the prefill

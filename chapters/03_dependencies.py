@@ -655,12 +655,12 @@ print(f"Llama 2 7B, {G_demo} generated tokens: decode critical path = (G - 1) x 
 # $$
 #
 # about one FLOP per byte at $N = 1$, growing with $N$ (to 1024 for $N = 2048$ rows and a
-# $4096 \times 4096$ weight, where $N$ is no longer small). `lp.layer_costs` gives the whole table; here are the rows per matmul and the
+# $4096 \times 4096$ weight, where $N$ is no longer small). `lp.step_costs` gives the whole table; here are the rows per matmul and the
 # intensity of Llama 2 7B's query projection and FFN in both phases:
 
 # %%
-rows_pre = lp.layer_costs(llama, "prefill", batch=1, seq_len=S_demo).on(a10)
-rows_dec = lp.layer_costs(llama, "decode", batch=1, seq_len=S_demo).on(a10)
+rows_pre = lp.step_costs(llama, "prefill", batch=1, seq_len=S_demo).on(a10)
+rows_dec = lp.step_costs(llama, "decode", batch=1, seq_len=S_demo).on(a10)
 print(f"A10 ridge point I* = Pi / beta: {a10.ridge_point('fp16'):.1f} FLOP/B")
 print(f"prefill time per prompt token {lp.format_seconds(rows_pre.time_s / S_demo)}, "
       f"decode time per token {lp.format_seconds(rows_dec.time_s)}")

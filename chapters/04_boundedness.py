@@ -144,7 +144,7 @@ lp.Table(["quantity", "value"],
 # Prefill pushes all $S$ prompt tokens through each weight matrix at once; decode pushes one.
 # The attention block holds the Q, K, V and output projections plus the attention proper
 # (scores, softmax, weighted sum of values); the FFN block holds the three SwiGLU matrices.
-# `lp.layer_costs` sums FLOPs and bytes operator by operator for one forward step, and
+# `lp.step_costs` sums FLOPs and bytes operator by operator for one forward step, and
 # `block_total` adds up the rows of one block. Here are the four corners for $N = 4096$ on
 # the A10, the lecture's sizes.
 
@@ -154,7 +154,7 @@ def cross_product(model, acc, seq_len, batch=1, dtype="fp16"):
     and the share of each block's time that its memory-bound operators take."""
     rows = []
     for phase in ("prefill", "decode"):
-        step = lp.layer_costs(model, phase, batch=batch, seq_len=seq_len, dtype=dtype).on(acc)
+        step = lp.step_costs(model, phase, batch=batch, seq_len=seq_len, dtype=dtype).on(acc)
         for block in ("attention", "ffn"):
             c = step.block_total(block)
             memory_s = sum(r.time_s for r in step if r.block == block and r.bound == "memory")
@@ -550,17 +550,17 @@ plt.show()
 # %% [markdown]
 # ### The whole step, operator by operator
 #
-# `lp.layer_costs` applies these formulas to every operator of Llama 2 7B, with the real
+# `lp.step_costs` applies these formulas to every operator of Llama 2 7B, with the real
 # shapes: grouped heads where a model has them, RoPE, the norms, residual additions, the
 # SwiGLU activation, and the LM head (computed for the last position only, since generation
 # needs no other logits). Here are the per-operator tables of a 4096-token prefill and of one
 # decode step with 4096 tokens in the cache, on the A10.
 
 # %%
-lp.layer_costs(llama, "prefill", batch=1, seq_len=4096).on(a10)
+lp.step_costs(llama, "prefill", batch=1, seq_len=4096).on(a10)
 
 # %%
-lp.layer_costs(llama, "decode", batch=1, seq_len=4096).on(a10)
+lp.step_costs(llama, "decode", batch=1, seq_len=4096).on(a10)
 
 # %% [markdown]
 # Notice, in prefill:
@@ -777,7 +777,7 @@ plt.show()
 # cancel. Because every decode operator is memory bound, the roofline model's decode time
 # splits exactly into the weight reads of the matrix products, the attention's reads of the
 # KV cache, and the element-wise operators; the cell below takes the pieces from
-# `lp.layer_costs` and sets each against the simple model's total.
+# `lp.step_costs` and sets each against the simple model's total.
 
 # %%
 simple_est = lp.simple_latency(llama, a10, S, G)
@@ -787,7 +787,7 @@ kv_rows = ("qk", "softmax", "sv")                   # attention proper: reads th
 matmul_rows = ("q_proj", "k_proj", "v_proj", "o_proj", "ffn_gate", "ffn_up", "ffn_down", "lm_head")
 weights_s = kv_s = other_s = 0.0
 for step in range(G - 1):  # the roofline model's decode steps, as the cache grows
-    table = lp.layer_costs(llama, "decode", seq_len=S + step).on(a10)
+    table = lp.step_costs(llama, "decode", seq_len=S + step).on(a10)
     assert all(row.bound == "memory" for row in table)
     weights_s += sum(table[r].time_s for r in matmul_rows)
     kv_s += sum(table[r].time_s for r in kv_rows)
@@ -920,7 +920,7 @@ print(f"reading 1/{p} of the weights per decode step on an H100 SXM: "
       f"{lp.format_seconds(weights_per_gpu / h100.mem_bandwidth)}")
 # a 4096-token prefill, attention as one fused causal kernel (as serving stacks run it),
 # its FLOPs split evenly over the p GPUs
-prefill70 = lp.layer_costs(llama70, "prefill", seq_len=4096, attention="fused")
+prefill70 = lp.step_costs(llama70, "prefill", seq_len=4096, attention="fused")
 print(f"4096-token prefill: {lp.format_flops(prefill70.total.flops / p)} per GPU, "
       f"{lp.format_seconds(prefill70.total.flops / p / h100.peak('fp16'))} at the H100 peak "
       f"(2P per token alone: {lp.format_flops(2 * llama70.param_count() * 4096 / p)})")
@@ -957,7 +957,7 @@ lp.Table(["link", "one way", "decode token", "4096-token prefill"],
 #
 # (c) A 4096-token prefill sends 4096 times as much, about 18.8 GB per GPU, or about 42 ms at
 # 450 GB/s, while its FLOPs (about $2P$ per token plus the causal attention, from
-# `lp.layer_costs`) take about 74 ms per GPU at the dense peak. Communication is now
+# `lp.step_costs`) take about 74 ms per GPU at the dense peak. Communication is now
 # the same order as compute: it must overlap with the matrix products, or it adds more than
 # half as much again to the time to first token.
 #

@@ -90,7 +90,7 @@ print(f"device for the measurements: {device}, dtype {mdtype}")
 # read for that request alone.
 #
 # The lecture's cross product $[\text{prefill}, \text{decode}] \times [\text{attention},
-# \text{FFN}]$ makes this concrete. The cell below takes, from `lp.layer_costs`, the
+# \text{FFN}]$ makes this concrete. The cell below takes, from `lp.step_costs`, the
 # intensity of the matrix products with weights (the four projections and the FFN: call them
 # the *linear* operators) and of the attention proper (scores, softmax, weighted values), for
 # a batch of $B$ prompts of 512 tokens in prefill and of $B$ sequences with 1024 cached
@@ -119,7 +119,7 @@ def cross_product(step_costs):
     return curves
 
 
-catalog_curves = cross_product(lambda phase, b, n: lp.layer_costs(llama, phase, b, n))
+catalog_curves = cross_product(lambda phase, b, n: lp.step_costs(llama, phase, b, n))
 lp.Table(["phase", "operators", *[f"B={b}" for b in BATCHES]],
          [(phase, part, *values) for (phase, part), values in catalog_curves.items()],
          title="Llama 2 7B, fp16: arithmetic intensity (FLOP/byte) against batch size",
@@ -228,7 +228,7 @@ lp.Table(["accelerator", "ridge (FLOP/byte)", "critical batch (FFN, fp16)"],
 # query heads), whatever $B$ and $N$ are. The first term shrinks as $1/N$. The closed form
 # leaves out the activations, the element-wise operators and (under the standard algorithm)
 # the score matrices' traffic, and charges the embedding table as read; `llmperf.analytic.batching`
-# holds it, and the cell checks it against `lp.layer_costs` term by term and in total.
+# holds it, and the cell checks it against `lp.step_costs` term by term and in total.
 
 # %%
 B, N = 16, 1024
@@ -236,12 +236,12 @@ P, L, h, h_kv, d = llama.param_count(), llama.n_layers, llama.n_heads, llama.n_k
 flops, moved = bt.decode_step_flops_bytes(llama, B, N)
 assert flops == B * (2 * P + 4 * L * N * h * d)
 assert moved == 2 * P + 2 * 2 * L * N * h_kv * d * B
-counted = lp.layer_costs(llama, "decode", B, N).total
+counted = lp.step_costs(llama, "decode", B, N).total
 assert abs(bt.decode_step_intensity(llama, B, N) / counted.intensity - 1) < 0.11
 assert bt.decode_attention_intensity(llama) == h / h_kv
 assert bt.decode_attention_intensity(llama3) == llama3.n_heads / llama3.n_kv_heads
 print(f"Llama 2 7B, B = {B}, N = {N}: closed form {bt.decode_step_intensity(llama, B, N):.2f}, "
-      f"layer_costs {counted.intensity:.2f} FLOP/byte")
+      f"step_costs {counted.intensity:.2f} FLOP/byte")
 rows = []
 for m in (llama, llama3):
     for n in (128, 512, 1024, 4096):
@@ -271,7 +271,7 @@ lp.Table(["model", "N", "ceiling of I (FLOP/byte)", "critical batch, whole step 
 # whatever the batch.
 # :::
 #
-# The figure draws $I(B, N)$ from the closed form as lines and from `lp.layer_costs` as
+# The figure draws $I(B, N)$ from the closed form as lines and from `lp.step_costs` as
 # points, for both models, at three contexts.
 
 # %%
@@ -281,8 +281,8 @@ for ax, m in zip(axes, (llama, llama3)):
     for i, n in enumerate((128, 1024, 4096)):
         ax.plot(batch_axis, [bt.decode_step_intensity(m, int(b), n) for b in batch_axis],
                 color=f"C{i}", label=f"N = {n}: closed form")
-        ax.plot(BATCHES, [lp.layer_costs(m, "decode", b, n).total.intensity for b in BATCHES],
-                "o", color=f"C{i}", markersize=4, label=f"N = {n}: layer_costs")
+        ax.plot(BATCHES, [lp.step_costs(m, "decode", b, n).total.intensity for b in BATCHES],
+                "o", color=f"C{i}", markersize=4, label=f"N = {n}: step_costs")
         ax.axhline(bt.decode_intensity_limit(m, n), color=f"C{i}", linestyle="--", linewidth=0.8)
     ax.axhline(a10.ridge_point("fp16"), color="gray", linestyle=":", label="A10 ridge")
     ax.set(xscale="log", yscale="log", xlabel="batch size B (sequences)",
@@ -520,7 +520,7 @@ plt.show()
 # stall**. Sarathi-Serve {cite:p}`agrawal2024sarathi` bounds it by **chunked prefill**: each
 # iteration gets a budget of tokens; every running request's decode token is scheduled first,
 # and prompts fill what remains, in chunks, over as many iterations as they need. The cell
-# uses `RooflineStepTime`, which prices each iteration from `lp.layer_costs` on a catalog
+# uses `RooflineStepTime`, which prices each iteration from `lp.step_costs` on a catalog
 # accelerator, for Llama 2 7B on the A10: eight requests decode, and a 3,000-token prompt
 # arrives one second in.
 

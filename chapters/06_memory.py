@@ -703,7 +703,7 @@ plt.show()
 #
 # If a decode step took its bytes divided by the bandwidth, the speedup from quantizing
 # would be the ratio of bytes per step. `llmperf.analytic.quant.decode_step_bytes` counts them:
-# the step costs of chapter 4 (`lp.layer_costs`, weights, KV cache and activations), with the
+# the step costs of chapter 4 (`lp.step_costs`, weights, KV cache and activations), with the
 # linear weights replaced by their codes and scales; the layouts are those PyTorch's kernels
 # read (int8 with bf16 scales; int4 with a bf16 scale and zero point per group).
 

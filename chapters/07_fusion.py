@@ -161,12 +161,12 @@ lp.Table(["chain", "eager kernels", "passes eager", "passes fused", "runs per la
 
 # %% [markdown]
 # A *pass* is one read or one write of a tensor of the chain's size. The fused passes are what
-# `lp.layer_costs` already charges for these operators (it counts each of them as one kernel),
+# `lp.step_costs` already charges for these operators (it counts each of them as one kernel),
 # which the cell below checks. For the running example, Llama 2 7B on an A10 in fp16, a
 # 2,048-token prefill with the lecture's standard attention:
 
 # %%
-rows = lp.layer_costs(llama, "prefill", 1, 2048)
+rows = lp.step_costs(llama, "prefill", 1, 2048)
 prefill_chains = {c.name: c for c in chain_costs(llama, "prefill", 1, 2048)}
 assert prefill_chains["rotary"].fused.bytes == rows["rope"].bytes
 assert prefill_chains["swiglu_gate"].fused.bytes == rows["activation"].bytes
@@ -181,7 +181,7 @@ decode_saved_s = sum(c.saved_bytes for c in decode_chains) / a10.mem_bandwidth
 lp.Table(["step (A10, fp16)", "roofline time of the step", "time fusion saves", "share"],
          [("prefill, 2,048 tokens", lp.format_seconds(step_s), lp.format_seconds(saved_s),
            f"{saved_s / step_s:.0%}"),
-          ("decode, 2,048 cached", lp.format_seconds(rows_d := lp.layer_costs(llama, "decode", 1, 2048).on(a10).time_s),
+          ("decode, 2,048 cached", lp.format_seconds(rows_d := lp.step_costs(llama, "decode", 1, 2048).on(a10).time_s),
            lp.format_seconds(decode_saved_s), f"{decode_saved_s / rows_d:.2%}")])
 
 # %% [markdown]

@@ -155,7 +155,7 @@ assert abs(moe.config.active_param_count() - target.config.param_count()) < 0.01
 # A decode step must read the weights of every expert touched. At $B = 1$ that is $k$ experts,
 # the active parameters; for Mixtral, by $B = 8$ it is already 7.2 of the 8, and the step reads
 # most of the 47 B parameters while computing with only 13 B per token.
-# `lp.experts_touched` is this formula, and `lp.layer_costs` charges a decode step the bytes of
+# `lp.experts_touched` is this formula, and `lp.step_costs` charges a decode step the bytes of
 # the experts it touches.
 
 # %%
@@ -316,7 +316,7 @@ lp.Table(["model", "accelerator", "batch", "decode step", "verify, gamma = 4 (5 
          title="Roofline time of a target step over 1 and 5 positions, 512 cached, fp16")
 
 # %% [markdown]
-# `verify_step_time` counts this step with `lp.layer_costs`: every product and expert as for
+# `verify_step_time` counts this step with `lp.step_costs`: every product and expert as for
 # $B(\gamma + 1)$ tokens (the LM head included, since verification needs the target's
 # distribution at every position), and attention as $\gamma + 1$ queries per sequence against
 # its cache, which is read once. At batch 1 the verification of four drafts costs within 1% of

@@ -110,7 +110,7 @@ question("ffn_share", points=1,
 # keys). Count the matrix products with weights (two FLOPs per multiply-add; the embedding lookup
 # costs nothing, the LM head does cost) and attention's $QK^\top$ and $PV$; leave out norms,
 # softmax and other element-wise work. The grader accepts answers within 1 % of the full
-# operator-by-operator count of `lp.layer_costs`. Take the models as untied Llama-style
+# operator-by-operator count of `lp.step_costs`. Take the models as untied Llama-style
 # (SwiGLU, no biases). A model whose `sliding_window` is not None (Mistral 7B: 4,096) lets each
 # token attend to at most that many keys, itself included.
 
@@ -130,7 +130,7 @@ question("decode_flops", points=2,
          visible=[("llama-2-7b", 4096), ("ref-small", 512)],
          hidden=[("llama-2-7b", 100_000), ("llama-2-70b", 2048), ("mistral-7b", 32768),
                  ("llama-3-8b", 8), ("ref-medium", 1500)],
-         reference=lambda n, c: lp.layer_costs(n, "decode", 1, c).total.flops,
+         reference=lambda n, c: lp.step_costs(n, "decode", 1, c).total.flops,
          rel=0.01)
 
 # %% [markdown]
@@ -204,7 +204,7 @@ question("rmsnorm", points=2,
 # Chapter 1 showed that a prefill of $S$ tokens of Llama 2 7B on an A10 is compute bound. Set
 # `prefill_tflop` to the FLOPs, in TFLOP ($10^{12}$), of a prefill of 2,000 tokens of Llama 2 7B
 # by the standard attention algorithm (full $S \times S$ scores, LM head for the last position
-# only), counting weight products and $QK^\top$, $PV$. Within 1 % of `lp.layer_costs`.
+# only), counting weight products and $QK^\top$, $PV$. Within 1 % of `lp.step_costs`.
 
 # %%
 ### BEGIN SOLUTION
@@ -216,5 +216,5 @@ prefill_tflop = (2 * _m.n_layers * (4 * _m.d_model ** 2 + 3 * _m.d_model * _m.d_
 
 # %%
 question("prefill_tflop", points=1,
-         reference=lambda: lp.layer_costs("llama-2-7b", "prefill", 1, 2000).total.flops / 1e12,
+         reference=lambda: lp.step_costs("llama-2-7b", "prefill", 1, 2000).total.flops / 1e12,
          rel=0.01)

@@ -17,7 +17,7 @@
 # target steps. Bytes per element come from `lp.bytes_per_element(dtype)`. You may look up
 # models in `llmperf` (`lp.get_model(name)` and its fields `n_layers`, `d_model`, `d_ff`,
 # `n_experts`, `experts_per_token`); write the arithmetic yourself: `param_count`,
-# `active_param_count`, `lp.experts_touched`, `lp.layer_costs` and `llmperf.analytic.speculative`
+# `active_param_count`, `lp.experts_touched`, `lp.step_costs` and `llmperf.analytic.speculative`
 # answer these questions for you and teach you nothing.
 
 # %%

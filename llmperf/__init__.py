@@ -43,7 +43,6 @@ from .analytic.layers import (
     PlacedStepCosts,
     StepCosts,
     experts_touched,
-    layer_costs,
     step_costs,
 )
 from .analytic.parallel import (

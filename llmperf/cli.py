@@ -270,7 +270,7 @@ def _estimate(args) -> int:
 def _layers(args) -> int:
     import llmperf as lp
 
-    step = lp.layer_costs(args.model, args.phase, args.batch, args.seq_len, args.dtype)
+    step = lp.step_costs(args.model, args.phase, args.batch, args.seq_len, args.dtype)
     print(step.on(args.accelerator).to_text())
     print(f"(each row sums all {lp.get_model(args.model).n_layers} layers where the operator "
           "is in every layer; times are each operator's roofline)")

@@ -1,4 +1,4 @@
-"""The closed forms of llmperf.analytic.batching against layer_costs, and their edge cases."""
+"""The closed forms of llmperf.analytic.batching against step_costs, and their edge cases."""
 import math
 
 import pytest
@@ -18,25 +18,25 @@ def _contexts(m):
 
 @pytest.mark.parametrize("name", LARGE)
 @pytest.mark.parametrize("attention", lp.ATTENTION_ALGORITHMS)
-def test_step_intensity_matches_layer_costs(name, attention):
+def test_step_intensity_matches_step_costs(name, attention):
     """Within 11 % up to B = 64, within 25 % up to B = 256 (the activations the form omits
     grow like B / D)."""
     m = lp.get_model(name)
     for batch in BATCHES:
         for n in _contexts(m):
-            counted = lp.layer_costs(m, "decode", batch, n, attention=attention).total.intensity
+            counted = lp.step_costs(m, "decode", batch, n, attention=attention).total.intensity
             closed = bt.decode_step_intensity(m, batch, n)
             assert closed == pytest.approx(counted, rel=0.11 if batch <= 64 else 0.25), (batch, n)
 
 
 @pytest.mark.parametrize("name", LARGE)
-def test_step_flops_match_layer_costs(name):
-    """FLOPs: 2P per token plus 4LNhd; layer_costs adds norms, softmax, RoPE (under 8 %)."""
+def test_step_flops_match_step_costs(name):
+    """FLOPs: 2P per token plus 4LNhd; step_costs adds norms, softmax, RoPE (under 8 %)."""
     m = lp.get_model(name)
     for batch in (1, 16, 256):
         for n in _contexts(m):
             flops, _ = bt.decode_step_flops_bytes(m, batch, n)
-            counted = lp.layer_costs(m, "decode", batch, n).total.flops
+            counted = lp.step_costs(m, "decode", batch, n).total.flops
             assert flops == pytest.approx(counted, rel=0.08)
 
 
@@ -74,7 +74,7 @@ def test_attention_intensity_is_h_over_hkv(name):
             score_traffic = 2 * m.n_heads / (m.n_kv_heads * m.d_head)
             for attention, expected in (("fused", closed),
                                         ("standard", closed / (1 + score_traffic))):
-                rows = [r for r in lp.layer_costs(m, "decode", batch, n, attention=attention)
+                rows = [r for r in lp.step_costs(m, "decode", batch, n, attention=attention)
                         if r.name in ("qk", "softmax", "sv", "attention")]
                 counted = sum(r.flops for r in rows) / sum(r.bytes for r in rows)
                 assert expected == pytest.approx(counted, rel=0.03), (batch, n, attention)

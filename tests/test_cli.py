@@ -99,7 +99,7 @@ def test_layers_places_the_table_on_the_accelerator(capsys):
                  "--accelerator", "H100 SXM"]) == 0
     out = capsys.readouterr().out
     assert "q_proj" in out and "all 32 layers" in out and "on H100 SXM" in out
-    placed = lp.layer_costs("llama-2-7b", "decode", 1, 2048).on("H100 SXM")
+    placed = lp.step_costs("llama-2-7b", "decode", 1, 2048).on("H100 SXM")
     assert lp.format_seconds(placed.time_s) in out
 
 

@@ -18,7 +18,7 @@ sys.meta_path.insert(0, Refuse())
 import llmperf as lp
 from llmperf.serving import LinearStepTime, Request, simulate
 assert round(lp.get_accelerator("A10").ridge_point("fp16"), 1) == 208.3
-print(lp.layer_costs("llama-2-7b", "decode", 1, 2048).on("A10").time_s > 0)
+print(lp.step_costs("llama-2-7b", "decode", 1, 2048).on("A10").time_s > 0)
 print(lp.simple_latency("llama-2-7b", "A10", 350, 150).total_s > 0)
 run = simulate([Request(0.0, 8, 3)], policy="continuous", max_batch=1,
                step_time=LinearStepTime(base_s=1.0, per_token_s=0.0, per_kv_token_s=0.0))

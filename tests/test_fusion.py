@@ -34,9 +34,9 @@ def test_chain_bytes_by_hand():
 
 
 def test_fused_chains_are_the_cost_tables_rows():
-    """The fused kernels move what llmperf.layer_costs already charges for those operators."""
+    """The fused kernels move what llmperf.step_costs already charges for those operators."""
     for phase, seq in (("prefill", 512), ("decode", 1000)):
-        rows = lp.layer_costs("llama-2-7b", phase, batch=2, seq_len=seq)
+        rows = lp.step_costs("llama-2-7b", phase, batch=2, seq_len=seq)
         chains = {c.name: c for c in chain_costs("llama-2-7b", phase, batch=2, seq_len=seq)}
         assert chains["swiglu_gate"].fused.bytes == rows["activation"].bytes
         assert chains["rotary"].fused.bytes == rows["rope"].bytes

@@ -45,7 +45,7 @@ def test_measure_host_quick_is_a_valid_cached_accelerator():
     assert measure_host(quick=True) is acc  # measured once per process
     # every roofline tool takes it
     assert lp.decode_step_time("ref-tiny", acc, context=16, dtype="fp32") > 0
-    assert lp.layer_costs("ref-tiny", "prefill", 1, 16, dtype="fp32").on(acc).time_s > 0
+    assert lp.step_costs("ref-tiny", "prefill", 1, 16, dtype="fp32").on(acc).time_s > 0
 
 
 def test_measure_host_rejects_unknown_dtypes():
@@ -63,7 +63,7 @@ def tiny():
 def test_measure_decode_uses_the_analytic_cost_of_the_same_step(tiny):
     m = measure_decode(tiny, context_len=32, batch=2, steps=3)
     assert isinstance(m, Measurement) and m.phase == "decode" and m.tokens == 2
-    assert m.cost == lp.layer_costs("ref-tiny", "decode", 2, 32, dtype="fp32").total
+    assert m.cost == lp.step_costs("ref-tiny", "decode", 2, 32, dtype="fp32").total
     assert m.costs.attention == "standard" and m.costs.batch == 2 and m.costs.seq_len == 32
     assert m.tokens_per_s == pytest.approx(2 / m.timing.median_s)
     assert m.bytes_per_s == pytest.approx(m.cost.bytes / m.timing.median_s)
@@ -74,7 +74,7 @@ def test_measure_prefill_counts_every_prompt_token(tiny):
     m = measure_prefill(tiny, prompt_len=16, batch=2, repeat=2)
     assert m.phase == "prefill" and m.tokens == 32 and m.dtype == "fp32"
     assert m.flops_per_s == pytest.approx(m.cost.flops / m.timing.median_s)
-    fused = lp.layer_costs("ref-tiny", "prefill", 2, 16, dtype="fp32", attention="fused")
+    fused = lp.step_costs("ref-tiny", "prefill", 2, 16, dtype="fp32", attention="fused")
     assert m.cost == fused.total
     built = measure_prefill("ref-tiny", prompt_len=8, repeat=1)  # a name builds a model
     assert built.model == "ref-tiny"
@@ -106,10 +106,10 @@ def test_import_llmperf_does_not_import_torch():
 def test_measurement_counts_attention_as_the_model_runs_it():
     model = Transformer("ref-tiny", max_seq_len=32)
     m = measure_prefill(model, prompt_len=32, batch=1, warmup=0, repeat=1)
-    fused = lp.layer_costs("ref-tiny", "prefill", 1, 32, dtype="fp32", attention="fused")
+    fused = lp.step_costs("ref-tiny", "prefill", 1, 32, dtype="fp32", attention="fused")
     assert model.attention_kernel["prefill"] == "fused"
     assert m.cost == fused.total
-    standard = lp.layer_costs("ref-tiny", "prefill", 1, 32, dtype="fp32", attention="standard")
+    standard = lp.step_costs("ref-tiny", "prefill", 1, 32, dtype="fp32", attention="standard")
     assert m.cost != standard.total  # the kernel changes the count, so the choice matters
     a10 = lp.get_accelerator("A10")
     assert m.predicted_s(a10) == pytest.approx(fused.on(a10).time_s)
@@ -120,7 +120,7 @@ def test_bf16_measurement_is_costed_in_bf16():
     model = Transformer("ref-tiny", max_seq_len=16, dtype="bf16")
     m = measure_decode(model, context_len=8, steps=1, warmup=0)
     assert m.dtype == "bf16"
-    assert m.cost == lp.layer_costs("ref-tiny", "decode", 1, 8, dtype="bf16").total
+    assert m.cost == lp.step_costs("ref-tiny", "decode", 1, 8, dtype="bf16").total
 
 
 def test_stream_buffers_outgrow_the_cache_but_fit_in_memory():

@@ -104,7 +104,7 @@ def test_decode_steps_carry_the_analytic_bytes():
     assert [r.batch for r in rows] == [1, 2, 8]
     assert all(r.median_s > 0 for r in rows)
     for r in rows:
-        expected = lp.layer_costs(model.config, "decode", r.batch, 16, dtype="fp32").total.bytes
+        expected = lp.step_costs(model.config, "decode", r.batch, 16, dtype="fp32").total.bytes
         assert r.predicted_bytes == pytest.approx(expected, rel=0.02)  # fused vs standard attn
         assert r.experts_touched == pytest.approx(lp.experts_touched(r.batch, 4, 2))
     assert rows[0].predicted_bytes < rows[1].predicted_bytes < rows[2].predicted_bytes

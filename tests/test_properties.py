@@ -88,7 +88,7 @@ def test_decode_step_grows_with_context_and_batch(name, batch, context):
     st.integers(1, 4096),
 )
 def test_step_total_is_the_sum_of_its_rows_and_blocks(name, phase, batch, seq_len):
-    step = lp.layer_costs(name, phase, batch, seq_len)
+    step = lp.step_costs(name, phase, batch, seq_len)
     total = step.total
     assert sum(r.flops for r in step) == total.flops
     blocks = sum(step.block_total(b).flops for b in ("attention", "ffn", "other"))

@@ -1,4 +1,4 @@
-"""Step-time models of llmperf.serving: the roofline against layer_costs, the linear fit."""
+"""Step-time models of llmperf.serving: the roofline against step_costs, the linear fit."""
 import numpy as np
 import pytest
 
@@ -31,22 +31,22 @@ def roofline():
 
 
 @pytest.mark.parametrize("cached", [1, 100, 2047, 4000])
-def test_single_decode_equals_layer_costs(roofline, cached):
-    expected = lp.layer_costs(LLAMA, "decode", batch=1, seq_len=cached).on(A10).time_s
+def test_single_decode_equals_step_costs(roofline, cached):
+    expected = lp.step_costs(LLAMA, "decode", batch=1, seq_len=cached).on(A10).time_s
     assert roofline.iteration_s(decode_batch([cached])) == pytest.approx(expected, rel=1e-9)
 
 
 @pytest.mark.parametrize("batch, cached", [(8, 512), (64, 1000)])
-def test_uniform_decode_batch_equals_layer_costs(roofline, batch, cached):
-    # The same operators, weights once, B sequences' attention: layer_costs' own batch.
-    expected = lp.layer_costs(LLAMA, "decode", batch=batch, seq_len=cached).on(A10).time_s
+def test_uniform_decode_batch_equals_step_costs(roofline, batch, cached):
+    # The same operators, weights once, B sequences' attention: step_costs' own batch.
+    expected = lp.step_costs(LLAMA, "decode", batch=batch, seq_len=cached).on(A10).time_s
     got = roofline.iteration_s(decode_batch([cached] * batch))
     assert got == pytest.approx(expected, rel=1e-9)
 
 
 @pytest.mark.parametrize("prompt", [1, 37, 512, 4096])
-def test_single_prefill_equals_layer_costs(roofline, prompt):
-    expected = lp.layer_costs(LLAMA, "prefill", batch=1, seq_len=prompt).on(A10).time_s
+def test_single_prefill_equals_step_costs(roofline, prompt):
+    expected = lp.step_costs(LLAMA, "prefill", batch=1, seq_len=prompt).on(A10).time_s
     assert roofline.iteration_s(prefill_batch(prompt)) == pytest.approx(expected, rel=1e-9)
 
 
@@ -71,9 +71,9 @@ def test_mixed_iteration_reads_the_weights_once(roofline):
 def test_chunk_costs_its_share_of_the_prompts_attention(roofline):
     # Second half of a 1024-token prompt: dense work of 512 tokens, half the attention of a
     # 1024-token prefill, one LM head row.
-    whole = lp.layer_costs(LLAMA, "prefill", batch=1, seq_len=1024).on(A10)
+    whole = lp.step_costs(LLAMA, "prefill", batch=1, seq_len=1024).on(A10)
     attention = sum(whole[n].time_s for n in ("qk", "softmax", "sv"))
-    first_half = lp.layer_costs(LLAMA, "prefill", batch=1, seq_len=512).on(A10)
+    first_half = lp.step_costs(LLAMA, "prefill", batch=1, seq_len=512).on(A10)
     dense = first_half.time_s - sum(first_half[n].time_s for n in ("qk", "softmax", "sv"))
     got = roofline.iteration_s(Batch(0, (Chunk(0, 512, 512, True),), (), 0, ()))
     assert got == pytest.approx(dense + attention / 2, rel=1e-9)
@@ -83,7 +83,7 @@ def test_mixture_of_experts_falls_back_to_exact_counts():
     mixtral, h100 = lp.get_model("mixtral-8x7b"), lp.get_accelerator("H100 SXM")
     model = RooflineStepTime(mixtral, h100)
     for batch in (1, 5, 40):
-        expected = lp.layer_costs(mixtral, "decode", batch=batch, seq_len=300).on(h100).time_s
+        expected = lp.step_costs(mixtral, "decode", batch=batch, seq_len=300).on(h100).time_s
         assert model.iteration_s(decode_batch([300] * batch)) == pytest.approx(expected, 1e-9)
 
 
@@ -101,9 +101,9 @@ def test_roofline_refuses_contexts_beyond_the_model():
 def test_roofline_simulation_of_one_request(roofline):
     # One request, prompt 100, output 3: prefill, then decodes with 100 and 101 cached.
     run = simulate([Request(0.0, 100, 3)], max_batch=1, step_time=roofline)
-    steps = [lp.layer_costs(LLAMA, "prefill", batch=1, seq_len=100).on(A10).time_s,
-             lp.layer_costs(LLAMA, "decode", batch=1, seq_len=100).on(A10).time_s,
-             lp.layer_costs(LLAMA, "decode", batch=1, seq_len=101).on(A10).time_s]
+    steps = [lp.step_costs(LLAMA, "prefill", batch=1, seq_len=100).on(A10).time_s,
+             lp.step_costs(LLAMA, "decode", batch=1, seq_len=100).on(A10).time_s,
+             lp.step_costs(LLAMA, "decode", batch=1, seq_len=101).on(A10).time_s]
     r = run.requests[0]
     assert r.first_token_s == pytest.approx(steps[0], rel=1e-9)
     assert r.finish_s == pytest.approx(sum(steps), rel=1e-9)

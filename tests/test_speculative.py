@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import llmperf.measured.speculative as sg
-from llmperf.analytic.layers import layer_costs
+from llmperf.analytic.layers import step_costs
 from llmperf.analytic.perfmodel import decode_step_time
 from llmperf.analytic.speculative import (
     acceptance_rate,
@@ -120,10 +120,10 @@ def test_verification_costs_one_decode_step_at_batch_1_and_gamma_plus_1_when_com
 
 
 @pytest.mark.parametrize("model", ["llama-3-8b", "mixtral-8x7b", "mistral-7b", "gpt2"])
-def test_a_one_token_append_is_the_decode_step_of_layer_costs(model):
+def test_a_one_token_append_is_the_decode_step_of_step_costs(model):
     for batch, context in ((1, 512), (64, 2048)):
         for attention in ("standard", "fused"):
-            step = layer_costs(model, "decode", batch, context, attention=attention)
+            step = step_costs(model, "decode", batch, context, attention=attention)
             one = verify_step_costs(model, batch, 1, context, attention=attention)
             assert one.total == step.total
             assert verify_step_time(model, "H100 SXM", batch, 1, context, attention=attention) \
@@ -136,7 +136,7 @@ def test_an_append_counts_the_tokens_of_every_position_and_reads_the_cache_once(
     5 x 105 per head; K is read once per sequence and KV head."""
     B, T, C, L = 2, 5, 100, 32
     append = verify_step_costs("llama-3-8b", B, T, C)
-    ten = layer_costs("llama-3-8b", "decode", B * T, C)
+    ten = step_costs("llama-3-8b", "decode", B * T, C)
     for name in ("q_proj", "ffn_up", "ffn_down", "lm_head"):  # logits at every position
         assert append[name].cost == ten[name].cost
     assert append["qk"].flops == 2 * 128 * T * (C + T) * 32 * B * L

@@ -81,7 +81,7 @@ def test_weights_match_hashes_and_configs(name, info):
     assert not any(p.requires_grad for p in m.model.parameters())
     assert m.val_loss == info["models"][name]["val_loss_nats"]
     assert math.isclose(m.val_loss_bits, m.val_loss / math.log(2))
-    assert lp.layer_costs(m.config, phase="decode", batch=1, seq_len=128)
+    assert lp.step_costs(m.config, phase="decode", batch=1, seq_len=128)
 
 
 def test_a_changed_file_is_refused(tmp_path, info):

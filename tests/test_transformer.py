@@ -189,9 +189,9 @@ def test_kv_cache_bytes_match_the_analytic_size():
 def test_step_costs_count_attention_as_the_model_runs_it(tiny):
     for phase, kernel in (("prefill", "fused"), ("decode", "standard")):
         assert tiny.attention_kernel[phase] == kernel
-        expected = lp.layer_costs(TINY, phase, 2, 32, dtype="fp32", attention=kernel)
+        expected = lp.step_costs(TINY, phase, 2, 32, dtype="fp32", attention=kernel)
         assert tiny.step_costs(phase, batch=2, seq_len=32).total == expected.total
-    assert tiny.step_costs("prefill", 1, 32).total != lp.layer_costs(TINY, "prefill", 1, 32,
+    assert tiny.step_costs("prefill", 1, 32).total != lp.step_costs(TINY, "prefill", 1, 32,
                                                                       dtype="fp32").total
 
 

@@ -1,6 +1,6 @@
 """Closed forms for batched decode: intensity against batch and context, and what fits.
 
-`layer_costs` counts every operator of a step; these formulas keep only the two terms
+`step_costs` counts every operator of a step; these formulas keep only the two terms
 that decide whether batching pays, so that a reader can see them. For a dense model
 with P parameters, L layers, h query heads and h_kv key/value heads of size d, weights
 in b bytes and the KV cache in b_kv bytes, one decode step of B sequences that each
@@ -20,12 +20,12 @@ many KV bytes as they add FLOPs. Decode attention alone does 4 h d FLOPs per cac
 token and layer against 2 b_kv h_kv d bytes, an intensity of 2h / (b_kv h_kv)
 (h / h_kv in 16-bit), whatever B is.
 
-What the forms leave out (so they sit a little above `layer_costs`' totals): the
+What the forms leave out (so they sit a little above `step_costs`' totals): the
 activations that each matrix product reads and writes (a share that grows like
 B / D), the element-wise operators, the softmax and, under the standard algorithm,
 the score and probability matrices' traffic; and they count the embedding table as
 read, which a step does only one row of. tests/test_batching.py holds each form to
-`layer_costs` within a stated tolerance.
+`step_costs` within a stated tolerance.
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def _dense(model: ModelConfig | str) -> ModelConfig:
     m = get_model(model)
     if m.is_moe:
         raise ValueError(f"{m.name} is a mixture of experts: the closed forms assume every "
-                         "token uses every weight; use layer_costs, which counts the experts "
+                         "token uses every weight; use step_costs, which counts the experts "
                          "a batch touches")
     return m
 

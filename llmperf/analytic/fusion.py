@@ -158,7 +158,7 @@ def chain_costs(model: ModelConfig | str, phase: str, batch: int = 1, seq_len: i
                 dtype: str = "fp16", attention: str = "standard") -> tuple[ChainCost, ...]:
     """Every chain of one forward step, unfused against fused, summed over the layers.
 
-    Sizes as in `llmperf.layer_costs` (prefill: batch prompts of seq_len tokens; decode:
+    Sizes as in `llmperf.step_costs` (prefill: batch prompts of seq_len tokens; decode:
     one token after seq_len cached). The softmax chain exists only when attention is the
     standard algorithm: a fused attention kernel (`attention="fused"`) contains it.
     """

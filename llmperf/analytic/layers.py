@@ -3,7 +3,7 @@
 Counting and timing are two steps. `step_costs(model, phase, ...)` counts the
 FLOPs and bytes of every operator (no hardware involved); its `.on(accelerator)`
 places that table on the accelerator's roofline, giving each row a time and a bound.
-`layer_costs` is the same function under the name the book uses.
+`step_costs` is the same function under the name the book uses.
 
 Prefill: `batch` prompts of `seq_len` tokens each, every token attending to the
 prompt. Decode: one new token per sequence attending to `seq_len` cached tokens
@@ -337,6 +337,3 @@ def step_costs(model: ModelConfig | str, phase: str, batch: int = 1, seq_len: in
                  in _operator_costs(m, phase, batch, seq_len, dtype, kv_dtype, attention))
     return StepCosts(m.name, phase, int(batch), int(seq_len), dtype, kv_dtype, attention, rows)
 
-
-layer_costs = step_costs
-"""`layer_costs` is the book's name for `step_costs`: the same function, same signature."""

@@ -212,7 +212,7 @@ class Transformer(nn.Module):
     device; on "meta" it holds shapes only. An inference model: no parameter needs gradients.
     """
 
-    # How attention runs, in llmperf.layer_costs(attention=...)'s terms: prefill as one fused
+    # How attention runs, in llmperf.step_costs(attention=...)'s terms: prefill as one fused
     # causal SDPA kernel; decode as two matmuls and a softmax whose scores go through memory.
     attention_kernel = {"prefill": "fused", "decode": "standard"}
 

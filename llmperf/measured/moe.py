@@ -6,7 +6,7 @@ forward hook on each router that keeps the experts it chooses (the top k of its 
 layer itself chooses them). The model is only observed: nothing in it changes.
 
 The analytic counterparts live in the torch-free layer: `llmperf.experts_touched` (uniform
-routing) and `llmperf.layer_costs`, which charges a decode step the weights of the experts
+routing) and `llmperf.step_costs`, which charges a decode step the weights of the experts
 its batch touches.
 """
 from __future__ import annotations
@@ -92,7 +92,7 @@ class DecodeStep:
     model: str
     batch: int
     median_s: float
-    predicted_bytes: float      # from layer_costs: weights of the experts touched, KV, activations
+    predicted_bytes: float      # from step_costs: weights of the experts touched, KV, activations
     experts_touched: float      # uniform routing, per layer (1 for a dense model)
 
 

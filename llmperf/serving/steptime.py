@@ -3,7 +3,7 @@
 `LinearStepTime` is the form serving simulators fit to measurements: a fixed cost per
 iteration, a cost per token processed and a cost per token of KV read.
 `fit_linear_step_time` fits it by least squares. `RooflineStepTime` builds the time from
-`layer_costs` on a catalog accelerator.
+`step_costs` on a catalog accelerator.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..analytic.layers import layer_costs
+from ..analytic.layers import step_costs
 from ..hardware import Accelerator, get_accelerator
 from ..models import ModelConfig, get_model
 from ..units import check_non_negative
@@ -73,11 +73,11 @@ def fit_linear_step_time(samples: Iterable[tuple[float, float, float]]) -> Linea
 class _RowPolynomials:
     """Each selected row's (FLOPs, bytes) as a polynomial in one size x >= 1.
 
-    `layer_costs` counts with arithmetic that is polynomial in the step's size (affine in
+    `step_costs` counts with arithmetic that is polynomial in the step's size (affine in
     its tokens, quadratic in a prompt's length for attention), so degree + 1 calls fix
-    every coefficient. The fit is used only if it reproduces `layer_costs` exactly at the
+    every coefficient. The fit is used only if it reproduces `step_costs` exactly at the
     sizes `check_at`; otherwise (a mixture of experts, a sliding window) every size is
-    counted by `layer_costs` itself.
+    counted by `step_costs` itself.
     """
 
     def __init__(self, costs_at, degree: int, check_at: tuple[int, ...]) -> None:
@@ -100,11 +100,11 @@ class _RowPolynomials:
 
 
 class RooflineStepTime:
-    """Iteration time from the per-operator roofline of `layer_costs` on an accelerator.
+    """Iteration time from the per-operator roofline of `step_costs` on an accelerator.
 
     A mixed iteration of T tokens (prefill chunks plus one token per decode) is costed as:
     - every operator that is not attention (projections, FFN, norms, embedding) once,
-      for T tokens: the weights are read once per iteration, as in `layer_costs`;
+      for T tokens: the weights are read once per iteration, as in `step_costs`;
     - the LM head once, for one row per request that yields a token this iteration;
     - the attention operators (qk, softmax, sv; or the fused kernel) of each request on
       its own: a decode reads its own cache, and a prefill chunk of c tokens after s
@@ -114,7 +114,7 @@ class RooflineStepTime:
       s + c tokens are read, not c / (s + c) of them) and, for the fused kernel, the
       causal mask's saving.
     Each operator takes max(FLOPs / peak, bytes / bandwidth), and the times add up. So a
-    single-sequence step, prefill or decode, equals `layer_costs(...).on(acc).time_s`.
+    single-sequence step, prefill or decode, equals `step_costs(...).on(acc).time_s`.
 
     Decodes are summed in closed form: one decode's attention time is a + b * kv_tokens
     (checked at construction for contexts up to the model's max_seq_len; ValueError where
@@ -138,7 +138,7 @@ class RooflineStepTime:
         self._cache: dict[tuple[str, int], float] = {}
 
     def _costs(self, phase: str, batch: int, seq_len: int, part: str) -> np.ndarray:
-        step = layer_costs(self.model, phase, batch=batch, seq_len=seq_len, dtype=self.dtype,
+        step = step_costs(self.model, phase, batch=batch, seq_len=seq_len, dtype=self.dtype,
                            kv_dtype=self.kv_dtype, attention=self.attention)
         keep = {"attn": lambda n: n in ATTENTION_KERNEL_ROWS, "head": lambda n: n == "lm_head",
                 "dense": lambda n: n not in ATTENTION_KERNEL_ROWS and n != "lm_head"}[part]

@@ -7,7 +7,7 @@ import llmperf as lp
 
 def test_decode_reads_every_weight_once():
     llama = lp.get_model("llama-2-7b")
-    step = lp.layer_costs(llama, "decode", batch=1, seq_len=2048)
+    step = lp.step_costs(llama, "decode", batch=1, seq_len=2048)
     weight_rows = [
         "q_proj",
         "k_proj",
@@ -29,7 +29,7 @@ def test_decode_reads_every_weight_once():
 def test_decode_flops_are_about_two_per_parameter_plus_attention():
     llama = lp.get_model("llama-2-7b")
     context = 2048
-    step = lp.layer_costs(llama, "decode", batch=1, seq_len=context)
+    step = lp.step_costs(llama, "decode", batch=1, seq_len=context)
     attention_flops = llama.n_layers * llama.n_heads * (4 * llama.d_head + 3) * (context + 1)
     linear_params = (
         llama.param_count() - llama.embedding_params() - llama.param_breakdown()["norms"]
@@ -40,8 +40,8 @@ def test_decode_flops_are_about_two_per_parameter_plus_attention():
 def test_gqa_shrinks_kv_projections_and_kv_reads():
     mistral = lp.get_model("mistral-7b")  # 8 KV heads, 32 query heads
     mha = mistral.with_(name="mistral-mha", n_kv_heads=32)
-    gqa_step = lp.layer_costs(mistral, "decode", 1, 2048)  # inside the 4,096-token window
-    mha_step = lp.layer_costs(mha, "decode", 1, 2048)
+    gqa_step = lp.step_costs(mistral, "decode", 1, 2048)  # inside the 4,096-token window
+    mha_step = lp.step_costs(mha, "decode", 1, 2048)
     assert gqa_step["k_proj"].flops * 4 == mha_step["k_proj"].flops
     assert gqa_step["q_proj"].flops == mha_step["q_proj"].flops
     assert gqa_step["qk"].flops == mha_step["qk"].flops  # every query head still scores
@@ -52,7 +52,7 @@ def test_gqa_shrinks_kv_projections_and_kv_reads():
 
 def test_moe_flops_count_active_experts_only():
     mixtral = lp.get_model("mixtral-8x7b")
-    step = lp.layer_costs(mixtral, "prefill", batch=1, seq_len=512)
+    step = lp.step_costs(mixtral, "prefill", batch=1, seq_len=512)
     per_expert_matmul = 2 * 512 * mixtral.d_model * mixtral.d_ff
     assert step["ffn_up"].flops == mixtral.n_layers * mixtral.experts_per_token * per_expert_matmul
 
@@ -60,10 +60,10 @@ def test_moe_flops_count_active_experts_only():
 def test_moe_decode_bytes_follow_experts_touched():
     mixtral = lp.get_model("mixtral-8x7b")
     matrix_bytes = mixtral.d_model * mixtral.d_ff * 2
-    one = lp.layer_costs(mixtral, "decode", batch=1, seq_len=128)["ffn_up"]
+    one = lp.step_costs(mixtral, "decode", batch=1, seq_len=128)["ffn_up"]
     # One token reads exactly its 2 experts' matrices (plus a few activations).
     assert one.bytes == pytest.approx(mixtral.n_layers * 2 * matrix_bytes, rel=1e-3)
-    big = lp.layer_costs(mixtral, "decode", batch=256, seq_len=128)["ffn_up"]
+    big = lp.step_costs(mixtral, "decode", batch=256, seq_len=128)["ffn_up"]
     # 256 tokens touch practically all 8 experts; each of the 512 token-expert pairs
     # also reads its input row and writes its output row.
     activations = mixtral.n_layers * 256 * 2 * (mixtral.d_model + mixtral.d_ff) * 2
@@ -77,21 +77,21 @@ def test_experts_touched_limits():
 
 
 def test_prefill_ffn_is_compute_bound_and_decode_memory_bound_on_a10():
-    prefill = lp.layer_costs("llama-2-7b", "prefill", 1, 4096).on("A10")
-    decode = lp.layer_costs("llama-2-7b", "decode", 1, 4096).on("A10")
+    prefill = lp.step_costs("llama-2-7b", "prefill", 1, 4096).on("A10")
+    decode = lp.step_costs("llama-2-7b", "decode", 1, 4096).on("A10")
     assert prefill["ffn_up"].bound == "compute"
     assert decode["ffn_up"].bound == "memory"
     assert decode["qk"].bound == "memory"
 
 
 def test_learned_positions_and_mlp_models_have_their_rows():
-    step = lp.layer_costs("gpt2", "prefill", 1, 128)
+    step = lp.step_costs("gpt2", "prefill", 1, 128)
     names = [r.name for r in step]
     assert "positions" in names and "rope" not in names and "ffn_gate" not in names
 
 
 def test_table_text_lists_every_operator():
-    step = lp.layer_costs("llama-2-7b", "decode", 1, 2048)
+    step = lp.step_costs("llama-2-7b", "decode", 1, 2048)
     text = step.to_text()
     for row in step:
         assert row.name in text
@@ -130,10 +130,9 @@ def test_counting_needs_no_accelerator_and_placing_adds_times():
         placed.block_time_s("mlp")
 
 
-def test_layer_costs_is_step_costs_and_takes_no_accelerator():
-    assert lp.layer_costs is lp.step_costs
+def test_step_costs_takes_no_accelerator():
     with pytest.raises(TypeError):
-        lp.layer_costs("llama-2-7b", "decode", 1, 16, accelerator="A10")
+        lp.step_costs("llama-2-7b", "decode", 1, 16, accelerator="A10")
 
 
 def test_placing_needs_a_peak_in_the_table_dtype():
@@ -310,14 +309,14 @@ def test_fused_attention_keeps_scores_on_chip_and_skips_the_causal_half():
     assert lp.attended_pairs(1, 500, causal=True) == 500
 
 
-def test_layer_costs_with_a_fused_kernel_has_one_attention_row():
-    std = lp.layer_costs("llama-2-7b", "prefill", 1, 2048)
-    fused = lp.layer_costs("llama-2-7b", "prefill", 1, 2048, attention="fused")
+def test_step_costs_with_a_fused_kernel_has_one_attention_row():
+    std = lp.step_costs("llama-2-7b", "prefill", 1, 2048)
+    fused = lp.step_costs("llama-2-7b", "prefill", 1, 2048, attention="fused")
     assert "attention" in [r.name for r in fused] and "qk" not in [r.name for r in fused]
     assert fused.total.bytes < std.total.bytes and fused.total.flops < std.total.flops
     assert fused["q_proj"] == std["q_proj"]
     with pytest.raises(ValueError, match="attention"):
-        lp.layer_costs("llama-2-7b", "prefill", attention="flash")
+        lp.step_costs("llama-2-7b", "prefill", attention="flash")
 
 
 def test_critical_batch_of_moe_scales_by_experts_over_k():
