@@ -156,7 +156,7 @@ lp.Table(["model", "prefill", "per decode step", "decode steps", "total"], [
 #
 # To make the same predictions for your machine, we need its $\Pi$ and $\beta$. `measure_host()`
 # measures them, with a large matrix multiplication and a large copy, and returns an
-# `Accelerator` that every `llmperf` calculator accepts. `lp.critical_batch_size` then gives the
+# `Accelerator` that every `llmperf` calculator accepts. `lp.ffn_critical_batch` then gives the
 # number of tokens per pass from which the FFN's weight products turn compute bound on it (for a
 # $b$-byte format, about the ridge point $\Pi/\beta$ times $b/2$).
 
@@ -168,7 +168,7 @@ dtype = "fp32"
 print(f"{host.name}: {lp.format_flop_rate(host.peak(dtype))} ({dtype}), "
       f"{lp.format_bandwidth(host.mem_bandwidth)}, ridge point {host.ridge_point(dtype):.1f} FLOP/B")
 print(f"FFN weight products turn compute bound from about "
-      f"{lp.critical_batch_size(ref, host, dtype=dtype)} tokens per pass")
+      f"{lp.ffn_critical_batch(ref, host, dtype=dtype)} tokens per pass")
 
 # %% [markdown]
 # ## 2.2 Prefill time against prompt length

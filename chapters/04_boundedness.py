@@ -996,7 +996,7 @@ lp.Table(["link", "one way", "decode token", "4096-token prefill"],
 #
 # For $N \ll K, M$ the intensity is $NKM/(NK + KM + NM) \approx N/(1 + N/K + N/M)$, roughly
 # $N$ for small $N$. Solving $N \cdot 4096 \cdot 11008 / (4096N + 4096\cdot 11008 + 11008N) = 208.3$
-# gives $N \approx 224$. `lp.critical_batch_size(llama, a10)` returns the same number (checked
+# gives $N \approx 224$. `lp.ffn_critical_batch(llama, a10)` returns the same number (checked
 # in the folded cell below). Chapter 5 asks whether 224 sequences fit in 24 GiB.
 #
 # </details>
@@ -1040,7 +1040,7 @@ assert round(prefill70.total.flops / p / h100.peak("fp16") * 1e3) == 74
 assert round(4096 * one_token / pcie4.one_way, 1) == 0.6 and round(one_token / pcie4.one_way * 1e3, 2) == 0.14
 assert math.ceil((8 * ridge_a10 - 3) / 4) == 416 and round(h100.ridge_point("fp16")) == 295
 assert math.ceil((8 * h100.ridge_point("fp16") - 3) / 4) == 590
-assert lp.critical_batch_size(llama, a10) == 224
+assert lp.ffn_critical_batch(llama, a10) == 224
 assert round(estimates["A10G"].total_s, 1) == 3.4 and round(estimates["L4"].total_s, 1) == 6.8
 llama3 = lp.get_model("llama-3-8b")
 assert llama.kv_bytes_per_token("fp16") == 524_288 and llama3.kv_bytes_per_token("fp16") == 131_072

@@ -180,10 +180,10 @@ plt.show()
 # Where decode's linear line crosses the ridge is the **critical batch**. For a product
 # $X(B, K) \cdot W(K, M)$ with $B \ll K, M$ the intensity is about $2B/b$ (chapter 4,
 # section 4.4), so the crossing is near $B \approx I^{*} b / 2$: the ridge itself in 16-bit
-# formats. `lp.critical_batch_size` solves it exactly for the FFN's shapes.
+# formats. `lp.ffn_critical_batch` solves it exactly for the FFN's shapes.
 
 # %%
-critical = {name: lp.critical_batch_size(llama, name) for name in ("A10", "L4", "A100 SXM 40GB",
+critical = {name: lp.ffn_critical_batch(llama, name) for name in ("A10", "L4", "A100 SXM 40GB",
                                                                     "H100 SXM")}
 lp.Table(["accelerator", "ridge (FLOP/byte)", "critical batch (FFN, fp16)"],
          [(name, lp.get_accelerator(name).ridge_point("fp16"), b) for name, b in critical.items()],
@@ -245,7 +245,7 @@ print(f"Llama 2 7B, B = {B}, N = {N}: closed form {bt.decode_step_intensity(llam
 rows = []
 for m in (llama, llama3):
     for n in (128, 512, 1024, 4096):
-        critical_b = bt.decode_critical_batch(m, a10, n)
+        critical_b = bt.step_critical_batch(m, a10, n)
         rows.append((m.name, n, bt.decode_intensity_limit(m, n),
                      "never" if critical_b is None else critical_b, lp.max_batch_size(m, a10, n + 1)))
 lp.Table(["model", "N", "ceiling of I (FLOP/byte)", "critical batch, whole step (A10)",
@@ -323,7 +323,7 @@ fit_rows = []
 for label, capacity in (("24 GiB", a10.mem_capacity),
                         ("24 GiB less ECC", a10.usable_capacity(ecc=True))):
     fit_rows.append((label, capacity, llama.weight_bytes("fp16"), llama.kv_cache_bytes(4096),
-                     bt.requests_that_fit(capacity, llama.weight_bytes("fp16"),
+                     lp.requests_that_fit(capacity, llama.weight_bytes("fp16"),
                                           llama.kv_cache_bytes(4096))))
 assert fit_rows[0][-1] == lp.max_batch_size(llama, a10, 4096)
 lp.Table(["A10 memory", "capacity", "weights", "KV per request", "requests that fit"], fit_rows,
@@ -343,7 +343,7 @@ lp.Table(["A10 memory", "capacity", "weights", "KV per request", "requests that 
 # {cite:p}`daniel2023anyscale`. The library's units give a different answer.
 
 # %%
-study = bt.requests_that_fit(40e9, 26e9, 1e6)  # the study's round numbers, in tokens
+study = lp.requests_that_fit(40e9, 26e9, 1e6)  # the study's round numbers, in tokens
 ours = bt.kv_capacity_tokens(opt, a100)
 assert ours == lp.max_batch_size(opt, a100, 1)
 steps = [
@@ -355,7 +355,7 @@ steps = [
      opt.kv_bytes_per_token("fp16")),
 ]
 lp.Table(["assumption", "capacity", "weights", "KV per token", "tokens that fit"],
-         [(what, c, w, kv, bt.requests_that_fit(c, w, kv)) for what, c, w, kv in steps],
+         [(what, c, w, kv, lp.requests_that_fit(c, w, kv)) for what, c, w, kv in steps],
          title="OPT-13B on one A100 40GB: KV tokens beside the weights",
          formats={"capacity": lp.format_bytes, "weights": lp.format_bytes,
                   "KV per token": lp.format_bytes, "tokens that fit": ","})
@@ -971,7 +971,7 @@ plt.show()
 # The worked problems' answers, checked against llmperf.
 h100 = lp.get_accelerator("H100 SXM")
 assert round(bt.decode_intensity_limit(llama3, 2048), 1) == 63.8
-assert bt.decode_critical_batch(llama3, h100, 2048) is None
+assert bt.step_critical_batch(llama3, h100, 2048) is None
 assert round(bt.decode_intensity_limit(llama3, 2048, kv_dtype="int8"), 1) == 127.7
 kv_1024 = llama.kv_cache_bytes(1025)  # the step reads N cached tokens and the new one
 per_sequence_s = 2 * llama.param_count() / a10.peak("fp16") + kv_1024 / a10.mem_bandwidth
@@ -995,7 +995,7 @@ assert lp.max_batch_size("llama-2-13b", "A100 SXM 80GB", 2048, reserved_bytes=2 
 #
 # - Batching across requests shares the weight reads: decode's linear operators gain about
 #   one FLOP per byte per sequence, and turn compute bound near $B \approx I^{*}$ in 16-bit
-#   formats (`lp.critical_batch_size`). Prefill is compute bound already, and attention gains
+#   formats (`lp.ffn_critical_batch`). Prefill is compute bound already, and attention gains
 #   nothing, because each request's keys and values are its own.
 # - A whole decode step has $I(B, N) = B(2P + 4LNhd)/(bP + 2 b_{kv} L N h_{kv} d B)$, which
 #   saturates at $P/(b_{kv} L N h_{kv} d) + 2h/(b_{kv} h_{kv})$. For Llama 2 7B on an A10 the

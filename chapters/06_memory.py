@@ -1026,7 +1026,7 @@ assert sv.paged_requests_that_fit(a10_kv, 500, 16) == 45
 assert sv.shared_sampling_blocks(100, 50, 4, 16) == (22, 40)
 _kv_int8 = int8_kv_bytes_per_token(llama)
 assert _kv_int8 == 2 * llama.n_layers * llama.n_kv_heads * (llama.d_head + 2) == 266_240 and llama.kv_bytes_per_token("fp16") == 524_288
-assert bt.requests_that_fit(a10.mem_capacity, llama.weight_bytes("fp16"), 4096 * _kv_int8) == 11
+assert lp.requests_that_fit(a10.mem_capacity, llama.weight_bytes("fp16"), 4096 * _kv_int8) == 11
 assert lp.max_batch_size(llama, a10, 4096) == 5
 
 # %% [markdown]

@@ -193,14 +193,14 @@ plt.show()
 # in a large, compute-bound batch it also runs like its active size; between the two, its step
 # reads every expert and costs like its total size. Its FFN products also turn compute bound
 # later: each expert sees only about $Bk/E$ of the batch's tokens, so the batch must be $E/k$
-# times larger than for a dense model (`lp.critical_batch_size`, chapter 5).
+# times larger than for a dense model (`lp.ffn_critical_batch`, chapter 5).
 
 # %%
 lp.Table(["accelerator", "memory", "Mixtral fits (fp16)?", "critical batch, Mixtral",
           "critical batch, dense twin"],
          [(a, lp.format_bytes(lp.get_accelerator(a).mem_capacity, binary=True),
            "yes" if mixtral.weight_bytes("fp16") < lp.get_accelerator(a).mem_capacity else "no",
-           lp.critical_batch_size(mixtral, a), lp.critical_batch_size(dense_twin, a))
+           lp.ffn_critical_batch(mixtral, a), lp.ffn_critical_batch(dense_twin, a))
           for a in ("A100 SXM 80GB", "H100 SXM", "H200 SXM")],
          title="Mixtral 8x7B: memory and the batch at which its FFN products turn compute bound")
 
@@ -564,7 +564,7 @@ for alpha, gamma in ((0.8, 4), (0.8, 2), (0.6, 2)):
                            for b in spec_batches], "o-",
             label=f"alpha = {alpha}, gamma = {gamma}, c = 0.05")
 ax.axhline(1, color="black", lw=0.8)
-ax.axvline(lp.critical_batch_size("llama-3-8b", "H100 SXM"), color="C3", ls="--",
+ax.axvline(lp.ffn_critical_batch("llama-3-8b", "H100 SXM"), color="C3", ls="--",
            label="critical batch (chapter 5)")
 ax.set_xscale("log")
 ax.legend()
@@ -641,7 +641,7 @@ assert round(verify_step_time("llama-3-8b", "H100 SXM", 256, 5, 512) / verify_st
 assert round(lp.experts_touched(5, 8, 2), 1) == 6.1
 _spec = {b: batched_speculative_speedup("llama-3-8b", "H100 SXM", b, 0.8, 4, 0.05, context=128) for b in (1, 16, 256, 2048)}
 assert abs(_spec[1] / speculative_speedup(0.8, 4, 0.05) - 1) < 0.01 and _spec[16] > 0.9 * _spec[1]
-assert _spec[256] < 1 and _spec[2048] < 1 and lp.critical_batch_size("llama-3-8b", "H100 SXM") > 256
+assert _spec[256] < 1 and _spec[2048] < 1 and lp.ffn_critical_batch("llama-3-8b", "H100 SXM") > 256
 assert batched_speculative_speedup("llama-3-8b", "H100 SXM", 256, 0.8, 2, 0.05, context=128) > 1
 assert 2.5 < verify_step_time(mixtral, h200, 1, 5, 512) / verify_step_time(mixtral, h200, 1, 1, 512) < 3
 assert lp.decode_step_time(mixtral, h200, 1024, 16) > 3 * lp.decode_step_time(dense_twin, h200, 1024, 16)

@@ -282,7 +282,7 @@ def critical_batch(model_name, accelerator_name):
 question("critical_batch", points=2,
          visible=[("llama-2-7b", "A10")],
          hidden=[("llama-2-7b", "H100 SXM"), ("mistral-7b", "T4"), ("llama-2-70b", "A100 SXM 80GB")],
-         reference=lambda m, a: lp.critical_batch_size(m, a, "fp16"))
+         reference=lambda m, a: lp.ffn_critical_batch(m, a, "fp16"))
 
 # %% [markdown]
 # ## Question 10: tensor parallelism's traffic (2 points)

@@ -89,7 +89,7 @@ question("whole_step_critical_batch", points=2,
          visible=[("llama-2-7b", "A10", 64), ("llama-2-7b", "A10", 4096)],
          hidden=[("llama-3-8b", "A10", 256), ("llama-3-8b", "H100 SXM", 128),
                  ("llama-2-13b", "A100 SXM 80GB", 32), ("llama-3-70b", "L4", 2048)],
-         reference=lambda m, a, n: _bt.decode_critical_batch(m, a, n))
+         reference=lambda m, a, n: _bt.step_critical_batch(m, a, n))
 
 # %% [markdown]
 # ## Question 3: requests that fit (1 point)

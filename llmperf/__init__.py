@@ -54,11 +54,12 @@ from .analytic.parallel import (
 )
 from .analytic.perfmodel import (
     LatencyEstimate,
-    critical_batch_size,
     decode_step_time,
+    ffn_critical_batch,
     max_batch_size,
     prefill_time,
     recompute_latency,
+    requests_that_fit,
     roofline_latency,
     simple_latency,
 )

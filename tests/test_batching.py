@@ -87,20 +87,20 @@ def test_attention_intensity_with_an_int8_cache():
 def test_critical_batch():
     a10 = lp.get_accelerator("A10")
     llama = lp.get_model("llama-2-7b")
-    b1 = bt.decode_critical_batch(llama, a10, 1)
+    b1 = bt.step_critical_batch(llama, a10, 1)
     # near the FFN's own critical batch at a tiny context
-    assert abs(b1 - lp.critical_batch_size(llama, a10)) / lp.critical_batch_size(llama, a10) < 0.1
+    assert abs(b1 - lp.ffn_critical_batch(llama, a10)) / lp.ffn_critical_batch(llama, a10) < 0.1
     for n in (1, 32, 64):
-        b = bt.decode_critical_batch(llama, a10, n)
+        b = bt.step_critical_batch(llama, a10, n)
         ridge = a10.ridge_point("fp16")
         assert bt.decode_step_intensity(llama, b, n) >= ridge
         assert b == 1 or bt.decode_step_intensity(llama, b - 1, n) < ridge
     # past the context where the ceiling drops below the ridge, no batch is enough
     assert bt.decode_intensity_limit(llama, 4096) < a10.ridge_point("fp16")
-    assert bt.decode_critical_batch(llama, a10, 4096) is None
+    assert bt.step_critical_batch(llama, a10, 4096) is None
     # grouped-query attention keeps a critical batch at longer contexts
-    assert bt.decode_critical_batch("llama-3-8b", a10, 256) is not None
-    assert bt.decode_critical_batch(llama, a10, 256) is None
+    assert bt.step_critical_batch("llama-3-8b", a10, 256) is not None
+    assert bt.step_critical_batch(llama, a10, 256) is None
 
 
 def test_moe_is_refused():
@@ -123,9 +123,9 @@ def test_kv_capacity_tokens_matches_max_batch_size():
 def test_requests_that_fit():
     m = lp.get_model("llama-2-7b")
     a10 = lp.get_accelerator("A10")
-    fit = bt.requests_that_fit(a10.mem_capacity, m.weight_bytes(), m.kv_cache_bytes(4096))
+    fit = lp.requests_that_fit(a10.mem_capacity, m.weight_bytes(), m.kv_cache_bytes(4096))
     assert fit == lp.max_batch_size(m, a10, 4096)
     # the study's round numbers: 40 GB - 26 GB leaves 14 GB, 1 MB per token
-    assert bt.requests_that_fit(40e9, 26e9, 1e6) == 14_000
-    assert bt.requests_that_fit(10e9, 26e9, 1e6) == 0
-    assert math.isclose(bt.requests_that_fit(40e9, 26e9, 1e6, reserved_bytes=4e9), 10_000)
+    assert lp.requests_that_fit(40e9, 26e9, 1e6) == 14_000
+    assert lp.requests_that_fit(10e9, 26e9, 1e6) == 0
+    assert math.isclose(lp.requests_that_fit(40e9, 26e9, 1e6, reserved_bytes=4e9), 10_000)

@@ -37,12 +37,11 @@ def test_benchmark_rejects_bad_counts(kwargs, match):
         benchmark(42)
 
 
-def test_measure_host_quick_is_a_valid_cached_accelerator():
+def test_measure_host_quick_is_a_valid_accelerator():
     acc = measure_host(quick=True)
     assert isinstance(acc, lp.Accelerator) and "this machine" in acc.name
     assert acc.peak("fp32") > 1e8 and acc.mem_bandwidth > 1e8 and acc.mem_capacity > 1e8
     assert acc.ridge_point("fp32") > 0
-    assert measure_host(quick=True) is acc  # measured once per process
     # every roofline tool takes it
     assert lp.decode_step_time("ref-tiny", acc, context=16, dtype="fp32") > 0
     assert lp.step_costs("ref-tiny", "prefill", 1, 16, dtype="fp32").on(acc).time_s > 0

@@ -220,7 +220,7 @@ def test_simple_and_roofline_models_agree_at_short_context_and_part_at_long():
 
 
 def test_critical_batch_is_near_ridge_times_bytes_over_two():
-    n = lp.critical_batch_size("llama-2-7b", "A10", "fp16")
+    n = lp.ffn_critical_batch("llama-2-7b", "A10", "fp16")
     assert 208 <= n <= 240
     assert lp.matmul_cost(n, 4096, 11008).intensity >= lp.get_accelerator("A10").ridge_point()
     assert lp.matmul_cost(n - 1, 4096, 11008).intensity < lp.get_accelerator("A10").ridge_point()
@@ -320,5 +320,5 @@ def test_step_costs_with_a_fused_kernel_has_one_attention_row():
 
 
 def test_critical_batch_of_moe_scales_by_experts_over_k():
-    dense = lp.critical_batch_size("mistral-7b", "A10")
-    assert lp.critical_batch_size("mixtral-8x7b", "A10") == pytest.approx(4 * dense, abs=4)
+    dense = lp.ffn_critical_batch("mistral-7b", "A10")
+    assert lp.ffn_critical_batch("mixtral-8x7b", "A10") == pytest.approx(4 * dense, abs=4)

@@ -33,7 +33,8 @@ import math
 
 from ..hardware import Accelerator, get_accelerator
 from ..models import ModelConfig, get_model
-from ..units import bytes_per_element, check_non_negative, check_positive, normalize_dtype
+from ..units import bytes_per_element, check_positive, normalize_dtype
+from .perfmodel import requests_that_fit
 
 
 def _dense(model: ModelConfig | str) -> ModelConfig:
@@ -97,7 +98,7 @@ def decode_attention_intensity(model: ModelConfig | str, kv_dtype: str = "fp16")
     return 2.0 * m.n_heads / (bytes_per_element(normalize_dtype(kv_dtype)) * m.n_kv_heads)
 
 
-def decode_critical_batch(model: ModelConfig | str, accelerator: Accelerator | str, context: int,
+def step_critical_batch(model: ModelConfig | str, accelerator: Accelerator | str, context: int,
                           dtype: str = "fp16", kv_dtype: str | None = None) -> int | None:
     """Smallest B with I(B, N) >= the accelerator's ridge; None if no batch reaches it.
 
@@ -105,7 +106,7 @@ def decode_critical_batch(model: ModelConfig | str, accelerator: Accelerator | s
     B = I* b P / (2P + 4LNhd - 2 I* b_kv L N h_kv d), which exists only while the
     denominator is positive, that is while the ceiling `decode_intensity_limit` is above
     the ridge I*. (This is the whole step's intensity; the FFN's matrix products alone
-    turn compute bound near `critical_batch_size`.)
+    turn compute bound near `ffn_critical_batch`.)
     """
     m, n, b, b_kv = _sizes(model, context, dtype, kv_dtype)
     ridge = get_accelerator(accelerator).ridge_point(normalize_dtype(dtype))
@@ -129,17 +130,5 @@ def kv_capacity_tokens(model: ModelConfig | str, accelerator: Accelerator | str,
     0 when the weights alone do not fit. The simulator's `kv_capacity_tokens`.
     """
     m, acc = get_model(model), get_accelerator(accelerator)
-    check_non_negative("reserved_bytes", reserved_bytes)
-    free = acc.mem_capacity - m.weight_bytes(dtype) - reserved_bytes
-    return max(0, math.floor(free / m.kv_bytes_per_token(kv_dtype or dtype)))
-
-
-def requests_that_fit(capacity_bytes: float, weight_bytes: float, kv_bytes_per_request: float,
-                      reserved_bytes: float = 0.0) -> int:
-    """Whole requests whose KV cache fits beside the weights: floor((C - W - R) / kv); 0 if none."""
-    check_positive("capacity_bytes", capacity_bytes)
-    check_non_negative("weight_bytes", weight_bytes)
-    check_positive("kv_bytes_per_request", kv_bytes_per_request)
-    check_non_negative("reserved_bytes", reserved_bytes)
-    free = capacity_bytes - weight_bytes - reserved_bytes
-    return max(0, math.floor(free / kv_bytes_per_request))
+    return requests_that_fit(acc.mem_capacity, m.weight_bytes(dtype),
+                             m.kv_bytes_per_token(kv_dtype or dtype), reserved_bytes)

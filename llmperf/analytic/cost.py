@@ -51,7 +51,6 @@ class Cost:
     __rmul__ = __mul__
 
 
-ZERO = Cost(0.0, 0.0)
 
 
 def _positive_ints(**sizes: int) -> None:

@@ -151,14 +151,25 @@ def max_batch_size(model: ModelConfig | str, accelerator: Accelerator | str, seq
     """
     m, acc = get_model(model), get_accelerator(accelerator)
     check_positive("seq_len", seq_len, integer=True)
+    return requests_that_fit(acc.mem_capacity, m.weight_bytes(dtype),
+                             m.kv_cache_bytes(seq_len, 1, kv_dtype or dtype), reserved_bytes)
+
+
+def requests_that_fit(capacity_bytes: float, weight_bytes: float, kv_bytes_per_request: float,
+                      reserved_bytes: float = 0.0) -> int:
+    """Whole requests whose KV cache fits beside the weights: floor((C - W - R) / kv); 0 if none.
+
+    The one count of what fits: `max_batch_size` (requests of seq_len tokens) and
+    `batching.kv_capacity_tokens` (a token is a request of one) call it. Bytes throughout."""
+    check_positive("capacity_bytes", capacity_bytes)
+    check_non_negative("weight_bytes", weight_bytes)
+    check_positive("kv_bytes_per_request", kv_bytes_per_request)
     check_non_negative("reserved_bytes", reserved_bytes)
-    free = acc.mem_capacity - m.weight_bytes(dtype) - reserved_bytes
-    if free <= 0:
-        return 0
-    return math.floor(free / m.kv_cache_bytes(seq_len, 1, kv_dtype or dtype))
+    free = capacity_bytes - weight_bytes - reserved_bytes
+    return max(0, math.floor(free / kv_bytes_per_request))
 
 
-def critical_batch_size(model: ModelConfig | str, accelerator: Accelerator | str,
+def ffn_critical_batch(model: ModelConfig | str, accelerator: Accelerator | str,
                         dtype: str = "fp16") -> int:
     """Smallest decode batch at which the FFN matmuls turn compute bound on this part.
 

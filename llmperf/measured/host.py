@@ -13,8 +13,9 @@
   (N bytes read). The faster of the two is the bandwidth; both are in `notes`.
   Write-allocate traffic of the copy is not counted, as in STREAM.
 
-Results are cached per process: a second call with the same arguments returns
-the same object at once.
+Each call measures afresh (no hidden cache): keep the `Accelerator` it returns and pass it
+on. A figure the machine does not report (the last-level cache's size, the memory's) is
+replaced by a stated guess, and the `notes` say which.
 """
 from __future__ import annotations
 
@@ -28,7 +29,6 @@ from ..units import GB, MiB, format_bandwidth, format_flop_rate, normalize_dtype
 from .device import DTYPES, resolve_device
 from .timing import benchmark
 
-_CACHE: dict[tuple, Accelerator] = {}
 _TRIED = ("fp32", "bf16", "fp16")
 _SLOW = 0.5  # skip a dtype whose probe runs below this fraction of fp32's rate
 
@@ -69,8 +69,12 @@ def stream_bandwidth(kernel: str = "copy", size_bytes: float = 512 * MiB,
     return n * 4.0 / _median_time(lambda: x.sum(), dev, repeat)
 
 
-def _last_level_cache_bytes() -> int:
-    """Size of the CPU's largest cache from sysfs (32 MiB when unknown)."""
+LLC_GUESS = 32 * MiB  # the last-level cache assumed when sysfs does not say
+MEMORY_GUESS = 16 * GB  # the memory assumed when the system does not say: a typical laptop
+
+
+def _last_level_cache_bytes() -> tuple[int, str | None]:
+    """Size of the CPU's largest cache from sysfs, and a note when it had to be guessed."""
     sizes = []
     base = "/sys/devices/system/cpu/cpu0/cache"
     for entry in os.listdir(base) if os.path.isdir(base) else []:
@@ -80,16 +84,20 @@ def _last_level_cache_bytes() -> int:
             sizes.append(int(text[:-1]) * {"K": 2**10, "M": 2**20}[text[-1]])
         except (OSError, ValueError, KeyError, IndexError):
             continue
-    return max(sizes, default=32 * MiB)
+    if not sizes:
+        return LLC_GUESS, (f"last-level cache unreadable from sysfs: assumed "
+                           f"{LLC_GUESS / MiB:.0f} MiB")
+    return max(sizes), None
 
 
-def _memory_capacity(dev: torch.device) -> float:
+def _memory_capacity(dev: torch.device) -> tuple[float, str | None]:
+    """Bytes of the device's memory, and a note when it had to be guessed."""
     if dev.type == "cuda":
-        return float(torch.cuda.get_device_properties(dev).total_memory)
+        return float(torch.cuda.get_device_properties(dev).total_memory), None
     try:
-        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")), None
     except (ValueError, OSError, AttributeError):
-        return 16 * GB  # unknown: a typical laptop
+        return MEMORY_GUESS, f"memory size unreadable: assumed {MEMORY_GUESS / GB:.0f} GB"
 
 
 def _stream_buffer_bytes(llc_bytes: float, memory_bytes: float, quick: bool) -> int:
@@ -121,7 +129,7 @@ def measure_host(dtypes: Sequence[str] | None = None, quick: bool = False,
     others are kept only if they run at least half as fast as fp32. quick: smaller
     matmuls and buffers (a rough figure in about a second, for tests and demos; the
     buffers still exceed the last-level cache). progress: a progress bar (default:
-    on unless quick). Cached per process, keyed by the arguments and thread count.
+    on unless quick). Every call measures; `notes` record what was skipped or guessed.
     """
     dev = resolve_device(device)
     wanted = tuple(dict.fromkeys(normalize_dtype(d) for d in (dtypes or _TRIED)))
@@ -129,16 +137,11 @@ def measure_host(dtypes: Sequence[str] | None = None, quick: bool = False,
         if d not in _TRIED:
             raise ValueError(f"dtypes may contain {list(_TRIED)}, got {d!r}")
     wanted = ("fp32",) + tuple(d for d in wanted if d != "fp32")
-    key = (str(dev), wanted, torch.get_num_threads())
-    if (key, False) in _CACHE:
-        return _CACHE[(key, False)]
-    if quick and (key, True) in _CACHE:
-        return _CACHE[(key, True)]
-
     gpu = dev.type != "cpu"
     n = (2048 if quick else 8192) if gpu else (512 if quick else 2048)
-    llc = 0 if gpu else _last_level_cache_bytes()
-    size = _stream_buffer_bytes(llc, _memory_capacity(dev), quick)
+    llc, llc_note = (0, None) if gpu else _last_level_cache_bytes()
+    capacity, capacity_note = _memory_capacity(dev)
+    size = _stream_buffer_bytes(llc, capacity, quick)
     repeat = 3 if quick else 7
     steps = [("matmul", d) for d in wanted] + [("stream", "copy"), ("stream", "read")]
     if progress is None:
@@ -148,7 +151,8 @@ def measure_host(dtypes: Sequence[str] | None = None, quick: bool = False,
 
         steps = tqdm(steps, desc="measure_host", leave=False)
 
-    peaks, notes, streams = {}, [], {}
+    peaks, streams = {}, {}
+    notes = [note for note in (llc_note, capacity_note) if note]
     fp32_probe = None
     for kind, what in steps:
         if kind == "stream":
@@ -168,8 +172,7 @@ def measure_host(dtypes: Sequence[str] | None = None, quick: bool = False,
                     + ", ".join(f"{k} {format_bandwidth(v)}" for k, v in streams.items())
                     + f"; bandwidth = {best}" + ("; quick mode" if quick else ""))
     acc = Accelerator(name=f"this machine ({_device_label(dev)})", peak_flops=peaks,
-                      mem_bandwidth=streams[best], mem_capacity=_memory_capacity(dev),
+                      mem_bandwidth=streams[best], mem_capacity=capacity,
                       source="measured by llmperf.measured.host.measure_host",
                       notes="; ".join(notes))
-    _CACHE[(key, quick)] = acc
     return acc
