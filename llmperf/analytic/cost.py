@@ -51,8 +51,6 @@ class Cost:
     __rmul__ = __mul__
 
 
-
-
 def _positive_ints(**sizes: int) -> None:
     for name, value in sizes.items():
         check_positive(name, value, integer=True)
