@@ -4,7 +4,10 @@ One small class per idea: `RMSNorm`, `RotaryEmbedding`, `Attention` (grouped-que
 `FeedForward` (SwiGLU) or `MLP` (e.g. ReLU), `MoEFeedForward`, `Block`, `Transformer`.
 Conventions follow Hugging Face's Llama (rotate-half RoPE, RMSNorm in fp32), so a checkpoint
 loads through `llmperf.measured.hf`. Wq, Wk, Wv are one nn.Linear `wqkv`, and the SwiGLU gate and up
-matrices one nn.Linear `w13` (fusing them changes no result).
+matrices one nn.Linear `w13` (fusing them changes no result). A config the model would not
+follow (LayerNorm, learned positions, a sliding window) is refused with a ValueError naming the
+field, so `Transformer.step_costs` always counts the products the model runs
+(tests/test_model_costs.py compares them with PyTorch's FLOP counter).
 
 Past keys and values live in a cache passed to `forward` (`llmperf.measured.cache.KVCache`).
 Token ids and lengths are checked where a run starts, not in `forward`, which looks at no
@@ -28,11 +31,21 @@ _ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu}
 
 
 def check_supported(config: ModelConfig) -> None:
-    """ValueError naming the first field this Llama-style model cannot build."""
+    """ValueError naming the first field this Llama-style model cannot build.
+
+    A sliding window is refused, not ignored: the model attends to every cached token, and
+    `step_costs` of a windowed config counts a capped attention the model would not run."""
     for field, wanted in _SUPPORTED.items():
         if getattr(config, field) != wanted:
             raise ValueError(f"config.{field} must be {wanted!r} for llmperf.measured.model, "
                              f"got {getattr(config, field)!r}")
+    if config.sliding_window is not None:
+        raise ValueError(f"config.sliding_window must be None for llmperf.measured.model (it "
+                         f"attends to every earlier token), got {config.sliding_window}; "
+                         f"use config.with_(sliding_window=None) for full attention")
+    if config.learned_positions:
+        raise ValueError(f"config.learned_positions must be 0 with rope (the model has no "
+                         f"position table), got {config.learned_positions}")
     if config.ffn_kind == "swiglu" and config.activation != "silu":
         raise ValueError(f"config.activation must be 'silu' with a SwiGLU FFN, "
                          f"got {config.activation!r}")
