@@ -338,11 +338,14 @@ lp.Table(["ref-tiny decode step", "time", "against the roofline"],
 #
 # and after the last block the output is $a/\ell$, exactly $\operatorname{softmax}(s)\,V$: the
 # factor $e^{m - m'}$ rescales what was summed against the old maximum. FlashAttention
-# {cite:p}`dao2022flashattention` builds attention on this update: a block of $B_r$ queries
-# stays on chip while the keys and values stream past in blocks of $B_c$, and neither $S$ nor
-# $P$ is ever written. `llmperf.measured.kernels.flash_attention` is that algorithm in plain PyTorch,
-# causal or not; a causal block of queries skips the key blocks that lie wholly after its
-# last visible key. Here it is checked against the standard algorithm and PyTorch's fused
+# {cite:p}`dao2022flashattention` builds attention on this update, block by block, and neither
+# $S$ nor $P$ is ever written. We put the queries in the outer loop, as FlashAttention-2 does
+# {cite:p}`dao2023flashattention2`: a block of $B_r$ queries stays on chip while the keys and
+# values stream past in blocks of $B_c$ (the first paper's Algorithm 1 swaps the loops, holding
+# a block of keys and values while the queries stream past).
+# `llmperf.measured.kernels.flash_attention` is that algorithm in plain PyTorch, causal or not;
+# a causal block of queries skips the key blocks that lie wholly after its last visible key.
+# Here it is checked against the standard algorithm and PyTorch's fused
 # `scaled_dot_product_attention` at lengths that are not multiples of the block size; the
 # test suite checks it with random lengths and block sizes (`tests/test_kernels.py`).
 
@@ -361,30 +364,49 @@ print("tiled attention equals the standard algorithm and PyTorch's SDPA in every
 #
 # Count accesses to off-chip memory, in elements, for one head. The standard algorithm reads
 # $Q$ and $K$, writes and reads $S$, writes and reads $P$, reads $V$ and writes $O$:
-# $4N^2 + 4Nd$, which is $\Theta(Nd + N^2)$. Tiled attention reads $Q$ and writes $O$ once, and
-# reads $K$ and $V$ once per block of queries. With an on-chip memory of $M$ elements, a block
-# each of $Q$, $O$, $K$ and $V$ must fit, so $B_c = \lfloor M/4d \rfloor$ and
-# $B_r = \min(B_c, d)$ (the paper's Algorithm 1 rounds $M/4d$ up; we round down so that the
-# blocks fit), and the count is
+# $4N^2 + 4Nd$, which is $\Theta(Nd + N^2)$. Tiled attention with the queries outside reads $Q$
+# and writes $O$ once, and reads $K$ and $V$ once per block of queries. With an on-chip memory of
+# $M$ elements, a block each of $Q$, $O$, $K$ and $V$ must fit. The paper's Algorithm 1
+# {cite:p}`dao2022flashattention` sizes the block of its outer loop, keys and values, at
+# $\lceil M/4d \rceil$ rows with no cap, and caps only the block of its inner loop, queries, at
+# $d$ rows. With the queries outside, the block of queries is the large one:
+# $B_r = \lfloor M/4d \rfloor$ rows (Algorithm 1 rounds up; we round down so that the blocks
+# fit), at most $N$, and $B_c = \min(B_r, d)$. The count is
 #
 # $$
 # 2Nd + 2Nd\,\left\lceil \frac{N}{B_r} \right\rceil \approx \frac{8N^2 d^2}{M}
-# \quad (B_r = M/4d < d).
+# \quad (B_r = M/4d < N).
 # $$
 #
 # This is $\Theta(N^2 d^2 / M)$, the paper's Theorem 2 {cite:p}`dao2022flashattention`, which
 # also proves that no exact attention algorithm can do asymptotically better for all $M$
 # between $d$ and $Nd$. The standard count is about $M/2d^2$ times the tiled one: the gain grows
-# with the on-chip memory and shrinks with the square of the head size. For the A10, chapter 4
+# with the on-chip memory and shrinks with the square of the head size. It stops growing only
+# when one block holds all $N$ queries: then $K$ and $V$ are read once and the count is $4Nd$,
+# the fused kernel's. The paper measures the same trend: in its Figure 2 (GPT-2 medium,
+# $N = 1024$, $d = 64$, an A100), off-chip accesses keep falling as the block grows past 64
+# rows {cite:p}`dao2022flashattention`. For the A10, chapter 4
 # took $M$ = 100 KiB, the shared memory per SM {cite:p}`nvidia_ampere_tuning`; an A100 SM
-# has 164 KiB {cite:p}`nvidia_ampere_tuning`. The cell checks the count by hand against `llmperf`.
+# has 164 KiB {cite:p}`nvidia_ampere_tuning`. The cell prints the block of queries each allows
+# and checks the count by hand against `llmperf`.
 
 # %%
 d, N, sram_a10, sram_a100 = 128, 4096, 100 * lp.KiB, 164 * lp.KiB
-rows_a10 = math.floor(sram_a10 / 2 / (4 * d))  # B_c = M / 4d with M in fp16 elements
-assert rows_a10 == 100
+
+
+def query_rows(sram, dd, n=N):
+    """B_r = floor(M / 4d), at most N, with M in fp16 elements."""
+    return min(math.floor(sram / 2 / (4 * dd)), n)
+
+
+for dd in (128, 64):
+    print(f"d = {dd}: B_r = {query_rows(sram_a10, dd)} on the A10, "
+          f"{query_rows(sram_a100, dd)} on the A100")
 assert standard_attention_accesses(N, d) == 4 * N * N + 4 * N * d
-assert flash_attention_accesses(N, d, sram_a10) == 2 * N * d + 2 * N * d * math.ceil(N / rows_a10)
+for sram in (sram_a10, sram_a100):
+    for dd in (128, 64):
+        by_hand = 2 * N * dd + 2 * N * dd * math.ceil(N / query_rows(sram, dd))
+        assert flash_attention_accesses(N, dd, sram) == by_hand
 lp.Table(["one head, N = 4,096", "accesses (elements)", "against standard"],
          [(label, acc, acc / standard_attention_accesses(N, dd))
           for label, acc, dd in [
@@ -413,37 +435,69 @@ plt.show()
 
 # %% [markdown]
 # **Figure 3.** Off-chip accesses of one head against $N$. Every curve grows as $N^2$ at long
-# sequences; what tiling changes is the constant, from 4 to about $8d^2/M$, but no lower
-# than 2: $B_r$ cannot exceed $d$ in Algorithm 1, so on-chip memory beyond $4d^2$ elements
-# buys nothing in this count. At $d = 64$ both GPUs are at that cap (half the standard
-# count); at $d = 128$ the A10 is below it and saves less. The count is an *upper
+# sequences; what tiling changes is the constant, from 4 to about $8d^2/M$, and more on-chip
+# memory keeps lowering it: nothing caps the block of queries at $d$ rows. At $N = 4096$ and
+# $d = 64$ the tiled count is 0.17 of the standard one on the A10 and 0.11 on the A100; at
+# $d = 128$, where a block holds half as many queries in the same memory, 0.64 and 0.39 (the
+# table above). Where a block holds all $N$ queries (on the A100 at $d = 64$, up to 328
+# tokens), the curve is the fused kernel's $4Nd$. The count is an *upper
 # bound* on traffic, as chapter 4 said: blocks of queries run at the same time on different
 # SMs and read the same blocks of $K$ and $V$ at nearly the same moment, so the L2 cache serves
-# most rereads. Counted at one read of $Q$, $K$, $V$ and one write of $O$, the intensity is the
-# fused kernel's:
+# most rereads. The table sets the intensity of the count on each GPU beside that GPU's ridge,
+# and beside the intensity counted at one read of $Q$, $K$, $V$ and one write of $O$, the fused
+# kernel's; the last column is the roofline's bound, $\min(1, I/I^{*})$ of the peak:
 
 # %%
-lp.Table(["one head, N = 4,096, d = 128", "FLOP per byte", "A10 ridge"],
-         [("standard algorithm", lp.attention_cost(N, d).intensity, a10.ridge_point("fp16")),
-          ("tiled, every reread from memory", lp.flash_attention_cost(N, d, sram_bytes=sram_a10).intensity,
-           a10.ridge_point("fp16")),
-          ("tiled, K and V read once (L2 serves rereads)",
-           lp.fused_attention_cost(N, d, causal=False).intensity, a10.ridge_point("fp16"))],
-         formats={"FLOP per byte": ".1f", "A10 ridge": ".1f"})
+intensity_rows = [
+    ("standard algorithm", "A10", lp.attention_cost(N, d).intensity, a10),
+    ("tiled, every reread from memory (100 KiB)", "A10",
+     lp.flash_attention_cost(N, d, sram_bytes=sram_a10).intensity, a10),
+    ("tiled, every reread from memory (164 KiB)", a100.name,
+     lp.flash_attention_cost(N, d, sram_bytes=sram_a100).intensity, a100),
+    ("tiled, K and V read once (L2 serves rereads)", "A10",
+     lp.fused_attention_cost(N, d, causal=False).intensity, a10)]
+lp.Table(["one head, N = 4,096, d = 128", "GPU", "FLOP per byte", "ridge", "bound (share of peak)"],
+         [(label, gpu, i, acc.ridge_point("fp16"), min(1.0, i / acc.ridge_point("fp16")))
+          for label, gpu, i, acc in intensity_rows],
+         formats={"FLOP per byte": ".1f", "ridge": ".1f", "bound (share of peak)": ".0%"})
+
+# %% tags=["hide-cell"]
+# The numbers of Figure 3's caption and of the next paragraph, checked against llmperf.
+share = {(gpu, dd): flash_attention_accesses(N, dd, sram) / standard_attention_accesses(N, dd)
+         for gpu, sram in (("A10", sram_a10), ("A100", sram_a100)) for dd in (64, 128)}
+assert [round(share[k], 2) for k in [("A10", 64), ("A100", 64), ("A10", 128), ("A100", 128)]] \
+    == [0.17, 0.11, 0.64, 0.39]
+assert query_rows(sram_a100, 64, n=10**6) == 328 and query_rows(sram_a100, 128) == 164
+assert flash_attention_accesses(328, 64, sram_a100) == 4 * 328 * 64
+assert flash_attention_accesses(329, 64, sram_a100) > 4 * 329 * 64
+a100_40 = lp.get_accelerator("A100 SXM 40GB")
+tiled_a10 = lp.flash_attention_cost(N, d, sram_bytes=sram_a10).intensity
+tiled_a100 = lp.flash_attention_cost(N, d, sram_bytes=sram_a100).intensity
+assert round(tiled_a10) == 98 and round(a10.ridge_point("fp16")) == 208
+assert tiled_a10 / a10.ridge_point("fp16") < 0.5
+assert round(tiled_a100) == 158 and round(a100.ridge_point("fp16")) == 153
+assert tiled_a100 > a100.ridge_point("fp16")
+assert round(a100_40.ridge_point("fp16")) == 201 and round(tiled_a100 / a100_40.ridge_point("fp16"), 2) == 0.79
 
 # %% [markdown]
 # Read the count as a pessimistic bound, not as the kernel's traffic. On the A10 it would cap
-# a kernel at 98 FLOP per byte, under half of the peak at a ridge of 208. On an A100, with
-# 164 KiB per SM, it gives about 125 FLOP per byte against a ridge of about 153, so at most
-# about 80 % of the peak; FlashAttention-2 reaches 50 to 73 % of an A100's peak fp16 rate in
-# the forward pass {cite:p}`dao2023flashattention2`, within that bound. Real kernels beat the
-# count where blocks of queries running side by side read the same blocks of $K$ and $V$ and
-# the L2 cache serves the rereads; the count alone cannot tell how much.
+# a kernel at 98 FLOP per byte, under half of the peak at a ridge of 208. On the A100 80GB,
+# whose 164 KiB per SM hold blocks of 164 queries at $d = 128$, it gives about 158 FLOP per
+# byte, just above the ridge of about 153: even with every reread of $K$ and $V$ charged to
+# memory, the bytes do not keep the kernel from its peak (on the 40 GB A100, with less
+# bandwidth and a ridge of about 200, they would cap it near 79 %). FlashAttention-2 reaches
+# 50 to 73 % of an A100's peak fp16 rate in the forward pass; its authors trace the shortfall
+# of the first FlashAttention (25 to 40 %) not to off-chip traffic but to how the work is split
+# among thread blocks and warps, and they also cut the work outside the matrix products
+# {cite:p}`dao2023flashattention2`. A count of off-chip bytes sees neither. Real kernels also beat
+# the count where blocks of queries running side by side read the same blocks of $K$ and $V$
+# and the L2 cache serves the rereads; the count alone cannot tell how much.
 #
 # :::{important}
 # Tiling removes the $N \times N$ matrices from memory; what remains is $Q$, $K$, $V$ and $O$,
-# reread once per block of queries at worst. Attention stops being memory bound, and its memory
-# footprint stops growing as $N^2$.
+# with $K$ and $V$ reread once per block of queries at worst, and fewer blocks the more on-chip
+# memory there is. Attention stops being memory bound, and its memory footprint stops growing
+# as $N^2$.
 # :::
 #
 # ### Measured: time and peak memory against N
@@ -581,9 +635,10 @@ lp.Table(["context", "pieces", "attention per step", "pieces split-K", "split-K"
 #
 # <details><summary>Answer</summary>
 #
-# $M = 32{,}768$ elements, $B_c = M/4d = 128$, $B_r = \min(128, 64) = 64$: 32 blocks of
-# queries. Tiled: $2Nd + 2Nd \times 32 = 66 \times 131{,}072 = 8{,}650{,}752$. Standard:
-# $4N^2 + 4Nd = 16{,}777{,}216 + 524{,}288 = 17{,}301{,}504$, twice as many.
+# $M = 32{,}768$ elements, $B_r = M/4d = 128$ queries (less than $N$), $B_c = \min(128, 64) =
+# 64$ keys: 16 blocks of queries. Tiled: $2Nd + 2Nd \times 16 = 34 \times 131{,}072 =
+# 4{,}456{,}448$. Standard: $4N^2 + 4Nd = 16{,}777{,}216 + 524{,}288 = 17{,}301{,}504$, almost
+# four times as many.
 #
 # </details>
 
@@ -593,8 +648,9 @@ rope = chain_costs(llama, "prefill", 1, 2048)[2]
 assert rope.name == "rotary" and rope.saved_bytes == 8 * 16_777_216 * 2 * 32
 assert abs(rope.saved_bytes / a10.mem_bandwidth - 0.0143) < 1e-4
 assert CHAINS["residual_norm"].unfused_passes == 7 and CHAINS["residual_norm"].fused_passes == 4
-assert flash_attention_accesses(2048, 64, 64 * lp.KiB) == 8_650_752
+assert flash_attention_accesses(2048, 64, 64 * lp.KiB) == 4_456_448 == 34 * 131_072
 assert standard_attention_accesses(2048, 64) == 17_301_504
+assert 3.8 < 17_301_504 / 4_456_448 < 4
 
 # %% [markdown]
 # ## Summary

@@ -245,10 +245,13 @@ question("blockwise_attention", points=2,
 # off-chip memory:
 #
 # - standard: read Q and K, write and read S, write and read P, read V, write O;
-# - tiled (FlashAttention's Algorithm 1) with `sram_bytes` of on-chip memory:
-#   M = sram_bytes / 2 elements, B_c = floor(M / 4d), B_r = min(B_c, d); Q is read
-#   and O written once, K and V are read once per block of B_r queries (the last
-#   block may be shorter).
+# - tiled, queries in the outer loop, with `sram_bytes` of on-chip memory:
+#   M = sram_bytes / 2 elements; a block each of Q, O, K and V fits on chip, and
+#   the block held through the inner loop is the large one (as in FlashAttention's
+#   Algorithm 1, where only the inner block is capped at d rows): blocks of
+#   B_r = floor(M / 4d) queries, at most `seq_len`, and keys in blocks of
+#   B_c = min(B_r, d). Q is read and O written once, K and V are read once per
+#   block of B_r queries (the last block may be shorter).
 #
 # The `sram_bytes` given always hold at least one row each of Q, O, K and V.
 
@@ -258,7 +261,7 @@ def attention_accesses(seq_len, d_head, sram_bytes):
     ### BEGIN SOLUTION
     n, d = seq_len, d_head
     standard = 4 * n * n + 4 * n * d
-    rows = min(math.floor(sram_bytes / 2 / (4 * d)), d)
+    rows = min(math.floor(sram_bytes / 2 / (4 * d)), n)
     tiled = 2 * n * d + 2 * n * d * math.ceil(n / rows)
     return [standard, tiled]
     ### END SOLUTION
@@ -268,7 +271,8 @@ def attention_accesses(seq_len, d_head, sram_bytes):
 question("attention_accesses", points=2,
          visible=[(2048, 64, 64 * 1024)],
          hidden=[(4096, 128, 100 * 1024), (4096, 64, 164 * 1024), (1000, 64, 16 * 1024),
-                 (1, 128, 1024), (777, 80, 48 * 1024)],
+                 (1, 128, 1024), (777, 80, 48 * 1024), (4096, 128, 192 * 1024),
+                 (1024, 64, 192 * 1024), (300, 64, 164 * 1024)],
          reference=lambda n, d, sram: [_fu.standard_attention_accesses(n, d),
                                        _fu.flash_attention_accesses(n, d, sram)])
 

@@ -72,8 +72,9 @@ def test_chain_table_has_times_on_an_accelerator():
 def test_attention_accesses_by_hand():
     N, d = 1024, 64
     assert standard_attention_accesses(N, d) == 4 * N * N + 4 * N * d
-    # 64 KiB of fp16 is M = 32,768 elements: B_c = M / 4d = 128, B_r = min(128, d) = 64
-    assert flash_attention_accesses(N, d, 64 * 1024) == 2 * N * d + 2 * N * d * (N // 64)
+    # 64 KiB of fp16 is M = 32,768 elements: queries outer, B_r = M / 4d = 128 (< N), so
+    # 1024 / 128 = 8 query blocks, each reading K and V once
+    assert flash_attention_accesses(N, d, 64 * 1024) == 2 * N * d + 2 * N * d * 8
     # A10 figure from chapter 4: 100 KiB, d = 128: B_r = floor(102400 / 1024) = 100
     N = 4096
     assert flash_attention_accesses(N, 128, 100 * 1024) == 2 * N * 128 * (1 + math.ceil(N / 100))
@@ -81,7 +82,7 @@ def test_attention_accesses_by_hand():
 
 
 def test_flash_accesses_scale_as_the_theorem_says():
-    """Theta(N^2 d^2 / M) while B_r < d: doubling M halves the quadratic term."""
+    """Theta(N^2 d^2 / M) while B_r < N: doubling M halves the quadratic term."""
     N, d = 8192, 128
     small, large = (flash_attention_accesses(N, d, m) - 2 * N * d for m in (32 * 1024, 64 * 1024))
     assert small / large == pytest.approx(2.0, rel=0.02)

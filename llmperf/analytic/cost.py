@@ -240,30 +240,38 @@ def fused_attention_cost(seq_len: int, d_head: int, *, kv_len: int | None = None
 def flash_attention_cost(seq_len: int, d_head: int, *, sram_bytes: float, kv_len: int | None = None,
                          heads: int = 1, kv_heads: int | None = None, batch: int = 1,
                          dtype: str = "fp16") -> Cost:
-    """Tiled attention with online softmax (FlashAttention-2's loop order), one pass.
+    """Tiled attention with online softmax, queries in the outer loop, one pass.
 
-    Blocks of Br queries stay on chip while K and V stream past in blocks; S and P
-    never reach memory. Block sizes follow FlashAttention's Algorithm 1: a block each
-    of Q, O, K and V must fit in `sram_bytes`, so Bc = floor(sram / (4 d bytes)) and
-    Br = min(Bc, d). Q is read and O written once; K and V are read once per query
-    block of each query head (a kernel that kept a group's query heads together
-    would read them less under GQA):
-      bytes = (2 seq_len d + 2 kv_len d * ceil(seq_len / Br)) * bytes per element,
-    per head, which is Theta(N^2 d^2 / M) as in FlashAttention's Theorem 2. Every
-    re-read of K and V is charged to off-chip memory (a cache would serve some), so
-    this is an upper bound on traffic. FLOPs are the standard algorithm's (no causal
-    skipping; the rescaling adds a lower-order term).
-    Dao et al., "FlashAttention", https://arxiv.org/abs/2205.14135; Dao, "FlashAttention-2",
-    https://arxiv.org/abs/2307.08691.
+    A block of Br queries and its output accumulator stay on chip while K and V stream
+    past in blocks of Bc keys; S and P never reach memory. A block each of Q, O, K and V
+    must fit in `sram_bytes` (M bytes, b bytes per element). FlashAttention's Algorithm 1
+    runs the outer loop over K and V blocks of Bc = M / 4d rows, uncapped, and caps only
+    the inner query block at d; counted in this loop order, the large block is the query
+    block:
+      Br = min(floor(M / (4 d b)), seq_len),   Bc = min(Br, d).
+    Q is read and O written once; K and V are read once per query block of each query
+    head (a kernel that kept a group's query heads together would read them less under
+    GQA):
+      bytes = (2 seq_len d + 2 kv_len d * ceil(seq_len / Br)) * b
+    per head, about 8 N^2 d^2 / M for Br < N (M in elements), which is Theta(N^2 d^2 / M)
+    as in FlashAttention's Theorem 2 for d <= M <= N d, falling to 4 N d (every tensor
+    once) when a block holds all the queries. Every re-read of K and V is charged to
+    off-chip memory (a cache would serve some), so this is an upper bound on traffic.
+    FLOPs are the standard algorithm's (no causal skipping; the rescaling adds a
+    lower-order term). Raises ValueError when `sram_bytes` cannot hold one row each of
+    Q, O, K and V.
+    Dao et al., "FlashAttention", https://arxiv.org/abs/2205.14135 (Algorithm 1,
+    Theorem 2); Dao, "FlashAttention-2", https://arxiv.org/abs/2307.08691 (queries in the
+    outer loop).
     """
     kv_len, _ = _attention_sizes(seq_len, kv_len, d_head, heads, kv_heads, batch)
     check_positive("sram_bytes", sram_bytes)
     elem = bytes_per_element(dtype)
-    block = min(math.floor(sram_bytes / (4 * d_head * elem)), d_head)
-    if block < 1:
+    rows = math.floor(sram_bytes / (4 * d_head * elem))
+    if rows < 1:
         raise ValueError(f"sram_bytes ({sram_bytes}) cannot hold one row each of Q, O, K and V "
                          f"at d_head={d_head}; need at least {4 * d_head * elem:g} bytes")
-    query_blocks = math.ceil(seq_len / block)
+    query_blocks = math.ceil(seq_len / min(rows, seq_len))
     flops = attention_cost(seq_len, d_head, kv_len=kv_len, heads=heads, batch=batch,
                            dtype=dtype).flops
     moved = batch * heads * (2 * seq_len * d_head + 2 * kv_len * d_head * query_blocks) * elem

@@ -17,9 +17,12 @@ tables and the boolean mask (one row or matrix shared by every head).
 Attention. The standard algorithm makes Theta(N d + N^2) accesses to off-chip
 memory (HBM on a GPU) per head, FlashAttention Theta(N^2 d^2 / M) for an on-chip
 memory of M elements, d <= M <= N d (Dao et al., "FlashAttention", NeurIPS 2022,
-Theorem 2, https://arxiv.org/abs/2205.14135). The counts here are those of
-`llmperf.analytic.cost.attention_cost` and `llmperf.analytic.cost.flash_attention_cost`, in
-elements.
+Theorem 2, https://arxiv.org/abs/2205.14135). The tiled count keeps falling as M
+grows, down to 4 N d (Q, K, V and O once each) when one block holds every query:
+Algorithm 1 caps only the inner block at d rows, never the block that the outer loop
+holds on chip, and so does the count here (queries outer, query block M / 4d). The
+counts here are those of `llmperf.analytic.cost.attention_cost` and
+`llmperf.analytic.cost.flash_attention_cost`, in elements.
 
 Decode. One query per head leaves a fused attention kernel with batch x heads
 independent pieces of work; split-K decoding (Flash-Decoding) also splits the keys
@@ -213,8 +216,11 @@ def standard_attention_accesses(seq_len: int, d_head: int, dtype: str = "fp16") 
 def flash_attention_accesses(seq_len: int, d_head: int, sram_bytes: float,
                              dtype: str = "fp16") -> float:
     """Elements one head reads and writes with tiled attention and `sram_bytes` on chip:
-    2 N d + 2 N d ceil(N / B_r), with query blocks of B_r = min(floor(M / 4d), d) rows for
-    M = sram_bytes / bytes per element; Theta(N^2 d^2 / M) (FlashAttention, Theorem 2)."""
+    2 N d + 2 N d ceil(N / B_r), queries in the outer loop, with query blocks of
+    B_r = min(floor(M / 4d), N) rows for M = sram_bytes / bytes per element (blocks of Q,
+    O, K and V fit on chip; the key block B_c = min(B_r, d)). About 8 N^2 d^2 / M, which
+    is Theta(N^2 d^2 / M) (FlashAttention, Algorithm 1 and Theorem 2), and 4 N d once
+    B_r = N. Raises ValueError if M cannot hold one row each of Q, O, K and V."""
     return (flash_attention_cost(seq_len, d_head, sram_bytes=sram_bytes, dtype=dtype).bytes
             / bytes_per_element(dtype))
 
