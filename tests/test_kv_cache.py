@@ -4,16 +4,11 @@ import torch
 
 from llmperf import get_model
 from llmperf.analytic.quant import int8_kv_bytes_per_token
-from llmperf.measured.cache import (
-    KVCache,
-    PagedKVCache,
-    dequantize_int8,
-    paged_cache_for,
-    quantize_int8,
-)
+from llmperf.measured.cache import KV_SCALE_DTYPE, KVCache, PagedKVCache, paged_cache_for
 from llmperf.measured.engine import Engine
 from llmperf.measured.generate import generate, parallel_samples
 from llmperf.measured.model import Transformer
+from llmperf.measured.quant import dequantize_groups, quantize, quantize_groups
 from llmperf.serving import BlockAllocator, Request, shared_sampling_blocks, workload
 from llmperf.serving.paging import blocks_needed
 from llmperf.serving.requests import Uniform
@@ -68,9 +63,10 @@ def test_int8_round_trip_error_is_at_most_half_a_step():
     x = torch.randn(64, 8, 32, generator=torch.Generator().manual_seed(2)) * 3
     x[0, 0] = 0.0                                    # an all-zero vector stays zero
     x[1, 0, 5] = 200.0                               # an outlier coarsens its vector's step
-    q, scale = quantize_int8(x)
+    q, scale = quantize_groups(x, 8, KV_SCALE_DTYPE)
     assert q.dtype == torch.int8 and scale.shape == x.shape[:-1]
-    back = dequantize_int8(q, scale, torch.float32)
+    assert scale.dtype == torch.float16 and float(scale[0, 0]) == 0.0
+    back = dequantize_groups(q, scale, torch.float32)
     step = scale.float()[..., None]
     assert ((back - x).abs() <= step / 2 * (1 + 1e-3) + 1e-6).all()
     assert (back[0, 0] == 0).all()
@@ -78,6 +74,26 @@ def test_int8_round_trip_error_is_at_most_half_a_step():
     nonzero = ideal > 0
     assert ((scale.float() - ideal).abs()[nonzero] <= 2 ** -11 * ideal[nonzero]).all()
     assert (back[1, 0] - x[1, 0]).abs().max() > 10 * (back[2] - x[2]).abs().max()
+
+
+def test_the_int8_cache_and_the_weights_round_alike_and_give_zeros_scale_zero(tiny):
+    """Written by hand: a zero vector stores scale 0 and codes 0; a vector whose largest
+    magnitude is 127 * 2^-4 stores scale 2^-4 (exact in fp16) and codes x / 2^-4. The
+    cache's update and the weights' quantize both store exactly that."""
+    heads, d = tiny.config.n_kv_heads, tiny.config.d_head
+    codes = torch.arange(d) % 255 - 127                 # -127 .. 127, q_max included
+    x = torch.zeros(1, heads, 2, d)
+    x[0, :, 1] = codes * 2.0 ** -4                      # token 1 exact; token 0 all zero
+    cache, view = paged_cache_for(tiny, 1, 2, block_size=4, kv_dtype="int8")
+    view.update(0, 0, x, -x)
+    slots = [cache.allocator.tables[0][0] * 4 + p for p in (0, 1)]
+    for store, scale, sign in ((cache.k, cache.k_scale, 1), (cache.v, cache.v_scale, -1)):
+        assert scale[0][:, slots].tolist() == [[0.0, 2.0 ** -4]] * heads
+        assert torch.equal(store[0][:, slots[0]], torch.zeros(heads, d, dtype=torch.int8))
+        assert torch.equal(store[0][:, slots[1]].long(), sign * codes.expand(heads, d))
+    w = quantize(x[0, 0], bits=8)                       # the same two vectors as weight rows
+    assert w.scales[:, 0].tolist() == [0.0, 2.0 ** -4]
+    assert torch.equal(w.codes()[1].long(), codes) and not w.codes()[0].any()
 
 
 def test_the_int8_cache_stores_a_quarter_of_fp32_plus_its_scales(tiny):
@@ -106,7 +122,7 @@ def test_the_int8_cache_returns_keys_within_half_a_step(tiny):
     tiny(x, 0, view8)
     # layer 0 sees the same input in both, so its stored keys differ by rounding alone
     k = exact.k[0].float()
-    k8 = dequantize_int8(int8.k[0], int8.k_scale[0], torch.float32)
+    k8 = dequantize_groups(int8.k[0], int8.k_scale[0], torch.float32)
     assert ((k8 - k).abs() <= int8.k_scale[0].float()[..., None] / 2 * (1 + 1e-3) + 1e-6).all()
     assert not torch.equal(k8, k)
 

@@ -14,7 +14,8 @@ each row's new keys into that row's blocks and returns its positions gathered ba
 
 With kv_dtype "int8" each cached key or value vector (one token, one head: d_head numbers)
 is stored as int8 with one fp16 scale, symmetric: scale = max|x| / 127, q = round(x / scale),
-read back as q * scale. Bytes per token and head: d_head + 2 for K and for V, against
+read back as q * scale, by the weights' quantizer (`llmperf.measured.quant.quantize_groups`,
+scale 0 for an all-zero vector). Bytes per token and head: d_head + 2 for K and for V, against
 2 d_head in fp16/bf16 and 4 d_head in fp32. The rounding error of each element is at most
 scale / 2 (plus the scale's own fp16 rounding, relative 2^-11).
 """
@@ -27,24 +28,10 @@ import torch
 from ..serving.paging import BlockAllocator, blocks_needed
 from ..units import check_non_negative, check_positive
 from .model import Transformer, check_model
+from .quant import dequantize_groups, quantize_groups
 
 KV_DTYPES = (None, "int8")
-INT8_MAX = 127
-
-
-def quantize_int8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric int8 over the last dimension: (q int8, scale fp16 of shape x.shape[:-1]).
-
-    scale = max|x| / 127 rounded to fp16 (1 for an all-zero vector), q = round(x / scale)."""
-    amax = x.detach().abs().amax(dim=-1).float()
-    scale = torch.where(amax > 0, amax / INT8_MAX, torch.ones_like(amax)).to(torch.float16)
-    q = torch.round(x.float() / scale.float()[..., None]).clamp(-INT8_MAX, INT8_MAX)
-    return q.to(torch.int8), scale
-
-
-def dequantize_int8(q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """q * scale, in `dtype`."""
-    return (q.float() * scale.float()[..., None]).to(dtype)
+KV_SCALE_DTYPE = torch.float16  # one scale per token, head, and K or V
 
 
 class PagedKVCache:
@@ -66,8 +53,9 @@ class PagedKVCache:
         self.k = torch.zeros(shape, dtype=store, device=model.device)
         self.v = torch.zeros(shape, dtype=store, device=model.device)
         if kv_dtype == "int8":
-            self.k_scale = torch.ones(shape[:-1], dtype=torch.float16, device=model.device)
-            self.v_scale = torch.ones(shape[:-1], dtype=torch.float16, device=model.device)
+            # an unwritten slot reads as an all-zero vector: codes 0, scale 0
+            self.k_scale = torch.zeros(shape[:-1], dtype=KV_SCALE_DTYPE, device=model.device)
+            self.v_scale = torch.zeros(shape[:-1], dtype=KV_SCALE_DTYPE, device=model.device)
 
     @property
     def nbytes(self) -> int:
@@ -149,11 +137,11 @@ class PagedView:
                 store[layer_index].index_copy_(1, self.write_index, rows)
                 got = self._gather(store[layer_index])
             else:
-                q, s = quantize_int8(rows)
+                q, s = quantize_groups(rows, 8, KV_SCALE_DTYPE)
                 store[layer_index].index_copy_(1, self.write_index, q)
                 scale[layer_index].index_copy_(1, self.write_index, s)
-                got = dequantize_int8(self._gather(store[layer_index]),
-                                      self._gather(scale[layer_index]), k.dtype)
+                got = dequantize_groups(self._gather(store[layer_index]),
+                                        self._gather(scale[layer_index]), k.dtype)
             out.append(got)
         return out[0], out[1]
 

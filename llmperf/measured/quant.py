@@ -2,7 +2,9 @@
 
 `quantize(w, bits, group_size)` keeps each row's (or group's) scale s = max|w| / q_max and
 the codes q = round(w / s) (see `llmperf.analytic.quant` for the formulas and their sizes);
-`.dequantize()` gives back s * q, within s / 2 of every weight.
+`.dequantize()` gives back s * q, within s / 2 of every weight. Both go through
+`quantize_groups` / `dequantize_groups`, which the int8 KV cache (`llmperf.measured.cache`)
+calls too: one rounding rule, and scale 0 for a group of zeros, everywhere.
 
 `QuantizedLinear` computes x W^T with W held quantized, in one of two ways:
 - "reference": dequantize W, then an ordinary matmul. Easy to read and always available, but
@@ -58,8 +60,8 @@ class QuantizedWeight:
     def dequantize(self) -> torch.Tensor:
         """s * q, in the weight's original dtype."""
         rows, cols = self.shape
-        q = self.codes().float().reshape(rows, cols // self.group_size, self.group_size)
-        return (q * self.scales[..., None]).reshape(rows, cols).to(self.dtype)
+        q = self.codes().reshape(rows, cols // self.group_size, self.group_size)
+        return dequantize_groups(q, self.scales, self.dtype).reshape(rows, cols)
 
     @property
     def nbytes(self) -> int:
@@ -69,6 +71,31 @@ class QuantizedWeight:
     @property
     def bytes_per_param(self) -> float:
         return self.nbytes / (self.shape[0] * self.shape[1])
+
+
+def quantize_groups(x: torch.Tensor, bits: int = 8,
+                    scale_dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric codes of every vector along x's last dimension (one group each): the scale
+    s = max|x| / q_max stored in `scale_dtype`, codes round(x / s) clamped to [-q_max, q_max]
+    (int8, x's shape); returns (codes, scales of shape x.shape[:-1]).
+
+    The codes divide by the stored scale, so a scale rounded to fp16 is the one read back. A
+    group of zeros (or one whose scale underflows `scale_dtype`) gets scale 0 and codes 0. The
+    one quantizer of weights (`quantize`) and of the int8 KV cache; it looks at no value
+    (no device wait): callers check their inputs.
+    """
+    top = q_max(bits)
+    scales = (x.detach().abs().amax(dim=-1).float() / top).to(scale_dtype)
+    s = scales.float()
+    safe = torch.where(s > 0, s, torch.ones_like(s))
+    codes = torch.round(x.float() / safe[..., None]).clamp(-top, top)
+    return codes.to(torch.int8), scales
+
+
+def dequantize_groups(codes: torch.Tensor, scales: torch.Tensor,
+                      dtype: torch.dtype) -> torch.Tensor:
+    """codes * scale, each scale over its vector of the last dimension, in `dtype`."""
+    return (codes.float() * scales.float()[..., None]).to(dtype)
 
 
 def quantize(w: torch.Tensor, bits: int = 8, group_size: int | None = None) -> QuantizedWeight:
@@ -89,11 +116,8 @@ def quantize(w: torch.Tensor, bits: int = 8, group_size: int | None = None) -> Q
     g = cols if group_size is None else int(group_size)
     if cols % g:
         raise ValueError(f"group_size must divide in_features = {cols}, got {g}")
-    groups = w.float().reshape(rows, cols // g, g)
-    scales = groups.abs().amax(dim=-1) / q_max(bits)
-    safe = torch.where(scales > 0, scales, torch.ones_like(scales))
-    codes = torch.round(groups / safe[..., None]).clamp(-q_max(bits), q_max(bits))
-    codes = codes.to(torch.int8).reshape(rows, cols)
+    codes, scales = quantize_groups(w.reshape(rows, cols // g, g), bits)
+    codes = codes.reshape(rows, cols)
     data = codes if bits == 8 else pack_int4(codes)
     return QuantizedWeight(data, scales, bits, g, (rows, cols), w.dtype)
 
