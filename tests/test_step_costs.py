@@ -259,13 +259,16 @@ def test_flash_attention_moves_less_than_standard():
     std = lp.attention_cost(4096, 128)
     flash = lp.flash_attention_cost(4096, 128, sram_bytes=192 * 1024)
     assert flash.flops == std.flops
-    # Blocks of Br = min(192 KiB / (4 * 128 * 2 B), d) = 128 queries: K and V are read 32 times.
-    assert flash.bytes == (2 * 4096 * 128 + 2 * 4096 * 128 * 32) * 2
+    # Query blocks of Br = 192 KiB / (4 * 128 * 2 B) = 192 rows: K and V are read ceil(4096 / 192)
+    # = 22 times (Dao et al., arXiv 2205.14135, Algorithm 1: only the inner block is capped at d).
+    assert flash.bytes == (2 * 4096 * 128 + 2 * 4096 * 128 * 22) * 2
     assert lp.fused_attention_cost(4096, 128).bytes < flash.bytes < std.bytes
-    # More on-chip memory: bigger blocks, fewer re-reads, up to FlashAttention's cap Br <= d.
+    # More on-chip memory: bigger blocks, fewer re-reads, down to one block of every query,
+    # where K and V are read once: the fused kernel's 4 N d elements.
     small = lp.flash_attention_cost(4096, 128, sram_bytes=64 * 1024)
     huge = lp.flash_attention_cost(4096, 128, sram_bytes=1e12)
-    assert small.bytes > flash.bytes == huge.bytes
+    assert small.bytes > flash.bytes > huge.bytes
+    assert huge.bytes == lp.fused_attention_cost(4096, 128, causal=False).bytes == 4 * 4096 * 128 * 2
 
 
 def test_tensor_parallel_traffic():
