@@ -17,13 +17,16 @@ from llmperf.analytic.quant import (
     quantized_model_bytes,
     symmetric_scale,
 )
+from llmperf.measured import quant
 from llmperf.measured.model import Transformer
 from llmperf.measured.quant import (
     QuantizedLinear,
+    QuantizedWeight,
+    kernel_for,
+    kernel_report,
     kernels_used,
     model_bytes,
     pack_int4,
-    packed_kernel,
     predicted_rms_error,
     quantize,
     quantize_model,
@@ -151,7 +154,7 @@ def test_packed_kernel_equals_reference(bits, group_size):
     op = "_weight_int8pack_mm" if bits == 8 else "_weight_int4pack_mm_for_cpu"
     if not hasattr(torch.ops.aten, op):
         pytest.skip(f"torch {torch.__version__} has no aten.{op}")
-    assert packed_kernel(bits, group_size or 256, 96, 256, torch.device("cpu")) == op
+    assert kernel_for(bits, group_size or 256, 96, 256, torch.device("cpu")) == (op, None)
     packed = QuantizedLinear.from_linear(lin, bits, group_size, kernel="packed")
     ref = QuantizedLinear.from_linear(lin, bits, group_size, kernel="reference")
     assert packed.kernel.startswith("_weight_int") and ref.kernel == "reference"
@@ -226,8 +229,8 @@ def tiny():
 def test_swapped_model_holds_the_analytic_bytes(tiny, bits, group_size, scheme):
     q = quantize_model(copy.deepcopy(tiny), bits, group_size)
     assert not any(isinstance(m, nn.Linear) for m in q.modules())
-    assert set(kernels_used(q)) == {packed_kernel(bits, group_size or 128, 256, 128,
-                                                  torch.device("cpu"))}
+    op, _ = kernel_for(bits, group_size or 128, 256, 128, torch.device("cpu"))
+    assert set(kernels_used(q)) == {op}
     assert model_bytes(q) == quantized_model_bytes(tiny.config, scheme)
     assert model_bytes(tiny) == tiny.config.weight_bytes("fp32")
 
@@ -304,3 +307,67 @@ def test_swapped_model_runs_every_layer_kind(name):
         ref, out = model(tokens), q(tokens)
     assert not any(isinstance(m, nn.Linear) for m in q.modules())
     assert float((out - ref).abs().max()) < 0.05 * float(ref.abs().max())
+
+
+def _linear(in_features, out_features):
+    lin = nn.Linear(in_features, out_features, bias=False)
+    torch.nn.init.normal_(lin.weight, std=0.02, generator=torch.Generator().manual_seed(5))
+    return lin
+
+
+@pytest.mark.parametrize(("shape", "bits", "group_size", "words"), [
+    ((10, 16), 8, None, ["in_features 10", "16"]),         # the CPU int8 kernel's width rule
+    ((256, 104), 4, 32, ["out_features 104", "16"]),      # the trained models' 104-word head
+    ((256, 96), 8, 32, ["group_size", "32"]),             # int8 kernels: one scale per row
+    ((256, 96), 4, 16, ["group_size", "16"]),             # int4 kernels: groups of 32..256
+])
+def test_auto_says_why_a_layer_fell_back(shape, bits, group_size, words):
+    layer = QuantizedLinear.from_linear(_linear(*shape), bits, group_size, kernel="auto")
+    assert layer.kernel == "reference"
+    assert all(w in layer.fallback_reason for w in words), layer.fallback_reason
+    assert "fallback_reason" in repr(layer)
+    with pytest.raises(ValueError, match=words[0]):
+        QuantizedLinear.from_linear(_linear(*shape), bits, group_size, kernel="packed")
+
+
+def test_a_layer_on_a_device_without_kernels_says_so():
+    w = QuantizedWeight(torch.empty(16, 32, dtype=torch.int8, device="meta"),
+                        torch.empty(16, 1, device="meta"), 8, 32, (16, 32), torch.float32)
+    layer = QuantizedLinear(w, 32, kernel="auto")
+    assert layer.kernel == "reference" and "meta" in layer.fallback_reason
+
+
+def test_a_missing_or_wrong_kernel_is_named(monkeypatch):
+    if not hasattr(torch.ops.aten, "_weight_int8pack_mm"):
+        pytest.skip(f"torch {torch.__version__} has no aten._weight_int8pack_mm")
+    monkeypatch.setitem(quant._PACKERS, "_weight_int8pack_mm", "_no_such_packer")
+    missing = QuantizedLinear.from_linear(_linear(256, 96), 8)
+    assert missing.kernel == "reference"
+    assert missing.fallback_reason == f"torch {torch.__version__} has no aten._no_such_packer"
+    monkeypatch.undo()
+    real_pack = quant._pack
+
+    def doubled_scales(q, op):  # a layout whose result is twice the reference's
+        tensors = real_pack(q, op)
+        return {**tensors, "packed_scales": tensors["packed_scales"] * 2}
+
+    monkeypatch.setattr(quant, "_pack", doubled_scales)
+    wrong = QuantizedLinear.from_linear(_linear(256, 96), 8)
+    assert wrong.kernel == "reference" and "off the reference" in wrong.fallback_reason
+    assert "_weight_int8pack_mm" in wrong.fallback_reason
+
+
+def test_kernel_report_names_every_layer_and_its_reason():
+    """The trained models' shapes: int4 in groups of 32 packs every layer but the 104-row head."""
+    from llmperf.trained import model_config
+    if not hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu"):
+        pytest.skip(f"torch {torch.__version__} has no aten._weight_int4pack_mm_for_cpu")
+    model = quantize_model(Transformer(model_config("target"), max_seq_len=8), 4, 32)
+    report = kernel_report(model)
+    assert len(report) == 4 * 4 + 1  # wqkv, wo, w13, w2 in each of 4 layers; the head
+    head = report.pop("output")
+    assert head[0] == "reference" and "out_features 104" in head[1]
+    assert set(report.values()) == {("_weight_int4pack_mm_for_cpu", None)}
+    ref = kernel_report(quantize_model(Transformer(model_config("draft"), max_seq_len=8), 8,
+                                       kernel="reference"))
+    assert set(ref.values()) == {("reference", None)}  # asked for: no fallback

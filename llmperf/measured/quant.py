@@ -14,7 +14,8 @@ calls too: one rounding rule, and scale 0 for a group of zeros, everywhere.
   (int4 in groups of 32 to 256, codes packed by `_convert_weight_to_int4pack_for_cpu`) on the
   CPU, `aten._weight_int4pack_mm` on CUDA. They compute in bf16 (their fast path), so the
   layer casts x to bf16 and the result back. A packed layer is checked once against the
-  reference when it is built; a shape or device the kernel does not take stays "reference".
+  reference when it is built; a shape or device no kernel takes stays "reference", and the
+  layer's `fallback_reason` says why (`kernel_report` lists every layer's).
 
 `quantize_model(model, bits, group_size)` swaps every nn.Linear of a reference
 `Transformer` for a QuantizedLinear; the model's own code is unchanged. Quantize on the
@@ -155,27 +156,44 @@ _PACKERS = {"_weight_int8pack_mm": None,
             "_weight_int4pack_mm": "_convert_weight_to_int4pack"}
 
 
-def packed_kernel(bits: int, group_size: int, rows: int, cols: int,
-                  device: torch.device) -> str | None:
-    """The PyTorch kernel that takes a (rows, cols) weight in this scheme here, or None
-    (no such kernel for this shape or device, or not in this build of PyTorch)."""
-    per_channel = group_size == cols
-    op = None
+def _kernel_for_shape(bits: int, group_size: int, rows: int, cols: int,
+                      device: torch.device) -> tuple[str | None, str | None]:
+    """(kernel, None) if a packed kernel takes this scheme and (rows, cols) on `device`,
+    else (None, the requirement that failed)."""
+    if device.type not in ("cpu", "cuda"):
+        return None, f"no packed kernel runs on {device.type} (cpu and cuda only)"
+    if bits == 8:
+        if group_size != cols:  # int8 kernels take one scale per output row
+            return None, f"the int8 kernel needs group_size None (per row), got {group_size}"
+        if device.type == "cpu" and cols % 16:  # other widths crash the CPU kernel
+            return None, f"in_features {cols} is not a multiple of 16 (CPU int8 kernel)"
+        return "_weight_int8pack_mm", None
+    if group_size not in INT4_KERNEL_GROUPS:
+        return None, f"the int4 kernels need group_size in {INT4_KERNEL_GROUPS}, got {group_size}"
     if device.type == "cpu":
-        if bits == 8 and per_channel and cols % 16 == 0:  # other widths crash the CPU kernel
-            op = "_weight_int8pack_mm"
-        elif bits == 4 and group_size in INT4_KERNEL_GROUPS and rows % 16 == 0:
-            op = "_weight_int4pack_mm_for_cpu"
-    elif device.type == "cuda":
-        if bits == 8 and per_channel:
-            op = "_weight_int8pack_mm"
-        elif (bits == 4 and group_size in INT4_KERNEL_GROUPS and rows % 8 == 0
-                and cols % (16 * _INT4_CUDA_INNER_K_TILES) == 0):
-            op = "_weight_int4pack_mm"
-    if op is None or not all(hasattr(torch.ops.aten, name) for name in (op, _PACKERS[op])
-                             if name is not None):
-        return None
-    return op
+        if rows % 16:
+            return None, f"out_features {rows} is not a multiple of 16 (CPU int4 kernel)"
+        return "_weight_int4pack_mm_for_cpu", None
+    if rows % 8:
+        return None, f"out_features {rows} is not a multiple of 8 (CUDA int4 kernel)"
+    if cols % (16 * _INT4_CUDA_INNER_K_TILES):
+        return None, (f"in_features {cols} is not a multiple of "
+                      f"{16 * _INT4_CUDA_INNER_K_TILES} (CUDA int4 kernel)")
+    return "_weight_int4pack_mm", None
+
+
+def kernel_for(bits: int, group_size: int, rows: int, cols: int,
+               device: torch.device) -> tuple[str | None, str | None]:
+    """(the PyTorch kernel that takes a (rows, cols) weight in this scheme here, None), or
+    (None, why none does: the scheme, a shape requirement, the device, or a kernel missing
+    from this build of PyTorch)."""
+    op, why = _kernel_for_shape(bits, group_size, rows, cols, device)
+    if op is None:
+        return None, why
+    missing = [n for n in (op, _PACKERS[op]) if n is not None and not hasattr(torch.ops.aten, n)]
+    if missing:
+        return None, f"torch {torch.__version__} has no aten.{missing[0]}"
+    return op, None
 
 
 def _pack(q: QuantizedWeight, op: str) -> dict[str, torch.Tensor]:
@@ -209,42 +227,52 @@ class QuantizedLinear(nn.Module):
         self.in_features, self.pad = int(in_features), width - int(in_features)
         self.bits, self.group_size, self.weight_dtype = weight.bits, weight.group_size, weight.dtype
         self.register_buffer("bias", bias)
-        op = packed_kernel(weight.bits, weight.group_size, *weight.shape, weight.data.device)
-        if kernel == "packed" and op is None:
-            raise ValueError(f"kernel 'packed': no PyTorch kernel takes int{weight.bits} with "
-                             f"group {weight.group_size}, shape {weight.shape} on "
-                             f"{weight.data.device.type}; use kernel='auto' or 'reference'")
-        self.kernel = "reference"
-        if kernel != "reference" and op is not None and self._pack_for(weight, op):
-            return
-        if kernel == "packed":
-            raise ValueError(f"kernel 'packed': {op} does not reproduce the reference here")
-        self.register_buffer("data", weight.data)
-        self.register_buffer("scales", weight.scales)
+        self.kernel, self.fallback_reason = "reference", None
+        if kernel != "reference":
+            self.fallback_reason = self._try_packed(weight)
+        if kernel == "packed" and self.fallback_reason is not None:
+            raise ValueError(f"kernel 'packed' cannot run int{weight.bits}, group "
+                             f"{weight.group_size}, shape {weight.shape} here: "
+                             f"{self.fallback_reason}; use kernel='auto' or 'reference'")
+        if self.kernel == "reference":
+            self.register_buffer("data", weight.data)
+            self.register_buffer("scales", weight.scales)
 
-    def _pack_for(self, weight: QuantizedWeight, op: str) -> bool:
-        """Hold the layout kernel `op` reads, if `op` runs and matches the reference result
-        on a random input; otherwise hold nothing and return False."""
+    def _try_packed(self, weight: QuantizedWeight) -> str | None:
+        """Hold the layout of the packed kernel for `weight` and return None, if one takes it
+        and matches the reference on a random input; else hold nothing and return why not."""
+        op, why = kernel_for(weight.bits, weight.group_size, *weight.shape, weight.data.device)
+        if op is None:
+            return why
         try:
             tensors = _pack(weight, op)
-        except (RuntimeError, NotImplementedError):
-            return False
+        except (RuntimeError, NotImplementedError) as e:
+            return f"packing for {op} failed: {type(e).__name__}: {e}"
         for name, tensor in tensors.items():
             self.register_buffer(name, tensor)
         self.kernel = op
+        why = self._differs_from_reference(weight)
+        if why is not None:
+            for name in tensors:
+                delattr(self, name)
+            self.kernel = "reference"
+        return why
+
+    def _differs_from_reference(self, weight: QuantizedWeight) -> str | None:
+        """None if this layer's kernel gives the dequantized matmul on a random input (2 %
+        of the output's largest magnitude: the kernels compute in bf16), else what went wrong."""
         gen = torch.Generator().manual_seed(0)
         x = torch.randn(2, weight.shape[1], generator=gen).to(weight.data.device)
         reference = F.linear(x, weight.dequantize().float())
         try:
-            ok = bool(torch.allclose(self._matmul(x).float(), reference, rtol=2e-2,
-                                     atol=2e-2 * float(reference.abs().max())))
-        except (RuntimeError, NotImplementedError):
-            ok = False
-        if not ok:
-            for name in tensors:
-                delattr(self, name)
-            self.kernel = "reference"
-        return ok
+            got = self._matmul(x).float()
+        except (RuntimeError, NotImplementedError) as e:
+            return f"{self.kernel} raised {type(e).__name__}: {e}"
+        tol = 2e-2 * float(reference.abs().max())
+        if not torch.allclose(got, reference, rtol=2e-2, atol=tol):
+            err = float((got - reference).abs().max())
+            return f"{self.kernel} is off the reference result by up to {err:.3g} here"
+        return None
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, bits: int = 8, group_size: int | None = None,
@@ -282,13 +310,17 @@ class QuantizedLinear(nn.Module):
         return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:
+        why = "" if self.fallback_reason is None else f", fallback_reason={self.fallback_reason!r}"
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bits={self.bits}, group_size={self.group_size}, kernel={self.kernel}")
+                f"bits={self.bits}, group_size={self.group_size}, kernel={self.kernel}{why}")
 
 
 def quantize_model(model: nn.Module, bits: int = 8, group_size: int | None = None,
                    kernel: str = "auto") -> nn.Module:
-    """Replace every nn.Linear of `model` by a QuantizedLinear, in place; returns `model`."""
+    """Replace every nn.Linear of `model` by a QuantizedLinear, in place; returns `model`.
+
+    kernel "auto" gives each layer a packed kernel where one takes it and the reference path
+    elsewhere; `kernel_report(model)` lists each layer's kernel and why it fell back."""
     check_bits(bits)
     check_group_size(group_size)
     for parent in list(model.modules()):
@@ -298,8 +330,16 @@ def quantize_model(model: nn.Module, bits: int = 8, group_size: int | None = Non
     return model
 
 
+def kernel_report(model: nn.Module) -> dict[str, tuple[str, str | None]]:
+    """(kernel, fallback_reason) of every QuantizedLinear of `model`, by module name; the
+    reason is None for a packed layer or one built with kernel "reference"."""
+    return {name: (m.kernel, m.fallback_reason) for name, m in model.named_modules()
+            if isinstance(m, QuantizedLinear)}
+
+
 def kernels_used(model: nn.Module) -> dict[str, int]:
-    """How many QuantizedLinear layers of `model` run on each kernel."""
+    """How many QuantizedLinear layers of `model` run on each kernel (`kernel_report`: which
+    and why)."""
     return dict(Counter(m.kernel for m in model.modules() if isinstance(m, QuantizedLinear)))
 
 
