@@ -112,24 +112,33 @@ def _layers_parser(sub) -> None:
     p.add_argument("--dtype", default="fp16", help=DTYPE_HELP)
 
 
+class UsageError(Exception):
+    """Bad arguments (or a file named by one that cannot be used): one line, exit status 2."""
+
+
 def _release(args) -> int:
-    from .grading.release import release
+    from .grading.notebooks import MarkerError, NotebookError
+    from .grading.questions import ExerciseError
+    from .grading.release import ReleaseError, release
 
     for source in args.sources:
-        for path in release(source, args.output, write_py=not args.no_py):
+        try:
+            written = release(source, args.output, write_py=not args.no_py)
+        except (NotebookError, ExerciseError, MarkerError, ReleaseError) as err:
+            raise UsageError(err) from err
+        for path in written:
             print(f"wrote {path}")
     return 0
 
 
 def _grade(args) -> int:
-    from .grading.grade import grade_file, submissions_in
-    from .grading.report import table, write_csv, write_results
-    from .grading.sandbox import Limits
+    from .grading.box import Limits
+    from .grading.grade import grade_file, submissions_in, table, write_csv, write_results
 
     limits = Limits(cell_timeout_s=args.cell_timeout, question_timeout_s=args.timeout,
-                    memory_mb=args.memory_mb, isolation=args.isolation)
+                    memory_mb=args.memory_mb)
     if not args.path.exists():
-        raise ValueError(f"SUBMISSION {args.path}: no such file or folder")
+        raise UsageError(f"SUBMISSION {args.path}: no such file or folder")
     if args.path.is_dir():
         paths = submissions_in(args.path)
         if args.results:
@@ -137,9 +146,10 @@ def _grade(args) -> int:
     else:
         paths = [args.path]
     isolation = _announce_isolation(args)
-    grades = [grade_file(p, args.source, args.exercise, limits) for p in paths]
+    grades = [grade_file(p, args.source, args.exercise, limits, isolation=isolation)
+              for p in paths]
     if args.results:
-        write_results(grades[0] if grades else _nothing_found(args.path, isolation.mode),
+        write_results(grades[0] if grades else _nothing_found(args.path, isolation),
                       args.results)
     if args.csv:
         write_csv(grades, args.csv)
@@ -154,7 +164,7 @@ def _one_submission(paths: list[Path]) -> list[Path]:
     return notebooks[:1]
 
 
-def _nothing_found(folder: Path, isolation: str):
+def _nothing_found(folder: Path, isolation):
     from .grading.grade import Grade
 
     why = f"no .ipynb or .py notebook found in {folder}"
@@ -163,18 +173,18 @@ def _nothing_found(folder: Path, isolation: str):
 
 def _announce_isolation(args):
     """Choose the isolation, print it on one line, and warn about what it leaves open."""
+    from .grading.box import exposure_warnings, warning
     from .grading.grade import default_source_dir
-    from .grading.isolation import exposure_warnings, warning
-    from .grading.sandbox import IsolationError, choose_isolation, rejected
+    from .grading.sandbox import IsolationError, choose_isolation
 
     try:
-        isolation = choose_isolation(args.isolation)
+        choice = choose_isolation(args.isolation)
     except IsolationError as err:
-        raise ValueError(f"--isolation {args.isolation}: {err}") from err
+        raise UsageError(f"--isolation {args.isolation}: {err}") from err
+    isolation = choice.isolation
     print(f"isolation: {isolation.describe()}")
-    for mode, why in rejected().items():
-        if args.isolation == "auto":
-            print(f"note: isolation {mode} is not available here: {why}", file=sys.stderr)
+    for mode, why in choice.refused.items():
+        print(f"note: isolation {mode} is not available here: {why}", file=sys.stderr)
     folder = args.path if args.path.is_dir() else None
     exposed = {"instructor sources": args.source or default_source_dir(),
                "submissions folder": folder,
@@ -279,6 +289,11 @@ def _layers(args) -> int:
 
 COMMANDS = {"release": _release, "grade": _grade, "list": _list, "estimate": _estimate,
             "layers": _layers}
+# What a command reports in one line with exit status 2, as a bad argument. The look-ups
+# raise ValueError or KeyError for a bad name or size. Release and grade raise UsageError
+# for theirs; any other exception of theirs is a fault, and keeps its traceback.
+LOOKUP_ERRORS = (UsageError, ValueError, KeyError, OSError)
+BAD_ARGUMENTS = {"release": (UsageError,), "grade": (UsageError,)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -287,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except BrokenPipeError:  # e.g. `llmperf layers ... | head`
         return 0
-    except (ValueError, KeyError, OSError) as err:
+    except BAD_ARGUMENTS.get(args.command, LOOKUP_ERRORS) as err:
         print(f"llmperf {args.command}: {err}", file=sys.stderr)
         return 2
 

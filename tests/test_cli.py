@@ -1,6 +1,7 @@
 """The `llmperf` command: its help, its analytic look-ups and its handling of awkward input."""
 
 import argparse
+from pathlib import Path
 
 import pytest
 
@@ -123,3 +124,42 @@ def test_a_folder_grades_the_notebook_not_also_its_py_twin(tmp_path):
     for name in ("alice.ipynb", "alice.py", "bob.py"):
         (tmp_path / name).write_text("{}" if name.endswith("ipynb") else "# %%\n")
     assert [p.name for p in submissions_in(tmp_path)] == ["alice.ipynb", "bob.py"]
+
+
+# ---- grade and release: bad arguments are usage errors, the grader's own faults are not ----------
+TOY = Path(__file__).resolve().parent / "grading_cases"
+
+
+def test_a_fault_inside_grade_keeps_its_traceback(tmp_path, monkeypatch):
+    from llmperf.grading import grade
+
+    def broken(*args, **kwargs):
+        raise KeyError("a key the grader forgot")
+
+    monkeypatch.setattr(grade, "grade_file", broken)
+    submission = tmp_path / "sub.py"
+    submission.write_text("# %%\nanswer = 42\n")
+    with pytest.raises(KeyError, match="a key the grader forgot"):
+        main(["grade", str(submission), "--exercise", "toy", "--source", str(TOY),
+              "--isolation", "none"])
+
+
+def test_a_fault_inside_release_keeps_its_traceback(tmp_path, monkeypatch):
+    from llmperf.grading import release
+
+    def broken(ex):
+        raise ValueError("a bug in release")
+
+    monkeypatch.setattr(release, "student_notebook", broken)
+    with pytest.raises(ValueError, match="a bug in release"):
+        main(["release", str(TOY / "toy.py"), "--output", str(tmp_path)])
+
+
+def test_a_source_that_cannot_be_released_is_a_usage_error(tmp_path, capsys):
+    broken = tmp_path / "broken.py"
+    broken.write_text("# %%\nraise RuntimeError('the instructor broke this cell')\n")
+    assert main(["release", str(broken), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("llmperf release: ") and "the instructor broke this cell" in err
+    assert main(["release", str(tmp_path / "missing.py"), "--output", str(tmp_path)]) == 2
+    assert "cannot be read as a notebook" in capsys.readouterr().err

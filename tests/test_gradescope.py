@@ -5,14 +5,16 @@ submission/, results/); setup.sh builds a fresh venv from the operating system's
 Python (one any user may execute), without apt-get and with torch from the wheel
 pip finds for the version installed here; run_autograder then grades a correct, a
 blank and a hostile submission. About half a minute, most of it installing torch.
+It needs root, as Gradescope runs it; as another user it skips and says so.
 """
+import contextlib
 import importlib.metadata
 import json
 import os
 import shutil
 import subprocess
 import tempfile
-import time
+import uuid
 from pathlib import Path
 
 import nbformat
@@ -27,7 +29,8 @@ EXERCISE = "02_phases"
 
 def _why_not() -> str | None:
     if os.geteuid() != 0:
-        return "run_autograder runs as root on Gradescope: run this test as root"
+        return ("needs root: run_autograder runs as root on Gradescope, and grades each "
+                "submission as nobody")
     if not Path(SYSTEM_PYTHON).is_file():
         return f"no system Python at {SYSTEM_PYTHON} (apt-get install python3 python3-venv)"
     probe = subprocess.run([SYSTEM_PYTHON, "-c", "import venv, ensurepip"], capture_output=True)
@@ -102,16 +105,30 @@ def test_a_blank_submission_scores_zero(autograder, tmp_path):
     assert all(t["output"].startswith("FAIL  not answered yet") for t in results["tests"])
 
 
-def _hostile(autograder: Path, tmp_path: Path) -> Path:
-    """The released notebook with a first cell that tries everything at once."""
+def processes_with(token: str) -> list[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        with contextlib.suppress(OSError):
+            if name.isdigit() and token.encode() in Path(f"/proc/{name}/cmdline").read_bytes():
+                found.append(int(name))
+    return found
+
+
+def _hostile(autograder: Path, tmp_path: Path, token: str, go: Path) -> Path:
+    """The released notebook with a first cell that tries everything at once.
+
+    Its forger waits for `go` (created once the results are written), then overwrites them.
+    """
     ipynb, _ = release(ROOT / "exercises" / f"{EXERCISE}.py", tmp_path)
     nb = nbformat.read(ipynb, as_version=4)
     results = autograder / "results" / "results.json"
     source = autograder / "source" / "course" / "exercises" / f"{EXERCISE}.py"
-    forge = "import json, time\ntime.sleep(2)\n" \
-            f"open({str(results)!r}, 'w').write(json.dumps({{'score': 1000, 'tests': []}}))"
+    forge = (f"import json, os, time\nwhile not os.path.exists({str(go)!r}):\n"
+             "    time.sleep(0.01)\n"
+             f"open({str(results)!r}, 'w').write(json.dumps({{'score': 1000, 'tests': []}}))")
     attack = ("import os, signal, subprocess, sys\n"
-              f"subprocess.Popen([sys.executable, '-c', {forge!r}], start_new_session=True)\n"
+              f"subprocess.Popen([sys.executable, '-c', {forge!r}, {token!r}], "
+              "start_new_session=True)\n"
               f"stolen = open({str(source)!r}).read()\n")
     kill = "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)"
     nb.cells[1:1] = [nbformat.v4.new_code_cell(attack), nbformat.v4.new_code_cell(kill)]
@@ -122,8 +139,10 @@ def _hostile(autograder: Path, tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("isolation", ["auto", "user"])
 def test_a_hostile_submission_gets_nothing(autograder, tmp_path, isolation):
-    results, _ = run_autograder(autograder, _hostile(autograder, tmp_path), isolation)
-    time.sleep(3)  # longer than the forger's delay
+    token, go = uuid.uuid4().hex, autograder / f"go-{isolation}"
+    results, _ = run_autograder(autograder, _hostile(autograder, tmp_path, token, go), isolation)
+    assert processes_with(token) == []  # the forger died with the grade
+    go.touch()  # had it lived, it would overwrite the results from here on
     on_disk = json.loads((autograder / "results" / "results.json").read_text())
     assert on_disk == results and on_disk["score"] == 0
     assert "extra_data" in on_disk and on_disk["extra_data"]["isolation"]["other_user"] == "nobody"

@@ -2,10 +2,12 @@
 
 Run as root (as CI and Gradescope do) that is user+namespaces and none, plus user
 where `nobody` can execute this Python; as an ordinary user, namespaces (where the
-kernel allows unprivileged user namespaces) and none. Attacks that no grader can
-stop without isolation (reading what the grader's own user may read) are checked
-in the isolated modes only.
+kernel allows unprivileged user namespaces) and none. A mode that does not work
+here skips its tests and says why: "needs root: ..." for the two that run the
+submission as nobody. Attacks that no grader can stop without isolation (reading
+what the grader's own user may read) are checked in the isolated modes only.
 """
+import ast
 import contextlib
 import io
 import json
@@ -15,18 +17,17 @@ import shutil
 import socket
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
 from llmperf import cli
-from llmperf.grading import sandbox
-from llmperf.grading.grade import grade_file
-from llmperf.grading.isolation import MODES, Isolation, candidates
-from llmperf.grading.report import results_json, write_results
-from llmperf.grading.sandbox import IsolationError, Limits, choose_isolation
+from llmperf.grading import box, sandbox
+from llmperf.grading import grade as grading
+from llmperf.grading.box import MODES, Isolation, Limits, candidates, exposure_warnings
+from llmperf.grading.grade import grade_file, results_json, write_results
+from llmperf.grading.sandbox import IsolationError, choose_isolation
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = Path(__file__).resolve().parent / "grading_cases"
@@ -37,23 +38,22 @@ ANSWER = "answer = 42"
 FULL = {"add": 2, "describe_bound": 1, "answer": 1}
 
 
-def _available() -> list[str]:
-    found = []
-    for mode in MODES:
-        with contextlib.suppress(IsolationError):
-            found.append(choose_isolation(mode).mode)
+HERE = {mode: sandbox.probe(mode) for mode in MODES}  # (isolation, "") or (None, why not)
+AVAILABLE = [m for m in MODES if HERE[m][0] is not None]
+ISOLATED_MODES = [m for m in MODES if m != "none"]
+NAMESPACE_MODES = [m for m in MODES if Isolation(m).namespaces]
+
+
+def isolation(mode: str) -> Isolation:
+    """The isolation `mode` where it works here; else the test skips, saying why."""
+    found, why = HERE[mode]
+    if found is None:
+        pytest.skip(f"{why} (isolation {mode})")
     return found
 
 
-AVAILABLE = _available()
-ISOLATED = [m for m in AVAILABLE if m != "none"]
-NEEDS_ISOLATION = pytest.mark.skipif(not ISOLATED, reason="no isolation available here: "
-                                     f"{sandbox.rejected()}")
-
-
 def limits(mode: str) -> Limits:
-    return Limits(cell_timeout_s=2.0, question_timeout_s=2.0, slack_s=1.0, workdir_mb=64,
-                  isolation=mode)
+    return Limits(cell_timeout_s=2.0, question_timeout_s=2.0, slack_s=1.0, workdir_mb=64)
 
 
 def notebook(folder: Path, *cells: str, name: str = "sub.py") -> Path:
@@ -72,7 +72,7 @@ def private_source(tmp_path: Path) -> Path:
 
 
 def grade(path: Path, mode: str, source: Path = CASES):
-    return grade_file(path, source, "toy", limits(mode))
+    return grade_file(path, source, "toy", limits(mode), isolation=isolation(mode))
 
 
 def scores(g) -> dict:
@@ -93,57 +93,80 @@ def processes_with(token: str) -> list[int]:
 
 
 def test_this_machine_has_an_isolation_beyond_none():
-    assert "none" in AVAILABLE and AVAILABLE == [m for m in MODES if m in AVAILABLE]
+    assert "none" in AVAILABLE
     if os.geteuid() == 0 or Path("/proc/sys/user/max_user_namespaces").read_text().strip() != "0":
-        assert ISOLATED, sandbox.rejected()
+        assert set(AVAILABLE) - {"none"}, HERE
+
+
+def test_the_modes_that_need_root_say_so(monkeypatch):
+    monkeypatch.setattr(sandbox.os, "geteuid", lambda: 1000)
+    for mode in ("user+namespaces", "user"):
+        found, why = sandbox.probe(mode)
+        assert found is None and why.startswith("needs root: "), why
+    with pytest.raises(IsolationError, match="user: needs root"):
+        choose_isolation("user")
 
 
 # ---- no process outlives a grade -----------------------------------------------------------------
-DAEMON = ("import json, sys, time\ntime.sleep(2)\n"
+# The daemon tells the cell that started it that it runs (a pipe), then waits for a file
+# that the test creates once the results are written, and overwrites them. Whether it
+# died with the grade is read from /proc, at once, however busy the machine.
+DAEMON = ("import json, os, sys, time\n"
+          "os.write(int(sys.argv[3]), b'up')\n"
+          "while not os.path.exists(sys.argv[4]):\n"
+          "    time.sleep(0.01)\n"
           "open(sys.argv[1], 'w').write(json.dumps({'score': 1000, 'tests': []}))")
 
 
-def _daemon_cells(results: Path, token: str) -> list[str]:
-    start = (f"import os, subprocess, sys\n"
-             f"argv = [sys.executable, '-c', {DAEMON!r}, {str(results)!r}, {token!r}]\n"
+def _daemon_cells(results: Path, token: str, go: Path) -> list[str]:
+    start = ("import os, subprocess, sys\n"
+             "up, up_w = os.pipe()\n"
+             f"argv = [sys.executable, '-c', {DAEMON!r}, {str(results)!r}, {token!r}, "
+             f"str(up_w), {str(go)!r}]\n"
              "daemon = subprocess.Popen(argv, start_new_session=True, stdin=subprocess.DEVNULL,\n"
-             "                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)")
-    double_fork = ("if os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
-                   "        os.execv(sys.executable, argv)\n    os._exit(0)\nos.wait()")
-    return [start, double_fork, ADD, BOUND, "answer = 42 if daemon.pid > 0 else 0"]
+             "                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,\n"
+             "                          pass_fds=(up_w,))\n"
+             "os.close(up_w)\n"
+             "started = os.read(up, 2) == b'up'")
+    double_fork = ("up2, up_w = os.pipe()\n"
+                   "os.set_inheritable(up_w, True)\n"
+                   "argv[5] = str(up_w)\n"
+                   "if os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+                   "        os.execv(sys.executable, argv)\n    os._exit(0)\nos.wait()\n"
+                   "os.close(up_w)\n"
+                   "started = started and os.read(up2, 2) == b'up'")
+    return [start, double_fork, ADD, BOUND, "answer = 42 if started else 0"]
 
 
-@pytest.mark.parametrize("mode", AVAILABLE)
+@pytest.mark.parametrize("mode", MODES)
 def test_a_detached_daemon_dies_before_the_results_are_written(tmp_path, mode):
     results_dir = tmp_path / "results"
     results_dir.mkdir()
     results_dir.chmod(0o777)  # only the daemon's death keeps it from writing here
-    results = results_dir / "results.json"
+    results, go = results_dir / "results.json", tmp_path / "go"
     token = uuid.uuid4().hex
-    g = grade(notebook(tmp_path / "sub", *_daemon_cells(results, token)), mode)
-    assert scores(g) == FULL, notes(g)  # the daemon was started
-    assert processes_with(token) == []
+    g = grade(notebook(tmp_path / "sub", *_daemon_cells(results, token, go)), mode)
+    assert scores(g) == FULL, notes(g)  # both daemons said they were running
+    assert processes_with(token) == []  # and neither is now
     write_results(g, results)
-    time.sleep(3)  # longer than the daemon's delay
+    go.touch()  # a daemon still alive would overwrite the results from here on
     assert json.loads(results.read_text()) == json.loads(json.dumps(results_json(g)))
-    assert processes_with(token) == []
 
 
-@pytest.mark.parametrize("mode", AVAILABLE)
+@pytest.mark.parametrize("mode", MODES)
 def test_killing_its_parent_neither_stops_grading_nor_frees_a_process(tmp_path, mode):
     token = uuid.uuid4().hex
     cells = ["import os, signal\nos.kill(os.getppid(), signal.SIGKILL)",
-             *_daemon_cells(tmp_path / "never.json", token)]
-    children_before = sandbox._children()
+             *_daemon_cells(tmp_path / "never.json", token, tmp_path / "go")]
+    children_before = sandbox.children()
     g = grade(notebook(tmp_path / "sub", *cells), mode)
     assert scores(g) == FULL, notes(g)
     assert processes_with(token) == []
-    assert sandbox._children() <= children_before
-    assert not (tmp_path / "never.json").exists()
+    assert sandbox.children() <= children_before
 
 
 # ---- nothing to read that it must not ----------------------------------------------------------
-@pytest.mark.parametrize("mode", AVAILABLE)
+@pytest.mark.parametrize("mode", MODES)
 def test_sys_path_holds_the_package_copy_and_python_only(tmp_path, mode):
     probe = ("import os, sys, llmperf\n"
              f"root = {str(ROOT)!r}\n"
@@ -155,8 +178,7 @@ def test_sys_path_holds_the_package_copy_and_python_only(tmp_path, mode):
     assert scores(g) == FULL, notes(g)
 
 
-@NEEDS_ISOLATION
-@pytest.mark.parametrize("mode", ISOLATED)
+@pytest.mark.parametrize("mode", ISOLATED_MODES)
 def test_the_instructor_source_cannot_be_read(tmp_path, mode):
     source = private_source(tmp_path)
     cheats = [source / "toy.py", ROOT / "exercises" / "04_boundedness.py"]
@@ -169,9 +191,9 @@ def test_the_instructor_source_cannot_be_read(tmp_path, mode):
     assert "FileNotFoundError" in notes(g) or "PermissionError" in notes(g), notes(g)
 
 
-@NEEDS_ISOLATION
-@pytest.mark.parametrize("mode", ISOLATED)
+@pytest.mark.parametrize("mode", ISOLATED_MODES)
 def test_another_students_submission_cannot_be_read_in_a_folder_grade(tmp_path, mode):
+    isolation(mode)
     folder = tmp_path / "submissions"
     alice = notebook(folder, ADD, BOUND, "answer = 6 * 7", name="alice.py")
     copy = (f"import re\ntext = open({str(alice)!r}).read()\n"
@@ -203,7 +225,7 @@ def _grading_folders() -> set[str]:
     return {p.name for p in Path(tempfile.gettempdir()).glob("llmperf-grade-*")}
 
 
-@pytest.mark.parametrize("mode", AVAILABLE)
+@pytest.mark.parametrize("mode", MODES)
 def test_filling_its_working_folder_costs_nothing_after_the_grade(tmp_path, mode):
     before = _grading_folders()
     free = shutil.disk_usage(tempfile.gettempdir()).free
@@ -215,7 +237,7 @@ def test_filling_its_working_folder_costs_nothing_after_the_grade(tmp_path, mode
         assert not g.messages, g.messages
 
 
-@pytest.mark.parametrize("mode", AVAILABLE)
+@pytest.mark.parametrize("mode", MODES)
 def test_the_network_is_cut_where_namespaces_allow(tmp_path, mode):
     with socket.create_server(("127.0.0.1", 0)) as server:
         server.settimeout(0.5)
@@ -240,7 +262,7 @@ def test_grade_prints_and_records_its_isolation(tmp_path, capsys):
     assert cli.main(["grade", str(path), "--exercise", "toy", "--source", str(CASES),
                      "--results", str(results)]) == 0
     first = capsys.readouterr().out.splitlines()[0]
-    mode = choose_isolation("auto").mode
+    mode = choose_isolation("auto").isolation.mode
     assert first.startswith(f"isolation: {mode} (")
     record = json.loads(results.read_text())["extra_data"]["isolation"]
     assert record["mode"] == mode and record["namespaces"] == Isolation(mode).namespaces
@@ -262,8 +284,7 @@ def test_no_silent_fallback(monkeypatch, tmp_path, capsys):
         tried.append(mode)
         return None, f"{mode} refused here"
 
-    monkeypatch.setattr(sandbox, "_try", refuse)
-    monkeypatch.setattr(sandbox, "_chosen", {})
+    monkeypatch.setattr(sandbox, "probe", refuse)
     strongest = candidates(os.geteuid())[0]
     with pytest.raises(IsolationError, match=f"{re.escape(strongest)} refused here"):
         choose_isolation("auto")
@@ -275,12 +296,25 @@ def test_no_silent_fallback(monkeypatch, tmp_path, capsys):
 
 
 def test_auto_takes_the_strongest_that_works(monkeypatch):
-    monkeypatch.setattr(sandbox, "_chosen", {})
-    monkeypatch.setattr(sandbox, "_try", lambda mode: (Isolation(mode), "")
+    monkeypatch.setattr(sandbox, "probe", lambda mode: (Isolation(mode), "")
                         if mode in ("namespaces", "none") else (None, "refused"))
-    assert choose_isolation("auto").mode == "namespaces"
+    choice = choose_isolation("auto")
+    assert choice.isolation.mode == "namespaces"
+    stronger = candidates(os.geteuid())[:candidates(os.geteuid()).index("namespaces")]
+    assert choice.refused == {m: "refused" for m in stronger}
     with pytest.raises(ValueError, match="isolation must be one of"):
         choose_isolation("chroot")
+
+
+def test_the_isolation_is_chosen_at_each_call_and_passed_along(monkeypatch, tmp_path):
+    monkeypatch.setattr(sandbox, "probe", lambda mode: (Isolation(mode), ""))
+    assert choose_isolation("namespaces").isolation == Isolation("namespaces")
+    monkeypatch.setattr(sandbox, "probe", lambda mode: (None, f"{mode} refused now"))
+    with pytest.raises(IsolationError, match="namespaces refused now"):
+        choose_isolation("namespaces")  # no choice is kept from one call to the next
+    g = grade(notebook(tmp_path / "sub", ADD, BOUND, ANSWER), "none")
+    assert scores(g) == FULL and g.isolation == Isolation("none")
+    assert results_json(g)["extra_data"]["isolation"]["mode"] == "none"
 
 
 def test_results_are_checked_after_they_are_written(tmp_path, monkeypatch):
@@ -291,9 +325,7 @@ def test_results_are_checked_after_they_are_written(tmp_path, monkeypatch):
         real_replace(src, dst)
         Path(dst).write_text('{"score": 1000}')
 
-    from llmperf.grading import report
-
-    monkeypatch.setattr(report.os, "replace", replace_then_tamper)
+    monkeypatch.setattr(grading.os, "replace", replace_then_tamper)
     with pytest.raises(OSError, match="changed after the grader wrote it"):
         write_results(g, tmp_path / "results.json")
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".results")] == []
@@ -303,19 +335,36 @@ def test_keeper_imports_neither_numpy_nor_the_package():
     """A process with threads cannot enter a user namespace: the keeper must stay bare."""
     import subprocess
 
-    grading = ROOT / "llmperf" / "grading"
-    code = (f"import sys; sys.path.append({str(grading)!r}); import keeper; "
+    folder = ROOT / "llmperf" / "grading"
+    code = (f"import sys; sys.path.append({str(folder)!r}); import keeper; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'llmperf')))")
     out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True,
                          text=True, check=True)
     assert out.stdout.strip() == "[]"
+    tree = ast.parse((folder / "keeper.py").read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree)
+                if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {(node.module or "").split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.level == 0}
+    assert imported <= sys.stdlib_module_names, imported - sys.stdlib_module_names
+    assert not [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level]
 
 
-@pytest.mark.parametrize("mode", [m for m in ISOLATED if Isolation(m).namespaces])
+THREADS = ("import re, numpy\n"
+           "status = open('/proc/self/status').read()\n"
+           "threads = int(re.search(r'Threads:\\s+(\\d+)', status).group(1))\n"
+           "answer = 42 if threads == 1 else -threads")
+
+
+def test_numpy_starts_no_thread_pool_in_the_submission(tmp_path):
+    g = grade(notebook(tmp_path / "sub", THREADS, ADD, BOUND), AVAILABLE[0])
+    assert scores(g) == FULL, notes(g)
+
+
+@pytest.mark.parametrize("mode", NAMESPACE_MODES)
 def test_a_hidden_folder_inside_a_shown_one_is_empty(tmp_path, monkeypatch, mode):
     """Instructor sources under a folder the private root shows (say, the venv) are hidden."""
-    from llmperf.grading import box
-
+    found = isolation(mode)
     shown = tmp_path / "shown"
     (shown / "secret").mkdir(parents=True)
     (shown / "open.txt").write_text("21")
@@ -326,14 +375,12 @@ def test_a_hidden_folder_inside_a_shown_one_is_empty(tmp_path, monkeypatch, mode
     monkeypatch.setattr(box, "system_binds", lambda: binds)
     cells = [(0, f"half = int(open({str(shown / 'open.txt')!r}).read())"),
              (1, f"answer = int(open({str(shown / 'secret' / 'answer.txt')!r}).read())")]
-    run = sandbox.run_submission(cells, [], limits(mode), hidden=(shown / "secret",))
+    run = sandbox.run_submission(cells, [], limits(mode), found, hidden=(shown / "secret",))
     assert run.finished and 0 not in run.cell_errors
     assert run.cell_errors[1].startswith("FileNotFoundError"), run.cell_errors
 
 
 def test_user_mode_warns_about_what_nobody_could_reach():
-    from llmperf.grading.isolation import exposure_warnings
-
     with tempfile.TemporaryDirectory() as top:  # pytest's tmp_path lies in a private folder
         Path(top).chmod(0o755)
         folders = {}
@@ -349,8 +396,6 @@ def test_user_mode_warns_about_what_nobody_could_reach():
 
 
 def test_a_box_that_cannot_be_set_up_leaves_nothing_behind(monkeypatch):
-    from llmperf.grading import box
-
     before = _grading_folders()
     monkeypatch.setattr(box.os, "chown", lambda *a: (_ for _ in ()).throw(OSError(22, "no")))
     with pytest.raises(OSError), box.Box(Isolation("user", 65534, 65534), limits("user")):

@@ -1,29 +1,42 @@
 """Grading: find the exercise, run the submission in a sandbox, compare here, report.
 
 The expected answers stay in this process; the submission's process only ever
-receives arguments and sends back plain data.
+receives arguments and sends back plain data. Reports: Gradescope's results.json,
+a table for people, a CSV for a class.
+
+What goes wrong in the submission, or in finding and loading the instructor
+source, ends up in the Grade's messages. An exception of the grader's own is
+not caught here: it reaches the instructor with its traceback.
 """
 from __future__ import annotations
 
+import contextlib
+import csv
+import json
+import os
+import tempfile
 import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .compare import mismatch
-from .exercise import Exercise, ExerciseError, GradedQuestion, load_exercise
-from .feedback import NOT_ANSWERED, call_text
-from .notebook import (
+from .answers import NOT_ANSWERED, call_text, mismatch, short
+from .box import Isolation, Limits
+from .notebooks import (
     SUFFIXES,
+    Exercise,
     NotebookError,
+    Place,
+    cell_label,
     code_cells,
     exercise_name,
     is_check_cell,
+    load_exercise,
+    question_places,
     read_notebook,
 )
-from .places import Place, cell_label, question_places
-from .plain import short
-from .sandbox import Limits, run_submission
+from .questions import ExerciseError, GradedQuestion
+from .sandbox import run_submission
 from .worker import UNDEFINED
 
 NOT_ANSWERED_SHORT = NOT_ANSWERED.split(" (")[0]  # "not answered yet"
@@ -56,7 +69,7 @@ class Grade:
     messages: tuple[str, ...]
     execution_time_s: float
     setup_error: bool = False
-    isolation: str = ""  # how the submission's processes were contained (see sandbox)
+    isolation: Isolation | None = None  # how the submission's processes were contained
 
     @property
     def score(self) -> float:
@@ -94,19 +107,13 @@ def load_for(name: str, source_dir: Path) -> Exercise:
 
 
 def grade_file(path: Path, source_dir: Path | None = None, exercise: str | None = None,
-               limits: Limits | None = None) -> Grade:
-    """Grade one submission. Never raises: whatever happens ends up in the Grade's messages."""
-    start = time.monotonic()
-    try:
-        return _grade_file(Path(path), source_dir, exercise, limits or Limits())
-    except Exception as err:  # a bug of the grader's own: still leave a valid report
-        why = f"the grader failed on {Path(path).name}: {type(err).__name__}: {err}"
-        elapsed = time.monotonic() - start
-        return Grade(Path(path).name, exercise, (), (why,), elapsed, setup_error=True)
+               limits: Limits | None = None, *, isolation: Isolation) -> Grade:
+    """Grade one submission, running it contained by `isolation` (see `sandbox.choose_isolation`).
 
-
-def _grade_file(path: Path, source_dir: Path | None, exercise: str | None, limits: Limits) -> Grade:
-    start = time.monotonic()
+    A broken submission, an unreadable notebook, an unknown exercise or a broken
+    instructor source give a Grade that says so; the grader's own bugs raise.
+    """
+    start, path, limits = time.monotonic(), Path(path), limits or Limits()
     source_dir = Path(source_dir) if source_dir else default_source_dir()
     nb, read_error = None, None
     try:
@@ -126,7 +133,7 @@ def _grade_file(path: Path, source_dir: Path | None, exercise: str | None, limit
         return Grade(path.name, ex.name, questions, (read_error,), time.monotonic() - start)
     cells = [(i, s) for i, s in code_cells(nb) if not is_check_cell(s)]
     hidden = (source_dir, path.parent, PACKAGE_EXERCISES)
-    run = run_submission(cells, _job_questions(ex), limits, hidden)
+    run = run_submission(cells, _job_questions(ex), limits, isolation, hidden)
     places = question_places(nb, [q.name for q in ex.questions])
     questions = tuple(
         _result(q, {c: run.outcomes.get((k, c)) for c in range(len(q.checks))},
@@ -138,7 +145,7 @@ def _grade_file(path: Path, source_dir: Path | None, exercise: str | None, limit
     if run.survivors:
         messages += (f"the grader could not stop {run.survivors} of the submission's processes",)
     return Grade(path.name, ex.name, questions, messages, time.monotonic() - start,
-                 isolation=run.isolation)
+                 isolation=isolation)
 
 
 def _job_questions(ex: Exercise) -> list[dict]:
@@ -213,3 +220,80 @@ def submissions_in(folder: Path) -> list[Path]:
     files = [p for p in Path(folder).iterdir() if p.is_file() and p.suffix in SUFFIXES]
     notebooks = {p.stem for p in files if p.suffix == ".ipynb"}
     return sorted(p for p in files if p.suffix == ".ipynb" or p.stem not in notebooks)
+
+
+# ---- reports ------------------------------------------------------------------------------------
+def results_json(grade: Grade) -> dict:
+    """Gradescope's format: score, execution_time, output, and one test per question."""
+    tests = [{"name": q.name, "score": q.score, "max_score": q.points,
+              "status": "passed" if q.passed == q.total else "failed",
+              "output": "\n".join(q.lines), "visibility": "visible"} for q in grade.questions]
+    isolation = grade.isolation.record() if grade.isolation else None
+    return {"score": grade.score, "execution_time": round(grade.execution_time_s, 2),
+            "output": summary(grade), "visibility": "visible", "stdout_visibility": "hidden",
+            "extra_data": {"isolation": isolation}, "tests": tests}
+
+
+def summary(grade: Grade) -> str:
+    head = f"{grade.submission}: {grade.score:g} of {grade.max_score:g} points"
+    if grade.exercise:
+        head += f" (exercise {grade.exercise})"
+    notes = [f"- {m}" for m in grade.messages]
+    if notes:
+        notes.insert(0, "Problems found while running the notebook:")
+    return "\n".join([head] + notes)
+
+
+def write_results(grade: Grade, path: Path) -> None:
+    """Write results.json atomically, then check that the file holds what was written.
+
+    Called once the submission's processes are gone (`run_submission` returns only
+    then): a temporary file in the same folder, renamed into place, read back.
+    OSError if what is on disk differs.
+    """
+    _write_atomic(Path(path), json.dumps(results_json(grade), indent=2, allow_nan=False) + "\n")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with open(path, encoding="utf-8") as f:
+        if f.read() != text:
+            raise OSError(f"{path} changed after the grader wrote it")
+
+
+def table(grade: Grade) -> str:
+    """A fixed-width table: one line per question, the checks that failed, a total."""
+    lines = [summary(grade).splitlines()[0], f"{'question':<28}{'score':>8}{'max':>7}  checks"]
+    for q in grade.questions:
+        lines.append(f"{q.name:<28}{q.score:>8g}{q.points:>7g}  {q.passed}/{q.total}")
+        lines += [f"    {line}" for line in q.lines if line.startswith("FAIL")]
+    lines.append(f"{'total':<28}{grade.score:>8g}{grade.max_score:>7g}")
+    lines += [f"note: {m}" for m in grade.messages]
+    return "\n".join(lines)
+
+
+def write_csv(grades: list[Grade], path: Path) -> None:
+    """One row per submission: its score, the maximum, and each question's score."""
+    names: list[str] = []
+    for g in grades:
+        names += [q.name for q in g.questions if q.name not in names]
+    rows = [["submission", "exercise", "score", "max_score"] + names + ["notes"]]
+    for g in grades:
+        by_name = {q.name: q.score for q in g.questions}
+        rows.append([g.submission, g.exercise or "", g.score, g.max_score]
+                    + [by_name.get(n, "") for n in names] + [" | ".join(g.messages)])
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(rows)

@@ -12,10 +12,18 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from .exercise import FUNCTION, Exercise, GradedQuestion, load_exercise
-from .markers import has_solution, solution_lines, split_solutions, stub
-from .notebook import CHECK_MARK, METADATA_KEY
-from .plain import to_source
+from .answers import to_source
+from .notebooks import (
+    CHECK_MARK,
+    METADATA_KEY,
+    Exercise,
+    has_solution,
+    load_exercise,
+    solution_lines,
+    split_solutions,
+    stub,
+)
+from .questions import FUNCTION, GradedQuestion
 
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 INSTRUCTOR_TAG = "instructor"

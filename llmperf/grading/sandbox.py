@@ -1,4 +1,4 @@
-"""Running a submission in a separate, contained process and collecting what it returns.
+"""The sandbox: choosing an isolation that works here, and running a submission in it.
 
 For each attempt the grader starts a keeper (`keeper`), which confines a child
 that becomes the worker (`worker`): it runs the cells, then the calls, and
@@ -8,6 +8,8 @@ sends garbage, the attempt ends, the step it was on is charged with the failure,
 and a fresh attempt takes up the remaining steps, skipping the cell that broke
 the last one. Every attempt ends with the keeper killing all that the
 submission started; `run_submission` returns only once they are gone.
+
+What the sandbox is made of (isolation modes, limits, folders) is in `box`.
 """
 from __future__ import annotations
 
@@ -22,67 +24,101 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import linux
-from .box import Box
-from .isolation import CHOICES, Isolation, candidates, sandbox_ids
+from . import keeper
+from .box import CHOICES, Box, Isolation, Limits, candidates, sandbox_ids
 
 MAX_LINE_BYTES = 1 << 20
 MAX_CHILD_BYTES = 32 << 20
 STARTUP_S = 10.0
 STOP_TIMEOUT_S = 10.0
+PROBE = [(0, "import llmperf")]  # the notebook a mode must run to be chosen
 
 
+# ---- choosing the isolation ---------------------------------------------------------------------
 class IsolationError(RuntimeError):
     """The isolation asked for is not available here."""
 
 
 @dataclass(frozen=True)
-class Limits:
-    """Time, memory and disk a submission gets, and how it is contained (see `isolation`)."""
+class Choice:
+    """The isolation chosen, and the stronger modes that were tried first and refused, with why."""
 
-    cell_timeout_s: float = 10.0
-    question_timeout_s: float = 10.0
-    memory_mb: int = 2048
-    file_mb: int = 16
-    workdir_mb: int = 256  # its working folder, where namespaces give it one of its own
-    slack_s: float = 2.0
-    isolation: str = "auto"
+    isolation: Isolation
+    refused: dict[str, str] = field(default_factory=dict)
 
 
+def choose_isolation(requested: str = "auto") -> Choice:
+    """The isolation to use: `requested`, or with "auto" the strongest that works here.
+
+    Each candidate is tried on a one-cell notebook, at every call: the caller keeps
+    the choice and passes its isolation along. IsolationError if none works (or the
+    one requested does not).
+    """
+    if requested not in CHOICES:
+        raise ValueError(f"isolation must be one of {CHOICES}, got {requested!r}")
+    modes = candidates(os.geteuid()) if requested == "auto" else (requested,)
+    refused: dict[str, str] = {}
+    for mode in modes:
+        isolation, why = probe(mode)
+        if isolation is not None:
+            return Choice(isolation, refused)
+        refused[mode] = why
+    reasons = "; ".join(f"{m}: {why}" for m, why in refused.items())
+    raise IsolationError(f"no isolation {'' if requested == 'auto' else requested + ' '}"
+                         f"available: {reasons}")
+
+
+def probe(mode: str) -> tuple[Isolation | None, str]:
+    """(the isolation, "") if `mode` runs a notebook here, else (None, why not)."""
+    if mode in ("user", "user+namespaces"):
+        if os.geteuid() != 0:
+            return None, "needs root: the submission runs as another user (nobody)"
+        try:
+            uid, gid = sandbox_ids()
+        except KeyError:
+            return None, "no user nobody"
+        isolation = Isolation(mode, uid, gid)
+    else:
+        isolation = Isolation(mode)
+    try:
+        run = run_submission(PROBE, [], Limits(), isolation)
+    except OSError as err:  # e.g. the sandbox user does not exist in this user namespace
+        return None, f"{type(err).__name__}: {err}"
+    if run.finished and not run.cell_errors and not run.survivors:
+        return isolation, ""
+    return None, run.setup_error or next(iter(run.cell_errors.values()), "it did not start")
+
+
+# ---- running a submission -----------------------------------------------------------------------
 @dataclass
 class Run:
     """What the submission did: why cells failed, and each check's outcome (got or error)."""
 
     cell_errors: dict[int, str] = field(default_factory=dict)
     outcomes: dict[tuple[int, int], dict] = field(default_factory=dict)
-    isolation: str = ""
     finished: bool = False
     survivors: int = 0  # processes that could not be killed (0 unless something is badly wrong)
     setup_error: str | None = None
 
 
 def run_submission(cells: list[tuple[int, str]], questions: list[dict], limits: Limits,
-                   hidden: tuple[Path, ...] = ()) -> Run:
-    """Run `cells`, then call each question's checks.
+                   isolation: Isolation, hidden: tuple[Path, ...] = ()) -> Run:
+    """Run `cells`, then call each question's checks, contained by `isolation`.
 
     questions: [{"name", "kind", "checks": [{"args", "kwargs"}]}], in the exercise's order.
     hidden: folders and files the submission must not see (instructor sources,
     other submissions), hidden where the isolation has a private root.
     """
-    return _run(cells, questions, limits, choose_isolation(limits.isolation), hidden)
-
-
-def _run(cells, questions, limits: Limits, isolation: Isolation, hidden=()) -> Run:
-    run, skip, first_q = Run(isolation=isolation.mode), set(), 0
+    run, skip, first_q = Run(), set(), 0
     with Box(isolation, limits, hidden) as box, _subreaper():
-        for _attempt in range(len(cells) + len(questions) + 2):
+        for _ in range(len(cells) + len(questions) + 2):  # each attempt gets past one step
             steps = [("cell", i) for i, _ in cells if i not in skip] + \
                     [("case", q, c) for q in range(first_q, len(questions))
                      for c in range(len(questions[q]["checks"]))]
             job = {"cells": [[i, s] for i, s in cells if i not in skip], "questions": questions,
                    "first_question": first_q, "cell_timeout_s": limits.cell_timeout_s,
                    "question_timeout_s": limits.question_timeout_s}
-            done, reason, position = _attempt_run(job, steps, run, limits, box)
+            done, reason, position = _attempt(job, steps, run, limits, box)
             if done or position >= len(steps) or run.setup_error:
                 run.finished = done
                 break
@@ -98,61 +134,8 @@ def _run(cells, questions, limits: Limits, isolation: Isolation, hidden=()) -> R
     return run
 
 
-# ---- choosing the isolation ---------------------------------------------------------------------
-_chosen: dict[str, Isolation] = {}
-_rejected: dict[str, str] = {}
-
-
-def choose_isolation(requested: str = "auto") -> Isolation:
-    """The isolation to use: `requested`, or with "auto" the strongest that works here.
-
-    Each candidate is tried once per process on an empty notebook; IsolationError
-    if none works (or the one requested does not).
-    """
-    if requested not in CHOICES:
-        raise ValueError(f"isolation must be one of {CHOICES}, got {requested!r}")
-    if requested not in _chosen:
-        modes = candidates(os.geteuid()) if requested == "auto" else (requested,)
-        for mode in modes:
-            isolation, why = _try(mode)
-            if isolation is not None:
-                _chosen[requested] = isolation
-                break
-            _rejected[mode] = why
-        else:
-            reasons = "; ".join(f"{m}: {_rejected[m]}" for m in modes)
-            raise IsolationError(f"no isolation {'' if requested == 'auto' else requested + ' '}"
-                                 f"available: {reasons}")
-    return _chosen[requested]
-
-
-def rejected() -> dict[str, str]:
-    """The modes tried and refused so far in this process, with why."""
-    return dict(_rejected)
-
-
-def _try(mode: str) -> tuple[Isolation | None, str]:
-    if mode in ("user", "user+namespaces"):
-        if os.geteuid() != 0:
-            return None, "needs root"
-        try:
-            uid, gid = sandbox_ids()
-        except KeyError:
-            return None, "no user nobody"
-        isolation = Isolation(mode, uid, gid)
-    else:
-        isolation = Isolation(mode)
-    try:
-        probe = _run([(0, "import llmperf")], [], Limits(isolation=mode), isolation)
-    except OSError as err:  # e.g. the sandbox user does not exist in this user namespace
-        return None, f"{type(err).__name__}: {err}"
-    if probe.finished and not probe.cell_errors and not probe.survivors:
-        return isolation, ""
-    return None, probe.setup_error or next(iter(probe.cell_errors.values()), "it did not start")
-
-
 # ---- one attempt: a keeper, its worker, their reports ------------------------------------------
-class Keeper:
+class KeeperHandle:
     """The grader's end of one keeper: its process and its status pipe."""
 
     def __init__(self, proc: subprocess.Popen, status_fd: int, control_fd: int) -> None:
@@ -195,13 +178,13 @@ class Keeper:
         return int(done.get("survivors", 0)) if done else -1
 
 
-def _attempt_run(job, steps, run: Run, limits: Limits, box: Box) -> tuple[bool, str, int]:
+def _attempt(job, steps, run: Run, limits: Limits, box: Box) -> tuple[bool, str, int]:
     """Start one keeper and read its worker's reports. Returns (finished, why it stopped, step)."""
     channel_r, channel_w = os.pipe()
     status_r, status_w = os.pipe()
     control_r, control_w = os.pipe()
     fds = {"channel": channel_w, "status": status_w, "control": control_r}
-    before = _children()
+    before = children()
     try:
         proc = subprocess.Popen(
             [sys.executable, "-I", "-S", "-B", "-c", box.keeper_boot, json.dumps(box.config(fds))],
@@ -214,14 +197,14 @@ def _attempt_run(job, steps, run: Run, limits: Limits, box: Box) -> tuple[bool, 
     finally:
         for fd in fds.values():
             os.close(fd)
-    keeper = Keeper(proc, status_r, control_w)
+    handle = KeeperHandle(proc, status_r, control_w)
     try:
         _send(proc, job)
-        return _read_reports(keeper, channel_r, steps, run, limits)
+        return _read_reports(handle, channel_r, steps, run, limits)
     finally:
         os.close(channel_r)
-        survivors = keeper.stop()
-        run.setup_error = run.setup_error or keeper.setup_error
+        survivors = handle.stop()
+        run.setup_error = run.setup_error or handle.setup_error
         if survivors != 0:  # the keeper died or could not finish: clean up after it
             survivors = _sweep(before | {proc.pid})
         run.survivors += survivors
@@ -235,7 +218,7 @@ def _send(proc: subprocess.Popen, job: dict) -> None:
         pass  # the worker died at once; the reader reports it
 
 
-def _read_reports(keeper: Keeper, fd: int, steps, run: Run, limits) -> tuple[bool, str, int]:
+def _read_reports(handle: KeeperHandle, fd: int, steps, run: Run, limits) -> tuple[bool, str, int]:
     position, buffer, received = 0, b"", 0
     deadline = time.monotonic() + STARTUP_S + _budget(steps, 0, limits)
     while True:
@@ -246,7 +229,7 @@ def _read_reports(keeper: Keeper, fd: int, steps, run: Run, limits) -> tuple[boo
             continue
         chunk = os.read(fd, 1 << 16)
         if not chunk:
-            return False, _exit_reason(keeper), position
+            return False, _exit_reason(handle), position
         received += len(chunk)
         buffer += chunk
         if received > MAX_CHILD_BYTES or (b"\n" not in buffer and len(buffer) > MAX_LINE_BYTES):
@@ -306,10 +289,10 @@ def _timeout_reason(steps, position, limits) -> str:
     return f"stopped: the question ran past its time limit of {limits.question_timeout_s:g} s"
 
 
-def _exit_reason(keeper: Keeper) -> str:
-    code = keeper.worker_exit(timeout=2)
-    if keeper.setup_error:
-        why = keeper.setup_error
+def _exit_reason(handle: KeeperHandle) -> str:
+    code = handle.worker_exit(timeout=2)
+    if handle.setup_error:
+        why = handle.setup_error
         return f"stopped: the grader could not start the submission's process ({why})"
     if code is None:
         return "stopped: the submission closed the grader's channel"
@@ -324,28 +307,29 @@ def _exit_reason(keeper: Keeper) -> str:
 def _subreaper():
     """While grading, orphans whose keeper died come back to the grader rather than to init."""
     try:
-        previous = linux.get_subreaper()
-        linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
+        previous = keeper.get_subreaper()
+        keeper.prctl(keeper.PR_SET_CHILD_SUBREAPER, 1)
     except OSError:
         previous = None
     try:
         yield
     finally:
         if previous is not None:
-            linux.prctl(linux.PR_SET_CHILD_SUBREAPER, previous)
+            keeper.prctl(keeper.PR_SET_CHILD_SUBREAPER, previous)
 
 
-def _children() -> set[int]:
+def children() -> set[int]:
+    """The grader's own child processes."""
     me = os.getpid()
-    return {pid for pid, parent in linux.parents().items() if parent == me}
+    return {pid for pid, parent in keeper.parents().items() if parent == me}
 
 
 def _sweep(known: set[int]) -> int:
     """Kill the grader's children (and theirs) that it did not start itself; how many remain."""
     deadline = time.monotonic() + STOP_TIMEOUT_S
     while True:
-        strays = _children() - known
-        found = [p for pid in strays for p in [pid, *linux.descendants(pid)]]
+        strays = children() - known
+        found = [p for pid in strays for p in [pid, *keeper.descendants(pid)]]
         if not found:
             return 0
         for pid in found:

@@ -16,9 +16,8 @@ import sys
 import time
 import traceback
 
-from .feedback import NOT_ANSWERED
-from .notebook import runnable
-from .plain import NotPlainData, to_plain
+from .answers import NOT_ANSWERED, NotPlainData, to_plain
+from .notebooks import runnable
 
 OUTPUT_LIMIT_CHARS = 100_000
 UNDEFINED = "is not defined"  # the grader explains why, from the notebook's cells
@@ -105,7 +104,7 @@ def call(question: dict, check: dict, namespace: dict, seconds_left: float) -> d
         _arm(seconds_left)
         value = obj(*check["args"], **check["kwargs"]) if question["kind"] == "function" else obj
         got = to_plain(value)
-        _disarm()
+        _disarm()  # here, inside the try: an alarm due now is caught below, not in `finally`
         return {"got": got}
     except NotPlainData as err:
         return {"error": f"returned {err}"}
