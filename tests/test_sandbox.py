@@ -48,6 +48,9 @@ def isolation(mode: str) -> Isolation:
     """The isolation `mode` where it works here; else the test skips, saying why."""
     found, why = HERE[mode]
     if found is None:
+        if "Permission denied" in why:  # root, but user nobody cannot reach this interpreter
+            why += ("; needs a venv that user nobody may run: make setup "
+                    "PYTHON=/usr/bin/python3 in a clone outside /root (.ci/run does so)")
         pytest.skip(f"{why} (isolation {mode})")
     return found
 
