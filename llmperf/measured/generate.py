@@ -46,12 +46,21 @@ class Generation:
 
 def next_token_distribution(logits: torch.Tensor, temperature: float = 1.0,
                             top_k: int | None = None) -> torch.Tensor:
-    """Probabilities (B, V) that sampling draws from: softmax(logits / temperature),
-    with every token outside the top_k most likely set to probability 0."""
+    """Probabilities (..., V) that sampling draws from: softmax(logits / temperature) over
+    the last dimension, with every token outside the top_k most likely set to probability 0."""
+    if not isinstance(logits, torch.Tensor) or not logits.is_floating_point():
+        raise ValueError(f"logits must be a floating-point tensor (..., V), got "
+                         f"{getattr(logits, 'dtype', type(logits).__name__)}")
     check_positive("temperature", temperature)
-    logits = logits.float() / temperature
     if top_k is not None:
         check_positive("top_k", top_k, integer=True)
+    return _probabilities(logits, temperature, top_k)
+
+
+def _probabilities(logits: torch.Tensor, temperature: float, top_k: int | None) -> torch.Tensor:
+    """`next_token_distribution` without its checks, for loops that checked once before."""
+    logits = logits.float() / temperature
+    if top_k is not None:
         kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, -math.inf)
     return logits.softmax(dim=-1)
@@ -60,10 +69,12 @@ def next_token_distribution(logits: torch.Tensor, temperature: float = 1.0,
 def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None,
                 generator: torch.Generator) -> torch.Tensor:
     """Next token ids (B,) from the last logits (B, V): argmax at temperature 0, else
-    a draw from `next_token_distribution` with `generator` (so a seed fixes the draw)."""
+    a draw from `next_token_distribution` with `generator` (so a seed fixes the draw).
+
+    Called once per token, it checks nothing: run `check_sampling` once before the loop."""
     if temperature == 0.0:
         return logits.float().argmax(dim=-1)
-    probs = next_token_distribution(logits, temperature, top_k)
+    probs = _probabilities(logits, temperature, top_k)
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
@@ -94,6 +105,8 @@ def prompt_tensor(prompt: torch.Tensor | Sequence[int] | Sequence[Sequence[int]]
 
 
 def check_sampling(temperature: float, top_k: int | None, vocab_size: int) -> None:
+    """ValueError unless temperature is a finite number >= 0 and top_k None or an integer in
+    [1, vocab_size]: the check a generation loop runs once, before `sample_next`."""
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
             or not math.isfinite(temperature) or temperature < 0:
         raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from ..analytic.speculative import acceptance_rate
 from ..units import check_positive
 from .cache import KVCache
-from .generate import check_sampling, next_token_distribution, prompt_tensor
+from .generate import _probabilities, check_sampling, prompt_tensor
 from .model import Transformer, check_model
 
 PROBABILITY_TOLERANCE = 1e-3  # |sum(p) - 1| allowed: fp32 softmax over 1e5 ids sums within 1e-5
@@ -62,7 +62,16 @@ def verify(target_probs: torch.Tensor, draft_probs: torch.Tensor,
     when all gamma are accepted it ends with a draw from p_gamma. The emitted tokens then
     follow the target's distribution exactly, whatever q is. A deterministic draft (an
     n-gram lookup) has a one-hot q; greedy decoding is the case where p is one-hot too.
+    Every argument is checked here (reading the tensors back to the host);
+    `speculative_generate`, which builds them itself, calls the unchecked `_verify`.
     """
+    tokens = _checked_drafts(target_probs, draft_probs, draft_tokens)
+    return _verify(target_probs, draft_probs, tokens, generator)
+
+
+def _checked_drafts(target_probs: torch.Tensor, draft_probs: torch.Tensor,
+                    draft_tokens: torch.Tensor | list[int]) -> torch.Tensor:
+    """`verify`'s checks; the draft tokens as an int64 CPU tensor (gamma,)."""
     tokens = torch.as_tensor(draft_tokens)
     if tokens.dim() != 1 or tokens.numel() < 1 or tokens.is_floating_point():
         raise ValueError(f"draft_tokens must be a 1-d integer sequence of gamma >= 1 ids, got "
@@ -74,12 +83,19 @@ def verify(target_probs: torch.Tensor, draft_probs: torch.Tensor,
     tokens = tokens.to(torch.int64).cpu()
     if int(tokens.min()) < 0 or int(tokens.max()) >= vocab:
         raise ValueError(f"draft_tokens must lie in [0, {vocab}), got {tokens.tolist()}")
+    if bool((draft_probs.detach().cpu()[torch.arange(gamma), tokens] <= 0).any()):
+        raise ValueError("draft_probs must give each drafted token a probability > 0 "
+                         "(the draft drew it)")
+    return tokens
+
+
+def _verify(target_probs: torch.Tensor, draft_probs: torch.Tensor, tokens: torch.Tensor,
+            generator: torch.Generator | None) -> list[int]:
+    """`verify` on arguments known to be valid: tokens an int64 CPU tensor (gamma,)."""
+    gamma = tokens.numel()
     p, q = target_probs.detach().cpu().double(), draft_probs.detach().cpu().double()
     rows = torch.arange(gamma)
     p_x, q_x = p[rows, tokens], q[rows, tokens]
-    if bool((q_x <= 0).any()):
-        raise ValueError("draft_probs must give each drafted token a probability > 0 "
-                         "(the draft drew it)")
     u = torch.rand(gamma, generator=generator, dtype=torch.float64)
     rejected = (u * q_x >= p_x).nonzero()  # accept when u < p/q, i.e. with probability min(1, p/q)
     n = int(rejected[0]) if rejected.numel() else gamma
@@ -102,7 +118,7 @@ def _distribution(logits: torch.Tensor, temperature: float, top_k: int | None) -
     """(n, V) probabilities: one-hot at the argmax when greedy, else the sampling distribution."""
     if temperature == 0.0:
         return F.one_hot(logits.float().argmax(-1), logits.shape[-1]).double()
-    return next_token_distribution(logits, temperature, top_k).double()
+    return _probabilities(logits, temperature, top_k).double()
 
 
 class ModelDraft:
@@ -274,7 +290,7 @@ def speculative_generate(target: Transformer, draft: Transformer | ModelDraft | 
         p = _distribution(target(chunk, pos, cache)[0], temperature, top_k).cpu()
         if drafts:
             q = F.one_hot(torch.tensor(drafts), vocab).double() if q is None else q
-            new = verify(p, q, drafts, generator=gen)
+            new = _verify(p, q, torch.tensor(drafts, dtype=torch.int64), gen)
         else:
             new = [int(torch.multinomial(p[0], 1, generator=gen))]
         proposed.append(len(drafts))
