@@ -24,7 +24,7 @@ import torch
 
 from ..analytic.cost import Cost
 from ..analytic.layers import StepCosts
-from ..analytic.speculative import acceptance_rate, expected_tokens_per_step
+from ..analytic.speculative import expected_tokens_per_step
 from ..hardware import Accelerator
 from ..models import ModelConfig
 from ..units import check_positive
@@ -33,7 +33,13 @@ from .generate import generate
 from .hooks import removed_after
 from .host import matmul_flops, measure_host, stream_bandwidth
 from .model import Transformer
-from .speculative import ModelDraft, NgramDraft, speculative_generate
+from .speculative import (
+    ModelDraft,
+    NgramDraft,
+    speculative_generate,
+    steps_alpha,
+    steps_alpha_by_position,
+)
 from .timing import Timing, benchmark
 
 __all__ = ["Timing", "Measurement", "benchmark", "measure_host", "measure_prefill",
@@ -306,23 +312,12 @@ def compare(target: Transformer, drafts: dict[str, Transformer | NgramDraft],
     results = []
     for (name, g), per_prompt in runs.items():
         first = [p[0] for p in per_prompt]  # the steps are the same in every round
-        accepted = sum(sum(o.accepted) for o in first)
-        rejected = sum(sum(a < p for a, p in zip(o.accepted, o.proposed)) for o in first)
+        proposed = [n for o in first for n in o.proposed]  # every prompt's steps, pooled
+        accepted = [n for o in first for n in o.accepted]
         spec_total = sum(statistics.median(o.elapsed_s for o in p) for p in per_prompt)
         results.append(SpeculationResult(
             name, g, temperature, n_tokens / plain_total, n_tokens / spec_total,
-            acceptance_rate(accepted, rejected), _by_position(first, g),
+            steps_alpha(proposed, accepted), steps_alpha_by_position(proposed, accepted, g),
             n_tokens / sum(o.target_steps for o in first), ratios[name].c, ratios[name].verify[g],
             all(o.tokens == t for o, t in zip(first, plain_tokens)) if temperature == 0 else None))
     return results
-
-
-def _by_position(outs, gamma: int) -> tuple[float | None, ...]:
-    """alpha at each draft position, pooled over the runs' steps."""
-    kept, reached = [0] * gamma, [0] * gamma
-    for o in outs:
-        for a, p in zip(o.accepted, o.proposed):
-            for i in range(min(p, a + 1)):
-                reached[i] += 1
-                kept[i] += i < a
-    return tuple(k / n if n else None for k, n in zip(kept, reached))

@@ -224,18 +224,40 @@ class SpeculativeGeneration:
     @property
     def alpha(self) -> float:
         """Acceptance rate: accepted over examined drafts (a step stops at its first rejection)."""
-        rejected = sum(a < p for a, p in zip(self.accepted, self.proposed))
-        return acceptance_rate(sum(self.accepted), rejected)
+        return steps_alpha(self.proposed, self.accepted)
 
-    def alpha_by_position(self, gamma: int) -> list[float | None]:
-        """For i = 1..gamma: of the steps whose i-th draft was examined, the share that kept
-        it (None where no step reached position i)."""
-        out = []
-        for i in range(1, gamma + 1):
-            reached = [a >= i for a, p in zip(self.accepted, self.proposed)
-                       if p >= i and a >= i - 1]
-            out.append(sum(reached) / len(reached) if reached else None)
-        return out
+    def alpha_by_position(self, gamma: int) -> tuple[float | None, ...]:
+        """`steps_alpha_by_position` of this run's steps."""
+        return steps_alpha_by_position(self.proposed, self.accepted, gamma)
+
+
+def _check_steps(proposed: Sequence[int], accepted: Sequence[int]) -> None:
+    if len(proposed) != len(accepted) or any(not 0 <= a <= p for a, p in zip(accepted, proposed)):
+        raise ValueError(f"proposed and accepted must be of one length with 0 <= accepted <= "
+                         f"proposed at each step, got {list(proposed)} and {list(accepted)}")
+
+
+def steps_alpha(proposed: Sequence[int], accepted: Sequence[int]) -> float:
+    """Acceptance rate of some steps (drafts proposed and kept at each; pool several runs by
+    concatenating them): accepted over examined, a step examining its drafts up to the first
+    rejection (`llmperf.analytic.speculative.acceptance_rate`)."""
+    _check_steps(proposed, accepted)
+    rejected = sum(a < p for a, p in zip(accepted, proposed))
+    return acceptance_rate(sum(accepted), rejected)
+
+
+def steps_alpha_by_position(proposed: Sequence[int], accepted: Sequence[int],
+                            gamma: int) -> tuple[float | None, ...]:
+    """For draft positions i = 1..gamma: of the steps that examined their i-th draft (i
+    proposed, the first i - 1 kept), the share that kept it; None where no step got there."""
+    _check_steps(proposed, accepted)
+    check_positive("gamma", gamma, integer=True)
+    kept, reached = [0] * gamma, [0] * gamma
+    for p, a in zip(proposed, accepted):
+        for i in range(min(p, a + 1, gamma)):  # 0-based positions examined
+            reached[i] += 1
+            kept[i] += i < a
+    return tuple(k / n if n else None for k, n in zip(kept, reached))
 
 
 def _check_gamma(gamma: int) -> None:
