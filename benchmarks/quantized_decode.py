@@ -11,9 +11,9 @@ channel and int4 in groups of 32 and 128 (PyTorch's packed kernels, bf16 activat
 them), and int8 on the reference path (dequantize, then matmul); torchao's int8 weight-only
 scheme (`Int8WeightOnlyConfig`, per-row scales like ours) on the bf16 model, eager and under
 torch.compile, where torchao imports. Predicted speedup: bytes a step moves at fp32 over
-bytes it moves in the variant (`llmperf.analytic.quant.decode_step_bytes`), beside the
-measured one. On the target, also: validation loss and next-token agreement with fp32, and
-the int8 weight error and scales, ours against torchao's.
+bytes it moves in the variant (`llmperf.analytic.quant.predicted_decode_speedup`, from
+`decode_step_bytes`), beside the measured one. On the target, also: validation loss and
+next-token agreement with fp32, and the int8 weight error and scales, ours against torchao's.
 
 Runs on the GPU when there is one, else on the CPU.
 Run: .venv/bin/python benchmarks/quantized_decode.py
@@ -28,7 +28,7 @@ import warnings
 import torch
 from _common import write
 
-from llmperf.analytic.quant import QuantScheme, decode_step_bytes
+from llmperf.analytic.quant import QuantScheme, decode_step_bytes, predicted_decode_speedup
 from llmperf.measured.cache import KVCache
 from llmperf.measured.measure import benchmark
 from llmperf.measured.model import Transformer
@@ -116,6 +116,7 @@ def variants(base: Transformer, cfg) -> tuple[list[dict], str]:
             r["compile_s"] = time.perf_counter() - r.pop("_start")
         r["bytes"] = torchao_bytes(r["model"]) if "peer" in r else model_bytes(r["model"])
         r["step_bytes"] = decode_step_bytes(cfg, r["scheme"], CONTEXT, r["dtype"])
+        r["predicted_speedup"] = predicted_decode_speedup(cfg, r["scheme"], CONTEXT, r["dtype"])
     return rows, note
 
 
@@ -145,7 +146,6 @@ def time_rounds(rows: list[dict]) -> None:
     for r in rows:
         r["tokens_per_s"] = 1.0 / r["step_s"]
         r["measured_speedup"] = base["step_s"] / r["step_s"]
-        r["predicted_speedup"] = base["step_bytes"] / r["step_bytes"]
         r["achieved_bytes_per_s"] = r["step_bytes"] / r["step_s"]
 
 
