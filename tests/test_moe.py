@@ -108,3 +108,22 @@ def test_decode_steps_carry_the_analytic_bytes():
         assert r.predicted_bytes == pytest.approx(expected, rel=0.02)  # fused vs standard attn
         assert r.experts_touched == pytest.approx(lp.experts_touched(r.batch, 4, 2))
     assert rows[0].predicted_bytes < rows[1].predicted_bytes < rows[2].predicted_bytes
+
+
+def test_the_dense_form_computes_the_routed_function():
+    """Every expert on every token, the unchosen weighted 0 (`dense = True`, what training
+    runs), against the routed form: the same outputs, and gradients reach only the chosen."""
+    model = _tiny_moe(seed=5)
+    x = torch.randn(3, 7, 32, generator=torch.Generator().manual_seed(2))
+    ffn = model.layers[0].feed_forward
+    routed = ffn(x)
+    ffn.dense = True
+    dense = ffn(x)
+    ffn.dense = False
+    torch.testing.assert_close(dense, routed, rtol=1e-5, atol=1e-6)
+    ffn.requires_grad_(True)
+    ffn.dense = True
+    ffn(x[:, :1]).sum().backward()  # 3 tokens, 2 of 4 experts each
+    chosen = set(ffn.route(x[:, :1].reshape(-1, 32))[0].flatten().tolist())
+    grads = [e.w2.weight.grad for e in ffn.experts]
+    assert {i for i, g in enumerate(grads) if g is not None and g.abs().sum() > 0} == chosen

@@ -149,6 +149,44 @@ def test_training_lowers_the_loss():
     assert not any(p.requires_grad for p in result.model.parameters())
 
 
+def _short(steps: int = 2) -> TrainSettings:
+    return TrainSettings(steps=steps, batch=2, seq_len=32)
+
+
+def test_training_follows_its_generator_and_leaves_global_state_alone():
+    tokens = torch.randint(0, 104, (2000,), generator=torch.Generator().manual_seed(3))
+    torch.manual_seed(1234)
+    torch.rand(1)  # a global state no seed gives back
+    before = torch.get_rng_state()
+    runs = [train(model_config("draft"), tokens, _short(),
+                  generator=torch.Generator().manual_seed(s)).losses for s in (7, 7, 8)]
+    assert torch.equal(torch.get_rng_state(), before)
+    assert runs[0] == runs[1] != runs[2]
+    default = train(model_config("draft"), tokens, _short()).losses  # settings.seed = 0
+    assert default == train(model_config("draft"), tokens, _short(),
+                            generator=torch.Generator().manual_seed(0)).losses
+    with pytest.raises(ValueError, match="generator"):
+        train(model_config("draft"), tokens, _short(), generator=7)
+
+
+def test_moe_training_runs_the_models_own_layer_densely(monkeypatch):
+    """Training an MoE config goes through MoEFeedForward's dense form (the routed form is
+    made to fail here), and the trained model routes again."""
+    from llmperf.measured.model import MoEFeedForward
+
+    def fail(*args):
+        raise AssertionError("the routed form ran during training")
+
+    tokens = torch.randint(0, 104, (2000,), generator=torch.Generator().manual_seed(4))
+    config = model_config("moe").with_(name="tiny-moe", n_layers=1, d_model=32, n_heads=4,
+                                       d_ff=16)
+    monkeypatch.setattr(MoEFeedForward, "_routed", fail)
+    model = train(config, tokens, _short(3)).model
+    monkeypatch.undo()
+    assert not any(m.dense for m in model.modules() if isinstance(m, MoEFeedForward))
+    assert model(tokens[:16][None]).shape == (1, 16, 104)
+
+
 def test_training_script_rebuilds_a_model(tmp_path):
     spec = importlib.util.spec_from_file_location("train_models", ROOT / "tools/train_models.py")
     script = importlib.util.module_from_spec(spec)

@@ -173,32 +173,55 @@ def feed_forward(config: ModelConfig, bias: bool) -> nn.Module:
 
 
 class MoEFeedForward(nn.Module):
-    """n_experts SwiGLU experts; a router sends each token to its top experts_per_token.
+    """n_experts FFNs (SwiGLU or MLP, as the config says); a router sends each token to its top
+    experts_per_token, whose outputs are mixed with a softmax over their router scores
+    (Mixtral's rule).
 
-    The chosen experts' outputs are mixed with a softmax over their router scores
-    (Mixtral's rule). Each expert runs once, on its tokens; an expert no token chose is
+    Routed (the default): each expert runs once, on its tokens; an expert no token chose is
     skipped. Routing is the one place shapes depend on data (torch.compile splits there).
+    With `dense = True` the same function is computed with every expert on every token, the
+    unchosen ones weighted 0: n_experts / experts_per_token times the FFN FLOPs, but no
+    gather or index_add, whose backward is slow on a CPU (`llmperf.trained.train` uses it).
     """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.top_k = config.experts_per_token
+        self.top_k, self.dense = config.experts_per_token, False
         self.router = nn.Linear(config.d_model, config.n_experts, bias=False)
         self.experts = nn.ModuleList(feed_forward(config, bias=False)
                                      for _ in range(config.n_experts))
 
+    def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For tokens x (N, d_model): the chosen experts (N, k) and their mixing weights
+        (N, k, x's dtype), the softmax of their router scores."""
+        scores, chosen = self.router(x).float().topk(self.top_k, dim=-1)
+        return chosen, scores.softmax(dim=-1).to(x.dtype)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x = x.reshape(-1, shape[-1])
-        scores, chosen = self.router(x).float().topk(self.top_k, dim=-1)  # (N, k)
-        weights = scores.softmax(dim=-1).to(x.dtype)
+        chosen, weights = self.route(x)
+        mix = self._dense if self.dense else self._routed
+        return mix(x, chosen, weights).view(shape)
+
+    def _routed(self, x: torch.Tensor, chosen: torch.Tensor,
+                weights: torch.Tensor) -> torch.Tensor:
         out = torch.zeros_like(x)
         for e, expert in enumerate(self.experts):
             token, slot = (chosen == e).nonzero(as_tuple=True)
             if token.numel() > 0:
                 y = expert(x[token]) * weights[token, slot].unsqueeze(-1)
                 out.index_add_(0, token, y)
-        return out.view(shape)
+        return out
+
+    def _dense(self, x: torch.Tensor, chosen: torch.Tensor,
+               weights: torch.Tensor) -> torch.Tensor:
+        mix = torch.zeros(x.shape[0], len(self.experts), dtype=weights.dtype, device=x.device)
+        mix = mix.scatter(-1, chosen, weights)  # (N, n_experts), 0 for the unchosen
+        out = torch.zeros_like(x)
+        for e, expert in enumerate(self.experts):
+            out = out + expert(x) * mix[:, e:e + 1]
+        return out
 
 
 class Block(nn.Module):

@@ -1,7 +1,9 @@
 """Training a reference model on the corpus: AdamW, linear warm-up then cosine decay, on CPU.
 
-Batches are random windows of the training tokens drawn with a seeded generator, so a run
-is a function of (config, tokens, settings, seed) and the number of torch threads.
+Batches are random windows of the training tokens drawn with a `torch.Generator` (seeded
+with settings.seed unless the caller passes one), and the initial weights come from the
+model's own seeded generator: a run is a function of (config, tokens, settings, generator)
+and the number of torch threads, and touches no global random state.
 With a teacher, the loss mixes the corpus cross-entropy with the KL divergence from the
 teacher's temperature-softened distribution (Hinton et al., 2015):
 
@@ -65,20 +67,6 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def _dense_moe(self: MoEFeedForward, x: torch.Tensor) -> torch.Tensor:
-    """The reference MoE forward computed densely: every expert on every token, unchosen
-    experts weighted by zero. Same function; on CPU its backward avoids the slow gather and
-    index_add of the routed form, at twice the FFN work of 2-of-4 routing."""
-    scores, chosen = self.router(x).float().topk(self.top_k, dim=-1)
-    weights = torch.zeros(*x.shape[:-1], len(self.experts), dtype=torch.float32,
-                          device=x.device)
-    weights = weights.scatter(-1, chosen, scores.softmax(dim=-1)).to(x.dtype)
-    out = torch.zeros_like(x)
-    for e, expert in enumerate(self.experts):
-        out = out + expert(x) * weights[..., e:e + 1]
-    return out
-
-
 def _batch(tokens: torch.Tensor, s: TrainSettings, gen: torch.Generator) -> torch.Tensor:
     starts = torch.randint(0, len(tokens) - s.seq_len - 1, (s.batch,), generator=gen)
     return torch.stack([tokens[i:i + s.seq_len + 1] for i in starts.tolist()])
@@ -98,25 +86,48 @@ def _loss(model: Transformer, window: torch.Tensor, s: TrainSettings,
 
 
 def train(config: ModelConfig, tokens: torch.Tensor, settings: TrainSettings,
-          teacher: Transformer | None = None, log=None) -> TrainResult:
+          teacher: Transformer | None = None, log=None,
+          generator: torch.Generator | None = None) -> TrainResult:
     """Train a fresh Transformer(config, seed=settings.seed) on 1-D int64 `tokens`; return
-    it in eval mode with requires_grad False, with each step's loss and the seconds taken."""
+    it in eval mode with requires_grad False, with each step's loss and the seconds taken.
+
+    Batches are drawn with `generator` (default: a CPU generator seeded with settings.seed);
+    no global random state is read or set. MoE layers train in their dense form
+    (`MoEFeedForward.dense`) and are routed again when training ends.
+    """
     s = settings
     if tokens.dim() != 1 or len(tokens) <= s.seq_len + 1:
         raise ValueError(f"tokens must be 1-D and longer than seq_len + 1 = {s.seq_len + 1}")
-    torch.manual_seed(s.seed)
+    if generator is None:
+        generator = torch.Generator().manual_seed(s.seed)
+    elif not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
+        raise ValueError(f"generator must be a CPU torch.Generator or None, got {generator!r}")
     model = Transformer(config, max_seq_len=s.seq_len, seed=s.seed)
     moe = [m for m in model.modules() if isinstance(m, MoEFeedForward)]
-    for m in moe:
-        m.forward = _dense_moe.__get__(m)
-    model.requires_grad_(True).train()
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    result = TrainResult(model)
+    start = time.perf_counter()
+    try:
+        for m in moe:
+            m.dense = True
+        model.requires_grad_(True).train()
+        _steps(result, tokens, s, teacher, generator, log)
+    finally:
+        for m in moe:
+            m.dense = False
+        model.requires_grad_(False).eval()
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _steps(result: TrainResult, tokens: torch.Tensor, s: TrainSettings,
+           teacher: Transformer | None, gen: torch.Generator, log) -> None:
+    """s.steps AdamW steps on result.model, appending each loss to result.losses."""
+    model = result.model
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": s.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}],
                             lr=s.lr, betas=(0.9, 0.99))
-    gen = torch.Generator().manual_seed(s.seed)
-    result = TrainResult(model)
     start = time.perf_counter()
     for step in range(s.steps):
         for group in opt.param_groups:
@@ -128,10 +139,5 @@ def train(config: ModelConfig, tokens: torch.Tensor, settings: TrainSettings,
         opt.step()
         result.losses.append(loss.item())
         if log is not None and (step % 50 == 0 or step == s.steps - 1):
-            log(f"{config.name} step {step}/{s.steps} loss {result.losses[-1]:.4f} "
+            log(f"{model.config.name} step {step}/{s.steps} loss {result.losses[-1]:.4f} "
                 f"{time.perf_counter() - start:.0f}s")
-    result.seconds = time.perf_counter() - start
-    for m in moe:
-        del m.forward  # back to the reference (routed) forward
-    model.requires_grad_(False).eval()
-    return result
