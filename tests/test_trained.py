@@ -155,8 +155,7 @@ def _short(steps: int = 2) -> TrainSettings:
 
 def test_training_follows_its_generator_and_leaves_global_state_alone():
     tokens = torch.randint(0, 104, (2000,), generator=torch.Generator().manual_seed(3))
-    torch.manual_seed(1234)
-    torch.rand(1)  # a global state no seed gives back
+    torch.rand(1)  # move the global state off any seed's starting point
     before = torch.get_rng_state()
     runs = [train(model_config("draft"), tokens, _short(),
                   generator=torch.Generator().manual_seed(s)).losses for s in (7, 7, 8)]
