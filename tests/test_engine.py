@@ -1,11 +1,13 @@
-"""The engine serves each request as if it ran alone, on the simulator's schedule."""
+"""The engine serves each request as if it ran alone, on schedules worked by hand."""
 import pytest
 import torch
 
 from llmperf.measured.engine import Engine
 from llmperf.measured.generate import generate
 from llmperf.measured.model import Transformer
-from llmperf.serving import LinearStepTime, Request, simulate
+from llmperf.serving import LinearStepTime, Request, SimulatedClock, simulate
+
+UNIT = LinearStepTime(base_s=1.0, per_token_s=0.0, per_kv_token_s=0.0)
 
 POLICIES = [("static", None), ("continuous", None), ("chunked", 6)]
 # prompt and output lengths: prompts of different lengths, outputs from 1 token to 9
@@ -27,11 +29,13 @@ def prompts_for(requests, seed=0):
 def test_each_request_gets_the_tokens_of_generating_it_alone(tiny, policy, budget, arrivals):
     # Greedy tokens equal exactly: rows at other positions and masked keys change only the
     # float rounding of the logits (~1e-7 here), far below the gaps between top logits.
-    gap = 0.0 if arrivals == "at_once" else 0.004
+    # Staggered arrivals run on a simulated clock of 1 s per iteration, so that who joins
+    # which batch does not depend on how fast this machine is, and nothing sleeps.
+    gap, clock = (0.0, None) if arrivals == "at_once" else (1.5, SimulatedClock(UNIT))
     requests = [Request(i * gap, p, o) for i, (p, o) in enumerate(SHAPES)]
     prompts = prompts_for(requests, seed=1)
     engine = Engine(tiny, max_batch=3, policy=policy, token_budget=budget)
-    run = engine.run(requests, prompts)
+    run = engine.run(requests, prompts, clock=clock)
     for i, r in enumerate(requests):
         alone = generate(tiny, prompts[i], r.output_tokens).tokens[0].tolist()
         assert engine.outputs[i] == alone, f"request {i}"
@@ -39,30 +43,75 @@ def test_each_request_gets_the_tokens_of_generating_it_alone(tiny, policy, budge
     assert [r.request for r in run.requests] == requests
 
 
+# Four requests at time 0, prompts of 8 tokens, outputs 1, 2, 3 and 10, max_batch 2: each
+# iteration's prefill chunks (request, first token, tokens) and decodes, worked by hand
+# (the timelines of tests/test_serving.py).
+FOUR = [Request(0.0, 8, g) for g in (1, 2, 3, 10)]
+BY_HAND = {
+    # R0, R1 prefill; R1 decodes; R0 and R1 gone: R2, R3 prefill; decode to R3's 10th token
+    "static": [([(0, 0, 8), (1, 0, 8)], ()), ([], (1,)), ([(2, 0, 8), (3, 0, 8)], ()),
+               ([], (2, 3)), ([], (2, 3))] + [([], (3,))] * 7,
+    # R2 takes R0's slot at once, R3 R1's one iteration later
+    "continuous": [([(0, 0, 8), (1, 0, 8)], ()), ([(2, 0, 8)], (1,)), ([(3, 0, 8)], (2,)),
+                   ([], (2, 3))] + [([], (3,))] * 8,
+    # budget 6: decodes first, then the started prompt, then newly admitted ones
+    "chunked": [([(0, 0, 6)], ()), ([(0, 6, 2), (1, 0, 4)], ()), ([(1, 4, 4), (2, 0, 2)], ()),
+                ([(2, 2, 5)], (1,)), ([(2, 7, 1), (3, 0, 5)], ()), ([(3, 5, 3)], (2,)),
+                ([], (2, 3))] + [([], (3,))] * 8,
+}
+BY_HAND_TIMES = {"static": [(1, 1), (1, 2), (3, 5), (3, 12)],
+                 "continuous": [(1, 1), (1, 2), (2, 4), (3, 12)],
+                 "chunked": [(2, 2), (3, 4), (5, 7), (6, 15)]}
+
+
+def schedule(run):
+    return [([(c.request_id, c.start_tokens, c.tokens) for c in it.prefill], it.decode)
+            for it in run.iterations]
+
+
 @pytest.mark.parametrize("policy,budget", POLICIES)
-def test_the_run_has_the_simulators_iterations_for_requests_arriving_together(
-        tiny, policy, budget):
-    requests = [Request(0.0, p, o) for p, o in SHAPES]
-    run = Engine(tiny, max_batch=3, policy=policy, token_budget=budget).run(requests)
-    sim = simulate(requests, policy, max_batch=3, token_budget=budget,
-                   step_time=LinearStepTime(1e-3, 0.0, 0.0))
-    assert [(it.prefill, it.decode) for it in run.iterations] == \
-        [(it.prefill, it.decode) for it in sim.iterations]
-    assert [r.slot for r in run.requests] == [r.slot for r in sim.requests]
+def test_engine_and_simulator_both_run_the_hand_worked_schedule(tiny, policy, budget):
+    engine_run = Engine(tiny, max_batch=2, policy=policy, token_budget=budget).run(FOUR)
+    sim_run = simulate(FOUR, policy, max_batch=2, token_budget=budget, step_time=UNIT)
+    assert schedule(engine_run) == BY_HAND[policy]
+    assert schedule(sim_run) == BY_HAND[policy]
+    slots = [0, 1, 0, 1]                      # R2 and R3 reuse the slots R0 and R1 left
+    assert [r.slot for r in engine_run.requests] == slots
+    assert [r.slot for r in sim_run.requests] == slots
+
+
+@pytest.mark.parametrize("policy,budget", POLICIES)
+def test_the_engine_on_a_simulated_clock_stamps_the_hand_worked_times(tiny, policy, budget):
+    engine = Engine(tiny, max_batch=2, policy=policy, token_budget=budget)
+    run = engine.run(FOUR, clock=SimulatedClock(UNIT))
+    assert [(r.first_token_s, r.finish_s) for r in run.requests] == BY_HAND_TIMES[policy]
+    assert [s[2] for s in engine.step_samples] == [1.0] * len(BY_HAND[policy])
+
+
+def test_late_arrivals_join_on_the_simulated_clock(tiny):
+    # R0 at 0 (3 tokens), R1 at 0.5 (1 token), R2 at 7 (2 tokens); continuous, 4 slots.
+    # it 0 [0,1]: prefill R0. it 1 [1,2]: prefill R1 (first = finish at 2), decode R0.
+    # it 2 [2,3]: decode R0, finishes at 3. Idle until 7. it 3 [7,8], it 4 [8,9]: R2.
+    reqs = [Request(0.0, 8, 3), Request(0.5, 8, 1), Request(7.0, 8, 2)]
+    engine = Engine(tiny, max_batch=4)
+    run = engine.run(reqs, clock=SimulatedClock(UNIT))
+    assert [(r.first_token_s, r.finish_s) for r in run.requests] == [(1, 3), (2, 2), (8, 9)]
+    assert [it.start_s for it in run.iterations] == [0, 1, 2, 7, 8]
+    assert [len(o) for o in engine.outputs] == [3, 1, 2]
 
 
 def test_wall_clock_stamps_are_ordered_and_one_sample_per_iteration(tiny):
-    requests = [Request(0.01 * i, p, o) for i, (p, o) in enumerate(SHAPES)]
+    # R0 (prompt 5, 3 tokens) and R1 (prompt 3, 2 tokens) at time 0, continuous, 2 slots.
+    # it 0: both prompts, 8 tokens, 8 keys. it 1: both decode, 2 tokens reading 5 + 1 and
+    # 3 + 1 keys; R1 leaves. it 2: R0 decodes 1 token reading 5 + 2 keys, and leaves.
     engine = Engine(tiny, max_batch=2, policy="continuous")
-    run = engine.run(requests)
+    run = engine.run([Request(0.0, 5, 3), Request(0.0, 3, 2)])
     for it, nxt in zip(run.iterations, run.iterations[1:]):
         assert it.start_s <= it.end_s <= nxt.start_s
     for r in run.requests:
         assert r.arrival_s <= r.admitted_s < r.first_token_s <= r.finish_s
-    assert len(engine.step_samples) == len(run.iterations)
-    for (tokens, kv_tokens, seconds), it in zip(engine.step_samples, run.iterations):
-        assert tokens == sum(c.tokens for c in it.prefill) + len(it.decode)
-        assert kv_tokens >= tokens and seconds == pytest.approx(it.duration_s)
+    assert [(tokens, kv) for tokens, kv, _ in engine.step_samples] == [(8, 8), (2, 10), (1, 7)]
+    assert all(seconds > 0 for _, _, seconds in engine.step_samples)
 
 
 def test_seeded_sampling_gives_each_request_its_own_seeded_stream(tiny):
@@ -76,11 +125,26 @@ def test_seeded_sampling_gives_each_request_its_own_seeded_stream(tiny):
 
 
 def test_random_prompts_come_from_the_seed(tiny):
+    # With no prompts, the engine draws them with torch.randint from a generator seeded
+    # with `seed`, request after request; its outputs are those of generating each alone.
     requests = [Request(0.0, 6, 3), Request(0.0, 2, 4)]
-    a, b, c = (Engine(tiny, max_batch=2, seed=s) for s in (0, 0, 1))
-    for engine in (a, b, c):
+    drawn = {}
+    for seed in (0, 1):
+        gen = torch.Generator().manual_seed(seed)
+        drawn[seed] = [torch.randint(0, tiny.config.vocab_size, (r.prompt_tokens,),
+                                     generator=gen).tolist() for r in requests]
+        engine = Engine(tiny, max_batch=2, seed=seed)
         engine.run(requests)
-    assert a.outputs == b.outputs and a.outputs != c.outputs
+        for i, r in enumerate(requests):
+            alone = generate(tiny, drawn[seed][i], r.output_tokens).tokens[0].tolist()
+            assert engine.outputs[i] == alone
+    assert drawn[0] != drawn[1]
+
+
+def test_a_request_beyond_the_kv_capacity_is_refused_by_the_shared_check(tiny):
+    # reservation: each request reserves the longest one's 8 + 4 = 12 slots, more than 10
+    with pytest.raises(ValueError, match=r"requests\[0\] needs 12 KV tokens.*at most 0"):
+        Engine(tiny, kv_capacity_tokens=10).run([Request(0.0, 8, 4)])
 
 
 @pytest.mark.parametrize("kwargs,match", [

@@ -1,4 +1,5 @@
 """Block allocation, the paged memory policy, and preemption on the simulator's clock."""
+import heapq
 import random
 
 import pytest
@@ -271,12 +272,71 @@ def test_paging_holds_less_than_a_maximum_reservation_and_runs_more_requests():
     assert paged.makespan_s < reserved.makespan_s
 
 
-def test_unlimited_paged_memory_runs_like_unlimited_reservation():
+def unit_continuous_finish_times(outputs, max_batch):
+    """By hand: requests at time 0, unlimited memory, 1 s iterations. A request admitted at
+    s (its prefill is iteration s) finishes at s + output; its slot is free from then on.
+    FIFO: each starts in the earliest free slot, never before the request ahead of it."""
+    free, finish, start = [0] * max_batch, [], 0
+    for g in outputs:
+        start = max(heapq.heappop(free), start)
+        finish.append(start + g)
+        heapq.heappush(free, start + g)
+    return finish
+
+
+@pytest.mark.parametrize("kv_memory", ["reservation", "paged"])
+def test_unlimited_memory_runs_the_hand_computed_schedule(kv_memory):
     reqs = sv.workload(20, sv.Uniform(1, 30), sv.Uniform(1, 30), seed=5)
-    a = sv.simulate(reqs, max_batch=6, step_time=ONE_SECOND)
-    b = sv.simulate(reqs, max_batch=6, step_time=ONE_SECOND, kv_memory="paged")
-    assert [r.finish_s for r in a.requests] == [r.finish_s for r in b.requests]
-    assert b.preemptions == 0
+    run = sv.simulate(reqs, max_batch=6, step_time=ONE_SECOND, kv_memory=kv_memory)
+    expected = unit_continuous_finish_times([r.output_tokens for r in reqs], 6)
+    assert [r.finish_s for r in run.requests] == expected
+    assert run.preemptions == 0
+
+
+def test_the_reference_schedule_itself():
+    # outputs 3, 1, 2, 2 on 2 slots: R0 [0, 3], R1 [0, 1], R2 from 1 to 3, R3 from 3 to 5
+    assert unit_continuous_finish_times([3, 1, 2, 2], 2) == [3, 1, 3, 5]
+
+
+def test_freed_blocks_come_back_lowest_first_whatever_the_order_they_were_freed():
+    a = BlockAllocator(8, block_size=1)
+    for i in range(8):
+        a.allocate(i, 1)                      # sequence i holds block i
+    for i in (6, 1, 4, 3):
+        a.free(i)
+    assert a.allocate(10, 3) == [1, 3, 4]     # a heap, not the order of the frees
+    assert a.allocate(11, 1) == [6]
+    a.check()
+
+
+def test_paged_memory_claims_whole_blocks_and_grows_a_block_at_a_time():
+    m = sv.PagedMemory(capacity_tokens=12, block_size=4)    # 3 blocks
+    m.admit(0, Request(0.0, 5, 4), 5)                     # 5 tokens: 2 blocks, room 8
+    assert m.room(0) == 8 and m.held_tokens == 8 and m.allocator.tables[0] == [0, 1]
+    assert m.grow(0, 8) and m.room(0) == 8                # still inside its blocks
+    assert m.grow(0, 9) and m.room(0) == 12 and m.allocator.tables[0] == [0, 1, 2]
+    assert not m.grow(0, 13) and m.room(0) == 12          # no block left: no change
+    m.release(0)
+    assert m.held_tokens == 0 and m.allocator.free_blocks == 3
+    m.allocator.check()
+
+
+def test_the_scheduler_asks_the_memory_only_when_a_decode_passes_its_room():
+    # prompt 4, output 10, blocks of 4: it caches 4 + 9 = 13 tokens, passing room 4 at its
+    # 5th token, 8 at its 9th and 12 at its 13th: three calls, one block each.
+    calls = []
+
+    class Counting(sv.PagedMemory):
+        def grow(self, request_id, tokens):
+            calls.append(tokens)
+            return super().grow(request_id, tokens)
+
+    scheduler = sv.Scheduler("continuous", 1, memory=Counting(64, block_size=4))
+    run = sv.serve([sv.Sequence(0, Request(0.0, 4, 10))], scheduler,
+                   sv.SimulatedClock(ONE_SECOND))
+    assert calls == [5, 9, 13]
+    assert run.requests[0].finish_s == 10
+    assert [it.kv_held_tokens for it in run.iterations] == [4] * 1 + [8] * 4 + [12] * 4 + [16]
 
 
 @pytest.mark.parametrize("kwargs,match", [

@@ -6,7 +6,17 @@ by it is stamped k + 1.
 """
 import pytest
 
-from llmperf.serving import LinearStepTime, Request, simulate
+from llmperf.serving import (
+    LinearStepTime,
+    PagedMemory,
+    Request,
+    ReservationMemory,
+    Scheduler,
+    Sequence,
+    SimulatedClock,
+    serve,
+    simulate,
+)
 
 UNIT = LinearStepTime(base_s=1.0, per_token_s=0.0, per_kv_token_s=0.0)
 
@@ -88,12 +98,13 @@ def test_chunked_splits_prompts():
                       [(2, 2, 5)], [(2, 7, 1), (3, 0, 5)], [(3, 5, 3)]]
 
 
-def test_chunked_with_a_large_budget_is_continuous():
-    # A budget above every iteration's tokens (4 prompts of 8 + decodes < 64) never splits.
-    cont = simulate(four_requests(), policy="continuous", max_batch=2, step_time=UNIT)
-    chunked = simulate(four_requests(), policy="chunked", max_batch=2, token_budget=64,
-                       step_time=UNIT)
-    assert timeline(chunked) == timeline(cont)
+def test_chunked_with_a_large_budget_never_splits_a_prompt():
+    # A budget above every iteration's tokens (2 prompts of 8 + decodes < 64) never splits:
+    # the timeline is test_continuous_batch_of_two's, worked by hand there.
+    run = simulate(four_requests(), policy="chunked", max_batch=2, token_budget=64,
+                   step_time=UNIT)
+    assert timeline(run) == [(1, 1), (1, 2), (2, 4), (3, 12)]
+    assert all(c.start_tokens == 0 and c.tokens == 8 for it in run.iterations for c in it.prefill)
 
 
 def test_clock_jumps_to_the_next_arrival():
@@ -228,3 +239,70 @@ def test_negative_step_time_is_refused():
 
     with pytest.raises(ValueError, match="step_time"):
         simulate(four_requests(), step_time=Broken())
+
+
+# ---- the one driver loop, and the one "can it ever fit" check ------------------------------
+
+def test_the_driver_runs_each_batch_then_asks_the_clock_when_it_ended():
+    # A clock of 2 s per iteration, written here: the loop needs nothing else from it.
+    # R0 (prompt 8, 2 tokens) at 0, R1 (1 token) at 5; 4 slots.
+    # it 0 [0, 2]: prefill R0, first token at 2. it 1 [2, 4]: decode R0, finishes at 4.
+    # Nothing runs, nobody waits: wait until 5. it 2 [5, 7]: prefill R1, first = finish at 7.
+    events = []
+
+    class TwoSeconds:
+        t = 0.0
+
+        def now(self):
+            return self.t
+
+        def end_of(self, batch):
+            events.append(("end", batch.iteration))
+            self.t += 2.0
+            return self.t
+
+        def wait_until(self, t_s):
+            events.append(("wait", t_s))
+            self.t = max(self.t, t_s)
+
+    reqs = [Request(0.0, 8, 2), Request(5.0, 8, 1)]
+    run = serve([Sequence(i, r) for i, r in enumerate(reqs)], Scheduler("continuous", 4),
+                TwoSeconds(), execute=lambda batch: events.append(("run", batch.iteration)))
+    assert events == [("run", 0), ("end", 0), ("run", 1), ("end", 1), ("wait", 5.0),
+                      ("run", 2), ("end", 2)]
+    assert timeline(run) == [(2, 4), (7, 7)]
+    assert [(it.start_s, it.end_s) for it in run.iterations] == [(0, 2), (2, 4), (5, 7)]
+
+
+def test_a_simulated_clock_of_one_second_per_iteration():
+    clock = SimulatedClock(UNIT)
+    run = serve([Sequence(i, r) for i, r in enumerate(four_requests())],
+                Scheduler("continuous", 2), clock)
+    assert timeline(run) == [(1, 1), (1, 2), (2, 4), (3, 12)]   # test_continuous_batch_of_two
+    assert clock.now() == 12
+
+
+@pytest.mark.parametrize("memory, longest", [
+    (ReservationMemory(20), 20),                  # its prompt + output
+    (ReservationMemory(64, reserve_tokens=32), 32),
+    (ReservationMemory(16, reserve_tokens=32), 0),  # no reservation fits at all
+    (PagedMemory(36, block_size=16), 33),         # 2 blocks cache 32 tokens; the last is not
+    (PagedMemory(None), None),
+])
+def test_the_longest_request_each_memory_can_ever_hold(memory, longest):
+    for total in (2, 20, 21, 32, 33, 34, 10_000):
+        request = Request(0.0, 1, total - 1)
+        assert memory.can_ever_fit(request) == (longest is None or total <= longest), total
+
+
+def test_the_scheduler_and_simulate_refuse_with_the_same_check():
+    memory = ReservationMemory(20)
+    scheduler = Scheduler("continuous", 4, memory=memory)
+    scheduler.add(0, Request(0.0, 10, 10))                       # 20: fits
+    with pytest.raises(ValueError, match=r"request 1 needs 21 KV tokens.*at most 20"):
+        scheduler.add(1, Request(0.0, 10, 11))
+    with pytest.raises(ValueError, match=r"requests\[1\] needs 21 KV tokens.*at most 20"):
+        simulate([Request(0.0, 10, 10), Request(0.0, 10, 11)], step_time=UNIT,
+                 kv_capacity_tokens=20)
+    with pytest.raises(ValueError, match="Request"):
+        scheduler.add(2, (0.0, 4, 4))

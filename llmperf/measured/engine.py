@@ -1,19 +1,21 @@
-"""A serving engine: the simulator's scheduler driving the reference model, on the wall clock.
+"""A serving engine: the simulator's driver loop and scheduler on the reference model.
 
 Three parts, each with one job (the layout of nano-vllm):
-- the `Scheduler` of `llmperf.serving`, shared with `simulate`, decides every iteration:
-  whom to admit into which slot, which prompt chunks to prefill, which requests decode;
+- the driver loop and `Scheduler` of `llmperf.serving`, shared with `simulate`, decide every
+  iteration: whom to admit into which slot, which prompt chunks to prefill, which requests
+  decode; only the clock differs (here the wall clock, read once the model has run);
 - a `ModelRunner` only runs: a prompt chunk of one request, in its slot of a KV cache
   preallocated for `max_batch` sequences, or one decode step of many requests together,
   each row at its own position;
-- a `Sequence` knows its own state: its prompt, its slot, the tokens it has generated.
+- a `llmperf.serving.Sequence`, the scheduler's own, holds each request's state: its
+  prompt, its slot, the tokens it has generated.
 
 One iteration runs each prefill chunk alone (batch 1), then one decode step of every
 decoding request, then samples every new token and waits for the device once. So a newly
 admitted prompt delays that iteration's decode step of the running batch: the prefill
 stall that chunked prefill bounds. Every output has exactly the requested length (the end
 of sequence is ignored, as published serving studies do). `Engine.run` returns the
-simulator's `RunResult`, stamped with wall-clock times since the run started.
+simulator's `RunResult`, stamped with wall-clock seconds since the run started.
 
     engine = Engine(Transformer("ref-tiny"), max_batch=4, policy="continuous")
     run = engine.run([Request(0.0, 8, 5), Request(0.0, 3, 2)])
@@ -21,39 +23,29 @@ simulator's `RunResult`, stamped with wall-clock times since the run started.
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence as Seq
 
 import torch
 
-from ..serving import Batch, PagedMemory, Request, RunRecorder, RunResult, Scheduler, make_memory
+from ..serving import (
+    Batch,
+    Clock,
+    PagedMemory,
+    Request,
+    RunResult,
+    Scheduler,
+    Sequence,
+    WallClock,
+    check_requests,
+    make_memory,
+    serve,
+)
 from ..serving.paging import blocks_needed
 from ..units import check_non_negative
 from .cache import KVCache, PagedKVCache
 from .device import synchronize
 from .generate import check_sampling, prompt_tensor, sample_next
 from .model import Transformer, check_model
-
-
-class Sequence:
-    """One request inside the engine: its prompt, its slot and the tokens it has generated."""
-
-    def __init__(self, request_id: int, request: Request, prompt: list[int],
-                 generator: torch.Generator) -> None:
-        self.id, self.request, self.prompt = request_id, request, prompt
-        self.slot = -1
-        self.output: list[int] = []
-        self.generator = generator  # its own, so its draws do not depend on its neighbours
-
-    @property
-    def tokens(self) -> list[int]:
-        """Its prompt and the tokens generated so far."""
-        return self.prompt + self.output
-
-    @property
-    def position(self) -> int:
-        """Where the next decode step's input (the last generated token) goes in the cache."""
-        return len(self.prompt) + len(self.output) - 1
 
 
 class ModelRunner:
@@ -142,42 +134,35 @@ class Engine:
         return make_memory("paged", capacity, self.block_size)
 
     @torch.inference_mode()
-    def run(self, requests: Seq[Request], prompts: Seq[Seq[int]] | None = None) -> RunResult:
-        """Serve `requests`, each arriving `arrival_s` seconds after the start (wall clock).
+    def run(self, requests: Seq[Request], prompts: Seq[Seq[int]] | None = None,
+            clock: Clock | None = None) -> RunResult:
+        """Serve `requests`, each arriving `arrival_s` seconds after the start.
 
         prompts: request i's prompt token ids (prompt_tokens of them); None draws random
-        ones from `seed`. Returns the `RunResult`, requests in the order given.
+        ones from `seed`. clock: None, the wall clock (seconds since the run started, read
+        once each iteration has run on the model); a `llmperf.serving.SimulatedClock` runs
+        the model but stamps the simulator's times instead, which makes the schedule of
+        requests arriving at different times reproducible. Returns the `RunResult`,
+        requests in the order given.
         """
-        requests = list(requests)
+        requests = check_requests(requests, self.model.max_seq_len,
+                                  "the model's max_seq_len")
         seqs = self._sequences(requests, prompts)
         max_len = max(r.total_tokens for r in requests) - 1  # the last token is never cached
         memory = self._memory(max_len)
-        for i, r in enumerate(requests):
-            if not memory.can_ever_fit(r):
-                raise ValueError(f"requests[{i}] needs {r.total_tokens} KV tokens, more than "
-                                 f"kv_capacity_tokens={self.kv_capacity_tokens} allow")
         paged = memory if isinstance(memory, PagedMemory) else None
         runner = ModelRunner(self.model, self.max_batch, max_len, paged, self.kv_dtype)
         scheduler = Scheduler(self.policy, self.max_batch, self.token_budget, memory)
-        recorder = RunRecorder(self.policy, requests)
-        order = sorted(range(len(requests)), key=lambda i: requests[i].arrival_s)
-        self.step_samples = []
-        start, nxt = time.perf_counter(), 0
-        while recorder.finished < len(requests):
-            now = time.perf_counter() - start
-            while nxt < len(order) and requests[order[nxt]].arrival_s <= now:
-                scheduler.add(order[nxt], requests[order[nxt]])
-                nxt += 1
-            batch = scheduler.schedule()
-            if batch is None:  # idle until the next arrival
-                time.sleep(max(0.0, requests[order[nxt]].arrival_s - now))
-                continue
+        sizes = []
+
+        def execute(batch: Batch) -> None:
             self._step(runner, batch, seqs)
-            end = time.perf_counter() - start
-            recorder.record(batch, now, end, scheduler.complete(batch))
-            self.step_samples.append((batch.tokens, batch.kv_tokens, end - now))
+            sizes.append((batch.tokens, batch.kv_tokens))
+
+        result = serve(seqs, scheduler, WallClock() if clock is None else clock, execute)
+        self.step_samples = [(tokens, kv_tokens, it.duration_s)
+                             for (tokens, kv_tokens), it in zip(sizes, result.iterations)]
         self.outputs = [s.output for s in seqs]
-        result = recorder.result()
         self.cache_bytes = runner.cache.nbytes
         # held slots (each reserving max_len + 1 tokens) or blocks, at their bytes in the cache
         per_token = self.cache_bytes / ((max_len + 1) * self.max_batch if paged is None else
@@ -186,11 +171,8 @@ class Engine:
         return result
 
     def _step(self, runner: ModelRunner, batch: Batch, seqs: list[Sequence]) -> None:
-        """Run one iteration and append each new token to its sequence."""
-        for request_id in batch.preempted:  # its KV is gone: it regenerates from its tokens
-            seqs[request_id].slot = -1
-        for request_id, slot in batch.admitted:
-            seqs[request_id].slot = slot
+        """Run one iteration and append each new token to its sequence. A preempted
+        sequence keeps its tokens: its next prefill recomputes them (`seq.tokens`)."""
         done, logits = [], []
         for chunk in batch.prefill:
             seq = seqs[chunk.request_id]
@@ -216,14 +198,8 @@ class Engine:
 
     def _sequences(self, requests: list[Request],
                    prompts: Seq[Seq[int]] | None) -> list[Sequence]:
-        """A Sequence per request, after checking the requests and prompts."""
-        if not requests or not all(isinstance(r, Request) for r in requests):
-            raise ValueError("requests must be a non-empty list of llmperf.serving.Request")
+        """A Sequence per request, with its prompt ids and its own seeded generator."""
         vocab, dev = self.model.config.vocab_size, self.model.device
-        for i, r in enumerate(requests):
-            if r.total_tokens - 1 > self.model.max_seq_len:
-                raise ValueError(f"requests[{i}] needs {r.total_tokens - 1} positions, beyond "
-                                 f"the model's max_seq_len={self.model.max_seq_len}")
         if prompts is None:
             gen = torch.Generator().manual_seed(self.seed)
             prompts = [torch.randint(0, vocab, (r.prompt_tokens,), generator=gen).tolist()

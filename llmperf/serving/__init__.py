@@ -1,9 +1,12 @@
 """Serving one model instance: requests, scheduling policies, step times, metrics.
 
-Torch-free. `simulate` runs the shared `Scheduler` on a simulated clock whose iterations
-last what a step-time model says (`LinearStepTime`, `RooflineStepTime`); the engine runs
-the same scheduler on a real model and returns the same `RunResult`. KV memory is either
-reserved per request (`ReservationMemory`) or paged in blocks with preemption by recompute
+Torch-free. One driver loop (`serve`: admit, schedule an iteration, run it, record it,
+advance) runs the `Scheduler` for both `simulate` and the engine
+(`llmperf.measured.engine.Engine`); only the clock differs: `simulate`'s `SimulatedClock`
+advances by what a step-time model (`LinearStepTime`, `RooflineStepTime`) predicts, the
+engine's `WallClock` is read after running the model. Both return the same `RunResult`,
+and both track a request's running state in one `Sequence`. KV memory is either reserved
+per request (`ReservationMemory`) or paged in blocks with preemption by recompute
 (`PagedMemory`, over a `BlockAllocator` of block tables with reference counts and copy on
 write); `simulate(..., kv_memory="paged")` picks the second.
 
@@ -13,6 +16,7 @@ write); `simulate(..., kv_memory="paged")` picks the second.
                    step_time=LinearStepTime(base_s=1.0, per_token_s=0.0, per_kv_token_s=0.0))
     run.requests[3].finish_s   # 10.0: ten one-second iterations
 """
+from .driver import Clock, SimulatedClock, WallClock, check_requests, serve
 from .memory import MEMORY_POLICIES, PagedMemory, ReservationMemory, make_memory
 from .metrics import METRICS, Iteration, RequestResult, RunRecorder, RunResult
 from .paging import (
@@ -42,6 +46,7 @@ from .requests import (
     workload,
 )
 from .scheduler import POLICIES, Batch, Chunk, Outcome, Scheduler
+from .sequence import Sequence
 from .simulator import StepTimeModel, goodput, simulate
 from .steptime import LinearStepTime, RooflineStepTime, fit_linear_step_time
 
@@ -56,4 +61,5 @@ __all__ = [
     "ReservationMemory", "RooflineStepTime", "RunRecorder", "RunResult", "Scheduler",
     "StepTimeModel", "Uniform", "chat_workload", "fit_linear_step_time", "goodput",
     "poisson_arrivals", "simulate", "throughput_workload", "workload",
+    "Clock", "Sequence", "SimulatedClock", "WallClock", "check_requests", "serve",
 ]

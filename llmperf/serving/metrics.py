@@ -1,7 +1,8 @@
 """What a serving run produced: per-request times and metrics, iterations, run metrics.
 
 `RunRecorder` turns the scheduler's batches and outcomes, stamped with start and end
-times by a driver (the simulator's clock, or an engine's wall clock), into a `RunResult`.
+times by the driver loop's clock (`llmperf.serving.driver`: simulated, or the wall clock
+of an engine), into a `RunResult`.
 
 Definitions (times in seconds from the same origin as the arrivals):
 - TTFT = first_token_s - arrival_s: queueing plus the prefill, up to the first token.
@@ -160,7 +161,8 @@ class RunResult:
 
 
 class RunRecorder:
-    """Collects timed iterations into a `RunResult`; the simulator and the engine share it."""
+    """Collects timed iterations into a `RunResult`; the driver loop, shared by the
+    simulator and the engine, fills it."""
 
     def __init__(self, policy: str, requests: list[Request]) -> None:
         self.policy, self._requests = policy, requests

@@ -17,6 +17,8 @@ Torch-free: the block arithmetic below is what the chapter and the exercises com
 """
 from __future__ import annotations
 
+from heapq import heappop, heappush
+
 from ..units import check_non_negative, check_positive
 
 
@@ -55,8 +57,13 @@ class OutOfBlocks(RuntimeError):
 class BlockAllocator:
     """Block tables over a pool of `num_blocks` blocks of `block_size` tokens (None: unlimited).
 
-    Blocks are numbered 0 .. num_blocks - 1 and handed out lowest first. Every sequence id has
-    a table and a token count; `refcount[b]` counts the tables holding block b.
+    Blocks are numbered 0 .. num_blocks - 1 and handed out lowest first (the free list is a
+    heap: taking or returning a block costs O(log free), never a sort). Every sequence id
+    has a table and a token count; `refcount[b]` counts the tables holding block b.
+
+    The public methods check their arguments; `_new_table`, `_add_block` and `_free_table`
+    do not: they serve the paged memory policy's hot path (`llmperf.serving.memory`), whose
+    requests were checked once, where the run began.
     """
 
     def __init__(self, num_blocks: int | None, block_size: int = 16) -> None:
@@ -64,7 +71,7 @@ class BlockAllocator:
             check_positive("num_blocks", num_blocks, integer=True)
         check_positive("block_size", block_size, integer=True)
         self.num_blocks, self.block_size = num_blocks, int(block_size)
-        self._free: list[int] = list(range(num_blocks or 0))[::-1]  # pop() gives the lowest
+        self._free: list[int] = list(range(num_blocks or 0))  # a heap: _free[0] is the lowest
         self._next_new = num_blocks or 0  # unlimited pools mint new ids past the end
         self.refcount: dict[int, int] = {}
         self.tables: dict[int, list[int]] = {}
@@ -80,38 +87,41 @@ class BlockAllocator:
         """Blocks held by at least one sequence."""
         return len(self.refcount)
 
-    def _take(self) -> int:
-        if self._free:
-            block = self._free.pop()
-        elif self.num_blocks is None:
-            block, self._next_new = self._next_new, self._next_new + 1
-        else:
-            raise OutOfBlocks("no free block left")
-        self.refcount[block] = 1
+    def _take(self, n: int) -> list[int]:
+        """n blocks off the free list, lowest first; OutOfBlocks (no change) if too few."""
+        if len(self._free) < n and self.num_blocks is not None:
+            raise OutOfBlocks(f"{n} blocks needed, {len(self._free)} free")
+        blocks = [heappop(self._free) if self._free else self._mint() for _ in range(n)]
+        for block in blocks:
+            self.refcount[block] = 1
         self.peak_blocks = max(self.peak_blocks, len(self.refcount))
-        return block
+        return blocks
+
+    def _mint(self) -> int:
+        self._next_new += 1
+        return self._next_new - 1
 
     def _drop(self, block: int) -> None:
         self.refcount[block] -= 1
         if self.refcount[block] == 0:
             del self.refcount[block]
-            self._free.append(block)
-            self._free.sort(reverse=True)
+            heappush(self._free, block)
 
     def _check_id(self, seq_id: int, exists: bool) -> None:
         if (seq_id in self.tables) != exists:
             state = "has no" if exists else "already has a"
             raise ValueError(f"seq_id {seq_id!r} {state} block table")
 
+    def _blocks_to_append(self, seq_id: int, tokens: int) -> int:
+        have, table, size = self.tokens[seq_id], self.tables[seq_id], self.block_size
+        new = -(-(have + tokens) // size) - len(table)
+        return new + (have % size != 0 and tokens > 0 and self.refcount[table[-1]] > 1)
+
     def blocks_to_append(self, seq_id: int, tokens: int = 1) -> int:
         """New blocks that appending `tokens` tokens to `seq_id` takes, copy on write included."""
         self._check_id(seq_id, True)
         check_non_negative("tokens", tokens, integer=True)
-        have, table = self.tokens[seq_id], self.tables[seq_id]
-        new = blocks_needed(have + tokens, self.block_size) - len(table)
-        partial_shared = (have % self.block_size != 0 and tokens > 0
-                          and self.refcount[table[-1]] > 1)
-        return new + int(partial_shared)
+        return self._blocks_to_append(seq_id, int(tokens))
 
     def can_append(self, seq_id: int, tokens: int = 1) -> bool:
         return self.num_blocks is None or self.blocks_to_append(seq_id, tokens) <= len(self._free)
@@ -123,30 +133,54 @@ class BlockAllocator:
     def allocate(self, seq_id: int, tokens: int) -> list[int]:
         """A new table for `seq_id` holding `tokens` tokens; OutOfBlocks if they do not fit."""
         self._check_id(seq_id, False)
-        if not self.can_allocate(tokens):
-            raise OutOfBlocks(f"{blocks_needed(tokens, self.block_size)} blocks needed, "
-                              f"{len(self._free)} free")
-        self.tables[seq_id] = [self._take() for _ in range(blocks_needed(tokens, self.block_size))]
-        self.tokens[seq_id] = int(tokens)
+        check_non_negative("tokens", tokens, integer=True)
+        self._new_table(seq_id, int(tokens))
         return list(self.tables[seq_id])
+
+    def _new_table(self, seq_id: int, tokens: int) -> None:
+        self.tables[seq_id] = self._take(-(-tokens // self.block_size))
+        self.tokens[seq_id] = tokens
 
     def append(self, seq_id: int, tokens: int = 1) -> list[tuple[int, int]]:
         """Grow `seq_id` by `tokens` tokens; return the (source, destination) block copies
         made by copy on write. OutOfBlocks (and no change) if the blocks do not fit."""
-        if not self.can_append(seq_id, tokens):
-            raise OutOfBlocks(f"{self.blocks_to_append(seq_id, tokens)} blocks needed, "
-                              f"{len(self._free)} free")
+        self._check_id(seq_id, True)
+        check_non_negative("tokens", tokens, integer=True)
+        return self._grow_table(seq_id, int(tokens))
+
+    def _grow_table(self, seq_id: int, tokens: int) -> list[tuple[int, int]]:
+        need = self._blocks_to_append(seq_id, tokens)
+        if self.num_blocks is not None and need > len(self._free):
+            raise OutOfBlocks(f"{need} blocks needed, {len(self._free)} free")
         table, copies = self.tables[seq_id], []
-        if self.blocks_to_append(seq_id, tokens) > blocks_needed(
-                self.tokens[seq_id] + tokens, self.block_size) - len(table):
+        have = self.tokens[seq_id]
+        if need > -(-(have + tokens) // self.block_size) - len(table):  # copy on write
             shared = table[-1]
-            table[-1] = self._take()
+            table[-1] = self._take(1)[0]
             self._drop(shared)
             copies.append((shared, table[-1]))
-        self.tokens[seq_id] += int(tokens)
-        while len(table) < blocks_needed(self.tokens[seq_id], self.block_size):
-            table.append(self._take())
+            need -= 1
+        table += self._take(need)
+        self.tokens[seq_id] = have + tokens
         return copies
+
+    def _add_block(self, seq_id: int) -> bool:
+        """One more block at the end of `seq_id`'s table, its count growing by a whole block;
+        False (no change) if none is free. Unchecked, for a caller whose sequence claims
+        whole blocks, so no partial last block is ever shared (no copy on write)."""
+        free = self._free
+        if free:
+            block = heappop(free)
+        elif self.num_blocks is None:
+            block = self._mint()
+        else:
+            return False
+        self.refcount[block] = 1
+        self.tables[seq_id].append(block)
+        self.tokens[seq_id] += self.block_size
+        if len(self.refcount) > self.peak_blocks:
+            self.peak_blocks = len(self.refcount)
+        return True
 
     def fork(self, parent_id: int, child_id: int) -> None:
         """Give `child_id` the parent's blocks and token count, sharing every block."""
@@ -160,6 +194,9 @@ class BlockAllocator:
     def free(self, seq_id: int) -> None:
         """Drop `seq_id`'s table; blocks no other table holds return to the free list."""
         self._check_id(seq_id, True)
+        self._free_table(seq_id)
+
+    def _free_table(self, seq_id: int) -> None:
         for block in self.tables.pop(seq_id):
             self._drop(block)
         del self.tokens[seq_id]

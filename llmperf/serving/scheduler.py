@@ -1,13 +1,15 @@
 """The iteration-level scheduler shared by the simulator and the engine.
 
-Each iteration its driver (the simulator, or an engine running a model) does four things:
+Each iteration the driver loop (`llmperf.serving.driver.serve`, which `simulate` and the
+engine share) does four things:
 
     scheduler.add(request_id, request)   # for every request that has arrived by now
     batch = scheduler.schedule()         # None: nothing to run until the next arrival
     ...run `batch` (simulated: a step-time model; real: a forward pass)...
     outcome = scheduler.complete(batch)  # which requests got their first token, which left
 
-The scheduler knows nothing of clocks: the driver stamps times on what it returns.
+The scheduler knows nothing of clocks: the driver stamps times on what it returns. Token
+counts are in tokens; iterations are numbered from 0.
 
 Policies (every admission is FIFO, and stops at the first waiting request that does not
 fit: no request overtakes another):
@@ -44,11 +46,13 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..units import check_positive
 from .memory import PagedMemory, ReservationMemory
 from .requests import Request
+from .sequence import Sequence
 
 POLICIES = ("static", "continuous", "chunked")
 
@@ -92,12 +96,18 @@ class Batch:
     @property
     def tokens(self) -> int:
         """Tokens processed: every prefill chunk's tokens plus one per decoding request."""
-        return sum(c.tokens for c in self.prefill) + len(self.decode)
+        tokens = len(self.decode)
+        for chunk in self.prefill:  # a loop: most batches hold no chunk or one
+            tokens += chunk.tokens
+        return tokens
 
     @property
     def kv_tokens(self) -> int:
         """KV tokens read by the whole iteration: the chunks' and the decodes'."""
-        return sum(c.kv_tokens for c in self.prefill) + self.decode_kv_tokens
+        kv_tokens = self.decode_kv_tokens
+        for chunk in self.prefill:
+            kv_tokens += chunk.start_tokens + chunk.tokens
+        return kv_tokens
 
 
 @dataclass(frozen=True)
@@ -108,33 +118,12 @@ class Outcome:
     finished: tuple[int, ...]
 
 
-class _Sequence:
-    """A request inside the scheduler: its slot, its prefill target and how far it has got.
-
-    target: the tokens its prefill caches, the prompt, or after a preemption the prompt and
-    the `generated` tokens yielded before it (recomputed). base_iteration: the iteration that
-    yielded its base_generated-th token, the last prefill's.
-    """
-
-    __slots__ = ("id", "request", "slot", "order", "prefilled", "target", "generated",
-                 "base_iteration", "base_generated")
-
-    def __init__(self, request_id: int, request: Request, slot: int, order: int,
-                 generated: int) -> None:
-        self.id, self.request, self.slot, self.order = request_id, request, slot, order
-        self.prefilled, self.generated = 0, generated
-        self.target = request.prompt_tokens + generated
-        self.base_iteration, self.base_generated = -1, 0
-
-    def kv_tokens_at(self, iteration: int) -> int:
-        """KV a decode reads at `iteration`, P + g having generated g tokens: its cache and
-        its new token, which this step writes."""
-        return (self.request.prompt_tokens + self.base_generated
-                + iteration - self.base_iteration - 1)
-
-
 class Scheduler:
-    """Decides each iteration's batch under one policy; see the module docstring."""
+    """Decides each iteration's batch under one policy; see the module docstring.
+
+    The constructor and `add` check their arguments; a driver that has checked its requests
+    once (`llmperf.serving.driver.serve`) queues them through `enqueue`, which does not.
+    """
 
     def __init__(self, policy: str = "continuous", max_batch: int = 8,
                  token_budget: int | None = None,
@@ -146,16 +135,20 @@ class Scheduler:
             _check_budget(token_budget, max_batch)
         elif token_budget is not None:
             raise ValueError(f"token_budget applies to policy 'chunked' only, not {policy!r}")
+        if memory is not None and not isinstance(memory, (ReservationMemory, PagedMemory)):
+            raise ValueError(f"memory must be a ReservationMemory or a PagedMemory, got "
+                             f"{type(memory).__name__}")
         self.policy, self.max_batch, self.token_budget = policy, int(max_batch), token_budget
         self.memory = memory if memory is not None else ReservationMemory(None)
         self.iteration = 0
-        self._waiting: deque[tuple[int, Request]] = deque()
-        self._order: dict[int, int] = {}              # request id -> place in arrival order
-        self._resume: dict[int, int] = {}             # preempted id -> tokens it had yielded
-        self._prefilling: dict[int, _Sequence] = {}   # admitted, prompt not finished
-        self._decoding: dict[int, _Sequence] = {}     # first token out, not finished
+        self._waiting: deque[Sequence] = deque()
+        self._arrived = 0                             # requests queued so far
+        self._prefilling: dict[int, Sequence] = {}    # admitted, prompt not finished
+        self._decoding: dict[int, Sequence] = {}      # first token out, not finished
         self._decode_kv_tokens = 0                    # their KV reads in the next iteration
+        self._prefill_tokens = 0                      # the prefilling ones' targets, summed
         self._finishing: dict[int, list[int]] = {}    # iteration -> ids whose last token it is
+        self._growing: dict[int, list[Sequence]] = {}  # iteration -> those needing memory
         self._free_slots = list(range(self.max_batch))
         self.preemptions = 0
 
@@ -170,11 +163,15 @@ class Scheduler:
 
     def add(self, request_id: int, request: Request) -> None:
         """Queue an arrived request; ValueError if it could never fit in the KV memory."""
-        if not self.memory.can_ever_fit(request):
-            raise ValueError(f"request {request_id} needs {request.total_tokens} KV tokens, "
-                             f"more than kv_capacity_tokens={self.memory.capacity_tokens}")
-        self._order[request_id] = len(self._order)
-        self._waiting.append((request_id, request))
+        if not isinstance(request, Request):
+            raise ValueError(f"request must be a Request, got {type(request).__name__}")
+        self.memory.check_fit(request, f"request {request_id}")
+        self.enqueue(Sequence(request_id, request))
+
+    def enqueue(self, seq: Sequence) -> None:
+        """Queue an arrived sequence the caller has checked (`memory.can_ever_fit`)."""
+        seq.order, self._arrived = self._arrived, self._arrived + 1
+        self._waiting.append(seq)
 
     def schedule(self) -> Batch | None:
         """The next iteration's batch, or None when nothing runs and nobody can be admitted.
@@ -182,62 +179,82 @@ class Scheduler:
         First every decoding request gets room for the token it writes, oldest first; when
         the memory has none, the newest running request is preempted (its KV dropped, to be
         recomputed when it is admitted again, ahead of every request behind it), as vLLM does.
+        Only decodes passing their `memory.room` ask; the others already have it.
         An iteration that preempted admits nobody."""
-        preempted = self._make_room()
+        preempted = self._make_room() if self.iteration in self._growing else ()
         decode = tuple(self._decoding)
         budget = None if self.token_budget is None else self.token_budget - len(decode)
-        chunks, budget = _chunks(list(self._prefilling.values()), budget)
-        admitted = [] if preempted else self._admit(budget)
-        new_chunks, _ = _chunks(admitted, budget)
-        if not chunks and not new_chunks and not decode:
+        chunks, budget = _chunks(self._prefilling.values(), budget)
+        admitted = () if preempted else self._admit(budget)
+        if admitted:
+            new_chunks, _ = _chunks(admitted, budget)
+            chunks += new_chunks
+        elif not chunks and not decode:
             return None
-        slots = tuple((s.id, s.slot) for s in admitted)
-        return Batch(self.iteration, chunks + new_chunks, decode, self._decode_kv_tokens, slots,
-                     tuple(preempted), self.memory.held_tokens, self.memory.used_tokens)
+        return Batch(self.iteration, chunks, decode, self._decode_kv_tokens,
+                     tuple((s.id, s.slot) for s in admitted), preempted,
+                     self.memory.held_tokens, self._decode_kv_tokens + self._prefill_tokens)
 
-    def _make_room(self) -> list[int]:
-        preempted: list[int] = []
-        for seq in sorted(self._decoding.values(), key=lambda s: s.order):
+    def _make_room(self) -> tuple[int, ...]:
+        it, preempted = self.iteration, []
+        due = sorted(self._growing.pop(it), key=lambda s: s.order)
+        for seq in due:
+            seq.grow_at = -1
+        for seq in due:
             while (seq.id in self._decoding
-                   and not self.memory.grow(seq.id, seq.kv_tokens_at(self.iteration))):
-                running = list(self._decoding.values()) + list(self._prefilling.values())
+                   and not self.memory.grow(seq.id, seq.kv_tokens_at(it))):
+                running = [*self._decoding.values(), *self._prefilling.values()]
                 victim = max(running, key=lambda s: s.order)
                 self._preempt(victim)
                 preempted.append(victim.id)
-        return preempted
+            if seq.id in self._decoding:
+                self._plan_growth(seq)
+        return tuple(preempted)
 
-    def _preempt(self, seq: _Sequence) -> None:
+    def _plan_growth(self, seq: Sequence) -> None:
+        """Note the iteration at which `seq`'s decode first passes its memory's room."""
+        room = self.memory.room(seq.id)
+        if room is None:
+            return
+        it = room - seq.kv_tokens_at(0) + 1          # kv_tokens_at(it) = room + 1
+        if it <= seq.finish_iteration:
+            seq.grow_at = it
+            self._growing.setdefault(it, []).append(seq)
+
+    def _preempt(self, seq: Sequence) -> None:
         it = self.iteration
         if seq.id in self._decoding:
             del self._decoding[seq.id]
             self._decode_kv_tokens -= seq.kv_tokens_at(it)
-            self._finishing[self._finish_iteration(seq)].remove(seq.id)
-            self._resume[seq.id] = seq.kv_tokens_at(it) - seq.request.prompt_tokens
+            self._finishing[seq.finish_iteration].remove(seq.id)
+            if seq.grow_at >= 0:
+                self._growing[seq.grow_at].remove(seq)
+                seq.grow_at = -1
+            seq.generated = seq.kv_tokens_at(it) - seq.request.prompt_tokens
         else:
             del self._prefilling[seq.id]
-            self._resume[seq.id] = seq.generated
+            self._prefill_tokens -= seq.target
         self.memory.release(seq.id)
         heapq.heappush(self._free_slots, seq.slot)
-        self._waiting.appendleft((seq.id, seq.request))
+        seq.slot = -1
+        self._waiting.appendleft(seq)
         self.preemptions += 1
 
-    def _admit(self, budget: int | None) -> list[_Sequence]:
+    def _admit(self, budget: int | None) -> list[Sequence]:
         """FIFO into free slots while the head fits in memory (and some budget is left)."""
-        if self.policy == "static" and self.running:
+        if self.policy == "static" and (self._prefilling or self._decoding):
             return []
         admitted = []
         while self._waiting and self._free_slots and (budget is None or budget > 0):
-            request_id, request = self._waiting[0]
-            generated = self._resume.get(request_id, 0)
-            target = request.prompt_tokens + generated
-            if not self.memory.fits(request, target):
+            seq = self._waiting[0]
+            target = seq.request.prompt_tokens + seq.generated
+            if not self.memory.fits(seq.request, target):
                 break
             self._waiting.popleft()
-            self._resume.pop(request_id, None)
-            self.memory.admit(request_id, request, target)
-            seq = _Sequence(request_id, request, heapq.heappop(self._free_slots),
-                            self._order[request_id], generated)
-            self._prefilling[request_id] = seq
+            self.memory.admit(seq.id, seq.request, target)
+            seq.slot, seq.target, seq.prefilled = heapq.heappop(self._free_slots), target, 0
+            self._prefilling[seq.id] = seq
+            self._prefill_tokens += target
             admitted.append(seq)
             if budget is not None:
                 budget -= target
@@ -259,7 +276,7 @@ class Scheduler:
                 self._start_decoding(seq, it)
                 if seq.generated == 0:
                     first.append(seq.id)
-        finished = self._finishing.pop(it, [])
+        finished = self._finishing.pop(it, ())
         for request_id in finished:
             self._leave(request_id, it)
         # every request still decoding gained a token, so reads one more KV token next time
@@ -267,15 +284,14 @@ class Scheduler:
         self.iteration += 1
         return Outcome(tuple(first), tuple(finished))
 
-    def _finish_iteration(self, seq: _Sequence) -> int:
-        return seq.base_iteration + seq.request.output_tokens - seq.base_generated
-
-    def _start_decoding(self, seq: _Sequence, it: int) -> None:
+    def _start_decoding(self, seq: Sequence, it: int) -> None:
         del self._prefilling[seq.id]
+        self._prefill_tokens -= seq.target
         seq.base_iteration, seq.base_generated = it, seq.generated + 1
-        self._finishing.setdefault(self._finish_iteration(seq), []).append(seq.id)
+        self._finishing.setdefault(seq.finish_iteration, []).append(seq.id)
         self._decoding[seq.id] = seq
         self._decode_kv_tokens += seq.kv_tokens_at(it)
+        self._plan_growth(seq)
 
     def _leave(self, request_id: int, it: int) -> None:
         seq = self._decoding.pop(request_id)
@@ -284,7 +300,8 @@ class Scheduler:
         heapq.heappush(self._free_slots, seq.slot)
 
 
-def _chunks(seqs: list[_Sequence], budget: int | None) -> tuple[tuple[Chunk, ...], int | None]:
+def _chunks(seqs: Iterable[Sequence],
+            budget: int | None) -> tuple[tuple[Chunk, ...], int | None]:
     """Prefill chunks for `seqs` in order, each as large as the remaining budget allows."""
     chunks = []
     for seq in seqs:

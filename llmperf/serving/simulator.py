@@ -1,82 +1,48 @@
 """The discrete-event simulator of one serving instance, and goodput found with it.
 
-`simulate` drives the shared `Scheduler` with a simulated clock: each iteration lasts
-what the step-time model says; requests join the queue once the clock has reached their
-arrival; when nothing runs and nobody waits, the clock jumps to the next arrival.
+`simulate` runs the shared driver loop (`llmperf.serving.driver.serve`) on a
+`SimulatedClock`: each iteration lasts what the step-time model says; requests join the
+queue once the clock has reached their arrival; when nothing runs and nobody waits, the
+clock jumps to the next arrival. Times are in seconds.
 """
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
-from typing import Protocol
+from collections.abc import Callable
+from collections.abc import Sequence as Seq
 
 from ..units import check_positive
+from .driver import SimulatedClock, StepTimeModel, check_requests, serve
 from .memory import make_memory
-from .metrics import RunRecorder, RunResult
+from .metrics import RunResult
 from .requests import Request
-from .scheduler import Batch, Scheduler
+from .scheduler import Scheduler
+from .sequence import Sequence
+
+__all__ = ["StepTimeModel", "goodput", "simulate"]
 
 
-class StepTimeModel(Protocol):
-    def iteration_s(self, batch: Batch) -> float: ...
-
-
-def simulate(requests: Sequence[Request], policy: str = "continuous", max_batch: int = 8,
+def simulate(requests: Seq[Request], policy: str = "continuous", max_batch: int = 8,
              step_time: StepTimeModel | None = None, kv_capacity_tokens: int | None = None,
              token_budget: int | None = None, kv_memory: str = "reservation",
              block_size: int = 16, reserve_tokens: int | None = None) -> RunResult:
     """Serve `requests` on one instance under `policy`; times come from `step_time`.
 
-    policy: "static", "continuous" or "chunked" (which needs `token_budget`); see
-    `llmperf.serving.scheduler` for their exact semantics. kv_capacity_tokens: KV memory in
-    tokens (None: unlimited). kv_memory: "reservation", each request reserving its prompt
-    and output at admission (or `reserve_tokens` each), or "paged", blocks of `block_size`
-    tokens taken as tokens arrive, with preemption by recompute (`llmperf.serving.memory`).
-    The result lists the requests in the order given.
+    policy: "static", "continuous" or "chunked" (which needs `token_budget`, in tokens per
+    iteration); see `llmperf.serving.scheduler` for their exact semantics.
+    kv_capacity_tokens: KV memory in tokens (None: unlimited). kv_memory: "reservation",
+    each request reserving its prompt and output at admission (or `reserve_tokens` each),
+    or "paged", blocks of `block_size` tokens taken as tokens arrive, with preemption by
+    recompute (`llmperf.serving.memory`). Every argument is checked here, once, and every
+    request before the first iteration runs. The result lists the requests in the order
+    given, times in seconds.
     """
     if step_time is None:
         raise ValueError("step_time is required: a LinearStepTime or a RooflineStepTime")
-    requests = list(requests)
-    if not requests:
-        raise ValueError("requests must hold at least one Request")
-    _check_contexts(requests, getattr(step_time, "max_context_tokens", None))
+    clock = SimulatedClock(step_time)
+    requests = check_requests(requests, getattr(step_time, "max_context_tokens", None))
     memory = make_memory(kv_memory, kv_capacity_tokens, block_size, reserve_tokens)
     scheduler = Scheduler(policy, max_batch, token_budget, memory)
-    for i, r in enumerate(requests):  # fail before running if one can never be admitted
-        if not scheduler.memory.can_ever_fit(r):
-            raise ValueError(f"requests[{i}] needs {r.total_tokens} KV tokens, more than "
-                             f"kv_capacity_tokens={kv_capacity_tokens} (or reserve_tokens) "
-                             f"allow under kv_memory={kv_memory!r}")
-    return _run(requests, scheduler, step_time)
-
-
-def _check_contexts(requests: list[Request], max_context_tokens: int | None) -> None:
-    if max_context_tokens is None:
-        return
-    for i, r in enumerate(requests):
-        if r.total_tokens - 1 > max_context_tokens:
-            raise ValueError(f"requests[{i}] reaches {r.total_tokens - 1} tokens of context, "
-                             f"beyond the step-time model's {max_context_tokens}")
-
-
-def _run(requests: list[Request], scheduler: Scheduler, step_time: StepTimeModel) -> RunResult:
-    order = sorted(range(len(requests)), key=lambda i: requests[i].arrival_s)
-    recorder = RunRecorder(scheduler.policy, requests)
-    now, nxt = 0.0, 0
-    while recorder.finished < len(requests):
-        while nxt < len(order) and requests[order[nxt]].arrival_s <= now:
-            scheduler.add(order[nxt], requests[order[nxt]])
-            nxt += 1
-        batch = scheduler.schedule()
-        if batch is None:  # idle: jump to the next arrival
-            now = max(now, requests[order[nxt]].arrival_s)
-            continue
-        seconds = step_time.iteration_s(batch)
-        if not (math.isfinite(seconds) and seconds >= 0):
-            raise ValueError(f"step_time returned {seconds!r} s for iteration {batch.iteration}")
-        recorder.record(batch, now, now + seconds, scheduler.complete(batch))
-        now += seconds
-    return recorder.result()
+    return serve([Sequence(i, r) for i, r in enumerate(requests)], scheduler, clock)
 
 
 def goodput(workload: Callable[[float], Sequence[Request]], ttft_s: float, tpot_s: float,
