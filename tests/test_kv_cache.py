@@ -133,20 +133,26 @@ def _requests():
 
 @pytest.mark.parametrize("policy,budget", [("static", None), ("continuous", None), ("chunked", 16)])
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
-def test_the_paged_engine_gives_the_contiguous_engines_tokens(tiny, policy, budget, temperature):
+def test_the_paged_engine_gives_each_requests_own_generation(tiny, policy, budget, temperature):
+    # Whatever the batching and however often a request is preempted and recomputed, request
+    # i's tokens are those of `generate` run on its prompt alone, seeded seed + i.
     reqs = _requests()
     top_k = 20 if temperature else None
-    base = Engine(tiny, max_batch=4, policy=policy, token_budget=budget,
-                  temperature=temperature, top_k=top_k, seed=5)
-    base.run(reqs)
+    gen = torch.Generator().manual_seed(2)
+    prompts = [torch.randint(0, tiny.config.vocab_size, (r.prompt_tokens,), generator=gen).tolist()
+               for r in reqs]
     paged = Engine(tiny, max_batch=4, policy=policy, token_budget=budget,
                    temperature=temperature, top_k=top_k, seed=5, kv_memory="paged",
                    block_size=4, kv_capacity_tokens=64)
-    run = paged.run(reqs)
+    run = paged.run(reqs, prompts)
     assert run.preemptions > 0                     # 64 slots: requests are recomputed
-    assert paged.outputs == base.outputs
-    assert [len(o) for o in paged.outputs] == [r.output_tokens for r in reqs]
-    assert paged.cache_bytes < base.cache_bytes
+    for i, r in enumerate(reqs):
+        alone = generate(tiny, prompts[i], r.output_tokens, temperature=temperature,
+                         top_k=top_k, seed=5 + i).tokens[0].tolist()
+        assert paged.outputs[i] == alone, f"request {i}"
+    contiguous = Engine(tiny, max_batch=4, policy=policy, token_budget=budget)
+    contiguous.run(reqs, prompts)
+    assert paged.cache_bytes < contiguous.cache_bytes
     assert paged.peak_kv_held_bytes <= paged.cache_bytes
 
 
