@@ -7,7 +7,6 @@ pip finds for the version installed here; run_autograder then grades a correct, 
 blank and a hostile submission. About half a minute, most of it installing torch.
 It needs root, as Gradescope runs it; as another user it skips and says so.
 """
-import contextlib
 import importlib.metadata
 import json
 import os
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from proc_scan import processes_with
 
 from llmperf.grading.release import release
 
@@ -103,15 +103,6 @@ def test_a_blank_submission_scores_zero(autograder, tmp_path):
     results, _ = run_autograder(autograder, blank)
     assert results["score"] == 0 and results["tests"]
     assert all(t["output"].startswith("FAIL  not answered yet") for t in results["tests"])
-
-
-def processes_with(token: str) -> list[int]:
-    found = []
-    for name in os.listdir("/proc"):
-        with contextlib.suppress(OSError):
-            if name.isdigit() and token.encode() in Path(f"/proc/{name}/cmdline").read_bytes():
-                found.append(int(name))
-    return found
 
 
 def _hostile(autograder: Path, tmp_path: Path, token: str, go: Path) -> Path:

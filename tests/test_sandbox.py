@@ -21,6 +21,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from proc_scan import processes_with
 
 from llmperf import cli
 from llmperf.grading import box, sandbox
@@ -84,15 +85,6 @@ def scores(g) -> dict:
 
 def notes(g) -> str:
     return "\n".join([line for q in g.questions for line in q.lines] + list(g.messages))
-
-
-def processes_with(token: str) -> list[int]:
-    found = []
-    for name in os.listdir("/proc"):
-        with contextlib.suppress(OSError):
-            if name.isdigit() and token.encode() in Path(f"/proc/{name}/cmdline").read_bytes():
-                found.append(int(name))
-    return found
 
 
 def test_this_machine_has_an_isolation_beyond_none():
