@@ -1,4 +1,6 @@
 """Workload generators, goodput and properties of every simulated run."""
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -21,6 +23,46 @@ from llmperf.serving import (
 UNIT = LinearStepTime(base_s=1.0, per_token_s=0.0, per_kv_token_s=0.0)
 
 
+def truncated_mean(mean, cap):
+    """Mean of ceil(X), X exponential with mean `mean` redrawn until X <= cap.
+
+    K = ceil(X) is geometric: P(K = k) = q^(k-1) (1 - q), q = exp(-1/mean). Given K <= cap
+    it is q^(k-1) (1 - q) / (1 - q^cap) for k = 1..cap, whose mean is
+    1 / (1 - q) - cap q^cap / (1 - q^cap).
+    """
+    q = math.exp(-1 / mean)
+    return 1 / (1 - q) - cap * q**cap / (1 - q**cap)
+
+
+def clipped_mean(mean, cap):
+    """Mean of min(ceil(X), cap): the sum over k = 1..cap of P(K >= k) = q^(k-1)."""
+    q = math.exp(-1 / mean)
+    return (1 - q**cap) / (1 - q)
+
+
+def test_truncated_and_clipped_means_by_hand():
+    # Mean 128, cap 32: q^32 = exp(-0.25) = 0.77880 and 1 / (1 - q) = 128.50, so
+    # truncated 128.50 - 32 x 0.77880 / 0.22120 = 15.83, clipped 0.22120 x 128.50 = 28.42.
+    assert truncated_mean(128, 32) == pytest.approx(15.83, abs=0.01)
+    assert clipped_mean(128, 32) == pytest.approx(28.42, abs=0.01)
+
+
+@pytest.mark.parametrize("cap", [32, 128, 512])
+def test_truncated_exponential_redraws_under_the_cap(cap):
+    draws = Exponential(128, cap, truncate=True).sample(200_000, np.random.default_rng(5))
+    assert draws.min() >= 1 and draws.max() <= cap
+    # Standard error of the mean at most 128 / sqrt(200,000) = 0.29 tokens: 1.5 allows 5.
+    assert abs(draws.mean() - truncated_mean(128, cap)) < 1.5
+    # The cap itself is as rare as its neighbours (P = (q^(cap-1) - q^cap) / (1 - q^cap),
+    # 3.5 % at 32): not the 78 % that clipping piles onto it.
+    q = math.exp(-1 / 128)
+    at_cap = (q ** (cap - 1) - q**cap) / (1 - q**cap)
+    assert abs(np.mean(draws == cap) - at_cap) < 0.005
+    clipped = Exponential(128, cap).sample(200_000, np.random.default_rng(5))
+    assert abs(clipped.mean() - clipped_mean(128, cap)) < 1.5
+    assert np.mean(clipped == cap) == pytest.approx(q ** (cap - 1), abs=0.005)
+
+
 def test_throughput_workload_matches_the_published_setup():
     reqs = throughput_workload(cap_tokens=1536)
     outputs = np.array([r.output_tokens for r in reqs])
@@ -28,7 +70,10 @@ def test_throughput_workload_matches_the_published_setup():
     # Exp(128) rounded up has mean about 128.5; the 1,536 cap (12 means) removes almost
     # nothing. The mean of 1,000 draws has a standard error of 128 / sqrt(1000) = 4.
     assert 116 < outputs.mean() < 141 and outputs.max() <= 1536 and outputs.min() >= 1
-    assert max(r.output_tokens for r in throughput_workload(cap_tokens=32)) == 32
+    # Anyscale's script redraws above the cap: at cap 32 the mean is 15.8 (by hand above),
+    # not the 28.4 of clipping; the standard error of 1,000 draws is below 0.3.
+    short = np.array([r.output_tokens for r in throughput_workload(cap_tokens=32)])
+    assert short.max() <= 32 and abs(short.mean() - truncated_mean(128, 32)) < 1.5
     with pytest.raises(ValueError, match="cap_tokens"):
         throughput_workload(cap_tokens=100)
 
@@ -60,6 +105,7 @@ def test_workloads_are_seeded():
 @pytest.mark.parametrize("make, name", [
     (lambda: Fixed(0), "tokens"), (lambda: Uniform(5, 4), "high"),
     (lambda: Exponential(-1), "mean_tokens"), (lambda: Exponential(10, 0), "cap_tokens"),
+    (lambda: Exponential(10, truncate=True), "cap_tokens"),
     (lambda: LogNormal(10, 0), "sigma"),
     (lambda: workload(0, Fixed(1), Fixed(1)), "n"),
     (lambda: workload(3, Fixed(1), Fixed(1), rate_per_s=0), "rate_per_s"),

@@ -3,7 +3,9 @@
 A workload is a list of `Request`s: when each arrives, how long its prompt is and
 how many tokens it generates. Arrivals are all at time 0 (an offline batch) or a
 Poisson process at a given rate. Lengths come from one of four distributions; each
-draw is rounded up to a whole token, so every length is at least 1.
+draw is rounded up to a whole token, so every length is at least 1. A cap on a length
+either clips the draws (a draw above it becomes the cap) or, for `Exponential` with
+`truncate=True`, redraws them until they fall under it (a truncated distribution).
 """
 from __future__ import annotations
 
@@ -74,19 +76,34 @@ def _whole_tokens(x: np.ndarray, cap: int | None) -> np.ndarray:
 class Exponential:
     """Exponential lengths with mean `mean_tokens`, rounded up, capped at `cap_tokens`.
 
-    Rounding up adds about half a token to the mean; the cap lowers it.
+    Rounding up adds about half a token to the mean. The cap either clips the draws
+    (`truncate=False`: a draw above the cap counts as the cap, so the cap itself is
+    common) or, with `truncate=True`, redraws every draw above it until it falls at or
+    under it: the exponential truncated at the cap, as Anyscale's benchmark script draws
+    its "capped_exponential" output lengths. Truncation lowers the mean far more: for a
+    mean of 128 and a cap of 32, clipping gives about 28.4 tokens and truncation 15.8.
     """
 
     mean_tokens: float
     cap_tokens: int | None = None
+    truncate: bool = False
 
     def __post_init__(self) -> None:
         check_positive("mean_tokens", self.mean_tokens)
         if self.cap_tokens is not None:
             check_positive("cap_tokens", self.cap_tokens, integer=True)
+        elif self.truncate:
+            raise ValueError("truncate=True needs a cap_tokens to truncate at")
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        return _whole_tokens(rng.exponential(self.mean_tokens, size=n), self.cap_tokens)
+        x = rng.exponential(self.mean_tokens, size=n)
+        if self.truncate:
+            # Rounded up, a draw is at most the cap exactly when the draw itself is.
+            over = x > self.cap_tokens
+            while over.any():
+                x[over] = rng.exponential(self.mean_tokens, size=int(over.sum()))
+                over = x > self.cap_tokens
+        return _whole_tokens(x, self.cap_tokens)
 
 
 @dataclass(frozen=True)
@@ -143,15 +160,21 @@ def workload(n: int, prompt: LengthDistribution, output: LengthDistribution,
 # p50 latency" (Daniel, Shen, Liang, Liaw, 2023),
 # https://www.anyscale.com/blog/continuous-batching-llm-inference : throughput test of
 # 1,000 requests sent at once, 512-token prompts, outputs exponential with mean 128 tokens,
-# capped at 32, 128, 512 or 1,536 in four datasets.
+# capped at 32, 128, 512 or 1,536 in four datasets. Their script
+# (https://github.com/anyscale/llm-continuous-batching-benchmarks, benchmark_throughput.py,
+# gen_random_response_lens, distribution "capped_exponential") redraws a length until it is
+# at most the cap: a truncated exponential, not a clipped one. (It rounds to the nearest
+# token; the library rounds up, so no length is 0.)
 THROUGHPUT_CAPS_TOKENS = (32, 128, 512, 1536)
 
 
 def throughput_workload(cap_tokens: int = 1536, n: int = 1000, seed: int = 0) -> list[Request]:
-    """Anyscale's throughput test: `n` requests at time 0, prompt 512, output Exp(128) capped."""
+    """Anyscale's throughput test: `n` requests at time 0, prompt 512, output Exp(128)
+    truncated at `cap_tokens` (redrawn until under it, as their script draws it)."""
     if cap_tokens not in THROUGHPUT_CAPS_TOKENS:
         raise ValueError(f"cap_tokens must be one of {THROUGHPUT_CAPS_TOKENS}, got {cap_tokens!r}")
-    return workload(n, Fixed(512), Exponential(128, cap_tokens), rate_per_s=None, seed=seed)
+    output = Exponential(128, cap_tokens, truncate=True)
+    return workload(n, Fixed(512), output, rate_per_s=None, seed=seed)
 
 
 # ShareGPT as reported in the vLLM paper (Kwon et al., "Efficient Memory Management for Large
