@@ -25,29 +25,59 @@ def prefill_batch(*prompts):
     return Batch(0, tuple(Chunk(i, 0, p, True) for i, p in enumerate(prompts)), (), 0, ())
 
 
+def costs(phase, batch, seq_len, attention="fused", model=LLAMA, acc=A10):
+    """step_costs' time; fused attention, RooflineStepTime's default."""
+    return lp.step_costs(model, phase, batch=batch, seq_len=seq_len,
+                         attention=attention).on(acc).time_s
+
+
 @pytest.fixture(scope="module")
 def roofline():
     return RooflineStepTime(LLAMA, A10, dtype="fp16")
 
 
+@pytest.fixture(scope="module")
+def standard():
+    return RooflineStepTime(LLAMA, A10, dtype="fp16", attention="standard")
+
+
+def test_default_attention_is_fused(roofline, standard):
+    # Servers run fused attention. The standard algorithm writes and reads the score
+    # matrices: 32 heads x 4096^2 scores x 2 bytes = 1.07 GB per layer for a 4,096-token
+    # prompt, written and read around the softmax, so its prefill is slower; a decode's
+    # one row of scores per head is small, and the two agree within 1 %.
+    assert roofline.attention == "fused" and standard.attention == "standard"
+    fused_s, standard_s = (m.iteration_s(prefill_batch(4096)) for m in (roofline, standard))
+    assert standard_s > 1.2 * fused_s
+    assert fused_s == pytest.approx(costs("prefill", 1, 4096), rel=1e-9)
+    assert standard_s == pytest.approx(costs("prefill", 1, 4096, "standard"), rel=1e-9)
+    decodes = [m.iteration_s(decode_batch([1000] * 8)) for m in (roofline, standard)]
+    assert decodes[0] == pytest.approx(decodes[1], rel=0.01)
+
+
+@pytest.mark.parametrize("attention", ["fused", "standard"])
 @pytest.mark.parametrize("cached", [1, 100, 2047, 4000])
-def test_single_decode_equals_step_costs(roofline, cached):
-    expected = lp.step_costs(LLAMA, "decode", batch=1, seq_len=cached).on(A10).time_s
-    assert roofline.iteration_s(decode_batch([cached])) == pytest.approx(expected, rel=1e-9)
+def test_single_decode_equals_step_costs(roofline, standard, attention, cached):
+    model = roofline if attention == "fused" else standard
+    expected = costs("decode", 1, cached, attention)
+    assert model.iteration_s(decode_batch([cached])) == pytest.approx(expected, rel=1e-9)
 
 
+@pytest.mark.parametrize("attention", ["fused", "standard"])
 @pytest.mark.parametrize("batch, cached", [(8, 512), (64, 1000)])
-def test_uniform_decode_batch_equals_step_costs(roofline, batch, cached):
+def test_uniform_decode_batch_equals_step_costs(roofline, standard, attention, batch, cached):
     # The same operators, weights once, B sequences' attention: step_costs' own batch.
-    expected = lp.step_costs(LLAMA, "decode", batch=batch, seq_len=cached).on(A10).time_s
-    got = roofline.iteration_s(decode_batch([cached] * batch))
-    assert got == pytest.approx(expected, rel=1e-9)
+    model = roofline if attention == "fused" else standard
+    expected = costs("decode", batch, cached, attention)
+    assert model.iteration_s(decode_batch([cached] * batch)) == pytest.approx(expected, rel=1e-9)
 
 
+@pytest.mark.parametrize("attention", ["fused", "standard"])
 @pytest.mark.parametrize("prompt", [1, 37, 512, 4096])
-def test_single_prefill_equals_step_costs(roofline, prompt):
-    expected = lp.step_costs(LLAMA, "prefill", batch=1, seq_len=prompt).on(A10).time_s
-    assert roofline.iteration_s(prefill_batch(prompt)) == pytest.approx(expected, rel=1e-9)
+def test_single_prefill_equals_step_costs(roofline, standard, attention, prompt):
+    model = roofline if attention == "fused" else standard
+    expected = costs("prefill", 1, prompt, attention)
+    assert model.iteration_s(prefill_batch(prompt)) == pytest.approx(expected, rel=1e-9)
 
 
 def test_roofline_grows_with_batch_and_context(roofline):
@@ -68,22 +98,26 @@ def test_mixed_iteration_reads_the_weights_once(roofline):
     assert together > max(alone)
 
 
-def test_chunk_costs_its_share_of_the_prompts_attention(roofline):
+@pytest.mark.parametrize("attention, rows", [("fused", ("attention",)),
+                                             ("standard", ("qk", "softmax", "sv"))])
+def test_chunk_costs_its_share_of_the_prompts_attention(roofline, standard, attention, rows):
     # Second half of a 1024-token prompt: dense work of 512 tokens, half the attention of a
     # 1024-token prefill, one LM head row.
-    whole = lp.step_costs(LLAMA, "prefill", batch=1, seq_len=1024).on(A10)
-    attention = sum(whole[n].time_s for n in ("qk", "softmax", "sv"))
-    first_half = lp.step_costs(LLAMA, "prefill", batch=1, seq_len=512).on(A10)
-    dense = first_half.time_s - sum(first_half[n].time_s for n in ("qk", "softmax", "sv"))
-    got = roofline.iteration_s(Batch(0, (Chunk(0, 512, 512, True),), (), 0, ()))
-    assert got == pytest.approx(dense + attention / 2, rel=1e-9)
+    model = roofline if attention == "fused" else standard
+    whole = lp.step_costs(LLAMA, "prefill", batch=1, seq_len=1024, attention=attention).on(A10)
+    attention_s = sum(whole[n].time_s for n in rows)
+    first_half = lp.step_costs(LLAMA, "prefill", batch=1, seq_len=512,
+                               attention=attention).on(A10)
+    dense = first_half.time_s - sum(first_half[n].time_s for n in rows)
+    got = model.iteration_s(Batch(0, (Chunk(0, 512, 512, True),), (), 0, ()))
+    assert got == pytest.approx(dense + attention_s / 2, rel=1e-9)
 
 
 def test_mixture_of_experts_falls_back_to_exact_counts():
     mixtral, h100 = lp.get_model("mixtral-8x7b"), lp.get_accelerator("H100 SXM")
     model = RooflineStepTime(mixtral, h100)
     for batch in (1, 5, 40):
-        expected = lp.step_costs(mixtral, "decode", batch=batch, seq_len=300).on(h100).time_s
+        expected = costs("decode", batch, 300, model=mixtral, acc=h100)
         assert model.iteration_s(decode_batch([300] * batch)) == pytest.approx(expected, 1e-9)
 
 
@@ -101,9 +135,7 @@ def test_roofline_refuses_contexts_beyond_the_model():
 def test_roofline_simulation_of_one_request(roofline):
     # One request, prompt 100, output 3: prefill, then decodes with 100 and 101 cached.
     run = simulate([Request(0.0, 100, 3)], max_batch=1, step_time=roofline)
-    steps = [lp.step_costs(LLAMA, "prefill", batch=1, seq_len=100).on(A10).time_s,
-             lp.step_costs(LLAMA, "decode", batch=1, seq_len=100).on(A10).time_s,
-             lp.step_costs(LLAMA, "decode", batch=1, seq_len=101).on(A10).time_s]
+    steps = [costs("prefill", 1, 100), costs("decode", 1, 100), costs("decode", 1, 101)]
     r = run.requests[0]
     assert r.first_token_s == pytest.approx(steps[0], rel=1e-9)
     assert r.finish_s == pytest.approx(sum(steps), rel=1e-9)

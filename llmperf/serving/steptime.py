@@ -3,7 +3,8 @@
 `LinearStepTime` is the form serving simulators fit to measurements: a fixed cost per
 iteration, a cost per token processed and a cost per token of KV read.
 `fit_linear_step_time` fits it by least squares. `RooflineStepTime` builds the time from
-`step_costs` on a catalog accelerator.
+`step_costs` on a catalog accelerator, with fused attention by default, as serving
+systems run it (FlashAttention-style kernels that never write the score matrix out).
 """
 from __future__ import annotations
 
@@ -114,7 +115,13 @@ class RooflineStepTime:
       s + c tokens are read, not c / (s + c) of them) and, for the fused kernel, the
       causal mask's saving.
     Each operator takes max(FLOPs / peak, bytes / bandwidth), and the times add up. So a
-    single-sequence step, prefill or decode, equals `step_costs(...).on(acc).time_s`.
+    single-sequence step, prefill or decode, equals `step_costs(...).on(acc).time_s` with
+    the same `attention`.
+
+    `attention` is "fused" by default, the one-kernel attention that serving systems run
+    (FlashAttention and its kin: the score matrix never goes to memory, causal pairs
+    are skipped); "standard" costs the lecture's algorithm, which writes and reads the
+    scores and is slower for long prompts.
 
     Decodes are summed in closed form: one decode's attention time is a + b * kv_tokens
     (checked at construction for contexts up to the model's max_seq_len; ValueError where
@@ -124,7 +131,7 @@ class RooflineStepTime:
 
     def __init__(self, model: ModelConfig | str, accelerator: Accelerator | str,
                  dtype: str = "fp16", kv_dtype: str | None = None,
-                 attention: str = "standard") -> None:
+                 attention: str = "fused") -> None:
         self.model, self.accelerator = get_model(model), get_accelerator(accelerator)
         self.dtype, self.kv_dtype, self.attention = dtype, kv_dtype, attention
         self._peak, self._bw = self.accelerator.peak(dtype), self.accelerator.mem_bandwidth
