@@ -316,7 +316,7 @@ plt.show()
 # For the running example, Llama 2 7B in fp16 on an A10 with requests of 4096 tokens: the
 # A10's 24 GiB is 25.8 GB, the weights take 13.5 GB, and each request's cache is
 # $4096 \times 0.52$ MB $= 2.15$ GB. With inline ECC on, which data-center A10s run with, a
-# sixteenth of the memory holds check bits (chapter 4).
+# sixteenth of the memory holds check bits ([chapter 3](03_dependencies.ipynb), section 3.3).
 
 # %%
 fit_rows = []
@@ -521,8 +521,9 @@ plt.show()
 # iteration gets a budget of tokens; every running request's decode token is scheduled first,
 # and prompts fill what remains, in chunks, over as many iterations as they need. The cell
 # uses `RooflineStepTime`, which prices each iteration from `lp.step_costs` on a catalog
-# accelerator, for Llama 2 7B on the A10: eight requests decode, and a 3,000-token prompt
-# arrives one second in.
+# accelerator, with fused attention, the kernel that serving systems run (its default;
+# [chapter 7](07_fusion.ipynb), section 7.2), for Llama 2 7B on the A10: eight requests
+# decode, and a 3,000-token prompt arrives one second in.
 
 # %%
 a10_steps = sv.RooflineStepTime(llama, a10)
@@ -566,11 +567,29 @@ plt.show()
 # iteration's duration is the gap between two tokens of every request it decodes. Under
 # continuous batching one iteration carries the whole 3,000-token prefill, and eight users
 # see their stream freeze for that long. With chunking the prefill is spread over a dozen
-# iterations that each carry 256 tokens, each less than twice as long as a plain decode step:
-# the worst gap shrinks by about the ratio of prompt to budget, while the long prompt's own
-# first token comes at about the same time, since the same work is done in the same order. The budget sets the trade: a larger one finishes prompts
-# sooner, a smaller one keeps the streams smoother.
-#
+# iterations that each carry up to 256 tokens (the eight decodes and 248 tokens of the prompt),
+# each less than twice as long as a plain decode step: the worst gap shrinks by about the
+# ratio of prompt to budget. The long prompt's own first token comes only a little later
+# (compare the table's two TTFTs: about a tenth): the same prompt work is done, spread over
+# iterations that also carry the eight decodes, and its last, short chunk takes as long as a
+# decode step. The budget sets the trade: a larger one finishes prompts sooner, a smaller one
+# keeps the streams smoother.
+
+# %% tags=["hide-cell"]
+# The numbers of the paragraph above, from the simulated runs.
+plain_s = float(np.median(decode_gaps(stall_runs["continuous"], range(8))))
+worst = {p: max(decode_gaps(r, range(8))) for p, r in stall_runs.items()}
+long_ttft = {p: r.requests[8].ttft_s for p, r in stall_runs.items()}
+carrying = [it for it in stall_runs["chunked, 256-token budget"].iterations
+            if any(c.request_id == 8 for c in it.prefill)]
+assert len([it for it in stall_runs["continuous"].iterations
+            if any(c.request_id == 8 for c in it.prefill)]) == 1
+assert 11 <= len(carrying) <= 13 and all(it.duration_s < 2 * plain_s for it in carrying)
+assert all(sum(c.tokens for c in it.prefill) + len(it.decode) <= 256 for it in carrying)
+assert abs(worst["continuous"] / worst["chunked, 256-token budget"] / (3000 / 256) - 1) < 0.15
+assert 1.0 < long_ttft["chunked, 256-token budget"] / long_ttft["continuous"] < 1.15
+
+# %% [markdown]
 # :::{important}
 # Static batching wastes the slots that early finishers leave; continuous batching refills
 # them every iteration but lets a long prefill stall everyone's next token; chunked prefill
@@ -592,6 +611,14 @@ plt.show()
 # arrive as a Poisson process at a given rate, and Llama 2 7B serves them on one A10 with the
 # KV capacity of section 5.2. SLOs: TTFT at most 2 s, TPOT at most 50 ms (a little over twice a
 # batch-1 decode step, 22 ms on this card).
+#
+# Memory is managed by the simulator's default policy, `kv_memory="reservation"`: when a
+# request is admitted it reserves KV slots for its prompt and its *true* output length, which
+# the simulator knows in advance and a real server does not. That is the Orca (Oracle)
+# baseline of {cite:t}`kwon2023vllm` (their Figure 2 and section 6.1): the best a server that
+# reserves memory per request could do, an upper bound for Orca-style reservation, not a
+# description of one. [Chapter 6](06_memory.ipynb) compares it with reserving the maximum
+# length and with paged memory.
 
 # %%
 TTFT_SLO, TPOT_SLO = 2.0, 0.050
@@ -639,7 +666,15 @@ plt.show()
 # here, because these prompts are short and TPOT is a mean over the whole output, which
 # smooths one stall away; it matters for long prompts and for limits on the *worst* gap
 # (Figure 5).
-#
+
+# %% tags=["hide-cell"]
+# The numbers of the paragraphs above, from the simulated runs.
+decode_1_s = lp.step_costs(llama, "decode", 1, 338, attention="fused").on(a10).time_s
+assert round(decode_1_s * 1e3) == 22 and 2 * decode_1_s < TPOT_SLO < 2.5 * decode_1_s
+assert max(attainment["static, B = 16"]) < 0.9 and goodputs["static, B = 16"] == 0.0
+assert abs(goodputs["chunked, B = 16, budget 256"] - goodputs["continuous, B = 16"]) < 0.2
+
+# %% [markdown]
 # :::{important}
 # Throughput alone does not describe a server: goodput, the highest load at which most
 # requests still meet their TTFT and TPOT limits, does.
@@ -651,22 +686,30 @@ plt.show()
 # throughput test built to vary output lengths: 1,000 requests sent at once, each with a
 # 512-token prompt and an output length drawn from an exponential distribution of mean 128
 # tokens, capped at 32, 128, 512 or 1,536 tokens in four datasets (the end-of-sequence token
-# ignored, so each request generates exactly its drawn length). Their baseline is naive
+# ignored, so each request generates exactly its drawn length). Their script caps by
+# redrawing: a length above the cap is thrown away and drawn again, so the lengths follow an
+# exponential *truncated* at the cap (`capped_exponential` in its `benchmark_throughput.py`)
+# {cite:p}`anyscale2023benchmarks`. Clipping the draws at the cap would be another workload:
+# at a cap of 32 it sets nearly four draws in five to exactly 32, for a mean of about 28
+# tokens, where the truncated lengths average about 16. Their throughput, in tokens per
+# second, counts the prompt tokens as well as the output tokens of every request over the
+# run's duration (`calculate_throughput` in the same script); our comparison counts the same
+# way. Their baseline is naive
 # static batching with Hugging Face pipelines, at batch sizes of 16, 12, 8 and 4 for the four
 # caps in their scripts {cite:p}`anyscale2023benchmarks`. They report, over that baseline, up
 # to 23x the throughput with vLLM (continuous batching with paged KV memory), about 8x with
 # continuous batching in Ray Serve and in Hugging Face's text-generation-inference, and about
 # 4x with NVIDIA's FasterTransformer (an optimized implementation, static batching).
 #
-# `sv.throughput_workload(cap)` draws the same workload; `RooflineStepTime` prices OPT-13B on
-# the A100 40GB; the static batch sizes are theirs, and continuous batching gets as many
-# slots as the KV memory of section 5.2 admits.
+# `sv.throughput_workload(cap)` draws the same workload, truncated as theirs;
+# `RooflineStepTime` prices OPT-13B on the A100 40GB; the static batch sizes are theirs, and
+# continuous batching gets as many slots as the KV memory of section 5.2 admits.
 
 # %%
 a100_steps = sv.RooflineStepTime(opt, a100)
 opt_kv = bt.kv_capacity_tokens(opt, a100)
 STATIC_BATCH = dict(zip(sv.THROUGHPUT_CAPS_TOKENS, (16, 12, 8, 4)))  # the study's scripts
-study_rows, study_runs = [], {}
+study_rows, study_runs, study_tok_s = [], {}, {}
 for cap in sv.THROUGHPUT_CAPS_TOKENS:
     requests = sv.throughput_workload(cap)
     static = sv.simulate(requests, "static", max_batch=STATIC_BATCH[cap], step_time=a100_steps,
@@ -674,25 +717,27 @@ for cap in sv.THROUGHPUT_CAPS_TOKENS:
     continuous = sv.simulate(requests, "continuous", max_batch=256, step_time=a100_steps,
                              kv_capacity_tokens=opt_kv)
     study_runs[cap] = (static, continuous)
+    tokens = sum(r.total_tokens for r in requests)  # prompt + output, as the study counts
+    study_tok_s[cap] = (tokens / static.makespan_s, tokens / continuous.makespan_s)
     resident = max(len(it.decode) + len(it.prefill) for it in continuous.iterations)
-    study_rows.append((cap, STATIC_BATCH[cap], static.throughput_tok_s, resident,
-                       continuous.throughput_tok_s,
-                       continuous.throughput_tok_s / static.throughput_tok_s))
-lp.Table(["output cap", "static B", "static tokens/s", "continuous: most running",
-          "continuous tokens/s", "continuous / static"], study_rows,
-         title="OPT-13B on one A100 40GB (roofline step times): the study's throughput test",
-         formats={"static tokens/s": ",.0f", "continuous tokens/s": ",.0f",
+    study_rows.append((cap, np.mean([r.output_tokens for r in requests]), STATIC_BATCH[cap],
+                       study_tok_s[cap][0], resident, study_tok_s[cap][1],
+                       study_tok_s[cap][1] / study_tok_s[cap][0]))
+lp.Table(["output cap", "mean output", "static B", "static tokens/s",
+          "continuous: most running", "continuous tokens/s", "continuous / static"], study_rows,
+         title="OPT-13B on one A100 40GB (roofline step times): the study's throughput test, "
+               "tokens/s counting prompt + output tokens",
+         formats={"mean output": ".1f", "static tokens/s": ",.0f", "continuous tokens/s": ",.0f",
                   "continuous / static": lambda v: v if isinstance(v, str) else f"{v:.1f}x"},
-         footer=[("published", "16 .. 4", None, None, None,
+         footer=[("published", None, "16 .. 4", None, None, None,
                   "about 8x (TGI, Ray Serve); up to 23x (vLLM)")])
 
 # %%
 ax = new_axes("The study's throughput test in simulation (OPT-13B, A100 40GB)",
-              "cap on output length (tokens)", "throughput (output tokens/s)")
+              "cap on output length (tokens)", "throughput (prompt + output tokens/s)")
 caps = list(sv.THROUGHPUT_CAPS_TOKENS)
-ax.plot(caps, [study_runs[c][0].throughput_tok_s for c in caps], "s--",
-        label="static, the study's batch sizes")
-ax.plot(caps, [study_runs[c][1].throughput_tok_s for c in caps], "o-",
+ax.plot(caps, [study_tok_s[c][0] for c in caps], "s--", label="static, the study's batch sizes")
+ax.plot(caps, [study_tok_s[c][1] for c in caps], "o-",
         label="continuous, KV reserved per request")
 ax.set(xscale="log", yscale="log")
 ax.set_xticks(caps, [str(c) for c in caps])
@@ -701,13 +746,31 @@ plt.show()
 
 # %% [markdown]
 # **Figure 7.** Simulated throughput of OPT-13B on one A100 40GB against the cap on output
-# length, static batching at the study's batch sizes and continuous batching. The gap widens
-# with the cap, which is the study's hypothesis: the more the output lengths vary, the more
-# static batching loses to slots left empty, and here also to the smaller batches that longer
-# outputs force on it. Continuous batching is slowest at the smallest cap, where each request's
-# 512-token prefill outweighs its few output tokens; beyond it, its throughput barely moves
-# with the cap, since its batch stays as full as memory allows.
-#
+# length, counting prompt and output tokens as the study does, static batching at the study's
+# batch sizes and continuous batching. The gap widens with the cap, which is the study's
+# hypothesis: the more the output lengths vary, the more static batching loses to slots left
+# empty, and here also to the smaller batches that longer outputs force on it. Both policies
+# are fastest at the smallest cap, where the 512 prompt tokens, processed many hundreds to a
+# step in prefill, are most of the tokens counted; as the cap grows, output tokens, one per request
+# per step, take over. Static batching slows far more, because its batches shrink too;
+# continuous batching levels off at the long caps, where the truncation hardly shortens the
+# outputs any more and its batch stays as full as memory allows.
+
+# %% tags=["hide-cell"]
+# The numbers of section 5.6's prose, from the workloads and the simulated runs.
+short = np.array([r.output_tokens for r in sv.throughput_workload(32)])
+clipped = np.array([r.output_tokens for r in
+                    sv.workload(1000, sv.Fixed(512), sv.Exponential(128, 32), seed=0)])
+assert short.max() <= 32 and round(short.mean()) == 16
+assert round(clipped.mean()) == 28 and 0.75 < np.mean(clipped == 32) < 0.8
+ratios = [study_tok_s[c][1] / study_tok_s[c][0] for c in caps]
+assert all(np.diff(ratios) > 0) and 1 < ratios[0] and ratios[-1] < 10
+for policy in (0, 1):
+    assert all(np.diff([study_tok_s[c][policy] for c in caps]) < 0)
+slowdown = [study_tok_s[caps[0]][p] / study_tok_s[caps[-1]][p] for p in (0, 1)]
+assert slowdown[0] > 3 * slowdown[1] and study_tok_s[512][1] / study_tok_s[1536][1] < 1.15
+
+# %% [markdown]
 # The direction and the growth of the ratio agree with the study; the size of the ratio
 # does not reach its 23x, and the reasons are instructive.
 #
@@ -717,7 +780,8 @@ plt.show()
 #   eager PyTorch code is far from the roofline. A ratio over a slow baseline is large.
 # - **vLLM holds more requests at once.** Our scheduler reserves each request's whole KV
 #   cache, prompt and output, when it is admitted (and knows the exact output length, which a
-#   real server does not). vLLM's paged memory allocates blocks as tokens are produced
+#   real server does not: the Orca (Oracle) baseline of {cite:t}`kwon2023vllm`, their
+#   Figure 2). vLLM's paged memory allocates blocks as tokens are produced
 #   {cite:p}`kwon2023vllm`, so more requests run at once, and at the long caps that is most of
 #   its advantage over the other continuous systems.
 # - **Memory.** Our capacity is the library's 40 GiB less the weights, about 21,000 tokens,
@@ -736,7 +800,10 @@ plt.show()
 # maximum batch and, for chunked prefill, a token budget; the workload is 200 chat requests
 # all sent at once; the model is Llama 2 7B in fp16, simulated on three catalog GPUs with each
 # part's KV capacity. Throughput counts output tokens over the makespan; TTFT includes
-# queueing.
+# queueing. As in section 5.5, every request reserves KV memory for its true output length:
+# these are Orca (Oracle) servers in the terms of {cite:t}`kwon2023vllm` (their Figure 2),
+# holding as many requests at once as a server that knew every output length in advance
+# could, and fewer than paged memory would ([chapter 6](06_memory.ipynb)).
 
 # %%
 configs = {
