@@ -91,18 +91,24 @@ print(f"device for the measurements: {device}; Llama 2 7B on an A10 holds {a10_k
 # A server cannot know how long a request's output will be, so a system that keeps each
 # request's cache in one contiguous buffer must reserve the longest it could become: the
 # model's whole context, 4,096 tokens for Llama 2. A request then holds its reservation for
-# its whole life while filling it one token per step. {cite:t}`kwon2023vllm` measured this in
-# the systems of the day (FasterTransformer and Orca): only 20.4 to 38.2% of the KV memory
-# held token states; the rest was reserved for tokens not yet generated (or never to be),
-# lost to internal fragmentation, or lost between buffers (external fragmentation).
+# its whole life while filling it one token per step. {cite:t}`kwon2023vllm` measured this
+# (their Figure 2) in their own implementation of Orca, with contiguous buffers placed by a
+# buddy allocator, in three variants: Orca (Max) reserves the model's maximum length (2,048
+# tokens for their OPT models), Orca (Pow2) a power of two up to twice the true output
+# length, and Orca (Oracle) exactly the true length, known in advance. Only 20.4% (Max),
+# 26.8% (Pow2) and 38.2% (Oracle) of the KV memory held token states, against 96.3% in
+# vLLM; the rest was reserved for tokens not yet generated, lost to internal fragmentation
+# (reserved for tokens never to be generated), or lost between buffers (external
+# fragmentation).
 #
 # *Predict* before running: the chat requests of chapter 5 (log-normal lengths with the
 # means of the ShareGPT conversations used to evaluate vLLM {cite:p}`kwon2023vllm`, 161
 # prompt and 338 output tokens) on Llama 2 7B on an A10, 200 of them sent at once,
 # continuous batching with up to 256 in flight. What share of the reserved memory holds
 # tokens, averaged over the run, if every request reserves 4,096 tokens? The
-# simulator's memory policies answer it: `kv_memory="reservation"` with `reserve_tokens`
-# (or without, an oracle that reserves each request's true length), and `"paged"`, the
+# simulator's memory policies answer it: `kv_memory="reservation"` with `reserve_tokens`,
+# our counterpart of Orca (Max) (or without, an oracle that reserves each request's true
+# length, our counterpart of Orca (Oracle)), and `"paged"`, the
 # subject of the next section. Each iteration of the run records the KV slots held and those
 # holding a token.
 
@@ -133,6 +139,9 @@ assert burst_runs["reserve 4,096 (max length)"].preemptions == 0
 # the prose below: 15% and 57% held tokens, a run more than three times as long, 200+ preemptions
 assert round(utilization["reserve 4,096 (max length)"], 2) == 0.15
 assert round(utilization["reserve true length (oracle)"], 2) == 0.57
+# against vLLM's Figure 2: below Orca (Max)'s 20.4%, above Orca (Oracle)'s 38.2%
+assert utilization["reserve 4,096 (max length)"] < 0.204
+assert utilization["reserve true length (oracle)"] > 0.382
 assert (burst_runs["reserve 4,096 (max length)"].makespan_s
         > 3 * burst_runs["paged, blocks of 16"].makespan_s)
 assert 200 < burst_runs["paged, blocks of 16"].preemptions < 300
@@ -162,12 +171,15 @@ plt.show()
 # almost exactly what it uses (the blue lines nearly coincide), and fits far more requests in
 # the same capacity until the queue drains.
 #
-# Our reservation wastes more than the paper's measurement: 15% of the memory holds tokens,
-# against 20.4 to 38.2%. The workloads differ (our requests are much shorter than a 4,096-token
-# context; the paper's OPT models reserved 2,048) and so do the systems (the paper also
-# counts Orca reserving a power of two above the true length, and an oracle). Even the
-# oracle, which knows every output length in advance, uses only 57% on average: a request
-# holds slots for tokens it will generate only later.
+# Set beside the paper's Figure 2 {cite:p}`kwon2023vllm`, reserving 4,096 tokens, the
+# counterpart of Orca (Max), wastes more: 15% of the memory holds tokens, against Orca
+# (Max)'s 20.4%, because it reserves 4,096 tokens, twice the 2,048 of the paper's OPT models,
+# for requests far shorter than either. Our oracle, the counterpart of Orca (Oracle), does better
+# than the paper's: 57% against 38.2%, because the simulator models no external
+# fragmentation: its memory is a count of token slots, any of which serves any reservation,
+# while the paper's buffers are placed by a buddy allocator and lose memory between them.
+# What our oracle still wastes is the reservation itself: even knowing every output length
+# in advance, a request holds slots for tokens it will generate only later.
 #
 # ### 6.1.2 Paged allocation
 #
@@ -523,11 +535,14 @@ lp.Table(["quantity", "value"],
 # %%
 reserve_max, oracle = burst_runs["reserve 4,096 (max length)"], burst_runs["reserve true length (oracle)"]
 lp.Table(["quantity", "published", "ours", "why they differ"], [
-    ("KV memory holding token states, reserving systems", "20.4 to 38.2%",
-     f"{reserve_max.kv_utilization:.1%} (reserve 4,096), {oracle.kv_utilization:.1%} (oracle)",
-     "OPT models reserve 2,048 tokens; Orca variants reserve a power of two or the truth"),
-    ("KV memory wasted under paging", "under 4%, last block only",
-     f"{1 - paged_burst.kv_utilization:.1%}",
+    ("KV memory holding tokens, reserving the maximum", "20.4% (Orca (Max))",
+     f"{reserve_max.kv_utilization:.1%} (reserve 4,096)",
+     "the paper's OPT models reserve 2,048 tokens, Llama 2 here 4,096"),
+    ("KV memory holding tokens, reserving the true length", "38.2% (Orca (Oracle))",
+     f"{oracle.kv_utilization:.1%} (oracle)",
+     "the simulator models no external fragmentation (no allocator, only slot counts)"),
+    ("KV memory under paging", "96.3% holding tokens; under 4% wasted, last block only",
+     f"{paged_burst.kv_utilization:.1%} holding tokens, {1 - paged_burst.kv_utilization:.1%} wasted",
      "about (s - 1)/2 slots per request: a smaller share of longer requests"),
     ("throughput, paging against reservation", "2 to 4x at the same latency",
      f"{paged_over_reserved[-1]:.1f}x at 8 requests/s, "
@@ -564,6 +579,11 @@ lp.Table(["quantity", "published", "ours", "why they differ"], [
 #
 # Rounding moves $w_i / s$ by at most one half, so every weight comes back within
 # $|w_i - \hat w_i| \le s/2$, and the largest weight comes back exactly ($q = \pm q_{\max}$).
+# The bound holds for the scales as `quantize` keeps them, in fp32. The packed kernels of
+# section 6.2.4 read the scales in bf16 and compute with bf16 activations: bf16 keeps 8
+# significant bits, so a scale rounded to it moves by up to $2^{-8}$ of itself, and a weight
+# of code $q$ by up to $|q|\,s\,2^{-8}$ more: almost another $s/2$ for int8's code 127
+# ($127/256$), about $s/37$ for int4's 7. Each activation is rounded to bf16 the same way.
 # If the rounding errors spread evenly over $[-s/2, s/2]$, their root mean square is
 # $s/\sqrt{12}$ (`llmperf.measured.quant.predicted_rms_error`). Storage per weight is $b/8$ bytes for
 # the code plus the scale's bytes shared by $g$ weights:
@@ -610,6 +630,20 @@ for bits in (8, 4):
     print(f"       back: {[round(v, 4) for v in q.dequantize()[0].tolist()]}")
     print(f"       largest error {float((row - q.dequantize()).abs().max()):.5f}"
           f" <= s/2 = {max_rounding_error(0.5, bits):.5f}")
+
+# %% tags=["hide-cell"]
+# The bound s/2 holds for fp32 scales; with the scales in bf16, as the packed kernels read
+# them, a weight of code q moves by up to |q| s 2^-8 more (the prose above).
+_w = torch.randn(256, 1024, generator=torch.Generator().manual_seed(0))
+_worst = {}
+for _bits in (8, 4):
+    _q = quantize(_w, _bits)
+    _s = _q.scales.float()
+    assert ((_w - _q.dequantize()).abs() / _s).max() <= 0.5 + 1e-5
+    _worst[_bits] = ((_w - _q.codes().float() * _s.to(torch.bfloat16).float()).abs() / _s).max()
+    assert _worst[_bits] <= 0.5 + q_max(_bits) / 256 + 1e-5
+assert _worst[8] > 0.6  # int8 with bf16 scales does exceed s/2
+assert round(256 / q_max(4)) == 37
 
 # %% [markdown]
 # Every code but the largest is a rounded ratio: with int8 the row comes back to three
@@ -842,7 +876,8 @@ plt.show()
 # measured and predicted speedups in the tables above), since its weights are small enough
 # that a step is mostly fixed costs; the larger ref-small is where the bytes begin to
 # show. (On a CPU the bf16 model need not be faster than fp32 either: its matrix-vector
-# products are less tuned than fp32's, and the norms convert to fp32 and back.) Groups of
+# products can be limited by turning each weight into fp32, not by its bytes (Figure 5
+# below), and the norms convert to fp32 and back.) Groups of
 # 32 need not give a lower loss than groups of 128 on this small model, although their
 # rounding error is smaller (Figure 3): the loss moves by about a hundredth of a nat or
 # less, and at that scale which weights the rounding moves counts as much as its average
@@ -857,12 +892,11 @@ plt.show()
 # multiply by the scale, before the multiply-add it came for. On a GPU that work hides
 # behind the memory traffic; on two CPU cores it can become the bottleneck, so the kernel
 # streams its (fewer) bytes more slowly than the fp32 product streams its own. Third, the
-# kernels compute in bf16, so activations are converted on the way in and out. And on a CPU
-# whose last-level cache is large (some server parts have hundreds of MB), a small model's
-# weights may come from the cache rather than from DRAM, where bytes are cheaper still and
-# the byte count predicts even less. The next cell isolates the second effect: one weight
-# matrix of 2,048 by 8,192, one input row, each kernel's achieved bandwidth (the bytes it
-# must read over its time).
+# kernels compute in bf16, so activations are converted on the way in and out. The second
+# effect is not peculiar to quantization: a plain bf16 product on a CPU without bf16
+# arithmetic also turns each weight into fp32 before its multiply-add. The next cell
+# isolates it: one weight matrix of 2,048 by 8,192, one input row, each kernel's achieved
+# bandwidth (the bytes it must read over its time), bf16's beside fp32's.
 
 # %%
 big = torch.nn.Linear(2048, 8192, bias=False, device=quant_device)
@@ -881,10 +915,14 @@ with torch.inference_mode():
         kernel_rows.append((name, nbytes, t, nbytes / t))
 
 # %% tags=["nbval-ignore-output"]
-lp.Table(["kernel", "weight bytes", "time (median)", "achieved bandwidth"], kernel_rows,
-         title=f"One 2048 x 8192 matrix times one row, on {quant_device}",
-         formats={"weight bytes": lp.format_bytes, "time (median)": lp.format_seconds,
-                  "achieved bandwidth": lp.format_bandwidth})
+display(lp.Table(["kernel", "weight bytes", "time (median)", "achieved bandwidth"], kernel_rows,
+                 title=f"One 2048 x 8192 matrix times one row, on {quant_device}",
+                 formats={"weight bytes": lp.format_bytes, "time (median)": lp.format_seconds,
+                          "achieved bandwidth": lp.format_bandwidth}))
+kernel = {name: (nbytes, t, bandwidth) for name, nbytes, t, bandwidth in kernel_rows}
+(fp32_bytes, fp32_s, fp32_bw), (bf16_bytes, bf16_s, bf16_bw) = kernel["fp32"], kernel["bf16"]
+print(f"bf16 against fp32: {bf16_bytes / fp32_bytes:.0%} of the bytes, "
+      f"{bf16_s / fp32_s:.0%} of the time, {bf16_bw / fp32_bw:.0%} of the bandwidth")
 
 # %%
 ax = new_axes("Achieved bandwidth of each kernel on one weight matrix",
@@ -898,11 +936,16 @@ plt.show()
 # **Figure 5.** Bandwidth each kernel achieves on one weight matrix and one input row: the
 # bytes it must read (codes and scales, or the full-precision matrix) over its median time.
 # If the kernels were bound by memory alone, every bar would stand at the same height, and
-# time would shrink with bytes. What to see: the bars of the quantized kernels fall short of
-# fp32's, so their time shrinks less than their bytes; and the reference path, which writes
-# a dequantized copy before multiplying, is far slower than not quantizing at all. Where a
-# step is bound by memory and the kernel's unpacking hides behind it (a large model on a
-# GPU), the bars even out.
+# time would shrink with bytes. What to look for: a quantized kernel whose bar stands below
+# fp32's took longer than its bytes alone would take, the cost of turning its codes back into
+# numbers; which bars fall short, and by how much, depends on the CPU and on the kernel
+# PyTorch picks. Look at bf16's bar too, with the line printed under the table: bf16 reads
+# half of fp32's bytes, so where its bar stands near half of fp32's, its time has hardly
+# shrunk at all. Such a kernel is limited by the work per element, turning each bf16 weight
+# into fp32 for its multiply-add (as a quantized kernel dequantizes), not by the bytes it
+# reads. The reference path, which writes a dequantized copy before multiplying, is far
+# slower than not quantizing at all. Where a step is bound by memory and the kernel's
+# unpacking hides behind it (a large model on a GPU), the bars even out.
 #
 # ### 6.2.6 A peer: torchao
 #
