@@ -409,7 +409,19 @@ plt.show()
 # comes close to reading $Q$, $K$, $V$ and writing $O$ once each. Counted that way, one head
 # at $N = 4096$ does thousands of FLOPs per byte, far right of every ridge. Measured kernels
 # agree: FlashAttention-2 reaches 50 to 73 % of the A100's peak fp16 throughput in the forward
-# pass {cite:p}`dao2023flashattention2`, which no memory-bound kernel could. Chapter 7 measures the difference.
+# pass {cite:p}`dao2023flashattention2`, which the standard algorithm's ceiling could not
+# allow: at $d = 128$ its intensity stays under $(4d+3)/8 \approx 64$ FLOP/byte, which caps
+# it at 42 % of the peak of an A100 80GB (ridge about 153) and 32 % on the 40 GB one (ridge
+# about 201), half that at $d = 64$. Chapter 7 measures the difference.
+
+# %% tags=["hide-cell"]
+# The ceiling of the standard algorithm on the A100s, as the paragraph above says.
+_limit = (4 * d + 3) / 8
+_a100s = [lp.get_accelerator(n) for n in ("A100 SXM 80GB", "A100 SXM 40GB")]
+assert d == 128 and round(_limit) == 64
+assert [round(a.ridge_point("fp16")) for a in _a100s] == [153, 201]
+assert [round(_limit / a.ridge_point("fp16"), 2) for a in _a100s] == [0.42, 0.32]
+assert [round((4 * 64 + 3) / 8 / a.ridge_point("fp16"), 2) for a in _a100s] == [0.21, 0.16]  # d = 64
 
 # %% [markdown]
 # ## 4.4 Linear layers: GEMM in prefill, GEMV in decode
@@ -962,13 +974,20 @@ lp.Table(["link", "one way", "decode token", "4096-token prefill"],
 # half as much again to the time to first token.
 #
 # (d) Over PCIe Gen4 at 32 GB/s per direction the prefill's 18.8 GB take about 0.6 s, many
-# times the compute time. Decode is a different story: its 4.59 MB per token take about
-# 0.14 ms at 32 GB/s, small beside the weight reads, so tensor parallelism over PCIe still
-# serves decode well, and it is used that way on GPUs without NVLink. What PCIe costs is the
-# long prefill, unless its all-reduces overlap with the matrix products. The alternative is
-# to split the model by layers (pipeline parallelism): one activation transfer per stage
-# boundary instead of two all-reduces per layer, at the price of stages that wait for each
-# other.
+# times the compute time. In decode the bandwidth is again not the issue: its 4.59 MB per
+# token take about 0.14 ms at 32 GB/s, small beside the weight reads. Latency is, and it
+# matters more here than on NVLink: the 160 all-reduces per token each move a small message
+# (16,384 bytes, 28,672 sent per GPU), so their time is mostly per-transfer start-up
+# latency, and a ring over 8 GPUs takes $2(p-1) = 14$ transfers per all-reduce, each paying
+# it across PCIe. At
+# 32 µs per all-reduce the 160 of them would take as long as the 5.1 ms of weight reads of
+# (b); measure yours with NCCL's `all_reduce_perf` at a size of 16,384 bytes. Tensor
+# parallelism over PCIe can still serve decode, and it is used that way on GPUs without
+# NVLink, but its cost per token is set by that latency, not by the bytes. In the long
+# prefill it is the bytes that cost, unless its all-reduces overlap with the matrix
+# products. The alternative is to split the model by layers (pipeline parallelism): one
+# activation transfer per stage boundary instead of two all-reduces per layer, at the price
+# of stages that wait for each other.
 #
 # </details>
 
@@ -1038,6 +1057,8 @@ assert round(weights_per_gpu / h100.mem_bandwidth * 1e3, 1) == 5.1
 assert round(4096 * one_token / 1e9, 1) == 18.8 and round(4096 * one_token / nvlink.one_way * 1e3) == 42
 assert round(prefill70.total.flops / p / h100.peak("fp16") * 1e3) == 74
 assert round(4096 * one_token / pcie4.one_way, 1) == 0.6 and round(one_token / pcie4.one_way * 1e3, 2) == 0.14
+assert one_token / 160 == 28_672 == 2 * (p - 1) / p * 16_384 and 2 * (p - 1) == 14
+assert round(weights_per_gpu / h100.mem_bandwidth / 160 * 1e6) == 32  # latency that equals the weight reads
 assert math.ceil((8 * ridge_a10 - 3) / 4) == 416 and round(h100.ridge_point("fp16")) == 295
 assert math.ceil((8 * h100.ridge_point("fp16") - 3) / 4) == 590
 assert lp.ffn_critical_batch(llama, a10) == 224
