@@ -1136,8 +1136,9 @@ assert [round(r[3], 2) for r in gpt_fast_rows] == [0.75, 0.59]
 # %% [markdown]
 # ## Summary
 #
-# - Reserving a request's longest possible cache wastes most of the KV memory: only 20 to 38%
-#   held tokens in the systems vLLM measured, 15% in our simulated chat burst. Paged
+# - Reserving KV memory per request wastes most of it: in vLLM's Figure 2, 20% of it held
+#   tokens when Orca reserved the longest possible cache and 38% even when it reserved each
+#   request's true length; 15% in our simulated chat burst, which reserves 4,096 tokens. Paged
 #   allocation, $\lceil n/s \rceil$ blocks per request taken as tokens arrive, wastes less
 #   than one block per request, half a block on average (1.4% here, under 4% in vLLM), at
 #   the price of a block table and of reading keys through it

@@ -16,8 +16,8 @@ times per request, not once per token; it counts the tokens cached itself.
 
 - `ReservationMemory`: at admission a request reserves slots for its whole length (its
   prompt plus output, known to the simulator, as an oracle would; or a fixed
-  `reserve_tokens`, the maximum length a system without that knowledge must reserve, as
-  FasterTransformer and Orca do in vLLM's comparison). It never grows, never preempts.
+  `reserve_tokens`, the maximum length a system without that knowledge must reserve: the
+  Orca (Oracle) and Orca (Max) baselines of vLLM's Figure 2). It never grows, never preempts.
 - `PagedMemory`: blocks of `block_size` slots from a `BlockAllocator`, taken as tokens
   arrive; `grow` fails when the free list is short, and the scheduler then preempts.
 
