@@ -5,10 +5,10 @@ The folders follow the book: every claim derived, then measured.
 - `units`, `names`, `table`, `hardware`, `models`: the vocabulary (dtypes and their bytes,
   the accelerator and model catalogs); `plots` the book's one plotting style; `cli` the
   `llmperf` command.
-- `analytic/` (torch-free): `cost` and `layers` count FLOPs and bytes, `roofline` and
-  `perfmodel` turn them into times, `parallel` the bytes of tensor parallelism, `batching`
-  what a batch costs and how many fit, and the optimization chapters' `fusion`, `quant`,
-  `speculative` and `sparsity`.
+- `analytic/` (torch-free): `cost` and `layers` count FLOPs and bytes (`steptable` is the
+  table `step_costs` returns), `roofline` and `perfmodel` turn the counts into times,
+  `parallel` the bytes of tensor parallelism, `batching` what a batch costs and how many
+  fit, and the optimization chapters' `fusion`, `quant`, `speculative` and `sparsity`.
 - `serving/` (torch-free): requests, the scheduler, KV memory (reserved or paged), step
   times, metrics, and the simulator.
 - `measured/` (PyTorch): the reference `model`, every KV `cache`, `generate`, the serving
@@ -38,10 +38,7 @@ from .analytic.cost import (
 )
 from .analytic.layers import (
     ATTENTION_ALGORITHMS,
-    OpRow,
-    PlacedOpRow,
-    PlacedStepCosts,
-    StepCosts,
+    attention_op_rows,
     experts_touched,
     step_costs,
 )
@@ -64,6 +61,7 @@ from .analytic.perfmodel import (
     simple_latency,
 )
 from .analytic.roofline import attainable_flops, bound, compute_time, memory_time, roofline_time
+from .analytic.steptable import KINDS, OpRow, PlacedOpRow, PlacedStepCosts, StepCosts
 from .hardware import CATALOG as ACCELERATORS
 from .hardware import Accelerator, get_accelerator, list_accelerators
 from .models import CATALOG as MODELS

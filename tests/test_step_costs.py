@@ -322,7 +322,7 @@ def test_step_costs_with_a_fused_kernel_has_one_attention_row():
     assert fused.total.bytes < std.total.bytes and fused.total.flops < std.total.flops
     assert fused["q_proj"] == std["q_proj"]
     with pytest.raises(ValueError, match="attention"):
-        lp.step_costs("llama-2-7b", "prefill", attention="flash")
+        lp.step_costs("llama-2-7b", "prefill", seq_len=16, attention="flash")
 
 
 def test_critical_batch_of_moe_scales_by_experts_over_k():

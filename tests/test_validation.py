@@ -18,21 +18,25 @@ import llmperf as lp
         (lambda: lp.attention_cost(16, 64, heads=6, kv_heads=4), "heads"),
         (lambda: lp.get_model("llama-2-7b").kv_cache_bytes(tokens=0), "tokens"),
         (lambda: lp.get_model("llama-2-7b").kv_cache_bytes(tokens=10, batch=-2), "batch"),
-        (lambda: lp.step_costs("llama-2-7b", "decode", batch=0), "batch"),
+        (lambda: lp.step_costs("llama-2-7b", "decode", batch=0, seq_len=8), "batch"),
         (lambda: lp.step_costs("llama-2-7b", "decode", seq_len=-5), "seq_len"),
-        (lambda: lp.step_costs("llama-2-7b", "training"), "phase"),
+        (lambda: lp.step_costs("llama-2-7b", "training", seq_len=8), "phase"),
         (lambda: lp.simple_latency("llama-2-7b", "A10", 0, 10), "prompt_tokens"),
         (lambda: lp.simple_latency("llama-2-7b", "A10", 10, float("nan")), "output_tokens"),
         (lambda: lp.max_batch_size("llama-2-7b", "A10", seq_len=0), "seq_len"),
+        (lambda: lp.OpRow("mystery", "other", lp.Cost(1.0, 1.0), 1), "kind"),
+        (lambda: lp.OpRow("qk", "attention", lp.Cost(1.0, 1.0), 1, kind="gemm"), "kind"),
+        (lambda: lp.OpRow("qk", "attention", lp.Cost(1.0, 1.0), 1, weight_bytes=0.0,
+                          kv_bytes=2.0), "bytes"),
         (lambda: lp.attainable_flops(-1.0, "A10"), "intensity"),
         (lambda: lp.flash_attention_cost(1024, 128, sram_bytes=0), "sram_bytes"),
         (lambda: lp.softmax_cost(0), "seq_len"),
         (lambda: lp.attention_scores_cost(8, 64, kv_len=0), "kv_len"),
         (lambda: lp.fused_attention_cost(8, 64, window=0), "window"),
         (lambda: lp.attended_pairs(8, 4, causal=True), "kv_len"),
-        (lambda: lp.step_costs("llama-2-7b", "decode", attention="flash"), "attention"),
-        (lambda: lp.step_costs("llama-2-7b", "decode").block_total("mlp"), "block"),
-        (lambda: lp.step_costs("llama-2-7b", "decode").on("A1000"), "accelerator"),
+        (lambda: lp.step_costs("llama-2-7b", "decode", seq_len=8, attention="flash"), "attention"),
+        (lambda: lp.step_costs("llama-2-7b", "decode", 1, 8).block_total("mlp"), "block"),
+        (lambda: lp.step_costs("llama-2-7b", "decode", 1, 8).on("A1000"), "accelerator"),
         (lambda: lp.ModelConfig("x", 2, 64, 4, 128, 100, sliding_window=0), "sliding_window"),
         (lambda: lp.ModelConfig("x", 2, 64, 4, 128, 100, sliding_window=2.5), "sliding_window"),
         (lambda: lp.get_model("llama-2-7b").cached_tokens(0), "tokens"),
@@ -80,6 +84,15 @@ def test_dtype_aliases_are_accepted():
 
 def test_model_too_big_for_the_card_fits_zero_sequences():
     assert lp.max_batch_size("llama-2-70b", "A10", seq_len=4096) == 0
+
+
+def test_step_costs_without_seq_len_names_it():
+    # No silent default: a step's cost depends on the tokens it runs over or attends to.
+    for phase in ("prefill", "decode"):
+        with pytest.raises(TypeError, match="seq_len"):
+            lp.step_costs("llama-2-7b", phase)
+        with pytest.raises(TypeError, match="seq_len"):
+            lp.step_costs("llama-2-7b", phase, batch=4, attention="fused")
 
 
 def test_zero_cost_has_zero_intensity_not_nan():
