@@ -98,7 +98,7 @@ def test_a_row_without_a_split_is_refused_by_name():
     row = lp.OpRow("qk", "attention", lp.Cost(10.0, 8.0), 1)
     assert row.kind == "attention" and not row.has_split  # the kind follows the row's name
     with pytest.raises(ValueError, match="weight_bytes"):
-        row.activation_bytes
+        row.bytes_by_data()
     step = lp.step_costs("llama-2-7b", "decode", 1, 16)
     mixed = lp.StepCosts(step.model, step.phase, 1, 16, "fp16", "fp16", "standard",
                          step.rows + (row,))
