@@ -6,9 +6,10 @@ The folders follow the book: every claim derived, then measured.
   the accelerator and model catalogs); `plots` the book's one plotting style; `cli` the
   `llmperf` command.
 - `analytic/` (torch-free): `cost` and `layers` count FLOPs and bytes (`steptable` is the
-  table `step_costs` returns), `roofline` and `perfmodel` turn the counts into times,
-  `parallel` the bytes of tensor parallelism, `batching` what a batch costs and how many
-  fit, and the optimization chapters' `fusion`, `quant`, `speculative` and `sparsity`.
+  table `step_costs` returns), `memory` what a batch needs in memory and whether it fits,
+  `roofline` and `perfmodel` turn the counts into times, `parallel` the bytes of tensor
+  parallelism, `batching` what a batch costs and how many fit, and the optimization
+  chapters' `fusion`, `quant`, `speculative` and `sparsity`.
 - `serving/` (torch-free): requests, the scheduler, KV memory (reserved or paged), step
   times, metrics, and the simulator.
 - `measured/` (PyTorch): the reference `model`, every KV `cache`, `generate`, the serving
@@ -42,6 +43,7 @@ from .analytic.layers import (
     experts_touched,
     step_costs,
 )
+from .analytic.memory import MemoryReport, activation_bytes, memory_report
 from .analytic.parallel import (
     INTERCONNECTS,
     Link,
@@ -50,6 +52,7 @@ from .analytic.parallel import (
     tensor_parallel_layer_bytes,
 )
 from .analytic.perfmodel import (
+    DoesNotFitWarning,
     LatencyEstimate,
     decode_step_time,
     ffn_critical_batch,
@@ -58,6 +61,7 @@ from .analytic.perfmodel import (
     recompute_latency,
     requests_that_fit,
     roofline_latency,
+    simple_decode_step_time,
     simple_latency,
 )
 from .analytic.roofline import attainable_flops, bound, compute_time, memory_time, roofline_time

@@ -94,6 +94,9 @@ def _estimate_parser(sub) -> None:
                    help="requests run together, each with these prompt and output tokens "
                    "(default 1; the simple model ignores it)")
     p.add_argument("--dtype", default="fp16", help=DTYPE_HELP)
+    p.add_argument("--no-ecc", action="store_true",
+                   help="count all of a GDDR6 part's memory (ECC off); by default its inline "
+                   "ECC takes 1/16 (T4, L4, A10, A10G, L40S)")
 
 
 def _layers_parser(sub) -> None:
@@ -227,24 +230,26 @@ def _both_units(n_bytes: float) -> str:
     return f"{lp.format_bytes(n_bytes)} = {lp.format_bytes(n_bytes, binary=True)}"
 
 
-def _fit_problem(model, acc, args) -> tuple[bool, str | None]:
-    """(weights fit, what does not fit): says why before any timing is printed."""
+def _memory_line(report, model, acc, args) -> str | None:
+    """What does not fit, said before any timing is printed (None when it all fits)."""
     import llmperf as lp
 
-    weights = model.weight_bytes(args.dtype)
-    memory = f"{acc.name} has {_both_units(acc.mem_capacity)} of memory"
-    if weights > acc.mem_capacity:
-        return False, (f"{model.name} does not fit on one {acc.name}: its {args.dtype} weights "
-                       f"alone take {_both_units(weights)}, and the {memory}. No timings: "
-                       "try a smaller model, a smaller dtype (--dtype) or more memory")
-    context = args.prompt_tokens + args.output_tokens - 1
-    kv = model.kv_cache_bytes(context, args.batch, args.dtype)
-    if weights + kv <= acc.mem_capacity:
-        return True, None
-    fits = lp.max_batch_size(model, acc, context, args.dtype)
-    return True, (f"the KV cache does not fit: {args.batch} sequence(s) of {context} tokens need "
-                  f"{_both_units(kv)} beside {_both_units(weights)} of weights, and the {memory}; "
-                  f"{fits} such sequence(s) fit. The timings below assume it all fitted")
+    if report.fits:
+        return None
+    ecc = "ECC off" if args.no_ecc else "ECC on"
+    needs = (f"needs {_both_units(report.needed_bytes)} of {_both_units(report.usable_bytes)} "
+             f"usable ({ecc})")
+    if not report.weights_fit:
+        return (f"{model.name} does not fit on one {acc.name}: {needs}; its {args.dtype} "
+                f"weights alone take {_both_units(report.weight_bytes)}. No timings: try a "
+                "smaller model, a smaller dtype (--dtype) or more memory")
+    fits = lp.max_batch_size(model, acc, report.seq_len, args.dtype, ecc=not args.no_ecc)
+    return (f"warning: {model.name} on {acc.name} does not fit: {needs}: weights "
+            f"{lp.format_bytes(report.weight_bytes)}, KV cache "
+            f"{lp.format_bytes(report.kv_bytes)} for {args.batch} sequence(s) of "
+            f"{report.seq_len} tokens, activations {lp.format_bytes(report.activation_bytes)} "
+            f"(estimate); the KV caches of {fits} such sequence(s) fit beside the weights, "
+            "activations aside. The timings below assume it all fitted")
 
 
 def _estimate(args) -> int:
@@ -255,22 +260,30 @@ def _estimate(args) -> int:
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive whole number, "
                              f"got {getattr(args, name)}")
-    weights_fit, problem = _fit_problem(model, acc, args)
+    ecc = not args.no_ecc
+    # as roofline_latency checks it: the cache at the last step, the prefill's activations
+    report = lp.memory_report(model, acc, args.batch, args.prompt_tokens + args.output_tokens - 1,
+                              args.dtype, ecc=ecc, prefill_tokens=args.prompt_tokens)
+    problem = _memory_line(report, model, acc, args)
     if problem:
-        print(f"{'' if not weights_fit else 'warning: '}{problem}.")
-    if not weights_fit:
+        print(f"{problem}.")
+    if not report.weights_fit:
         return 1
-    simple = lp.simple_latency(model, acc, args.prompt_tokens, args.output_tokens, args.dtype)
+    simple = lp.simple_latency(model, acc, args.prompt_tokens, args.output_tokens, args.dtype,
+                               ecc=ecc)
     roof = lp.roofline_latency(model, acc, args.prompt_tokens, args.output_tokens, args.batch,
-                               args.dtype)
+                               args.dtype, ecc=ecc)
     print(f"{model.name} on {acc.name}, {args.prompt_tokens} prompt tokens, "
           f"{args.output_tokens} output tokens, {args.dtype}, batch {args.batch}")
     print(f"{'model':<10}{'TTFT':>12}{'decode':>12}{'total':>12}{'TPOT':>12}")
     for label, est in (("simple", simple), ("roofline", roof)):
         times = (est.prefill_s, est.decode_s, est.total_s, est.tpot_s)
         print(f"{label:<10}" + "".join(f"{lp.format_seconds(t):>12}" for t in times))
+    print(f"(both charge {args.output_tokens - 1} decode steps: the prefill yields the first "
+          "token)")
     if args.batch > 1:
         print("the simple model ignores the batch (one request); the roofline model runs all of it")
+    print(f"memory, batch {args.batch}: {report.summary()}")
     context = args.prompt_tokens + args.output_tokens - 1
     if context > model.max_seq_len:
         print(f"warning: {context} tokens exceed {model.name}'s context of {model.max_seq_len}")

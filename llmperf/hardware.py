@@ -19,9 +19,11 @@ protection. NVIDIA's NVML reference says it in one line: "Enabling ECC reduces t
 amount of total available memory, due to the extra required parity bits"
 (nvmlDeviceGetMemoryInfo, https://docs.nvidia.com/deploy/nvml-api/group__nvmlDeviceQueries.html).
 HBM parts (A100, H100, H200) keep ECC bits beside the data and lose no
-capacity to it. `Accelerator.usable_capacity()` applies the 1/16 where it applies;
-the CUDA context and the framework then take a few hundred MiB more, which
-`max_batch_size(..., reserved_bytes=...)` sets aside.
+capacity to it. `Accelerator.usable_capacity()` applies the 1/16 where it applies,
+and every count of what fits uses it (`max_batch_size`, `kv_capacity_tokens`,
+`memory_report`, each with `ecc=True` by default; pass `ecc=False` for the whole
+`mem_capacity`); the CUDA context and the framework then take a few hundred MiB more,
+which their `reserved_bytes=...` sets aside.
 Each entry cites its source.
 """
 from __future__ import annotations

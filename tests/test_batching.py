@@ -117,6 +117,8 @@ def test_kv_capacity_tokens_matches_max_batch_size():
     for name, acc in (("opt-13b", "A100 SXM 40GB"), ("llama-2-7b", "A10"),
                       ("llama-3-8b", "L4"), ("llama-2-70b", "H100 SXM")):
         assert bt.kv_capacity_tokens(name, acc) == lp.max_batch_size(name, acc, 1)
+        assert (bt.kv_capacity_tokens(name, acc, ecc=False)
+                == lp.max_batch_size(name, acc, 1, ecc=False))
     assert bt.kv_capacity_tokens("llama-2-70b", "A10") == 0
 
 
@@ -124,7 +126,9 @@ def test_requests_that_fit():
     m = lp.get_model("llama-2-7b")
     a10 = lp.get_accelerator("A10")
     fit = lp.requests_that_fit(a10.mem_capacity, m.weight_bytes(), m.kv_cache_bytes(4096))
-    assert fit == lp.max_batch_size(m, a10, 4096)
+    assert fit == lp.max_batch_size(m, a10, 4096, ecc=False) == 5
+    usable = lp.requests_that_fit(a10.usable_capacity(), m.weight_bytes(), m.kv_cache_bytes(4096))
+    assert usable == lp.max_batch_size(m, a10, 4096) == 4
     # the study's round numbers: 40 GB - 26 GB leaves 14 GB, 1 MB per token
     assert lp.requests_that_fit(40e9, 26e9, 1e6) == 14_000
     assert lp.requests_that_fit(10e9, 26e9, 1e6) == 0

@@ -46,6 +46,9 @@ def test_estimate_prints_both_models_when_everything_fits(capsys):
     out = capsys.readouterr().out
     assert "simple" in out and "roofline" in out and "does not fit" not in out
     assert lp.format_seconds(lp.simple_latency("llama-2-7b", "A10", 350, 150).total_s) in out
+    # 149 decode steps of 2P / BW: 149 * 13,476,831,232 B / 600e9 B/s = 3.35 s.
+    assert "3.35 s" in out and "both charge 149 decode steps" in out
+    assert "memory, batch 1: fits: needs" in out and "of 24.16 GB usable (ECC on)" in out
 
 
 def test_estimate_refuses_timings_when_the_weights_do_not_fit(capsys):
@@ -53,8 +56,11 @@ def test_estimate_refuses_timings_when_the_weights_do_not_fit(capsys):
     out = capsys.readouterr().out
     first = out.splitlines()[0]
     assert "does not fit" in first and "weights" in first
-    assert "137.95 GB = 128.48 GiB" in first and "25.77 GB = 24.00 GiB" in first
+    # 2 x 68,976,648,192 parameters; 24 GiB x 15/16 usable with ECC on.
+    assert "137.95 GB = 128.48 GiB" in first and "of 24.16 GB = 22.50 GiB usable (ECC on)" in first
     assert "TTFT" not in out and "roofline" not in out
+    assert main(["estimate", "llama-2-70b", "A10", *FIT, "--no-ecc"]) == 1
+    assert "of 25.77 GB = 24.00 GiB usable (ECC off)" in capsys.readouterr().out
 
 
 def test_estimate_says_first_when_the_kv_cache_does_not_fit(capsys):
@@ -62,9 +68,10 @@ def test_estimate_says_first_when_the_kv_cache_does_not_fit(capsys):
             "--batch", "16"]
     assert main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("warning: the KV cache does not fit")
-    assert "5 such sequence(s) fit" in lines[0]
-    assert lp.max_batch_size("llama-2-7b", "A10", 4095) == 5
+    assert lines[0].startswith("warning: llama-2-7b on A10 does not fit: needs")
+    # (24,159,191,040 - 13,476,831,232) / (4095 * 524,288) = 4.98: four caches fit, ECC on.
+    assert "the KV caches of 4 such sequence(s) fit" in lines[0]
+    assert lp.max_batch_size("llama-2-7b", "A10", 4095) == 4
     assert any("TTFT" in line for line in lines[1:])
 
 
@@ -90,8 +97,8 @@ def test_list_shows_models_and_accelerators_with_key_figures(capsys):
 
 def test_simple_model_tpot_divides_by_the_steps_it_charges():
     est = lp.simple_latency("llama-2-7b", "A10", 350, 150)
-    assert est.decode_steps == 150
-    assert est.tpot_s == pytest.approx(est.decode_s / 150)
+    assert est.decode_steps == 149
+    assert est.tpot_s == pytest.approx(est.decode_s / 149)
     assert lp.roofline_latency("llama-2-7b", "A10", 350, 150).decode_steps == 149
 
 

@@ -67,35 +67,81 @@ def test_simple_model_has_the_lectures_two_terms():
     params = 6_738_415_616
     est = lp.simple_latency(llama, a10, prompt_tokens=350, output_tokens=150)
     assert est.prefill_s == pytest.approx(350 * 2 * params / 125e12)
-    assert est.decode_s == pytest.approx(150 * 2 * params / 600e9)
+    # The prefill yields the first of the 150 tokens: 149 decode steps of 2P / BW each,
+    # 149 * 13.477e9 B / 600e9 B/s = 3.347 s. The lecture's G * 2P / BW (3.369 s) rounds
+    # the first token's step in.
+    assert est.decode_steps == 149
+    assert est.decode_s == pytest.approx(149 * 2 * params / 600e9)
+    assert round(est.decode_s, 3) == 3.347
     assert est.total_s == pytest.approx(est.prefill_s + est.decode_s)
-    # Decode dominates: about 3.4 s of the 3.4 s total on an A10.
+    # Decode dominates: about 3.35 s of the 3.38 s total on an A10.
     assert est.decode_s > 50 * est.prefill_s
+
+
+def test_the_simple_decode_step_is_2p_over_bw():
+    params = 6_738_415_616
+    step = lp.simple_decode_step_time("llama-2-7b", "A10")
+    assert step == pytest.approx(2 * params / 600e9)
+    assert round(step * 1e3, 2) == 22.46
+    # One output token is the prefill's: no decode step at all. Two tokens: one step.
+    one = lp.simple_latency("llama-2-7b", "A10", 1, 1)
+    assert one.decode_s == 0 and one.decode_steps == 0 and one.tpot_s == 0
+    assert lp.simple_latency("llama-2-7b", "A10", 1, 2).tpot_s == pytest.approx(step)
+    # int8 weights: half the bytes per step; MoE: only the active parameters are read.
+    assert lp.simple_decode_step_time("llama-2-7b", "A10", "int8") == pytest.approx(step / 2)
+    mixtral = lp.get_model("mixtral-8x7b")
+    assert lp.simple_decode_step_time(mixtral, "A10") == pytest.approx(
+        2 * mixtral.active_param_count() / 600e9)
+
+
+def test_simple_and_roofline_models_charge_the_same_decode_steps():
+    for output_tokens in (1, 2, 150):
+        simple = lp.simple_latency("llama-2-7b", "A10", 350, output_tokens)
+        roof = lp.roofline_latency("llama-2-7b", "A10", 350, output_tokens)
+        assert simple.decode_steps == roof.decode_steps == output_tokens - 1
 
 
 def test_per_step_roofline_is_below_the_simple_decode_term_at_the_lectures_context():
     # Lecture example: 350 prompt tokens on the A10. The simple model charges 2P / BW per
-    # generated token; the per-step roofline reads fewer bytes at this context (no
+    # decode step; the per-step roofline reads fewer bytes at this context (no
     # embedding table, only 350 tokens of KV cache), so "lower bound" would be wrong.
     params = 6_738_415_616
     per_token_simple = 2 * params / 600e9
     est = lp.simple_latency("llama-2-7b", "A10", prompt_tokens=350, output_tokens=150)
-    assert est.decode_s / 150 == pytest.approx(per_token_simple)
+    assert est.tpot_s == pytest.approx(per_token_simple)
     assert lp.decode_step_time("llama-2-7b", "A10", 350) < per_token_simple
     assert lp.decode_step_time("llama-2-7b", "A10", 3500) > per_token_simple
 
 
 def test_about_four_or_five_requests_of_4k_fit_on_an_a10():
     llama, a10 = lp.get_model("llama-2-7b"), lp.get_accelerator("A10")
-    # The A10's "24 GB" is 24 GiB of GDDR6: (25.77e9 - 13.48e9) / 2.147e9 = 5.7, so five fit.
+    # The A10's "24 GB" is 24 GiB of GDDR6. With ECC on (the default), 1/16 holds check
+    # bits: 22.5 GiB = 24.159e9 B are usable, and (24.159e9 - 13.477e9) / 2.147e9 = 4.97,
+    # so four fit. ECC off, the whole 25.770e9 B: (25.770e9 - 13.477e9) / 2.147e9 = 5.72,
+    # five: the lecture's "about 5".
     assert a10.mem_capacity == 24 * lp.GiB
-    assert lp.max_batch_size(llama, a10, seq_len=4096) == 5
-    # Read as 24e9 bytes, or with 2 GB kept for the runtime and activations, four fit:
-    # the GB/GiB gap and the reserve that the batching chapter explains.
+    assert a10.usable_capacity() == 22.5 * lp.GiB
+    assert lp.max_batch_size(llama, a10, seq_len=4096) == 4
+    assert lp.max_batch_size(llama, a10, seq_len=4096, ecc=False) == 5
+    # Read as 24e9 bytes, or with 2 GB kept for the runtime and activations, four fit
+    # even with ECC off: the GB/GiB gap and the reserve that the batching chapter explains.
     decimal_card = lp.Accelerator("A10 (24e9 B)", dict(a10.peak_flops), a10.mem_bandwidth, 24e9)
     assert lp.max_batch_size(llama, decimal_card, seq_len=4096) == 4
-    assert lp.max_batch_size(llama, a10, seq_len=4096, reserved_bytes=2 * lp.GB) == 4
-    # With ECC on, 1/16 of the GDDR6 holds check bits: 22.5 GiB are left, and four fit.
-    ecc_reserve = a10.mem_capacity - a10.usable_capacity()
-    assert ecc_reserve == 1.5 * lp.GiB
-    assert lp.max_batch_size(llama, a10, seq_len=4096, reserved_bytes=ecc_reserve) == 4
+    assert lp.max_batch_size(llama, a10, seq_len=4096, reserved_bytes=2 * lp.GB, ecc=False) == 4
+
+
+def test_shorter_requests_fit_by_the_usable_memory():
+    # 640-token requests of Llama 2 7B: 640 * 524,288 B = 335.5 MB of KV each.
+    # ECC on: (24,159,191,040 - 13,476,831,232) / 335,544,320 = 31.8 -> 31.
+    # ECC off: (25,769,803,776 - 13,476,831,232) / 335,544,320 = 36.6 -> 36.
+    assert lp.max_batch_size("llama-2-7b", "A10", 640) == 31
+    assert lp.max_batch_size("llama-2-7b", "A10", 640, ecc=False) == 36
+    # Tokens of KV: 10,682,359,808 / 524,288 = 20,374.9 and 12,292,972,544 / 524,288 = 23,446.9.
+    from llmperf.analytic import batching as bt
+
+    assert bt.kv_capacity_tokens("llama-2-7b", "A10") == 20_374
+    assert bt.kv_capacity_tokens("llama-2-7b", "A10", ecc=False) == 23_446
+    # HBM keeps its ECC bits aside: an A100's count is the same either way.
+    for ecc in (True, False):
+        assert lp.max_batch_size("llama-2-7b", "A100 SXM 80GB", 640, ecc=ecc) == (
+            (80 * 2**30 - 13_476_831_232) // 335_544_320)

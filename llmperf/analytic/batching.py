@@ -34,6 +34,7 @@ import math
 from ..hardware import Accelerator, get_accelerator
 from ..models import ModelConfig, get_model
 from ..units import bytes_per_element, check_positive, normalize_dtype
+from .memory import usable_bytes
 from .perfmodel import requests_that_fit
 
 
@@ -124,11 +125,13 @@ def step_critical_batch(model: ModelConfig | str, accelerator: Accelerator | str
 
 def kv_capacity_tokens(model: ModelConfig | str, accelerator: Accelerator | str,
                        dtype: str = "fp16", kv_dtype: str | None = None,
-                       reserved_bytes: float = 0.0) -> int:
+                       reserved_bytes: float = 0.0, ecc: bool = True) -> int:
     """Tokens of KV cache that fit beside the weights: floor((C - W - reserved) / KV per token).
 
+    C is the accelerator's `usable_capacity(ecc)`, as in `max_batch_size`: with ECC on
+    (the default) a GDDR6 part keeps 15/16 of `mem_capacity`; `ecc=False` counts all of it.
     0 when the weights alone do not fit. The simulator's `kv_capacity_tokens`.
     """
     m, acc = get_model(model), get_accelerator(accelerator)
-    return requests_that_fit(acc.mem_capacity, m.weight_bytes(dtype),
+    return requests_that_fit(usable_bytes(acc, ecc), m.weight_bytes(dtype),
                              m.kv_bytes_per_token(kv_dtype or dtype), reserved_bytes)
