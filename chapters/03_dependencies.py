@@ -484,7 +484,8 @@ plt.show()
 # GDDR memory with ECC enabled the available DRAM is reduced by 6.25 %", in the words of the
 # *CUDA C++ Best Practices Guide* {cite:p}`nvidia_cuda_best_practices`. The catalog knows
 # it: `a10.usable_capacity(ecc=True)` is
-# $24{,}576 \times 15/16 = 23{,}040$ MiB, within a few MiB of what `nvidia-smi` shows; a T4 shows
+# $24{,}576 \times 15/16 = 23{,}040$ MiB, within a few MiB of what `nvidia-smi` shows (and what
+# `lp.max_batch_size` counts unless given `ecc=False`, as the 24 GiB columns are); a T4 shows
 # 15,360 MiB of its 16 GiB the same way. Turn ECC off (`nvidia-smi -e 0`, then a reboot) and the
 # whole 24 GiB is usable, at the price of silent bit errors going undetected. HBM parts (A100,
 # H100, H200) keep their ECC bits in dedicated storage and lose no capacity to it.
@@ -499,9 +500,9 @@ print(f"A10: C = {gib(a10.mem_capacity)} = {lp.format_bytes(a10.mem_capacity)}; 
       f"= {lp.format_bytes(smi_total)}; ECC takes {lp.format_bytes(ecc)}")
 lp.Table(["model", "tokens (24 GiB)", "sequences of 4096 (24 GiB)",
           "tokens (23,028 MiB)", "sequences of 4096 (23,028 MiB)"],
-         [(name, lp.max_batch_size(name, a10, 1), lp.max_batch_size(name, a10, 4096),
-           lp.max_batch_size(name, a10, 1, reserved_bytes=ecc),
-           lp.max_batch_size(name, a10, 4096, reserved_bytes=ecc))
+         [(name, lp.max_batch_size(name, a10, 1, ecc=False), lp.max_batch_size(name, a10, 4096, ecc=False),
+           lp.max_batch_size(name, a10, 1, reserved_bytes=ecc, ecc=False),
+           lp.max_batch_size(name, a10, 4096, reserved_bytes=ecc, ecc=False))
           for name in ("llama-2-7b", "mistral-7b")],
          title="KV state that fits beside the fp16 weights on an A10")
 
@@ -525,13 +526,13 @@ readings = {"24 GiB (the datasheet's 24 GB)": 0.0,
             "24 GiB less 2 GB for runtime and activations": 2e9}
 rows = []
 for label, reserve in readings.items():
-    fits = lp.max_batch_size(llama, a10, 4096, reserved_bytes=reserve)
+    fits = lp.max_batch_size(llama, a10, 4096, reserved_bytes=reserve, ecc=False)
     exact = (free - reserve) / seq_bytes
     assert fits == int(exact)
     rows.append((label, free - reserve, exact, fits))
-on_paper = lp.max_batch_size(llama, a10, 4096)
+on_paper = lp.max_batch_size(llama, a10, 4096, ecc=False)
 slack = free - on_paper * seq_bytes
-assert lp.max_batch_size(llama, a10, 4096, reserved_bytes=slack * 1.001) == on_paper - 1
+assert lp.max_batch_size(llama, a10, 4096, reserved_bytes=slack * 1.001, ecc=False) == on_paper - 1
 lp.Table(["capacity read as", "free beside the weights", "free / 2 GiB", "sequences of 4096"], rows,
          title="Llama 2 7B on an A10: sequences of 4096 tokens for four readings of the capacity",
          formats={"free beside the weights": lp.format_bytes, "free / 2 GiB": ".2f"},
@@ -815,10 +816,10 @@ plt.show()
 # The datasheet's GB of memory is GiB: $C = 24 \cdot 2^{30} = 25.77$ GB. Free beside the
 # weights: $25.77 - 13.48 = 12.29$ GB; one sequence needs $2^{31}$ bytes $= 2.147$ GB, so on
 # paper $\lfloor 12.29 / 2.147 \rfloor = \lfloor 5.72 \rfloor = 5$ fit (`lp.max_batch_size`
-# gives 5), with $12.29 - 5 \cdot 2.147 = 1.56$ GB to spare. Any reserve above those 1.56 GB
+# with `ecc=False` gives 5), with $12.29 - 5 \cdot 2.147 = 1.56$ GB to spare. Any reserve above those 1.56 GB
 # leaves 4. ECC alone takes more: with it on, `nvidia-smi` shows 23,028 MiB $= 24.15$ GB
 # (1/16 of the memory holds the error-correcting codes; `a10.usable_capacity(ecc=True)`,
-# 23,040 MiB, gives the same count), and
+# 23,040 MiB, gives the same count, and so does `lp.max_batch_size`, which uses it by default), and
 # $(24.15 - 13.48) / 2.147 = 4.97$, so 4 fit, just; with ECC off, 5. A reserve of 2 GB for the runtime and
 # activations also gives 4, and so does misreading 24 GB as $24 \cdot 10^9$ bytes
 # ($10.52 / 2.147 = 4.90$), which reaches the right count for the wrong reason.
@@ -833,14 +834,14 @@ assert lp.get_model("llama-3-8b").kv_cache_bytes(8192) == lp.GiB
 assert sum(350 + i for i in range(150)) == 63_675
 assert (512 - 1) * 32 == 16_352 and round(16_352 * 0.1e-3, 2) == 1.64
 assert round(a10.mem_capacity / 1e9, 2) == 25.77 and round(llama.weight_bytes("fp16") / 1e9, 2) == 13.48
-assert lp.max_batch_size(llama, a10, 4096) == 5
+assert lp.max_batch_size(llama, a10, 4096, ecc=False) == 5
 assert round((a10.mem_capacity - llama.weight_bytes("fp16") - 5 * 2 * lp.GiB) / 1e9, 2) == 1.56
-assert lp.max_batch_size(llama, a10, 4096, reserved_bytes=1.56e9) == 4
-assert lp.max_batch_size(llama, a10, 4096, reserved_bytes=a10.mem_capacity - 23_028 * lp.MiB) == 4
+assert lp.max_batch_size(llama, a10, 4096, reserved_bytes=1.56e9, ecc=False) == 4
+assert lp.max_batch_size(llama, a10, 4096, reserved_bytes=a10.mem_capacity - 23_028 * lp.MiB, ecc=False) == 4
 assert round((23_028 * lp.MiB - llama.weight_bytes("fp16")) / (2 * lp.GiB), 2) == 4.97
-assert lp.max_batch_size(llama, a10, 4096, reserved_bytes=2e9) == 4
+assert lp.max_batch_size(llama, a10, 4096, reserved_bytes=2e9, ecc=False) == 4
 assert round((24e9 - llama.weight_bytes("fp16")) / (2 * lp.GiB), 2) == 4.90
-assert lp.max_batch_size(llama, a10, 4096, reserved_bytes=a10.mem_capacity - a10.usable_capacity(ecc=True)) == 4
+assert lp.max_batch_size(llama, a10, 4096) == 4  # the default counts usable_capacity(ecc=True)
 
 # %% [markdown]
 # ## Summary
