@@ -615,12 +615,15 @@ lp.step_costs(llama, "decode", batch=1, seq_len=4096).on(a10)
 #
 # $$t_{\text{prefill}} = 350 \cdot \frac{2 \cdot 6.74\times10^{9}}{125\times10^{12}} \approx 37.7\ \text{ms},\qquad
 #   t_{\text{decode}} = 150 \cdot \frac{2 \cdot 6.74\times10^{9}}{600\times10^{9}} \approx 3.37\ \text{s}.$$
+#
+# `lp.simple_latency` charges one decode step fewer, $G - 1 = 149$ of them (3.35 s): the prefill
+# yields the first token, and the lecture's $G\cdot 2P/\beta$ rounds that token's step in.
 
 # %%
 S, G = 350, 150
 est = lp.simple_latency(llama, a10, prompt_tokens=S, output_tokens=G)
 assert math.isclose(est.prefill_s, S * 2 * P / 125e12)
-assert math.isclose(est.decode_s, G * 2 * P / 600e9)
+assert math.isclose(est.decode_s, (G - 1) * 2 * P / 600e9)  # the prefill yields the first token
 print(f"A10: prefill {lp.format_seconds(est.prefill_s)}, decode {lp.format_seconds(est.decode_s)}, "
       f"total {lp.format_seconds(est.total_s)}")
 print(f"decode share of the total: {est.decode_s / est.total_s:.1%}")
@@ -645,7 +648,7 @@ lp.Table(["part", "prefill", "decode", "total", "tokens/s"],
 ax = new_axes(f"Simple model, Llama 2 7B fp16, {S} prompt + {G} output tokens",
               None, "predicted time (s)")
 x = np.arange(len(names))
-ax.bar(x, [estimates[n].decode_s for n in names], label="decode: G · 2P / β")
+ax.bar(x, [estimates[n].decode_s for n in names], label="decode: (G − 1) · 2P / β")
 ax.bar(x, [estimates[n].prefill_s for n in names],
        bottom=[estimates[n].decode_s for n in names], label="prefill: S · 2P / Π")
 ax.set_xticks(x, names, rotation=40, ha="right")
@@ -730,7 +733,7 @@ for name, (s, g) in experiments.items():
     simple = lp.simple_latency(cfg, host, prompt_tokens=s, output_tokens=g, dtype=mdtype)
     results[name] = dict(
         prefill=(prefill.timing.median_s, simple.prefill_s, prefill.predicted_s(host)),
-        decode=(decode.timing.median_s, simple.decode_s / g, decode.predicted_s(host)),
+        decode=(decode.timing.median_s, simple.tpot_s, decode.predicted_s(host)),
     )
     for phase, m in (("prefill", prefill), ("decode", decode)):
         meas, pred_simple, pred_roof = results[name][phase]
@@ -794,7 +797,7 @@ plt.show()
 # %%
 simple_est = lp.simple_latency(llama, a10, S, G)
 roof_est = lp.roofline_latency(llama, a10, S, G)
-one_step = lp.simple_latency(llama, a10, 1, 1).decode_s  # 2P / beta: the simple model's step
+one_step = lp.simple_decode_step_time(llama, a10)  # 2P / beta: the simple model's step
 kv_rows = ("qk", "softmax", "sv")                   # attention proper: reads the KV cache
 matmul_rows = ("q_proj", "k_proj", "v_proj", "o_proj", "ffn_gate", "ffn_up", "ffn_down", "lm_head")
 weights_s = kv_s = other_s = 0.0
@@ -805,7 +808,6 @@ for step in range(G - 1):  # the roofline model's decode steps, as the cache gro
     kv_s += sum(table[r].time_s for r in kv_rows)
     other_s += sum(r.time_s for r in table if r.name not in matmul_rows + kv_rows)
 pieces = {
-    f"G - 1 = {G - 1} decode steps, not G": -one_step,
     "matrix products read less than 2P bytes": weights_s - (G - 1) * one_step,
     "attention over the KV cache (qk, softmax, sv)": kv_s,
     "element-wise operators (norms, RoPE, ...)": other_s,
@@ -825,9 +827,9 @@ lp.Table(["term", "time", "share of the simple model"],
 # The two largest pieces nearly cancel. The matrix products of a decode step read about
 # 2 % fewer bytes than the simple model's $2P$, because $P$ counts the embedding table
 # ($V \times D$ parameters) of which a step reads one row; the KV cache, which the simple
-# model leaves out, adds back a percent or two at 350 to 500 cached tokens. Counting $G$
-# decode steps where there are $G-1$ (the prefill yields the first token) adds about 0.7 %
-# to the simple model, and the prefill's attention and the element-wise operators add
+# model leaves out, adds back a percent or two at 350 to 500 cached tokens. Both models charge
+# $G-1$ decode steps (the prefill yields the first token; the lecture's formula, with $G$, would
+# add one more, about 0.7 % of the total), and the prefill's attention and the element-wise operators add
 # fractions of a percent. Change the workload and the balance goes: the KV term grows with
 # the context and the batch, while the embedding term stays fixed. The simple model drops
 # two terms that grow with the workload:
@@ -845,13 +847,13 @@ lp.Table(["term", "time", "share of the simple model"],
 
 # %%
 contexts = np.array([128, 256, 512, 1024, 2048, 4096])
-simple_step = lp.simple_latency(llama, a10, prompt_tokens=1, output_tokens=1).decode_s  # 2P / beta
+simple_step = lp.simple_decode_step_time(llama, a10)  # 2P / beta
 fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
 for batch in (1, 2, 4, 8, 16):
     ratio = np.array([lp.decode_step_time(llama, a10, int(n), batch=batch) / simple_step
                       for n in contexts])
     # the step's cache holds n + 1 tokens per sequence: does a batch of them fit beside the weights?
-    fits = np.array([batch <= lp.max_batch_size(llama, a10, int(n) + 1) for n in contexts])
+    fits = np.array([batch <= lp.max_batch_size(llama, a10, int(n) + 1, ecc=False) for n in contexts])
     line, = axes[0].plot(contexts[fits], ratio[fits], "o-", label=f"batch {batch}")
     axes[0].plot(contexts[~fits], ratio[~fits], "x:", color=line.get_color())
 axes[0].set(xscale="log", xlabel="tokens in the KV cache per sequence",
@@ -1026,7 +1028,7 @@ lp.Table(["link", "one way", "decode token", "4096-token prefill"],
 #
 # <details><summary>Answer</summary>
 #
-# The A10G: about 3.4 s against about 6.8 s. The L4 has more fp16 tensor throughput
+# The A10G: about 3.4 s against about 6.7 s. The L4 has more fp16 tensor throughput
 # (121 against 70 TFLOP/s), which shortens its prefill, but the prefill is about 1 % of the
 # total. Decode, the other 99 %, reads the weights at 600 GB/s on the A10G and at 300 GB/s
 # on the L4, so the ratio is close to 2, the ratio of their bandwidths.
@@ -1062,7 +1064,7 @@ assert round(weights_per_gpu / h100.mem_bandwidth / 160 * 1e6) == 32  # latency 
 assert math.ceil((8 * ridge_a10 - 3) / 4) == 416 and round(h100.ridge_point("fp16")) == 295
 assert math.ceil((8 * h100.ridge_point("fp16") - 3) / 4) == 590
 assert lp.ffn_critical_batch(llama, a10) == 224
-assert round(estimates["A10G"].total_s, 1) == 3.4 and round(estimates["L4"].total_s, 1) == 6.8
+assert round(estimates["A10G"].total_s, 1) == 3.4 and round(estimates["L4"].total_s, 1) == 6.7
 llama3 = lp.get_model("llama-3-8b")
 assert llama.kv_bytes_per_token("fp16") == 524_288 and llama3.kv_bytes_per_token("fp16") == 131_072
 assert round(llama.weight_bytes("fp16") / llama.kv_bytes_per_token("fp16"), -2) == 25_700
@@ -1087,7 +1089,7 @@ assert round(llama3.weight_bytes("fp16") / llama3.kv_bytes_per_token("fp16"), -2
 # - Linear layers are GEMMs of intensity $NKM/(NK+KM+NM)$: 1365 FLOP/byte at $4096^3$,
 #   compute bound in prefill; in decode $N = 1$ and they become memory-bound GEMVs at about
 #   1 FLOP/byte.
-# - The simple model $t \approx S\cdot 2P/\Pi + G\cdot 2P/\beta$ is an optimistic estimate
+# - The simple model $t \approx S\cdot 2P/\Pi + G\cdot 2P/\beta$ (`lp.simple_latency` charges $G - 1$ decode steps: the prefill yields the first token) is an optimistic estimate
 #   dominated by decode, not a lower bound; measured runs take longer (the lecture's slide
 #   "Comparison of Generation Time and Predicted Time Across Instance Types", adapted from
 #   Baseten's guide, shows it) because of achieved bandwidth, KV reads, element-wise operators
