@@ -122,7 +122,7 @@ print("first generated token equals argmax of the prefill's last logits: True")
 # %%
 est = lp.simple_latency(llama, a10, prompt_tokens=350, output_tokens=150, dtype="fp16")
 fine = lp.roofline_latency(llama, a10, prompt_tokens=350, output_tokens=150, dtype="fp16")
-simple_step = est.decode_s / 150  # 2P / beta
+simple_step = est.tpot_s  # 2P / beta
 crossover = next(n for n in range(1, 4096) if lp.decode_step_time(llama, a10, n) > simple_step)
 print(f"a decode step costs as much time as a prefill of "
       f"{lp.decode_step_time(llama, a10, 350) / fine.prefill_s * 350:.0f} prompt tokens")
@@ -140,9 +140,9 @@ lp.Table(["model", "prefill", "per decode step", "decode steps", "total"], [
 # weight arithmetic, $2P$ of each per token. The per-operator roofline model
 # {cite:p}`williams2009roofline,yuan2024unveiled` (`lp.roofline_latency`, which sums `lp.step_costs` over the prefill and every decode step) adds attention, the KV cache
 # reads and the element-wise operators, and it charges each matrix only for what a step really
-# does with it: the embedding table is a lookup (a step reads one row of it), the LM head runs for
-# the last position only, and a request has $G - 1$ decode steps, not $G$, because the prefill
-# yields the first token. These differences have opposite signs and nearly cancel here, so the
+# does with it: the embedding table is a lookup (a step reads one row of it) and the LM head runs for
+# the last position only. (Both models charge $G - 1$ decode steps, not $G$, because the prefill
+# yields the first token.) These differences have opposite signs and nearly cancel here, so the
 # two totals land within about one percent of each other; chapter 4 (section 4.6) prints the
 # split term by term.
 #
@@ -539,7 +539,9 @@ plt.show()
 # Prefill: $2PS/\Pi = 2 \times 6.74 \times 10^9 \times 350 / (125 \times 10^{12}) \approx 38$ ms.
 # Decode: $G \cdot 2P/\beta = 150 \times 13.5\text{ GB} / 600\text{ GB/s} \approx 3.37$ s. Decode
 # is about 99 % of the total: 150 generated tokens cost ninety times more than 350 prompt
-# tokens. `lp.simple_latency(llama, a10, 350, 150)` prints the same.
+# tokens. `lp.simple_latency(llama, a10, 350, 150)` charges one step fewer, $G - 1 = 149$, because
+# the prefill yields the first token (the lecture's formula rounds that token's step in): 3.35 s,
+# the same split.
 #
 # </details>
 #
@@ -593,11 +595,12 @@ record = Generation(torch.zeros(1, len(t1), dtype=torch.long), t1, prompt_len=1)
 assert record.ttft_s == 0.42 and abs(record.tpot_s - 0.0525) < 1e-12
 assert round(len(t1) / t1[-1], 1) == 7.9 and round(1 / record.tpot_s) == 19
 e2 = lp.simple_latency(llama, a10, 350, 150)
-assert round(e2.prefill_s * 1e3) == 38 and round(e2.decode_s, 2) == 3.37
+assert round(e2.prefill_s * 1e3) == 38 and round(150 * 2 * llama.param_count() / 600e9, 2) == 3.37
+assert e2.decode_steps == 149 and round(e2.decode_s, 2) == 3.35
 assert round(e2.decode_s / e2.total_s, 2) == 0.99 and round(e2.decode_s / e2.prefill_s, -1) == 90
 assert round(a10.ridge_point("fp16")) == 208  # problem 3: I* x b/2 prompt tokens, b = 2
 one = lp.simple_latency(llama, a10, 1, 1)
-assert round(0.5 / one.prefill_s, -2) == 4_600 and round(one.decode_s * 1e3, 1) == 22.5
+assert round(0.5 / one.prefill_s, -2) == 4_600 and round(lp.simple_decode_step_time(llama, a10) * 1e3, 1) == 22.5
 assert abs(lp.prefill_time(llama, a10, 4096) - 0.70) < 0.005  # standard attention
 assert abs(lp.prefill_time(llama, a10, 4096, attention="fused") - 0.50) < 0.005
 longest = max(n for n in range(1, 4097) if lp.prefill_time(llama, a10, n) <= 0.5)
