@@ -157,7 +157,7 @@ lp.Table(["quantity", "value"], [
 estimate = lp.simple_latency(llama, a10, prompt_tokens=350, output_tokens=150)
 lp.Table(["phase", "time", "per token"], [
     ("prefill (compute bound)", estimate.prefill_s, None),
-    ("decode (memory bound)", estimate.decode_s, estimate.decode_s / 150),
+    ("decode (memory bound)", estimate.decode_s, estimate.tpot_s),
 ], footer=[("total", estimate.total_s, None)],
     formats={"time": lp.format_seconds, "per token": lp.format_seconds})
 
