@@ -325,7 +325,8 @@ for label, capacity in (("24 GiB", a10.mem_capacity),
     fit_rows.append((label, capacity, llama.weight_bytes("fp16"), llama.kv_cache_bytes(4096),
                      lp.requests_that_fit(capacity, llama.weight_bytes("fp16"),
                                           llama.kv_cache_bytes(4096))))
-assert fit_rows[0][-1] == lp.max_batch_size(llama, a10, 4096)
+assert fit_rows[0][-1] == lp.max_batch_size(llama, a10, 4096, ecc=False)
+assert fit_rows[1][-1] == lp.max_batch_size(llama, a10, 4096)  # the default: usable_capacity(ecc=True)
 lp.Table(["A10 memory", "capacity", "weights", "KV per request", "requests that fit"], fit_rows,
          title="Llama 2 7B, fp16, 4096-token requests on an A10",
          formats={"capacity": lp.format_bytes, "weights": lp.format_bytes,
