@@ -94,16 +94,18 @@ question("token_rates", points=1,
 # ## Question 4: the lecture's simple latency model (2 points)
 #
 # Return the predicted end-to-end seconds of one request with the lecture's model: the prefill of
-# `prompt_tokens` is compute bound ($2P$ FLOPs per token at `peak_flops` FLOP/s), and each of the
-# `output_tokens` decode steps reads all `params` parameters of `bytes_per_param` bytes at
-# `bandwidth` B/s (the lecture charges $G$ steps for $G$ tokens).
+# `prompt_tokens` is compute bound ($2P$ FLOPs per token at `peak_flops` FLOP/s) and yields the
+# first output token; each of the `output_tokens` $- 1$ decode steps that follow reads all `params`
+# parameters of `bytes_per_param` bytes at `bandwidth` B/s. (The lecture writes $G \cdot bP/\beta$
+# for $G$ tokens, rounding the first token's step in; `lp.simple_latency` and this question charge
+# $G - 1$ steps.)
 
 # %%
 def simple_latency_s(params: float, prompt_tokens: int, output_tokens: int, peak_flops: float,
                      bandwidth: float, bytes_per_param: float = 2.0) -> float:
     ### BEGIN SOLUTION
     prefill = prompt_tokens * 2 * params / peak_flops
-    decode = output_tokens * params * bytes_per_param / bandwidth
+    decode = (output_tokens - 1) * params * bytes_per_param / bandwidth
     return prefill + decode
     ### END SOLUTION
 

@@ -176,10 +176,14 @@ question("roofline", points=2,
 # ## Question 6: the simple end-to-end model (2 points)
 #
 # The chapter's coarse model of one request: the prompt of S tokens is processed
-# at the peak FLOP rate, about 2P FLOPs per token for P parameters, and each of
-# the G generated tokens reads all 2P bytes of fp16 weights once:
+# at the peak FLOP rate, about 2P FLOPs per token for P parameters, and yields the
+# first of the G generated tokens; each of the G - 1 decode steps that follow
+# reads all 2P bytes of fp16 weights once:
 #
-# time = S * 2P / peak + G * 2P / bandwidth.
+# time = S * 2P / peak + (G - 1) * 2P / bandwidth.
+#
+# (The lecture writes G * 2P / bandwidth, rounding the first token's step in;
+# `lp.simple_latency` charges G - 1 steps, and so does this question.)
 #
 # Take P from `lp.get_model(model_name)`; for a mixture of experts, P is the
 # number of parameters one token uses, `active_param_count()`. Take the fp16
@@ -192,7 +196,7 @@ def simple_latency_s(model_name, accelerator_name, prompt_tokens, output_tokens)
     params = lp.get_model(model_name).active_param_count()
     acc = lp.get_accelerator(accelerator_name)
     return (prompt_tokens * 2 * params / acc.peak("fp16")
-            + output_tokens * 2 * params / acc.mem_bandwidth)
+            + (output_tokens - 1) * 2 * params / acc.mem_bandwidth)
     ### END SOLUTION
 
 
@@ -254,7 +258,7 @@ question("max_batch", points=2,
          visible=[("llama-2-7b", "A10", 4096)],
          hidden=[("llama-3-8b", "A10", 8192), ("llama-2-13b", "A100 SXM 80GB", 4096),
                  ("llama-2-70b", "A10", 4096), ("mixtral-8x7b", "H200 SXM", 32768)],
-         reference=lambda m, a, n: lp.max_batch_size(m, a, n, "fp16"))
+         reference=lambda m, a, n: lp.max_batch_size(m, a, n, "fp16", ecc=False))
 
 # %% [markdown]
 # ## Question 9: the critical decode batch (2 points)

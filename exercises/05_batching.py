@@ -115,7 +115,7 @@ question("requests_that_fit", points=1,
          visible=[("llama-2-7b", "A10", 4096)],
          hidden=[("opt-13b", "A100 SXM 40GB", 2048), ("llama-3-8b", "L4", 8192),
                  ("llama-2-70b", "A10", 100), ("llama-2-13b", "H100 SXM", 1)],
-         reference=lambda m, a, n: lp.max_batch_size(m, a, n, "fp16"))
+         reference=lambda m, a, n: lp.max_batch_size(m, a, n, "fp16", ecc=False))
 
 # %% [markdown]
 # ## Question 4: the study's memory arithmetic, in the library's units (1 point)
