@@ -26,10 +26,17 @@ ACCEPTED = (3, 1, 0, 2, 0, 0)
 BY_HAND = (3 / 5, 2 / 3, 1.0, None)
 
 
+def _run(tokens: int, proposed, accepted, prompt_len: int) -> SpeculativeGeneration:
+    """A run of these steps, each of 1 s: 0.5 s target, 0.25 s draft, 0.25 s host."""
+    n = len(proposed)
+    return SpeculativeGeneration([0] * tokens, proposed, accepted, float(n), prompt_len, 0.0,
+                                 (1.0,) * n, (0.5,) * n, (0.25,) * n)
+
+
 def test_acceptance_by_position_by_hand():
     assert steps_alpha_by_position(PROPOSED, ACCEPTED, 4) == pytest.approx(BY_HAND)
     assert steps_alpha(PROPOSED, ACCEPTED) == pytest.approx(6 / 9)
-    run = SpeculativeGeneration([0] * 12, PROPOSED, ACCEPTED, 1.0, 4)
+    run = _run(12, PROPOSED, ACCEPTED, 4)
     assert run.alpha_by_position(4) == pytest.approx(BY_HAND)
     assert run.alpha == pytest.approx(6 / 9)
 
@@ -49,7 +56,7 @@ def test_compare_pools_the_steps_of_every_prompt(monkeypatch):
 
     def canned(target, draft, prompt, max_new_tokens, gamma, temperature, seed):
         proposed, accepted = next(halves)
-        return SpeculativeGeneration([0] * max_new_tokens, proposed, accepted, 1.0, len(prompt))
+        return _run(max_new_tokens, proposed, accepted, len(prompt))
 
     monkeypatch.setattr(measure, "speculative_generate", canned)
     config = ModelConfig(name="tiny", n_layers=1, d_model=16, n_heads=2, d_ff=32,
@@ -60,3 +67,17 @@ def test_compare_pools_the_steps_of_every_prompt(monkeypatch):
                                  rounds=1, context=4)
     assert row.alpha_by_position == pytest.approx(BY_HAND[:3])
     assert row.alpha == pytest.approx(6 / 9)
+    # the time breakdown is pooled too: 6 steps of 1 s over 2 prompts x 4 tokens
+    assert row.spec_s_per_token == pytest.approx(6 / 8)
+    assert (row.prefill_s_per_token, row.target_forward_s_per_token,
+            row.draft_forward_s_per_token, row.host_s_per_token) == pytest.approx(
+        (0.0, 3 / 8, 1.5 / 8, 1.5 / 8))
+
+
+def test_a_run_holds_one_time_per_step():
+    run = _run(12, PROPOSED, ACCEPTED, 4)
+    assert run.host_s == pytest.approx((0.25,) * 6)
+    assert sum(run.time_breakdown().values()) == pytest.approx(run.elapsed_s)
+    with pytest.raises(ValueError, match="one time per step"):
+        SpeculativeGeneration([0] * 12, PROPOSED, ACCEPTED, 6.0, 4, 0.0, (1.0,) * 5,
+                              (0.5,) * 6, (0.25,) * 6)

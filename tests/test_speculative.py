@@ -13,6 +13,7 @@ verifier that is wrong in a plausible way.
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 import torch
@@ -368,6 +369,52 @@ def test_sampled_generation_counts_are_consistent(trained):
     assert all(a is None or 0 <= a <= 1 for a in by_position)
 
 
+@pytest.mark.parametrize("kind", ["model greedy", "model sampled", "lookup"])
+def test_time_breakdown_parts_are_non_negative_and_sum_to_the_total(trained, kind):
+    target, draft, text = trained
+    drafter = NgramDraft() if kind == "lookup" else draft
+    start = time.perf_counter()
+    out = speculative_generate(target, drafter, text[:40].tolist(), 40, gamma=3,
+                               temperature=1.0 if kind == "model sampled" else 0.0, seed=3)
+    outside = time.perf_counter() - start
+    n = out.target_steps
+    assert len(out.step_s) == len(out.target_forward_s) == len(out.draft_forward_s) == n
+    parts = out.time_breakdown()
+    assert all(v >= 0 for v in parts.values()) and out.prefill_s >= 0
+    assert all(t > 0 for t in out.target_forward_s)  # a forward pass in every step
+    assert all(h >= 0 for h in out.host_s)
+    assert sum(parts.values()) == pytest.approx(out.elapsed_s, rel=1e-9)
+    assert 0 < out.elapsed_s <= outside  # the clock ran inside the call
+    if kind == "lookup":
+        assert parts["draft forward"] == 0
+    else:  # the draft model runs in every step that proposed drafts, and only there
+        assert all((d > 0) == (p > 0) for d, p in zip(out.draft_forward_s, out.proposed))
+
+
+def test_time_breakdown_puts_each_delay_where_it_happened(monkeypatch):
+    """Sleep in the target's forward, in the draft's, and in verification: each step's
+    recorded parts must hold at least the sleeps that happened in them (lower bounds, which
+    hold however busy the machine)."""
+    target, draft = _tiny(1, 60.0), _tiny(2, 60.0)
+    s_target, s_draft, s_verify = 0.004, 0.002, 0.006
+    target.register_forward_pre_hook(lambda *_: time.sleep(s_target))
+    draft.register_forward_pre_hook(lambda *_: time.sleep(s_draft))
+    original = sg._verify
+
+    def slow_verify(*args):
+        time.sleep(s_verify)
+        return original(*args)
+
+    monkeypatch.setattr(sg, "_verify", slow_verify)
+    out = speculative_generate(target, draft, [1, 3, 0, 2], 10, gamma=3)
+    assert sum(out.proposed) > 0
+    for p, t, d, h in zip(out.proposed, out.target_forward_s, out.draft_forward_s, out.host_s):
+        assert t >= s_target
+        assert d >= p * s_draft  # one draft forward pass per proposed token
+        assert h >= (s_verify if p else 0)
+    assert out.prefill_s >= s_target + s_draft  # both models' prefills
+
+
 def _tiny(seed: int, scale: float) -> Transformer:
     config = ModelConfig(name=f"tiny-{seed}", n_layers=1, d_model=16, n_heads=2, d_ff=32,
                          vocab_size=VOCAB, max_seq_len=16)
@@ -432,5 +479,30 @@ def test_compare_reports_consistent_rows():
         assert r.predicted_speedup == pytest.approx(
             speculative_speedup(r.alpha, r.gamma, r.c))
         assert r.speedup == pytest.approx(r.tokens_per_s / r.plain_tokens_per_s)
-    assert all(r.c == 0 for r in rows if r.draft == "lookup")
+        parts = (r.prefill_s_per_token, r.target_forward_s_per_token,
+                 r.draft_forward_s_per_token, r.host_s_per_token)
+        assert all(v >= 0 for v in parts) and r.target_step_s > 0
+        assert sum(parts) == pytest.approx(r.spec_s_per_token, rel=1e-9)
+        assert r.predicted_forward_s_per_token == pytest.approx(
+            (r.gamma * r.c + r.verify_ratio) * r.target_step_s / r.tokens_per_step)
+        assert r.unexplained_s_per_token == pytest.approx(
+            r.target_forward_s_per_token + r.draft_forward_s_per_token
+            - r.predicted_forward_s_per_token, abs=1e-12)
+        assert math.prod(r.speedup_factors().values()) == pytest.approx(r.speedup, rel=1e-9)
+    assert all(r.c == 0 and r.draft_forward_s_per_token == 0 for r in rows if r.draft == "lookup")
     assert all(r.c > 0 for r in rows if r.draft == "model")
+
+
+def test_step_after_other_times_only_the_model():
+    """The model's step sleeps 2 ms, the other's 20 ms: both timings hold the model's sleep,
+    and neither holds the other model's steps (2 x 20 ms before each timed step)."""
+    from llmperf.measured.measure import step_after_other_s
+
+    model, other = _tiny(1, 1.0), _tiny(2, 1.0)
+    model.register_forward_pre_hook(lambda *_: time.sleep(0.002))
+    other.register_forward_pre_hook(lambda *_: time.sleep(0.02))
+    alone, after = step_after_other_s(model, other, other_calls=2, context=4, repeat=3, rounds=1)
+    assert 0.002 <= alone < 0.02 and 0.002 <= after < 0.02
+    with pytest.raises(ValueError, match="other_calls"):
+        step_after_other_s(model, other, other_calls=0)
+

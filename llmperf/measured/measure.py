@@ -12,11 +12,15 @@ The experiments that chapters run on the trained models live here too: `kv_cache
 measured against plain decoding, beside the prediction from the measured alpha and cost
 ratios: E / (gamma c + 1), Leviathan et al.'s, and E / (gamma c + r) with r the measured
 verification cost). `compare` alternates plain and speculative rounds on the same prompts, so
-a busy moment on a shared machine hits both.
+a busy moment on a shared machine hits both. It also reports where the speculative runs'
+time went (prefill, the target's and the draft's forward passes, host work between them), so
+that the time per token predicted from c and r, plus the measured host time, can be set
+beside the measured time per token (`SpeculationResult.predicted_s_per_token_with_host`).
 """
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,6 +33,7 @@ from ..hardware import Accelerator
 from ..models import ModelConfig
 from ..units import check_positive
 from .cache import KVCache, paged_cache_for
+from .device import synchronize
 from .generate import generate
 from .hooks import removed_after
 from .host import matmul_flops, measure_host, stream_bandwidth
@@ -229,6 +234,50 @@ def _step_s(model: Transformer, tokens: int, context: int, repeat: int) -> float
                          device=model.device).median_s
 
 
+def step_after_other_s(model: Transformer, other: Transformer, other_calls: int = 2,
+                       context: int = 96, repeat: int = 50,
+                       rounds: int = 3) -> tuple[float, float]:
+    """Median seconds of `model`'s one-token decode step after `context` cached tokens, timed
+    repeated on its own (as `cost_ratios` times it) and right after `other_calls` decode steps
+    of `other` (as a speculative loop runs it, after the draft's steps): (alone, after).
+    Each is the median over `rounds` rounds of the median of `repeat` timed steps; the
+    other model's steps are not timed."""
+    check_positive("other_calls", other_calls, integer=True)
+    check_positive("context", context, integer=True)
+    check_positive("repeat", repeat, integer=True)
+    check_positive("rounds", rounds, integer=True)
+    caches = {}
+    for m in (model, other):
+        caches[id(m)] = KVCache(m, 1, context + 1)
+    token = {id(m): torch.zeros(1, 1, dtype=torch.int64, device=m.device) for m in (model, other)}
+
+    def step(m: Transformer) -> None:
+        m(token[id(m)], context, caches[id(m)])
+
+    def timed() -> float:
+        synchronize(model.device)
+        start = time.perf_counter()
+        step(model)
+        synchronize(model.device)
+        return time.perf_counter() - start
+
+    alone, after = [], []
+    with torch.inference_mode():
+        for m in (model, other):
+            m(torch.zeros(1, context, dtype=torch.int64, device=m.device), 0, caches[id(m)])
+        for _ in range(rounds):
+            step(model)  # warm up
+            alone.append(statistics.median(timed() for _ in range(repeat)))
+            samples = []
+            for _ in range(repeat):
+                for _ in range(other_calls):
+                    step(other)
+                synchronize(other.device)
+                samples.append(timed())
+            after.append(statistics.median(samples))
+    return statistics.median(alone), statistics.median(after)
+
+
 def cost_ratios(target: Transformer, draft: Transformer | None, gammas: Sequence[int],
                 context: int = 96, repeat: int = 9, rounds: int = 3) -> CostRatios:
     """Median step times after `context` cached tokens (no draft: a zero-cost lookup), each
@@ -262,10 +311,71 @@ class SpeculationResult:
     c: float
     verify_ratio: float
     identical: bool | None   # greedy: every output equal to plain decoding's (None: sampled)
+    # Where the speculative runs' time went, per new token, from the run of median wall time
+    # of each prompt (`SpeculativeGeneration.time_breakdown`); the four sum to
+    # spec_s_per_token. target_step_s: the benchmarked target decode step that c and r are
+    # relative to (`cost_ratios`).
+    target_step_s: float
+    prefill_s_per_token: float
+    target_forward_s_per_token: float
+    draft_forward_s_per_token: float
+    host_s_per_token: float
 
     @property
     def speedup(self) -> float:
         return self.tokens_per_s / self.plain_tokens_per_s
+
+    @property
+    def spec_s_per_token(self) -> float:
+        """Measured wall time per new token, speculative decoding (prefill included)."""
+        return 1 / self.tokens_per_s
+
+    @property
+    def plain_s_per_token(self) -> float:
+        """Measured wall time per new token, plain decoding (prefill included)."""
+        return 1 / self.plain_tokens_per_s
+
+    @property
+    def predicted_forward_s_per_token(self) -> float:
+        """The forward passes per new token as the benchmarks price them: each target step
+        costs gamma c + r benchmarked decode steps, over the measured tokens per step."""
+        return (self.gamma * self.c + self.verify_ratio) * self.target_step_s \
+            / self.tokens_per_step
+
+    @property
+    def predicted_s_per_token_with_host(self) -> float:
+        """predicted_forward_s_per_token plus the measured prefill and host time per token:
+        what the measured time per token should be if the forward passes inside the loop
+        cost what the benchmarks say."""
+        return self.predicted_forward_s_per_token + self.prefill_s_per_token \
+            + self.host_s_per_token
+
+    @property
+    def unexplained_s_per_token(self) -> float:
+        """Measured minus predicted_s_per_token_with_host: the forward passes inside the loop
+        against their benchmarked price (positive: dearer in the loop)."""
+        return self.spec_s_per_token - self.predicted_s_per_token_with_host
+
+    def speedup_factors(self) -> dict[str, float]:
+        """The measured speedup as tau / (gamma c + r) (tau measured) times four measured
+        factors, whose product it is exactly:
+
+        - "host": the benchmarked forward passes per token over those plus the measured host
+          time (below 1 by what the host work costs speculation);
+        - "prefill": the same with the prefill added, over it with the host time alone;
+        - "forward passes in the loop": predicted_s_per_token_with_host over the measured
+          time per token (1 when the loop's forward passes cost what the benchmarks say);
+        - "plain baseline": plain decoding's measured time per token over the benchmarked
+          decode step (above 1: plain decoding has host work and a prefill of its own)."""
+        forwards = self.predicted_forward_s_per_token
+        with_host = forwards + self.host_s_per_token
+        return {"tau / (gamma c + r)": self.tokens_per_step / (self.gamma * self.c
+                                                               + self.verify_ratio),
+                "host": forwards / with_host,
+                "prefill": with_host / self.predicted_s_per_token_with_host,
+                "forward passes in the loop": self.predicted_s_per_token_with_host
+                / self.spec_s_per_token,
+                "plain baseline": self.plain_s_per_token / self.target_step_s}
 
     @property
     def predicted_tokens_per_step(self) -> float:
@@ -314,10 +424,16 @@ def compare(target: Transformer, drafts: dict[str, Transformer | NgramDraft],
         first = [p[0] for p in per_prompt]  # the steps are the same in every round
         proposed = [n for o in first for n in o.proposed]  # every prompt's steps, pooled
         accepted = [n for o in first for n in o.accepted]
-        spec_total = sum(statistics.median(o.elapsed_s for o in p) for p in per_prompt)
+        # each prompt's run of median wall time (the lower median for an even count of rounds)
+        typical = [sorted(p, key=lambda o: o.elapsed_s)[(len(p) - 1) // 2] for p in per_prompt]
+        spec_total = sum(o.elapsed_s for o in typical)
+        parts = {k: sum(o.time_breakdown()[k] for o in typical) / n_tokens
+                 for k in ("prefill", "target forward", "draft forward", "host")}
         results.append(SpeculationResult(
             name, g, temperature, n_tokens / plain_total, n_tokens / spec_total,
             steps_alpha(proposed, accepted), steps_alpha_by_position(proposed, accepted, g),
             n_tokens / sum(o.target_steps for o in first), ratios[name].c, ratios[name].verify[g],
-            all(o.tokens == t for o, t in zip(first, plain_tokens)) if temperature == 0 else None))
+            all(o.tokens == t for o, t in zip(first, plain_tokens)) if temperature == 0 else None,
+            ratios[name].target_step_s, parts["prefill"], parts["target forward"],
+            parts["draft forward"], parts["host"]))
     return results

@@ -17,6 +17,12 @@ before attention reads them (`KVCache.update` writes, then returns positions 0..
 Temperature 0 is greedy: both distributions are one-hot at their argmax, so a draft is kept
 exactly when it is the target's argmax, and the output equals
 `llmperf.measured.generate.generate`'s.
+
+Where the time goes: `speculative_generate` times every forward pass of the target and of a
+draft model (waiting for its GPU work before and after), and every target step from end to
+end. A step's host time is the rest: the n-gram lookup, building the input tensors, turning
+logits into distributions, copying them to the host, verification, sampling and the
+bookkeeping of the caches (`SpeculativeGeneration.host_s`).
 """
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ import torch.nn.functional as F
 from ..analytic.speculative import acceptance_rate
 from ..units import check_positive
 from .cache import KVCache
+from .device import synchronize
 from .generate import _probabilities, check_sampling, prompt_tensor
 from .model import Transformer, check_model
 
@@ -114,6 +121,16 @@ def rollback_cache(cache: KVCache, length: int) -> None:
     the next forward pass overwrites them, so no data moves. (Tests poison them here.)"""
 
 
+def _forward(model: Transformer, *args, **kwargs) -> tuple[torch.Tensor, float]:
+    """model(*args, **kwargs) and its seconds: work queued on the model's GPU before the call
+    is waited for first (it belongs to the host part before it), and the call's own after."""
+    synchronize(model.device)
+    start = time.perf_counter()
+    out = model(*args, **kwargs)
+    synchronize(model.device)
+    return out, time.perf_counter() - start
+
+
 def _distribution(logits: torch.Tensor, temperature: float, top_k: int | None) -> torch.Tensor:
     """(n, V) probabilities: one-hot at the argmax when greedy, else the sampling distribution."""
     if temperature == 0.0:
@@ -122,26 +139,32 @@ def _distribution(logits: torch.Tensor, temperature: float, top_k: int | None) -
 
 
 class ModelDraft:
-    """A small Transformer as the draft, decoding one token at a time on its own KV cache."""
+    """A small Transformer as the draft, decoding one token at a time on its own KV cache.
+    forward_s: seconds spent in the model's forward passes so far (`_forward`)."""
 
     def __init__(self, model: Transformer) -> None:
         check_model(model)
-        self.model, self.cache, self.cached = model, None, 0
+        self.model, self.cache, self.cached, self.forward_s = model, None, 0, 0.0
+
+    def _run(self, *args, **kwargs) -> torch.Tensor:
+        out, seconds = _forward(self.model, *args, **kwargs)
+        self.forward_s += seconds
+        return out
 
     def start(self, prompt: list[int], capacity: int) -> None:
         self.cache = KVCache(self.model, 1, capacity)
         self.cached = len(prompt) - 1
         if self.cached:
-            self.model(torch.tensor([prompt[:-1]], device=self.model.device), 0, self.cache,
-                       last_only=True)
+            self._run(torch.tensor([prompt[:-1]], device=self.model.device), 0, self.cache,
+                      last_only=True)
 
     def propose(self, seq: list[int], gamma: int, temperature: float, top_k: int | None,
                 generator: torch.Generator) -> tuple[list[int], torch.Tensor | None]:
         """gamma tokens drawn from the draft, and their distributions q (gamma, V); greedy
         drafts are argmaxes, returned with q None (one-hot, as for a lookup)."""
         dev = self.model.device
-        logits = self.model(torch.tensor([seq[self.cached:]], device=dev), self.cached,
-                            self.cache, last_only=True)
+        logits = self._run(torch.tensor([seq[self.cached:]], device=dev), self.cached,
+                           self.cache, last_only=True)
         tokens, qs = [], []
         for i in range(gamma):
             if temperature == 0.0:
@@ -152,7 +175,7 @@ class ModelDraft:
                 qs.append(q)
             tokens.append(x)
             if i < gamma - 1:
-                logits = self.model(torch.tensor([[x]], device=dev), len(seq) + i, self.cache)
+                logits = self._run(torch.tensor([[x]], device=dev), len(seq) + i, self.cache)
         self.cached = len(seq) + gamma - 1  # the last draft is never fed
         return tokens, (torch.stack(qs) if qs else None)
 
@@ -164,7 +187,10 @@ class ModelDraft:
 
 class NgramDraft:
     """Prompt lookup: find the latest earlier occurrence of the text's last n tokens (n from
-    max_ngram down to min_ngram) and propose the tokens that followed it. Its q is one-hot."""
+    max_ngram down to min_ngram) and propose the tokens that followed it. Its q is one-hot.
+    It runs no model: its forward_s stays 0, and the lookup counts as host time."""
+
+    forward_s = 0.0
 
     def __init__(self, max_ngram: int = 3, min_ngram: int = 1) -> None:
         check_positive("max_ngram", max_ngram, integer=True)
@@ -199,13 +225,44 @@ class NgramDraft:
 
 @dataclass(frozen=True)
 class SpeculativeGeneration:
-    """New tokens, and what each target step did: drafts proposed and drafts accepted."""
+    """New tokens, what each target step did (drafts proposed and drafts accepted), and where
+    its time went.
+
+    elapsed_s is prefill_s plus the sum of step_s: the clock is read once at the start, once
+    after the prefill and once at the end of each step. A step's time splits into the
+    target's forward pass, the draft model's forward passes, and the host time, the rest
+    (`host_s`)."""
 
     tokens: list[int]
     proposed: tuple[int, ...]   # drafts verified in each target step (0: a plain step)
     accepted: tuple[int, ...]   # of those, how many were kept
     elapsed_s: float            # wall time, prefill included
     prompt_len: int
+    prefill_s: float                     # the target's prefill and the draft's, until step 1
+    step_s: tuple[float, ...]            # wall time of each target step
+    target_forward_s: tuple[float, ...]  # in each step: the target's forward pass
+    draft_forward_s: tuple[float, ...]   # and the draft model's (0 for a lookup)
+
+    def __post_init__(self) -> None:
+        _check_steps(self.proposed, self.accepted)
+        n = len(self.proposed)
+        if not len(self.step_s) == len(self.target_forward_s) == len(self.draft_forward_s) == n:
+            raise ValueError(f"step_s, target_forward_s and draft_forward_s must hold one time "
+                             f"per step ({n}), got {len(self.step_s)}, "
+                             f"{len(self.target_forward_s)} and {len(self.draft_forward_s)}")
+
+    @property
+    def host_s(self) -> tuple[float, ...]:
+        """Each step's time outside the forward passes: drafting bookkeeping (or the n-gram
+        lookup), input tensors, distributions, verification, sampling, cache rollback."""
+        return tuple(s - t - d for s, t, d in zip(self.step_s, self.target_forward_s,
+                                                  self.draft_forward_s))
+
+    def time_breakdown(self) -> dict[str, float]:
+        """Seconds in the prefill, the target's and the draft's forward passes of the steps,
+        and the steps' host time; they sum to elapsed_s."""
+        return {"prefill": self.prefill_s, "target forward": sum(self.target_forward_s),
+                "draft forward": sum(self.draft_forward_s), "host": sum(self.host_s)}
 
     @property
     def target_steps(self) -> int:
@@ -302,14 +359,20 @@ def speculative_generate(target: Transformer, draft: Transformer | ModelDraft | 
     if T > 1:  # the target holds every committed token but the last, which each step feeds
         target(tokens[:, :-1].to(target.device), 0, cache, last_only=True)
     draft.start(seq, capacity)
-    proposed, accepted = [], []
+    for m in models:
+        synchronize(m.device)
+    clock = time.perf_counter()
+    prefill_s = clock - start
+    proposed, accepted, step_s, target_s, draft_s = [], [], [], [], []
     while len(seq) - T < max_new_tokens:
+        drafted_before = draft.forward_s
         room = max_new_tokens - (len(seq) - T) - 1  # drafts that still fit
         drafts, q = ([], None) if room == 0 else draft.propose(seq, min(gamma, room),
                                                               temperature, top_k, gen)
         pos = len(seq) - 1
         chunk = torch.tensor([seq[pos:] + drafts], device=target.device)
-        p = _distribution(target(chunk, pos, cache)[0], temperature, top_k).cpu()
+        logits, forward_s = _forward(target, chunk, pos, cache)
+        p = _distribution(logits[0], temperature, top_k).cpu()
         if drafts:
             q = F.one_hot(torch.tensor(drafts), vocab).double() if q is None else q
             new = _verify(p, q, torch.tensor(drafts, dtype=torch.int64), gen)
@@ -320,5 +383,10 @@ def speculative_generate(target: Transformer, draft: Transformer | ModelDraft | 
         seq += new
         rollback_cache(cache, len(seq) - 1)
         draft.rollback(len(seq) - 1)
-    return SpeculativeGeneration(seq[T:], tuple(proposed), tuple(accepted),
-                                 time.perf_counter() - start, T)
+        now = time.perf_counter()
+        step_s.append(now - clock)
+        target_s.append(forward_s)
+        draft_s.append(draft.forward_s - drafted_before)
+        clock = now
+    return SpeculativeGeneration(seq[T:], tuple(proposed), tuple(accepted), clock - start, T,
+                                 prefill_s, tuple(step_s), tuple(target_s), tuple(draft_s))
