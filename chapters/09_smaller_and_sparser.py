@@ -177,7 +177,7 @@ plt.show()
 # The **2:4 pattern** is the compromise hardware adopted: in every group of four consecutive
 # inputs, at most two weights are non-zero. NVIDIA's Ampere and later tensor cores multiply
 # such a matrix stored compressed (the two kept values of each group plus a 2-bit position for
-# each) at twice the dense math rate {cite:p}`nvidia_cusparselt`, for 16- and 8-bit types
+# each) at twice the dense peak math rate {cite:p}`nvidia_cusparselt`, for 16- and 8-bit types
 # (32-bit types use a 1:2 pattern instead {cite:p}`nvidia_cusparselt_types`); datasheets
 # quote the sparse peak beside the dense one {cite:p}`nvidia_a100`. This book's peaks are dense
 # (chapter 4). Bytes fall too, though by less than half:
@@ -301,8 +301,10 @@ lp.Table(["model", "FFN weights zero", "predicted step", "measured step", "predi
 #
 # :::{important}
 # Zeros buy speed only where a kernel skips them. Unstructured sparsity saves nothing in a dense
-# kernel; 2:4 sparsity doubles the math rate on tensor cores that support it; structured pruning
-# makes every kernel smaller, at a larger cost in loss per parameter removed.
+# kernel; 2:4 sparsity doubles the peak math rate on tensor cores that support it (a peak: a
+# kernel gains at most that, and in a memory-bound step the gain is the bytes' ratio);
+# structured pruning makes every kernel smaller, at a larger cost in loss per parameter
+# removed.
 # :::
 #
 # ### Published figures beside ours
@@ -541,17 +543,29 @@ lp.Table(["FFN", "sparsity", "dense", "gathered", "predicted, oracle",
          formats={"sparsity": ".3f", "predicted, oracle": ".2f",
                   "predicted, with the copy": ".2f", "measured speedup": ".2f"})
 
+# %% tags=["nbval-ignore-output"]
+for name, _, _, _, oracle, with_copy, measured_gain in gather_rows:
+    where = ("below both predictions" if measured_gain < with_copy
+             else "between the two predictions" if measured_gain <= oracle
+             else "above both predictions")
+    print(f"{name}: measured {measured_gain:.2f}x, {where} "
+          f"(with the copy {with_copy:.2f}x, oracle {oracle:.2f}x)")
+
 # %% [markdown]
-# On the trained layer the matrices are a megabyte: the time is mostly per-operator overhead,
-# and gathering adds operators, so the measured speedup is far below the bytes' ratio (on a busy
-# machine it can fall below 1). On the wider FFN the bytes dominate and the gather pays, though
-# by less than the oracle's ratio: copying the active rows of $W_{\text{up}}$ reads them, writes
-# them and reads them again, three times the oracle's traffic for that matrix. Hold the
-# measurement against both predictions: the oracle's is what the gather would gain if the copy
-# cost nothing, the other what it gains if every byte of the copy went to main memory (a copy
-# that stays in cache costs less; a gather also reads scattered rows less efficiently than a
-# stream). Deja Vu's kernels read the
-# selected rows in place, without the copy {cite:p}`liu2023dejavu`.
+# The two predictions bracket what the bytes allow. The oracle's is what the gather would
+# gain if the copy cost nothing; the other is what it gains if every byte of the copy went to
+# main memory: copying the active rows of $W_{\text{up}}$ reads them, writes them and reads
+# them again, three times the oracle's traffic for that matrix. The printed lines place each
+# measurement. Between the two predictions, the copy cost less than a round trip to memory (a
+# copy that stays in cache does); below both, costs that no byte count sees outweigh part of
+# the saving: the gather's extra operators, and scattered rows read less efficiently than a
+# stream; above both, the gathered product came closer to its bytes' rate than the dense
+# one did (its smaller working set may fit in a cache the whole matrix does not). The trained
+# layer's two matrices are about a megabyte each in fp32, small enough for a processor's
+# last-level cache, and its time is largely per-operator overhead (chapter 7), so its
+# measured speedup moves most from one machine or run to another; the wider FFN's time is
+# mostly its bytes. Deja Vu's kernels read the selected rows in place, without the copy
+# {cite:p}`liu2023dejavu`.
 #
 # ### Predicting the active set
 #
@@ -701,28 +715,31 @@ lp.Table(["batch B", "expected layers the batch runs"], profile_rows,
 # [7](07_fusion.ipynb), [8](08_moe_and_speculative.ipynb) and this one relieves one or more of
 # them, often by spending another.
 #
-# | chapter | optimization | relieves | how | at what cost, or where it fades |
-# |---|---|---|---|---|
-# | 6 | paged KV allocation | capacity | KV blocks reserved as tokens arrive, not for the longest possible answer | block tables; preemption when blocks run out |
-# | 6 | prefix sharing | capacity | requests sharing a prompt share its KV blocks | copy on write |
-# | 6 | grouped-query and multi-query attention | capacity, bandwidth | fewer KV heads: fewer KV bytes per token to hold and to read | a retrained model; some quality |
-# | 6 | int8 KV cache | capacity, bandwidth | half the bytes per cached token | attention error |
-# | 6 | int8 / int4 weights | bandwidth, capacity | fewer bytes per weight for every decode step | quantization error; dequantizing costs compute |
-# | 7 | operator fusion | bandwidth | intermediates stay on chip; fewer kernel launches | compile time |
-# | 7 | FlashAttention | bandwidth, capacity | $S$ and $P$ never written; memory linear in $N$ | a tiled kernel per device; the same FLOPs |
-# | 7 | split-K decoding | bandwidth | more pieces of work than SMs at small batch, so every SM reads the KV cache | a final reduction across the pieces |
-# | 8 | mixture of experts | compute (bandwidth at batch 1) | $k$ of $E$ experts per token | capacity (all experts held); bandwidth once a batch touches most experts |
-# | 8 | speculative decoding | sequential steps | several tokens per target step | compute (drafts and rejected tokens); fades under heavy batching |
-# | 9 | unstructured pruning | capacity, only in a sparse format | fewer weights stored | no speed in dense kernels |
-# | 9 | 2:4 sparsity | compute, some bandwidth | tensor cores at twice the math rate on compressed weights | hardware support; loss of the forced pattern |
-# | 9 | structured pruning | compute, bandwidth, capacity | smaller dense matrices | more loss per parameter removed |
-# | 9 | distillation | compute, bandwidth, capacity | a smaller model trained to imitate a larger one | a training run; quality of the smaller size |
-# | 9 | contextual sparsity | bandwidth, compute | a token reads and multiplies only its active neurons | predictor cost and misses; gone at large batch |
-# | 9 | early exit | compute, bandwidth | fewer layers for confident tokens | loss; missing KV of skipped layers; gone at large batch |
+# | chapter | optimization | relieves | how | communication (tensor or expert parallel) | at what cost, or where it fades |
+# |---|---|---|---|---|---|
+# | 6 | paged KV allocation | capacity | KV blocks reserved as tokens arrive, not for the longest possible answer | unchanged | block tables; preemption when blocks run out |
+# | 6 | prefix sharing | capacity | requests sharing a prompt share its KV blocks | unchanged | copy on write |
+# | 6 | grouped-query and multi-query attention | capacity, bandwidth | fewer KV heads: fewer KV bytes per token to hold and to read | unchanged: the all-reduces carry activations of width $D$ | a retrained model; some quality |
+# | 6 | int8 KV cache | capacity, bandwidth | half the bytes per cached token | unchanged | attention error |
+# | 6 | int8 / int4 weights | bandwidth, capacity | fewer bytes per weight for every decode step | unchanged: the activations exchanged stay 16-bit | quantization error; dequantizing costs compute |
+# | 7 | operator fusion | bandwidth | intermediates stay on chip; fewer kernel launches | unchanged | compile time |
+# | 7 | FlashAttention | bandwidth, capacity | $S$ and $P$ never written; memory linear in $N$ | unchanged | a tiled kernel per device; the same FLOPs |
+# | 7 | split-K decoding | bandwidth | more pieces of work than SMs at small batch, so every SM reads the KV cache | none: the pieces are on one device | a final reduction across the pieces |
+# | 8 | mixture of experts | compute (bandwidth at batch 1) | $k$ of $E$ experts per token | added: with the experts on different devices (expert parallelism), each MoE layer sends every token to its experts' devices and the results back, two all-to-all exchanges {cite:p}`lepikhin2021gshard` | capacity (all experts held); bandwidth once a batch touches most experts |
+# | 8 | speculative decoding | sequential steps | several tokens per target step | fewer per token: each target step's all-reduces serve its $\tau$ tokens, not one (plus the draft's own, if the draft is split too) | compute (drafts and rejected tokens); capacity (the draft's weights and its KV cache); fades under heavy batching |
+# | 9 | unstructured pruning | capacity, only at high sparsity in a sparse format | fewer weights stored; at 50% in fp16 CSR, values and 16-bit column indices take as many bytes as the dense matrix | unchanged | no speed in dense kernels |
+# | 9 | 2:4 sparsity | compute, some bandwidth | tensor cores at twice the peak math rate on compressed weights (a peak, not the achieved gain) | unchanged | hardware support; loss of the forced pattern |
+# | 9 | structured pruning | compute, bandwidth, capacity | smaller dense matrices | unchanged per layer: $D$ is kept | more loss per parameter removed |
+# | 9 | distillation | compute, bandwidth, capacity | a smaller model trained to imitate a larger one | fewer: fewer layers (fewer all-reduces), narrower ones if $D$ shrinks, none if the model fits on one device | a training run; quality of the smaller size |
+# | 9 | contextual sparsity | bandwidth, compute | a token reads and multiplies only its active neurons | unchanged: the FFN's output still has width $D$ | predictor cost and misses; gone at large batch |
+# | 9 | early exit | compute, bandwidth | fewer layers for confident tokens | fewer per token: a layer not run exchanges nothing | loss; missing KV of skipped layers; gone at large batch |
 #
-# Communication appears in no row directly: these optimizations leave the bytes exchanged per
-# layer under tensor parallelism unchanged, but every row that relieves capacity can remove
-# communication altogether, when the model then fits on fewer devices.
+# Under tensor parallelism each layer exchanges its activations in two all-reduces (chapter 4),
+# whose size is set by the batch and $D$; most rows leave both unchanged. Three rows change
+# the count per token: early exit and distillation run fewer layers, and speculation runs one
+# target step for $\tau$ tokens. An MoE split over devices adds exchanges of its own. And every
+# row that relieves capacity can remove communication altogether, when the model then fits on
+# fewer devices.
 
 # %% [markdown]
 # ## Worked problems
@@ -771,8 +788,10 @@ lp.Table(["batch B", "expected layers the batch runs"], profile_rows,
 # <details><summary>Answer</summary>
 #
 # Half the values, $8{,}388{,}608 \times 2$ bytes, plus a 2-bit position for each, 2,097,152
-# bytes: 18,874,368 bytes, 0.5625 of the dense 33,554,432. The math rate doubles; in a
-# memory-bound decode step the gain is the bytes' ratio instead, $1/0.5625 = 1.78$.
+# bytes: 18,874,368 bytes, 0.5625 of the dense 33,554,432. The peak math rate doubles, so a
+# compute-bound product runs at most twice as fast (the gain a kernel achieves is what to
+# measure); in a memory-bound decode step the gain is the bytes' ratio instead,
+# $1/0.5625 = 1.78$.
 #
 # </details>
 
@@ -789,6 +808,10 @@ assert abs(sv.dense.bytes - 16.8e9) < 0.05e9
 assert abs(expected_layers([0.3, 0.1, 0.1, 0.5]) - 2.8) < 1e-12
 assert abs(batch_expected_layers([0.3, 0.1, 0.1, 0.5], 8) - 3.9954) < 1e-4
 assert two_four_bytes(4096 * 4096, "fp16") == 18_874_368
+# The closing table: 50% unstructured in fp16 CSR (2-byte values, 2-byte column indices, 4-byte
+# row pointers) is no smaller than dense; at 75% it is about half.
+_csr = lambda s, n=4096: round((1 - s) * n * n) * (2 + 2) + (n + 1) * 4  # noqa: E731
+assert _csr(0.5) >= 4096 * 4096 * 2 and _csr(0.75) < 0.51 * 4096 * 4096 * 2
 # The prose's figures: the students' size, the manifest's gaps, Figure 4's union.
 assert round(info["target"]["params"] / info["student"]["params"], 1) == 5.2
 gap = info["student"]["val_loss_nats"] - info["student-distilled"]["val_loss_nats"]
@@ -804,7 +827,8 @@ assert abs(expected_layers(point.exit_fractions) - point.mean_layers) < 1e-6
 # - Unstructured pruning removes the weights that matter least, and Wanda's activation-aware
 #   score keeps loss lower than magnitude alone; but zeros inside dense tensors change no FLOP
 #   and no byte, so they buy no speed. The 2:4 pattern is the sparsity hardware can use: twice
-#   the math rate on sparse tensor cores, 0.5625 of the bytes in fp16.
+#   the peak math rate on sparse tensor cores (an upper bound on the gain), 0.5625 of the bytes
+#   in fp16.
 # - Structured pruning (whole neurons, whole heads) builds a smaller dense model whose every
 #   kernel is faster, at a higher cost in loss per parameter; heads are the most expensive to
 #   remove.
