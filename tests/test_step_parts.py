@@ -111,3 +111,17 @@ def test_attention_op_rows_are_the_rows_step_costs_uses():
         step = lp.step_costs("mistral-7b", "decode", 3, 700, attention=attention)
         rows = lp.attention_op_rows("mistral-7b", 1, 701, 3, attention=attention)
         assert all(step[r.name] == r for r in rows)
+
+
+@pytest.mark.parametrize("attention", ["standard", "fused"])
+def test_a_verification_step_splits_its_bytes_too(attention):
+    # gamma + 1 = 5 appended positions over 1,000 cached tokens, batch 4: the weights are read
+    # once as in any step, and the KV cache of 1,005 tokens once per sequence.
+    from llmperf.analytic.speculative import verify_step_costs
+
+    llama = lp.get_model("llama-2-7b")
+    step = verify_step_costs(llama, 4, 5, 1000, attention=attention)
+    parts = step.bytes_by_data()
+    assert sum(parts.values()) == pytest.approx(step.total.bytes)
+    assert parts["kv"] == 4 * 1005 * llama.kv_bytes_per_token("fp16")
+    assert parts["weights"] == lp.step_costs(llama, "decode", 20, 1000).bytes_by_data()["weights"]

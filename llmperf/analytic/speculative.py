@@ -21,8 +21,7 @@ import math
 from ..hardware import Accelerator
 from ..models import ModelConfig, get_model
 from ..units import check_non_negative, check_positive
-from .cost import attention_scores_cost, attention_values_cost, fused_attention_cost, softmax_cost
-from .layers import ATTENTION, OpRow, StepCosts, step_costs
+from .layers import StepCosts, attention_op_rows, step_costs
 
 
 def _check_alpha(alpha: float) -> None:
@@ -89,22 +88,6 @@ def acceptance_rate(accepted: int, rejected: int) -> float:
     return accepted / (accepted + rejected)
 
 
-def _append_attention_rows(m: ModelConfig, batch: int, tokens: int, context: int, dtype: str,
-                           kv_dtype: str, attention: str) -> tuple[OpRow, ...]:
-    """Attention of `tokens` new queries per sequence against its context + tokens keys (the
-    cache capped by a sliding window, as a decode step's is), in `step_costs`'s row names."""
-    sizes = dict(kv_len=m.cached_tokens(context + tokens), heads=m.n_heads, batch=batch,
-                 dtype=dtype)
-    tensors = dict(sizes, kv_heads=m.n_kv_heads, kv_dtype=kv_dtype)
-    L = m.n_layers
-    if attention == "fused":
-        cost = fused_attention_cost(tokens, m.d_head, causal=True, **tensors)
-        return (OpRow("attention", ATTENTION, cost * L, L),)
-    return (OpRow("qk", ATTENTION, attention_scores_cost(tokens, m.d_head, **tensors) * L, L),
-            OpRow("softmax", ATTENTION, softmax_cost(tokens, **sizes) * L, L),
-            OpRow("sv", ATTENTION, attention_values_cost(tokens, m.d_head, **tensors) * L, L))
-
-
 def verify_step_costs(model: ModelConfig | str, batch: int, tokens_per_sequence: int,
                       context: int, dtype: str = "fp16", kv_dtype: str | None = None,
                       attention: str = "standard") -> StepCosts:
@@ -126,8 +109,8 @@ def verify_step_costs(model: ModelConfig | str, batch: int, tokens_per_sequence:
     check_positive("context", context, integer=True)
     m, T = get_model(model), int(tokens_per_sequence)
     step = step_costs(m, "decode", batch * T, context, dtype, kv_dtype, attention)
-    attn = _append_attention_rows(m, int(batch), T, int(context), step.dtype, step.kv_dtype,
-                                  attention)
+    attn = attention_op_rows(m, T, m.cached_tokens(int(context) + T), int(batch), step.dtype,
+                             step.kv_dtype, attention)
     rows = [r for r in step.rows if r.name not in {a.name for a in attn}]
     at = next(i for i, r in enumerate(step.rows) if r.name == attn[0].name)
     rows[at:at] = attn

@@ -299,9 +299,10 @@ class Transformer(nn.Module):
         """Distinct parameters (a tied embedding counts once); equals config.param_count()."""
         return sum(p.numel() for p in self.parameters())
 
-    def step_costs(self, phase: str, batch: int = 1, seq_len: int = 2048) -> StepCosts:
+    def step_costs(self, phase: str, batch: int = 1, seq_len: int | None = None) -> StepCosts:
         """The analytic cost table of one step of this model, in its dtype, with attention
-        counted the way it runs here (`attention_kernel`)."""
+        counted the way it runs here (`attention_kernel`); seq_len is required, as in
+        `llmperf.step_costs`."""
         return step_costs(self.config, phase, batch=batch, seq_len=seq_len,
                           dtype=dtype_name(self.dtype), attention=self.attention_kernel[phase])
 
