@@ -10,22 +10,77 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 from pathlib import Path
+
+from . import __version__
 
 ISOLATIONS = ("auto", "user+namespaces", "user", "namespaces", "none")
 DTYPE_HELP = "data type of the weights and the KV cache: fp32, bf16, fp16, fp8, int8 (default fp16)"
 
+# `llmperf list WHAT`: each category under its own name, its singular and, for the
+# accelerators, "gpus" and "gpu".
+LIST_CATEGORIES = {"models": "models", "model": "models",
+                   "accelerators": "accelerators", "accelerator": "accelerators",
+                   "gpus": "accelerators", "gpu": "accelerators"}
+
+# The epilog of each command's --help: commands a reader can copy (the list, estimate and
+# layers ones run as they are; tests/test_cli.py runs them).
+EXAMPLES = {
+    None: ["llmperf list models",
+           "llmperf estimate llama-2-7b A10 --prompt-tokens 350 --output-tokens 150",
+           "llmperf layers llama-2-7b --phase decode --batch 8 --seq-len 4096",
+           "llmperf release exercises/04_boundedness.py --output exercises/_release/",
+           "llmperf grade submission.ipynb --results results.json",
+           "llmperf COMMAND --help            # each command's options and examples"],
+    "release": ["llmperf release exercises/04_boundedness.py --output exercises/_release/",
+                "llmperf release exercises/0*.py -o exercises/_release/ --no-py"],
+    "grade": ["llmperf grade submission.ipynb",
+              "llmperf grade submission.ipynb --results results.json",
+              "llmperf grade submissions/ --csv scores.csv --exercise 04_boundedness"],
+    "list": ["llmperf list", "llmperf list models", "llmperf list gpus"],
+    "estimate": ["llmperf estimate llama-2-7b A10 --prompt-tokens 350 --output-tokens 150",
+                 "llmperf estimate llama-2-7b A10 --prompt-tokens 350 --output-tokens 150 "
+                 "--batch 8",
+                 "llmperf estimate llama-2-70b 'H100 SXM' --prompt-tokens 1000 "
+                 "--output-tokens 200 --dtype int8",
+                 "llmperf estimate mistral-7b L4 --prompt-tokens 500 --output-tokens 100 "
+                 "--no-ecc"],
+    "layers": ["llmperf layers llama-2-7b --phase decode --batch 8 --seq-len 4096",
+               "llmperf layers llama-2-7b --phase prefill --seq-len 512 --accelerator 'H100 SXM'",
+               "llmperf layers mixtral-8x7b --phase decode --seq-len 2048 --dtype int8"],
+}
+
+
+def _examples(command: str | None) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[command])
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's own, except that the examples keep their lines as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("examples:"):
+            return "\n".join(indent + line for line in text.splitlines())
+        return super()._fill_text(text, width, indent)
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmperf", description=__doc__.split("\n")[0],
-                                     allow_abbrev=False)
+                                     allow_abbrev=False, formatter_class=_HelpFormatter,
+                                     epilog=_examples(None))
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
+                        help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _release_parser(sub)
     _grade_parser(sub)
     _list_parser(sub)
     _estimate_parser(sub)
     _layers_parser(sub)
+    for name, command in sub.choices.items():
+        command.formatter_class = _HelpFormatter
+        command.epilog = _examples(name)
     return parser
 
 
@@ -69,13 +124,25 @@ def _grade_parser(sub) -> None:
                    "(unisolated: trusted work only)")
 
 
+def _list_category(text: str) -> str:
+    """WHAT of `llmperf list WHAT`: a category, in either number, any case."""
+    key = text.strip().lower()
+    if key in LIST_CATEGORIES:
+        return LIST_CATEGORIES[key]
+    close = difflib.get_close_matches(key, list(LIST_CATEGORIES), n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise argparse.ArgumentTypeError(f"{text!r} is not something to list{hint} "
+                                     f"(choose from {', '.join(LIST_CATEGORIES)})")
+
+
 def _list_parser(sub) -> None:
     p = sub.add_parser("list", allow_abbrev=False,
                        help="the catalog's models and accelerators, with key figures",
                        description="List the models and accelerators that the other commands "
                        "and the library know by name.")
-    p.add_argument("what", nargs="?", choices=("models", "accelerators"), metavar="WHAT",
-                   help="models or accelerators (default: both)")
+    p.add_argument("what", nargs="?", type=_list_category, metavar="WHAT",
+                   help="models (or model) or accelerators (or accelerator, gpus, gpu); "
+                   "default: both")
 
 
 def _estimate_parser(sub) -> None:
@@ -230,51 +297,115 @@ def _both_units(n_bytes: float) -> str:
     return f"{lp.format_bytes(n_bytes)} = {lp.format_bytes(n_bytes, binary=True)}"
 
 
-def _memory_line(report, model, acc, args) -> str | None:
-    """What does not fit, said before any timing is printed (None when it all fits)."""
+def _flag(flag: str, look_up, *args):
+    """look_up(*args), with a bad value reported under the flag the user typed."""
+    try:
+        return look_up(*args)
+    except (ValueError, KeyError) as err:
+        raise UsageError(f"{flag}: {err.args[0] if err.args else err}") from err
+
+
+def _count_flag(flag: str, value: int) -> int:
+    if value < 1:
+        raise UsageError(f"{flag}: must be a positive whole number, got {value}")
+    return value
+
+
+def _dtype(acc, dtype: str) -> str:
+    """--dtype as the library names it, checked against the accelerator's peaks."""
     import llmperf as lp
 
-    if report.fits:
-        return None
-    ecc = "ECC off" if args.no_ecc else "ECC on"
+    dtype = _flag("--dtype", lp.normalize_dtype, dtype)
+    _flag("--dtype", acc.peak, dtype)
+    return dtype
+
+
+def _largest_batch_that_fits(model, acc, report, dtype: str, ecc: bool) -> int:
+    """The most sequences like the report's, at most its batch, whose weights, KV cache and
+    activations fit in `dtype` (0 when not even one does)."""
+    import llmperf as lp
+
+    batch = min(report.batch, lp.max_batch_size(model, acc, report.seq_len, dtype, ecc=ecc))
+    while batch > 0 and not lp.memory_report(model, acc, batch, report.seq_len, dtype, ecc=ecc,
+                                             prefill_tokens=report.prefill_tokens).fits:
+        batch -= 1
+    return batch
+
+
+def _smaller_dtype(model, acc, report, ecc: bool) -> str | None:
+    """A smaller dtype to suggest: the largest one `acc` runs whose weights fit, and with it
+    the whole request or, failing that, the most sequences that fit (None when none does)."""
+    import llmperf as lp
+
+    size = lp.bytes_per_element(report.dtype)
+    smaller = sorted((d for d in acc.dtypes if lp.bytes_per_element(d) < size),
+                     key=lp.bytes_per_element, reverse=True)
+    for dtype in smaller:
+        batch = _largest_batch_that_fits(model, acc, report, dtype, ecc)
+        if batch == report.batch:
+            there = lp.memory_report(model, acc, batch, report.seq_len, dtype, ecc=ecc,
+                                     prefill_tokens=report.prefill_tokens)
+            return (f"--dtype {dtype} (needs {lp.format_bytes(there.needed_bytes)}, weights "
+                    f"{lp.format_bytes(there.weight_bytes)})")
+        if batch:
+            return f"--dtype {dtype} with --batch {batch}"
+    return None
+
+
+def _does_not_fit(report, model, acc, ecc: bool) -> str:
+    """Why a request does not fit, and what would (said instead of timings, exit status 1)."""
+    import llmperf as lp
+
+    ecc_note = f" ({'ECC on' if ecc else 'ECC off'})" if acc.inline_ecc else ""
     needs = (f"needs {_both_units(report.needed_bytes)} of {_both_units(report.usable_bytes)} "
-             f"usable ({ecc})")
+             f"usable{ecc_note}")
+    fixes = []
     if not report.weights_fit:
-        return (f"{model.name} does not fit on one {acc.name}: {needs}; its {args.dtype} "
-                f"weights alone take {_both_units(report.weight_bytes)}. No timings: try a "
-                "smaller model, a smaller dtype (--dtype) or more memory")
-    fits = lp.max_batch_size(model, acc, report.seq_len, args.dtype, ecc=not args.no_ecc)
-    return (f"warning: {model.name} on {acc.name} does not fit: {needs}: weights "
-            f"{lp.format_bytes(report.weight_bytes)}, KV cache "
-            f"{lp.format_bytes(report.kv_bytes)} for {args.batch} sequence(s) of "
-            f"{report.seq_len} tokens, activations {lp.format_bytes(report.activation_bytes)} "
-            f"(estimate); the KV caches of {fits} such sequence(s) fit beside the weights, "
-            "activations aside. The timings below assume it all fitted")
+        why = (f"{model.name} does not fit on one {acc.name}: {needs}; its {report.dtype} "
+               f"weights alone take {_both_units(report.weight_bytes)}")
+    else:
+        why = (f"{model.name} on {acc.name} does not fit: {needs}: weights "
+               f"{lp.format_bytes(report.weight_bytes)}, KV cache "
+               f"{lp.format_bytes(report.kv_bytes)} for {report.batch} sequence(s) of "
+               f"{report.seq_len} tokens, activations "
+               f"{lp.format_bytes(report.activation_bytes)} (estimate)")
+        batch = _largest_batch_that_fits(model, acc, report, report.dtype, ecc)
+        if batch:
+            fixes.append(f"--batch {batch} (the most such sequences that fit, activations "
+                         "included)")
+        else:
+            fixes.append("fewer tokens (not even one such sequence fits beside the weights)")
+    smaller = _smaller_dtype(model, acc, report, ecc)
+    if smaller:
+        fixes.append(smaller)
+    if ecc and acc.usable_capacity(False) > acc.usable_capacity(True) and lp.memory_report(
+            model, acc, report.batch, report.seq_len, report.dtype, ecc=False,
+            prefill_tokens=report.prefill_tokens).fits:
+        fixes.append("--no-ecc (all of its memory, ECC off)")
+    fixes += ["a smaller model", "more memory"]
+    return f"{why}. No timings: try {', '.join(fixes[:-1])} or {fixes[-1]}"
 
 
 def _estimate(args) -> int:
     import llmperf as lp
 
     model, acc = lp.get_model(args.model), lp.get_accelerator(args.accelerator)
-    for name in ("prompt_tokens", "output_tokens", "batch"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be a positive whole number, "
-                             f"got {getattr(args, name)}")
+    for flag in ("--prompt-tokens", "--output-tokens", "--batch"):
+        _count_flag(flag, getattr(args, flag[2:].replace("-", "_")))
+    dtype = _dtype(acc, args.dtype)
     ecc = not args.no_ecc
-    # as roofline_latency checks it: the cache at the last step, the prefill's activations
-    report = lp.memory_report(model, acc, args.batch, args.prompt_tokens + args.output_tokens - 1,
-                              args.dtype, ecc=ecc, prefill_tokens=args.prompt_tokens)
-    problem = _memory_line(report, model, acc, args)
-    if problem:
-        print(f"{problem}.")
-    if not report.weights_fit:
-        return 1
-    simple = lp.simple_latency(model, acc, args.prompt_tokens, args.output_tokens, args.dtype,
-                               ecc=ecc)
+    # Its memory report, as the library checks it: the cache at the last step, the
+    # prefill's activations.
     roof = lp.roofline_latency(model, acc, args.prompt_tokens, args.output_tokens, args.batch,
-                               args.dtype, ecc=ecc)
+                               dtype, ecc=ecc)
+    report = roof.memory
+    if not roof.fits:
+        print(f"llmperf estimate: {_does_not_fit(report, model, acc, ecc)}.", file=sys.stderr)
+        return 1
+    simple = lp.simple_latency(model, acc, args.prompt_tokens, args.output_tokens, dtype,
+                               ecc=ecc)
     print(f"{model.name} on {acc.name}, {args.prompt_tokens} prompt tokens, "
-          f"{args.output_tokens} output tokens, {args.dtype}, batch {args.batch}")
+          f"{args.output_tokens} output tokens, {dtype}, batch {args.batch}")
     print(f"{'model':<10}{'TTFT':>12}{'decode':>12}{'total':>12}{'TPOT':>12}")
     for label, est in (("simple", simple), ("roofline", roof)):
         times = (est.prefill_s, est.decode_s, est.total_s, est.tpot_s)
@@ -293,9 +424,14 @@ def _estimate(args) -> int:
 def _layers(args) -> int:
     import llmperf as lp
 
-    step = lp.step_costs(args.model, args.phase, args.batch, args.seq_len, args.dtype)
-    print(step.on(args.accelerator).to_text())
-    print(f"(each row sums all {lp.get_model(args.model).n_layers} layers where the operator "
+    model = lp.get_model(args.model)
+    acc = _flag("--accelerator", lp.get_accelerator, args.accelerator)
+    _count_flag("--batch", args.batch)
+    _count_flag("--seq-len", args.seq_len)
+    dtype = _dtype(acc, args.dtype)
+    step = lp.step_costs(model, args.phase, args.batch, args.seq_len, dtype)
+    print(step.on(acc).to_text())
+    print(f"(each row sums all {model.n_layers} layers where the operator "
           "is in every layer; times are each operator's roofline)")
     return 0
 

@@ -37,15 +37,16 @@ def _label(entry: object, key: str) -> str:
 def lookup(kind: str, name: object, index: Mapping[str, tuple[T, ...]], known: list[str]) -> T:
     """The one entry called `name`.
 
-    ValueError naming `kind` when the name is unknown (with the closest names and all
-    names) or ambiguous (with the entries it could mean).
+    ValueError naming `kind` when the name is unknown (with the closest names, most
+    similar first, and all names) or ambiguous (with the entries it could mean).
     """
     if not isinstance(name, str):
         raise ValueError(f"{kind} must be a name or a catalog object, got {name!r}")
     found = index.get(name_key(name))
     if found is None:
+        # get_close_matches puts the most similar first: keep that order, each name once
         close = difflib.get_close_matches(name_key(name), list(index), n=3, cutoff=0.4)
-        names = sorted({_label(entry, key) for key in close for entry in index[key]})
+        names = list(dict.fromkeys(_label(entry, key) for key in close for entry in index[key]))
         hint = f" Closest: {names}." if names else ""
         raise ValueError(f"{kind} {name!r} is not in the catalog.{hint} Known: {known}")
     if len(found) > 1:
