@@ -112,13 +112,12 @@ def test_prefill_time_warns_when_the_prefill_does_not_fit():
 def test_estimate_command_says_what_does_not_fit(capsys):
     argv = ["estimate", "llama-2-7b", "A10", "--prompt-tokens", "100", "--output-tokens", "901",
             "--batch", "21"]
-    assert main(argv) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("warning: llama-2-7b on A10 does not fit: needs ")
-    assert "of 24.16 GB = 22.50 GiB usable (ECC on)" in lines[0]
-    # (24,159,191,040 - 13,476,831,232) / (1000 * 524,288) = 20.4
-    assert "the KV caches of 20 such sequence(s) fit" in lines[0]
-    assert any(line.startswith("memory, batch 21: does not fit") for line in lines)
+    assert main(argv) == 1  # a KV cache that does not fit is refused, as weights are
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("llmperf estimate: llama-2-7b on A10 does not fit: needs ")
+    assert "of 24.16 GB = 22.50 GiB usable (ECC on)" in err
+    # (24,159,191,040 - 13,476,831,232) / (1000 * 524,288) = 20.4, activations (8 MB each) aside
+    assert "try --batch 20 (the most such sequences that fit" in err
     assert main([*argv, "--no-ecc"]) == 0
     out = capsys.readouterr().out
     assert "does not fit" not in out and "memory, batch 21: fits: needs" in out
