@@ -8,6 +8,11 @@ step times: E / (gamma c + 1) and E / (gamma c + r), r the measured cost of a ve
 step over gamma + 1 positions relative to a decode step. Greedy (temperature 0, where every
 output must equal plain greedy decoding's, checked) and sampled (temperature 1).
 
+A second table is the time budget per new token: the measured time of speculative decoding
+against the forward passes as the benchmarks price them ((gamma c + r) t_step / tau), plus
+the host time (everything a step does outside the two models' forward passes) and the
+prefill measured inside the runs; the remainder is what that leaves unexplained.
+
 Run: .venv/bin/python benchmarks/speculative.py
 """
 import torch
@@ -37,7 +42,13 @@ def main() -> None:
                          "speedup": r.speedup,
                          "predicted_tokens_per_step": r.predicted_tokens_per_step,
                          "predicted_speedup": r.predicted_speedup,
-                         "predicted_speedup_measured_verify": r.predicted_speedup_measured_verify})
+                         "predicted_speedup_measured_verify": r.predicted_speedup_measured_verify,
+                         "spec_s_per_token": r.spec_s_per_token,
+                         "plain_s_per_token": r.plain_s_per_token,
+                         "predicted_forward_s_per_token": r.predicted_forward_s_per_token,
+                         "predicted_s_per_token_with_host": r.predicted_s_per_token_with_host,
+                         "unexplained_s_per_token": r.unexplained_s_per_token,
+                         "speedup_factors": r.speedup_factors()})
     lines = ["# Speculative decoding against plain decoding (trained target, batch 1)", "",
              f"{PROMPTS} prompts of {PROMPT_LEN} characters from the validation split, "
              f"{NEW_TOKENS} new tokens each, medians of {ROUNDS} alternating rounds. "
@@ -56,6 +67,28 @@ def main() -> None:
             f"{r['predicted_speedup_measured_verify']:.2f}x | {r['alpha']:.3f} | "
             f"{r['tokens_per_step']:.2f} | {r['predicted_tokens_per_step']:.2f} | {r['c']:.2f} | "
             f"{r['verify_ratio']:.2f} | {same} |")
+    lines += ["", "Time budget, milliseconds per new token (speculative runs of median wall "
+              "time): measured; the forward passes as the benchmarks price them, "
+              "(gamma c + r) t_step / tau; host time and prefill measured inside the runs; "
+              "remainder = measured - (predicted forwards + host + prefill). Plain: plain "
+              "decoding's measured time per token, beside the benchmarked decode step t_step.",
+              "",
+              "| temperature | draft | gamma | measured | predicted forwards "
+              "| forwards in the loop | host | host share | prefill | remainder | plain | t_step |",
+              "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        ms = {k: r[k] * 1e3 for k in ("spec_s_per_token", "predicted_forward_s_per_token",
+                                       "host_s_per_token", "prefill_s_per_token",
+                                       "plain_s_per_token", "target_step_s")}
+        loop = (r["target_forward_s_per_token"] + r["draft_forward_s_per_token"]) * 1e3
+        host_share = r["host_s_per_token"] / r["spec_s_per_token"]
+        remainder = r["unexplained_s_per_token"] / r["spec_s_per_token"]
+        lines.append(
+            f"| {r['temperature']:g} | {r['draft']} | {r['gamma']} | "
+            f"{ms['spec_s_per_token']:.3f} | {ms['predicted_forward_s_per_token']:.3f} | "
+            f"{loop:.3f} | {ms['host_s_per_token']:.3f} | {host_share:.0%} | "
+            f"{ms['prefill_s_per_token']:.3f} | {remainder:+.0%} | "
+            f"{ms['plain_s_per_token']:.3f} | {ms['target_step_s']:.3f} |")
     write("speculative", {"prompts": PROMPTS, "prompt_len": PROMPT_LEN, "new_tokens": NEW_TOKENS,
                           "rounds": ROUNDS, "torch_threads": torch.get_num_threads(),
                           "rows": rows}, "\n".join(lines))

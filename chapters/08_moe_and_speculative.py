@@ -608,12 +608,12 @@ print(f"draft model, greedy, gamma = {best.gamma}: measured {best.speedup:.2f}x 
 #   say, and host work, prefill and the plain baseline account for the whole gap between
 #   prediction and measurement. A large remainder, of either sign, means the loop's forward
 #   passes did not cost their benchmarked price: the benchmarks time one context (96 cached
-#   tokens) at another moment than the runs, the runs' contexts range from 47 to 111 tokens,
-#   the last steps of each answer propose fewer than $\gamma$ drafts (which the budget prices
-#   as $\gamma$), the n-gram lookup often finds fewer than $\gamma$ (both make the remainder
-#   negative), and the benchmarks run one model over and over while the loop alternates two
-#   models and the host work; on a shared machine a busy moment that hits the benchmarks and
-#   not the runs (or the reverse) shows here too;
+#   tokens), in the same rounds as the runs but not at the same instants, while the runs'
+#   contexts range from 47 to 111 tokens; the last steps of each answer propose fewer than
+#   $\gamma$ drafts (which the budget prices as $\gamma$), and the n-gram lookup often finds
+#   fewer than $\gamma$ (both make the remainder negative); the benchmarks run one model over
+#   and over while the loop alternates two models and the host work; and on a shared machine
+#   a busy moment that hits the benchmarks and not the runs (or the reverse) shows here too;
 # - the plain-baseline factor, for the same reasons, measures how far plain decoding's time
 #   per token is from the benchmarked step it is priced at.
 #

@@ -11,11 +11,12 @@ The experiments that chapters run on the trained models live here too: `kv_cache
 (what an int8 KV cache changes), and `cost_ratios` and `compare` (speculative decoding
 measured against plain decoding, beside the prediction from the measured alpha and cost
 ratios: E / (gamma c + 1), Leviathan et al.'s, and E / (gamma c + r) with r the measured
-verification cost). `compare` alternates plain and speculative rounds on the same prompts, so
-a busy moment on a shared machine hits both. It also reports where the speculative runs'
-time went (prefill, the target's and the draft's forward passes, host work between them), so
-that the time per token predicted from c and r, plus the measured host time, can be set
-beside the measured time per token (`SpeculationResult.predicted_s_per_token_with_host`).
+verification cost). `compare` alternates plain and speculative rounds on the same prompts, and
+times the step costs in every round too, so a busy moment on a shared machine hits all of
+them. It also reports where the speculative runs' time went (prefill, the target's and the
+draft's forward passes, host work between them), so that the time per token predicted from
+c and r, plus the measured host time, can be set beside the measured time per token
+(`SpeculationResult.predicted_s_per_token_with_host`).
 """
 from __future__ import annotations
 
@@ -396,12 +397,16 @@ def compare(target: Transformer, drafts: dict[str, Transformer | NgramDraft],
             prompts: Sequence[Sequence[int]], max_new_tokens: int, gammas: Sequence[int],
             temperature: float = 0.0, rounds: int = 3, seed: int = 0,
             context: int = 96) -> list[SpeculationResult]:
-    """Every (draft, gamma) against plain decoding; times are medians over `rounds`."""
+    """Every (draft, gamma) against plain decoding; times are medians over `rounds`. Each
+    round runs plain decoding and every (draft, gamma) on every prompt, then `cost_ratios`
+    (one round of it per draft), so that the step times pricing the runs are taken beside
+    them."""
     check_positive("rounds", rounds, integer=True)
     plain_s: list[list[float]] = [[] for _ in prompts]
     runs: dict[tuple[str, int], list[list]] = {(n, g): [[] for _ in prompts]
                                                for n in drafts for g in gammas}
     plain_tokens = []
+    ratio_rounds: dict[str, list[CostRatios]] = {name: [] for name in drafts}
     with torch.inference_mode():
         for r in range(rounds):
             for i, prompt in enumerate(prompts):
@@ -414,11 +419,15 @@ def compare(target: Transformer, drafts: dict[str, Transformer | NgramDraft],
                         d = ModelDraft(draft) if isinstance(draft, Transformer) else draft
                         runs[(name, g)][i].append(speculative_generate(
                             target, d, list(prompt), max_new_tokens, g, temperature, seed=seed + i))
+            for name, d in drafts.items():  # in every round, beside the runs they price
+                ratio_rounds[name].append(cost_ratios(
+                    target, d if isinstance(d, Transformer) else None, gammas, context, rounds=1))
     plain_total = sum(statistics.median(s) for s in plain_s)
     n_tokens = max_new_tokens * len(prompts)
-    ratios = {name: cost_ratios(target, d if isinstance(d, Transformer) else None, gammas,
-                                context, rounds=rounds)
-              for name, d in drafts.items()}
+    ratios = {name: CostRatios(statistics.median(c.target_step_s for c in rs),
+                               statistics.median(c.draft_step_s for c in rs),
+                               {g: statistics.median(c.verify[g] for c in rs) for g in gammas})
+              for name, rs in ratio_rounds.items()}
     results = []
     for (name, g), per_prompt in runs.items():
         first = [p[0] for p in per_prompt]  # the steps are the same in every round
