@@ -2,10 +2,16 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-# A CPU build of torch on machines without a GPU. Elsewhere, e.g.:
-#   make setup TORCH_INDEX=--extra-index-url=https://download.pytorch.org/whl/cpu
+# Where torch comes from: left unset, tools/torch_index.py decides: PyTorch's CPU index on
+# Linux without an NVIDIA GPU when that index answers (PyPI's Linux wheel is the CUDA build),
+# else the configured index. Set it to choose yourself; TORCH_INDEX= is the configured index:
+#   make setup TORCH_INDEX=--index-url=https://download.pytorch.org/whl/cu126
 TORCH       ?= torch==2.13.0
-TORCH_INDEX ?=
+ifeq ($(origin TORCH_INDEX),undefined)
+TORCH_INDEX_ARGS = $$($(BIN)/python tools/torch_index.py)
+else
+TORCH_INDEX_ARGS = $(TORCH_INDEX)
+endif
 STAMP  := $(VENV)/.installed
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
@@ -16,7 +22,9 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(TORCH_INDEX) "$(TORCH)"
+	@index="$(TORCH_INDEX_ARGS)"; \
+	echo "$(BIN)/python -m pip install --quiet $$index \"$(TORCH)\""; \
+	$(BIN)/python -m pip install --quiet $$index "$(TORCH)"
 	@# PYTHONWARNINGS: setuptools' notice about editable installs is not for readers.
 	PYTHONWARNINGS=ignore $(BIN)/python -m pip install --quiet -e ".[book,grading,test]"
 	@touch $(STAMP)
