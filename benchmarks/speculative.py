@@ -18,7 +18,7 @@ Run: .venv/bin/python benchmarks/speculative.py
 import torch
 from _common import write
 
-from llmperf.measured.measure import compare
+from llmperf.measured.experiments import compare
 from llmperf.measured.speculative import NgramDraft
 from llmperf.trained import load, validation_tokens
 

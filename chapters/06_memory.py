@@ -69,8 +69,8 @@ from llmperf import trained
 from llmperf.analytic import batching as bt
 from llmperf.analytic.quant import int8_kv_bytes_per_token
 from llmperf.measured.engine import Engine
+from llmperf.measured.experiments import kv_cache_effect
 from llmperf.measured.generate import parallel_samples
-from llmperf.measured.measure import kv_cache_effect
 from llmperf.plots import new_axes, use_style
 
 use_style()

@@ -55,6 +55,7 @@ import statistics
 
 import matplotlib.pyplot as plt
 import torch
+from IPython.display import display
 
 import llmperf as lp
 from llmperf.analytic.speculative import (
@@ -64,7 +65,8 @@ from llmperf.analytic.speculative import (
     speculative_speedup,
     verify_step_time,
 )
-from llmperf.measured.measure import compare, step_after_other_s
+from llmperf.measured.experiments import compare, step_after_other_s
+from llmperf.measured.load import watch_load
 from llmperf.measured.moe import decode_steps, record_routing
 from llmperf.measured.speculative import NgramDraft, verify
 from llmperf.plots import new_axes, use_style
@@ -76,6 +78,14 @@ device = "cuda" if torch.cuda.is_available() else "cpu"
 target, draft, moe = (load(name, device=device) for name in ("target", "draft", "moe"))
 text = validation_tokens(target.tokenizer)
 mixtral, h200 = lp.get_model("mixtral-8x7b"), lp.get_accelerator("H200 SXM")
+LEGEND = dict(fontsize="medium")  # legends as large as the axis labels
+
+
+def with_range(values, fmt=lp.format_seconds):
+    """Repeated measurements as 'median (lowest to highest)'."""
+    return f"{fmt(statistics.median(values))} ({fmt(min(values))} to {fmt(max(values))})"
+
+
 print(f"device for the measurements: {device}")
 
 # %% [markdown]
@@ -162,26 +172,30 @@ assert abs(moe.config.active_param_count() - target.config.param_count()) < 0.01
 batches = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
 dense_twin = dataclasses.replace(mixtral, name="dense, Mixtral's active size", n_experts=1,
                                  experts_per_token=1, d_ff=2 * mixtral.d_ff)
-fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.2))
+fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(7.0, 7.6))
 ax1.plot(batches[:7], [lp.experts_touched(b, 8, 2) for b in batches[:7]], "o-",
          label="Mixtral: E = 8, k = 2")
 ax1.plot(batches[:7], [lp.experts_touched(b, 4, 2) for b in batches[:7]], "s-",
          label="trained MoE: E = 4, k = 2")
 ax1.set(xscale="log", xlabel="decode batch B (sequences)", ylabel="experts touched per layer",
         title="Experts a batch touches (uniform routing)")
-ax1.legend()
+ax1.set_xticks(batches[:7], [str(b) for b in batches[:7]])
+ax1.minorticks_off()
+ax1.legend(loc="lower right", **LEGEND)
 for m, style in ((mixtral, "o-"), (dense_twin, "s--"), (lp.get_model("mistral-7b"), "^:")):
     ax2.plot(batches, [lp.decode_step_time(m, h200, 1024, b) * 1e3 for b in batches], style,
              label=m.name)
 ax2.set(xscale="log", yscale="log", xlabel="decode batch B (sequences)",
         ylabel="decode step time (ms)", title="Roofline decode step on an H200, 1,024 cached, fp16")
-ax2.legend()
-plt.tight_layout()
+ax2.set_xticks(batches[::2], [str(b) for b in batches[::2]])
+ax2.set_yticks([3, 5, 10, 20, 50], ["3", "5", "10", "20", "50"])
+ax2.minorticks_off()
+ax2.legend(loc="upper left", **LEGEND)
+fig.tight_layout()
 plt.show()
 
-# %% [markdown]
-# **Figure 1.** Left: experts touched per layer against the batch, under uniform routing; both
-# models touch nearly all their experts by $B \approx 8$. Right: the roofline time of one decode
+# **Figure 1.** Top: experts touched per layer against the batch, under uniform routing; both
+# models touch nearly all their experts by $B \approx 8$. Bottom: the roofline time of one decode
 # step on an H200 (fp16, 1,024 cached tokens per sequence) for Mixtral, for a dense model with
 # the same attention and the same active parameters (one FFN of twice Mixtral's width, a model
 # built for the comparison), and for Mistral 7B. At $B = 1$ Mixtral and its dense twin read the
@@ -237,7 +251,10 @@ ax.plot(small_batches, [lp.experts_touched(b, 4, 2) for b in small_batches], "k-
 for layer in range(moe.config.n_layers):
     ax.plot(small_batches, measured_touched[:, layer], "o-", label=f"layer {layer} (measured)")
 ax.set_xscale("log")
-ax.legend()
+ax.set_xticks(small_batches, [str(b) for b in small_batches])
+ax.minorticks_off()
+ax.set_ylim(1.4, 4.1)  # room for the legend below the curves
+ax.legend(loc="lower right", **LEGEND)
 plt.show()
 
 # %% [markdown]
@@ -256,31 +273,43 @@ plt.show()
 
 # %% tags=["nbval-ignore-output"]
 step_batches = [1, 2, 4, 8, 16, 32, 64]
-rounds = [(decode_steps(moe.model, step_batches, context=128, steps=5),
-           decode_steps(target.model, step_batches, context=128, steps=5)) for _ in range(3)]
-moe_s = [statistics.median(r[0][i].median_s for r in rounds) for i in range(len(step_batches))]
-dense_s = [statistics.median(r[1][i].median_s for r in rounds) for i in range(len(step_batches))]
+with watch_load() as load:  # three rounds, the two models in turn: a busy moment hits both
+    rounds = [(decode_steps(moe.model, step_batches, context=128, steps=5),
+               decode_steps(target.model, step_batches, context=128, steps=5)) for _ in range(3)]
+moe_rounds = [[r[0][i].median_s for r in rounds] for i in range(len(step_batches))]
+dense_rounds = [[r[1][i].median_s for r in rounds] for i in range(len(step_batches))]
+moe_s = [statistics.median(v) for v in moe_rounds]
+dense_s = [statistics.median(v) for v in dense_rounds]
 bytes_ratio = [m.predicted_bytes / d.predicted_bytes for m, d in zip(*rounds[0])]
-lp.Table(["batch", "MoE step", "dense step", "measured MoE / dense", "predicted bytes MoE / dense",
-          "experts touched (uniform)"],
-         [(b, lp.format_seconds(m), lp.format_seconds(d), f"{m / d:.2f}", f"{r:.2f}",
-           f"{row.experts_touched:.2f}")
-          for b, m, d, r, row in zip(step_batches, moe_s, dense_s, bytes_ratio, rounds[0][0])],
-         title=f"Decode step after 128 cached tokens, {device}")
+display(lp.Table(
+    ["batch", "MoE step", "dense step", "measured MoE / dense", "predicted bytes MoE / dense",
+     "experts touched (uniform)"],
+    [(b, with_range(m), with_range(d), with_range([x / y for x, y in zip(m, d)], "{:.2f}".format),
+      f"{r:.2f}", f"{row.experts_touched:.2f}")
+     for b, m, d, r, row in zip(step_batches, moe_rounds, dense_rounds, bytes_ratio, rounds[0][0])],
+    title=f"Decode step after 128 cached tokens, {device}: median of 3 rounds (lowest to highest)"))
+print(load.note())
 
 # %% tags=["nbval-ignore-output"]
 ax = new_axes("Decode step against batch: trained MoE and dense target",
               "decode batch B (sequences)", "step time (ms)")
-ax.plot(step_batches, [s * 1e3 for s in moe_s], "o-", label="MoE, 4 experts, top 2 (measured)")
-ax.plot(step_batches, [s * 1e3 for s in dense_s], "s-", label="dense target (measured)")
+for values, marker, label in ((moe_rounds, "o-", "MoE, 4 experts, top 2 (measured)"),
+                              (dense_rounds, "s-", "dense target (measured)")):
+    mid = [statistics.median(v) * 1e3 for v in values]
+    ax.errorbar(step_batches, mid, yerr=[[m - min(v) * 1e3 for m, v in zip(mid, values)],
+                                         [max(v) * 1e3 - m for m, v in zip(mid, values)]],
+                fmt=marker, capsize=3, label=label)
 ax.plot(step_batches, [d * r * 1e3 for d, r in zip(dense_s, bytes_ratio)], "o:", color="C0",
-        label="MoE predicted: dense time x bytes ratio")
+        mfc="none", label="MoE predicted: dense time x bytes ratio")
 ax.set(xscale="log", yscale="log")
-ax.legend()
+ax.set_xticks(step_batches, [str(b) for b in step_batches])
+ax.minorticks_off()
+ax.legend(loc="upper left", **LEGEND)
 plt.show()
 
 # %% [markdown]
-# **Figure 3.** Measured decode steps of the two trained models against the batch, and the
+# **Figure 3.** Measured decode steps of the two trained models against the batch (the median
+# of three rounds; the bars reach from the lowest round to the highest), and the
 # MoE's step predicted from the dense one's time scaled by the ratio of the bytes the analytic
 # layer counts. The bytes predict the shape: equal at $B = 1$, an MoE step dearer once a batch
 # touches more than two experts, the gap closing as the KV cache and activations grow. Where
@@ -289,9 +318,11 @@ plt.show()
 # overhead, and the MoE launches more operators (a router, a top-k, and for each expert an
 # index, a gather, two products and a scatter-add). On a large model on a GPU, where a step's
 # time is its bytes, the prediction of figure 1 is the one to expect.
-#
+
+# %% [markdown]
 # ## 8.2 Speculative decoding
-#
+
+# %% [markdown]
 # ### Guess, then check in one step
 #
 # Decoding one token at a time is a chain: token $t+1$ needs token $t$. Chapter 5 showed that a
@@ -332,7 +363,8 @@ lp.Table(["model", "accelerator", "batch", "decode step", "verify, gamma = 4 (5 
 # sends to the same experts more often than chance would {cite:p}`jiang2024mixtral` (its
 # section 5, the routing analysis), so they touch fewer. The last part of this section
 # returns to batching.
-#
+
+# %% [markdown]
 # ### Verification that keeps the target's distribution
 #
 # Let $p_i$ be the target's distribution at position $i$ and $q_i$ the draft's, from which it
@@ -371,7 +403,8 @@ ids = torch.arange(6)
 ax.bar(ids - width, q_toy[0], width, label="draft q (what was proposed)", color="C7")
 ax.bar(ids, p_toy[0], width, label="target p (predicted output)", color="C0")
 ax.bar(ids + width, firsts / samples, width, label="emitted by verify (measured)", color="C1")
-ax.legend()
+ax.set_ylim(0, 0.5)  # room for the legend above the bars
+ax.legend(loc="upper right", **LEGEND)
 plt.show()
 print(f"alpha = sum min(p, q) = {torch.minimum(p_toy[0], q_toy[0]).sum():.2f}; "
       f"largest gap between emitted frequency and p: {(firsts / samples - p_toy[0]).abs().max():.4f}")
@@ -385,7 +418,8 @@ print(f"alpha = sum min(p, q) = {torch.minimum(p_toy[0], q_toy[0]).sum():.2f}; "
 # of $10^{-6}$ each (a correct implementation fails one of them less than once in 10,000 runs),
 # and show that the same test rejects a plausible wrong rule (resampling from $p$ instead of
 # $\max(0, p - q)$).
-#
+
+# %% [markdown]
 # ### Tokens per step and the speedup
 #
 # If each draft is accepted with the same probability $\alpha$, independently, the $i$-th draft
@@ -416,7 +450,8 @@ for alpha in (0.6, 0.7, 0.8, 0.9):
     ax.plot(gammas, [speculative_speedup(alpha, g, 0.05) for g in gammas], "o-",
             label=f"alpha = {alpha} (best gamma {best_gamma(alpha, 0.05)})")
 ax.axhline(1, color="black", lw=0.8)
-ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the curves
+ax.set_ylim(0, 5)  # the band below 1, where no curve goes, holds the legend
+ax.legend(loc="lower right", ncol=2, **LEGEND)
 plt.show()
 lp.Table(["alpha", "c", "best gamma", "tokens per step", "speedup"],
          [(a, c, best_gamma(a, c), expected_tokens_per_step(a, best_gamma(a, c)),
@@ -451,7 +486,7 @@ assert best_gamma(0.3, 0.3) == 0 and best_gamma(0.31, 0.3) > 0
 # characters earlier in the text and proposes what followed them (serving engines such as vLLM
 # offer it as an "n-gram" draft). Its guesses are one-hot, so $q(x) = 1$ for the drafted token.
 #
-# `llmperf.measured.measure.compare` runs plain and speculative decoding on the same prompts
+# `llmperf.measured.experiments.compare` runs plain and speculative decoding on the same prompts
 # and measures $\alpha$ (kept over examined drafts), tokens per target step, the speedup, and,
 # on the same machine, $c$ and $r$, the cost of a verification over $\gamma + 1$ positions
 # relative to a decode step. It prints two predictions beside the measurement: the paper's
@@ -460,40 +495,73 @@ assert best_gamma(0.3, 0.3) == 0 and best_gamma(0.31, 0.3) > 0
 # %% tags=["nbval-ignore-output"]
 prompts = [text[i:i + 48].tolist() for i in (0, 25_000)]
 spec_gammas = [1, 2, 3, 4, 6]
-greedy = compare(target.model, {"draft model": draft.model, "n-gram lookup": NgramDraft()},
-                 prompts, 64, spec_gammas, temperature=0.0, rounds=3)
-sampled = compare(target.model, {"draft model": draft.model}, prompts, 64, spec_gammas,
-                  temperature=1.0, rounds=3)
-lp.Table(["temperature", "draft", "gamma", "alpha", "tokens / step", "predicted tokens / step", "speedup",
-          "predicted S", "predicted S with r", "c", "r", "greedy identical"],
-         [(r.temperature, r.draft, r.gamma, r.alpha, r.tokens_per_step,
-           r.predicted_tokens_per_step, r.speedup, r.predicted_speedup,
-           r.predicted_speedup_measured_verify, r.c, r.verify_ratio,
-           "-" if r.identical is None else ("yes" if r.identical else "NO"))
-          for r in greedy + sampled],
-         formats={"alpha": ".3f", "tokens / step": ".2f", "predicted tokens / step": ".2f", "speedup": ".2f",
-                  "predicted S": ".2f", "predicted S with r": ".2f", "c": ".2f", "r": ".2f",
-                  "temperature": "g"},
-         title=f"Speculative against plain decoding, trained target, batch 1, {device}")
+drafts = {"draft model": draft.model, "n-gram lookup": NgramDraft()}
+with watch_load() as load:  # three rounds, each timing plain and speculative decoding in turn
+    greedy_rounds = [compare(target.model, drafts, prompts, 64, spec_gammas, temperature=0.0,
+                             rounds=1) for _ in range(3)]
+    sampled_rounds = [compare(target.model, {"draft model": draft.model}, prompts, 64,
+                              spec_gammas, temperature=1.0, rounds=1) for _ in range(3)]
+
+
+def median_round(rounds):
+    """For each (draft, gamma): the round of median speedup, and the speedups of all rounds."""
+    chosen, speedups = [], []
+    for results in zip(*rounds):  # one (draft, gamma) in every round
+        chosen.append(sorted(results, key=lambda r: r.speedup)[len(results) // 2])
+        speedups.append([r.speedup for r in results])
+    return chosen, speedups
+
+
+greedy, greedy_speedups = median_round(greedy_rounds)
+sampled, sampled_speedups = median_round(sampled_rounds)
+speedup_rounds = greedy_speedups + sampled_speedups  # beside greedy + sampled, row for row
+ratio = "{:.2f}".format
+display(lp.Table(
+    ["temperature", "draft", "gamma", "alpha", "tokens / step", "predicted tokens / step",
+     "speedup (lowest to highest)", "predicted S", "predicted S with r", "c", "r",
+     "greedy identical"],
+    [(r.temperature, r.draft, r.gamma, r.alpha, r.tokens_per_step,
+      r.predicted_tokens_per_step, with_range(rounds, ratio), r.predicted_speedup,
+      r.predicted_speedup_measured_verify, r.c, r.verify_ratio,
+      "-" if r.identical is None else ("yes" if r.identical else "NO"))
+     for r, rounds in zip(greedy + sampled, speedup_rounds)],
+    formats={"alpha": ".3f", "tokens / step": ".2f", "predicted tokens / step": ".2f",
+             "predicted S": ".2f", "predicted S with r": ".2f", "c": ".2f", "r": ".2f",
+             "temperature": "g"},
+    title=f"Speculative against plain decoding, trained target, batch 1, {device}: the round of "
+          "median speedup of 3"))
+model_rows, lookup_rows = greedy[:len(spec_gammas)], greedy[len(spec_gammas):]
+print(f"greedy alpha: draft model {min(r.alpha for r in model_rows):.2f} to "
+      f"{max(r.alpha for r in model_rows):.2f}, n-gram lookup "
+      f"{min(r.alpha for r in lookup_rows):.2f} to {max(r.alpha for r in lookup_rows):.2f}")
+print(f"draft model's c: {with_range([r.c for r in model_rows + sampled], ratio)} of a target "
+      f"step, against {draft.config.param_count() / target.config.param_count():.3f} of its "
+      "parameters")
+print(load.note())
 
 # %% tags=["nbval-ignore-output"]
-fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.2))
-for rows, label, color in ((greedy[:5], "draft model, greedy", "C0"),
-                           (greedy[5:], "n-gram lookup, greedy", "C1"),
-                           (sampled, "draft model, T = 1", "C2")):
+fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(7.0, 7.6), sharex=True)
+series = ((model_rows, greedy_speedups[:len(spec_gammas)], "draft model, greedy", "C0"),
+          (lookup_rows, greedy_speedups[len(spec_gammas):], "n-gram lookup, greedy", "C1"),
+          (sampled, sampled_speedups, "draft model, T = 1", "C2"))
+for rows, rounds, label, color in series:
     g = [r.gamma for r in rows]
-    ax1.plot(g, [r.tokens_per_step for r in rows], "o-", color=color, label=f"{label} (measured)")
-    ax1.plot(g, [r.predicted_tokens_per_step for r in rows], ":", color=color,
-             label="predicted from its alpha")
-    ax2.plot(g, [r.speedup for r in rows], "o-", color=color, label=f"{label} (measured)")
-    ax2.plot(g, [r.predicted_speedup_measured_verify for r in rows], ":", color=color,
-             label="predicted tau / (gamma c + r)")
-ax1.set(xlabel="gamma", ylabel="tokens per target step", title="Tokens per target step")
-ax2.set(xlabel="gamma", ylabel="speedup over plain decoding", title="Wall-time speedup")
+    ax1.plot(g, [r.tokens_per_step for r in rows], "o-", color=color, label=label)
+    ax1.plot(g, [r.predicted_tokens_per_step for r in rows], ":", color=color)
+    mid = [statistics.median(x) for x in rounds]
+    ax2.errorbar(g, mid, yerr=[[m - min(x) for m, x in zip(mid, rounds)],
+                               [max(x) - m for m, x in zip(mid, rounds)]],
+                 fmt="o-", color=color, capsize=3)
+    ax2.plot(g, [r.predicted_speedup_measured_verify for r in rows], ":", color=color)
+ax1.plot([], [], "k:", label="dotted: predicted")
+ax1.set(ylabel="tokens per target step", title="Tokens per target step")
+ax1.set_ylim(1, max(r.predicted_tokens_per_step for r in greedy + sampled) + 1.4)
+ax1.legend(loc="upper left", **LEGEND)
+ax2.set(xlabel="drafted tokens per step, gamma", ylabel="speedup over plain decoding",
+        title="Wall-time speedup (bars: lowest to highest of 3 rounds)")
 ax2.axhline(1, color="black", lw=0.8)
-ax1.legend(fontsize=7)
-ax2.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the data
-plt.tight_layout()
+ax2.set_xticks(spec_gammas)
+fig.tight_layout()
 plt.show()
 
 # %% [markdown]

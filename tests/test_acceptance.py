@@ -1,5 +1,5 @@
 """Acceptance by draft position, counted once (`steps_alpha_by_position`) and used by both a
-run (`SpeculativeGeneration`) and the pooled comparison (`measure.compare`).
+run (`SpeculativeGeneration`) and the pooled comparison (`experiments.compare`).
 
 The expected values are counted by hand from six steps (proposed, accepted), gamma 3:
 (3, 3) (3, 1) (3, 0) (2, 2) (0, 0) (1, 0).
@@ -11,7 +11,7 @@ alpha: 6 accepted, 3 steps stopped by a rejection ((3, 1) (3, 0) (1, 0)): 6 / 9.
 import pytest
 import torch
 
-from llmperf.measured import measure
+from llmperf.measured import experiments
 from llmperf.measured.model import Transformer
 from llmperf.measured.speculative import (
     NgramDraft,
@@ -58,12 +58,12 @@ def test_compare_pools_the_steps_of_every_prompt(monkeypatch):
         proposed, accepted = next(halves)
         return _run(max_new_tokens, proposed, accepted, len(prompt))
 
-    monkeypatch.setattr(measure, "speculative_generate", canned)
+    monkeypatch.setattr(experiments, "speculative_generate", canned)
     config = ModelConfig(name="tiny", n_layers=1, d_model=16, n_heads=2, d_ff=32,
                          vocab_size=11, max_seq_len=16)
     target = Transformer(config, seed=1)
     with torch.inference_mode():
-        (row,) = measure.compare(target, {"lookup": NgramDraft()}, [[1, 2], [3, 4]], 4, [3],
+        (row,) = experiments.compare(target, {"lookup": NgramDraft()}, [[1, 2], [3, 4]], 4, [3],
                                  rounds=1, context=4)
     assert row.alpha_by_position == pytest.approx(BY_HAND[:3])
     assert row.alpha == pytest.approx(6 / 9)

@@ -191,7 +191,7 @@ def test_parallel_samples_are_each_seeds_own_generation(tiny, share):
 
 
 def test_the_int8_cache_effect_is_small_and_not_zero(tiny):
-    from llmperf.measured.measure import kv_cache_effect
+    from llmperf.measured.experiments import kv_cache_effect
     gen = torch.Generator().manual_seed(4)
     tokens = torch.randint(0, tiny.config.vocab_size, (4 * 33 + 1,), generator=gen)
     exact = kv_cache_effect(tiny, tokens, None, seq_len=32, max_windows=4)

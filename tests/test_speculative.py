@@ -465,7 +465,7 @@ def test_generation_rejects_bad_input(trained):
 
 
 def test_compare_reports_consistent_rows():
-    from llmperf.measured.measure import compare
+    from llmperf.measured.experiments import compare
 
     target, draft = _tiny(1, 60.0), _tiny(2, 60.0)
     rows = compare(target, {"model": draft, "lookup": NgramDraft()}, [[1, 2, 3, 0, 1, 2]], 8,
@@ -496,7 +496,7 @@ def test_compare_reports_consistent_rows():
 def test_step_after_other_times_only_the_model():
     """The model's step sleeps 2 ms, the other's 20 ms: both timings hold the model's sleep,
     and neither holds the other model's steps (2 x 20 ms before each timed step)."""
-    from llmperf.measured.measure import step_after_other_s
+    from llmperf.measured.experiments import step_after_other_s
 
     model, other = _tiny(1, 1.0), _tiny(2, 1.0)
     model.register_forward_pre_hook(lambda *_: time.sleep(0.002))
