@@ -13,9 +13,8 @@ else
 TORCH_INDEX_ARGS = $(TORCH_INDEX)
 endif
 STAMP  := $(VENV)/.installed
-ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: setup book check-book test lab execute bench clean
+.PHONY: setup book check-book test lab slides execute bench clean
 
 setup: $(STAMP)
 
@@ -23,10 +22,10 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	@index="$(TORCH_INDEX_ARGS)"; \
-	echo "$(BIN)/python -m pip install --quiet $$index \"$(TORCH)\""; \
+	echo "$(BIN)/python -m pip install --quiet $${index:+$$index }\"$(TORCH)\""; \
 	$(BIN)/python -m pip install --quiet $$index "$(TORCH)"
 	@# PYTHONWARNINGS: setuptools' notice about editable installs is not for readers.
-	PYTHONWARNINGS=ignore $(BIN)/python -m pip install --quiet -e ".[book,grading,test]"
+	PYTHONWARNINGS=ignore $(BIN)/python -m pip install --quiet -e ".[book,grading,lab,test]"
 	@touch $(STAMP)
 
 # make book EXECUTE=0 builds the site from the committed notebooks, in seconds.
@@ -45,16 +44,14 @@ test: setup
 	$(BIN)/python -m pytest --nbval --nbval-current-env --nbval-sanitize-with tests/sanitize.cfg \
 		-p no:cacheprovider chapters
 
-LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings
-
+# JupyterLab on chapters/: the .py sources open as notebooks, MyST renders as on the site.
 lab: setup
-	@mkdir -p $(LAB_SETTINGS)
-	@# Open the .py sources as notebooks (jupytext) on a double click.
-	@echo '{"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"python": "Jupytext Notebook"}}}' \
-		> $(LAB_SETTINGS)/overrides.json
-	@echo "Open the NN_topic.py files: each opens as a notebook with its outputs;" \
-		"NN_topic.ipynb is its executed copy for GitHub and Colab."
-	$(BIN)/jupyter lab --notebook-dir=chapters $(ROOT_FLAG)
+	@$(BIN)/python tools/lab.py
+
+# make slides CHAPTER=05: JupyterLab on that chapter, its Slideshow button ready (offline).
+slides: setup
+	@test -n "$(CHAPTER)" || { echo "usage: make slides CHAPTER=NN, e.g. make slides CHAPTER=05" >&2; exit 2; }
+	@$(BIN)/python tools/lab.py --slides "$(CHAPTER)"
 
 execute: setup
 	$(BIN)/python tools/execute.py chapters/[0-9][0-9]_*.py exercises/[0-9][0-9]_*.py
