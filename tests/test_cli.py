@@ -310,3 +310,13 @@ def test_a_source_that_cannot_be_released_is_a_usage_error(tmp_path, capsys):
     assert err.startswith("llmperf release: ") and "the instructor broke this cell" in err
     assert main(["release", str(tmp_path / "missing.py"), "--output", str(tmp_path)]) == 2
     assert "cannot be read as a notebook" in capsys.readouterr().err
+
+
+def test_the_readmes_commands_run(capsys):
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    commands = [line.split("  #")[0].strip() for line in readme.splitlines()
+                if line.startswith("llmperf ")]
+    assert len(commands) >= 4
+    for command in commands:
+        assert main(shlex.split(command)[1:]) == 0, command
+        capsys.readouterr()
