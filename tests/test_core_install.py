@@ -1,4 +1,5 @@
-"""`pip install .` without extras: numpy is the only third-party package the analytic API needs."""
+"""`pip install .` without extras: numpy is the only third-party package the analytic API and
+the `llmperf` command's look-ups (list, estimate, layers, --version) need."""
 import re
 import subprocess
 import sys
@@ -26,6 +27,24 @@ print(run.makespan_s == 3.0)
 """
 
 
+# The command's look-ups, under the same refusal.
+CLI_WITH_NUMPY_ONLY = ONLY_NUMPY.split("import llmperf as lp")[0] + r"""
+import contextlib, io
+from llmperf.cli import main
+for argv in (["list", "gpus"], ["list", "model"],
+             ["estimate", "llama-2-7b", "A10", "--prompt-tokens", "350", "--output-tokens", "150"],
+             ["layers", "llama-2-7b", "--phase", "decode", "--seq-len", "2048"]):
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(argv) == 0, argv
+assert main(["estimate", "llama-2-70b", "A10", "--prompt-tokens", "1", "--output-tokens", "1"]) == 1
+try:
+    main(["--version"])
+except SystemExit as done:
+    assert done.code == 0
+print("cli ok")
+"""
+
+
 def test_core_dependencies_are_numpy_only():
     text = (ROOT / "pyproject.toml").read_text()
     block = re.search(r"^dependencies = \[(.*?)\]", text, flags=re.S | re.M).group(1)
@@ -38,3 +57,10 @@ def test_analytic_api_runs_with_numpy_alone():
                          cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "True", "True"]
+
+
+def test_the_commands_look_ups_run_with_numpy_alone():
+    out = subprocess.run([sys.executable, "-c", CLI_WITH_NUMPY_ONLY], capture_output=True,
+                         text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1] == "cli ok"
