@@ -18,8 +18,8 @@ Run: .venv/bin/python benchmarks/speculative.py
 import torch
 from _common import write
 
+from llmperf.measured.drafts import NgramDraft
 from llmperf.measured.experiments import compare
-from llmperf.measured.speculative import NgramDraft
 from llmperf.trained import load, validation_tokens
 
 PROMPTS, PROMPT_LEN, NEW_TOKENS = 6, 64, 128

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from llmperf.measured import experiments
+from llmperf.measured.drafts import NgramDraft
 from llmperf.measured.model import Transformer
 from llmperf.measured.speculative import (
-    NgramDraft,
     SpeculativeGeneration,
     steps_alpha,
     steps_alpha_by_position,

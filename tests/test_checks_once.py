@@ -2,16 +2,17 @@
 checks (and their reads of tensors back to the host) must not grow with the tokens generated.
 
 Each test counts the calls of a module's check functions over a short and a long run; the
-loops call unchecked cores (`generate._probabilities`, `speculative._verify`), so the counts
+loops call unchecked cores (`generate.sampling_distribution`, `speculative._verify`), so the counts
 are equal. The public functions still check (`next_token_distribution`, `verify`)."""
 import pytest
 import torch
 
 from llmperf.measured import generate as generate_module
 from llmperf.measured import speculative
+from llmperf.measured.drafts import NgramDraft
 from llmperf.measured.generate import generate, next_token_distribution, sample_next
 from llmperf.measured.model import Transformer
-from llmperf.measured.speculative import NgramDraft, speculative_generate, verify
+from llmperf.measured.speculative import speculative_generate, verify
 
 
 @pytest.fixture(scope="module")

@@ -30,9 +30,11 @@ from llmperf.analytic.speculative import (
     verify_step_costs,
     verify_step_time,
 )
+from llmperf.measured.cache import KVCache
+from llmperf.measured.drafts import NgramDraft
 from llmperf.measured.generate import generate
 from llmperf.measured.model import Transformer
-from llmperf.measured.speculative import NgramDraft, speculative_generate, verify
+from llmperf.measured.speculative import speculative_generate, verify
 from llmperf.models import ModelConfig
 
 SIGNIFICANCE = 1e-6
@@ -344,7 +346,7 @@ def poisoned_caches(monkeypatch):
     def poison(cache, length):
         cache.k[:, :, :, length:] = float("nan")
         cache.v[:, :, :, length:] = float("nan")
-    monkeypatch.setattr(sg, "rollback_cache", poison)
+    monkeypatch.setattr(KVCache, "rollback", poison)
 
 
 def test_rolled_back_positions_are_never_read(trained, poisoned_caches):

@@ -183,6 +183,11 @@ class KVCache:
         self.k = torch.zeros(shape, dtype=model.dtype, device=model.device)
         self.v = torch.zeros(shape, dtype=model.dtype, device=model.device)
 
+    def rollback(self, length: int) -> None:
+        """Mark positions >= length stale (a speculative step's rejected drafts). No data moves:
+        the next forward pass writes its own tokens there before attention reads them, since
+        `update` writes first and then returns positions 0..end-1. (Tests poison them here.)"""
+
     def update(self, layer_index: int, start_pos: int, k: torch.Tensor,
                v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write k, v (batch, kv_heads, T, d_head) of one layer at positions start_pos..

@@ -25,13 +25,12 @@ from ..analytic.speculative import expected_tokens_per_step
 from ..units import check_positive
 from .cache import KVCache, paged_cache_for
 from .device import synchronize
+from .drafts import ModelDraft, NgramDraft
 from .generate import generate
 from .hooks import removed_after
 from .measure import windows
 from .model import Transformer
 from .speculative import (
-    ModelDraft,
-    NgramDraft,
     speculative_generate,
     steps_alpha,
     steps_alpha_by_position,

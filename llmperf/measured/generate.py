@@ -54,10 +54,11 @@ def next_token_distribution(logits: torch.Tensor, temperature: float = 1.0,
     check_positive("temperature", temperature)
     if top_k is not None:
         check_positive("top_k", top_k, integer=True)
-    return _probabilities(logits, temperature, top_k)
+    return sampling_distribution(logits, temperature, top_k)
 
 
-def _probabilities(logits: torch.Tensor, temperature: float, top_k: int | None) -> torch.Tensor:
+def sampling_distribution(logits: torch.Tensor, temperature: float,
+                          top_k: int | None) -> torch.Tensor:
     """`next_token_distribution` without its checks, for loops that checked once before."""
     logits = logits.float() / temperature
     if top_k is not None:
@@ -74,7 +75,7 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None,
     Called once per token, it checks nothing: run `check_sampling` once before the loop."""
     if temperature == 0.0:
         return logits.float().argmax(dim=-1)
-    probs = _probabilities(logits, temperature, top_k)
+    probs = sampling_distribution(logits, temperature, top_k)
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 

@@ -12,7 +12,8 @@ Each step (one target forward pass) runs:
 Rolling back a cache is only a matter of bookkeeping: positions past the accepted prefix hold
 keys and values of rejected drafts, and the next forward pass writes its own tokens over them
 before attention reads them (`KVCache.update` writes, then returns positions 0..end-1).
-`rollback_cache` marks the point; it moves no data.
+`KVCache.rollback` marks the point; it moves no data. The drafts are in
+`llmperf.measured.drafts`.
 
 Temperature 0 is greedy: both distributions are one-hot at their argmax, so a draft is kept
 exactly when it is the target's argmax, and the output equals
@@ -37,7 +38,8 @@ from ..analytic.speculative import acceptance_rate
 from ..units import check_positive
 from .cache import KVCache
 from .device import synchronize
-from .generate import _probabilities, check_sampling, prompt_tensor
+from .drafts import ModelDraft, NgramDraft, draft_distribution, timed_forward
+from .generate import check_sampling, prompt_tensor
 from .model import Transformer, check_model
 
 PROBABILITY_TOLERANCE = 1e-3  # |sum(p) - 1| allowed: fp32 softmax over 1e5 ids sums within 1e-5
@@ -114,113 +116,6 @@ def _verify(target_probs: torch.Tensor, draft_probs: torch.Tensor, tokens: torch
             last = p[n]
     extra = int(torch.multinomial(last / last.sum(), 1, generator=generator))
     return tokens[:n].tolist() + [extra]
-
-
-def rollback_cache(cache: KVCache, length: int) -> None:
-    """Positions >= length of `cache` are stale (rejected drafts); nothing reads them before
-    the next forward pass overwrites them, so no data moves. (Tests poison them here.)"""
-
-
-def _forward(model: Transformer, *args, **kwargs) -> tuple[torch.Tensor, float]:
-    """model(*args, **kwargs) and its seconds: work queued on the model's GPU before the call
-    is waited for first (it belongs to the host part before it), and the call's own after."""
-    synchronize(model.device)
-    start = time.perf_counter()
-    out = model(*args, **kwargs)
-    synchronize(model.device)
-    return out, time.perf_counter() - start
-
-
-def _distribution(logits: torch.Tensor, temperature: float, top_k: int | None) -> torch.Tensor:
-    """(n, V) probabilities: one-hot at the argmax when greedy, else the sampling distribution."""
-    if temperature == 0.0:
-        return F.one_hot(logits.float().argmax(-1), logits.shape[-1]).double()
-    return _probabilities(logits, temperature, top_k).double()
-
-
-class ModelDraft:
-    """A small Transformer as the draft, decoding one token at a time on its own KV cache.
-    forward_s: seconds spent in the model's forward passes so far (`_forward`)."""
-
-    def __init__(self, model: Transformer) -> None:
-        check_model(model)
-        self.model, self.cache, self.cached, self.forward_s = model, None, 0, 0.0
-
-    def _run(self, *args, **kwargs) -> torch.Tensor:
-        out, seconds = _forward(self.model, *args, **kwargs)
-        self.forward_s += seconds
-        return out
-
-    def start(self, prompt: list[int], capacity: int) -> None:
-        self.cache = KVCache(self.model, 1, capacity)
-        self.cached = len(prompt) - 1
-        if self.cached:
-            self._run(torch.tensor([prompt[:-1]], device=self.model.device), 0, self.cache,
-                      last_only=True)
-
-    def propose(self, seq: list[int], gamma: int, temperature: float, top_k: int | None,
-                generator: torch.Generator) -> tuple[list[int], torch.Tensor | None]:
-        """gamma tokens drawn from the draft, and their distributions q (gamma, V); greedy
-        drafts are argmaxes, returned with q None (one-hot, as for a lookup)."""
-        dev = self.model.device
-        logits = self._run(torch.tensor([seq[self.cached:]], device=dev), self.cached,
-                           self.cache, last_only=True)
-        tokens, qs = [], []
-        for i in range(gamma):
-            if temperature == 0.0:
-                x = int(logits[0, -1].argmax())
-            else:
-                q = _distribution(logits[0, -1:], temperature, top_k)[0].cpu()
-                x = int(torch.multinomial(q, 1, generator=generator))
-                qs.append(q)
-            tokens.append(x)
-            if i < gamma - 1:
-                logits = self._run(torch.tensor([[x]], device=dev), len(seq) + i, self.cache)
-        self.cached = len(seq) + gamma - 1  # the last draft is never fed
-        return tokens, (torch.stack(qs) if qs else None)
-
-    def rollback(self, length: int) -> None:
-        """Keep cached positions < length (the committed text minus its last token)."""
-        self.cached = min(self.cached, length)
-        rollback_cache(self.cache, self.cached)
-
-
-class NgramDraft:
-    """Prompt lookup: find the latest earlier occurrence of the text's last n tokens (n from
-    max_ngram down to min_ngram) and propose the tokens that followed it. Its q is one-hot.
-    It runs no model: its forward_s stays 0, and the lookup counts as host time."""
-
-    forward_s = 0.0
-
-    def __init__(self, max_ngram: int = 3, min_ngram: int = 1) -> None:
-        check_positive("max_ngram", max_ngram, integer=True)
-        check_positive("min_ngram", min_ngram, integer=True)
-        if min_ngram > max_ngram:
-            raise ValueError(f"min_ngram must be <= max_ngram={max_ngram}, got {min_ngram}")
-        self.max_ngram, self.min_ngram = int(max_ngram), int(min_ngram)
-
-    def start(self, prompt: list[int], capacity: int) -> None:
-        pass
-
-    def lookup(self, seq: Sequence[int], gamma: int) -> list[int]:
-        """Up to gamma tokens that followed an earlier match of the longest suffix that has one:
-        the latest match followed by gamma tokens, else the latest match (fewer tokens)."""
-        seq = list(seq)
-        for n in range(min(self.max_ngram, len(seq) - 1), self.min_ngram - 1, -1):
-            suffix = seq[-n:]
-            matches = [i for i in range(len(seq) - n - 1, -1, -1) if seq[i:i + n] == suffix]
-            if matches:
-                full = [i for i in matches if i + n + gamma <= len(seq)]
-                i = full[0] if full else matches[0]
-                return seq[i + n:i + n + gamma]
-        return []
-
-    def propose(self, seq: list[int], gamma: int, temperature: float, top_k: int | None,
-                generator: torch.Generator) -> tuple[list[int], torch.Tensor | None]:
-        return self.lookup(seq, gamma), None
-
-    def rollback(self, length: int) -> None:
-        pass
 
 
 @dataclass(frozen=True)
@@ -371,8 +266,8 @@ def speculative_generate(target: Transformer, draft: Transformer | ModelDraft | 
                                                               temperature, top_k, gen)
         pos = len(seq) - 1
         chunk = torch.tensor([seq[pos:] + drafts], device=target.device)
-        logits, forward_s = _forward(target, chunk, pos, cache)
-        p = _distribution(logits[0], temperature, top_k).cpu()
+        logits, forward_s = timed_forward(target, chunk, pos, cache)
+        p = draft_distribution(logits[0], temperature, top_k).cpu()
         if drafts:
             q = F.one_hot(torch.tensor(drafts), vocab).double() if q is None else q
             new = _verify(p, q, torch.tensor(drafts, dtype=torch.int64), gen)
@@ -381,7 +276,7 @@ def speculative_generate(target: Transformer, draft: Transformer | ModelDraft | 
         proposed.append(len(drafts))
         accepted.append(len(new) - 1)
         seq += new
-        rollback_cache(cache, len(seq) - 1)
+        cache.rollback(len(seq) - 1)
         draft.rollback(len(seq) - 1)
         now = time.perf_counter()
         step_s.append(now - clock)
