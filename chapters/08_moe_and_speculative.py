@@ -12,13 +12,13 @@
 # # Chapter 8: Fewer FLOPs per token, fewer steps per answer: mixture of experts and speculative decoding
 #
 # The chapters so far took the model as given and asked how fast its steps can run. This one
-# changes the work itself, in two ways the lecture groups together. A *mixture of experts*
+# changes the work itself, in two ways the lecture groups together. A {term}`mixture of experts`
 # (MoE) keeps many feed-forward networks per layer and runs only a few of them for each token,
-# so a model can hold far more parameters than it computes with. *Speculative decoding* keeps
+# so a model can hold far more parameters than it computes with. {term}`Speculative decoding <speculative decoding>` keeps
 # the model as it is but lets a cheap draft guess several tokens ahead, so that one step of the
 # large model can produce several tokens of the answer, with the large model's output
 # distribution unchanged. Both trade one resource for another, and chapter 5's lesson decides
-# when the trade pays: a decode step at a small batch is bound by the bytes it reads, not by
+# when the trade pays: a {term}`decode` step at a small batch is {term}`bound by the bytes it reads <memory bound>`, not by
 # its FLOPs.
 #
 # :::{admonition} After this chapter you will be able to
@@ -28,12 +28,12 @@
 #   (memory capacity against FLOPs per token);
 # - predict how many experts a decode batch touches, $E\,(1 - (1 - k/E)^B)$ under uniform
 #   routing, and from it the bytes a decode step reads and the batch at which an MoE's experts
-#   turn compute bound;
+#   turn {term}`compute bound`;
 # - measure routing on real text and see how far it is from uniform;
 # - state the verification step of speculative sampling, and check that it keeps the target's
 #   distribution exactly;
 # - predict tokens per target step, $(1 - \alpha^{\gamma+1})/(1 - \alpha)$, and the speedup
-#   $(1 - \alpha^{\gamma+1})/((1 - \alpha)(\gamma c + 1))$ from an acceptance rate $\alpha$ and a
+#   $(1 - \alpha^{\gamma+1})/((1 - \alpha)(\gamma c + 1))$ from an {term}`acceptance rate` $\alpha$ and a
 #   cost ratio $c$, choose $\gamma$, and compare with a measurement;
 # - explain why speculation helps at batch 1 and can hurt a heavily batched server.
 # :::
@@ -144,7 +144,7 @@ assert abs(moe.config.active_param_count() - target.config.param_count()) < 0.01
 # little under a third of what it holds:
 # per token it costs the FLOPs of a 13 B dense model, but it needs the memory of a 47 B one.
 # Its 93 GB of fp16 weights do not fit on one 80 GiB A100 or H100; on an H200 they do, with
-# tens of gigabytes left for the KV cache. The trained MoE is the same idea in miniature: its
+# tens of gigabytes left for the {term}`KV cache`. The trained MoE is the same idea in miniature: its
 # two active experts of $d_{\text{ff}} = 344$ match the target's one FFN of 688, so both models
 # do the same FLOPs per token.
 #
@@ -200,7 +200,7 @@ plt.show()
 
 # %% [markdown] slideshow={"slide_type": "-"}
 # **Figure 1.** Top: experts touched per layer against the batch, under uniform routing; both
-# models touch nearly all their experts by $B \approx 8$. Bottom: the roofline time of one decode
+# models touch nearly all their experts by $B \approx 8$. Bottom: the {term}`roofline` time of one decode
 # step on an H200 (fp16, 1,024 cached tokens per sequence) for Mixtral, for a dense model with
 # the same attention and the same active parameters (one FFN of twice Mixtral's width, a model
 # built for the comparison), and for Mistral 7B. At $B = 1$ Mixtral and its dense twin read the
@@ -226,8 +226,8 @@ lp.Table(["accelerator", "memory", "Mixtral fits (fp16)?", "critical batch, Mixt
 # %% [markdown] slideshow={"slide_type": "fragment"}
 # :::{important}
 # An MoE decouples the FLOPs per token (active parameters) from the parameters held (total).
-# It pays in memory capacity always, and in bandwidth at the batches between 1 and its critical
-# batch, which is $E/k$ times a dense model's.
+# It pays in memory capacity always, and in bandwidth at the batches between 1 and its
+# {term}`critical batch`, which is $E/k$ times a dense model's.
 # :::
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
@@ -335,11 +335,11 @@ plt.show()
 #
 # Decoding one token at a time is a chain: token $t+1$ needs token $t$. Chapter 5 showed that a
 # decode step at batch 1 is bound by memory: it reads every weight to do two FLOPs per
-# parameter, far below the ridge. So a step over a few positions instead of one costs about the
+# parameter, far below the {term}`ridge <ridge point>`. So a step over a few positions instead of one costs about the
 # same as a step over one. Speculative decoding {cite:p}`leviathan2023fast,chen2023accelerating`
 # spends that slack. A draft, much cheaper than the target, proposes $\gamma$ tokens one at a
 # time. The target then runs once over the last committed token and the $\gamma$ drafts,
-# $\gamma + 1$ positions appended to its KV cache, exactly like a short prefill (an *append*),
+# $\gamma + 1$ positions appended to its KV cache, exactly like a short {term}`prefill` (an *append*),
 # and gets its own next-token distribution at each of them. A rule compares the two and keeps
 # a prefix of the drafts, then adds one token of the target's own, so every target step emits
 # between 1 and $\gamma + 1$ tokens.
