@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -38,7 +39,8 @@ EXAMPLES = {
                 "llmperf release exercises/0*.py -o exercises/_release/ --no-py"],
     "grade": ["llmperf grade submission.ipynb",
               "llmperf grade submission.ipynb --results results.json",
-              "llmperf grade submissions/ --csv scores.csv --exercise 04_boundedness"],
+              "llmperf grade submissions/ --csv scores.csv --exercise 04_boundedness",
+              "llmperf grade alice.ipynb alice.py      # the half with the newer code is graded"],
     "list": ["llmperf list", "llmperf list models", "llmperf list gpus"],
     "estimate": ["llmperf estimate llama-2-7b A10 --prompt-tokens 350 --output-tokens 150",
                  "llmperf estimate llama-2-7b A10 --prompt-tokens 350 --output-tokens 150 "
@@ -102,11 +104,22 @@ def _grade_parser(sub) -> None:
                        help="grade a submission, or every notebook in a folder",
                        description="Run a submission in a sandbox, compare its answers with the "
                        "instructor's, and print a table (and, on request, results.json or a CSV).")
-    p.add_argument("path", type=Path, metavar="SUBMISSION|DIR",
-                   help="a student's .ipynb (or .py), or a folder of them")
+    p.add_argument("paths", nargs="+", type=Path, metavar="SUBMISSION|DIR",
+                   help="a student's .ipynb or .py, or a folder of them (several may be given); "
+                   "where NAME.ipynb and NAME.py are both there, the one with the newer code "
+                   "is graded, and the report says which and why")
     p.add_argument("--results", type=Path, metavar="FILE",
-                   help="write Gradescope's results.json here (with a folder: grade its notebook)")
-    p.add_argument("--csv", type=Path, metavar="FILE", help="write one row per submission here")
+                   help="write Gradescope's results.json here, for one submission (with a "
+                   "folder: grade its notebook)")
+    p.add_argument("--csv", type=Path, metavar="FILE",
+                   help="write one row per submission here, and beside it NAME.summary.md (per "
+                   "question: mean score, the hidden checks failed most) and "
+                   "NAME.distribution.png (the scores; needs matplotlib)")
+    p.add_argument("--jobs", "-j", type=int, metavar="N",
+                   help="submissions graded at once, each in its own process and sandbox "
+                   "(default: one per core)")
+    p.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
+                   help="a progress bar on stderr: auto (only on a terminal), on, off")
     p.add_argument("--exercise", metavar="NAME",
                    help="grade as this exercise, e.g. 04_boundedness (default: from the notebook)")
     p.add_argument("--source", type=Path, metavar="DIR",
@@ -203,49 +216,63 @@ def _release(args) -> int:
 
 def _grade(args) -> int:
     from .grading.box import Limits
-    from .grading.grade import grade_file, submissions_in, table, write_csv, write_results
+    from .grading.classroom import Options, available_cores, grade_many, write_summary
+    from .grading.grade import Grade
+    from .grading.reports import table, write_csv, write_results
 
     limits = Limits(cell_timeout_s=args.cell_timeout, question_timeout_s=args.timeout,
                     memory_mb=args.memory_mb)
-    if not args.path.exists():
-        raise UsageError(f"SUBMISSION {args.path}: no such file or folder")
-    if args.path.is_dir():
-        paths = submissions_in(args.path)
-        if args.results:
-            paths = _one_submission(paths)
-    else:
-        paths = [args.path]
+    jobs = available_cores() if args.jobs is None else args.jobs
+    if jobs < 1:
+        raise UsageError(f"--jobs {args.jobs}: submissions graded at once must be at least 1")
+    if args.csv and importlib.util.find_spec("matplotlib") is None:
+        raise UsageError(f"--csv {args.csv}: the score plot beside the CSV needs matplotlib, "
+                         "which is not installed here (pip install matplotlib)")
+    subs = _submissions(args)
     isolation = _announce_isolation(args)
-    grades = [grade_file(p, args.source, args.exercise, limits, isolation=isolation)
-              for p in paths]
+    progress = args.progress == "on" or (args.progress == "auto" and sys.stderr.isatty())
+    grades = grade_many(subs, Options(isolation, args.source, args.exercise, limits), jobs,
+                        progress)
     if args.results:
-        write_results(grades[0] if grades else _nothing_found(args.path, isolation),
-                      args.results)
+        nothing = f"no .ipynb or .py notebook found in {' '.join(map(str, args.paths))}"
+        write_results(grades[0] if grades else Grade(str(args.paths[0]), None, (), (nothing,),
+                                                     0.0, isolation=isolation), args.results)
     if args.csv:
         write_csv(grades, args.csv)
+        for path in write_summary(grades, args.csv):
+            print(f"wrote {path}", file=sys.stderr)
     for g in grades:
         print(table(g), end="\n\n")
     return 2 if any(g.setup_error for g in grades) else 0
 
 
-def _one_submission(paths: list[Path]) -> list[Path]:
-    """Gradescope hands over a folder: grade its notebook (an .ipynb before a .py)."""
-    notebooks = [p for p in paths if p.suffix == ".ipynb"] or paths
-    return notebooks[:1]
+def _submissions(args) -> list:
+    """The submissions the paths name: each name once, the newer half of a pair (`halves`)."""
+    from .grading.halves import notebook_files, pick_halves
 
-
-def _nothing_found(folder: Path, isolation):
-    from .grading.grade import Grade
-
-    why = f"no .ipynb or .py notebook found in {folder}"
-    return Grade(str(folder), None, (), (why,), 0.0, isolation=isolation)
+    files = []
+    for path in args.paths:
+        if not path.exists():
+            raise UsageError(f"SUBMISSION {path}: no such file or folder")
+        files += notebook_files(path) if path.is_dir() else [path]
+    try:
+        subs = pick_halves(files)
+    except ValueError as err:
+        raise UsageError(err) from err
+    if args.results and len(subs) > 1:
+        if len(args.paths) > 1 or not args.paths[0].is_dir():
+            raise UsageError(f"--results {args.results}: results.json holds one submission, and "
+                             f"these paths hold {len(subs)}: {', '.join(s.name for s in subs)}")
+        # Gradescope hands over a folder: grade its notebook (an .ipynb before a .py)
+        subs = ([s for s in subs if s.path.suffix == ".ipynb"] or subs)[:1]
+    return subs
 
 
 def _announce_isolation(args):
     """Choose the isolation, print it on one line, and warn about what it leaves open."""
     from .grading.box import exposure_warnings, warning
     from .grading.grade import default_source_dir
-    from .grading.sandbox import IsolationError, choose_isolation
+    from .grading.isolation import IsolationError, choose_isolation
 
     try:
         choice = choose_isolation(args.isolation)
@@ -255,10 +282,9 @@ def _announce_isolation(args):
     print(f"isolation: {isolation.describe()}")
     for mode, why in choice.refused.items():
         print(f"note: isolation {mode} is not available here: {why}", file=sys.stderr)
-    folder = args.path if args.path.is_dir() else None
     exposed = {"instructor sources": args.source or default_source_dir(),
-               "submissions folder": folder,
                "results folder": args.results.parent if args.results else None}
+    exposed.update({f"submissions folder {p}": p for p in args.paths if p.is_dir()})
     notes = [warning(isolation, args.isolation)] + exposure_warnings(isolation, exposed)
     for note in filter(None, notes):
         print(f"warning: {note}", file=sys.stderr)

@@ -20,13 +20,14 @@ import pytest
 
 from llmperf import cli
 from llmperf.grading import grade as grading
-from llmperf.grading.answers import mismatch, to_source
+from llmperf.grading.answers import call_text, mismatch, to_source
 from llmperf.grading.box import Limits
-from llmperf.grading.grade import grade_file, results_json, write_results
+from llmperf.grading.grade import grade_file
+from llmperf.grading.isolation import choose_isolation
 from llmperf.grading.notebooks import load_exercise
-from llmperf.grading.questions import Collector, question
+from llmperf.grading.questions import Collector, case, question
 from llmperf.grading.release import leaks, release
-from llmperf.grading.sandbox import choose_isolation
+from llmperf.grading.reports import results_json, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 EXERCISES = sorted((ROOT / "exercises").glob("[0-9][0-9]_*.py"))
@@ -71,6 +72,19 @@ def test_instructor_solution_scores_full_marks(source):
     grade = grade_file(source, source.parent, source.stem, isolation=isolation())
     assert grade.questions and grade.score == grade.max_score, _failures(grade)
     assert not grade.messages, grade.messages
+    assert [q.forbidden for q in grade.questions if q.forbidden] == []  # nothing it forbids
+
+
+@pytest.mark.parametrize("source", EXERCISES, ids=lambda p: p.name)
+def test_every_hidden_check_says_what_it_checks(source):
+    """A student who fails a hidden check reads its description, never its arguments."""
+    for q in load_exercise(source).questions:
+        whys = [c.why for c in q.checks if c.hidden]
+        if q.kind == "value":
+            assert whys == [None]  # its one check is the value itself, shown to the student
+            continue
+        assert whys and all(w and "\n" not in w and len(w) <= 120 for w in whys), q.name
+        assert len(set(whys)) == len(whys), f"{q.name}: two hidden checks say the same"
 
 
 @pytest.mark.parametrize("source", EXERCISES, ids=lambda p: p.name)
@@ -138,6 +152,59 @@ def test_visible_checks_print_expected_got_and_tolerance(tmp_path):
         assert "2 hidden checks" in text
     if verdict == "FAIL":
         assert "got -1" in text
+
+
+def test_a_value_question_never_says_ok_in_the_notebook(tmp_path):
+    ipynb, _ = released(tmp_path, CASES / "toy.py")
+    cell = _check_cell(nbformat.read(ipynb, as_version=4), "answer")
+    assert "value=True, shape='number'" in cell
+    for value, verdict in (("41", "----  answer = 41, a number as asked. NOT CHECKED"),
+                           ("42", "----  answer = 42, a number as asked. NOT CHECKED"),
+                           ("'42'", "FAIL  answer = '42': expected a number, got '42'")):
+        namespace, out = {}, io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(f"answer = {value}", namespace)
+            exec(cell, namespace)
+        assert verdict in out.getvalue() and "OK" not in out.getvalue(), out.getvalue()
+
+
+def test_a_checks_arguments_are_shown_whole():
+    deciding = [[100, 50], [900, 100], [50, 50]]  # 33 characters: the old limit cut it at 30
+    assert call_text("admitted", [deciding, 4, 1000], {}) == \
+        "admitted([[100, 50], [900, 100], [50, 50]], 4, 1000)"
+    long = [[512, 128]] * 60
+    text = call_text("admitted", [long, 64], {"free": 21_048})
+    assert text.startswith("admitted([[512, 128], [512, 128], ") and text.endswith(
+        ", ...] (60 items), 64, free=21048)")
+    assert "[512, 1" not in text.replace("[512, 128]", "")  # no item cut in two
+
+
+@pytest.mark.parametrize("why, problem", [("", "got ''"), ("two\nlines", "one line"),
+                                          ("x" * 121, "at most 120")])
+def test_a_description_is_one_short_line(why, problem):
+    with pytest.raises(ValueError, match=f"case\\(\\.\\.\\., why=\\.\\.\\.\\).*{problem}"):
+        case(1, why=why)
+
+
+def test_a_hidden_check_without_a_description_is_refused():
+    with Collector(), pytest.raises(ValueError, match="hidden check 2 has no description"):
+        question("add", 1, visible=[(1, 2)], hidden=[case(3, 4, why="larger"), (5, 6)])
+    with Collector(), pytest.raises(ValueError, match="on_forbidden must be one of"):
+        question("add", 1, visible=[(1, 2)], forbid=["llmperf.matmul_cost"], on_forbidden="zero")
+    with Collector(), pytest.raises(ValueError, match="forbid must be a list of dotted names"):
+        question("add", 1, visible=[(1, 2)], forbid="llmperf.matmul_cost")
+
+
+def test_hidden_checks_report_their_description_not_their_arguments(tmp_path):
+    grade = grade_toy(submission(tmp_path, "def add(a, b):\n    return int(a) + int(b)", BOUND,
+                                 ANSWER))
+    add = next(q for q in grade.questions if q.name == "add")
+    assert add.lines == ("PASS  add(1, 2) = 3", "PASS  hidden check 1 (two larger integers)",
+                         "FAIL  hidden check 2 (two floats, given by keyword): wrong answer")
+    wrong = grade_toy(submission(tmp_path, ADD, BOUND, "answer = 41"))
+    value = next(q for q in wrong.questions if q.name == "answer")
+    assert value.lines == ("FAIL  the value of answer = 41: not the expected value "
+                           "(an integer count: no tolerance)",)
 
 
 # ---- robustness: each case loses only the points it should --------------------------------------
@@ -394,7 +461,8 @@ def test_grading_modules_are_small_and_share_no_private_names():
             if isinstance(node, ast.ImportFrom) and (
                     node.level == 1 or (node.module or "").startswith("llmperf.grading")):
                 found += [f"{path.name}: from {node.module} import {a.name}"
-                          for a in node.names if a.name.startswith("_")]
+                          for a in node.names
+                          if a.name.startswith("_") and not a.name.startswith("__")]
             elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
                     and node.value.id in modules and node.attr.startswith("_") \
                     and not node.attr.startswith("__"):
@@ -431,7 +499,8 @@ def test_questions_go_to_the_innermost_open_collector():
 
 def _declare_from_a_helper():
     """A question declared one call away from the notebook, in globals that lack the answer."""
-    question("double", points=1, visible=[(2,)], hidden=[(5,)])
+    question("double", points=1, visible=[(2,)], hidden=[case(5, why="an odd number")],
+             forbid=["llmperf.max_batch_size"])
 
 
 def test_a_question_run_by_hand_checks_the_notebooks_own_solution(monkeypatch, capsys):
@@ -440,7 +509,8 @@ def test_a_question_run_by_hand_checks_the_notebooks_own_solution(monkeypatch, c
     monkeypatch.setitem(sys.modules, "__main__", notebook)
     _declare_from_a_helper()
     assert capsys.readouterr().out.startswith(
-        "question double (1 point): 1 visible and 1 hidden checks; the solution passes 2 of 2")
+        "question double (1 point): 1 visible and 1 hidden checks; forbids "
+        "llmperf.max_batch_size (report); the solution passes 2 of 2")
 
 
 def test_load_exercise_leaves_no_collector_open(capsys, monkeypatch):

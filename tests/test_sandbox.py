@@ -24,11 +24,12 @@ import pytest
 from proc_scan import processes_with
 
 from llmperf import cli
-from llmperf.grading import box, sandbox
-from llmperf.grading import grade as grading
+from llmperf.grading import box, reports, sandbox
+from llmperf.grading import isolation as isolation_module
 from llmperf.grading.box import MODES, Isolation, Limits, candidates, exposure_warnings
-from llmperf.grading.grade import grade_file, results_json, write_results
-from llmperf.grading.sandbox import IsolationError, choose_isolation
+from llmperf.grading.grade import grade_file
+from llmperf.grading.isolation import IsolationError, choose_isolation
+from llmperf.grading.reports import results_json, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = Path(__file__).resolve().parent / "grading_cases"
@@ -39,7 +40,7 @@ ANSWER = "answer = 42"
 FULL = {"add": 2, "describe_bound": 1, "answer": 1}
 
 
-HERE = {mode: sandbox.probe(mode) for mode in MODES}  # (isolation, "") or (None, why not)
+HERE = {mode: isolation_module.probe(mode) for mode in MODES}  # (isolation, "") or (None, why not)
 AVAILABLE = [m for m in MODES if HERE[m][0] is not None]
 ISOLATED_MODES = [m for m in MODES if m != "none"]
 NAMESPACE_MODES = [m for m in MODES if Isolation(m).namespaces]
@@ -94,9 +95,9 @@ def test_this_machine_has_an_isolation_beyond_none():
 
 
 def test_the_modes_that_need_root_say_so(monkeypatch):
-    monkeypatch.setattr(sandbox.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(isolation_module.os, "geteuid", lambda: 1000)
     for mode in ("user+namespaces", "user"):
-        found, why = sandbox.probe(mode)
+        found, why = isolation_module.probe(mode)
         assert found is None and why.startswith("needs root: "), why
     with pytest.raises(IsolationError, match="user: needs root"):
         choose_isolation("user")
@@ -279,7 +280,7 @@ def test_no_silent_fallback(monkeypatch, tmp_path, capsys):
         tried.append(mode)
         return None, f"{mode} refused here"
 
-    monkeypatch.setattr(sandbox, "probe", refuse)
+    monkeypatch.setattr(isolation_module, "probe", refuse)
     strongest = candidates(os.geteuid())[0]
     with pytest.raises(IsolationError, match=f"{re.escape(strongest)} refused here"):
         choose_isolation("auto")
@@ -291,7 +292,7 @@ def test_no_silent_fallback(monkeypatch, tmp_path, capsys):
 
 
 def test_auto_takes_the_strongest_that_works(monkeypatch):
-    monkeypatch.setattr(sandbox, "probe", lambda mode: (Isolation(mode), "")
+    monkeypatch.setattr(isolation_module, "probe", lambda mode: (Isolation(mode), "")
                         if mode in ("namespaces", "none") else (None, "refused"))
     choice = choose_isolation("auto")
     assert choice.isolation.mode == "namespaces"
@@ -302,9 +303,9 @@ def test_auto_takes_the_strongest_that_works(monkeypatch):
 
 
 def test_the_isolation_is_chosen_at_each_call_and_passed_along(monkeypatch, tmp_path):
-    monkeypatch.setattr(sandbox, "probe", lambda mode: (Isolation(mode), ""))
+    monkeypatch.setattr(isolation_module, "probe", lambda mode: (Isolation(mode), ""))
     assert choose_isolation("namespaces").isolation == Isolation("namespaces")
-    monkeypatch.setattr(sandbox, "probe", lambda mode: (None, f"{mode} refused now"))
+    monkeypatch.setattr(isolation_module, "probe", lambda mode: (None, f"{mode} refused now"))
     with pytest.raises(IsolationError, match="namespaces refused now"):
         choose_isolation("namespaces")  # no choice is kept from one call to the next
     g = grade(notebook(tmp_path / "sub", ADD, BOUND, ANSWER), "none")
@@ -320,7 +321,7 @@ def test_results_are_checked_after_they_are_written(tmp_path, monkeypatch):
         real_replace(src, dst)
         Path(dst).write_text('{"score": 1000}')
 
-    monkeypatch.setattr(grading.os, "replace", replace_then_tamper)
+    monkeypatch.setattr(reports.os, "replace", replace_then_tamper)
     with pytest.raises(OSError, match="changed after the grader wrote it"):
         write_results(g, tmp_path / "results.json")
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".results")] == []

@@ -18,6 +18,7 @@ import sys
 from typing import Any
 
 MAX_DEPTH = 20
+ARGUMENT_LIMIT = 400  # characters of one argument shown in a check's call
 NOT_ANSWERED = "not answered yet (it raises NotImplementedError)"
 
 
@@ -85,6 +86,23 @@ def short(value: Any, limit: int = 80) -> str:
     """A one-line rendering of plain `value` for messages."""
     text = to_source(value) if not isinstance(value, float) else f"{value:.10g}"
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def whole(value: Any, limit: int = ARGUMENT_LIMIT) -> str:
+    """Plain `value` as source text, whole; a list or dict too long for `limit` characters
+    keeps its first items whole and says how many there are, never cutting one in two."""
+    text = to_source(value)
+    if len(text) <= limit or not isinstance(value, (list, dict)) or not value:
+        return text
+    items = [to_source(v) for v in value] if isinstance(value, list) else \
+        [f"{k!r}: {to_source(v)}" for k, v in value.items()]
+    kept: list[str] = []
+    for item in items:
+        if len(", ".join(kept + [item])) > limit - 30:
+            break
+        kept.append(item)
+    opening, closing = "[]" if isinstance(value, list) else "{}"
+    return f"{opening}{', '.join(kept + ['...'])}{closing} ({len(items)} items)"
 
 
 # ---- comparing ----------------------------------------------------------------------------------
@@ -172,8 +190,49 @@ def points_text(points: float) -> str:
 
 
 def call_text(name: str, args: list, kwargs: dict) -> str:
-    parts = [short(a, 30) for a in args] + [f"{k}={short(v, 30)}" for k, v in kwargs.items()]
+    """The call as the student would write it, each argument whole (see `whole`)."""
+    parts = [whole(a) for a in args] + [f"{k}={whole(v)}" for k, v in kwargs.items()]
     return f"{name}({', '.join(parts)})"
+
+
+# ---- the form of a value: what a value question's check cell may say without the answer --------
+def form(value: Any) -> Any:
+    """The form of plain `value`, as plain data: "number", "string", "bool" or "None" for
+    a scalar, a list of the items' forms, a dict of the values' forms."""
+    if value is None:
+        return "None"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return [form(v) for v in value]
+    return {k: form(v) for k, v in value.items()}
+
+
+def form_text(shape: Any) -> str:
+    """The form in words: "a number", "a list of 2 items", "a dict with keys ['a', 'b']"."""
+    if isinstance(shape, list):
+        return f"a list of {len(shape)} item{'s' * (len(shape) != 1)}"
+    if isinstance(shape, dict):
+        return f"a dict with the keys {sorted(shape)}"
+    return {"None": "None", "bool": "True or False", "number": "a number",
+            "string": "a string"}[shape]
+
+
+def form_mismatch(shape: Any, got: Any) -> str | None:
+    """None when plain `got` has the form `shape` (lists and dicts all the way down)."""
+    if isinstance(shape, list):
+        same = isinstance(got, list) and len(got) == len(shape) and all(
+            form_mismatch(s, g) is None for s, g in zip(shape, got))
+    elif isinstance(shape, dict):
+        same = isinstance(got, dict) and set(got) == set(shape) and all(
+            form_mismatch(s, got[k]) is None for k, s in shape.items())
+    else:
+        same = form(got) == shape
+    return None if same else f"expected {form_text(shape)}, got {short(got)}"
 
 
 def run_check(obj: Any, name: str, args: list, kwargs: dict, expected: Any,
@@ -196,22 +255,30 @@ def run_check(obj: Any, name: str, args: list, kwargs: dict, expected: Any,
 
 
 def check(name: str, cases: list | None = None, points: float | None = None, hidden_checks: int = 0,
-          rel: float = 1e-6, abs: float = 0.0, value: bool = False) -> bool:
+          rel: float = 1e-6, abs: float = 0.0, value: bool = False, shape: Any = None,
+          forbid: list | None = None, on_forbidden: str = "report") -> bool:
     """Run the visible checks of question `name` against the notebook's own definition.
 
     cases: dicts with "args", "kwargs" and "expect". Prints PASS or FAIL per check
     and returns True when all pass. The definition is looked up in the globals of
-    the cell that calls `check`.
+    the cell that calls `check`. A value question (`value=True`) has no visible check
+    of its value: the cell checks its form (`shape`, see `form`) and says that the
+    grader checks the value; it returns False only when the form is wrong. forbid: the
+    library functions the answer must not call, which the grader reports.
     """
     namespace = sys._getframe(1).f_globals
     header = f"{name}" + (f" ({points_text(points)})" if points else "")
     print(header)
+    if forbid:
+        cost = "the checks that call one fail" if on_forbidden == "fail" else "the score stands"
+        print(f"  NOTE  do not call {', '.join(forbid)} in this answer: the grader reports "
+              f"such calls ({cost})")
     if name not in namespace:
         print(f"  FAIL  {name} is not defined: run the cell that defines it first")
         return False
     obj = namespace[name]
     if value:
-        return _check_value(name, obj)
+        return _check_value(name, obj, shape)
     if not callable(obj):
         print(f"  FAIL  {name} should be a function, but it is a {type(obj).__name__}")
         return False
@@ -228,11 +295,17 @@ def check(name: str, cases: list | None = None, points: float | None = None, hid
     return passed == total
 
 
-def _check_value(name: str, obj: Any) -> bool:
+def _check_value(name: str, obj: Any, shape: Any) -> bool:
     try:
         got = to_plain(obj)
     except NotPlainData as err:
         print(f"  FAIL  {name} holds {err}")
         return False
-    print(f"  OK    {name} = {short(got)}: recorded; the grader checks its value.")
+    reason = form_mismatch(shape, got) if shape is not None else None
+    if reason:
+        print(f"  FAIL  {name} = {short(got)}: {reason}")
+        return False
+    as_asked = f", {form_text(shape)} as asked" if shape is not None else ""
+    print(f"  ----  {name} = {short(got)}{as_asked}. NOT CHECKED: this cell cannot tell "
+          "whether the value is right; the grader checks it when grading.")
     return True

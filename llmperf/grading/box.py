@@ -12,7 +12,7 @@ The isolations, strongest first:
 - "none": it runs as the grader's own user, with limits but no isolation.
 
 In every mode the keeper kills every process the submission started before the
-grader writes anything. Which mode works here is found by `sandbox.choose_isolation`.
+grader writes anything. Which mode works here is found by `isolation.choose_isolation`.
 
 The folders of one run:
 

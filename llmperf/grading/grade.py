@@ -1,8 +1,8 @@
-"""Grading: find the exercise, run the submission in a sandbox, compare here, report.
+"""Grading: find the exercise, run the submission in a sandbox, compare here.
 
 The expected answers stay in this process; the submission's process only ever
-receives arguments and sends back plain data. Reports: Gradescope's results.json,
-a table for people, a CSV for a class.
+receives arguments and sends back plain data. The reports (results.json, the table,
+the CSV) are in `reports`; a class's many submissions in `classroom`.
 
 What goes wrong in the submission, or in finding and loading the instructor
 source, ends up in the Grade's messages. An exception of the grader's own is
@@ -10,18 +10,14 @@ not caught here: it reaches the instructor with its traceback.
 """
 from __future__ import annotations
 
-import contextlib
-import csv
-import json
-import os
-import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
-from .answers import NOT_ANSWERED, call_text, mismatch, short
+from .answers import NOT_ANSWERED, applied_tolerance, call_text, mismatch, short
 from .box import Isolation, Limits
+from .halves import Submission, notebook_files, pick_halves
 from .notebooks import (
     SUFFIXES,
     Exercise,
@@ -40,6 +36,7 @@ from .sandbox import run_submission
 from .worker import UNDEFINED
 
 NOT_ANSWERED_SHORT = NOT_ANSWERED.split(" (")[0]  # "not answered yet"
+NOT_ALLOWED = ", which this question does not allow"
 
 PACKAGE_EXERCISES = Path(__file__).resolve().parents[2] / "exercises"
 
@@ -55,6 +52,9 @@ class QuestionResult:
     passed: int
     total: int
     lines: tuple[str, ...]
+    forbidden: tuple[str, ...] = ()  # the forbidden library functions the answer called
+    hidden_failed: tuple[tuple[int, str], ...] = ()  # (number, description) of failed hidden
+    answered: bool = True  # False when the name is undefined or still raises the stub's error
 
     @property
     def score(self) -> float:
@@ -70,6 +70,7 @@ class Grade:
     execution_time_s: float
     setup_error: bool = False
     isolation: Isolation | None = None  # how the submission's processes were contained
+    notes: tuple[str, ...] = ()  # which half of a submission was graded, and why
 
     @property
     def score(self) -> float:
@@ -108,7 +109,7 @@ def load_for(name: str, source_dir: Path) -> Exercise:
 
 def grade_file(path: Path, source_dir: Path | None = None, exercise: str | None = None,
                limits: Limits | None = None, *, isolation: Isolation) -> Grade:
-    """Grade one submission, running it contained by `isolation` (see `sandbox.choose_isolation`).
+    """Grade one submission, running it contained by `isolation` (see `isolation.choose_isolation`).
 
     A broken submission, an unreadable notebook, an unknown exercise or a broken
     instructor source give a Grade that says so; the grader's own bugs raise.
@@ -133,11 +134,12 @@ def grade_file(path: Path, source_dir: Path | None = None, exercise: str | None 
         return Grade(path.name, ex.name, questions, (read_error,), time.monotonic() - start)
     cells = [(i, s) for i, s in code_cells(nb) if not is_check_cell(s)]
     hidden = (source_dir, path.parent, PACKAGE_EXERCISES)
-    run = run_submission(cells, _job_questions(ex), limits, isolation, hidden)
+    watch = tuple(dict.fromkeys(t for q in ex.questions for t in q.watch))
+    run = run_submission(cells, _job_questions(ex), limits, isolation, hidden, watch)
     places = question_places(nb, [q.name for q in ex.questions])
     questions = tuple(
         _result(q, {c: run.outcomes.get((k, c)) for c in range(len(q.checks))},
-                places[q.name], run.cell_errors)
+                places[q.name], run.cell_errors, run.cell_forbidden)
         for k, q in enumerate(ex.questions))
     answered_elsewhere = {p.answer_cell for p in places.values()}
     messages = tuple(f"{cell_label(nb, i, places)}: {e}" for i, e in sorted(run.cell_errors.items())
@@ -146,6 +148,18 @@ def grade_file(path: Path, source_dir: Path | None = None, exercise: str | None 
         messages += (f"the grader could not stop {run.survivors} of the submission's processes",)
     return Grade(path.name, ex.name, questions, messages, time.monotonic() - start,
                  isolation=isolation)
+
+
+def grade_submission(sub: Submission, source_dir: Path | None = None, exercise: str | None = None,
+                     limits: Limits | None = None, *, isolation: Isolation) -> Grade:
+    """Grade the file `sub` names (`grade_file`), with its notes on the half beside it."""
+    grade = grade_file(sub.path, source_dir, exercise, limits, isolation=isolation)
+    return replace(grade, notes=sub.notes + grade.notes)
+
+
+def submissions_in(folder: Path) -> list[Submission]:
+    """The submissions in `folder`: each name once, the half graded chosen by `halves`."""
+    return pick_halves(notebook_files(folder))
 
 
 def _job_questions(ex: Exercise) -> list[dict]:
@@ -170,7 +184,8 @@ def _why_undefined(place: Place, cell_errors: dict[int, str]) -> str:
 
 
 def _result(q: GradedQuestion, outcomes: dict, place: Place | None = None,
-            cell_errors: dict[int, str] | None = None) -> QuestionResult:
+            cell_errors: dict[int, str] | None = None,
+            cell_forbidden: dict[int, set[str]] | None = None) -> QuestionResult:
     """The question's score and one line per check, or one line when no check could run."""
     place = place or Place(q.name, 0, None)
     outcomes = {k: outcomes.get(k) or {"error": "stopped: not run (see the notes below)"}
@@ -178,122 +193,68 @@ def _result(q: GradedQuestion, outcomes: dict, place: Place | None = None,
     errors = [o.get("error", "") for o in outcomes.values()]
     if errors and all(e == f"{q.name} {UNDEFINED}" for e in errors):
         line = f"FAIL  {_why_undefined(place, cell_errors or {})}"
-        return QuestionResult(q.name, q.points, 0, len(q.checks), (line,))
+        return QuestionResult(q.name, q.points, 0, len(q.checks), (line,), answered=False)
     if errors and all(e.startswith(NOT_ANSWERED) for e in errors):
         where = f" in {place.label}" if place.number else ""
         line = (f"FAIL  {NOT_ANSWERED_SHORT}: `{q.name}`{where} still raises "
                 "NotImplementedError; replace that line with your solution")
-        return QuestionResult(q.name, q.points, 0, len(q.checks), (line,))
-    lines, passed, hidden_number = [], 0, 0
+        return QuestionResult(q.name, q.points, 0, len(q.checks), (line,), answered=False)
+    in_cell = sorted(set(q.forbid) & (cell_forbidden or {}).get(place.answer_cell, set()))
+    lines, passed, hidden_number, hidden_failed, called = [], 0, 0, [], set(in_cell)
     for k, check in enumerate(q.checks):
         outcome = outcomes[k]
-        if "got" in outcome:
+        forbidden = in_cell or sorted(set(q.forbid) & set(outcome.get("forbidden", ())))
+        called.update(forbidden)
+        if q.on_forbidden == "fail" and forbidden:
+            reason = f"called {', '.join(forbidden)}{NOT_ALLOWED}"
+        elif "got" in outcome:
             reason = mismatch(check.expected, outcome["got"], q.rel, q.abs)
         else:
             reason = outcome["error"]
         passed += reason is None
         if check.hidden:
             hidden_number += 1
-            lines.append(_hidden_line(q, hidden_number, reason, "got" in outcome))
+            if reason is not None:
+                hidden_failed.append((hidden_number, check.why or f"the value of {q.name}"))
+            lines.append(_hidden_line(q, hidden_number, check, reason, outcome))
         else:
             label = call_text(q.name, check.args, check.kwargs)
             lines.append(f"PASS  {label} = {short(outcome['got'])}" if reason is None
                          else f"FAIL  {label}: {reason}")
-    return QuestionResult(q.name, q.points, passed, len(q.checks), tuple(lines))
+    if q.on_forbidden == "fail" and all(line.endswith(NOT_ALLOWED) for line in lines):
+        lines = [f"FAIL  every check: the answer called {', '.join(sorted(called))}{NOT_ALLOWED}"]
+    if called:
+        cost = "the checks that called it fail" if q.on_forbidden == "fail" else \
+            "reported to the instructor; the score stands"
+        lines.append(f"NOTE  the answer called {', '.join(sorted(called))}, which this question "
+                     f"asks you not to call ({cost})")
+    return QuestionResult(q.name, q.points, passed, len(q.checks), tuple(lines),
+                          tuple(sorted(called)), tuple(hidden_failed))
 
 
-def _hidden_line(q: GradedQuestion, number: int, reason: str | None, returned: bool) -> str:
-    """Hidden checks say whether they passed and why not, never with which arguments."""
-    label = "the value" if q.kind == "value" else f"hidden check {number}"
+def _hidden_line(q: GradedQuestion, number: int, check, reason: str | None, outcome: dict) -> str:
+    """Hidden checks say what they check (their description) and why they failed, never with
+    which arguments; a value question's check shows the value, which the student chose."""
+    if q.kind == "value":
+        if reason is None:
+            return f"PASS  the value of {q.name}"
+        got = f" = {short(outcome['got'])}" if "got" in outcome else ""
+        return f"FAIL  the value of {q.name}{got}: {_value_reason(q, reason, outcome)}"
+    label = f"hidden check {number}" + (f" ({check.why})" if check.why else "")
     if reason is None:
         return f"PASS  {label}"
-    if returned:
+    if "got" in outcome and not reason.startswith("called "):
         return f"FAIL  {label}: wrong answer"
-    if reason.startswith(("stopped", NOT_ANSWERED_SHORT, "returned a", q.name)):
+    if reason.startswith(("stopped", NOT_ANSWERED_SHORT, "returned a", "called ", q.name)):
         return f"FAIL  {label}: {reason}"
     return f"FAIL  {label}: raised {reason.split(':')[0][:60]}"
 
 
-def submissions_in(folder: Path) -> list[Path]:
-    """The notebooks in `folder` (not its subfolders), sorted by name: each .ipynb, and each
-    .py that has no .ipynb of the same name beside it (release writes both)."""
-    files = [p for p in Path(folder).iterdir() if p.is_file() and p.suffix in SUFFIXES]
-    notebooks = {p.stem for p in files if p.suffix == ".ipynb"}
-    return sorted(p for p in files if p.suffix == ".ipynb" or p.stem not in notebooks)
-
-
-# ---- reports ------------------------------------------------------------------------------------
-def results_json(grade: Grade) -> dict:
-    """Gradescope's format: score, execution_time, output, and one test per question."""
-    tests = [{"name": q.name, "score": q.score, "max_score": q.points,
-              "status": "passed" if q.passed == q.total else "failed",
-              "output": "\n".join(q.lines), "visibility": "visible"} for q in grade.questions]
-    isolation = grade.isolation.record() if grade.isolation else None
-    return {"score": grade.score, "execution_time": round(grade.execution_time_s, 2),
-            "output": summary(grade), "visibility": "visible", "stdout_visibility": "hidden",
-            "extra_data": {"isolation": isolation}, "tests": tests}
-
-
-def summary(grade: Grade) -> str:
-    head = f"{grade.submission}: {grade.score:g} of {grade.max_score:g} points"
-    if grade.exercise:
-        head += f" (exercise {grade.exercise})"
-    notes = [f"- {m}" for m in grade.messages]
-    if notes:
-        notes.insert(0, "Problems found while running the notebook:")
-    return "\n".join([head] + notes)
-
-
-def write_results(grade: Grade, path: Path) -> None:
-    """Write results.json atomically, then check that the file holds what was written.
-
-    Called once the submission's processes are gone (`run_submission` returns only
-    then): a temporary file in the same folder, renamed into place, read back.
-    OSError if what is on disk differs.
-    """
-    _write_atomic(Path(path), json.dumps(results_json(grade), indent=2, allow_nan=False) + "\n")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with open(path, encoding="utf-8") as f:
-        if f.read() != text:
-            raise OSError(f"{path} changed after the grader wrote it")
-
-
-def table(grade: Grade) -> str:
-    """A fixed-width table: one line per question, the checks that failed, a total."""
-    lines = [summary(grade).splitlines()[0], f"{'question':<28}{'score':>8}{'max':>7}  checks"]
-    for q in grade.questions:
-        lines.append(f"{q.name:<28}{q.score:>8g}{q.points:>7g}  {q.passed}/{q.total}")
-        lines += [f"    {line}" for line in q.lines if line.startswith("FAIL")]
-    lines.append(f"{'total':<28}{grade.score:>8g}{grade.max_score:>7g}")
-    lines += [f"note: {m}" for m in grade.messages]
-    return "\n".join(lines)
-
-
-def write_csv(grades: list[Grade], path: Path) -> None:
-    """One row per submission: its score, the maximum, and each question's score."""
-    names: list[str] = []
-    for g in grades:
-        names += [q.name for q in g.questions if q.name not in names]
-    rows = [["submission", "exercise", "score", "max_score"] + names + ["notes"]]
-    for g in grades:
-        by_name = {q.name: q.score for q in g.questions}
-        rows.append([g.submission, g.exercise or "", g.score, g.max_score]
-                    + [by_name.get(n, "") for n in names] + [" | ".join(g.messages)])
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        csv.writer(f).writerows(rows)
+def _value_reason(q: GradedQuestion, reason: str, outcome: dict) -> str:
+    if "got" not in outcome or reason.startswith("called "):
+        return reason
+    expected = q.checks[0].expected
+    if isinstance(expected, (int, float)) and not isinstance(expected, bool):
+        tolerance = applied_tolerance(expected, outcome["got"], q.rel, q.abs)
+        return f"not the expected value ({tolerance})"
+    return "not the expected value"

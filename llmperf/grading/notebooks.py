@@ -46,7 +46,7 @@ def read_notebook(path: Path) -> Any:
             return jupytext.read(path, fmt="py:percent")
         return nbformat.read(path, as_version=4)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, nbformat.reader.NotJSONError,
-            KeyError, TypeError, ValueError, AttributeError) as err:
+            nbformat.ValidationError, KeyError, TypeError, ValueError, AttributeError) as err:
         raise NotebookError(f"{path.name} cannot be read as a notebook: {err}") from err
 
 

@@ -2,8 +2,12 @@
 
     question("ridge_point", points=1,
              visible=[(125e12, 600e9)],            # arguments of one call each
-             hidden=[(989e12, 3.35e12)],
-             reference=lambda peak, bw: ...)        # optional; default: the solution itself
+             hidden=[case(989e12, 3.35e12, why="an H100 SXM's datasheet")],
+             reference=lambda peak, bw: ...,        # optional; default: the solution itself
+             forbid=["llmperf.Accelerator.ridge_point"])  # optional: calls to report
+
+A hidden check is always a `case(...)` with `why=`: the one line a student reads when it
+fails, since its arguments are never shown.
 
 While a loader runs an instructor source (`notebooks.load_exercise`), it holds a
 `Collector` open and each `question(...)` call is recorded there with the cell that
@@ -25,8 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from .answers import NotPlainData, points_text, run_check, to_plain
+from .watch import targets
 
 FUNCTION, VALUE = "function", "value"
+ON_FORBIDDEN = ("report", "fail")  # a forbidden call is only reported, or fails its checks
+WHY_LIMIT = 120  # characters of a hidden check's description
 
 
 class _Unset:
@@ -47,17 +54,27 @@ class Case:
     """One check: call the student's function with these arguments.
 
     `expect`, when given, is the answer; otherwise the reference (or the
-    instructor's solution) computes it in the grader's process.
+    instructor's solution) computes it in the grader's process. `why` says in one
+    line what the check is about; students see it when a hidden check fails.
     """
 
     args: tuple = ()
     kwargs: dict = field(default_factory=dict)
     expect: Any = UNSET
+    why: str | None = None
 
 
-def case(*args: Any, expect: Any = UNSET, **kwargs: Any) -> Case:
-    """A check with keyword arguments or a fixed expected answer: case(4096, 128, expect=62.4)."""
-    return Case(args, kwargs, expect)
+def case(*args: Any, expect: Any = UNSET, why: str | None = None, **kwargs: Any) -> Case:
+    """One check: case(4096, d=128, why="a head of 128"), case(8, expect=64, why="...").
+
+    why: one line, what the check is about (required for a hidden check: a student who
+    fails it reads this line, never the arguments). expect: the answer, fixed by hand.
+    """
+    if why is not None and not (isinstance(why, str) and why.strip() and "\n" not in why
+                                and len(why) <= WHY_LIMIT):
+        raise ValueError(f"case(..., why=...): a description of one line of at most {WHY_LIMIT} "
+                         f"characters, got {why!r}")
+    return Case(args, kwargs, expect, why.strip() if why else None)
 
 
 @dataclass(frozen=True)
@@ -72,6 +89,8 @@ class Question:
     rel: float = 1e-6
     abs: float = 0.0
     cell: int | None = None  # index of the declaring cell in the instructor's notebook
+    forbid: tuple[str, ...] = ()  # llmperf functions the answer must not call
+    on_forbidden: str = "report"  # "report": noted only; "fail": the checks that called one fail
 
 
 def cases(items: Any) -> tuple[Case, ...]:
@@ -125,20 +144,38 @@ class Collector:
 
 def question(name: str, points: float, visible: Any = (), hidden: Any = (),
              reference: Callable[..., Any] | None = None, rel: float = 1e-6,
-             abs: float = 0.0) -> None:
+             abs: float = 0.0, forbid: Any = (), on_forbidden: str = "report") -> None:
     """Declare that `name` (a function, or a variable) is graded for `points` points.
 
-    visible, hidden: the checks, each a tuple of positional arguments, a dict of
-    keyword arguments, a `case(...)`, or any other value as a single argument.
-    A variable (not a function) takes no checks: its value is compared once.
+    visible: the checks whose call and answer the student sees, each a tuple of
+    positional arguments, a dict of keyword arguments, a `case(...)`, or any other
+    value as a single argument. hidden: checks the student never sees, each a
+    `case(..., why="one line on what it checks")`. A variable (not a function) takes
+    no checks: its value is compared once.
     reference: computes the expected answer from the same arguments (by default
     the instructor's solution does). rel, abs: tolerances for numbers.
+    forbid: dotted names of llmperf functions, methods, classes or modules that the
+    answer must not call ("llmperf.max_batch_size"); the grader reports each call the
+    answer makes. on_forbidden: "report" (the score stands) or "fail" (every check
+    during which the answer called one fails, and all of them if its cell did).
     """
     if not (isinstance(name, str) and name.isidentifier()):
         raise ValueError(f"question name must be a Python identifier, got {name!r}")
     if not points > 0:
         raise ValueError(f"question {name!r}: points must be positive, got {points!r}")
-    q = Question(name, float(points), cases(visible), cases(hidden), reference, rel, abs)
+    if on_forbidden not in ON_FORBIDDEN:
+        raise ValueError(f"question {name!r}: on_forbidden must be one of {ON_FORBIDDEN}, "
+                         f"got {on_forbidden!r}")
+    if isinstance(forbid, str) or not all(isinstance(f, str) for f in forbid):
+        raise ValueError(f"question {name!r}: forbid must be a list of dotted names such as "
+                         f"'llmperf.max_batch_size', got {forbid!r}")
+    hidden_cases = cases(hidden)
+    for number, c in enumerate(hidden_cases, start=1):
+        if c.why is None:
+            raise ValueError(f"question {name!r}: hidden check {number} has no description; "
+                             "write it case(..., why='what it checks, in one line')")
+    q = Question(name, float(points), cases(visible), hidden_cases, reference, rel, abs,
+                 forbid=tuple(forbid), on_forbidden=on_forbidden)
     collector = _open_collector.get()
     if collector is None:  # an instructor running the source by hand
         self_check(q, notebook_namespace())
@@ -162,8 +199,9 @@ def self_check(q: Question, namespace: dict) -> None:
     results = [run_check(obj, q.name, c.args, c.kwargs, c.expected, graded.rel, graded.abs,
                          graded.kind == VALUE) for c in graded.checks]
     bad = [m for ok, m in results if not ok]
+    forbids = f"; forbids {', '.join(q.forbid)} ({q.on_forbidden})" if q.forbid else ""
     print(f"question {q.name} ({points_text(q.points)}): {len(graded.visible_checks)} "
-          f"visible and {graded.hidden_count} hidden checks; the solution passes "
+          f"visible and {graded.hidden_count} hidden checks{forbids}; the solution passes "
           f"{len(results) - len(bad)} of {len(results)}")
     for message in bad:
         print(f"  FAIL  {message}")
@@ -178,6 +216,7 @@ class Check:
     kwargs: dict
     expected: Any
     hidden: bool
+    why: str | None = None
 
 
 @dataclass(frozen=True)
@@ -189,6 +228,9 @@ class GradedQuestion:
     rel: float
     abs: float
     cell: int | None
+    forbid: tuple[str, ...] = ()
+    on_forbidden: str = "report"
+    watch: tuple[tuple[str, str, str, int], ...] = ()  # the forbidden code, for the worker
 
     @property
     def visible_checks(self) -> tuple[Check, ...]:
@@ -218,7 +260,12 @@ def resolve(path: Path, q: Question, namespace: dict) -> GradedQuestion:
         value = q.reference() if q.reference else answer
         checks = [Check([], {}, _plain(where, value), True)]
         kind = VALUE
-    return GradedQuestion(q.name, q.points, kind, tuple(checks), q.rel, q.abs, q.cell)
+    try:
+        watch = tuple(t for label in q.forbid for t in targets(label))
+    except ValueError as err:
+        raise ExerciseError(f"{where}: {err}") from err
+    return GradedQuestion(q.name, q.points, kind, tuple(checks), q.rel, q.abs, q.cell,
+                          q.forbid, q.on_forbidden, watch)
 
 
 def _expected(where: str, fn: Callable[..., Any], c: Case, hidden: bool) -> Check:
@@ -233,7 +280,7 @@ def _expected(where: str, fn: Callable[..., Any], c: Case, hidden: bool) -> Chec
         except Exception as err:
             why = f"{where}: the reference fails on {args} {kwargs}: {err!r}"
             raise ExerciseError(why) from err
-    return Check(args, kwargs, _plain(where, expected), hidden)
+    return Check(args, kwargs, _plain(where, expected), hidden, c.why)
 
 
 def _plain(where: str, value: Any) -> Any:

@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from .answers import to_source
+from .answers import form, to_source
 from .notebooks import (
     CHECK_MARK,
     METADATA_KEY,
@@ -39,8 +39,11 @@ def check_cell_source(q: GradedQuestion) -> str:
     head = [f"{CHECK_MARK} to `{q.name}`: run this cell.",
             "from llmperf.grading import check"]
     options = f"points={q.points:g}, hidden_checks={q.hidden_count}, rel={q.rel!r}, abs={q.abs!r}"
-    if q.kind != FUNCTION:
-        return "\n".join(head + [f"check({q.name!r}, {options}, value=True);"])  # ; no echo
+    if q.forbid:
+        options += f", forbid={to_source(list(q.forbid))}, on_forbidden={q.on_forbidden!r}"
+    if q.kind != FUNCTION:  # its form (a number, a list of 2, ...), never its value
+        shape = to_source(form(q.checks[0].expected))
+        return "\n".join(head + [f"check({q.name!r}, {options}, value=True, shape={shape});"])
     lines = [f"check({q.name!r}, {options}, cases=["]
     for c in q.visible_checks:
         kwargs = f', "kwargs": {to_source(c.kwargs)}' if c.kwargs else ""

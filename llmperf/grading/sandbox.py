@@ -1,4 +1,4 @@
-"""The sandbox: choosing an isolation that works here, and running a submission in it.
+"""The sandbox: running a submission, contained by an isolation (`isolation` chooses it).
 
 For each attempt the grader starts a keeper (`keeper`), which confines a child
 that becomes the worker (`worker`): it runs the cells, then the calls, and
@@ -25,68 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import keeper
-from .box import CHOICES, Box, Isolation, Limits, candidates, sandbox_ids
+from .box import Box, Isolation, Limits
 
 MAX_LINE_BYTES = 1 << 20
+MAX_NAMES = 100  # forbidden calls one step may report
 MAX_CHILD_BYTES = 32 << 20
 STARTUP_S = 10.0
 STOP_TIMEOUT_S = 10.0
-PROBE = [(0, "import llmperf")]  # the notebook a mode must run to be chosen
-
-
-# ---- choosing the isolation ---------------------------------------------------------------------
-class IsolationError(RuntimeError):
-    """The isolation asked for is not available here."""
-
-
-@dataclass(frozen=True)
-class Choice:
-    """The isolation chosen, and the stronger modes that were tried first and refused, with why."""
-
-    isolation: Isolation
-    refused: dict[str, str] = field(default_factory=dict)
-
-
-def choose_isolation(requested: str = "auto") -> Choice:
-    """The isolation to use: `requested`, or with "auto" the strongest that works here.
-
-    Each candidate is tried on a one-cell notebook, at every call: the caller keeps
-    the choice and passes its isolation along. IsolationError if none works (or the
-    one requested does not).
-    """
-    if requested not in CHOICES:
-        raise ValueError(f"isolation must be one of {CHOICES}, got {requested!r}")
-    modes = candidates(os.geteuid()) if requested == "auto" else (requested,)
-    refused: dict[str, str] = {}
-    for mode in modes:
-        isolation, why = probe(mode)
-        if isolation is not None:
-            return Choice(isolation, refused)
-        refused[mode] = why
-    reasons = "; ".join(f"{m}: {why}" for m, why in refused.items())
-    raise IsolationError(f"no isolation {'' if requested == 'auto' else requested + ' '}"
-                         f"available: {reasons}")
-
-
-def probe(mode: str) -> tuple[Isolation | None, str]:
-    """(the isolation, "") if `mode` runs a notebook here, else (None, why not)."""
-    if mode in ("user", "user+namespaces"):
-        if os.geteuid() != 0:
-            return None, "needs root: the submission runs as another user (nobody)"
-        try:
-            uid, gid = sandbox_ids()
-        except KeyError:
-            return None, "no user nobody"
-        isolation = Isolation(mode, uid, gid)
-    else:
-        isolation = Isolation(mode)
-    try:
-        run = run_submission(PROBE, [], Limits(), isolation)
-    except OSError as err:  # e.g. the sandbox user does not exist in this user namespace
-        return None, f"{type(err).__name__}: {err}"
-    if run.finished and not run.cell_errors and not run.survivors:
-        return isolation, ""
-    return None, run.setup_error or next(iter(run.cell_errors.values()), "it did not start")
 
 
 # ---- running a submission -----------------------------------------------------------------------
@@ -95,19 +40,22 @@ class Run:
     """What the submission did: why cells failed, and each check's outcome (got or error)."""
 
     cell_errors: dict[int, str] = field(default_factory=dict)
-    outcomes: dict[tuple[int, int], dict] = field(default_factory=dict)
+    outcomes: dict[tuple[int, int], dict] = field(default_factory=dict)  # with "forbidden"
+    cell_forbidden: dict = field(default_factory=dict)  # {calling cell: {forbidden name, ...}}
     finished: bool = False
     survivors: int = 0  # processes that could not be killed (0 unless something is badly wrong)
     setup_error: str | None = None
 
 
 def run_submission(cells: list[tuple[int, str]], questions: list[dict], limits: Limits,
-                   isolation: Isolation, hidden: tuple[Path, ...] = ()) -> Run:
+                   isolation: Isolation, hidden: tuple[Path, ...] = (),
+                   watch: tuple = ()) -> Run:
     """Run `cells`, then call each question's checks, contained by `isolation`.
 
     questions: [{"name", "kind", "checks": [{"args", "kwargs"}]}], in the exercise's order.
     hidden: folders and files the submission must not see (instructor sources,
-    other submissions), hidden where the isolation has a private root.
+    other submissions), hidden where the isolation has a private root. watch: the
+    library code whose calls to report (`watch.targets`).
     """
     run, skip, first_q = Run(), set(), 0
     with Box(isolation, limits, hidden) as box, _subreaper():
@@ -117,7 +65,7 @@ def run_submission(cells: list[tuple[int, str]], questions: list[dict], limits: 
                      for c in range(len(questions[q]["checks"]))]
             job = {"cells": [[i, s] for i, s in cells if i not in skip], "questions": questions,
                    "first_question": first_q, "cell_timeout_s": limits.cell_timeout_s,
-                   "question_timeout_s": limits.question_timeout_s}
+                   "question_timeout_s": limits.question_timeout_s, "watch": list(watch)}
             done, reason, position = _attempt(job, steps, run, limits, box)
             if done or position >= len(steps) or run.setup_error:
                 run.finished = done
@@ -273,14 +221,16 @@ def _matches(event: dict, step: tuple) -> bool:
 
 
 def _record(event: dict, run: Run) -> None:
+    names = event.get("forbidden")
+    names = names[:MAX_NAMES] if isinstance(names, list) else []
     if event["e"] == "cell":
-        error = event.get("error")
-        if error is not None:
-            run.cell_errors[event["i"]] = str(error)
+        if event.get("error") is not None:
+            run.cell_errors[event["i"]] = str(event["error"])
+        for hit in (h for h in names if isinstance(h, list) and len(h) == 2):
+            run.cell_forbidden.setdefault(hit[1], set()).add(str(hit[0]))
     else:
-        key = (event["q"], event["c"])
-        got = "got" in event
-        run.outcomes[key] = {"got": event["got"]} if got else {"error": str(event.get("error"))}
+        got = {"got": event["got"]} if "got" in event else {"error": str(event.get("error"))}
+        run.outcomes[(event["q"], event["c"])] = {**got, "forbidden": sorted(map(str, names))}
 
 
 def _timeout_reason(steps, position, limits) -> str:

@@ -4,7 +4,9 @@ It reads a job (cells to run, calls to make) from stdin, runs every cell in
 order and keeps going past errors, then calls the graded functions. For each
 step it writes one JSON line to the file descriptor named on its command line:
 what the call returned (as plain data) or why it failed. It never sees an
-expected answer. Its own stdout and stderr go to a bounded buffer.
+expected answer. Its own stdout and stderr go to a bounded buffer. Where the
+questions forbid library calls, a `watch.Watcher` notes the ones its cells and
+graded functions make, and each step's line lists them under "forbidden".
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import traceback
 
 from .answers import NOT_ANSWERED, NotPlainData, to_plain
 from .notebooks import runnable
+from .watch import Watcher
 
 OUTPUT_LIMIT_CHARS = 100_000
 UNDEFINED = "is not defined"  # the grader explains why, from the notebook's cells
@@ -72,7 +75,8 @@ def describe(err: BaseException, filename: str | None = None) -> str:
     return f"{type(err).__name__}: {text[:300]}{line}"
 
 
-def run_cell(index: int, source: str, namespace: dict, timeout_s: float) -> str | None:
+def run_cell(index: int, source: str, namespace: dict, timeout_s: float,
+             watcher: Watcher) -> str | None:
     filename = f"<cell {index}>"
     try:
         code = compile(runnable(source), filename, "exec")
@@ -82,7 +86,8 @@ def run_cell(index: int, source: str, namespace: dict, timeout_s: float) -> str 
         return describe(err)
     try:
         _arm(timeout_s)
-        exec(code, namespace)
+        with watcher:
+            exec(code, namespace)
     except BaseException as err:
         return describe(err, filename)
     finally:
@@ -90,7 +95,8 @@ def run_cell(index: int, source: str, namespace: dict, timeout_s: float) -> str 
     return None
 
 
-def call(question: dict, check: dict, namespace: dict, seconds_left: float) -> dict:
+def call(question: dict, check: dict, namespace: dict, seconds_left: float,
+         watcher: Watcher) -> dict:
     """{"got": plain value} or {"error": reason} for one check of one question."""
     name = question["name"]
     if name not in namespace:
@@ -102,7 +108,9 @@ def call(question: dict, check: dict, namespace: dict, seconds_left: float) -> d
         return {"error": "stopped: the question ran past its time limit"}
     try:
         _arm(seconds_left)
-        value = obj(*check["args"], **check["kwargs"]) if question["kind"] == "function" else obj
+        with watcher:
+            value = obj(*check["args"], **check["kwargs"]) if question["kind"] == "function" \
+                else obj
         got = to_plain(value)
         _disarm()  # here, inside the try: an alarm due now is caught below, not in `finally`
         return {"got": got}
@@ -127,14 +135,16 @@ def main() -> None:
     sys.stdout = sys.stderr = _Sink(OUTPUT_LIMIT_CHARS)
     signal.signal(signal.SIGALRM, _on_alarm)
     namespace: dict = {"__name__": "__main__"}
+    watcher = Watcher(job.get("watch", []))
     for index, source in job["cells"]:
-        emit({"e": "cell", "i": index, "error": run_cell(index, source, namespace,
-                                                          job["cell_timeout_s"])})
+        error = run_cell(index, source, namespace, job["cell_timeout_s"], watcher)
+        emit({"e": "cell", "i": index, "error": error, "forbidden": watcher.take()})
     for qi in range(job["first_question"], len(job["questions"])):
         question = job["questions"][qi]
         deadline = time.monotonic() + job["question_timeout_s"]
         for ci, check in enumerate(question["checks"]):
-            outcome = call(question, check, namespace, deadline - time.monotonic())
-            emit({"e": "case", "q": qi, "c": ci, **outcome})
+            outcome = call(question, check, namespace, deadline - time.monotonic(), watcher)
+            forbidden = sorted({label for label, _ in watcher.take()})
+            emit({"e": "case", "q": qi, "c": ci, **outcome, "forbidden": forbidden})
     emit({"e": "end"})
     os._exit(0)  # skip the submission's atexit handlers and thread joins

@@ -13,7 +13,9 @@ def add(a, b):
 
 
 # %%
-question("add", points=2, visible=[(1, 2)], hidden=[(10, 20), case(a=1.5, b=2.5)])
+question("add", points=2, visible=[(1, 2)],
+         hidden=[case(10, 20, why="two larger integers"),
+                 case(a=1.5, b=2.5, why="two floats, given by keyword")])
 
 # %%
 def describe_bound(intensity, ridge):
@@ -23,7 +25,9 @@ def describe_bound(intensity, ridge):
 
 
 # %%
-question("describe_bound", points=1, visible=[(300, 208.3)], hidden=[(1, 208.3), (62.4, 208.3)])
+question("describe_bound", points=1, visible=[(300, 208.3)],
+         hidden=[case(1, 208.3, why="an intensity far below the ridge"),
+                 case(62.4, 208.3, why="an intensity below the ridge, above 1")])
 
 # %%
 ### BEGIN SOLUTION
