@@ -17,6 +17,9 @@
 #
 # Timestamps follow `generate`: `timestamps[i]` is the time in seconds, from the arrival of the
 # request, at which output token `i` was available; `timestamps[0]` is the time to first token.
+# Every answer is in seconds (or tokens per second) as a float. `llmperf`'s own latency model
+# (`lp.simple_latency` and its parts) and its `Generation` record answer some of these questions
+# for you: the grader reports calls of them, and the checks that make one fail.
 
 # %%
 import math
@@ -27,7 +30,7 @@ from llmperf.grading import case, question
 # %% [markdown]
 # ## Question 1: time to first token (1 point)
 #
-# Return the TTFT of a request from its token timestamps.
+# Return the TTFT, in seconds, of a request from its token timestamps.
 
 # %%
 def ttft(timestamps: list) -> float:
@@ -47,14 +50,16 @@ def _generation(timestamps):
 
 question("ttft", points=1,
          visible=[[0.42, 0.47, 0.52, 0.58, 0.63]],
-         hidden=[[1.5], [0.05, 0.1, 0.2], [3.0, 3.001, 3.002, 3.5]],
-         reference=lambda t: _generation(t).ttft_s)
+         hidden=[case([1.5], why="a single output token"),
+                 case([0.05, 0.1, 0.2], why="three tokens, unevenly spaced"),
+                 case([3.0, 3.001, 3.002, 3.5], why="a slow first token, then fast ones")],
+         reference=lambda t: _generation(t).ttft_s, forbid=["llmperf.measured.generate.Generation"], on_forbidden="fail")
 
 # %% [markdown]
 # ## Question 2: time per output token (1 point)
 #
-# Return the TPOT: the mean time between consecutive output tokens after the first. With a single
-# output token there is no such gap: return 0.0.
+# Return the TPOT, in seconds: the mean time between consecutive output tokens after the first.
+# With a single output token there is no such gap: return 0.0.
 
 # %%
 def tpot(timestamps: list) -> float:
@@ -66,8 +71,10 @@ def tpot(timestamps: list) -> float:
 # %%
 question("tpot", points=1,
          visible=[[0.42, 0.47, 0.52, 0.58, 0.63], [1.5]],
-         hidden=[[0.05, 0.1, 0.2], [3.0, 3.001, 3.002, 3.5], [0.2, 0.21]],
-         reference=lambda t: _generation(t).tpot_s, abs=1e-12)
+         hidden=[case([0.05, 0.1, 0.2], why="three tokens, unevenly spaced: the mean of two gaps"),
+                 case([3.0, 3.001, 3.002, 3.5], why="a long last gap pulls the mean up"),
+                 case([0.2, 0.21], why="two tokens: a single gap")],
+         reference=lambda t: _generation(t).tpot_s, abs=1e-12, forbid=["llmperf.measured.generate.Generation"], on_forbidden="fail")
 
 # %% [markdown]
 # ## Question 3: tokens per second (1 point)
@@ -86,9 +93,12 @@ def token_rates(timestamps: list) -> list:
 # %%
 question("token_rates", points=1,
          visible=[[0.42, 0.47, 0.52, 0.58, 0.63]],
-         hidden=[[1.5], [0.05, 0.1, 0.2], [3.0, 3.001, 3.002, 3.5]],
+         hidden=[case([1.5], why="a single output token: the decode rate is 0.0"),
+                 case([0.05, 0.1, 0.2], why="three tokens, unevenly spaced"),
+                 case([3.0, 3.001, 3.002, 3.5],
+                      why="a slow first token: it lowers the request rate, not the decode rate")],
          reference=lambda t: [len(t) / t[-1],
-                              1 / _generation(t).tpot_s if _generation(t).tpot_s else 0.0])
+                              1 / _generation(t).tpot_s if _generation(t).tpot_s else 0.0], forbid=["llmperf.measured.generate.Generation"], on_forbidden="fail")
 
 # %% [markdown]
 # ## Question 4: the lecture's simple latency model (2 points)
@@ -121,9 +131,15 @@ def _simple_reference(params, s, g, peak, bw, bytes_per_param=2.0):
 
 question("simple_latency_s", points=2,
          visible=[(6_738_415_616, 350, 150, 125e12, 600e9)],
-         hidden=[(13_015_864_320, 1000, 200, 312e12, 2039e9), (6_738_415_616, 4096, 1, 989.5e12, 3350e9),
-                 case(19_993_088, 256, 32, 60e9, 15e9, bytes_per_param=4.0)],
-         reference=_simple_reference, rel=1e-9)
+         hidden=[case(13_015_864_320, 1000, 200, 312e12, 2039e9,
+                      why="a 13B model on an A100's figures"),
+                 case(6_738_415_616, 4096, 1, 989.5e12, 3350e9,
+                      why="one output token: the prefill alone, no decode step"),
+                 case(19_993_088, 256, 32, 60e9, 15e9, bytes_per_param=4.0,
+                      why="fp32 weights, bytes_per_param=4.0 given by keyword")],
+         reference=_simple_reference, rel=1e-9,
+         forbid=["llmperf.simple_latency", "llmperf.prefill_time",
+                 "llmperf.simple_decode_step_time"], on_forbidden="fail")
 
 # %% [markdown]
 # ## Question 5: one decode token, in prompt tokens (1 point)
@@ -141,7 +157,10 @@ def prompt_tokens_per_decode_step(peak_flops: float, bandwidth: float, bytes_per
 # %%
 question("prompt_tokens_per_decode_step", points=1,
          visible=[(125e12, 600e9)],
-         hidden=[(989.5e12, 3350e9), case(60e9, 15e9, bytes_per_param=4.0), (65e12, 320e9, 1.0)],
+         hidden=[case(989.5e12, 3350e9, why="an H100 SXM's datasheet"),
+                 case(60e9, 15e9, bytes_per_param=4.0,
+                      why="fp32 weights, bytes_per_param=4.0 given by keyword"),
+                 case(65e12, 320e9, 1.0, why="int8 weights (1 byte per parameter) on a T4")],
          reference=lambda peak, bw, bytes_per_param=2.0: peak * bytes_per_param / (2 * bw))
 
 # %% [markdown]
@@ -162,10 +181,13 @@ def max_prompt_tokens(model_name: str, accelerator_name: str, ttft_slo_s: float)
 # %%
 question("max_prompt_tokens", points=1,
          visible=[("llama-2-7b", "A10", 0.5)],
-         hidden=[("llama-2-70b", "H100 SXM", 0.2), ("mixtral-8x7b", "A100 SXM 80GB", 0.25),
-                 ("mistral-7b", "L4", 1.0)],
+         hidden=[case("llama-2-70b", "H100 SXM", 0.2, why="a 70B model on an H100, within 0.2 s"),
+                 case("mixtral-8x7b", "A100 SXM 80GB", 0.25,
+                      why="a mixture of experts: only the active parameters count"),
+                 case("mistral-7b", "L4", 1.0, why="Mistral 7B on an L4, within a second")],
          reference=lambda m, a, t: math.floor(
-             t / lp.simple_latency(m, a, 1, 1, dtype="fp16").prefill_s))
+             t / lp.simple_latency(m, a, 1, 1, dtype="fp16").prefill_s),
+         forbid=["llmperf.simple_latency", "llmperf.prefill_time"], on_forbidden="fail")
 
 # %% [markdown]
 # ## Question 7: temperature and top-k (2 points)
@@ -190,6 +212,10 @@ def sampling_probs(logits: list, temperature: float, top_k: int | None = None) -
 # %%
 question("sampling_probs", points=2,
          visible=[([2.0, 1.0, 0.0], 0.5), ([2.0, 1.0, 0.0], 1.0, 2)],
-         hidden=[([0.1, 3.0, -1.0, 2.5, 0.0], 0.7, 3), ([1000.0, 999.0], 1.0), ([2.0, 1.0, 0.0], 1.0),
-                 ([0.0, 0.0, 5.0, 0.0], 10.0), case([3.0, 1.0, 2.0], 0.2, top_k=1)],
+         hidden=[case([0.1, 3.0, -1.0, 2.5, 0.0], 0.7, 3,
+                      why="top 3 of 5 logits in mixed order, temperature 0.7"),
+                 case([1000.0, 999.0], 1.0, why="huge logits: exp overflows unless the max is subtracted"),
+                 case([2.0, 1.0, 0.0], 1.0, why="temperature 1 and no top-k: the plain softmax"),
+                 case([0.0, 0.0, 5.0, 0.0], 10.0, why="a high temperature flattens the distribution"),
+                 case([3.0, 1.0, 2.0], 0.2, top_k=1, why="top_k=1 given by keyword")],
          rel=1e-6, abs=1e-12)

@@ -25,19 +25,22 @@
 # elements each; bytes per element are given (2 for fp16). Return plain Python
 # numbers, lists and dicts: a numpy array is not accepted as an answer (call
 # `.tolist()` on it). You may use `llmperf` to look up models, but write the
-# formulas yourself.
+# formulas yourself: the grader reports calls of the library functions that
+# answer a question (a config's `kv_bytes_per_token()` and `kv_cache_bytes()`,
+# `lp.max_batch_size`), and the checks that make one fail.
 
 # %%
 import math
 
 import llmperf as lp
-from llmperf.grading import question
+from llmperf.grading import case, question
 
 # %% [markdown]
 # ## Question 1: KV bytes per token (1 point)
 #
 # Every token leaves, at every layer, one key and one value vector of
-# `n_kv_heads * d_head` elements. Return the bytes one token adds to the cache.
+# `n_kv_heads * d_head` elements. Return the bytes one token adds to the cache,
+# a whole number.
 # (Llama 2 7B: 32 layers, 32 KV heads of 128, fp16.)
 
 # %%
@@ -57,8 +60,11 @@ def _per_token(layers, kv_heads, d_head, nbytes):
 
 question("kv_bytes_per_token", points=1,
          visible=[(32, 32, 128, 2)],
-         hidden=[(40, 40, 128, 2), (80, 8, 128, 2), (32, 8, 128, 1), (12, 12, 64, 4)],
-         reference=_per_token)
+         hidden=[case(40, 40, 128, 2, why="Llama 2 13B: 40 layers of 40 KV heads"),
+                 case(80, 8, 128, 2, why="Llama 2 70B: 8 KV heads (GQA)"),
+                 case(32, 8, 128, 1, why="an 8-bit cache: 1 byte per element"),
+                 case(12, 12, 64, 4, why="GPT-2's shape in fp32: 4 bytes per element")],
+         reference=_per_token, forbid=["llmperf.ModelConfig.kv_bytes_per_token", "llmperf.ModelConfig.kv_cache_bytes"], on_forbidden="fail")
 
 # %% [markdown]
 # ## Question 2: what grouped-query attention saves (2 points)
@@ -89,8 +95,11 @@ def _full_context(name):
 
 question("kv_cache_full_context", points=2,
          visible=["llama-2-7b", "llama-3-8b"],
-         hidden=["mixtral-8x7b", "llama-2-70b", "llama-2-13b", "gpt2"],
-         reference=_full_context)
+         hidden=[case("mixtral-8x7b", why="Mixtral 8x7B: GQA, at a context of 32,768"),
+                 case("llama-2-70b", why="Llama 2 70B: 8 KV heads for 64 query heads"),
+                 case("llama-2-13b", why="Llama 2 13B: no GQA, a factor of 1.0"),
+                 case("gpt2", why="GPT-2: a small model without GQA")],
+         reference=_full_context, forbid=["llmperf.ModelConfig.kv_bytes_per_token", "llmperf.ModelConfig.kv_cache_bytes"], on_forbidden="fail")
 
 # %% [markdown]
 # ## Question 3: how much context fits (1 point)
@@ -131,14 +140,18 @@ assert _tokens_that_fit(_a10.mem_capacity, *_fp16) == lp.max_batch_size(_llama, 
 question("max_context_tokens", points=1,
          visible=[(_a10.mem_capacity, *_fp16),  # 24 GiB
                   (23_028 * lp.MiB, *_fp16)],  # what nvidia-smi reports on an A10
-         hidden=[(lp.get_accelerator("A100 SXM 80GB").mem_capacity,
-                  lp.get_model("llama-3-8b").weight_bytes("fp16"),
-                  lp.get_model("llama-3-8b").kv_bytes_per_token("fp16")),
-                 (lp.get_accelerator("T4").mem_capacity, *_fp16),
-                 (24e9, _llama.weight_bytes("int8"), _llama.kv_bytes_per_token("fp16")),
-                 (12 * lp.GiB, *_fp16),
-                 (1000, 200, 3)],
-         reference=_tokens_that_fit)
+         hidden=[case(lp.get_accelerator("A100 SXM 80GB").mem_capacity,
+                      lp.get_model("llama-3-8b").weight_bytes("fp16"),
+                      lp.get_model("llama-3-8b").kv_bytes_per_token("fp16"),
+                      why="Llama 3 8B on an A100 SXM 80GB: GQA, few KV bytes per token"),
+                 case(lp.get_accelerator("T4").mem_capacity, *_fp16,
+                      why="Llama 2 7B on a 16 GiB T4: little room beside the weights"),
+                 case(24e9, _llama.weight_bytes("int8"), _llama.kv_bytes_per_token("fp16"),
+                      why="a decimal 24 GB with int8 weights"),
+                 case(12 * lp.GiB, *_fp16, why="12 GiB: the fp16 weights alone do not fit"),
+                 case(1000, 200, 3, why="small numbers: whole tokens only, rounded down")],
+         reference=_tokens_that_fit,
+         forbid=["llmperf.max_batch_size", "llmperf.requests_that_fit"], on_forbidden="fail")
 
 # %% [markdown]
 # ## Question 4: write the KV cache update (2 points)
@@ -184,9 +197,12 @@ question("kv_cache_update", points=2,
          visible=[(_zeros(4, 2), _zeros(4, 2), 0, [[1.0, 2.0], [3.0, 4.0]], [[5.0, 6.0], [7.0, 8.0]]),
                   ([[1.0, 2.0], [3.0, 4.0], [0.0, 0.0], [0.0, 0.0]],
                    [[5.0, 6.0], [7.0, 8.0], [0.0, 0.0], [0.0, 0.0]], 2, [[9.0, 9.5]], [[-1.0, -2.0]])],
-         hidden=[(_zeros(3, 3), _zeros(3, 3), 0, [[1.0, 2.0, 3.0]] * 3, [[4.0, 5.0, 6.0]] * 3),
-                 ([[1.0], [2.0], [0.0]], [[3.0], [4.0], [0.0]], 2, [[7.0]], [[8.0]]),
-                 (_zeros(6, 2), _zeros(6, 2), 5, [[0.5, -0.5]], [[1.5, -1.5]])],
+         hidden=[case(_zeros(3, 3), _zeros(3, 3), 0, [[1.0, 2.0, 3.0]] * 3, [[4.0, 5.0, 6.0]] * 3,
+                      why="a prefill that fills the whole cache"),
+                 case([[1.0], [2.0], [0.0]], [[3.0], [4.0], [0.0]], 2, [[7.0]], [[8.0]],
+                      why="a decode step into the last free slot, rows of one number"),
+                 case(_zeros(6, 2), _zeros(6, 2), 5, [[0.5, -0.5]], [[1.5, -1.5]],
+                      why="a decode step at the last position of an empty cache")],
          reference=_update)
 
 # %% [markdown]
@@ -223,10 +239,14 @@ def _decode_attention(q, k_cache, v_cache, length):
 
 question("decode_attention", points=2, rel=1e-6, abs=1e-9,
          visible=[([1.0, 0.0], [[1.0, 0.0], [0.0, 1.0], [9.0, 9.0]], [[1.0, 2.0], [3.0, 4.0], [9.0, 9.0]], 2)],
-         hidden=[([0.5, -1.0, 2.0], [[1.0, 2.0, 3.0], [-1.0, 0.0, 1.0], [2.0, 2.0, -2.0], [0.0, 0.0, 0.0]],
-                  [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [5.0, 5.0, 5.0]], 3),
-                 ([3.0], [[1.0], [2.0]], [[10.0], [20.0]], 1),
-                 ([30.0, 30.0], [[10.0, 10.0], [-10.0, 10.0]], [[1.0, 1.0], [-1.0, 2.0]], 2)],
+         hidden=[case([0.5, -1.0, 2.0],
+                      [[1.0, 2.0, 3.0], [-1.0, 0.0, 1.0], [2.0, 2.0, -2.0], [0.0, 0.0, 0.0]],
+                      [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [5.0, 5.0, 5.0]], 3,
+                      why="length 3 of a 4-row cache: the unused last row must not count"),
+                 case([3.0], [[1.0], [2.0]], [[10.0], [20.0]], 1,
+                      why="length 1: all the weight on the only valid key"),
+                 case([30.0, 30.0], [[10.0, 10.0], [-10.0, 10.0]], [[1.0, 1.0], [-1.0, 2.0]], 2,
+                      why="two scores far apart: nearly all the weight on one value row")],
          reference=_decode_attention)
 
 # %% [markdown]
@@ -251,7 +271,10 @@ def critical_path_layers(n_layers, prompt_tokens, new_tokens):
 # %%
 question("critical_path_layers", points=1,
          visible=[(32, 2048, 1), (32, 2048, 512)],
-         hidden=[(80, 10, 100), (4, 1, 1), (12, 4096, 7), (40, 500, 250)],
+         hidden=[case(80, 10, 100, why="80 layers, 100 new tokens"),
+                 case(4, 1, 1, why="a one-token prompt and one new token: the prefill alone"),
+                 case(12, 4096, 7, why="a long prompt: does its length add to the path?"),
+                 case(40, 500, 250, why="40 layers, 250 new tokens")],
          reference=lambda layers, prompt, new: layers * new)
 
 # %% [markdown]
@@ -276,7 +299,10 @@ def tokens_processed(prompt_tokens, new_tokens):
 # %%
 question("tokens_processed", points=2,
          visible=[(350, 150), (8, 1)],
-         hidden=[(1, 1000), (4096, 2), (100, 100), (2048, 512)],
+         hidden=[case(1, 1000, why="a one-token prompt, 1,000 new tokens"),
+                 case(4096, 2, why="a long prompt, two new tokens"),
+                 case(100, 100, why="a prompt as long as the output"),
+                 case(2048, 512, why="a prompt of 2,048 and 512 new tokens")],
          reference=lambda s, g: {"recompute": g * s + g * (g - 1) // 2, "cache": s + g - 1})
 
 # %% [markdown]
@@ -318,8 +344,13 @@ def _ratio(s, g, t_flop, t_w):
 
 question("recompute_over_cache", points=2,
          visible=[(350, 150, *_a10_llama())],
-         hidden=[(10, 100, *_a10_llama()), (2000, 500, *_a10_llama()), (1, 1, 1.0, 1.0),
-                 (4, 64, 1e-3, 2e-3)],
+         hidden=[case(10, 100, *_a10_llama(),
+                      why="a short prompt on an A10: every recomputing prefill is weight bound"),
+                 case(2000, 500, *_a10_llama(),
+                      why="a long prompt on an A10: every prefill is compute bound"),
+                 case(1, 1, 1.0, 1.0, why="one token from a one-token prompt: a ratio of 1"),
+                 case(4, 64, 1e-3, 2e-3,
+                      why="prefills compute bound, decode steps at t_weights (made-up times)")],
          reference=_ratio)
 
 # %% [markdown]

@@ -13,15 +13,17 @@
 # Conventions, as in the chapter: weights, activations and the KV cache are fp16
 # (2 bytes per element); a multiply-add counts as 2 FLOPs; bandwidths are in
 # bytes per second and peaks in FLOP per second. You may use `llmperf` to look up
-# models and accelerators (`lp.get_model`, `lp.get_accelerator`), but write the
-# formulas yourself: calling the library function that answers the question
-# teaches you nothing.
+# models and accelerators (`lp.get_model`, `lp.get_accelerator`, their fields and
+# `peak("fp16")`), but write the formulas yourself: calling the library function
+# that answers the question teaches you nothing. The grader reports such calls
+# (`lp.matmul_cost`, `lp.attention_cost`, `lp.simple_latency`, `lp.max_batch_size`,
+# ...), and the checks that make one fail.
 
 # %%
 import math
 
 import llmperf as lp
-from llmperf.grading import question
+from llmperf.grading import case, question
 
 # %% [markdown]
 # ## Question 1: the ridge point (1 point)
@@ -48,8 +50,11 @@ def _datasheet(name):
 
 question("ridge_point", points=1,
          visible=[(125e12, 600e9)],
-         hidden=[_datasheet("H100 SXM"), _datasheet("T4"), _datasheet("A100 SXM 80GB")],
-         reference=lambda peak, bw: lp.Accelerator("datasheet", {"fp16": peak}, bw, 1.0).ridge_point())
+         hidden=[case(*_datasheet("H100 SXM"), why="an H100 SXM's datasheet"),
+                 case(*_datasheet("T4"), why="a T4's datasheet"),
+                 case(*_datasheet("A100 SXM 80GB"), why="an A100 SXM 80GB's datasheet")],
+         reference=lambda peak, bw: lp.Accelerator("datasheet", {"fp16": peak}, bw, 1.0).ridge_point(),
+         forbid=["llmperf.Accelerator.ridge_point"], on_forbidden="fail")
 
 # %% [markdown]
 # ## Question 2: the intensity of a GEMM (2 points)
@@ -72,8 +77,12 @@ def gemm_intensity(n, k, m):
 # %%
 question("gemm_intensity", points=2,
          visible=[(4096, 4096, 4096), (1, 4096, 4096)],
-         hidden=[(1, 4096, 11008), (8, 4096, 4096), (512, 4096, 11008), (2048, 8192, 28672)],
-         reference=lambda n, k, m: lp.matmul_cost(n, k, m, "fp16").intensity)
+         hidden=[case(1, 4096, 11008, why="a decode step (n = 1) through an FFN matrix"),
+                 case(8, 4096, 4096, why="a batch of 8 tokens"),
+                 case(512, 4096, 11008, why="a prefill of 512 tokens through an FFN matrix"),
+                 case(2048, 8192, 28672, why="2,048 tokens through Llama 2 70B's FFN matrix")],
+         reference=lambda n, k, m: lp.matmul_cost(n, k, m, "fp16").intensity,
+         forbid=["llmperf.matmul_cost"], on_forbidden="fail")
 
 # %% [markdown]
 # ## Question 3: standard attention, one head (2 points)
@@ -105,8 +114,11 @@ def _attention(n, d):
 
 question("attention_cost_per_head", points=2,
          visible=[(4096, 128)],
-         hidden=[(2048, 64), (512, 128), (8192, 128), (100, 96)],
-         reference=_attention)
+         hidden=[case(2048, 64, why="half the tokens, a head of 64"),
+                 case(512, 128, why="a short sequence of 512"),
+                 case(8192, 128, why="a long sequence: the N x N terms dominate"),
+                 case(100, 96, why="sizes that are not powers of two")],
+         reference=_attention, forbid=["llmperf.attention_cost"], on_forbidden="fail")
 
 # %% [markdown]
 # ## Question 4: Llama 2's attention intensity (1 point)
@@ -123,7 +135,8 @@ llama2_attention_intensity = (attention_cost_per_head(4096, 128)["flops"]
 
 # %%
 question("llama2_attention_intensity", points=1, rel=1e-3,
-         reference=lambda: lp.attention_cost(4096, 128).intensity)
+         reference=lambda: lp.attention_cost(4096, 128).intensity,
+         forbid=["llmperf.attention_cost"], on_forbidden="fail")
 
 # %% [markdown]
 # *To think about (not graded).* Which terms make the intensity so low, and what
@@ -167,10 +180,15 @@ def _op(cost, accelerator):
 question("roofline", points=2,
          visible=[_op(lp.matmul_cost(4096, 4096, 4096), "A10"),
                   _op(lp.matmul_cost(1, 4096, 4096), "A10")],
-         hidden=[_op(lp.attention_cost(4096, 128), "A10"),
-                 _op(lp.matmul_cost(256, 4096, 11008), "H100 SXM"),
-                 _op(lp.matmul_cost(64, 8192, 8192), "T4")],
-         reference=_roofline)
+         hidden=[case(*_op(lp.attention_cost(4096, 128), "A10"),
+                      why="standard attention (N 4,096, d 128) on an A10"),
+                 case(*_op(lp.matmul_cost(256, 4096, 11008), "H100 SXM"),
+                      why="a 256-token FFN matmul on an H100 SXM"),
+                 case(*_op(lp.matmul_cost(64, 8192, 8192), "T4"),
+                      why="a 64-token matmul of width 8,192 on a T4")],
+         reference=_roofline,
+         forbid=["llmperf.roofline_time", "llmperf.bound", "llmperf.compute_time",
+                 "llmperf.memory_time"], on_forbidden="fail")
 
 # %% [markdown]
 # ## Question 6: the simple end-to-end model (2 points)
@@ -203,9 +221,15 @@ def simple_latency_s(model_name, accelerator_name, prompt_tokens, output_tokens)
 # %%
 question("simple_latency_s", points=2,
          visible=[("llama-2-7b", "A10", 350, 150)],
-         hidden=[("llama-2-13b", "A100 SXM 80GB", 350, 150), ("mistral-7b", "H100 SXM", 1000, 200),
-                 ("mixtral-8x7b", "H100 SXM", 350, 150), ("gpt2", "T4", 64, 32)],
-         reference=lambda m, a, s, g: lp.simple_latency(m, a, s, g, "fp16").total_s)
+         hidden=[case("llama-2-13b", "A100 SXM 80GB", 350, 150,
+                      why="Llama 2 13B on an A100 SXM 80GB"),
+                 case("mistral-7b", "H100 SXM", 1000, 200, why="Mistral 7B on an H100, a longer prompt"),
+                 case("mixtral-8x7b", "H100 SXM", 350, 150,
+                      why="a mixture of experts: the parameters one token uses"),
+                 case("gpt2", "T4", 64, 32, why="a small model (GPT-2) on a T4")],
+         reference=lambda m, a, s, g: lp.simple_latency(m, a, s, g, "fp16").total_s,
+         forbid=["llmperf.simple_latency", "llmperf.prefill_time",
+                 "llmperf.simple_decode_step_time"], on_forbidden="fail")
 
 # %% [markdown]
 # ## Question 7: the KV cache (2 points)
@@ -214,8 +238,8 @@ question("simple_latency_s", points=2,
 # attention each is `d_model` long, which gives the lecture's 2 * 2 * L * D * N
 # bytes for N tokens in fp16. With grouped-query attention (GQA) only
 # `n_kv_heads` heads of size `d_head` are stored per layer. Return the bytes for
-# `batch` sequences of `tokens` tokens each, using the model's `n_layers`,
-# `n_kv_heads` and `d_head`.
+# `batch` sequences of `tokens` tokens each, a whole number, using the model's
+# `n_layers`, `n_kv_heads` and `d_head`.
 
 # %%
 def kv_cache_bytes(model_name, tokens, batch):
@@ -230,16 +254,21 @@ def kv_cache_bytes(model_name, tokens, batch):
 # %%
 question("kv_cache_bytes", points=2,
          visible=[("llama-2-7b", 4096, 1)],
-         hidden=[("llama-3-8b", 8192, 4), ("mistral-7b", 1000, 16), ("llama-2-70b", 4096, 2)],
-         reference=lambda m, n, b: lp.get_model(m).kv_cache_bytes(n, b, "fp16"))
+         hidden=[case("llama-3-8b", 8192, 4, why="Llama 3 8B (GQA): 4 sequences of 8,192"),
+                 case("mistral-7b", 1000, 16, why="Mistral 7B (GQA): 16 sequences of 1,000"),
+                 case("llama-2-70b", 4096, 2, why="Llama 2 70B: 8 KV heads for 64 query heads")],
+         reference=lambda m, n, b: lp.get_model(m).kv_cache_bytes(n, b, "fp16"),
+         forbid=["llmperf.ModelConfig.kv_cache_bytes", "llmperf.ModelConfig.kv_bytes_per_token"],
+         on_forbidden="fail")
 
 # %% [markdown]
 # ## Question 8: how many requests fit (2 points)
 #
-# The accelerator's memory holds the fp16 weights (`weight_bytes()`) and then as
-# many KV caches as fit in what is left (`mem_capacity`). Return the largest
-# number of sequences of `seq_len` tokens that fit, and 0 when the weights alone
-# do not. Ignore activations and the runtime's own memory.
+# The accelerator's memory (`mem_capacity`, bytes, all of it: nothing reserved
+# for ECC) holds the fp16 weights (the model's `weight_bytes("fp16")`) and then as
+# many KV caches as fit in what is left. Return the largest number of sequences
+# of `seq_len` tokens that fit, an int, and 0 when the weights alone do not.
+# Ignore activations and the runtime's own memory.
 
 # %%
 def max_batch(model_name, accelerator_name, seq_len):
@@ -256,17 +285,21 @@ def max_batch(model_name, accelerator_name, seq_len):
 # %%
 question("max_batch", points=2,
          visible=[("llama-2-7b", "A10", 4096)],
-         hidden=[("llama-3-8b", "A10", 8192), ("llama-2-13b", "A100 SXM 80GB", 4096),
-                 ("llama-2-70b", "A10", 4096), ("mixtral-8x7b", "H200 SXM", 32768)],
-         reference=lambda m, a, n: lp.max_batch_size(m, a, n, "fp16", ecc=False))
+         hidden=[case("llama-3-8b", "A10", 8192, why="Llama 3 8B on an A10 at its full 8,192 tokens"),
+                 case("llama-2-13b", "A100 SXM 80GB", 4096, why="Llama 2 13B on an A100 SXM 80GB"),
+                 case("llama-2-70b", "A10", 4096, why="Llama 2 70B on an A10: the weights do not fit"),
+                 case("mixtral-8x7b", "H200 SXM", 32768, why="Mixtral 8x7B on an H200 at 32,768")],
+         reference=lambda m, a, n: lp.max_batch_size(m, a, n, "fp16", ecc=False),
+         forbid=["llmperf.max_batch_size", "llmperf.requests_that_fit", "llmperf.memory_report"],
+         on_forbidden="fail")
 
 # %% [markdown]
 # ## Question 9: the critical decode batch (2 points)
 #
 # In decode, the FFN's first matmul multiplies a (batch, d_model) activation by a
 # (d_model, d_ff) weight matrix. Its intensity grows with the batch. Return the
-# smallest batch at which it reaches the accelerator's fp16 ridge point, using
-# your `gemm_intensity` and `ridge_point`.
+# smallest batch (an int) at which it reaches the accelerator's fp16 ridge point,
+# using your `gemm_intensity` and `ridge_point`.
 
 # %%
 def critical_batch(model_name, accelerator_name):
@@ -285,8 +318,11 @@ def critical_batch(model_name, accelerator_name):
 # %%
 question("critical_batch", points=2,
          visible=[("llama-2-7b", "A10")],
-         hidden=[("llama-2-7b", "H100 SXM"), ("mistral-7b", "T4"), ("llama-2-70b", "A100 SXM 80GB")],
-         reference=lambda m, a: lp.ffn_critical_batch(m, a, "fp16"))
+         hidden=[case("llama-2-7b", "H100 SXM", why="Llama 2 7B on an H100 SXM: a higher ridge"),
+                 case("mistral-7b", "T4", why="Mistral 7B (a wider FFN) on a T4"),
+                 case("llama-2-70b", "A100 SXM 80GB", why="Llama 2 70B on an A100 SXM 80GB")],
+         reference=lambda m, a: lp.ffn_critical_batch(m, a, "fp16"),
+         forbid=["llmperf.ffn_critical_batch"], on_forbidden="fail")
 
 # %% [markdown]
 # ## Question 10: tensor parallelism's traffic (2 points)
@@ -309,5 +345,9 @@ def tp_bytes_per_token(d_model, tp):
 # %%
 question("tp_bytes_per_token", points=2,
          visible=[(4096, 2)],
-         hidden=[(8192, 8), (4096, 4), (5120, 1)],
-         reference=lambda d, tp: lp.tensor_parallel_layer_bytes(d, tp, "fp16"))
+         hidden=[case(8192, 8, why="8 GPUs, width 8,192"),
+                 case(4096, 4, why="4 GPUs, width 4,096"),
+                 case(5120, 1, why="a single GPU: nothing to send")],
+         reference=lambda d, tp: lp.tensor_parallel_layer_bytes(d, tp, "fp16"),
+         forbid=["llmperf.tensor_parallel_layer_bytes", "llmperf.tensor_parallel_bytes_per_token",
+                 "llmperf.ring_allreduce_bytes"], on_forbidden="fail")

@@ -16,12 +16,13 @@
 # to look up models and accelerators (`lp.get_model`, `lp.get_accelerator`, a
 # model's `param_count()`, `weight_bytes()`, `kv_bytes_per_token()`, an
 # accelerator's `peak("fp16")`, `mem_bandwidth`, `mem_capacity`), but write the
-# formulas and the schedules yourself: `llmperf.analytic.batching` and `llmperf.serving`
-# answer these questions for you and teach you nothing.
+# formulas and the schedules yourself: `llmperf.analytic.batching`, `lp.max_batch_size`
+# and `llmperf.serving` answer these questions for you and teach you nothing. The grader
+# reports calls of them from your answers, and the checks that make one fail.
 
 # %%
 import llmperf as lp
-from llmperf.grading import question
+from llmperf.grading import case, question
 
 # %% [markdown]
 # ## Question 1: a decode step's intensity (2 points)
@@ -30,9 +31,11 @@ from llmperf.grading import question
 # KV cache. Count, as the chapter does, 2P FLOPs per sequence for the weights plus
 # 4 L N h d for attention (N = context, h query heads of size d, L layers), and the
 # bytes of the weights read once (2P in fp16) plus each sequence's keys and values
-# (2 L N h_kv d elements, 2 bytes each). Return FLOPs over bytes. Use
-# `param_count()` for P and the config's `n_layers`, `n_heads`, `n_kv_heads`,
-# `d_head`. (All the models checked are dense and have no sliding window.)
+# (2 L N h_kv d elements, 2 bytes each). Return FLOPs over bytes, a float.
+# `lp.get_model(model_name)` returns the model's config (a `ModelConfig`): use its
+# `param_count()` for P and its fields `n_layers`, `n_heads`, `n_kv_heads` and
+# `d_head`, as in `lp.get_model(model_name).n_layers`. (All the models checked are
+# dense and have no sliding window.)
 
 # %%
 def step_intensity(model_name, batch, context):
@@ -51,16 +54,19 @@ from llmperf.analytic import batching as _bt
 
 question("step_intensity", points=2,
          visible=[("llama-2-7b", 16, 1024)],
-         hidden=[("llama-2-7b", 1, 1), ("llama-3-8b", 64, 2048), ("opt-13b", 256, 512),
-                 ("llama-2-70b", 8, 4000)],
-         reference=lambda m, b, n: _bt.decode_step_intensity(m, b, n))
+         hidden=[case("llama-2-7b", 1, 1, why="batch 1, context 1: the weights dominate"),
+                 case("llama-3-8b", 64, 2048, why="GQA: a quarter of the KV bytes per token"),
+                 case("opt-13b", 256, 512, why="a batch of 256: the KV reads weigh"),
+                 case("llama-2-70b", 8, 4000, why="Llama 2 70B: 8 sequences of 4,000 tokens")],
+         reference=lambda m, b, n: _bt.decode_step_intensity(m, b, n),
+         forbid=["llmperf.analytic.batching"], on_forbidden="fail")
 
 # %% [markdown]
 # ## Question 2: the critical batch of a whole decode step (2 points)
 #
-# Return the smallest batch whose decode step (question 1) reaches the
-# accelerator's fp16 ridge point, peak FLOP/s over bandwidth, at the given
-# context; return `None` if no batch does. Hint: as the batch grows the intensity
+# Return the smallest batch (an int) whose decode step (question 1) reaches the
+# accelerator's fp16 ridge point, `peak("fp16")` over `mem_bandwidth`, at the
+# given context; return `None` if no batch does. Hint: as the batch grows the intensity
 # approaches (2P + 4LNhd) / (2*2*L*N*h_kv*d); if that ceiling is not above the
 # ridge, no batch is enough. Otherwise solve for B, or search.
 
@@ -87,9 +93,13 @@ def whole_step_critical_batch(model_name, accelerator_name, context):
 # %%
 question("whole_step_critical_batch", points=2,
          visible=[("llama-2-7b", "A10", 64), ("llama-2-7b", "A10", 4096)],
-         hidden=[("llama-3-8b", "A10", 256), ("llama-3-8b", "H100 SXM", 128),
-                 ("llama-2-13b", "A100 SXM 80GB", 32), ("llama-3-70b", "L4", 2048)],
-         reference=lambda m, a, n: _bt.step_critical_batch(m, a, n))
+         hidden=[case("llama-3-8b", "A10", 256, why="Llama 3 8B (GQA) on an A10, context 256"),
+                 case("llama-3-8b", "H100 SXM", 128, why="Llama 3 8B on an H100 SXM: a higher ridge"),
+                 case("llama-2-13b", "A100 SXM 80GB", 32, why="Llama 2 13B on an A100, context 32"),
+                 case("llama-3-70b", "L4", 2048,
+                      why="Llama 3 70B on an L4 at 2,048: is the ceiling above the ridge?")],
+         reference=lambda m, a, n: _bt.step_critical_batch(m, a, n),
+         forbid=["llmperf.analytic.batching"], on_forbidden="fail")
 
 # %% [markdown]
 # ## Question 3: requests that fit (1 point)
@@ -97,7 +107,7 @@ question("whole_step_critical_batch", points=2,
 # How many requests of `tokens` tokens each can keep their whole KV cache in the
 # accelerator's memory beside the fp16 weights? Use the catalog's `mem_capacity`
 # (bytes) as it is, with nothing reserved; return 0 when the weights alone do not
-# fit.
+# fit. Return an int.
 
 # %%
 def requests_that_fit(model_name, accelerator_name, tokens):
@@ -113,9 +123,13 @@ def requests_that_fit(model_name, accelerator_name, tokens):
 # %%
 question("requests_that_fit", points=1,
          visible=[("llama-2-7b", "A10", 4096)],
-         hidden=[("opt-13b", "A100 SXM 40GB", 2048), ("llama-3-8b", "L4", 8192),
-                 ("llama-2-70b", "A10", 100), ("llama-2-13b", "H100 SXM", 1)],
-         reference=lambda m, a, n: lp.max_batch_size(m, a, n, "fp16", ecc=False))
+         hidden=[case("opt-13b", "A100 SXM 40GB", 2048, why="OPT-13B on an A100 SXM 40GB"),
+                 case("llama-3-8b", "L4", 8192, why="Llama 3 8B (GQA) on an L4 at 8,192 tokens"),
+                 case("llama-2-70b", "A10", 100, why="Llama 2 70B on an A10: the weights do not fit"),
+                 case("llama-2-13b", "H100 SXM", 1, why="requests of one token: tens of thousands")],
+         reference=lambda m, a, n: lp.max_batch_size(m, a, n, "fp16", ecc=False),
+         forbid=["llmperf.max_batch_size", "llmperf.requests_that_fit",
+                 "llmperf.analytic.batching"], on_forbidden="fail")
 
 # %% [markdown]
 # ## Question 4: the study's memory arithmetic, in the library's units (1 point)
@@ -134,7 +148,8 @@ opt13b_kv_tokens = int((_a100.mem_capacity - _opt.weight_bytes("fp16"))
 
 # %%
 question("opt13b_kv_tokens", points=1,
-         reference=lambda: _bt.kv_capacity_tokens("opt-13b", "A100 SXM 40GB"))
+         reference=lambda: _bt.kv_capacity_tokens("opt-13b", "A100 SXM 40GB"),
+         forbid=["llmperf.analytic.batching", "llmperf.max_batch_size"], on_forbidden="fail")
 
 # %% [markdown]
 # ## Question 5: a static batching timeline (2 points)
@@ -145,8 +160,9 @@ question("opt13b_kv_tokens", points=1,
 # them in one iteration (which yields each one's first token), then decodes them
 # one token per iteration until the longest of them has finished; only then does
 # it take the next group. A request finishes at the end of the iteration that
-# yields its last token. Return every request's finish time in seconds, in the
-# given order. (Request i with a 1-token output finishes with its prefill.)
+# yields its last token. Return every request's finish time in seconds (a list
+# of numbers), in the given order. (Request i with a 1-token output finishes with
+# its prefill, at 1 s if it is in the first group.)
 
 # %%
 def static_finish_times(outputs, max_batch):
@@ -175,9 +191,12 @@ def _finish_times(outputs, max_batch, policy):
 
 question("static_finish_times", points=2,
          visible=[([5, 2, 3, 1], 2)],
-         hidden=[([6, 2, 3, 8, 2, 5, 4, 1], 4), ([1, 1, 1], 1), ([7], 3),
-                 ([3, 9, 2, 2, 4, 1, 1], 3)],
-         reference=lambda outputs, b: _finish_times(outputs, b, "static"))
+         hidden=[case([6, 2, 3, 8, 2, 5, 4, 1], 4,
+                      why="two groups of 4: the second waits for the first's longest"),
+                 case([1, 1, 1], 1, why="max_batch 1 and one-token outputs"),
+                 case([7], 3, why="a single request, fewer than max_batch"),
+                 case([3, 9, 2, 2, 4, 1, 1], 3, why="7 requests in groups of 3: the last group is short")],
+         reference=lambda outputs, b: _finish_times(outputs, b, "static"), forbid=["llmperf.serving"], on_forbidden="fail")
 
 # %% [markdown]
 # ## Question 6: a continuous batching timeline (2 points)
@@ -208,9 +227,12 @@ def continuous_finish_times(outputs, max_batch):
 # %%
 question("continuous_finish_times", points=2,
          visible=[([5, 2, 3, 1], 2)],
-         hidden=[([6, 2, 3, 8, 2, 5, 4, 1], 4), ([1, 1, 1], 1), ([7], 3),
-                 ([3, 9, 2, 2, 4, 1, 1], 3)],
-         reference=lambda outputs, b: _finish_times(outputs, b, "continuous"))
+         hidden=[case([6, 2, 3, 8, 2, 5, 4, 1], 4,
+                      why="8 requests, 4 slots: each freed slot is taken at the next iteration"),
+                 case([1, 1, 1], 1, why="max_batch 1 and one-token outputs"),
+                 case([7], 3, why="a single request, fewer than max_batch"),
+                 case([3, 9, 2, 2, 4, 1, 1], 3, why="a long request holds a slot while short ones cycle")],
+         reference=lambda outputs, b: _finish_times(outputs, b, "continuous"), forbid=["llmperf.serving"], on_forbidden="fail")
 
 # %% [markdown]
 # ## Question 7: TTFT and TPOT from a timeline (1 point)
@@ -239,8 +261,10 @@ def _ttft_tpot(arrival, times):
 
 question("ttft_tpot", points=1,
          visible=[(0.5, [1.2, 1.25, 1.31, 1.34])],
-         hidden=[(0.0, [3.0]), (2.0, [2.4, 2.5, 2.6, 2.7, 3.9]), (10.0, [10.05, 10.08])],
-         reference=_ttft_tpot)
+         hidden=[case(0.0, [3.0], why="a one-token output: TPOT is None"),
+                 case(2.0, [2.4, 2.5, 2.6, 2.7, 3.9], why="a stall before the last token"),
+                 case(10.0, [10.05, 10.08], why="an arrival at 10 s: the TTFT counts from it")],
+         reference=_ttft_tpot, forbid=["llmperf.serving"], on_forbidden="fail")
 
 # %% [markdown]
 # ## Question 8: admission, the heart of a scheduler (3 points)
@@ -285,6 +309,10 @@ def _admitted(waiting, free_slots, free_kv_tokens):
 question("admitted", points=3,
          visible=[([[100, 50], [200, 100], [50, 50]], 4, 1000),
                   ([[100, 50], [900, 100], [50, 50]], 4, 1000)],
-         hidden=[([[10, 10]] * 10, 3, 10_000), ([[512, 128]] * 40, 64, 21_048),
-                 ([[600, 600], [1, 1]], 2, 1000), ([], 4, 1000), ([[5, 5]], 0, 1000)],
-         reference=_admitted)
+         hidden=[case([[10, 10]] * 10, 3, 10_000, why="slots run out before KV memory"),
+                 case([[512, 128]] * 40, 64, 21_048, why="KV memory runs out before slots"),
+                 case([[600, 600], [1, 1]], 2, 1000,
+                      why="a request that does not fit must wait, and so must a smaller one behind it"),
+                 case([], 4, 1000, why="an empty queue"),
+                 case([[5, 5]], 0, 1000, why="no free slot")],
+         reference=_admitted, forbid=["llmperf.serving"], on_forbidden="fail")

@@ -9,13 +9,15 @@
 #
 # Write the arithmetic yourself: `llmperf.serving`'s block arithmetic (`blocks_needed`,
 # `internal_fragmentation`, `paged_requests_that_fit`), `llmperf.analytic.quant.QuantScheme` and
-# `llmperf.measured.quant.quantize` answer these questions for you and teach you nothing.
+# `llmperf.measured.quant.quantize` answer these questions for you and teach you nothing. The
+# grader reports calls of `llmperf.serving.paging`, `llmperf.analytic.quant` and
+# `llmperf.measured.quant` from your answers, and the checks that make one fail.
 
 # %%
 import math
 
 import llmperf as lp
-from llmperf.grading import question
+from llmperf.grading import case, question
 
 # %% [markdown]
 # ## Question 1: blocks and internal fragmentation (2 points)
@@ -23,7 +25,7 @@ from llmperf.grading import question
 # A paged KV cache stores a request's tokens in blocks of `block_size` tokens, taking a new
 # block only when the last one is full. Return `[blocks, empty_slots]` for a request that
 # holds `tokens` tokens: the blocks it takes, and the slots of those blocks that hold no
-# token (its internal fragmentation). A request with no tokens holds no block.
+# token (its internal fragmentation), both ints. A request with no tokens holds no block.
 
 # %%
 def blocks_and_waste(tokens, block_size):
@@ -39,8 +41,15 @@ from llmperf import serving as _sv
 
 question("blocks_and_waste", points=2,
          visible=[(1000, 16)],
-         hidden=[(1000, 32), (16, 16), (17, 16), (1, 16), (0, 8), (4096, 256), (161, 1)],
-         reference=lambda n, s: [_sv.blocks_needed(n, s), _sv.internal_fragmentation(n, s)])
+         hidden=[case(1000, 32, why="blocks of 32"),
+                 case(16, 16, why="exactly one full block"),
+                 case(17, 16, why="one token past a full block"),
+                 case(1, 16, why="a single token"),
+                 case(0, 8, why="no tokens: no block"),
+                 case(4096, 256, why="large blocks, a whole number of them"),
+                 case(161, 1, why="blocks of one token")],
+         reference=lambda n, s: [_sv.blocks_needed(n, s), _sv.internal_fragmentation(n, s)],
+         forbid=["llmperf.serving.paging"], on_forbidden="fail")
 
 # %% [markdown]
 # ## Question 2: requests that fit, reserved and paged (3 points)
@@ -48,7 +57,8 @@ question("blocks_and_waste", points=2,
 # A server has `capacity_tokens` KV slots. Requests wait in a queue, in the order of the
 # list `lengths`, each the number of tokens it will hold when it finishes (every one at
 # most `reserve_tokens`). The server admits them first come first served and stops at the
-# first that does not fit. Return `[reserved, paged]`: how many are admitted together
+# first that does not fit. Return `[reserved, paged]`, two ints: how many are admitted
+# together
 #
 # - when each reserves `reserve_tokens` slots, and
 # - when the slots are cut into `capacity_tokens // block_size` whole blocks and each
@@ -87,10 +97,15 @@ def _library_admitted(capacity_tokens, lengths, reserve_tokens, block_size):
 
 question("requests_admitted", points=3,
          visible=[(23_446, [500] * 60, 4096, 16)],
-         hidden=[(23_446, [161 + 338] * 100, 4096, 16), (2048, [100, 300, 1900, 20], 2048, 16),
-                 (1000, [10] * 200, 100, 8), (4096, [4096, 1], 4096, 256),
-                 (3000, [17, 33, 65, 129, 257, 513, 1025], 2048, 32)],
-         reference=_library_admitted)
+         hidden=[case(23_446, [161 + 338] * 100, 4096, 16,
+                      why="100 requests of 499 tokens on an A10's KV memory"),
+                 case(2048, [100, 300, 1900, 20], 2048, 16,
+                      why="paging stops at a long request even though a short one follows"),
+                 case(1000, [10] * 200, 100, 8, why="more requests waiting than either way admits"),
+                 case(4096, [4096, 1], 4096, 256, why="a request as long as the whole memory"),
+                 case(3000, [17, 33, 65, 129, 257, 513, 1025], 2048, 32,
+                      why="lengths one past a power of two: most end one token into a block")],
+         reference=_library_admitted, forbid=["llmperf.serving.paging"], on_forbidden="fail")
 
 # %% [markdown]
 # ## Question 3: blocks of parallel samples (2 points)
@@ -123,9 +138,15 @@ def parallel_blocks(prompt_tokens, output_tokens, samples, block_size):
 # %%
 question("parallel_blocks", points=2,
          visible=[(100, 50, 4, 16)],
-         hidden=[(161, 338, 8, 16), (96, 50, 4, 16), (19, 10, 4, 4), (30, 1, 3, 16),
-                 (7, 1, 5, 16), (1000, 200, 2, 32), (20, 20, 1, 16)],
-         reference=lambda p, g, k, s: list(_sv.shared_sampling_blocks(p, g, k, s)))
+         hidden=[case(161, 338, 8, 16, why="8 samples of 338 tokens after a prompt of 161"),
+                 case(96, 50, 4, 16, why="a prompt of whole blocks: nothing to copy"),
+                 case(19, 10, 4, 4, why="blocks of 4 tokens"),
+                 case(30, 1, 3, 16, why="one output token: no sample writes after the prompt"),
+                 case(7, 1, 5, 16, why="a prompt shorter than a block, one output token"),
+                 case(1000, 200, 2, 32, why="two samples of 200 after a long prompt"),
+                 case(20, 20, 1, 16, why="a single sample: nothing to share")],
+         reference=lambda p, g, k, s: list(_sv.shared_sampling_blocks(p, g, k, s)),
+         forbid=["llmperf.serving.paging"], on_forbidden="fail")
 
 # %% [markdown]
 # ## Question 4: the scale and error of quantizing a small vector (2 points)
@@ -159,12 +180,15 @@ def _library_scale_and_error(values, bits):
 
 question("scale_and_error", points=2,
          visible=[([0.12, -0.5, 0.31, 0.02, -0.07, 0.44, -0.29, 0.18], 8)],
-         hidden=[([0.12, -0.5, 0.31, 0.02, -0.07, 0.44, -0.29, 0.18], 4),
-                 ([0.9, -0.3, 0.05, 0.6], 4),
-                 ([0.025, -0.0895, -0.0388, 0.0037, 0.0737, 0.0002, -0.083, 0.0157], 8),
-                 ([-0.0599, 0.0613, -0.0128, 0.0891, -0.0065, -0.0513, -0.0735, -0.018], 4),
-                 ([1.5], 8)],
-         reference=_library_scale_and_error, rel=1e-5, abs=1e-7)
+         hidden=[case([0.12, -0.5, 0.31, 0.02, -0.07, 0.44, -0.29, 0.18], 4,
+                      why="the example's weights in 4 bits"),
+                 case([0.9, -0.3, 0.05, 0.6], 4, why="four weights in 4 bits"),
+                 case([0.025, -0.0895, -0.0388, 0.0037, 0.0737, 0.0002, -0.083, 0.0157], 8,
+                      why="small weights (all below 0.1) in 8 bits"),
+                 case([-0.0599, 0.0613, -0.0128, 0.0891, -0.0065, -0.0513, -0.0735, -0.018], 4,
+                      why="small weights in 4 bits"),
+                 case([1.5], 8, why="a single weight: it sets the scale")],
+         reference=_library_scale_and_error, rel=1e-5, abs=1e-7, forbid=["llmperf.analytic.quant", "llmperf.measured.quant"], on_forbidden="fail")
 
 # %% [markdown]
 # ## Question 5: int4 bytes with group scales (2 points)
@@ -173,7 +197,8 @@ question("scale_and_error", points=2,
 # byte) with one scale of type `scale_dtype` (`lp.bytes_per_element` gives its bytes) per
 # group of `group_size` consecutive weights of a row. When `cols` is not a multiple of
 # `group_size`, each row is padded with zeros to a whole number of groups, and the padding
-# is stored like any other code. Return the bytes of the matrix: codes plus scales.
+# is stored like any other code. Return the bytes of the matrix, codes plus scales, as a
+# number.
 
 # %%
 def int4_matrix_bytes(rows, cols, group_size, scale_dtype):
@@ -190,9 +215,13 @@ from llmperf.analytic.quant import QuantScheme as _QuantScheme
 
 question("int4_matrix_bytes", points=2,
          visible=[(4096, 4096, 128, "fp16")],
-         hidden=[(11008, 4096, 128, "bf16"), (4096, 11008, 32, "fp16"), (256, 688, 64, "fp32"),
-                 (3, 40, 32, "bf16"), (1, 32, 32, "fp32"), (14336, 4096, 256, "fp16")],
-         reference=lambda r, c, g, d: _QuantScheme(4, g, d).matrix_bytes(r, c))
+         hidden=[case(11008, 4096, 128, "bf16", why="bf16 scales"),
+                 case(4096, 11008, 32, "fp16", why="groups of 32"),
+                 case(256, 688, 64, "fp32", why="688 inputs: each row's last group is padded"),
+                 case(3, 40, 32, "bf16", why="3 rows of 40: padding in every row"),
+                 case(1, 32, 32, "fp32", why="a single group"),
+                 case(14336, 4096, 256, "fp16", why="groups of 256")],
+         reference=lambda r, c, g, d: _QuantScheme(4, g, d).matrix_bytes(r, c), forbid=["llmperf.analytic.quant", "llmperf.measured.quant"], on_forbidden="fail")
 
 # %% [markdown]
 # ## Question 6: a quantize/dequantize pair (3 points)
@@ -237,6 +266,10 @@ _ROW12 = [-0.0599, 0.0613, -0.0128, 0.0891, -0.0065, -0.0513, -0.0735, -0.018,
 
 question("quantize_dequantize", points=3,
          visible=[([0.9, -0.3, 0.05, 0.6], 4, 4)],
-         hidden=[(_ROW16, 4, 4), (_ROW16, 8, 8), (_ROW16, 4, 16), (_ROW12, 4, 3),
-                 ([0.0, 0.0, 0.5, -0.3], 8, 2), ([2.0, -1.0, 0.5, 7.0, 0.1, -3.5], 4, 1)],
-         reference=_library_pair, rel=1e-5, abs=1e-7)
+         hidden=[case(_ROW16, 4, 4, why="16 weights in 4 groups of 4, 4 bits"),
+                 case(_ROW16, 8, 8, why="two groups of 8, 8 bits"),
+                 case(_ROW16, 4, 16, why="one group of 16"),
+                 case(_ROW12, 4, 3, why="groups of 3"),
+                 case([0.0, 0.0, 0.5, -0.3], 8, 2, why="a group of zeros: scale 0, codes 0"),
+                 case([2.0, -1.0, 0.5, 7.0, 0.1, -3.5], 4, 1, why="groups of a single weight")],
+         reference=_library_pair, rel=1e-5, abs=1e-7, forbid=["llmperf.analytic.quant", "llmperf.measured.quant"], on_forbidden="fail")

@@ -21,14 +21,15 @@
 # `fused_writes` and `per_layer`). Write the arithmetic yourself: `chain_cost`,
 # `chain_costs`, the `unfused_passes`/`fused_passes` properties, the attention
 # access counts of `llmperf.analytic.fusion` and `llmperf.measured.kernels.online_softmax_update`
-# answer these questions for you and teach you nothing.
+# answer these questions for you and teach you nothing. The grader reports calls of them from
+# your answers, and the checks that make one fail.
 
 # %%
 import math
 
 import llmperf as lp
 from llmperf.analytic.fusion import CHAINS
-from llmperf.grading import question
+from llmperf.grading import case, question
 
 # %% [markdown]
 # ## Question 1: the bytes one fused chain saves (2 points)
@@ -56,9 +57,16 @@ from llmperf.analytic import fusion as _fu
 
 question("chain_bytes_saved", points=2,
          visible=[("rotary", 2048 * 8192, "fp16")],
-         hidden=[("residual_norm", 2048 * 4096, "fp16"), ("swiglu_gate", 11008, "fp32"),
-                 ("masked_softmax", 32 * 4096 * 4096, "fp16"), ("rotary", 1, "int8")],
-         reference=lambda name, n, dtype: _fu.chain_cost(name, n, dtype).saved_bytes)
+         hidden=[case("residual_norm", 2048 * 4096, "fp16", why="the residual add and norm chain"),
+                 case("swiglu_gate", 11008, "fp32", why="the SwiGLU gate in fp32"),
+                 case("masked_softmax", 32 * 4096 * 4096, "fp16",
+                      why="the masked softmax over 32 heads of 4,096 x 4,096 scores"),
+                 case("rotary", 1, "int8", why="one int8 element: fractional passes count")],
+         reference=lambda name, n, dtype: _fu.chain_cost(name, n, dtype).saved_bytes,
+         forbid=["llmperf.analytic.fusion.chain_cost", "llmperf.analytic.fusion.chain_costs",
+                 "llmperf.analytic.fusion.chain_table",
+                 "llmperf.analytic.fusion.Chain.unfused_passes",
+                 "llmperf.analytic.fusion.Chain.fused_passes"], on_forbidden="fail")
 
 # %% [markdown]
 # ## Question 2: every chain of a prefill (2 points)
@@ -93,8 +101,15 @@ def prefill_bytes_saved(model_name, seq_len):
 # %%
 question("prefill_bytes_saved", points=2,
          visible=[("llama-2-7b", 2048)],
-         hidden=[("llama-3-8b", 4096), ("llama-2-70b", 512), ("ref-small", 1), ("llama-2-13b", 100)],
-         reference=lambda m, n: sum(c.saved_bytes for c in _fu.chain_costs(m, "prefill", 1, n)))
+         hidden=[case("llama-3-8b", 4096, why="Llama 3 8B: GQA narrows the keys the rotary chain turns"),
+                 case("llama-2-70b", 512, why="Llama 2 70B, a prompt of 512"),
+                 case("ref-small", 1, why="a single token through the small reference model"),
+                 case("llama-2-13b", 100, why="Llama 2 13B, a prompt of 100")],
+         reference=lambda m, n: sum(c.saved_bytes for c in _fu.chain_costs(m, "prefill", 1, n)),
+         forbid=["llmperf.analytic.fusion.chain_cost", "llmperf.analytic.fusion.chain_costs",
+                 "llmperf.analytic.fusion.chain_table",
+                 "llmperf.analytic.fusion.Chain.unfused_passes",
+                 "llmperf.analytic.fusion.Chain.fused_passes"], on_forbidden="fail")
 
 # %% [markdown]
 # ## Question 3: which edges may fuse (2 points)
@@ -141,7 +156,10 @@ _WIDE = ({"x": ["e1", "e2", "e3"], "e1": ["e4"], "e2": ["e4"], "e3": ["m"], "e4"
 
 question("fusable_edges", points=2,
          visible=[_FFN],
-         hidden=[_ROPE, _SOFTMAX, _MATMULS, _WIDE])
+         hidden=[case(*_ROPE, why="the rotary embedding's graph"),
+                 case(*_SOFTMAX, why="attention's softmax, whose output is also a graph output"),
+                 case(*_MATMULS, why="matrix products only: none is element-wise"),
+                 case(*_WIDE, why="a tensor with three readers, and two producers feeding one op")])
 
 # %% [markdown]
 # ## Question 4: the online-softmax update (3 points)
@@ -188,13 +206,17 @@ def _library_update(row_max, row_sum, acc, scores, values):
 
 question("online_softmax_update", points=3,
          visible=[(1.0, 2.5, [0.5, -1.0], [0.0, 3.0], [[1.0, 2.0], [4.0, -2.0]])],
-         hidden=[(5.0, 1.25, [2.0, 1.0, 0.5], [1.0, -2.0, 4.5],
-                  [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]),  # the max stays
-                 (-3.0, 4.0, [1.5], [-3.0, -3.0], [[2.0], [-2.0]]),  # a tie with the max
-                 (0.25, 1.0, [0.1, 0.2], [30.0], [[7.0, -7.0]]),  # one key, far above
-                 (100.0, 3.0, [1.0, 2.0, 3.0, 4.0], [99.0, 101.0, 100.5],
-                  [[1.0, 1.0, 1.0, 1.0], [0.5, -0.5, 0.5, -0.5], [2.0, 0.0, -2.0, 1.0]])],
-         reference=_library_update, rel=1e-5, abs=1e-6)
+         hidden=[case(5.0, 1.25, [2.0, 1.0, 0.5], [1.0, -2.0, 4.5],
+                      [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
+                      why="the running max stays: no block score is above it"),
+                 case(-3.0, 4.0, [1.5], [-3.0, -3.0], [[2.0], [-2.0]],
+                      why="block scores that tie with the running max"),
+                 case(0.25, 1.0, [0.1, 0.2], [30.0], [[7.0, -7.0]],
+                      why="one key far above the running max"),
+                 case(100.0, 3.0, [1.0, 2.0, 3.0, 4.0], [99.0, 101.0, 100.5],
+                      [[1.0, 1.0, 1.0, 1.0], [0.5, -0.5, 0.5, -0.5], [2.0, 0.0, -2.0, 1.0]],
+                      why="scores around 100, one above the running max")],
+         reference=_library_update, rel=1e-5, abs=1e-6, forbid=["llmperf.measured.kernels.online_softmax_update"], on_forbidden="fail")
 
 # %% [markdown]
 # ## Question 5: block by block equals the exact softmax (2 points)
@@ -232,10 +254,14 @@ _BIG = [800.0, 799.0, 805.0, 790.0, 804.5]
 
 question("blockwise_attention", points=2,
          visible=[(_S, _V, 3), (_S, _V, 7)],
-         hidden=[(_S, _V, 1), (_S, _V, 2), (_S, _V, 64), (_BIG, _V[:5], 2),
-                 ([-5.0, 9.0, 1.0, 9.0], [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [0.0, 0.0, 1.0],
-                                          [-4.0, 5.0, 0.0]], 3)],
-         reference=_exact_attention, abs=1e-12)
+         hidden=[case(_S, _V, 1, why="blocks of one key"),
+                 case(_S, _V, 2, why="blocks of 2: the last block is shorter"),
+                 case(_S, _V, 64, why="one block longer than the sequence"),
+                 case(_BIG, _V[:5], 2, why="scores near 800: exp(score) overflows"),
+                 case([-5.0, 9.0, 1.0, 9.0], [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [0.0, 0.0, 1.0],
+                                              [-4.0, 5.0, 0.0]], 3,
+                      why="two keys tie for the max, in different blocks")],
+         reference=_exact_attention, abs=1e-12, forbid=["llmperf.measured.kernels.online_softmax_update"], on_forbidden="fail")
 
 # %% [markdown]
 # ## Question 6: attention's off-chip accesses (2 points)
@@ -270,11 +296,19 @@ def attention_accesses(seq_len, d_head, sram_bytes):
 # %%
 question("attention_accesses", points=2,
          visible=[(2048, 64, 64 * 1024)],
-         hidden=[(4096, 128, 100 * 1024), (4096, 64, 164 * 1024), (1000, 64, 16 * 1024),
-                 (1, 128, 1024), (777, 80, 48 * 1024), (4096, 128, 192 * 1024),
-                 (1024, 64, 192 * 1024), (300, 64, 164 * 1024)],
+         hidden=[case(4096, 128, 100 * 1024, why="heads of 128 with 100 KiB on chip"),
+                 case(4096, 64, 164 * 1024, why="an A100's 164 KiB"),
+                 case(1000, 64, 16 * 1024, why="a small 16 KiB: many query blocks"),
+                 case(1, 128, 1024, why="a single token"),
+                 case(777, 80, 48 * 1024, why="sizes that divide nothing: a shorter last block"),
+                 case(4096, 128, 192 * 1024, why="192 KiB, heads of 128"),
+                 case(1024, 64, 192 * 1024, why="192 KiB, heads of 64: the last query block is short"),
+                 case(300, 64, 164 * 1024, why="a query block would be longer than the sequence")],
          reference=lambda n, d, sram: [_fu.standard_attention_accesses(n, d),
-                                       _fu.flash_attention_accesses(n, d, sram)])
+                                       _fu.flash_attention_accesses(n, d, sram)],
+         forbid=["llmperf.analytic.fusion.standard_attention_accesses",
+                 "llmperf.analytic.fusion.flash_attention_accesses",
+                 "llmperf.analytic.fusion.flash_attention_order"], on_forbidden="fail")
 
 # %% [markdown]
 # ## Question 7: split-K for decode (1 point)
@@ -296,6 +330,11 @@ def splits_needed(model_name, sms, batch):
 # %%
 question("splits_needed", points=1,
          visible=[("llama-2-7b", 72, 1)],
-         hidden=[("llama-2-7b", 72, 4), ("llama-3-8b", 132, 1), ("llama-2-70b", 108, 2),
-                 ("ref-tiny", 72, 1), ("llama-2-13b", 80, 2)],
-         reference=lambda m, sms, b: _fu.splits_to_fill(m, sms, b))
+         hidden=[case("llama-2-7b", 72, 4, why="a batch of 4: do the pairs already fill the SMs?"),
+                 case("llama-3-8b", 132, 1, why="an H100's 132 SMs, one sequence"),
+                 case("llama-2-70b", 108, 2, why="an A100's 108 SMs, two sequences"),
+                 case("ref-tiny", 72, 1, why="a tiny model of 4 heads: many splits"),
+                 case("llama-2-13b", 80, 2, why="80 SMs, two sequences of 40 heads")],
+         reference=lambda m, sms, b: _fu.splits_to_fill(m, sms, b),
+         forbid=["llmperf.analytic.fusion.splits_to_fill",
+                 "llmperf.analytic.fusion.decode_attention"], on_forbidden="fail")

@@ -18,12 +18,13 @@
 # models in `llmperf` (`lp.get_model(name)` and its fields `n_layers`, `d_model`, `d_ff`,
 # `n_experts`, `experts_per_token`); write the arithmetic yourself: `param_count`,
 # `active_param_count`, `lp.experts_touched`, `lp.step_costs` and `llmperf.analytic.speculative`
-# answer these questions for you and teach you nothing.
+# answer these questions for you and teach you nothing. The grader reports calls of them from
+# your answers, and the checks that make one fail.
 
 # %%
 
 import llmperf as lp
-from llmperf.grading import question
+from llmperf.grading import case, question
 
 # %% [markdown]
 # ## Question 1: total and active parameters (3 points)
@@ -74,9 +75,16 @@ _TOP1 = dict(n_layers=24, d_model=2048, n_heads=16, n_kv_heads=4, d_ff=5632, voc
 
 question("moe_param_counts", points=3,
          visible=[(_config("mixtral-8x7b"),)],
-         hidden=[(_TRAINED_MOE,), (_TOP1,), (_config("llama-2-7b"),), (_config("llama-3-8b"),),
-                 ({**_TRAINED_MOE, "n_experts": 64, "experts_per_token": 8},)],
-         reference=_library_counts)
+         hidden=[case(_TRAINED_MOE, why="the course's trained MoE: 4 experts, 2 per token"),
+                 case(_TOP1, why="top-1 routing over 16 experts, tied embeddings, GQA"),
+                 case(_config("llama-2-7b"), why="a dense model (one expert): no router"),
+                 case(_config("llama-3-8b"), why="a dense GQA model with a large vocabulary"),
+                 case({**_TRAINED_MOE, "n_experts": 64, "experts_per_token": 8},
+                      why="64 experts, 8 per token")],
+         reference=_library_counts,
+         forbid=["llmperf.ModelConfig.param_count", "llmperf.ModelConfig.active_param_count",
+                 "llmperf.ModelConfig.param_breakdown", "llmperf.ModelConfig.layer_params"],
+         on_forbidden="fail")
 
 # %% [markdown]
 # ## Question 2: experts a batch touches (1 point)
@@ -96,8 +104,14 @@ def expected_experts_touched(batch, n_experts, k):
 # %%
 question("expected_experts_touched", points=1,
          visible=[(1, 8, 2), (4, 8, 2)],
-         hidden=[(8, 8, 2), (1, 64, 8), (3, 4, 2), (100, 16, 1), (2, 128, 1), (1000, 8, 2)],
-         reference=lambda b, e, k: lp.experts_touched(b, e, k))
+         hidden=[case(8, 8, 2, why="as many tokens as experts"),
+                 case(1, 64, 8, why="one token: exactly its k experts"),
+                 case(3, 4, 2, why="3 tokens choosing 2 of 4 experts"),
+                 case(100, 16, 1, why="100 tokens with top-1 routing"),
+                 case(2, 128, 1, why="2 tokens, top-1 of 128 experts"),
+                 case(1000, 8, 2, why="1,000 tokens: every expert, to within rounding")],
+         reference=lambda b, e, k: lp.experts_touched(b, e, k),
+         forbid=["llmperf.experts_touched"], on_forbidden="fail")
 
 # %% [markdown]
 # ## Question 3: expert bytes a decode step reads (2 points)
@@ -126,9 +140,12 @@ def _library_expert_bytes(name, batch, dtype):
 
 question("expert_bytes_per_step", points=2,
          visible=[("mixtral-8x7b", 1, "fp16")],
-         hidden=[("mixtral-8x7b", 4, "fp16"), ("mixtral-8x7b", 64, "int8"),
-                 ("mixtral-8x7b", 2, "fp32"), ("mixtral-8x7b", 16, "int4")],
-         reference=_library_expert_bytes)
+         hidden=[case("mixtral-8x7b", 4, "fp16", why="4 sequences in fp16"),
+                 case("mixtral-8x7b", 64, "int8", why="64 sequences in int8"),
+                 case("mixtral-8x7b", 2, "fp32", why="2 sequences in fp32"),
+                 case("mixtral-8x7b", 16, "int4", why="16 sequences in int4: half a byte a weight")],
+         reference=_library_expert_bytes,
+         forbid=["llmperf.experts_touched", "llmperf.step_costs"], on_forbidden="fail")
 
 # %% [markdown]
 # ## Question 4: tokens per step and speedup (2 points)
@@ -156,8 +173,12 @@ def _library_tokens_and_speedup(alpha, gamma, cost_ratio):
 
 question("tokens_and_speedup", points=2,
          visible=[(0.8, 4, 0.1)],
-         hidden=[(0.0, 3, 0.05), (1.0, 5, 0.0), (0.6, 1, 0.5), (0.9, 8, 0.02), (0.95, 12, 0.3)],
-         reference=_library_tokens_and_speedup, rel=1e-9)
+         hidden=[case(0.0, 3, 0.05, why="alpha 0: every draft rejected"),
+                 case(1.0, 5, 0.0, why="alpha 1 and free drafts: every draft kept"),
+                 case(0.6, 1, 0.5, why="one costly draft"),
+                 case(0.9, 8, 0.02, why="8 cheap drafts at alpha 0.9"),
+                 case(0.95, 12, 0.3, why="12 costly drafts at alpha 0.95")],
+         reference=_library_tokens_and_speedup, rel=1e-9, forbid=["llmperf.analytic.speculative"], on_forbidden="fail")
 
 # %% [markdown]
 # ## Question 5: the best number of drafts (2 points)
@@ -187,9 +208,13 @@ def _library_best(alpha, cost_ratio, max_gamma):
 
 question("best_number_of_drafts", points=2,
          visible=[(0.8, 0.05, 32)],
-         hidden=[(0.6, 0.05, 32), (0.9, 0.2, 32), (0.3, 0.4, 32), (0.7, 0.1, 32),
-                 (0.99, 0.001, 10), (0.5, 0.5, 16)],
-         reference=_library_best)
+         hidden=[case(0.6, 0.05, 32, why="alpha 0.6, cheap drafts"),
+                 case(0.9, 0.2, 32, why="alpha 0.9, drafts at a fifth of a target step"),
+                 case(0.3, 0.4, 32, why="low acceptance and costly drafts"),
+                 case(0.7, 0.1, 32, why="alpha 0.7, drafts at a tenth of a target step"),
+                 case(0.99, 0.001, 10, why="near-certain acceptance, nearly free drafts, at most 10"),
+                 case(0.5, 0.5, 16, why="alpha 0.5, drafts at half a target step")],
+         reference=_library_best, forbid=["llmperf.analytic.speculative"], on_forbidden="fail")
 
 # %% [markdown]
 # ## Question 6: the accept/reject step (4 points)
@@ -253,12 +278,18 @@ _Q = [[0.4, 0.3, 0.2, 0.1], [0.1, 0.1, 0.1, 0.7]]
 question("accept_reject", points=4,
          visible=[(_P, _Q, [1, 3], [0.5, 0.2], 0.3),     # both kept, then a draw from p[2]
                   (_P, _Q, [0, 1], [0.9, 0.0], 0.5)],    # 0.9 * 0.4 >= 0.1: rejected at once
-         hidden=[(_P, _Q, [1, 3], [0.5, 0.5], 0.99),     # second rejected: residual of p[1] - q[1]
-                 (_P, _Q, [2, 2], [0.999, 0.0], 0.0),    # p = q at token 2: kept even at u near 1
-                 (_P, _Q, [0, 0], [0.2, 0.9], 0.7),      # first kept (0.2 * 0.4 < 0.1), then ...
-                 ([[0.0, 1.0], [0.5, 0.5]], [[1.0, 0.0]], [0], [0.0], 0.2),   # target certain
-                 ([[0.3, 0.7], [0.5, 0.5]], [[0.3, 0.7]], [1], [0.99], 0.4),  # equal p and q
-                 ([[0.2, 0.3, 0.5], [0.1, 0.1, 0.8], [0.3, 0.3, 0.4], [1.0, 0.0, 0.0]],
-                  [[0.6, 0.2, 0.2], [0.1, 0.1, 0.8], [0.3, 0.6, 0.1]], [2, 2, 0], [0.1, 0.4, 0.8],
-                  0.55)],
-         reference=_reference_accept_reject)
+         hidden=[case(_P, _Q, [1, 3], [0.5, 0.5], 0.99,
+                      why="the second draft rejected: a draw from the residual p[1] - q[1]"),
+                 case(_P, _Q, [2, 2], [0.999, 0.0], 0.0,
+                      why="p = q at the drafted token: kept even with u near 1"),
+                 case(_P, _Q, [0, 0], [0.2, 0.9], 0.7,
+                      why="a draft kept although p < q there, because u * q < p"),
+                 case([[0.0, 1.0], [0.5, 0.5]], [[1.0, 0.0]], [0], [0.0], 0.2,
+                      why="a draft the target gives probability 0: rejected even at u = 0"),
+                 case([[0.3, 0.7], [0.5, 0.5]], [[0.3, 0.7]], [1], [0.99], 0.4,
+                      why="equal p and q: the draft is kept"),
+                 case([[0.2, 0.3, 0.5], [0.1, 0.1, 0.8], [0.3, 0.3, 0.4], [1.0, 0.0, 0.0]],
+                      [[0.6, 0.2, 0.2], [0.1, 0.1, 0.8], [0.3, 0.6, 0.1]], [2, 2, 0],
+                      [0.1, 0.4, 0.8], 0.55, why="three drafts over three tokens")],
+         reference=_reference_accept_reject,
+         forbid=["llmperf.measured.speculative.verify"], on_forbidden="fail")

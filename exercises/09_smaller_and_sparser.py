@@ -17,11 +17,13 @@
 # Write the arithmetic yourself: `llmperf.analytic.sparsity` (`pruned_size`, `sparse_ffn_cost`,
 # `sparsity_savings`, `expected_layers`, `batch_expected_layers`) and
 # `llmperf.measured.pruning.unstructured_mask` answer these questions for you and teach you nothing.
+# The grader reports calls of `llmperf.analytic.sparsity` and `llmperf.measured.pruning` from your
+# answers, and the checks that make one fail.
 
 # %%
 
 import llmperf as lp
-from llmperf.grading import question
+from llmperf.grading import case, question
 
 # %% [markdown]
 # ## Question 1: parameters and bytes after structured pruning (2 points)
@@ -60,10 +62,12 @@ def _pruned(model_name, d_ff, n_heads, dtype):
 
 question("pruned_params_and_bytes", points=2,
          visible=[("llama-2-7b", 5504, 32, "fp16")],
-         hidden=[("llama-2-7b", 11008, 24, "fp16"), ("llama-2-13b", 6912, 30, "int8"),
-                 ("llama-3-8b", 7168, 32, "fp16"), ("ref-tiny", 100, 4, "fp32"),
-                 ("llama-2-70b", 14336, 64, "bf16")],
-         reference=_pruned)
+         hidden=[case("llama-2-7b", 11008, 24, "fp16", why="heads pruned, the FFN whole"),
+                 case("llama-2-13b", 6912, 30, "int8", why="heads and neurons pruned, int8 bytes"),
+                 case("llama-3-8b", 7168, 32, "fp16", why="a GQA model: half its FFN, every head kept"),
+                 case("ref-tiny", 100, 4, "fp32", why="a tiny GQA model, every head kept, fp32"),
+                 case("llama-2-70b", 14336, 64, "bf16", why="Llama 2 70B: half its FFN, bf16")],
+         reference=_pruned, forbid=["llmperf.analytic.sparsity"], on_forbidden="fail")
 
 # %% [markdown]
 # ## Question 2: what an oracle saves at a given activation sparsity (3 points)
@@ -111,10 +115,12 @@ def _savings(model_name, sparsity, batch, dtype):
 
 question("oracle_savings", points=3,
          visible=[("opt-13b", 0.85, 1, "fp16")],
-         hidden=[("opt-13b", 0.85, 32, "fp16"), ("llama-2-7b", 0.5, 1, "fp16"),
-                 ("ref-small", 0.9, 4, "fp32"), ("opt-13b", 0.0, 8, "fp16"),
-                 ("llama-3-8b", 0.7, 16, "int8")],
-         reference=_savings, rel=1e-9, abs=1e-3)
+         hidden=[case("opt-13b", 0.85, 32, "fp16", why="a batch of 32: the tokens' active sets add up"),
+                 case("llama-2-7b", 0.5, 1, "fp16", why="a SwiGLU FFN: three matrices"),
+                 case("ref-small", 0.9, 4, "fp32", why="the small reference model in fp32"),
+                 case("opt-13b", 0.0, 8, "fp16", why="sparsity 0: nothing saved"),
+                 case("llama-3-8b", 0.7, 16, "int8", why="Llama 3 8B, a batch of 16, int8")],
+         reference=_savings, rel=1e-9, abs=1e-3, forbid=["llmperf.analytic.sparsity"], on_forbidden="fail")
 
 # %% [markdown]
 # ## Question 3: a magnitude-pruning mask (3 points)
@@ -151,11 +157,15 @@ def _mask(weight, sparsity):
 
 question("magnitude_mask", points=3,
          visible=[([[0.5, -2.0, 0.1, 1.0], [3.0, -0.2, 0.4, -0.3]], 0.5)],
-         hidden=[([[1.0, -1.0, 0.5, 2.0, -0.5, 3.0]], 0.5),        # ties: earlier column first
-                 ([[0.1, 0.2, 0.3], [-0.3, -0.2, -0.1]], 0.0),       # nothing removed
-                 ([[4.0, -3.0, 2.0, -1.0, 0.0]], 0.8),
-                 ([[0.7, -0.1, 0.9, 0.2], [0.0, 0.0, 1.0, -1.0], [5.0, 4.0, -6.0, 0.5]], 0.75),
-                 ([[-2.5, 2.5, 1.5, -1.5, 0.5, -0.5, 3.5, -3.5]], 0.5)])
+         hidden=[case([[1.0, -1.0, 0.5, 2.0, -0.5, 3.0]], 0.5,
+                      why="ties in absolute value: the earlier column goes first"),
+                 case([[0.1, 0.2, 0.3], [-0.3, -0.2, -0.1]], 0.0, why="sparsity 0: nothing removed"),
+                 case([[4.0, -3.0, 2.0, -1.0, 0.0]], 0.8, why="4 of 5 removed from one row"),
+                 case([[0.7, -0.1, 0.9, 0.2], [0.0, 0.0, 1.0, -1.0], [5.0, 4.0, -6.0, 0.5]], 0.75,
+                      why="three rows, each keeping one weight, with ties"),
+                 case([[-2.5, 2.5, 1.5, -1.5, 0.5, -0.5, 3.5, -3.5]], 0.5,
+                      why="pairs of equal magnitude and opposite sign")],
+         forbid=["llmperf.measured.pruning"], on_forbidden="fail")
 
 # %% [markdown]
 # ## Question 4: the layers early exit computes (2 points)
@@ -182,7 +192,11 @@ def layers_computed(exit_fractions, batch):
 # %%
 question("layers_computed", points=2,
          visible=[([0.3, 0.1, 0.1, 0.5], 8)],
-         hidden=[([0.3, 0.1, 0.1, 0.5], 1), ([0.0, 0.0, 0.0, 1.0], 16), ([1.0, 0.0, 0.0], 5),
-                 ([0.5, 0.25, 0.125, 0.125], 3), ([0.9] + [0.0] * 30 + [0.1], 64)],
+         hidden=[case([0.3, 0.1, 0.1, 0.5], 1, why="a batch of one: both answers agree"),
+                 case([0.0, 0.0, 0.0, 1.0], 16, why="no token exits early"),
+                 case([1.0, 0.0, 0.0], 5, why="every token exits after the first layer"),
+                 case([0.5, 0.25, 0.125, 0.125], 3, why="halving exit fractions, a batch of 3"),
+                 case([0.9] + [0.0] * 30 + [0.1], 64,
+                      why="32 layers, 10 % of tokens run all of them, a batch of 64")],
          reference=lambda p, b: [_sc.expected_layers(p), _sc.batch_expected_layers(p, b)],
-         rel=1e-9, abs=1e-12)
+         rel=1e-9, abs=1e-12, forbid=["llmperf.analytic.sparsity"], on_forbidden="fail")
