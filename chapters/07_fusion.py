@@ -8,16 +8,17 @@
 #     name: python3
 # ---
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # # Chapter 7: Fewer trips to memory: operator fusion and FlashAttention
 #
-# Chapter 4 counted the bytes of attention under the standard algorithm and found about
-# 62 FLOP per byte for one Llama 2 head at 4,096 tokens, a third of what an A10 needs to keep
-# its arithmetic units busy. Nothing in that count was about arithmetic: the bytes were
+# Chapter 4 counted the bytes of attention under the standard algorithm and found an
+# {term}`arithmetic intensity` of about 62 FLOP per byte for one Llama 2 head at 4,096
+# tokens, a third of the A10's {term}`ridge point`, what it needs to keep its arithmetic
+# units busy. Nothing in that count was about arithmetic: the bytes were
 # intermediates (the score matrix $S$ and the probabilities $P$) written to memory only to be
 # read back by the next operator. This chapter removes such round trips, first for the short
 # chains of element-wise operators that sit between the matrix products of every block
-# (*operator fusion*), then for attention itself (*FlashAttention*), and checks at each step
+# ({term}`operator fusion`), then for attention itself ({term}`FlashAttention`), and checks at each step
 # that the answer does not change.
 #
 # :::{admonition} After this chapter you will be able to
@@ -25,14 +26,14 @@
 #
 # - say which neighbouring operators of a transformer block may run as one kernel, and why an
 #   intermediate with a second consumer cannot disappear;
-# - count the bytes that fusing a memory-bound chain saves, and predict the time it saves on a
+# - count the bytes that fusing a {term}`memory-bound <memory bound>` chain saves, and predict the time it saves on a
 #   catalog GPU and on your machine;
 # - measure fusion with `torch.compile`, and tell its two gains apart: bytes at large sizes,
 #   per-operator overhead at small ones;
-# - write attention with the online softmax, block by block, and show it equals the standard
+# - write attention with the {term}`online softmax`, block by block, and show it equals the standard
 #   algorithm;
 # - compare the off-chip memory accesses of standard attention, $\Theta(Nd + N^2)$, with
-#   FlashAttention's $\Theta(N^2 d^2/M)$, and explain what split-K decoding adds.
+#   FlashAttention's $\Theta(N^2 d^2/M)$, and explain what split-K {term}`decoding <decode>` adds.
 # :::
 #
 # Notation follows chapter 4: $N$ tokens, head dimension $d$, $h$ heads, model width $D$, FFN
@@ -42,14 +43,17 @@
 # off-chip memory (HBM or GDDR on a GPU, DRAM on a CPU). The measured parts run on a GPU when
 # there is one and on the CPU otherwise.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 import math
+import statistics
 import time
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
+from IPython.display import display
+from matplotlib.ticker import FormatStrFormatter
 
 import llmperf as lp
 from llmperf.analytic.fusion import (
@@ -70,20 +74,23 @@ from llmperf.measured.kernels import (
     peak_tensor_bytes,
     standard_attention,
 )
+from llmperf.measured.load import watch_load
 from llmperf.measured.measure import benchmark, measure_host
 from llmperf.measured.model import Transformer
 from llmperf.plots import new_axes, use_style
 
 torch.manual_seed(0)
 use_style()
+LEGEND = dict(fontsize="medium")  # legends as large as the axis labels
 device = "cuda" if torch.cuda.is_available() else "cpu"
 tdtype = torch.float16 if device == "cuda" else torch.float32
 llama, a10, a100 = lp.get_model("llama-2-7b"), lp.get_accelerator("A10"), lp.get_accelerator("A100 SXM 80GB")
 print(f"device for the measurements: {device}, {tdtype}")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 7.1 Operator fusion
-#
+
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # ### Which operators may fuse
 #
 # Read a transformer block as a graph: each node an operator, each edge a tensor. Run eagerly
@@ -103,7 +110,7 @@ print(f"device for the measurements: {device}, {tdtype}")
 # Figure 1 draws the block of the reference model (`llmperf.measured.model.Block`) with the
 # memory-bound chains `torch.compile` fuses, and the edges that stay in memory.
 
-# %%
+# %% slideshow={"slide_type": "fragment"}
 nodes = [  # (label, kind, chain it belongs to or None)
     ("x (residual stream)", "tensor", None), ("RMSNorm", "elementwise", "norm"),
     ("W_qkv matmul", "matmul", None), ("RoPE on q, k", "elementwise", "rotary"),
@@ -125,17 +132,17 @@ for i, (label, kind, _) in enumerate(nodes):
 for start, end in ((0, 8), (8, 12)):
     ax.annotate("", (0.65, len(nodes) - end), (0.65, len(nodes) - start),
                 arrowprops=dict(arrowstyle="->", connectionstyle="arc3,rad=-0.4", color="C3"))
-ax.text(0.93, len(nodes) - 4, "residual stream:\nsecond consumer,\nmust be written",
-        color="C3", fontsize=8, va="center")
-ax.text(0.02, 0.2, "orange: element-wise, memory bound, fusable into one kernel per chain; "
-        "blue: matrix products", fontsize=8)
+ax.text(0.9, len(nodes) - 4, "residual stream:\nsecond consumer,\nmust be written",
+        color="C3", fontsize=10, va="center")
+ax.text(0.02, -0.5, "orange: element-wise, memory bound, fusable into one kernel per chain\n"
+        "blue: matrix products", fontsize=10)
 ax.set_xlim(0, 1.25)
-ax.set_ylim(0, len(nodes) + 1)
+ax.set_ylim(-0.6, len(nodes) + 1)
 ax.axis("off")
 ax.set_title("One block of the reference model as a graph of operators")
 plt.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # **Figure 1.** One decoder block as a graph. Orange operators are element-wise and memory
 # bound; each orange box is a chain that one fused kernel can run (the RMSNorm of the attention
 # input is the same chain as the residual add and norm of the previous block). Blue operators
@@ -144,7 +151,8 @@ plt.show()
 # the residual stream: the sum $h = x + \text{branch}$ feeds the next norm *and* the next
 # residual add, so even a fused kernel must write $h$. Fusion saves the trips that the other
 # edges make.
-#
+
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # ### The bytes fusion saves
 #
 # `llmperf.analytic.fusion.CHAINS` lists, for each chain, the kernels the model's code launches eagerly,
@@ -153,19 +161,19 @@ plt.show()
 # as a multiply, a negation of half the tensor, a concatenation, a second multiply and an add,
 # ten passes over the tensor where one read and one write suffice.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 lp.Table(["chain", "eager kernels", "passes eager", "passes fused", "runs per layer", "why not fewer"],
          [(c.name, " + ".join(k.name for k in c.kernels), c.unfused_passes, c.fused_passes,
            c.per_layer, c.note) for c in CHAINS.values()],
          formats={"passes eager": "g", "passes fused": "g"})
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # A *pass* is one read or one write of a tensor of the chain's size. The fused passes are what
 # `lp.step_costs` already charges for these operators (it counts each of them as one kernel),
 # which the cell below checks. For the running example, Llama 2 7B on an A10 in fp16, a
-# 2,048-token prefill with the lecture's standard attention:
+# 2,048-token {term}`prefill` with the lecture's standard attention:
 
-# %%
+# %% slideshow={"slide_type": "-"}
 rows = lp.step_costs(llama, "prefill", 1, 2048)
 prefill_chains = {c.name: c for c in chain_costs(llama, "prefill", 1, 2048)}
 assert prefill_chains["rotary"].fused.bytes == rows["rope"].bytes
@@ -173,7 +181,7 @@ assert prefill_chains["swiglu_gate"].fused.bytes == rows["activation"].bytes
 assert prefill_chains["masked_softmax"].fused.bytes == rows["softmax"].bytes
 chain_table(llama, "prefill", 1, 2048, accelerator=a10)
 
-# %%
+# %% slideshow={"slide_type": "-"}
 saved_s = sum(c.saved_bytes for c in prefill_chains.values()) / a10.mem_bandwidth
 step_s = rows.on(a10).time_s
 decode_chains = chain_costs(llama, "decode", 1, 2048)
@@ -184,20 +192,22 @@ lp.Table(["step (A10, fp16)", "roofline time of the step", "time fusion saves", 
           ("decode, 2,048 cached", lp.format_seconds(rows_d := lp.step_costs(llama, "decode", 1, 2048).on(a10).time_s),
            lp.format_seconds(decode_saved_s), f"{decode_saved_s / rows_d:.2%}")])
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # In the prefill the chains move tens of gigabytes, and the biggest by far is the softmax
 # chain: with the standard algorithm it runs over all $hN^2$ scores of every layer. Fusing
 # scale, mask and softmax into one kernel divides its bytes by three, yet what remains is still
 # the largest memory-bound term of the step; only removing $S$ and $P$ altogether
 # (section 7.2) gets rid of it. In decode, one token's chains move a few tens of megabytes against
 # the 13.5 GB of weights: fusion saves a negligible share of the bytes.
-#
+
+# %% [markdown] slideshow={"slide_type": "fragment"}
 # :::{important}
 # Fusion removes the write and re-read of every intermediate that has a single consumer. It
 # saves bytes where the element-wise chains are large (prefill, and anything over $N^2$ scores);
 # in decode their bytes are negligible, and what fusion saves there is kernel launches.
 # :::
-#
+
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # ### Measured: each chain eager against compiled
 #
 # `torch.compile` {cite:p}`ansel2024pytorch2` traces a function into a graph and generates
@@ -208,14 +218,14 @@ lp.Table(["step (A10, fp16)", "roofline time of the step", "time fusion saves", 
 # per chain the first time (the compiled code is cached on disk for later runs); the cell
 # reports it apart from the run time.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 ref = lp.get_model("ref-small")
-host = measure_host(dtypes=("fp32",), quick=True, device=device, progress=False)
 tokens = 512
 inputs = chain_inputs(ref, tokens, device=device, dtype=tdtype)
 measured_dtype = "fp16" if tdtype == torch.float16 else "fp32"
 chain_results = []
-with torch.inference_mode():
+with watch_load() as load, torch.inference_mode():
+    host = measure_host(dtypes=("fp32",), quick=True, device=device, progress=False)
     for name, chain in inputs.items():
         elements = {"residual_norm": tokens * ref.d_model, "swiglu_gate": tokens * ref.d_ff,
                     "rotary": tokens * ref.q_dim, "masked_softmax": ref.n_heads * tokens * tokens}[name]
@@ -223,40 +233,51 @@ with torch.inference_mode():
         compiled = torch.compile(chain.fn)
         compiled(*chain.args)
         compile_s = time.perf_counter() - start
-        eager = benchmark(lambda c=chain: c.fn(*c.args), warmup=1, repeat=7, device=device)
-        fused = benchmark(lambda f=compiled, c=chain: f(*c.args), warmup=1, repeat=7,
+        eager = benchmark(lambda c=chain: c.fn(*c.args), warmup=1, repeat=9, device=device)
+        fused = benchmark(lambda f=compiled, c=chain: f(*c.args), warmup=1, repeat=9,
                           device=device)
-        chain_results.append((name, elements, eager.median_s, fused.median_s, compile_s))
+        chain_results.append((name, elements, eager, fused, compile_s))
 
-# %%
+
+def median_iqr(timing):
+    """A Timing as 'median (IQR ...)'."""
+    return f"{lp.format_seconds(timing.median_s)} (IQR {lp.format_seconds(timing.iqr_s)})"
+
+# %% slideshow={"slide_type": "-"}
 chain_rows = []
-for name, elements, eager_s, fused_s, compile_s in chain_results:
+for name, elements, eager, fused, compile_s in chain_results:
     extra = ref.d_model * lp.bytes_per_element(measured_dtype) if name == "residual_norm" else 0
     c = chain_cost(name, elements, measured_dtype, extra)
-    chain_rows.append((name, c.unfused.bytes, c.fused.bytes, eager_s, fused_s, eager_s / fused_s,
-                       c.unfused.bytes / c.fused.bytes, compile_s))
+    chain_rows.append((name, c.unfused.bytes, c.fused.bytes, eager.median_s, fused.median_s,
+                       eager.median_s / fused.median_s, c.unfused.bytes / c.fused.bytes,
+                       compile_s, eager, fused))
 
-# %% tags=["nbval-ignore-output"]
-lp.Table(
-    ["chain", "bytes eager", "bytes fused", "time eager", "time compiled", "speedup",
-     "bytes ratio", "compile time"], chain_rows,
+# %% slideshow={"slide_type": "-"} tags=["nbval-ignore-output"]
+display(lp.Table(
+    ["chain", "bytes eager", "bytes fused", "time eager, median of 9", "time compiled",
+     "speedup", "bytes ratio", "compile time"],
+    [(name, b_eager, b_fused, median_iqr(eager), median_iqr(fused), speedup, ratio, compile_s)
+     for name, b_eager, b_fused, _, _, speedup, ratio, compile_s, eager, fused in chain_rows],
     formats={"bytes eager": lp.format_bytes, "bytes fused": lp.format_bytes,
-             "time eager": lp.format_seconds, "time compiled": lp.format_seconds,
-             "speedup": ".2f", "bytes ratio": ".2f", "compile time": lp.format_seconds})
+             "speedup": ".2f", "bytes ratio": ".2f", "compile time": lp.format_seconds}))
+print(f"measured bandwidth (measure_host): {lp.format_bandwidth(host.mem_bandwidth)}")
+print(load.note())
 
-# %%
+# %% slideshow={"slide_type": "fragment"}
 ax = new_axes(f"Memory-bound chains of one ref-small layer, {tokens} tokens ({device})",
               "bytes moved (predicted)", "time (s)")
 for i, (name, b_eager, b_fused, t_eager, t_fused, *_) in enumerate(chain_rows):
-    ax.loglog([b_eager, b_fused], [t_eager, t_fused], "-", color=f"C{i}")
-    ax.loglog(b_eager, t_eager, "o", color=f"C{i}", label=f"{name}: eager (circle), compiled (square)")
+    ax.loglog([b_eager, b_fused], [t_eager, t_fused], "-", color=f"C{i}", label=name)
+    ax.loglog(b_eager, t_eager, "o", color=f"C{i}")
     ax.loglog(b_fused, t_fused, "s", color=f"C{i}")
 sizes = np.logspace(5.5, 8.5)
 ax.loglog(sizes, sizes / host.mem_bandwidth, "k:", label="bytes / measured bandwidth")
-ax.legend(fontsize=8)
+ax.plot([], [], "ko", mfc="none", label="circle: eager")
+ax.plot([], [], "ks", mfc="none", label="square: compiled")
+ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, **LEGEND)  # below the data
 plt.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # **Figure 2.** Each chain's time against the bytes it moves, eager (circle) and compiled
 # (square), on this machine; the dotted line is the time at the bandwidth `measure_host`
 # measured. If fusion removes bytes and the chain is memory bound, the square sits left of and
@@ -269,50 +290,57 @@ plt.show()
 # squares, the softmax's maximum and sum): PyTorch's own CPU kernels for those are hand-tuned
 # and vectorized, the generated loop nest may be less so, and what fusion saves in bytes it
 # then loses in arithmetic. Fusion removes traffic; it does not promise a better kernel.
-#
+
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # ### Measured: a whole decode step, eager against compiled
 #
-# Chapter 2 measured the reference model's decode step at several times its roofline on a
+# Chapter 2 measured the reference model's decode step at several times its {term}`roofline` on a
 # small model. The bytes of a decode step are almost all weights, which fusion cannot remove,
 # so a compiled step should be no faster *by bytes*. What it removes is the work per operator
 # that is not arithmetic: Python dispatching each operator, allocating each output, launching
 # each kernel. A step of the tiny model `ref-tiny` launches a few hundred operators over
 # matrices of a few kilobytes, so that overhead is nearly all of its time.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 tiny = Transformer("ref-tiny", device=device, dtype=tdtype, max_seq_len=128)
 cache = KVCache(tiny, 1, 128)
 token = torch.zeros(1, 1, dtype=torch.long, device=device)
-with torch.inference_mode():
+with watch_load() as load, torch.inference_mode():
     start = time.perf_counter()
     compiled_tiny = torch.compile(tiny, fullgraph=True)
     compiled_tiny(token, 64, cache, last_only=True)
     tiny_compile_s = time.perf_counter() - start
-    eager_step = benchmark(lambda: tiny(token, 64, cache, last_only=True), warmup=2, repeat=10,
+    eager_step = benchmark(lambda: tiny(token, 64, cache, last_only=True), warmup=2, repeat=15,
                            device=device)
     compiled_step = benchmark(lambda: compiled_tiny(token, 64, cache, last_only=True), warmup=2,
-                              repeat=10, device=device)
+                              repeat=15, device=device)
 tiny_pred_s = tiny.step_costs("decode", 1, 64).on(host).time_s
 
-# %% tags=["nbval-ignore-output"]
-lp.Table(["ref-tiny decode step", "time", "against the roofline"],
-         [("roofline prediction (measure_host)", lp.format_seconds(tiny_pred_s), "1.0"),
-          ("eager", lp.format_seconds(eager_step.median_s), f"{eager_step.median_s / tiny_pred_s:.0f}x"),
-          ("compiled", lp.format_seconds(compiled_step.median_s),
-           f"{compiled_step.median_s / tiny_pred_s:.0f}x"),
-          ("compile time (once)", lp.format_seconds(tiny_compile_s), "")])
+# %% slideshow={"slide_type": "-"} tags=["nbval-ignore-output"]
+display(lp.Table(["ref-tiny decode step", "time, median of 15", "against the roofline"],
+                 [("roofline prediction (measure_host)", lp.format_seconds(tiny_pred_s), "1.0"),
+                  ("eager", median_iqr(eager_step), f"{eager_step.median_s / tiny_pred_s:.0f}x"),
+                  ("compiled", median_iqr(compiled_step),
+                   f"{compiled_step.median_s / tiny_pred_s:.0f}x"),
+                  ("compile time (once)", lp.format_seconds(tiny_compile_s), "")]))
+saved_per_step = eager_step.median_s - compiled_step.median_s
+print(f"compiled over eager: {compiled_step.median_s / eager_step.median_s:.2f} of the time; "
+      + (f"the compile time is repaid after {tiny_compile_s / saved_per_step:,.0f} steps"
+         if saved_per_step > 0 else "compiling does not pay here"))
+print(load.note())
 
-# %% [markdown]
-# Read the ratios, not the times. Eagerly, the step takes many times what its bytes and
-# FLOPs predict: its cost is the number of operators, not their size. Compiled, the same step
-# runs as a handful of generated kernels and comes closer to the prediction; how much closer
-# depends on what each operator costs beyond its work on your machine (on a GPU, where every
-# kernel launch costs microseconds, the gain is largest). The compile time, paid once, is
-# repaid after (compile time) / (eager step - compiled step) steps: compute it from the table
-# for your machine. On a larger model the
+# %% [markdown] slideshow={"slide_type": "-"}
+# Read the ratios, not the times. Where the eager step takes many times what its bytes and
+# FLOPs predict, its cost is the number of operators, not their size. Compiled, the same step
+# runs as a handful of generated kernels: compare its ratio with the eager one. How much closer
+# to the prediction it comes depends on what each operator costs beyond its work on your
+# machine (on a GPU, where every kernel launch costs microseconds, the gain is largest). The
+# compile time, paid once, is repaid after (compile time) / (eager step - compiled step)
+# steps: the cell prints that count for your machine. On a larger model the
 # weights dominate and the two converge; `benchmarks/fusion.py` measures both, with its
 # results in `benchmarks/results/fusion.md`.
-#
+
+# %% [markdown] slideshow={"slide_type": "-"}
 # :::{caution}
 # `torch.compile` on a CPU needs a C++ compiler, and on a GPU Triton. Where neither is
 # present, compiling fails at the first call: the prediction above still holds, but the
@@ -321,9 +349,10 @@ lp.Table(["ref-tiny decode step", "time", "against the roofline"],
 # symbol): time that a benchmark must not count.
 # :::
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 7.2 FlashAttention
-#
+
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # ### Tiling with the online softmax
 #
 # The softmax of a row needs its maximum and its sum over *all* keys, which seems to demand the
@@ -349,7 +378,7 @@ lp.Table(["ref-tiny decode step", "time", "against the roofline"],
 # `scaled_dot_product_attention` at lengths that are not multiples of the block size; the
 # test suite checks it with random lengths and block sizes (`tests/test_kernels.py`).
 
-# %%
+# %% slideshow={"slide_type": "-"}
 gen = torch.Generator().manual_seed(0)
 for n, block, causal in [(100, 64, False), (100, 64, True), (257, 32, True), (5, 64, True)]:
     q, k, v = (torch.randn(1, 4, n, 32, generator=gen) for _ in range(3))
@@ -359,7 +388,7 @@ for n, block, causal in [(100, 64, False), (100, 64, True), (257, 32, True), (5,
     assert torch.allclose(tiled, reference, atol=1e-5) and torch.allclose(fused, reference, atol=1e-5)
 print("tiled attention equals the standard algorithm and PyTorch's SDPA in every case")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # ### Its memory traffic
 #
 # Count accesses to off-chip memory, in elements, for one head. The standard algorithm reads
@@ -390,7 +419,7 @@ print("tiled attention equals the standard algorithm and PyTorch's SDPA in every
 # has 164 KiB {cite:p}`nvidia_ampere_tuning`. The cell prints the block of queries each allows
 # and checks the count by hand against `llmperf`.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 d, N, sram_a10, sram_a100 = 128, 4096, 100 * lp.KiB, 164 * lp.KiB
 
 
@@ -418,22 +447,28 @@ lp.Table(["one head, N = 4,096", "accesses (elements)", "against standard"],
               ("tiled, A100 (164 KiB), d = 64", flash_attention_accesses(N, 64, sram_a100), 64)]],
          formats={"accesses (elements)": "{:,.0f}".format, "against standard": ".2f"})
 
-# %%
+# %% slideshow={"slide_type": "fragment"}
 seq = 2 ** np.arange(8, 17)
 ax = new_axes("Off-chip accesses of one attention head (fp16)", "sequence length N (tokens)",
               "accesses (elements)")
 for dd, style in ((128, "-"), (64, "--")):
-    ax.loglog(seq, [standard_attention_accesses(int(n), dd) for n in seq], "k" + style,
-              label=f"standard, d = {dd}")
-    for acc_name, sram, color in (("A10", sram_a10, "C0"), ("A100", sram_a100, "C1")):
+    ax.loglog(seq, [standard_attention_accesses(int(n), dd) for n in seq], "k" + style)
+    for sram, color in ((sram_a10, "C0"), (sram_a100, "C1")):
         ax.loglog(seq, [flash_attention_accesses(int(n), dd, sram) for n in seq], style,
-                  color=color, label=f"tiled on {acc_name} ({sram // lp.KiB} KiB), d = {dd}")
-ax.loglog(seq, [flash_attention_order(int(n), 64, sram_a100) for n in seq], ":", color="gray",
-          label="N^2 d^2 / M (A100, d = 64)")
-ax.legend(fontsize=8)
+                  color=color)
+order = [flash_attention_order(int(n), 64, sram_a100) for n in seq]
+ax.loglog(seq, order, ":", color="gray")
+# one legend entry per color and per line style, below the axes
+for label, color in (("standard", "k"), (f"tiled on A10 ({sram_a10 // lp.KiB} KiB)", "C0"),
+                     (f"tiled on A100 ({sram_a100 // lp.KiB} KiB)", "C1")):
+    ax.plot([], [], color=color, label=label)
+for label, style in (("solid: d = 128", "-"), ("dashed: d = 64", "--")):
+    ax.plot([], [], "k" + style, label=label)
+ax.plot([], [], ":", color="gray", label="N^2 d^2 / M (A100, d = 64)")
+ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, **LEGEND)
 plt.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # **Figure 3.** Off-chip accesses of one head against $N$. Every curve grows as $N^2$ at long
 # sequences; what tiling changes is the constant, from 4 to about $8d^2/M$, and more on-chip
 # memory keeps lowering it: nothing caps the block of queries at $d$ rows. At $N = 4096$ and
@@ -447,7 +482,7 @@ plt.show()
 # and beside the intensity counted at one read of $Q$, $K$, $V$ and one write of $O$, the fused
 # kernel's; the last column is the roofline's bound, $\min(1, I/I^{*})$ of the peak:
 
-# %%
+# %% slideshow={"slide_type": "-"}
 intensity_rows = [
     ("standard algorithm", "A10", lp.attention_cost(N, d).intensity, a10),
     ("tiled, every reread from memory (100 KiB)", "A10",
@@ -461,7 +496,7 @@ lp.Table(["one head, N = 4,096, d = 128", "GPU", "FLOP per byte", "ridge", "boun
           for label, gpu, i, acc in intensity_rows],
          formats={"FLOP per byte": ".1f", "ridge": ".1f", "bound (share of peak)": ".0%"})
 
-# %% tags=["hide-cell"]
+# %% slideshow={"slide_type": "skip"} tags=["hide-cell"]
 # The numbers of Figure 3's caption and of the next paragraph, checked against llmperf.
 share = {(gpu, dd): flash_attention_accesses(N, dd, sram) / standard_attention_accesses(N, dd)
          for gpu, sram in (("A10", sram_a10), ("A100", sram_a100)) for dd in (64, 128)}
@@ -479,7 +514,7 @@ assert round(tiled_a100) == 158 and round(a100.ridge_point("fp16")) == 153
 assert tiled_a100 > a100.ridge_point("fp16")
 assert round(a100_40.ridge_point("fp16")) == 201 and round(tiled_a100 / a100_40.ridge_point("fp16"), 2) == 0.79
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # Read the count as a pessimistic bound, not as the kernel's traffic. On the A10 it would cap
 # a kernel at 98 FLOP per byte, under half of the peak at a ridge of 208. On the A100 80GB,
 # whose 164 KiB per SM hold blocks of 164 queries at $d = 128$, it gives about 158 FLOP per
@@ -492,14 +527,16 @@ assert round(a100_40.ridge_point("fp16")) == 201 and round(tiled_a100 / a100_40.
 # {cite:p}`dao2023flashattention2`. A count of off-chip bytes sees neither. Real kernels also beat
 # the count where blocks of queries running side by side read the same blocks of $K$ and $V$
 # and the L2 cache serves the rereads; the count alone cannot tell how much.
-#
+
+# %% [markdown] slideshow={"slide_type": "fragment"}
 # :::{important}
 # Tiling removes the $N \times N$ matrices from memory; what remains is $Q$, $K$, $V$ and $O$,
 # with $K$ and $V$ reread once per block of queries at worst, and fewer blocks the more on-chip
 # memory there is. Attention stops being memory bound, and its memory footprint stops growing
 # as $N^2$.
 # :::
-#
+
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # ### Measured: time and peak memory against N
 #
 # Three implementations of one layer's attention (4 heads of $d = 64$, causal): the standard
@@ -511,56 +548,78 @@ assert round(a100_40.ridge_point("fp16")) == 201 and round(tiled_a100 / a100_40.
 # fused kernel's small per-thread buffers). We give the standard algorithm a budget of 64 MiB
 # of live tensors and do not run it where its two $N \times N$ matrices would exceed it.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 heads, dh, budget = 4, 64, 64 * lp.MiB
 lengths = [128, 256, 512, 1024, 2048]
 attention_rows = []
-for n in lengths:
-    q, k, v = (torch.randn(1, heads, n, dh, generator=gen).to(device, tdtype) for _ in range(3))
-    runs = {"standard": lambda q, k, v: standard_attention(q, k, v, causal=True),
-            "tiled (ours)": lambda q, k, v: flash_attention(q, k, v, causal=True, block_size=128),
-            "SDPA (fused)": lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)}
-    for name, fn in runs.items():
-        if name == "standard" and 2 * heads * n * n * q.element_size() > budget:
-            attention_rows.append((name, n, None, None))  # S and P alone exceed the budget
-            continue
-        with torch.inference_mode():
-            peak = peak_tensor_bytes(fn, q, k, v)
-            timing = benchmark(lambda f=fn, a=(q, k, v): f(*a), warmup=1, repeat=3 if n >= 1024 else 5,
-                               device=device)
-        attention_rows.append((name, n, timing.median_s, peak))
+with watch_load() as load:
+    for n in lengths:
+        q, k, v = (torch.randn(1, heads, n, dh, generator=gen).to(device, tdtype) for _ in range(3))
+        runs = {"standard": lambda q, k, v: standard_attention(q, k, v, causal=True),
+                "tiled (ours)": lambda q, k, v: flash_attention(q, k, v, causal=True,
+                                                                block_size=128),
+                "SDPA (fused)": lambda q, k, v: F.scaled_dot_product_attention(q, k, v,
+                                                                               is_causal=True)}
+        for name, fn in runs.items():
+            if name == "standard" and 2 * heads * n * n * q.element_size() > budget:
+                attention_rows.append((name, n, None, None))  # S and P alone exceed the budget
+                continue
+            with torch.inference_mode():
+                peak = peak_tensor_bytes(fn, q, k, v)
+                timing = benchmark(lambda f=fn, a=(q, k, v): f(*a), warmup=1,
+                                   repeat=5 if n >= 1024 else 9, device=device)
+            attention_rows.append((name, n, timing, peak))
 
-# %% tags=["nbval-ignore-output"]
-from IPython.display import display
-
-display(lp.Table(["implementation", "N", "time", "peak tensor memory"], attention_rows,
-                 formats={"time": lp.format_seconds, "peak tensor memory": lp.format_bytes}))
-standard_s = {n: t for name, n, t, _ in attention_rows if name == "standard" and t is not None}
-tiled_s = {n: t for name, n, t, _ in attention_rows if name == "tiled (ours)"}
+# %% slideshow={"slide_type": "-"} tags=["nbval-ignore-output"]
+display(lp.Table(["implementation", "N", "time, median (IQR)", "peak tensor memory"],
+                 [(name, n, "" if t is None else median_iqr(t), p)
+                  for name, n, t, p in attention_rows],
+                 formats={"peak tensor memory": lp.format_bytes}))
+standard_s = {n: t.median_s for name, n, t, _ in attention_rows
+              if name == "standard" and t is not None}
+tiled_s = {n: t.median_s for name, n, t, _ in attention_rows if name == "tiled (ours)"}
 print("tiled time / standard time, where both ran: "
       + ", ".join(f"N = {n}: {tiled_s[n] / standard_s[n]:.2f}" for n in standard_s))
 tiled_faster = [n for n in standard_s if tiled_s[n] < standard_s[n]]
 print("lengths where the tiled one is faster: " + (", ".join(map(str, tiled_faster)) or "none"))
+print(load.note())
 
-# %%
-fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+# %% slideshow={"slide_type": "skip"} tags=["hide-cell"]
+# Figure 4's caption: the standard algorithm's peak memory grows as N^2 (eight times N gives
+# far more than eight times the bytes), the tiled algorithm's and SDPA's as N or slower.
+_peak = {(name, n): p for name, n, _, p in attention_rows if p is not None}
+assert _peak["standard", 1024] > 30 * _peak["standard", 128]
+assert all(_peak[name, 2048] < 20 * _peak[name, 128] for name in ("tiled (ours)", "SDPA (fused)"))
+
+# %% slideshow={"slide_type": "fragment"}
+fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.0, 7.6), sharex=True)
 for i, name in enumerate(["standard", "tiled (ours)", "SDPA (fused)"]):
     pts = [(n, t, p) for nm, n, t, p in attention_rows if nm == name and t is not None]
     ns, ts, ps = zip(*pts)
-    left.loglog(ns, ts, "o-", color=f"C{i}", label=name)
-    right.loglog(ns, ps, "o-", color=f"C{i}", label=name)
-right.axhline(budget, color="gray", linestyle=":", label="budget (64 MiB)")
-left.set(title=f"Causal attention, 4 heads, d = 64 ({device})", xlabel="N (tokens)", ylabel="time (s)")
-right.set(title="Peak tensor memory", xlabel="N (tokens)", ylabel="bytes")
-left.legend()
-right.legend()
+    quartiles = [statistics.quantiles(t.samples_s, n=4) for t in ts]
+    mid = [t.median_s for t in ts]
+    top.errorbar(ns, mid, yerr=[[m - q[0] for m, q in zip(mid, quartiles)],
+                                [q[2] - m for m, q in zip(mid, quartiles)]],
+                 fmt="o-", color=f"C{i}", capsize=3, label=name)
+    bottom.plot(ns, [p / lp.MiB for p in ps], "o-", color=f"C{i}")
+bottom.axhline(budget / lp.MiB, color="gray", linestyle=":", label="budget (64 MiB)")
+for ax in (top, bottom):
+    ax.set(xscale="log", yscale="log")
+    ax.set_xticks(lengths, [str(n) for n in lengths])
+    ax.minorticks_off()
+top.set(title=f"Causal attention, 4 heads, d = 64 ({device}): time", ylabel="time (s)")
+bottom.set(title="Peak tensor memory", xlabel="N (tokens)", ylabel="MiB")
+bottom.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+fig.legend(loc="lower center", ncol=4, **LEGEND)  # one legend for both panels, below them
+fig.tight_layout(rect=(0, 0.05, 1, 1))
 plt.show()
 
-# %% [markdown]
-# **Figure 4.** Left: time against $N$; right: the most memory the tensors of each
+# %% [markdown] slideshow={"slide_type": "-"}
+# **Figure 4.** Top: time against $N$ (the median, with bars from the first to the third
+# quartile of the runs); bottom: the most memory the tensors of each
 # implementation hold at once. The standard algorithm's memory grows as $N^2$ (it holds $S$
 # and $P$) and leaves the budget; its last point is the longest sequence that fits. The tiled
-# algorithm and SDPA grow as $N$: they hold $Q$, $K$, $V$, $O$ and a block of scores. The
+# algorithm and SDPA grow as $N$ at most: they hold $Q$, $K$, $V$, $O$ and a block of scores. The
 # times tell a different story from the memory. Our tiled version is plain PyTorch: for every
 # pair of blocks the Python interpreter runs a handful of small operators (a product, the
 # mask on the diagonal, the online-softmax update), each its own kernel, one after another,
@@ -574,11 +633,12 @@ plt.show()
 # tensor. It demonstrates the
 # algorithm and its footprint, not the speed, which comes only when the loop is one kernel
 # that keeps its blocks on chip, as SDPA's is.
-#
+
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # ### Decode, and split-K
 #
 # In a decode step a sequence has one query per head: there is no $N \times N$ matrix to
-# avoid, only a vector of $N$ scores per head, and the step's bytes are the KV cache's, which
+# avoid, only a vector of $N$ scores per head, and the step's bytes are the {term}`KV cache`'s, which
 # any algorithm must read once. FlashAttention's gain is therefore mostly in the prefill. What
 # decode needs is parallelism: a fused kernel gives each (sequence, head) pair to one block of
 # threads, so a batch of one on a 32-head model keeps 32 streaming multiprocessors (SMs) busy,
@@ -593,7 +653,7 @@ plt.show()
 # then gains less. The A10 has 72 SMs (one per RT core in its datasheet
 # {cite:p}`nvidia_a10`).
 
-# %%
+# %% slideshow={"slide_type": "-"}
 sms_a10 = 72
 split_rows = []
 for ctx in (1024, 4096, 16384):
@@ -606,7 +666,7 @@ lp.Table(["context", "pieces", "attention per step", "pieces split-K", "split-K"
          formats={"attention per step": lp.format_seconds, "split-K": lp.format_seconds,
                   "speedup": ".2f"})
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # The prediction: at batch 1 split-K lets all 72 SMs read the cache, and under the
 # assumption of bandwidth in proportion to busy SMs the attention time falls by
 # $72/32 = 2.25$ at every context (less, if 32 SMs already draw more than 32/72 of the
@@ -616,7 +676,8 @@ lp.Table(["context", "pieces", "attention per step", "pieces split-K", "split-K"
 # authors report up to 8 times faster generation for very long sequences on CodeLlama 34B
 # {cite:p}`dao2023flashdecoding`, because there the standard kernels also lose bandwidth to
 # other causes our model leaves out.
-#
+
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # ### Published figures beside ours
 #
 # The FlashAttention paper {cite:p}`dao2022flashattention` reports, on A100 GPUs: up to
@@ -627,7 +688,7 @@ lp.Table(["context", "pieces", "attention per step", "pieces split-K", "split-K"
 # accesses. The end-to-end gains are smaller than the attention-only one for the reason of
 # chapter 4: the rest of the step, the matrix products, does not change.
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Worked problems
 #
 # **Problem 1.** How many bytes does fusing the rotary embedding save in one 2,048-token
@@ -663,7 +724,7 @@ lp.Table(["context", "pieces", "attention per step", "pieces split-K", "split-K"
 #
 # </details>
 
-# %% tags=["hide-cell"]
+# %% slideshow={"slide_type": "skip"} tags=["hide-cell"]
 # The worked problems' answers, checked against llmperf.
 rope = chain_costs(llama, "prefill", 1, 2048)[2]
 assert rope.name == "rotary" and rope.saved_bytes == 8 * 16_777_216 * 2 * 32
@@ -672,8 +733,11 @@ assert CHAINS["residual_norm"].unfused_passes == 7 and CHAINS["residual_norm"].f
 assert flash_attention_accesses(2048, 64, 64 * lp.KiB) == 4_456_448 == 34 * 131_072
 assert standard_attention_accesses(2048, 64) == 17_301_504
 assert 3.8 < 17_301_504 / 4_456_448 < 4
+# The summary: fusing the chains divides their bytes by 1.6 to 5.
+_ratios = [c.unfused.bytes / c.fused.bytes for c in chain_costs(llama, "prefill", 1, 2048)]
+assert 1.6 < min(_ratios) and round(max(_ratios), 2) == 5.0
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Summary
 #
 # - An operator fuses with its neighbour when the tensor between them has no other consumer
@@ -681,21 +745,23 @@ assert 3.8 < 17_301_504 / 4_456_448 < 4
 #   freely; matrix products end a chain unless a tiled algorithm spans them.
 # - Fusing a block's memory-bound chains divides their bytes by 1.6 to 5. It saves time where
 #   they are large: in the prefill, and above all in the softmax over $hN^2$ scores.
-# - In decode the chains' bytes are negligible; compiling a small model's step still pays,
+# - In decode the chains' bytes are negligible; compiling a small model's step can still pay,
 #   because it removes per-operator overhead, the reason small models decode far above their
-#   roofline.
+#   roofline (section 7.1 measures by how much on your machine).
 # - FlashAttention computes exact attention with the online softmax, block by block, and
 #   never writes $S$ or $P$: $\Theta(N^2 d^2/M)$ accesses against $\Theta(Nd + N^2)$, memory
-#   linear in $N$, and in practice (with the L2 cache) a compute-bound kernel.
+#   linear in $N$, and in practice (with the L2 cache) a {term}`compute-bound <compute bound>` kernel.
 # - Its gain is in the prefill; in decode, split-K (Flash-Decoding) fills the GPU when the
 #   batch and heads alone do not.
-#
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Exercises
 #
 # `exercises/07_fusion.py`: bytes saved by fusing a chain, which pairs of a small graph may
 # fuse, the online-softmax update written by hand, and the accesses of standard and tiled
 # attention.
-#
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## References
 #
 # ```{bibliography}
