@@ -8,13 +8,13 @@
 #     name: python3
 # ---
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # # Chapter 2: Phases: prefill and autoregression
 #
 # A user sends a prompt and watches the answer appear. Two waits shape the experience: how long
 # until the first word shows up, and how fast the words follow. They come from the two phases
-# every request goes through. In **prefill** the model reads the whole prompt in one forward
-# pass and produces the first new token. In **autoregression** (decode) it produces the
+# every request goes through. In **{term}`prefill`** the model reads the whole prompt in one forward
+# pass and produces the first new token. In **autoregression** ({term}`decode`) it produces the
 # remaining tokens one at a time, each step feeding the token just chosen back in. Chapter 1
 # showed that both phases do about $2P$ FLOPs per token; this chapter measures how differently
 # they behave in time, on your machine, and sets the predictions of `llmperf` beside every
@@ -26,8 +26,8 @@
 # - explain why prefill processes a prompt in one pass while decode needs one pass per token;
 # - predict prefill time against prompt length and decode time per token against context
 #   length from FLOPs, bytes and your machine's measured limits, and check the predictions;
-# - define and compute time to first token (TTFT), time per output token (TPOT) and tokens per
-#   second from the timestamps of a real generation, and draw a request's timeline;
+# - define and compute time to first token ({term}`TTFT`), time per output token ({term}`TPOT`)
+#   and tokens per second from the timestamps of a real generation, and draw a request's timeline;
 # - sample the next token greedily, with a temperature, or from the top $k$, reproducibly.
 # :::
 #
@@ -40,7 +40,7 @@
 # CPU otherwise. Its weights are random: the tokens it produces mean nothing, but its timing is
 # that of a trained model of the same shape, since the arithmetic does not depend on the values.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -55,12 +55,23 @@ use_style()
 torch.manual_seed(0)
 np.random.seed(0)
 device = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def legend_below(ax, ncol=2):
+    """The legend of `ax` under the figure's plots, where no measured point can land."""
+    if ax.get_legend() is not None:  # one drawn inside the axes (plot_roofline draws one)
+        ax.get_legend().remove()
+    ax.figure.set_layout_engine("constrained")
+    ax.figure.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=ncol,
+                     fontsize="medium")
+
+
 ref = lp.get_model("ref-small")
 llama = lp.get_model("llama-2-7b")
 a10 = lp.get_accelerator("A10")
 print(f"device: {device}; torch {torch.__version__}")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 2.1 Two phases
 #
 # Let the prompt be tokens $x_1, \dots, x_S$. The model maps a sequence to a distribution over
@@ -75,7 +86,7 @@ print(f"device: {device}; torch {torch.__version__}")
 # **Autoregression** then repeats: append the chosen token, run the model on it, sample the
 # next; serving systems schedule requests at the granularity of these steps
 # {cite:p}`yu2022orca`. Step $j$ cannot begin before step $j-1$ has chosen its token, because that token is
-# step $j$'s input. With a KV cache (the subject of chapter 3) each step processes a single new
+# step $j$'s input. With a {term}`KV cache` (the subject of chapter 3) each step processes a single new
 # token: step $j$ attends to the $S + j - 1$ keys and values already cached (the prompt and the
 # $j - 1$ tokens fed back before it) plus its own. Writing $T_{\text{step}}(N)$ for a step with
 # $N$ cached tokens, generating $G$ tokens takes one prefill and $G - 1$ decode steps:
@@ -87,7 +98,7 @@ print(f"device: {device}; torch {torch.__version__}")
 # The cell below checks the definition on the reference model: the first token `generate`
 # returns is the most likely next token under the logits of one forward pass over the prompt.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 model = Transformer(ref, device=device, max_seq_len=1152, seed=0)
 prompt = torch.randint(0, ref.vocab_size, (1, 64), generator=torch.Generator().manual_seed(1))
 with torch.inference_mode():
@@ -97,15 +108,16 @@ print("logits of the prefill:", tuple(logits.shape))
 assert out.tokens[0, 0].item() == logits[0, -1].argmax().item()
 print("first generated token equals argmax of the prefill's last logits: True")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "fragment"}
 # :::{important}
 # The prefill yields the first token; each further token costs one decode step that
 # must wait for the token before it.
 # :::
-#
+
+# %% [markdown] slideshow={"slide_type": "-"}
 # Both phases do about the same arithmetic per token. The difference is the shape of the work.
 # A prefill multiplies each weight matrix $W \in \mathbb{R}^{K \times M}$ by $S$ token vectors:
-# $2SKM$ FLOPs against roughly $KM$ weights read, an arithmetic intensity that grows with $S$.
+# $2SKM$ FLOPs against roughly $KM$ weights read, an {term}`arithmetic intensity` that grows with $S$.
 # A decode step multiplies it by one vector: $2KM$ FLOPs for $KM$ weights, about one FLOP per
 # byte in 16-bit formats, two FLOPs per four bytes in fp32 {cite:p}`pope2023scaling`. The
 # lecture's simple model {cite:p}`krishnamurthy2024lecture,shenoy2023baseten` turns this
@@ -119,7 +131,7 @@ print("first generated token equals argmax of the prefill's last logits: True")
 # For Llama 2 7B in fp16 ($b = 2$) on an A10 (125 TFLOP/s, 600 GB/s {cite:p}`nvidia_a10`), with
 # a prompt of 350 tokens and 150 output tokens:
 
-# %%
+# %% slideshow={"slide_type": "-"}
 est = lp.simple_latency(llama, a10, prompt_tokens=350, output_tokens=150, dtype="fp16")
 fine = lp.roofline_latency(llama, a10, prompt_tokens=350, output_tokens=150, dtype="fp16")
 simple_step = est.tpot_s  # 2P / beta
@@ -134,17 +146,23 @@ lp.Table(["model", "prefill", "per decode step", "decode steps", "total"], [
 ], formats={"prefill": lp.format_seconds, "per decode step": lp.format_seconds,
             "total": lp.format_seconds})
 
-# %% [markdown]
+# %% slideshow={"slide_type": "skip"} tags=["hide-cell"]
+# The numbers of the paragraph below, from the cell above.
+assert 175 < lp.decode_step_time(llama, a10, 350) / fine.prefill_s * 350 < 200  # "nearly two hundred"
+assert abs(fine.total_s / est.total_s - 1) < 0.01  # "within about one percent"
+assert lp.decode_step_time(llama, a10, 1) < simple_step < lp.decode_step_time(llama, a10, 4096)
+
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # On the A10, one decode step takes about as long as the prefill of nearly two hundred prompt
-# tokens, even though it processes a single token. The simple model charges only weight traffic and
-# weight arithmetic, $2P$ of each per token. The per-operator roofline model
+# tokens, even though it processes a single token (the cell prints the count). The simple model charges only weight traffic and
+# weight arithmetic, $2P$ of each per token. The per-operator {term}`roofline` model
 # {cite:p}`williams2009roofline,yuan2024unveiled` (`lp.roofline_latency`, which sums `lp.step_costs` over the prefill and every decode step) adds attention, the KV cache
 # reads and the element-wise operators, and it charges each matrix only for what a step really
 # does with it: the embedding table is a lookup (a step reads one row of it) and the LM head runs for
 # the last position only. (Both models charge $G - 1$ decode steps, not $G$, because the prefill
 # yields the first token.) These differences have opposite signs and nearly cancel here, so the
-# two totals land within about one percent of each other; chapter 4 (section 4.6) prints the
-# split term by term.
+# two totals in the table land within about one percent of each other; chapter 4 (section 4.6)
+# prints the split term by term.
 #
 # Neither model is a lower bound on time. Both are *optimistic estimates* under stated
 # assumptions: every operator runs at the peak arithmetic rate or at the full bandwidth, each
@@ -157,25 +175,43 @@ lp.Table(["model", "prefill", "per decode step", "decode steps", "total"], [
 # To make the same predictions for your machine, we need its $\Pi$ and $\beta$. `measure_host()`
 # measures them, with a large matrix multiplication and a large copy, and returns an
 # `Accelerator` that every `llmperf` calculator accepts. `lp.ffn_critical_batch` then gives the
-# number of tokens per pass from which the FFN's weight products turn compute bound on it (for a
-# $b$-byte format, about the ridge point $\Pi/\beta$ times $b/2$).
+# number of tokens per pass from which the FFN's weight products turn {term}`compute bound` on it,
+# the FFN's {term}`critical batch`
+# (for a $b$-byte format, about the {term}`ridge point` $\Pi/\beta$ times $b/2$). A single probe
+# can catch the machine in a busy moment, so the cell probes three times and keeps the median
+# peak and the median bandwidth, printing the range of the three beside them; the last line
+# says whether other programs used the processor meanwhile.
 
-# %% tags=["nbval-ignore-output"]
+# %% slideshow={"slide_type": "-"} tags=["nbval-ignore-output"]
+import dataclasses
+import statistics
+
+from IPython.display import display
+
+from llmperf.measured.load import watch_load
 from llmperf.measured.measure import measure_decode, measure_host, measure_prefill
 
-host = measure_host(dtypes=("fp32",), device=device, progress=False)
 dtype = "fp32"
-print(f"{host.name}: {lp.format_flop_rate(host.peak(dtype))} ({dtype}), "
-      f"{lp.format_bandwidth(host.mem_bandwidth)}, ridge point {host.ridge_point(dtype):.1f} FLOP/B")
+with watch_load() as load:
+    probes = [measure_host(dtypes=(dtype,), device=device, progress=False) for _ in range(3)]
+peaks, bandwidths = [a.peak(dtype) for a in probes], [a.mem_bandwidth for a in probes]
+host = dataclasses.replace(probes[0], peak_flops={dtype: statistics.median(peaks)},
+                           mem_bandwidth=statistics.median(bandwidths))
+print(f"{host.name}: {lp.format_flop_rate(host.peak(dtype))} ({dtype}; three probes "
+      f"{lp.format_flop_rate(min(peaks))} to {lp.format_flop_rate(max(peaks))}), "
+      f"{lp.format_bandwidth(host.mem_bandwidth)} (three probes {lp.format_bandwidth(min(bandwidths))} "
+      f"to {lp.format_bandwidth(max(bandwidths))}), ridge point {host.ridge_point(dtype):.1f} FLOP/B")
 print(f"FFN weight products turn compute bound from about "
       f"{lp.ffn_critical_batch(ref, host, dtype=dtype)} tokens per pass")
+print(load.note())
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 2.2 Prefill time against prompt length
 #
 # **Prediction.** `lp.prefill_time(ref, host, S)` sums the roofline time of every operator of a
 # prefill of $S$ tokens on the measured machine. The reference model runs a prefill's attention
-# as one fused causal kernel (`model.attention_kernel["prefill"]`), so the prediction counts it
+# as one fused causal kernel (`model.attention_kernel["prefill"]`, in the manner of
+# {term}`FlashAttention`), so the prediction counts it
 # that way: `model.step_costs("prefill", 1, S)` is the cost table of the step as the model runs
 # it, placed on the measured machine's roofline with `.on(host)`, which is also what
 # `Measurement.predicted_s` uses; the lecture's standard algorithm stays the count for the A10
@@ -186,27 +222,46 @@ print(f"FFN weight products turn compute bound from about "
 # to $S$; for long prompts the $S^2$ attention term adds curvature.
 #
 # **Measurement.** `measure_prefill` times one forward pass over a random prompt of each length,
-# nine times after a warm-up; the table and the figure use the median, which a few runs disturbed
-# by other programs do not move. The achieved rate is the `Measurement`'s `flops_per_s`: the
-# FLOPs of the same step over that median.
+# nine times after a warm-up. The table and the figure use the median, which a few runs disturbed
+# by other programs do not move, and the table prints the interquartile range (IQR) of the nine
+# beside it: a wide IQR says the runs scattered. The achieved rate is the `Measurement`'s
+# `flops_per_s`: the FLOPs of the same step over that median. Below the table the cell prints
+# the two numbers Figure 1 is about: how much longer a prompt of 8 tokens takes than a prompt of
+# one, and the slope between the two longest prompts (1 means twice the prompt, twice the time),
+# each measured and predicted.
 
-# %% tags=["nbval-ignore-output"]
+# %% slideshow={"slide_type": "-"} tags=["nbval-ignore-output"]
 prompt_lens = [1, 8, 64, 256, 512]
 prefill_pred = [model.step_costs("prefill", 1, n).on(host).time_s for n in prompt_lens]
 assert prefill_pred == [lp.prefill_time(ref, host, n, dtype=dtype,
                                         attention=model.attention_kernel["prefill"])
                         for n in prompt_lens]
-prefill_runs = [measure_prefill(model, n, repeat=9) for n in prompt_lens]
+with watch_load() as load:
+    prefill_runs = [measure_prefill(model, n, repeat=9) for n in prompt_lens]
 assert all(m.predicted_s(host) == p for m, p in zip(prefill_runs, prefill_pred))  # the same work
 prefill_meas = [m.timing.median_s for m in prefill_runs]
-lp.Table(["S", "predicted", "measured", "measured / predicted", "tokens/s", "achieved"],
-         [(n, p, m.timing.median_s, m.timing.median_s / p, m.tokens_per_s, m.flops_per_s)
-          for n, p, m in zip(prompt_lens, prefill_pred, prefill_runs)],
-         formats={"predicted": lp.format_seconds, "measured": lp.format_seconds,
-                  "measured / predicted": ".2f", "tokens/s": ",.0f",
-                  "achieved": lp.format_flop_rate})
+display(lp.Table(["S", "predicted", "measured (median)", "IQR", "measured / predicted", "tokens/s",
+                  "achieved"],
+                 [(n, p, m.timing.median_s, m.timing.iqr_s, m.timing.median_s / p,
+                   m.tokens_per_s, m.flops_per_s)
+                  for n, p, m in zip(prompt_lens, prefill_pred, prefill_runs)],
+                 formats={"predicted": lp.format_seconds, "measured (median)": lp.format_seconds,
+                          "IQR": lp.format_seconds, "measured / predicted": ".2f",
+                          "tokens/s": ",.0f", "achieved": lp.format_flop_rate}))
 
-# %%
+
+def slope(times, lengths):
+    """Slope on log-log axes between the last two points: 1 means time proportional to length."""
+    return float(np.log(times[-1] / times[-2]) / np.log(lengths[-1] / lengths[-2]))
+
+
+print(f"S = 8 against S = 1: measured x{prefill_meas[1] / prefill_meas[0]:.2f}, "
+      f"predicted x{prefill_pred[1] / prefill_pred[0]:.2f}")
+print(f"slope from S = {prompt_lens[-2]} to {prompt_lens[-1]}: measured "
+      f"{slope(prefill_meas, prompt_lens):.2f}, predicted {slope(prefill_pred, prompt_lens):.2f}")
+print(load.note())
+
+# %% slideshow={"slide_type": "fragment"}
 ax = new_axes("Prefill time against prompt length (ref-small)", "prompt length S (tokens)",
               "time of the prefill (s)")
 ax.loglog(prompt_lens, prefill_meas, "o-", label="measured")
@@ -214,18 +269,22 @@ ax.loglog(prompt_lens, prefill_pred, "s--", label="predicted: roofline on measur
 ax.set_xscale("log", base=2)
 ax.set_xticks(prompt_lens, [str(n) for n in prompt_lens])
 ax.minorticks_off()
-ax.legend()
+legend_below(ax)
 plt.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # **Figure 1.** Median time of one prefill of the reference model against prompt length, both
-# axes logarithmic, with the roofline prediction for this machine beside it. At the left the
-# prediction is flat: a prompt of a few tokens costs about as much as a prompt of one, because
-# the time goes into reading the weights, not into arithmetic. At the right both rise with slope
-# about one: twice the prompt, twice the time.
+# axes logarithmic, with the roofline prediction for this machine beside it. Look at the
+# prediction first. At the left it is nearly flat while the prompt stays below the number of
+# tokens from which the FFN's products turn compute bound (printed with the machine's roofline
+# above): a prompt of a few tokens then costs about as much as a prompt of one, because the time
+# goes into reading the weights, not into arithmetic. At the right it rises with slope about
+# one: twice the prompt, twice the time. The cell above prints both ratios for the measurement
+# too: whether your machine's curve is flat at the left and has slope one at the right is the
+# question the rest of this section answers.
 #
 # The printed ratio of measured to predicted time is the efficiency gap, and its shape over $S$
-# tells more than any one value. Look first at the shortest prompts. On many CPUs the measured
+# tells more than any one value. Look first at the shortest prompts (the first printed line). On many CPUs the measured
 # time *climbs* from $S = 1$ to a few tokens while the prediction stays flat, so the ratio grows
 # there. A fixed cost per operator cannot do that (it would be the same at every $S$); the kernel
 # does. With one token each weight product is a matrix-vector product (GEMV), which the math
@@ -242,18 +301,20 @@ plt.show()
 # well; fixed per-operator costs (Python overhead per layer, on a GPU the launch latency of each
 # kernel) then show as a ratio that is simply largest for the shortest prompts. Finally, if other
 # programs share your processor while the cell runs, every measured time rises and scatters; the
-# median of several runs dampens that but cannot remove it.
-#
+# median of several runs dampens that but cannot remove it. The IQR column shows the scatter,
+# and the last line of the cell's output says whether other programs were running.
+
+# %% [markdown] slideshow={"slide_type": "fragment"}
 # :::{important}
 # Prefill time is nearly constant for short prompts and proportional to the prompt
 # for long ones; the cost per prompt token falls until the machine's arithmetic is saturated.
 # :::
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 2.3 Decode time per token against context length
 #
 # **Prediction.** One decode step reads every weight once and the cached keys and values of all
-# earlier tokens, and does about $2P + 4LNhd$ FLOPs. At batch 1 it is memory bound, so
+# earlier tokens, and does about $2P + 4LNhd$ FLOPs. At batch 1 it is {term}`memory bound`, so
 #
 # $$
 # T_{\text{step}}(N) \approx \frac{b\,P + 2\,b\,L\,N\,h_{kv} d}{\beta},
@@ -269,26 +330,37 @@ plt.show()
 # position $N$, attending to the $N$ cached keys and values plus the new token's own. Each timed
 # step overwrites the same cache slot, so the context stays at $N$ throughout. (The values in the
 # cache do not matter: they change no FLOP and no byte.) A step is short, so the cell times 32 of
-# them and takes the median.
+# them and prints their median and IQR. Below the table it prints what Figure 2 is about: how
+# much longer a step with the longest context takes than one with the shortest, and how many
+# times longer a decode step takes than the prefill spends on one prompt token (at $S = 512$,
+# from section 2.2).
 
-# %% tags=["nbval-ignore-output"]
+# %% slideshow={"slide_type": "-"} tags=["nbval-ignore-output"]
 contexts = [16, 128, 512, 1024]
 decode_pred = [model.step_costs("decode", 1, n).on(host).time_s for n in contexts]
 assert decode_pred == [lp.decode_step_time(ref, host, n, dtype=dtype,
                                            attention=model.attention_kernel["decode"])
                        for n in contexts]
-decode_runs = [measure_decode(model, n, steps=32) for n in contexts]
+with watch_load() as load:
+    decode_runs = [measure_decode(model, n, steps=32) for n in contexts]
 assert all(m.predicted_s(host) == p for m, p in zip(decode_runs, decode_pred))  # the same work
 decode_meas = [m.timing.median_s for m in decode_runs]
 kv_share = ref.kv_cache_bytes(contexts[-1], dtype=dtype) / ref.weight_bytes(dtype)
 print(f"KV cache at N = {contexts[-1]} is {kv_share:.1%} of the weights' bytes")
-lp.Table(["N", "predicted", "measured", "measured / predicted", "tokens/s"],
-         [(n, p, m.timing.median_s, m.timing.median_s / p, m.tokens_per_s)
-          for n, p, m in zip(contexts, decode_pred, decode_runs)],
-         formats={"predicted": lp.format_seconds, "measured": lp.format_seconds,
-                  "measured / predicted": ".2f", "tokens/s": ",.0f"})
+display(lp.Table(["N", "predicted", "measured (median)", "IQR", "measured / predicted", "tokens/s"],
+                 [(n, p, m.timing.median_s, m.timing.iqr_s, m.timing.median_s / p, m.tokens_per_s)
+                  for n, p, m in zip(contexts, decode_pred, decode_runs)],
+                 formats={"predicted": lp.format_seconds, "measured (median)": lp.format_seconds,
+                          "IQR": lp.format_seconds, "measured / predicted": ".2f",
+                          "tokens/s": ",.0f"}))
+per_prompt_token = prefill_meas[-1] / prompt_lens[-1]
+print(f"step at N = {contexts[-1]} against N = {contexts[0]}: measured "
+      f"x{decode_meas[-1] / decode_meas[0]:.2f}, predicted x{decode_pred[-1] / decode_pred[0]:.2f}")
+print(f"a decode step at N = {contexts[-1]} took {decode_meas[-1] / per_prompt_token:.0f} times the "
+      f"prefill's time per prompt token at S = {prompt_lens[-1]}")
+print(load.note())
 
-# %%
+# %% slideshow={"slide_type": "fragment"}
 ax = new_axes("Decode step time against context length (ref-small)", "context length N (tokens)",
               "time of one decode step (s)")
 ax.plot(contexts, decode_meas, "o-", label="measured")
@@ -297,16 +369,19 @@ per_prefill_token = [t / n for t, n in zip(prefill_meas, prompt_lens)]
 ax.plot(prompt_lens[2:], per_prefill_token[2:], "^:", label="measured prefill time per prompt token")
 ax.set_xscale("log", base=2)
 ax.set_yscale("log")
-ax.legend()
+legend_below(ax)
 plt.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # **Figure 2.** Time of one decode step against the number of cached tokens, measured and
 # predicted, with the prefill's time *per prompt token* from Figure 1 for comparison. The
-# predicted decode curve is nearly flat, and on a quiet machine so is the measured one: at these
-# context lengths the reference model's KV cache is a small fraction of its weights (printed
-# above), so each step costs about one pass over the weights. The gap between the decode curve and the prefill-per-token curve is the central
-# fact of LLM serving: generating a token costs far more time than reading one.
+# predicted decode curve is nearly flat: at these context lengths the reference model's KV cache
+# is a small fraction of its weights (printed above), so each step costs about one pass over the
+# weights. Check the measured curve against it with the first line printed under the table: a
+# factor near the predicted one means your machine's steps, too, cost one pass over the weights
+# whatever the context. The gap between the decode curve and the prefill-per-token curve is the
+# central fact of LLM serving: generating a token costs far more time than reading one. The
+# second printed line says how many times more on your machine.
 #
 # The roofline leaves out effects that push the measured step in both directions. Overheads
 # raise it: a step of this small model is short, so per-step costs (Python, the dispatch of each
@@ -317,13 +392,14 @@ plt.show()
 # faster than the DRAM bandwidth `measure_host()` measured, so the measurement can come out
 # below the prediction. Which effect wins depends on the machine; chapter 4 measures decode on a
 # model too large for any cache, where the bandwidth bound is tight.
-#
+
+# %% [markdown] slideshow={"slide_type": "fragment"}
 # :::{important}
 # At batch 1 a decode step costs about one read of all weights, nearly independent of
 # the context until the KV cache grows comparable with the weights.
 # :::
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 2.4 TTFT, TPOT and tokens per second
 #
 # Users and service-level objectives (SLOs) describe these phases with three numbers, which
@@ -338,23 +414,25 @@ plt.show()
 # $$
 #
 # - **Tokens per second** of a request, $G / t_{G-1}$, which mixes both; for a batch of requests,
-#   the output tokens of all of them per second of wall time (chapter 5). Its steady-state decode
-#   rate is $1/\text{TPOT}$.
+#   the output tokens of all of them per second of wall time, the batch's {term}`throughput`
+#   (chapter 5). A request's steady-state decode rate is $1/\text{TPOT}$.
 #
 # The end-to-end latency is $t_{G-1} = \text{TTFT} + (G - 1)\,\text{TPOT}$. `generate` records
 # $t_i$ for every token, synchronising a GPU before each stamp so the stamp is when the token
-# really exists. We generate 32 tokens after a 256-token prompt, three times, and read the
-# timestamps of the median request. The prediction beside them counts each phase with the
-# attention kernel the model runs in it: a
+# really exists. We generate 32 tokens after a 256-token prompt, five times, read the
+# timestamps of the median request, and print the range of TTFT and TPOT over the five. The
+# prediction beside them counts each phase with the attention kernel the model runs in it: a
 # fused causal prefill for the TTFT, standard decode steps (each with $S + j - 1$ cached tokens)
 # for the rest.
 
-# %% tags=["nbval-ignore-output"]
+# %% slideshow={"slide_type": "-"} tags=["nbval-ignore-output"]
 S, G = 256, 32
 prompt = torch.randint(0, ref.vocab_size, (1, S), generator=torch.Generator().manual_seed(2))
 generate(model, prompt, max_new_tokens=4)  # warm-up
-runs = sorted((generate(model, prompt, max_new_tokens=G) for _ in range(3)), key=lambda r: r.timestamps_s[-1])
-run = runs[1]  # the median of three requests by end-to-end time: one busy moment does not decide
+with watch_load() as load:
+    runs = sorted((generate(model, prompt, max_new_tokens=G) for _ in range(5)),
+                  key=lambda r: r.timestamps_s[-1])
+run = runs[2]  # the median of five requests by end-to-end time: one busy moment does not decide
 t = np.array(run.timestamps_s)
 ttft = t[0]
 tpot = (t[-1] - t[0]) / (G - 1)
@@ -366,18 +444,29 @@ steps = lp.roofline_latency(ref, host, prompt_tokens=S, output_tokens=G, dtype=d
                             attention=model.attention_kernel["decode"])
 assert abs(pred.decode_s / steps.decode_s - 1) < 1e-12  # the library sums the same steps
 print(f"tokens/s of this request: {G / t[-1]:.0f}; steady decode rate 1/TPOT: {1 / tpot:.0f} tokens/s")
-lp.Table(["quantity", "predicted", "measured", "measured / predicted"],
-         [(name, p, m, m / p) for name, p, m in (("TTFT", pred.ttft_s, ttft),
-                                                  ("TPOT", pred.tpot_s, tpot),
-                                                  ("end-to-end", pred.total_s, t[-1]))],
-         formats={"predicted": lp.format_seconds, "measured": lp.format_seconds,
-                  "measured / predicted": ".2f"})
+span = {"TTFT": [r.ttft_s for r in runs], "TPOT": [r.tpot_s for r in runs],
+        "end-to-end": [r.timestamps_s[-1] for r in runs]}
+display(lp.Table(["quantity", "predicted", "measured (median request)", "five requests: min",
+                  "max", "measured / predicted"],
+                 [(name, p, m, min(span[name]), max(span[name]), m / p)
+                  for name, p, m in (("TTFT", pred.ttft_s, ttft), ("TPOT", pred.tpot_s, tpot),
+                                     ("end-to-end", pred.total_s, t[-1]))],
+                 formats={"predicted": lp.format_seconds,
+                          "measured (median request)": lp.format_seconds,
+                          "five requests: min": lp.format_seconds, "max": lp.format_seconds,
+                          "measured / predicted": ".2f"}))
+decode_gaps = np.diff(t)  # the G - 1 decode steps of the median request
+q1, q3 = np.percentile(decode_gaps, [25, 75])
+print(f"decode steps of the median request: median {lp.format_seconds(float(np.median(decode_gaps)))}, "
+      f"IQR {(q3 - q1) / np.median(decode_gaps):.0%} of it, longest "
+      f"x{decode_gaps.max() / np.median(decode_gaps):.1f} the median")
+print(load.note())
 
-# %%
+# %% slideshow={"slide_type": "fragment"}
 gaps = np.diff(np.concatenate([[0.0], t]))
 pred_stamps = pred.ttft_s + np.concatenate([[0.0], np.cumsum(step_pred)])
 assert abs(pred_stamps[-1] / pred.total_s - 1) < 1e-9
-fig, (top, bottom) = plt.subplots(2, 1, figsize=(8.0, 5.0), gridspec_kw={"height_ratios": [1, 2]})
+fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.0, 5.0), gridspec_kw={"height_ratios": [1, 2]})
 for row, stamps in ((1.2, t), (0.0, pred_stamps)):
     top.broken_barh([(0, stamps[0])], (row, 1), color="C1")
     top.broken_barh([(a, b - a) for a, b in zip(stamps[:-1], stamps[1:])], (row, 1), color="C0",
@@ -385,38 +474,40 @@ for row, stamps in ((1.2, t), (0.0, pred_stamps)):
 top.set_yticks([0.5, 1.7], ["predicted", "measured"])
 top.set_xlim(0, max(t[-1], pred_stamps[-1]) * 1.01)
 top.set_xlabel("time since the request arrived (s)")
-top.set_title(f"One request: {S}-token prompt, {G} output tokens (ref-small); "
-              "orange: prefill, blue: decode steps", fontsize=9)
+top.set_title(f"One request of ref-small: {S}-token prompt, {G} output tokens")
 bottom.bar(np.arange(G), gaps * 1e3, color=["C1"] + ["C0"] * (G - 1))
 bottom.axhline(tpot * 1e3, color="black", lw=0.8, ls="--", label="measured TPOT (mean gap after the first)")
 bottom.axhline(pred.tpot_s * 1e3, color="gray", lw=0.8, ls=":", label="predicted TPOT")
 bottom.set_yscale("log")
 bottom.set_xlabel("output token i")
-bottom.set_ylabel("t_i - t_(i-1) (ms)")
-bottom.legend(loc="upper right")
-fig.tight_layout()
+bottom.set_ylabel("$t_i - t_{i-1}$ (ms)")
+legend_below(bottom)
 plt.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # **Figure 3.** The timeline of one request, drawn from the timestamps `generate` recorded. Top:
 # the prefill (orange) ends at the TTFT, and each decode step (blue) ends with one more token;
 # the row below is the same request as the roofline model predicts it on this machine.
 # Bottom: the gap before each token, on a log scale: the first gap is the prefill, the rest
-# are decode steps of nearly equal length, whose mean is the TPOT. A few steps may stand out:
-# the operating system, other programs, or a garbage collection briefly took the processor.
+# are decode steps, whose mean is the TPOT. The roofline predicts them nearly equal (the KV cache
+# grows by one token a step); the line about them under the table says how much the measured
+# ones vary: their IQR as a share of their median, and the longest against the median. Steps
+# that stand out are moments when the operating system, other programs, or a garbage collection
+# took the processor.
 #
 # The prediction for the request combines §2.2 and §2.3 and inherits their gaps: TTFT is a
 # prefill, TPOT a decode step. A long prompt makes TTFT large; a long answer makes the total
 # large through $G \cdot \text{TPOT}$. Which one a user notices depends on the application: a
 # chat interface streams tokens and is judged by both, a batch summarisation job only by the
 # total.
-#
+
+# %% [markdown] slideshow={"slide_type": "fragment"}
 # :::{important}
 # TTFT is the prefill, TPOT is the decode step; the end-to-end latency is
 # $\text{TTFT} + (G-1)\,\text{TPOT}$.
 # :::
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 2.5 Choosing the next token: greedy, temperature, top-k
 #
 # Each step ends with logits $z \in \mathbb{R}^V$ for the next token. The model's distribution
@@ -437,7 +528,7 @@ plt.show()
 # loop by hand with `sample_next`, keeping the keys and values in a `KVCache` as `generate`
 # does, and checks that the result is exactly what `generate` returns.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 import inspect
 
 from llmperf.measured.generate import next_token_distribution, sample_next
@@ -446,7 +537,7 @@ print(inspect.getsource(next_token_distribution))
 print(inspect.getsource(sample_next))
 
 
-# %%
+# %% slideshow={"slide_type": "-"}
 @torch.inference_mode()
 def decode_by_hand(prompt, new_tokens, temperature=0.0, top_k=None, seed=0):
     gen = torch.Generator(device=model.device).manual_seed(seed)
@@ -474,11 +565,11 @@ for name, tau, k in settings:
 assert reseeded["greedy"] == drawn["greedy"]  # greedy ignores the seed
 lp.Table(["strategy", "decode loop by hand gives generate()'s tokens (same seed)"], same)
 
-# %% tags=["nbval-ignore-output"]
+# %% slideshow={"slide_type": "-"} tags=["nbval-ignore-output"]
 lp.Table(["strategy", "seed 0", "seed 1"],
          [(name, str(tokens), str(reseeded[name])) for name, tokens in drawn.items()])
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # The first cell checks, on every machine, that the decode loop written out by hand with
 # `sample_next` reproduces `generate` token for token when both start from the same seed: the
 # strategy really is that one function, and a seeded generator makes it repeatable. The second
@@ -491,7 +582,7 @@ lp.Table(["strategy", "seed 0", "seed 1"],
 # Figure 4 shows what temperature and top-k do to the model's distribution for the next token of
 # the prompt above: the probabilities of the 200 most likely tokens, sorted.
 
-# %%
+# %% slideshow={"slide_type": "fragment"}
 with torch.inference_mode():
     z = model(short.to(model.device), 0, last_only=True)[0, -1].float().cpu()
 ax = new_axes("How temperature and top-k reshape the next-token distribution",
@@ -505,10 +596,10 @@ ax.plot(np.arange(1, 21), kept, "k.", label="temperature 1, top-k 20")
 ax.axhline(1 / ref.vocab_size, color="gray", lw=0.8, ls=":", label="uniform 1/V")
 ax.set_xscale("log")
 ax.set_yscale("log")
-ax.legend()
+legend_below(ax, ncol=3)
 plt.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # **Figure 4.** Sorted next-token probabilities of the reference model under four temperatures,
 # and under top-k with $k = 20$. Low temperature piles the probability onto the first few
 # ranks (greedy is the limit); high temperature flattens it towards the uniform $1/V$. Top-k cuts
@@ -516,7 +607,7 @@ plt.show()
 # logits are nearly uniform to begin with, so temperature 1 is already flat here; a trained
 # model's distribution is far more peaked, which is why temperatures near 1 are useful there.
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Worked problems
 #
 # **Problem 1.** A request's tokens arrived at $t = (0.42, 0.47, 0.52, 0.58, 0.63)$ s after it was
@@ -588,7 +679,7 @@ plt.show()
 #
 # </details>
 
-# %% tags=["hide-cell"]
+# %% slideshow={"slide_type": "skip"} tags=["hide-cell"]
 # The worked problems' answers, checked against llmperf.
 t1 = [0.42, 0.47, 0.52, 0.58, 0.63]
 record = Generation(torch.zeros(1, len(t1), dtype=torch.long), t1, prompt_len=1)  # as generate returns
@@ -609,7 +700,7 @@ z = torch.tensor([2.0, 1.0, 0.0])
 assert [round(next_token_distribution(z, tau)[0].item(), 3) for tau in (1.0, 0.5)] == [0.665, 0.867]
 assert round(next_token_distribution(z, 1.0, top_k=2)[0].item(), 3) == 0.731
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Summary
 #
 # - Prefill processes all $S$ prompt tokens in one pass and yields the first token; decode adds
@@ -626,7 +717,8 @@ assert round(next_token_distribution(z, 1.0, top_k=2)[0].item(), 3) == 0.731
 #
 # **Exercises:** `exercises/02_phases.py` (TTFT, TPOT and tokens/s from timestamps, the simple
 # latency model, the prefill-decode crossover, a sampler).
-#
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## References
 #
 # ```{bibliography}
