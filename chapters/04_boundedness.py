@@ -8,7 +8,7 @@
 #     name: python3
 # ---
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # # Chapter 4: Compute or memory bound?
 #
 # The first three chapters took a transformer apart, ran its two workloads and followed the
@@ -23,12 +23,13 @@
 #
 # 1. name the four resources that bound inference (compute, memory bandwidth, memory
 #    capacity, communication) and say which one limits a given workload;
-# 2. compute an accelerator's balance point (its *ridge*) and an operator's arithmetic
-#    intensity, and decide from the two whether the operator is compute or memory bound;
+# 2. compute an accelerator's balance point (its *{term}`ridge <ridge point>`*) and an operator's
+#    {term}`arithmetic intensity`, and decide from the two whether the operator is
+#    {term}`compute bound` or {term}`memory bound`;
 # 3. derive, term by term, the FLOPs and bytes of attention under the standard algorithm
 #    and of a linear layer, and explain why the first is memory bound and the second is not,
-#    until decode turns it into a matrix-vector product;
-# 4. read a roofline plot, for a catalog GPU and for your own machine, with measured points;
+#    until {term}`decode` turns it into a matrix-vector product;
+# 4. read a {term}`roofline` plot, for a catalog GPU and for your own machine, with measured points;
 # 5. predict the latency of a request with the lecture's simple model, say why real runs take
 #    longer, and check the prediction against a run of the reference model on your machine;
 # 6. estimate the bytes that tensor parallelism sends between GPUs for each token.
@@ -39,7 +40,7 @@
 # when one is present and the CPU otherwise; either way, "your machine" below means the device
 # the notebook runs on.
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Notation
 #
 # | symbol | meaning | Llama 2 7B / A10 |
@@ -67,7 +68,7 @@
 # A10's datasheet is 24 GiB. A linear layer multiplies $X$ ($N \times K$) by a weight matrix
 # $W$ ($K \times M$); $W$ is never a bandwidth and $M$ never a byte count.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 import math
 from functools import partial
 
@@ -82,6 +83,17 @@ torch.manual_seed(0)
 np.random.seed(0)
 use_style()
 device = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def legend_below(ax, ncol=2):
+    """The legend of `ax` under the figure's plots, where no point can land."""
+    if ax.get_legend() is not None:  # one drawn inside the axes (plot_roofline draws one)
+        ax.get_legend().remove()
+    ax.figure.set_layout_engine("constrained")
+    ax.figure.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=ncol,
+                     fontsize="medium")
+
+
 # On a GPU we measure in fp16 like the lecture; a CPU has no fast fp16 matmul, so fp32 there.
 mdtype = "fp16" if device == "cuda" else "fp32"
 tdtype = torch.float16 if device == "cuda" else torch.float32
@@ -90,7 +102,7 @@ llama = lp.get_model("llama-2-7b")
 a10 = lp.get_accelerator("A10")
 print(f"device for the measurements: {device}, dtype {mdtype}")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 4.1 What determines the speed of an LLM
 #
 # Four resources of an accelerator bound how fast it serves a model.
@@ -101,7 +113,7 @@ print(f"device for the measurements: {device}, dtype {mdtype}")
 # - **Memory bandwidth.** Every weight the pass uses, and every cached key and value it
 #   attends to, travels from off-chip memory into the chip at no more than $\beta$ bytes per
 #   second. On-chip caches are far faster but far too small to hold a model.
-# - **Memory capacity.** Weights and the KV cache must *fit* in $C$ bytes. Capacity does not slow a step;
+# - **Memory capacity.** Weights and the {term}`KV cache` must *fit* in $C$ bytes. Capacity does not slow a step;
 #   it caps how many requests can be in flight, and so how much work a step can share
 #   (chapter 5).
 # - **Communication.** A model too large for one device is split across several, which
@@ -110,7 +122,7 @@ print(f"device for the measurements: {device}, dtype {mdtype}")
 # A first pass at the numbers for one decode step of Llama 2 7B on an A10 makes the
 # contrast between the first two concrete.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 P = llama.param_count()
 flops_per_token = 2 * P
 weight_bytes = llama.weight_bytes("fp16")
@@ -126,29 +138,37 @@ lp.Table(["quantity", "value"],
           ("memory time / compute time", f"{memory_s / compute_s:.0f}x")],
          title="One decode step of Llama 2 7B on an A10, batch 1")
 
-# %% [markdown]
+# %% slideshow={"slide_type": "skip"} tags=["hide-cell"]
+# The paragraph below, from the table above.
+assert 0.05e-3 < compute_s < 0.15e-3 and memory_s > 20e-3 and 1 - compute_s / memory_s > 0.99
+assert weight_bytes > a10.mem_capacity / 2
+
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # Generating one token asks the A10 for about a tenth of a millisecond of arithmetic but
 # over twenty milliseconds of reading: the arithmetic units sit idle more than 99 % of the
 # time. The weights use more than half of the card's 24 GiB before a single request is
 # admitted.
-#
+
+# %% [markdown] slideshow={"slide_type": "fragment"}
 # :::{important}
 # For one request at a time, decode is a memory-bandwidth problem, and capacity is already
 # tight.
 # :::
-#
+
+# %% [markdown] slideshow={"slide_type": "-"}
 # The rest of the chapter makes this precise per operator and per phase. The lecture frames the analysis as a cross product:
 #
 # $$[\text{prefill},\ \text{decode}] \times [\text{attention block},\ \text{FFN block}].$$
 #
-# Prefill pushes all $S$ prompt tokens through each weight matrix at once; decode pushes one.
+# {term}`Prefill <prefill>` pushes all $S$ prompt tokens through each weight matrix at once;
+# decode pushes one.
 # The attention block holds the Q, K, V and output projections plus the attention proper
 # (scores, softmax, weighted sum of values); the FFN block holds the three SwiGLU matrices.
 # `lp.step_costs` sums FLOPs and bytes operator by operator for one forward step, and
 # `block_total` adds up the rows of one block. Here are the four corners for $N = 4096$ on
 # the A10, the lecture's sizes.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 def cross_product(model, acc, seq_len, batch=1, dtype="fp16"):
     """FLOPs, bytes, intensity and roofline time of the attention and FFN blocks, per phase,
     and the share of each block's time that its memory-bound operators take."""
@@ -168,7 +188,7 @@ def cross_product(model, acc, seq_len, batch=1, dtype="fp16"):
 
 cross_product(llama, a10, seq_len=4096)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # Read the intensity column: hundreds to a thousand FLOPs per byte in prefill, about one in
 # decode. Whether something is compute or memory bound (the next section gives the rule) is a
 # property of each *operator*, not of a block: a block's summed intensity averages operators
@@ -180,7 +200,7 @@ cross_product(llama, a10, seq_len=4096)
 # (section 4.3); and a decode step costs tens of milliseconds while doing thousands of times
 # fewer FLOPs than prefill, every operator of it memory bound (section 4.4).
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 4.2 The balance of an accelerator
 #
 # An operator that does $\text{FLOPs}$ floating-point operations and moves $\text{bytes}$
@@ -202,23 +222,24 @@ cross_product(llama, a10, seq_len=4096)
 #
 # An operator must do about 208 FLOPs for every byte it brings in to keep the A10's tensor
 # cores busy; below that, it waits on memory.
-#
+
+# %% [markdown] slideshow={"slide_type": "fragment"}
 # :::{important}
 # The ridge point is the exchange rate between compute and bandwidth, and every boundedness
 # question reduces to comparing an operator's intensity with it.
 # :::
 
-# %%
+# %% slideshow={"slide_type": "-"}
 ridge_a10 = a10.ridge_point("fp16")
 assert abs(ridge_a10 - 125e12 / 600e9) < 1e-9
 print(f"A10 ridge point: {ridge_a10:.1f} FLOP/byte")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # The catalog in `llmperf.hardware` holds the datasheet figures of common inference
 # accelerators (dense peaks, without 2:4 sparsity; each entry cites its datasheet in the
 # code). The table lists them with their fp16 ridge points.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 ACCELERATOR_COLUMNS = ["part", "dtype", "peak", "bandwidth", "memory", "ridge (FLOP/B)"]
 ACCELERATOR_FORMATS = {"peak": lp.format_flop_rate, "bandwidth": lp.format_bandwidth,
                        "memory": partial(lp.format_bytes, binary=True), "ridge (FLOP/B)": ".1f"}
@@ -232,14 +253,22 @@ def accelerator_row(acc, dtype="fp16", label=None):
 lp.Table(ACCELERATOR_COLUMNS, [accelerator_row(lp.get_accelerator(name)) for name in lp.list_accelerators()],
          title="Catalog accelerators: dense peaks from their datasheets", formats=ACCELERATOR_FORMATS)
 
-# %% [markdown]
+# %% slideshow={"slide_type": "skip"} tags=["hide-cell"]
+# The paragraph below, from the catalog.
+ridges = {name: lp.get_accelerator(name).ridge_point("fp16") for name in lp.list_accelerators()}
+peaks = [lp.get_accelerator(name).peak("fp16") for name in lp.list_accelerators()]
+assert 100 < min(ridges.values()) and max(ridges.values()) < 420 and max(peaks) / min(peaks) > 15
+assert ridges["L4"] > 400 and ridges["L40S"] > 400 and ridges["A10G"] < 0.6 * ridges["A10"]
+
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # Two things stand out. First, the ridge points stay between about 100 and 420 FLOP/byte
 # even though peak compute spans a factor of twenty: vendors scale bandwidth and compute
 # together, roughly. Second, within that range the spread matters. The L4 and L40S pair large
 # tensor throughput with GDDR memory and sit above 400, so an operator balanced on an A10 is
 # twice as memory bound there; the A10G, the A10's variant in AWS instances, has the A10's
 # bandwidth with little more than half its tensor throughput, and so a much lower ridge.
-#
+
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # ### Your machine
 #
 # `llmperf.measured.measure.measure_host()` measures the device this notebook runs on: a large matrix
@@ -250,20 +279,39 @@ lp.Table(ACCELERATOR_COLUMNS, [accelerator_row(lp.get_accelerator(name)) for nam
 # runs of the same probe minutes apart can differ by half or more, because the memory system
 # is shared with other tenants and the copy's speed depends on where its pages land. Read it
 # as a rough roof, not a constant of your machine, and compare measurements against a roof
-# measured in the same run, as this chapter does.
+# measured in the same run, as this chapter does. The cell probes three times, keeps the median
+# of each figure, and prints the range of the three: how much the probe moved on your machine
+# within a few seconds.
 
-# %% tags=["nbval-ignore-output"]
+# %% slideshow={"slide_type": "-"} tags=["nbval-ignore-output"]
+import dataclasses
+import statistics
+
+from IPython.display import display
+
+from llmperf.measured.load import watch_load
 from llmperf.measured.measure import benchmark, measure_host
 
-host = measure_host(dtypes=(mdtype,), device=device, progress=False)
+with watch_load() as load:
+    probes = [measure_host(dtypes=(mdtype,), device=device, progress=False) for _ in range(3)]
+dtypes = [d for d in probes[0].dtypes if all(d in a.dtypes for a in probes)]
+host = dataclasses.replace(
+    probes[0], peak_flops={d: statistics.median(a.peak(d) for a in probes) for d in dtypes},
+    mem_bandwidth=statistics.median(a.mem_bandwidth for a in probes))
 if mdtype not in host.dtypes:  # a GPU without fast fp16: fall back to fp32
     mdtype, tdtype = "fp32", torch.float32
 print(host.name)
-lp.Table(ACCELERATOR_COLUMNS, [accelerator_row(a10, "fp16", label="A10 (datasheet)")]
-         + [accelerator_row(host, dtype, label="this machine (measured)") for dtype in host.dtypes],
-         title="The A10 against the machine running this notebook", formats=ACCELERATOR_FORMATS)
+display(lp.Table(ACCELERATOR_COLUMNS, [accelerator_row(a10, "fp16", label="A10 (datasheet)")]
+                 + [accelerator_row(host, dtype, label="this machine (measured)")
+                    for dtype in host.dtypes],
+                 title="The A10 against the machine running this notebook (median of three probes)",
+                 formats=ACCELERATOR_FORMATS))
+for d in host.dtypes:
+    print(f"peak {d}, three probes: " + ", ".join(lp.format_flop_rate(a.peak(d)) for a in probes))
+print("bandwidth, three probes: " + ", ".join(lp.format_bandwidth(a.mem_bandwidth) for a in probes))
+print(load.note())
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # A CPU's ridge is usually well below a GPU's. A low ridge means that an operator needs
 # fewer FLOPs per byte to keep the arithmetic units busy: an operator of modest intensity,
 # say a few dozen FLOP/byte, can be memory bound on a GPU yet compute bound on a CPU. It does
@@ -277,22 +325,22 @@ lp.Table(ACCELERATOR_COLUMNS, [accelerator_row(a10, "fp16", label="A10 (datashee
 # $\min(\Pi,\ I \cdot \beta)$. Left of the ridge the roof slopes up with the bandwidth; right of it
 # the roof is flat at the peak.
 
-# %%
+# %% slideshow={"slide_type": "fragment"}
 ax = new_axes("Rooflines of catalog accelerators (fp16, dense)")
 for name in ("A10G", "A10", "L4", "A100 SXM 80GB", "H100 SXM"):
     lp.plot_roofline(name, dtype="fp16", ax=ax, annotate_ridge=False)  # ridges go in the legend
-ax.legend(loc="upper left")
 ax.set_xlim(0.5, 1e4)
+legend_below(ax)
 plt.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # **Figure 1.** Rooflines of five catalog GPUs, log-log. The dotted vertical line of each
 # marks its ridge point, whose value the legend gives. Every roof has the same shape; they differ in the height of the
 # flat part (peak compute) and the height of the sloped part (bandwidth). A memory-bound
 # operator sits on the slope, where only bandwidth matters: there an H100 beats an A10 by its
 # bandwidth ratio (about 5.6), not by its compute ratio (about 8).
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 4.3 Attention under the standard algorithm
 #
 # The lecture analyses one attention head with the standard (unfused) algorithm, in which
@@ -331,7 +379,7 @@ plt.show()
 # FLOP/byte. The cell below computes the same numbers by hand and checks them against
 # `lp.attention_cost`.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 d, N = 128, 4096
 hand_flops = 2 * d * N * N + 3 * N * N + 2 * N * N * d
 hand_bytes = 2 * 2 * d * N + 2 * N * N + 2 * N * N + 2 * N * N + 2 * (N * N + N * d) + 2 * N * d
@@ -343,14 +391,16 @@ print(f"intensity {attn.intensity:.1f} FLOP/byte against the A10's ridge {ridge_
 print(f"roofline time of one head on the A10: {lp.format_seconds(lp.roofline_time(attn, a10))}"
       f" ({lp.bound(attn, a10)} bound)")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # Sixty-two FLOPs per byte is less than a third of the 208 the A10 needs.
-#
+
+# %% [markdown] slideshow={"slide_type": "fragment"}
 # :::{important}
 # Attention under the standard algorithm is memory bound on the A10, by a factor of more
 # than three.
 # :::
-#
+
+# %% [markdown] slideshow={"slide_type": "-"}
 # *Why?* Look at where the $N^2$ terms sit. The FLOPs grow as $4dN^2$; the bytes grow as
 # $8N^2$, and every one of those $N^2$ bytes belongs to $S$ or $P$: the score matrix is
 # written once and read once, the probability matrix is written once and read once. For
@@ -363,9 +413,10 @@ print(f"roofline time of one head on the A10: {lp.format_seconds(lp.roofline_tim
 # attention's arithmetic; it is the round trip of two $N \times N$ intermediates that exist
 # only to be consumed by the next step.
 #
-# *What fixes it?* Do not write $S$ and $P$ at all. FlashAttention {cite:p}`dao2022flashattention` tiles
-# $Q$, $K$ and $V$ into blocks that fit in on-chip shared memory, computes the softmax
-# incrementally ("online") as blocks of keys stream past, and writes only $O$. The FLOPs are
+# *What fixes it?* Do not write $S$ and $P$ at all. {term}`FlashAttention`
+# {cite:p}`dao2022flashattention` tiles $Q$, $K$ and $V$ into blocks that fit in on-chip shared
+# memory, computes the softmax incrementally as blocks of keys stream past (an
+# {term}`online softmax`), and writes only $O$. The FLOPs are
 # the same; the $8N^2$ bytes disappear, and the remaining traffic is rereading $K$ and $V$
 # once per block of queries. Chapter 7 builds and measures it; here `lp.flash_attention_cost`
 # estimates its bytes. The estimate needs the on-chip memory one block of work may use. Each
@@ -378,7 +429,7 @@ print(f"roofline time of one head on the A10: {lp.format_seconds(lp.roofline_tim
 # The result is an *estimate*, and an upper bound on traffic, far above what the kernel
 # really moves: it charges every reread of $K$ and $V$ to off-chip memory.
 
-# %%
+# %% slideshow={"slide_type": "fragment"}
 seq = np.array([128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768])
 sram = 100 * lp.KiB  # usable shared memory per SM, a round figure (see the text)
 standard = [lp.attention_cost(int(n), d).intensity for n in seq]
@@ -389,15 +440,17 @@ print(f"limit of the standard algorithm: (4d + 3) / 8 = {(4 * d + 3) / 8:.1f}")
 ax = new_axes("Attention intensity of one head (d = 128, fp16)",
               "sequence length N (tokens)", "arithmetic intensity (FLOP/byte)")
 ax.plot(seq, standard, "o-", label="standard algorithm (S, P through memory)")
-ax.plot(seq, flash, "s-", label="tiled, online softmax (100 KiB on chip; upper bound on bytes)")
+ax.plot(seq, flash, "s-", label="tiled, online softmax (upper bound on bytes)")
 ax.axhline(ridge_a10, color="gray", linestyle=":", label=f"A10 ridge {ridge_a10:.0f}")
 ax.axhline((4 * d + 3) / 8, color="C0", linestyle="--", linewidth=1, label="limit (4d+3)/8")
 ax.set_xscale("log", base=2)
 ax.set_yscale("log")
-ax.legend()
+ax.set_yticks([30, 50, 100, 200], ["30", "50", "100", "200"])
+ax.yaxis.set_minor_formatter(plt.NullFormatter())
+legend_below(ax)
 plt.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # **Figure 2.** Arithmetic intensity of one attention head against sequence length. The
 # standard algorithm flattens out just above 64 FLOP/byte, under the A10's ridge at every
 # length. The tiled algorithm's traffic no longer contains the $N^2$ matrices, only $K$ and
@@ -414,7 +467,7 @@ plt.show()
 # it at 42 % of the peak of an A100 80GB (ridge about 153) and 32 % on the 40 GB one (ridge
 # about 201), half that at $d = 64$. Chapter 7 measures the difference.
 
-# %% tags=["hide-cell"]
+# %% slideshow={"slide_type": "skip"} tags=["hide-cell"]
 # The ceiling of the standard algorithm on the A100s, as the paragraph above says.
 _limit = (4 * d + 3) / 8
 _a100s = [lp.get_accelerator(n) for n in ("A100 SXM 80GB", "A100 SXM 40GB")]
@@ -423,7 +476,7 @@ assert [round(a.ridge_point("fp16")) for a in _a100s] == [153, 201]
 assert [round(_limit / a.ridge_point("fp16"), 2) for a in _a100s] == [0.42, 0.32]
 assert [round((4 * 64 + 3) / 8 / a.ridge_point("fp16"), 2) for a in _a100s] == [0.21, 0.16]  # d = 64
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 4.4 Linear layers: GEMM in prefill, GEMV in decode
 #
 # Everything else with weights (the Q, K, V and output projections and the three FFN
@@ -448,13 +501,14 @@ assert [round((4 * 64 + 3) / 8 / a.ridge_point("fp16"), 2) for a in _a100s] == [
 # $$I_{\text{GEMV}} = \frac{KM}{K + KM + M} \approx 1 \ \text{FLOP/byte}:$$
 #
 # each 2-byte weight is read to do one multiply-add (2 FLOPs) and is never used again.
-#
+
+# %% [markdown] slideshow={"slide_type": "fragment"}
 # :::{important}
 # A linear layer fed a long prompt is compute bound; in decode the linear layers, which hold
 # nearly all the FLOPs, are memory bound by a factor of about 200 on an A10.
 # :::
 
-# %%
+# %% slideshow={"slide_type": "fragment"}
 gemm = lp.matmul_cost(4096, 4096, 4096, dtype="fp16")
 gemv = lp.matmul_cost(1, 4096, 4096, dtype="fp16")
 assert gemm.flops == 2 * 4096**3 and gemm.bytes == 2 * 3 * 4096**2
@@ -471,17 +525,18 @@ ax.plot(rows, intensity, "-", label="GEMM intensity")
 ax.axhline(ridge_a10, color="gray", linestyle=":", label=f"A10 ridge {ridge_a10:.0f}")
 ax.set_xscale("log", base=2)
 ax.set_yscale("log")
-ax.legend()
+ax.legend(fontsize="medium")
 plt.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # **Figure 3.** Intensity of a 4096 by 4096 linear layer against the number of tokens
 # multiplied at once. For $N \ll K, M$ the intensity is about $N$ (each weight byte serves
 # $N$ tokens); it crosses the A10's ridge at a couple of hundred tokens and levels off at
 # $4096/3$. Decode sits at the far left. Chapter 5 moves decode to the right by batching
 # requests, which is exactly why it works for the linear layers, and why it does not work for
 # attention, whose "weights" (each request's K and V) are not shared.
-#
+
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # ### Predict, then measure: matrix products on your machine
 #
 # The roofline predicts how fast a matrix product of intensity $I$ can run on your machine,
@@ -491,17 +546,19 @@ plt.show()
 # attained FLOP/s beside the prediction. The roof is an upper bound on speed, so the
 # question is how close the machine can come to it: the table uses the *fastest* of the
 # repeats (`min_s`), which a noisy neighbour can slow but never speed up, and prints the
-# median beside it to show the spread. The weight matrix is large enough that it cannot sit
-# in the CPU's caches, so the GEMV really streams it from memory.
+# median and the interquartile range beside it to show the spread. The weight matrix is large
+# enough that it cannot sit in the CPU's caches, so the GEMV really streams it from memory.
 
-# %% tags=["nbval-ignore-output"]
+# %% slideshow={"slide_type": "-"} tags=["nbval-ignore-output"]
 K = 4096
 sizes = [1, 4, 16, 64, 256] if device == "cpu" else [1, 4, 16, 64, 256, 1024, 4096]
 weight = torch.randn(K, K, dtype=tdtype, device=device)
-measured_points, predicted_points, rows = [], [], []
-for n in sizes:
-    x = torch.randn(n, K, dtype=tdtype, device=device)
-    timing = benchmark(partial(torch.matmul, x, weight), warmup=2, repeat=9, device=device)
+measured_points, predicted_points, rows, timings = [], [], [], []
+with watch_load() as load:
+    for n in sizes:
+        x = torch.randn(n, K, dtype=tdtype, device=device)
+        timings.append(benchmark(partial(torch.matmul, x, weight), warmup=2, repeat=9, device=device))
+for n, timing in zip(sizes, timings):
     cost = lp.matmul_cost(n, K, K, dtype=mdtype)
     achieved = cost.flops / timing.min_s  # best achieved rate: fastest repeat
     typical = cost.flops / timing.median_s
@@ -509,18 +566,24 @@ for n in sizes:
     label = "GEMV" if n == 1 else f"N={n}"
     measured_points.append((label, cost.intensity, achieved))
     predicted_points.append((label, cost.intensity))
-    rows.append((n, cost.intensity, predicted, achieved, achieved / predicted, typical / predicted))
+    rows.append((n, cost.intensity, predicted, achieved, achieved / predicted, typical / predicted,
+                 timing.spread))
     if n == 1:  # the GEMV only streams the weights: its rate in bytes
         gemv_bandwidth = cost.bytes / timing.min_s
 print(f"GEMV: weights streamed at {lp.format_bandwidth(gemv_bandwidth)}, "
       f"{gemv_bandwidth / host.mem_bandwidth:.0%} of the bandwidth measure_host() measured "
       f"({lp.format_bandwidth(host.mem_bandwidth)})")
-lp.Table(["N", "FLOP/B", "predicted", "best", "best/pred", "median/pred"], rows,
-         title=f"X(N, {K}) @ W({K}, {K}) in {mdtype} on this machine",
-         formats={"FLOP/B": ".1f", "predicted": lp.format_flop_rate, "best": lp.format_flop_rate,
-                  "best/pred": ".2f", "median/pred": ".2f"})
+display(lp.Table(["N", "FLOP/B", "predicted", "best", "best/pred", "median/pred", "IQR/median"],
+                 rows, title=f"X(N, {K}) @ W({K}, {K}) in {mdtype} on this machine",
+                 formats={"FLOP/B": ".1f", "predicted": lp.format_flop_rate,
+                          "best": lp.format_flop_rate, "best/pred": ".2f", "median/pred": ".2f",
+                          "IQR/median": ".0%"}))
+best_rates = [rate for _, _, rate in measured_points]
+print(f"best rate rises with N at every step: {all(np.diff(best_rates) > 0)}; the largest product "
+      f"reached {best_rates[-1] / host.peak(mdtype):.0%} of the peak measure_host() measured")
+print(load.note())
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # Read the `best/pred` column: near 1, the roofline predicted the product's speed; well below 1,
 # something the roofline ignores got in the way. The GEMV's row is a bandwidth measurement in
 # disguise: it does nothing but stream the weights, so its `best/pred` is the fraction of the
@@ -531,50 +594,73 @@ lp.Table(["N", "FLOP/B", "predicted", "best", "best/pred", "median/pred"], rows,
 # recorded in `benchmarks/README.md`, PyTorch's kernel streamed a matrix at nearly the host
 # bandwidth on one Intel Xeon, but at under half of it on an AMD EPYC, where NumPy's came
 # close; a kernel that keeps too few loads in flight cannot saturate the memory system the
-# way the large copy of `measure_host()` does. Sizes near the ridge fall below the roof, where
-# compute and memory do not overlap perfectly; the largest product approaches the peak that
-# `measure_host()` itself found with a large product. On a GPU the smallest products also pay
-# a fixed kernel-launch cost that the roofline does not model.
+# way the large copy of `measure_host()` does. Look next at the sizes near the ridge: where
+# compute and memory do not overlap perfectly, a product falls below the roof even on a quiet
+# machine. The largest product is the one closest in shape to the large product with which
+# `measure_host()` found the peak; the line printed under the table says how close to that
+# peak it came. On a GPU the smallest products also pay a fixed kernel-launch cost that the
+# roofline does not model.
 
-# %%
-fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+# %% slideshow={"slide_type": "fragment"}
+from matplotlib.ticker import EngFormatter, LogLocator
+
+fig, axes = plt.subplots(2, 1, figsize=(7.0, 8.4), layout="constrained")
 lp.plot_roofline(a10, points=[("GEMV (N=1)", gemv.intensity), ("attention, N=4096", attn.intensity),
                               ("GEMM 4096^3", gemm.intensity)], dtype="fp16", ax=axes[0])
 axes[0].set_title("A10 (datasheet), the lecture's operators")
-lp.plot_roofline(host, points=predicted_points, measured=measured_points, dtype=mdtype, ax=axes[1])
+for text in axes[0].texts:  # the operators' names below their points, clear of the roof
+    if not text.get_text().startswith("ridge"):
+        text.xyann = (8, -14)
+# Measured squares land anywhere below (or above) their circles, so the products are named
+# on the top axis, not beside the points.
+lp.plot_roofline(host, points=[("", intensity) for _, intensity in predicted_points], dtype=mdtype,
+                 ax=axes[1], measured=[("", intensity, rate) for _, intensity, rate in measured_points])
+top = axes[1].secondary_xaxis("top")
+top.set_xticks([intensity for _, intensity in predicted_points],
+               [label.removeprefix("N=") for label, _ in predicted_points], rotation=90)
+top.xaxis.set_minor_locator(plt.NullLocator())
+top.set_xlabel("tokens N in the product")
 axes[1].set_title("This machine (measured peak and bandwidth)")
-axes[1].set_xlim(0.1, 1e4)
-plt.tight_layout()
+axes[1].yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+for ax in axes:
+    ax.set_xlim(0.1, 1e4)
+    ax.legend(loc="lower right", fontsize="medium")
+    ax.yaxis.set_major_formatter(EngFormatter(places=0, sep=""))
+    ax.yaxis.set_minor_formatter(plt.NullFormatter())
+    for text in ax.texts:
+        text.set_fontsize("medium")
 plt.show()
 
-# %% [markdown]
-# **Figure 4.** Left: the A10's roofline with the lecture's three operators. The GEMV
+# %% [markdown] slideshow={"slide_type": "-"}
+# **Figure 4.** Top: the A10's roofline with the lecture's three operators. The GEMV
 # (intensity about 1) and standard attention (62) sit on the sloped, memory-bound part; the
-# 4096-cube GEMM (1365) sits on the flat, compute-bound part. Right: your machine's roofline,
+# 4096-cube GEMM (1365) sits on the flat, compute-bound part. Bottom: your machine's roofline,
 # drawn from the peak and bandwidth `measure_host()` measured, with the predicted position of
-# each timed product (filled circles, on the roof) and where it actually landed (hollow
-# squares, at the fastest repeat). The vertical gap between a circle and its square is the
-# `best/pred` ratio in the table above.
-# The *shape* is what to take away: as $N$ grows, the measured points climb with the
-# intensity and level off toward the peak, as the model says; how close they come to the
-# roof is your machine's efficiency at each size.
+# each timed product (filled circles, on the roof; the top axis names each product by its
+# $N$) and where it actually landed (hollow squares at the same intensity, at the fastest
+# repeat). The vertical gap between a circle and its square is the `best/pred` ratio in the
+# table above.
+# The *shape* is what to look for: the model says that as $N$ grows the points climb with the
+# intensity and level off toward the peak. The line printed under the table says whether the
+# measured rate rose at every step on your machine; how close the squares come to the roof is
+# your machine's efficiency at each size.
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # ### The whole step, operator by operator
 #
 # `lp.step_costs` applies these formulas to every operator of Llama 2 7B, with the real
-# shapes: grouped heads where a model has them, RoPE, the norms, residual additions, the
+# shapes: grouped heads where a model has them ({term}`GQA`), RoPE, the norms, residual additions, the
 # SwiGLU activation, and the LM head (computed for the last position only, since generation
 # needs no other logits). Here are the per-operator tables of a 4096-token prefill and of one
 # decode step with 4096 tokens in the cache, on the A10.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 lp.step_costs(llama, "prefill", batch=1, seq_len=4096).on(a10)
 
-# %%
+# %% slideshow={"slide_type": "-"}
 lp.step_costs(llama, "decode", batch=1, seq_len=4096).on(a10)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # Notice, in prefill:
 #
 # - The projections and FFN matrices run at 1000 or more FLOP/byte (for the square
@@ -584,7 +670,8 @@ lp.step_costs(llama, "decode", batch=1, seq_len=4096).on(a10)
 #   they carry the $N^2$ matrices. Their FLOPs grow as $N^2$ while the projections' grow as
 #   $N$, so the longer the prompt, the larger their share.
 # - The norms, RoPE, the activation and the residual additions do at most about one FLOP per byte:
-#   cheap in FLOPs, not free in time. Fusing them into their neighbours (chapter 7) removes
+#   cheap in FLOPs, not free in time. {term}`Fusing <operator fusion>` them into their
+#   neighbours (chapter 7) removes
 #   most of their bytes.
 #
 # And in decode every single row is memory bound, at one FLOP per byte or less. The time column is
@@ -593,7 +680,7 @@ lp.step_costs(llama, "decode", batch=1, seq_len=4096).on(a10)
 # and, at 4096 cached tokens, another
 # 2.1 GB of keys and values (the `qk` and `sv` rows), to produce one token.
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 4.5 The simple end-to-end model
 #
 # The lecture condenses all of this into a two-term model of a request with $S$ prompt
@@ -619,7 +706,7 @@ lp.step_costs(llama, "decode", batch=1, seq_len=4096).on(a10)
 # `lp.simple_latency` charges one decode step fewer, $G - 1 = 149$ of them (3.35 s): the prefill
 # yields the first token, and the lecture's $G\cdot 2P/\beta$ rounds that token's step in.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 S, G = 350, 150
 est = lp.simple_latency(llama, a10, prompt_tokens=S, output_tokens=G)
 assert math.isclose(est.prefill_s, S * 2 * P / 125e12)
@@ -628,12 +715,12 @@ print(f"A10: prefill {lp.format_seconds(est.prefill_s)}, decode {lp.format_secon
       f"total {lp.format_seconds(est.total_s)}")
 print(f"decode share of the total: {est.decode_s / est.total_s:.1%}")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # Ninety-nine percent of the predicted time is decode. A user waits about 38 ms for the first
 # token and then 22 ms for each of the next ones. The same request on the other catalog
 # accelerators, from the T4 of older cloud instances to current parts:
 
-# %%
+# %% slideshow={"slide_type": "-"}
 names = ["T4", "A10G", "L4", "A10", "L40S", "RTX 4090", "A100 SXM 40GB", "A100 SXM 80GB",
          "H100 PCIe", "H100 SXM", "H200 SXM", "MI300X"]
 estimates = {n: lp.simple_latency(llama, n, prompt_tokens=S, output_tokens=G) for n in names}
@@ -643,7 +730,7 @@ lp.Table(["part", "prefill", "decode", "total", "tokens/s"],
          formats={"prefill": lp.format_seconds, "decode": lp.format_seconds,
                   "total": lp.format_seconds, "tokens/s": ".1f"})
 
-# %%
+# %% slideshow={"slide_type": "fragment"}
 
 ax = new_axes(f"Simple model, Llama 2 7B fp16, {S} prompt + {G} output tokens",
               None, "predicted time (s)")
@@ -652,11 +739,11 @@ ax.bar(x, [estimates[n].decode_s for n in names], label="decode: (G − 1) · 2P
 ax.bar(x, [estimates[n].prefill_s for n in names],
        bottom=[estimates[n].decode_s for n in names], label="prefill: S · 2P / Π")
 ax.set_xticks(x, names, rotation=40, ha="right")
-ax.legend()
+ax.legend(fontsize="medium")
 plt.tight_layout()
 plt.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # **Figure 5.** Predicted end-to-end time of one request across accelerators. The prefill
 # slice is a sliver on top of every bar: the ranking is by memory bandwidth, not by FLOP/s.
 # The A10G, with little more than half the A10's tensor throughput, is predicted almost as fast
@@ -666,7 +753,8 @@ plt.show()
 # tensor-core load their clocks drop below the boost clock their datasheet peaks assume, so
 # they rarely hold those peaks for long (70 W and 72 W are the maximum power in NVIDIA's T4
 # {cite:p}`nvidia_t4` and L4 {cite:p}`nvidia_l4` datasheets).
-#
+
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # ### Why real runs take longer
 #
 # The lecture's comparison slide, "Comparison of Generation Time and Predicted Time Across
@@ -698,7 +786,8 @@ plt.show()
 # `lp.roofline_latency` adds items 2, 3 and 5 (per-operator rooflines for the prefill and
 # for every decode step as the cache grows); it cannot add items 1 and 4, which are properties
 # of the implementation and the machine rather than of the model.
-#
+
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # ### Predict, then measure: the reference model on your machine
 #
 # Llama 2 7B is out of reach here, but the same experiment runs at a smaller scale: the
@@ -708,7 +797,8 @@ plt.show()
 # prompt (shorter than the lecture's, to keep the notebook quick on a laptop), and
 # `measure_decode` one decode step with the cache filled halfway through the generation, the
 # average step of the request. Each repeats its step several times, and the table uses the
-# *median* repeat: the question here is what a run typically takes, not the best it can do.
+# *median* repeat, with the interquartile range beside it as a share of the median: the
+# question here is what a run typically takes, not the best it can do.
 #
 # A prediction must count the work the model actually does. The reference model runs
 # attention as one fused, causal kernel in prefill (PyTorch's `scaled_dot_product_attention`,
@@ -718,18 +808,21 @@ plt.show()
 # of this chapter keeps the lecture's standard algorithm, and chapter 7 covers
 # FlashAttention. Both predictions use the measured `host`.
 
-# %% tags=["nbval-ignore-output"]
+# %% slideshow={"slide_type": "-"} tags=["nbval-ignore-output"]
 from llmperf.measured.measure import measure_decode, measure_prefill
 from llmperf.measured.model import Transformer
 
 print(f"attention kernel per phase: {Transformer.attention_kernel}")
 experiments = {"ref-small": (S, 48), "ref-medium": (128, 16)}
-results, rows = {}, []
+results, rows, runs = {}, [], {}
+with watch_load() as load:
+    for name, (s, g) in experiments.items():
+        model = Transformer(lp.get_model(name), device=device, dtype=tdtype, max_seq_len=s + g)
+        runs[name] = (measure_prefill(model, s, warmup=1, repeat=7),
+                      measure_decode(model, s + g // 2, steps=15, warmup=3))
 for name, (s, g) in experiments.items():
     cfg = lp.get_model(name)
-    model = Transformer(cfg, device=device, dtype=tdtype, max_seq_len=s + g)
-    prefill = measure_prefill(model, s, warmup=1, repeat=5)
-    decode = measure_decode(model, s + g // 2, steps=15, warmup=3)
+    prefill, decode = runs[name]
     simple = lp.simple_latency(cfg, host, prompt_tokens=s, output_tokens=g, dtype=mdtype)
     results[name] = dict(
         prefill=(prefill.timing.median_s, simple.prefill_s, prefill.predicted_s(host)),
@@ -741,12 +834,17 @@ for name, (s, g) in experiments.items():
         rows.append((name, what, meas, m.timing.spread, pred_simple, meas / pred_simple,
                      pred_roof, meas / pred_roof))
 times = ("measured (median)", "simple", "roofline")
-lp.Table(["model", "step", times[0], "spread", times[1], "measured/simple", times[2], "measured/roofline"],
-         rows, title="Reference models on this machine: median measured time against both predictions",
-         formats={**dict.fromkeys(times, lp.format_seconds), "spread": ".0%",
-                  "measured/simple": ".2f", "measured/roofline": ".2f"})
+display(lp.Table(["model", "step", times[0], "IQR/median", times[1], "measured/simple", times[2],
+                  "measured/roofline"], rows,
+                 title="Reference models on this machine: median measured time against both predictions",
+                 formats={**dict.fromkeys(times, lp.format_seconds), "IQR/median": ".0%",
+                          "measured/simple": ".2f", "measured/roofline": ".2f"}))
+larger = [f"{row[0]} {row[1]}" for row in rows if row[4] > row[6]]
+print(f"the simple model predicts more time than the roofline model for {len(larger)} of "
+      f"{len(rows)} steps: {', '.join(larger) or 'none'}")
+print(load.note())
 
-# %%
+# %% slideshow={"slide_type": "fragment"}
 ax = new_axes("Measured time / predicted time on this machine", None, "ratio (log scale)")
 labels, simple_ratio, roof_ratio = [], [], []
 for name, phases in results.items():
@@ -761,13 +859,12 @@ ax.axhline(1.0, color="black", linewidth=1)
 ax.axhline(2.0, color="gray", linestyle=":", label="twice the prediction")
 ax.set_yscale("log")
 ax.set_xticks(x, labels)
-ax.legend()
-plt.tight_layout()
+legend_below(ax)
 plt.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # **Figure 6.** Median measured time over predicted time on your machine, for the prefill
-# (the time to first token, less sampling) and for one decode step of each reference model.
+# (the {term}`time to first token <TTFT>`, less sampling) and for one decode step of each reference model.
 # A bar at 1 would mean the machine ran at its measured roofline; a bar above 1 is the gap
 # listed above. A bar below 1 is possible for the simple model here, and the end of this
 # caption says why: it is an optimistic estimate, not a lower bound, and it overcharges where
@@ -780,10 +877,21 @@ plt.show()
 # including the embedding table, of which a step reads one row per token, and, in prefill,
 # for the LM head at every position, where generation needs only the last. In the reference
 # models each of these matrices is about a fifth of the parameters (2 % in Llama 2 7B), so
-# here the simple model predicts more time than the per-step roofline model, despite leaving
-# out the KV cache and the element-wise operators.
+# the simple model can predict more time than the per-step roofline model, despite leaving
+# out the KV cache and the element-wise operators. The line printed under the table says for
+# which steps it does on your machine. Where the roofline model's time is the larger, look for
+# a prefill that is not compute bound on your machine's roofline, as the simple model assumes
+# every prefill is (with a high ridge, as on a GPU, a short prompt through narrow matrices is
+# memory bound).
 
-# %% [markdown]
+# %% slideshow={"slide_type": "skip"} tags=["hide-cell"]
+# The paragraph above: the embedding table's share of the parameters.
+shares = {n: lp.get_model(n).vocab_size * lp.get_model(n).d_model / lp.get_model(n).param_count()
+          for n in ("ref-small", "ref-medium", "llama-2-7b")}
+assert all(0.18 < shares[n] < 0.23 for n in ("ref-small", "ref-medium"))
+assert round(shares["llama-2-7b"], 2) == 0.02
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 4.6 Where the simple model stops holding
 #
 # For Llama 2 7B at 350 plus 150 tokens on the A10, the per-step roofline model and the
@@ -794,7 +902,7 @@ plt.show()
 # KV cache, and the element-wise operators; the cell below takes the pieces from
 # `lp.step_costs` and sets each against the simple model's total.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 simple_est = lp.simple_latency(llama, a10, S, G)
 roof_est = lp.roofline_latency(llama, a10, S, G)
 one_step = lp.simple_decode_step_time(llama, a10)  # 2P / beta: the simple model's step
@@ -823,7 +931,7 @@ lp.Table(["term", "time", "share of the simple model"],
          formats={"time": lp.format_seconds, "share of the simple model": "+.2%"},
          footer=[("roofline model", roof_est.total_s, roof_est.total_s / simple_est.total_s - 1)])
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # The two largest pieces nearly cancel. The matrix products of a decode step read about
 # 2 % fewer bytes than the simple model's $2P$, because $P$ counts the embedding table
 # ($V \times D$ parameters) of which a step reads one row; the KV cache, which the simple
@@ -845,10 +953,10 @@ lp.Table(["term", "time", "share of the simple model"],
 # than an A10 can hold beside them. The figure sweeps both: the ratio of the roofline
 # model's time to the simple model's, per decode step and for the whole prefill.
 
-# %%
+# %% slideshow={"slide_type": "fragment"}
 contexts = np.array([128, 256, 512, 1024, 2048, 4096])
 simple_step = lp.simple_decode_step_time(llama, a10)  # 2P / beta
-fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+fig, axes = plt.subplots(2, 1, figsize=(7.0, 8.4), layout="constrained")
 for batch in (1, 2, 4, 8, 16):
     ratio = np.array([lp.decode_step_time(llama, a10, int(n), batch=batch) / simple_step
                       for n in contexts])
@@ -860,7 +968,7 @@ axes[0].set(xscale="log", xlabel="tokens in the KV cache per sequence",
             ylabel="roofline step time / simple step time",
             title="Decode step, Llama 2 7B on A10")
 axes[0].set_xscale("log", base=2)
-axes[0].legend()
+axes[0].legend(loc="upper left", fontsize="medium")
 
 prompts = np.array([128, 256, 512, 1024, 2048, 4096])
 prefill_ratio = [lp.prefill_time(llama, a10, int(n)) / lp.simple_latency(llama, a10, int(n), 1).prefill_s
@@ -869,30 +977,35 @@ axes[1].plot(prompts, prefill_ratio, "o-", color="C5")
 axes[1].set_xscale("log", base=2)
 axes[1].set(xlabel="prompt tokens S", ylabel="roofline prefill time / (S · 2P / Π)",
             title="Prefill, Llama 2 7B on A10")
-plt.tight_layout()
 plt.show()
 print(f"decode at 4096 tokens: batch 1 x{lp.decode_step_time(llama, a10, 4096) / simple_step:.2f}, "
       f"batch 4 x{lp.decode_step_time(llama, a10, 4096, batch=4) / simple_step:.2f}")
 print(f"prefill of 4096 tokens: x{prefill_ratio[-1]:.2f} the simple model's time")
 
-# %% [markdown]
-# **Figure 7.** Where the two models part ways. Left: one decode step. At batch 1 and short
+# %% [markdown] slideshow={"slide_type": "-"}
+# **Figure 7.** Where the two models part ways. Top: one decode step. At batch 1 and short
 # contexts the roofline model's step is the simple model's $2P/\beta$; as the cache grows, every
 # step also streams the keys and values, and with more sequences per batch the cache reads
 # outgrow the weight reads. Crosses mark configurations whose weights and cache do not fit in
-# the A10's 24 GiB (`lp.max_batch_size`): capacity, not bandwidth, ends those lines. Right: the prefill. A short
+# the A10's 24 GiB (`lp.max_batch_size`): capacity, not bandwidth, ends those lines. Bottom: the prefill. A short
 # prompt is not compute bound at all: with fewer than about 230 tokens per product the
 # linear layers sit left of the ridge (Figure 3), so a 128-token prefill is bound by reading
 # the weights, like a decode step, and takes well over $S\cdot 2P/\Pi$. Around 256 tokens the
 # simple model is nearly right; beyond, the $N^2$ attention and the traffic of its score and
 # probability matrices take over.
-#
+
+# %% slideshow={"slide_type": "skip"} tags=["hide-cell"]
+# The caption above, from the sweep.
+assert 220 < crossing < 240 and prefill_ratio[0] > 1.5 and abs(prefill_ratio[1] - 1) < 0.15
+assert prefill_ratio[-1] > prefill_ratio[2] > prefill_ratio[1]
+
+# %% [markdown] slideshow={"slide_type": "fragment"}
 # :::{important}
 # The simple model is a good first answer for short contexts and single requests; long
 # contexts and large batches need the KV cache and the attention in the model.
 # :::
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 4.7 Communication across GPUs
 #
 # A model whose weights do not fit in one device (Llama 2 70B needs about 138 GB in fp16)
@@ -922,7 +1035,7 @@ print(f"prefill of 4096 tokens: x{prefill_ratio[-1]:.2f} the simple model's time
 # {cite:p}`nvidia_a10`, likewise counted both ways. A ring sends and receives
 # at the same time, so each direction's half (`link.one_way`) is the rate that matters.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 llama70 = lp.get_model("llama-2-70b")
 h100 = lp.get_accelerator("H100 SXM")
 p = 8
@@ -945,7 +1058,7 @@ lp.Table(["link", "one way", "decode token", "4096-token prefill"],
          formats={"one way": lp.format_bandwidth, "decode token": lp.format_seconds,
                   "4096-token prefill": lp.format_seconds})
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Worked problems
 #
 # **Worked problem 1 (tensor parallelism).** Llama 2 70B ($L = 80$, $D = 8192$) runs with
@@ -993,7 +1106,7 @@ lp.Table(["link", "one way", "decode token", "4096-token prefill"],
 #
 # </details>
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # **Worked problem 2 (the attention ceiling).** The standard algorithm's intensity tends to
 # $(4d+3)/8$ as $N$ grows. Which head dimension would make standard attention compute bound
 # on an A10 at very long sequences? On an H100 SXM?
@@ -1018,7 +1131,8 @@ lp.Table(["link", "one way", "decode token", "4096-token prefill"],
 # For $N \ll K, M$ the intensity is $NKM/(NK + KM + NM) \approx N/(1 + N/K + N/M)$, roughly
 # $N$ for small $N$. Solving $N \cdot 4096 \cdot 11008 / (4096N + 4096\cdot 11008 + 11008N) = 208.3$
 # gives $N \approx 224$. `lp.ffn_critical_batch(llama, a10)` returns the same number (checked
-# in the folded cell below). Chapter 5 asks whether 224 sequences fit in 24 GiB.
+# in the folded cell below): it is the FFN's {term}`critical batch`. Chapter 5 asks whether
+# 224 sequences fit in 24 GiB.
 #
 # </details>
 #
@@ -1050,7 +1164,7 @@ lp.Table(["link", "one way", "decode token", "4096-token prefill"],
 #
 # </details>
 
-# %% tags=["hide-cell"]
+# %% slideshow={"slide_type": "skip"} tags=["hide-cell"]
 # The worked problems' answers, checked against llmperf.
 nvlink, pcie4 = (next(link for link in lp.INTERCONNECTS if link.name.startswith(prefix))
                  for prefix in ("NVLink 4", "PCIe Gen4"))
@@ -1071,7 +1185,7 @@ assert round(llama.weight_bytes("fp16") / llama.kv_bytes_per_token("fp16"), -2) 
 assert round(llama.weight_bytes("fp16") / llama.kv_bytes_per_token("fp16") / 8, -2) == 3_200
 assert round(llama3.weight_bytes("fp16") / llama3.kv_bytes_per_token("fp16"), -2) == 122_500
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Summary
 #
 # - Four resources bound inference: compute ($\Pi$), memory bandwidth ($\beta$), memory
@@ -1106,13 +1220,15 @@ assert round(llama3.weight_bytes("fp16") / llama3.kv_bytes_per_token("fp16"), -2
 #   ring all-reduces per layer): negligible bandwidth in decode (where the latency of 160
 #   collectives per token matters instead), comparable with compute in a long prefill on
 #   NVLink, and several times the compute of a long prefill over PCIe.
-#
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Exercises
 #
 # The exercise notebook `exercises/04_boundedness.py` asks you to derive intensities, place
 # operators on rooflines, predict request latencies and reproduce parts of this chapter's
 # measurements; its checks tell you immediately whether you got them right.
-#
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## References
 #
 # ```{bibliography}
