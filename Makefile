@@ -34,9 +34,11 @@ EXECUTE ?= 1
 book: setup
 	@$(BIN)/python tools/book.py --output _build $(if $(filter 0,$(EXECUTE)),--no-execute,)
 
-# Every page of the built site opened in headless Chromium (Debian's chromium package).
+# Every page of the built site opened in headless Chromium (Debian's chromium package), and
+# the site's exercises and back matter read from its files (tests/test_site_*.py).
 check-book: book
-	BOOK_SITE=_build/html $(BIN)/python -m pytest -p no:cacheprovider tests/test_book_site.py
+	BOOK_SITE=_build/html $(BIN)/python -m pytest -p no:cacheprovider tests/test_book_site.py \
+		tests/test_site_*.py
 
 test: setup
 	$(BIN)/ruff check .
