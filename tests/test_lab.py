@@ -189,8 +189,10 @@ def _outside_and_errors(events: list[dict], base: str) -> list[str]:
         elif e["method"] == "Runtime.exceptionThrown":
             found.append(str(p["exceptionDetails"].get("exception", {}).get("description")))
         elif e["method"] == "Runtime.consoleAPICalled" and p["type"] == "error":
-            found.append(" ".join(str(a.get("value", a.get("description", "")))
-                                  for a in p["args"]))
+            message = " ".join(str(a.get("value", a.get("description", ""))) for a in p["args"])
+            # jupyterlab-myst sees one notebook: the book's glossary ({term}) is elsewhere
+            if not message.startswith("Cross reference target was not found"):
+                found.append(message)
     return found
 
 
@@ -214,7 +216,7 @@ def test_a_chapter_renders_its_myst_in_jupyterlab_and_as_slides(jupyterlab, tmp_
             assert _wait_for(browser, ".jp-Notebook .katex", 20) >= 20
             text = browser.evaluate("document.querySelector('.jp-Notebook').innerText")
             assert "After this chapter you will be able to" in text
-            assert ":::{admonition}" not in text and "{cite:p}" not in text
+            assert not [raw for raw in (":::{", "{cite:p}", "{term}") if raw in text]
             assert browser.evaluate("Array.from(document.querySelectorAll('.jp-Notebook aside'))"
                                     ".some(a => a.innerText.includes('After this chapter'))")
             assert browser.evaluate("document.querySelectorAll('.jp-Notebook .cite-group')"
@@ -230,7 +232,7 @@ def test_a_chapter_renders_its_myst_in_jupyterlab_and_as_slides(jupyterlab, tmp_
             assert _wait_for(browser, ".reveal .katex", 20) >= 20
             slides = browser.evaluate("document.querySelector('.reveal').innerText")
             assert "After this chapter you will be able to" in slides
-            assert ":::{admonition}" not in slides and "{cite:p}" not in slides
+            assert not [raw for raw in (":::{", "{cite:p}", "{term}") if raw in slides]
             assert browser.evaluate("document.querySelectorAll('.reveal aside').length") > 0
             browser.screenshot(tmp_path / "slides.png")
             browser.settle(quiet_s=1)
