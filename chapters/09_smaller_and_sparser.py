@@ -8,15 +8,15 @@
 #     name: python3
 # ---
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # # Chapter 9: Smaller and sparser: pruning, distillation, contextual sparsity, skipping work
 #
 # Every optimization so far kept the model and changed how it runs: fewer bytes per weight
 # (chapter 6), fewer trips to memory (chapter 7), fewer active parameters or fewer sequential
-# steps (chapter 8). This chapter changes the model's work itself, in four ways. *Pruning*
-# removes weights a trained model barely uses. *Distillation* trains a small model to imitate
-# a large one. *Contextual sparsity* skips, for each token, the FFN neurons that are zero for
-# that token anyway. *Early exit* stops a token at a layer whose prediction is already
+# steps (chapter 8). This chapter changes the model's work itself, in four ways.
+# {term}`Pruning <pruning>` removes weights a trained model barely uses. {term}`Distillation <distillation>` trains a small model to imitate
+# a large one. {term}`Contextual sparsity <contextual sparsity>` skips, for each token, the FFN neurons that are zero for
+# that token anyway. {term}`Early exit <early exit>` stops a token at a layer whose prediction is already
 # confident. Each promises fewer FLOPs and fewer bytes; whether a step gets faster depends on
 # whether the work removed is work the kernels would really have done.
 #
@@ -43,12 +43,14 @@
 # two students 5.2 times smaller (3 layers, $D = 128$). They run on a GPU when there is one,
 # else on the CPU.
 
-# %% tags=["nbval-ignore-output"]
+# %% slideshow={"slide_type": "-"} tags=["nbval-ignore-output"]
 import copy
+import statistics
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from IPython.display import display
 
 import llmperf as lp
 from llmperf.analytic.layers import experts_touched
@@ -63,6 +65,7 @@ from llmperf.analytic.sparsity import (
 )
 from llmperf.measured.distill import distillation_loss
 from llmperf.measured.early_exit import early_exit_curve, layer_logits
+from llmperf.measured.load import watch_load
 from llmperf.measured.measure import benchmark, measure_decode, measure_host, windows
 from llmperf.measured.model import MLP
 from llmperf.measured.pruning import (
@@ -88,6 +91,14 @@ from llmperf.trained.load import validation_tokens
 
 torch.manual_seed(0)
 use_style()
+LEGEND = dict(fontsize="medium")  # legends as large as the axis labels
+
+
+def with_range(values, fmt=lp.format_seconds):
+    """Repeated measurements as 'median (lowest to highest)'."""
+    return f"{fmt(statistics.median(values))} ({fmt(min(values))} to {fmt(max(values))})"
+
+
 device = "cuda" if torch.cuda.is_available() else "cpu"
 if device == "cpu":
     torch.set_num_threads(1)  # the small models' products cost more split over threads
@@ -99,9 +110,10 @@ SLICE = 4  # validation windows of 256 tokens: a small fixed slice, to stay fast
 dense_loss = evaluate(target.model, val, max_windows=SLICE).loss_nats
 print(f"device: {device}; target {target.model.num_parameters():,} parameters")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 9.1 Pruning
-#
+
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # ### Unstructured pruning: magnitude and Wanda
 #
 # A linear layer computes $y = W x$, with $W$ of shape (outputs, inputs). *Magnitude pruning*
@@ -121,7 +133,7 @@ print(f"device: {device}; target {target.model.num_parameters():,} parameters")
 # \text{inputs})$ weights of every row. The prediction to check: the loss barely moves at low
 # sparsity, then climbs; Wanda's curve stays below magnitude's where it climbs.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 sparsities = [0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 norms = input_norms(target.model, calibration)  # Wanda's ||X_j||, computed once
 unstructured = {}
@@ -135,14 +147,14 @@ two_four = {method: evaluate(prune(target.model, method=method, pattern="2:4", n
                             val, max_windows=SLICE).loss_nats
             for method in ("magnitude", "wanda")}
 
-# %% tags=["nbval-ignore-output"]
+# %% slideshow={"slide_type": "-"} tags=["nbval-ignore-output"]
 lp.Table(["sparsity", "loss, magnitude (nats)", "loss, Wanda (nats)"],
          [(f"{s:.0%}", m, w) for s, m, w in zip(sparsities, unstructured["magnitude"],
                                                 unstructured["wanda"])]
          + [("2:4 (50%)", two_four["magnitude"], two_four["wanda"])],
          formats={"loss, magnitude (nats)": ".4f", "loss, Wanda (nats)": ".4f"})
 
-# %%
+# %% slideshow={"slide_type": "fragment"}
 ax = new_axes("Unstructured pruning of the trained target",
               "sparsity of every block's weights", "validation loss (nats/token)")
 ax.plot(sparsities, unstructured["magnitude"], "o-", label="magnitude |W|")
@@ -150,10 +162,10 @@ ax.plot(sparsities, unstructured["wanda"], "s-", label="Wanda |W| x ||X||")
 ax.plot([0.5], [two_four["magnitude"]], "^", color="C0", ms=9, label="2:4, magnitude")
 ax.plot([0.5], [two_four["wanda"]], "v", color="C1", ms=9, label="2:4, Wanda")
 ax.axhline(dense_loss, color="gray", ls=":", label="dense")
-ax.legend()
+ax.legend(loc="upper left", **LEGEND)  # the curves stay low until they climb at the right
 plt.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # **Figure 1.** Validation loss of the target (a fixed slice of 1,024 tokens) as a growing
 # fraction of every block's weights is set to zero. Look for the knee: up to some sparsity the
 # curves hug the dense line, because the smallest weights carried little; past it both rise
@@ -163,7 +175,8 @@ plt.show()
 # two zeros into every group of four inputs is a constraint, so it costs a little more loss
 # than 50% chosen freely. A model this small has less redundancy than a 175-billion-parameter
 # one, so its knee comes earlier than the published ones below.
-#
+
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # ### What the zeros buy: nothing in a dense kernel
 #
 # A dense matrix product reads every element of $W$ and multiplies it, zero or not: a mask
@@ -182,14 +195,14 @@ plt.show()
 # quote the sparse peak beside the dense one {cite:p}`nvidia_a100`. This book's peaks are dense
 # (chapter 4). Bytes fall too, though by less than half:
 
-# %%
+# %% slideshow={"slide_type": "-"}
 elements = 4096 * 4096
 lp.Table(["4,096 x 4,096 matrix in fp16", "bytes", "of dense"],
          [("dense", lp.format_bytes(elements * 2, binary=True), "1.0000"),
           ("2:4 compressed", lp.format_bytes(two_four_bytes(elements, "fp16"), binary=True),
            f"{two_four_bytes(elements, 'fp16') / (elements * 2):.4f}")])
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # ### Structured pruning: whole neurons and whole heads
 #
 # *Structured* pruning removes rows and columns, so the matrices that remain are smaller dense
@@ -205,7 +218,7 @@ lp.Table(["4,096 x 4,096 matrix in fp16", "bytes", "of dense"],
 # the same number of neurons and heads, since one `ModelConfig` describes all the layers. The
 # predicted sizes:
 
-# %%
+# %% slideshow={"slide_type": "-"}
 structured_shapes = [(688, 4), (516, 4), (344, 4), (172, 4), (688, 3), (344, 3), (344, 2)]
 size_rows = []
 for d_ff, heads in structured_shapes:
@@ -215,12 +228,12 @@ for d_ff, heads in structured_shapes:
 lp.Table(["d_ff", "heads", "parameters", "of the target", "fp32 bytes"], size_rows,
          formats={"parameters": ",", "of the target": ".3f"})
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # Now the measurement: loss against parameters kept for unstructured Wanda (the non-zero
 # weights), for structured FFN pruning, and for structured pruning of one head per layer on top.
 # Equal sizes, different shapes of what is removed.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 structured = []
 neuron_scores, head_scores = importance(target.model, calibration)  # scored once
 for d_ff, heads in structured_shapes:
@@ -228,40 +241,42 @@ for d_ff, heads in structured_shapes:
     structured.append((d_ff, heads, small.num_parameters(),
                        evaluate(small, val, max_windows=SLICE).loss_nats))
 
-# %% tags=["nbval-ignore-output"]
+# %% slideshow={"slide_type": "-"} tags=["nbval-ignore-output"]
 lp.Table(["d_ff", "heads", "parameters", "loss (nats)", "loss - dense"],
          [(d, h, p, loss, loss - dense_loss) for d, h, p, loss in structured],
          formats={"parameters": ",", "loss (nats)": ".4f", "loss - dense": "+.4f"})
 
-# %%
+# %% slideshow={"slide_type": "fragment"}
 ax = new_axes("Loss against size: what is removed matters",
-              "parameters kept (non-zero)", "validation loss (nats/token)")
-ax.plot(nonzero, unstructured["wanda"], "s-", color="C1", label="unstructured, Wanda")
+              "parameters kept (non-zero), millions", "validation loss (nats/token)")
+ax.plot([n / 1e6 for n in nonzero], unstructured["wanda"], "s-", color="C1",
+        label="unstructured, Wanda")
 for heads, marker, color in ((4, "o", "C2"), (3, "D", "C3"), (2, "x", "C4")):
-    pts = [(p, loss) for d, h, p, loss in structured if h == heads]
+    pts = [(p / 1e6, loss) for d, h, p, loss in structured if h == heads]
     ax.plot(*zip(*pts), marker, color=color, ms=8,
-            label=f"structured: FFN neurons, {heads} heads per layer")
+            label=f"structured, {heads} heads per layer")
 ax.axhline(dense_loss, color="gray", ls=":", label="dense")
-ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)
+ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, **LEGEND)
 plt.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # **Figure 2.** Validation loss against the parameters left. Unstructured Wanda removes
 # individual weights wherever they matter least and keeps the lowest loss at a given count of
 # non-zero weights; structured FFN pruning (green) pays more loss for the same count, because
 # it must drop a neuron's weights all together. Removing a head (red, purple) costs far more per
 # parameter: four heads per layer is already few, and each one carries a distinct pattern of
 # attention. The structured points are the only ones on this plot that are smaller *models*.
-#
+
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # ### Measured: what each kind of sparsity buys in decode speed
 #
-# One batch-1 decode step reads every weight once, so its predicted time scales with the
+# One batch-1 {term}`decode` step reads every weight once, so its predicted time scales with the
 # model's bytes: `step_costs` of the pruned config against the target's. For the unstructured
 # model the shape is the target's, so the prediction is no gain. We prune the FFNs only, to 50%,
 # both ways, then also one head of every layer from the structured model, and time one step at
 # position 128.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 half = target.config.d_ff // 2
 models = {"dense": target.model,
           "unstructured Wanda, FFN 50%": prune(target.model, 0.5, "wanda", norms=norms,
@@ -270,43 +285,56 @@ models = {"dense": target.model,
                                         top_indices(head_scores, 4)),
           "structured, FFN 50%, 3 heads": shrink(target.model, top_indices(neuron_scores, half),
                                                  top_indices(head_scores, 3))}
-host = measure_host(dtypes=("fp32",), quick=True, device=device, progress=False)
+times = {name: [] for name in models}
+with watch_load() as machine:
+    host = measure_host(dtypes=("fp32",), quick=True, device=device, progress=False)
+    for _ in range(5):  # alternate, so that a busy moment on the machine hits every model
+        for name, m in models.items():
+            times[name].append(measure_decode(m, 128, steps=10).timing.median_s)
 predicted = {name: m.step_costs("decode", 1, 128).on(host).time_s  # from each model's shape
              for name, m in models.items()}
-times = {name: [] for name in models}
-for _ in range(3):  # alternate, so that a busy moment on the machine hits every model
-    for name, m in models.items():
-        times[name].append(measure_decode(m, 128, steps=10).timing.median_s)
-measured = {name: float(np.median(t)) for name, t in times.items()}
+speedups = {name: [d / t for d, t in zip(times["dense"], times[name])] for name in models}
 
-# %% tags=["nbval-ignore-output"]
-lp.Table(["model", "FFN weights zero", "predicted step", "measured step", "predicted speedup",
-          "measured speedup", "loss (nats)"],
-         [(name, "0% (removed)" if name.startswith("structured")
-           else f"{weight_sparsity(m, ffn_only=True):.0%}", lp.format_seconds(predicted[name]),
-           lp.format_seconds(measured[name]), predicted["dense"] / predicted[name],
-           measured["dense"] / measured[name], evaluate(m, val, max_windows=SLICE).loss_nats)
-          for name, m in models.items()],
-         formats={"predicted speedup": ".2f", "measured speedup": ".2f", "loss (nats)": ".4f"})
+# %% slideshow={"slide_type": "-"} tags=["nbval-ignore-output"]
+ratio = "{:.2f}".format
+display(lp.Table(
+    ["model", "FFN weights zero", "predicted step", "measured step, median of 5 rounds",
+     "predicted speedup", "measured speedup", "loss (nats)"],
+    [(name, "0% (removed)" if name.startswith("structured")
+      else f"{weight_sparsity(m, ffn_only=True):.0%}", lp.format_seconds(predicted[name]),
+      with_range(times[name]), predicted["dense"] / predicted[name],
+      with_range(speedups[name], ratio), evaluate(m, val, max_windows=SLICE).loss_nats)
+     for name, m in models.items()],
+    formats={"predicted speedup": ".2f", "loss (nats)": ".4f"}))
+for name in list(models)[1:]:
+    print(f"{name}: measured {with_range(speedups[name], ratio)} against "
+          f"{predicted['dense'] / predicted[name]:.2f} predicted")
+print(machine.note())
 
-# %% [markdown]
-# The unstructured model runs the same matmuls as the dense one: its measured speedup sits at
-# 1 within noise, as predicted. The structured models run narrower matmuls; their measured
-# speedup is real but usually below the bytes' prediction on a model this small, because at
-# batch 1 on a CPU much of a step is per-operator overhead that no pruning removes (chapter 7
-# measured it), and the pruned matrices are small enough to sit in cache. On a large model,
-# whose step is its weight bytes, the measured speedup approaches the prediction.
+# %% [markdown] slideshow={"slide_type": "-"}
+# What to look for, in the printed lines. The unstructured model runs the same matmuls as the
+# dense one, so the bytes predict no gain: its measured speedup should sit at 1 within the
+# spread of the rounds, and where it does not, something other than the model changed between
+# the rounds' turns (the note under the table says whether the machine was busy). The
+# structured models run narrower matmuls: compare their measured speedups with the bytes'
+# prediction. On a model this small the two can part either way: at batch 1 much of a step is
+# per-operator overhead that no pruning removes (chapter 7 measured it), which holds the
+# measured speedup below the prediction, while the pruned matrices, small enough to sit in a
+# cache that the dense ones overflow, can lift it above. On a large model, whose step is its
+# weight bytes, the measured speedup approaches the prediction.
 # `benchmarks/pruning.py` repeats this at 25, 50 and 75% with more steps
 # (`benchmarks/results/pruning.md`).
-#
+
+# %% [markdown] slideshow={"slide_type": "fragment"}
 # :::{important}
 # Zeros buy speed only where a kernel skips them. Unstructured sparsity saves nothing in a dense
 # kernel; 2:4 sparsity doubles the peak math rate on tensor cores that support it (a peak: a
-# kernel gains at most that, and in a memory-bound step the gain is the bytes' ratio);
+# kernel gains at most that, and in a {term}`memory-bound <memory bound>` step the gain is the bytes' ratio);
 # structured pruning makes every kernel smaller, at a larger cost in loss per parameter
 # removed.
 # :::
-#
+
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # ### Published figures beside ours
 #
 # SparseGPT {cite:p}`frantar2023sparsegpt` prunes OPT-175B and BLOOM-176B to 50 to 60%
@@ -317,7 +345,7 @@ lp.Table(["model", "FFN weights zero", "predicted step", "measured step", "predi
 # their outlier input features, which Wanda's score was designed for, make magnitude pruning
 # fail there far more sharply than it does here.
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 9.2 Distillation
 #
 # Pruning starts from the large model and removes parts. Distillation starts from a small
@@ -338,7 +366,7 @@ lp.Table(["model", "FFN weights zero", "predicted step", "measured step", "predi
 # of the trained models calls it. A few steps, live, on a copy of the (undistilled) student,
 # all on one fixed batch of training text so that each step's change is visible:
 
-# %%
+# %% slideshow={"slide_type": "-"}
 student = copy.deepcopy(load("student", device=device).model).requires_grad_(True).train()
 opt = torch.optim.AdamW(student.parameters(), lr=2e-3)
 starts = torch.randint(0, len(train_tokens) - 129, (4,),
@@ -358,11 +386,11 @@ for step in range(6):
     opt.step()
     steps_log.append((step, hard.item(), soft.item(), loss.item()))
 
-# %% tags=["nbval-ignore-output"]
+# %% slideshow={"slide_type": "-"} tags=["nbval-ignore-output"]
 lp.Table(["step", "cross-entropy", "T^2 KL(teacher || student)", "total"], steps_log,
          formats={"cross-entropy": ".4f", "T^2 KL(teacher || student)": ".4f", "total": ".4f"})
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # The KL term measures, in nats scaled by $T^2$, how far the student's softened distribution is
 # from the teacher's; it is zero only when they agree, and each step on this batch lowers it.
 # (A real run draws a new batch each step, so its loss falls more slowly and less evenly.)
@@ -374,7 +402,7 @@ lp.Table(["step", "cross-entropy", "T^2 KL(teacher || student)", "total"], steps
 # agreement with the target and their distillation loss against it are measured here on the
 # small slice.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 info = manifest()["models"]
 slice_rows = []
 slice_windows = windows(val, 256, SLICE)
@@ -392,26 +420,27 @@ lp.Table(["model", "parameters", "val loss, whole split (manifest)"],
          [(n, p, v) for n, p, v, *_ in slice_rows],
          formats={"parameters": ",", "val loss, whole split (manifest)": ".4f"})
 
-# %% tags=["nbval-ignore-output"]
+# %% slideshow={"slide_type": "-"} tags=["nbval-ignore-output"]
 lp.Table(["model", "loss on the slice (nats)", "greedy agreement with target",
           "overlap with target", "T^2 KL from target"],
          [(n, s, g, o, k) for n, _, _, s, g, o, k in slice_rows],
          formats={"loss on the slice (nats)": ".4f", "greedy agreement with target": ".3f",
                   "overlap with target": ".3f", "T^2 KL from target": ".4f"})
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # At equal size and equal training steps, the distilled student has the lower validation loss
 # and agrees more often with the target (about 0.1 nats and 2 points of greedy agreement on the
 # whole split, in the manifest), and its distribution is closer to the target's (a lower KL
 # term, the quantity it was trained to lower). That is what distillation buys: a better model
 # *of that size*, not a smaller model of the same quality; a 5.2 times smaller model remains
 # well behind its teacher. For speed, the student is simply a smaller dense model: its decode
-# step reads 5.2 times fewer weight bytes, every kernel benefits, and the speculative decoding
-# of chapter 8 can use it as a draft, where a higher agreement is a higher acceptance rate.
+# step reads 5.2 times fewer weight bytes, every kernel benefits, and the {term}`speculative decoding`
+# of chapter 8 can use it as a draft, where a higher agreement is a higher {term}`acceptance rate`.
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 9.3 Contextual sparsity
-#
+
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # ### Which neurons are zero for this token
 #
 # In an FFN with ReLU, $y = W_{\text{down}} \operatorname{relu}(W_{\text{up}} x)$, every neuron
@@ -421,31 +450,32 @@ lp.Table(["model", "loss on the slice (nats)", "greedy agreement with target",
 # inactive for any given token. `llmperf.measured.sparsity.trace_ffn` reads the trained ReLU model's FFN
 # activations through forward hooks, on 1,024 tokens of validation text.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 text = val[:4 * 256].reshape(4, 256)
 trace = trace_ffn(relu.model, text)
 per_layer = [s.cpu().numpy() for s in trace.sparsity()]
 
-# %% tags=["nbval-ignore-output"]
+# %% slideshow={"slide_type": "-"} tags=["nbval-ignore-output"]
 lp.Table(["layer", "mean sparsity", "10th percentile", "90th percentile"],
          [(i + 1, s.mean(), np.percentile(s, 10), np.percentile(s, 90))
           for i, s in enumerate(per_layer)], formats={"mean sparsity": ".3f",
                                                     "10th percentile": ".3f",
                                                     "90th percentile": ".3f"})
 
-# %%
+# %% slideshow={"slide_type": "fragment"}
 ax = new_axes("Per-token activation sparsity of the ReLU model's FFNs",
               "layer", "fraction of FFN neurons exactly zero")
 ax.boxplot(per_layer, whis=(5, 95), showfliers=False)
 ax.set_ylim(0, 1)
 plt.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # **Figure 3.** For each layer, the spread over tokens of the fraction of the 1,032 neurons that
 # are exactly zero (boxes: quartiles; whiskers: 5th and 95th percentiles). Most neurons are off
 # for most tokens, more so in the middle layers; the spread shows that the count, not only the
 # set, depends on the token.
-#
+
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # ### What an oracle would save, predicted
 #
 # An oracle that knew each token's active neurons would compute $a$ of the $D_{\text{ff}}$ rows
@@ -453,12 +483,12 @@ plt.show()
 # Bytes fall by the same factor for one token. In a batch, each neuron any token needs must be
 # read; if tokens chose their active sets independently and uniformly, a batch of $B$ would
 # read $D_{\text{ff}}(1 - (1 - a/D_{\text{ff}})^B)$ distinct neurons, the expected-experts
-# formula of MoE (chapter 8) with every neuron an expert. `llmperf.analytic.sparsity.sparse_ffn_cost`
+# formula of {term}`MoE <mixture of experts>` (chapter 8) with every neuron an expert. `llmperf.analytic.sparsity.sparse_ffn_cost`
 # counts it. First the prediction, at the measured mean sparsity, then a check of the
 # independence assumption on the traced activations: the union of the active sets of $B$
 # consecutive tokens, measured, against the formula.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 mean_sparsity = float(np.mean([s.mean() for s in per_layer]))
 savings_rows = []
 for B in (1, 8, 64):
@@ -475,29 +505,31 @@ d_ff = relu.config.d_ff
 active = round(d_ff * (1 - mean_sparsity))
 union_predicted = [experts_touched(B, d_ff, active) / d_ff for B in batches]
 
-# %% tags=["nbval-ignore-output"]
+# %% slideshow={"slide_type": "-"} tags=["nbval-ignore-output"]
 print(f"mean activation sparsity over the layers: {mean_sparsity:.3f}")
 lp.Table(["batch B", "oracle FFN FLOPs / dense", "oracle FFN bytes / dense"], savings_rows,
          formats={"oracle FFN FLOPs / dense": ".3f", "oracle FFN bytes / dense": ".3f"})
 
-# %%
+# %% slideshow={"slide_type": "fragment"}
 ax = new_axes("Neurons a batch needs: union of its tokens' active sets",
               "tokens in the batch B", "fraction of FFN neurons active for some token")
 ax.semilogx(batches, union_measured, "o-", base=2, label="measured (consecutive tokens)")
-ax.semilogx(batches, union_predicted, "s--", base=2,
-            label="predicted, independent tokens: 1 - (1 - a/D_ff)^B")
+ax.semilogx(batches, union_predicted, "s--", base=2, label="predicted: independent tokens")
+ax.set_xticks(batches, [str(b) for b in batches])
 ax.set_ylim(0, 1.02)
-ax.legend()
+ax.legend(loc="lower right", **LEGEND)  # below the curves at large batches
 plt.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # **Figure 4.** The fraction of neurons whose weights a decode step must read when $B$ tokens
-# share it. Both curves climb toward 1: contextual sparsity is a batch-1 saving, and by a few
+# share it, measured and as independent tokens would need, $1 - (1 - a/D_{\text{ff}})^B$. Both
+# curves climb toward 1: contextual sparsity is a batch-1 saving, and by a few
 # dozen tokens most neurons are needed by some token of the batch. The measured union sits *below* the
 # independent prediction: tokens of real text share many active neurons (some neurons are on for
 # almost every token), so a batch touches fewer than independent draws would; still, by
 # $B = 64$ most neurons are needed.
-#
+
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # ### Measured: a gathered FFN over the active rows
 #
 # `llmperf.measured.sparsity.GatheredFFN` computes $W_{\text{down}}[:, A]\,
@@ -511,7 +543,7 @@ plt.show()
 # active rows of $W_{\text{up}}$ (written once and read again:
 # `llmperf.analytic.sparsity.gathered_ffn_cost`).
 
-# %%
+# %% slideshow={"slide_type": "-"}
 x_token = trace.inputs[1][:1]
 cases = [("trained ReLU, layer 2", relu.model.layers[1].feed_forward, x_token,
           trace.active(1)[0].nonzero().squeeze(1))]
@@ -519,39 +551,44 @@ wide = MLP(2048, 8192, "relu", bias=False).to(device).requires_grad_(False)
 cases.append(("synthetic 2048 x 8192", wide, torch.randn(1, 2048, device=device),
               torch.randperm(8192, device=device)[:round(8192 * (1 - mean_sparsity))]
               .sort().values))
-gather_rows = []
-with torch.inference_mode():
+gather_rows, gather_rounds = [], {}
+with watch_load() as machine, torch.inference_mode():
     for name, mlp, x, act in cases:
         cfg = lp.ModelConfig(name=name, n_layers=1, d_model=mlp.w1.in_features, n_heads=1,
                              d_ff=mlp.w1.out_features, vocab_size=1, ffn_kind="mlp",
                              activation="relu")
         s_here = 1 - len(act) / cfg.d_ff
         gathered = GatheredFFN(mlp)
-        dense_t = benchmark(lambda m=mlp, x=x: m(x), warmup=2, repeat=15, device=device)
-        sparse_t = benchmark(lambda g=gathered, x=x, a=act: g(x, a), warmup=2, repeat=15,
-                             device=device)
+        dense_s, sparse_s = [], []
+        for _ in range(3):  # three rounds, the two in turn: a busy moment hits both
+            dense_s.append(benchmark(lambda m=mlp, x=x: m(x), warmup=2, repeat=9,
+                                     device=device).median_s)
+            sparse_s.append(benchmark(lambda g=gathered, x=x, a=act: g(x, a), warmup=2,
+                                      repeat=9, device=device).median_s)
+        gains = [d / g for d, g in zip(dense_s, sparse_s)]
+        gather_rounds[name] = gains
         dense_bytes = sparse_ffn_cost(cfg, 0.0, 1, "fp32").bytes
-        gather_rows.append((name, s_here, lp.format_seconds(dense_t.median_s),
-                            lp.format_seconds(sparse_t.median_s),
+        gather_rows.append((name, s_here, with_range(dense_s), with_range(sparse_s),
                             dense_bytes / sparse_ffn_cost(cfg, s_here, 1, "fp32").bytes,
                             dense_bytes / gathered_ffn_cost(cfg, s_here, "fp32").bytes,
-                            dense_t.median_s / sparse_t.median_s))
+                            statistics.median(gains)))
 
-# %% tags=["nbval-ignore-output"]
-lp.Table(["FFN", "sparsity", "dense", "gathered", "predicted, oracle",
-          "predicted, with the copy", "measured speedup"], gather_rows,
-         formats={"sparsity": ".3f", "predicted, oracle": ".2f",
-                  "predicted, with the copy": ".2f", "measured speedup": ".2f"})
-
-# %% tags=["nbval-ignore-output"]
+# %% slideshow={"slide_type": "-"} tags=["nbval-ignore-output"]
+display(lp.Table(["FFN", "sparsity", "dense, median of 3 rounds", "gathered", "predicted, oracle",
+                  "predicted, with the copy", "measured speedup"],
+                 [row[:6] + (with_range(gather_rounds[row[0]], "{:.2f}".format),)
+                  for row in gather_rows],
+                 formats={"sparsity": ".3f", "predicted, oracle": ".2f",
+                          "predicted, with the copy": ".2f"}))
 for name, _, _, _, oracle, with_copy, measured_gain in gather_rows:
     where = ("below both predictions" if measured_gain < with_copy
              else "between the two predictions" if measured_gain <= oracle
              else "above both predictions")
     print(f"{name}: measured {measured_gain:.2f}x, {where} "
           f"(with the copy {with_copy:.2f}x, oracle {oracle:.2f}x)")
+print(machine.note())
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # The two predictions bracket what the bytes allow. The oracle's is what the gather would
 # gain if the copy cost nothing; the other is what it gains if every byte of the copy went to
 # main memory: copying the active rows of $W_{\text{up}}$ reads them, writes them and reads
@@ -562,11 +599,13 @@ for name, _, _, _, oracle, with_copy, measured_gain in gather_rows:
 # stream; above both, the gathered product came closer to its bytes' rate than the dense
 # one did (its smaller working set may fit in a cache the whole matrix does not). The trained
 # layer's two matrices are about a megabyte each in fp32, small enough for a processor's
-# last-level cache, and its time is largely per-operator overhead (chapter 7), so its
-# measured speedup moves most from one machine or run to another; the wider FFN's time is
-# mostly its bytes. Deja Vu's kernels read the selected rows in place, without the copy
+# last-level cache, and its time is largely per-operator overhead (chapter 7), so expect its
+# measured speedup to move most from one machine or run to another (compare the range of the
+# rounds); the wider FFN's matrices, 64 MiB each, fit in no cache, so its time is closer to
+# its bytes. Deja Vu's kernels read the selected rows in place, without the copy
 # {cite:p}`liu2023dejavu`.
-#
+
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # ### Predicting the active set
 #
 # The oracle is not available at run time: knowing which pre-activations are positive requires
@@ -579,7 +618,7 @@ for name, _, _, _, oracle, with_copy, measured_gain in gather_rows:
 # neurons it finds; each miss is a neuron dropped from the product. Fitted on training text,
 # judged on validation text:
 
-# %%
+# %% slideshow={"slide_type": "-"}
 relu_loss = evaluate(relu.model, val, max_windows=SLICE).loss_nats
 predictor_rows = []
 for rank, predictors in fit_predictors(relu.model, calibration, (4, 8, 16, 32, 64)).items():
@@ -592,13 +631,13 @@ for rank, predictors in fit_predictors(relu.model, calibration, (4, 8, 16, 32, 6
                            np.mean([q.computed for q in quality]),
                            np.mean([q.true_active for q in quality]), loss, loss - relu_loss))
 
-# %% tags=["nbval-ignore-output"]
+# %% slideshow={"slide_type": "-"} tags=["nbval-ignore-output"]
 lp.Table(["rank r", "predictor cost / W_up", "recall", "neurons computed", "truly active",
           "loss (nats)", "loss - dense"], predictor_rows,
          formats={"predictor cost / W_up": ".3f", "recall": ".3f", "neurons computed": ".3f",
                   "truly active": ".3f", "loss (nats)": ".4f", "loss - dense": "+.4f"})
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # Recall grows with the rank, and the loss follows it: at the lowest ranks the misses cost real
 # loss, while a predictor of under a tenth of $W_{\text{up}}$'s work finds most active neurons
 # and leaves the loss nearly unchanged: what it misses are mostly neurons barely above zero,
@@ -607,7 +646,8 @@ lp.Table(["rank r", "predictor cost / W_up", "recall", "neurons computed", "trul
 # small model the FFN is narrow, so the margin is thin). The wider the FFN, the smaller a
 # predictor of a given rank is beside it: its cost $r(D + D_{\text{ff}})$ grows with the sum of
 # the widths, the FFN's $D \cdot D_{\text{ff}}$ with their product.
-#
+
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # ### Published figures beside ours
 #
 # Deja Vu {cite:p}`liu2023dejavu` reports contextual sparsity of about 85% on average on OPT
@@ -619,7 +659,7 @@ lp.Table(["rank r", "predictor cost / W_up", "recall", "neurons computed", "trul
 # activations are rarely exactly zero: exploiting contextual sparsity there means choosing a
 # threshold (and accepting an approximation) or fine-tuning to ReLU.
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 9.4 Skipping work: early exit
 #
 # A decode step runs every token through all $L$ layers. Some next tokens are obvious long
@@ -630,13 +670,13 @@ lp.Table(["rank r", "predictor cost / W_up", "recall", "neurons computed", "trul
 # the idea to the trained target as it is. `llmperf.measured.early_exit.layer_logits` reads every layer's
 # output through forward hooks.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 wins = windows(val, 256, SLICE)
 per_layer_logits = layer_logits(target.model, wins[:, :-1])
 thresholds = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99]
 curve = early_exit_curve(per_layer_logits, wins[:, 1:], thresholds)
 
-# %% tags=["nbval-ignore-output"]
+# %% slideshow={"slide_type": "-"} tags=["nbval-ignore-output"]
 lp.Table(["threshold", "exit rate", "layers computed", "layers saved", "loss (nats)",
           "agrees with full depth"],
          [(p.threshold, p.exit_rate, p.mean_layers, p.layers_saved, p.loss_nats, p.agreement)
@@ -644,33 +684,33 @@ lp.Table(["threshold", "exit rate", "layers computed", "layers saved", "loss (na
          formats={"exit rate": ".3f", "layers computed": ".3f", "layers saved": ".3f",
                   "loss (nats)": ".4f", "agrees with full depth": ".3f"})
 
-# %%
-fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.8))
-left.plot(thresholds, [p.exit_rate for p in curve], "o-", label="exit rate")
-left.plot(thresholds, [p.layers_saved for p in curve], "s-", label="layer computations saved")
-left.set_xlabel("confidence threshold (top probability)")
-left.set_ylabel("fraction")
-left.set_title("Early exit on the trained target")
-left.legend()
-right.plot(thresholds, [p.loss_nats for p in curve], "o-", color="C3")
-right.axhline(curve[-1].loss_nats, color="gray", ls=":", label="full depth")
-right.set_xlabel("confidence threshold (top probability)")
-right.set_ylabel("validation loss (nats/token)")
-right.set_title("The loss it costs")
-right.legend()
+# %% slideshow={"slide_type": "fragment"}
+fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.0, 7.0), sharex=True)
+top.plot(thresholds, [p.exit_rate for p in curve], "o-", label="exit rate")
+top.plot(thresholds, [p.layers_saved for p in curve], "s-", label="layer computations saved")
+top.set_ylabel("fraction")
+top.set_title("Early exit on the trained target")
+top.legend(loc="upper right", **LEGEND)
+bottom.plot(thresholds, [p.loss_nats for p in curve], "o-", color="C3")
+bottom.axhline(curve[-1].loss_nats, color="gray", ls=":", label="full depth")
+bottom.set_xlabel("confidence threshold (top probability)")
+bottom.set_ylabel("validation loss (nats/token)")
+bottom.set_title("The loss it costs")
+bottom.legend(loc="upper right", **LEGEND)
 fig.tight_layout()
 plt.show()
 
-# %% [markdown]
-# **Figure 5.** Left: the fraction of positions that exit before the last layer, and of layer
-# computations skipped, against the threshold. Right: the loss when each position takes its
+# %% [markdown] slideshow={"slide_type": "-"}
+# **Figure 5.** Top: the fraction of positions that exit before the last layer, and of layer
+# computations skipped, against the threshold. Bottom: the loss when each position takes its
 # exit layer's prediction. A low threshold exits often and pays in loss; a high one is nearly
 # free and saves little. Four layers leave little room: each layer's prediction is a large
 # share of the model's work, and the first layers' predictions are poor. The numbers are an
 # upper bound on what early exit saves: later tokens here still see the keys and values every
 # earlier token has at full depth, which a real early-exit decoder must supply for the layers
 # it skipped (CALM copies the exiting hidden state upward).
-#
+
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # ### Why batching makes skipping hard
 #
 # A batched decode step runs one layer for all $B$ tokens at once. It can stop only when every
@@ -686,11 +726,11 @@ plt.show()
 # the profile measured at threshold 0.7. Alone, the expected layers equal the measured mean
 # (a check of the formula):
 
-# %%
+# %% slideshow={"slide_type": "-"}
 point = next(p for p in curve if p.threshold == 0.7)
 profile_rows = [(B, batch_expected_layers(point.exit_fractions, B)) for B in (1, 2, 8, 32)]
 
-# %% tags=["nbval-ignore-output"]
+# %% slideshow={"slide_type": "-"} tags=["nbval-ignore-output"]
 print(f"profile at threshold 0.7 (exit after layers 1..4): "
       f"{', '.join(f'{x:.3f}' for x in point.exit_fractions)}")
 print(f"expected layers alone {expected_layers(point.exit_fractions):.3f}, "
@@ -698,14 +738,14 @@ print(f"expected layers alone {expected_layers(point.exit_fractions):.3f}, "
 lp.Table(["batch B", "expected layers the batch runs"], profile_rows,
          formats={"expected layers the batch runs": ".3f"})
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # A handful of tokens in a batch is enough for one of them to need the last layer, and the
 # saving is gone. Serving systems that batch (chapter 5) therefore get little from per-token
 # exit unless they regroup tokens by depth, which breaks the one-step-for-all schedule and the
-# KV cache's layout. Early exit also does not shorten the chain of sequential steps: token
+# {term}`KV cache`'s layout. Early exit also does not shorten the chain of sequential steps: token
 # $t + 1$ still waits for token $t$.
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 9.5 Which resource each optimization relieves
 #
 # Chapter 4 named the resources that bound a serving step: **compute** (FLOP/s),
@@ -717,13 +757,13 @@ lp.Table(["batch B", "expected layers the batch runs"], profile_rows,
 #
 # | chapter | optimization | relieves | how | communication (tensor or expert parallel) | at what cost, or where it fades |
 # |---|---|---|---|---|---|
-# | 6 | paged KV allocation | capacity | KV blocks reserved as tokens arrive, not for the longest possible answer | unchanged | block tables; preemption when blocks run out |
+# | 6 | paged KV allocation ({term}`PagedAttention`) | capacity | KV blocks reserved as tokens arrive, not for the longest possible answer | unchanged | block tables; preemption when blocks run out |
 # | 6 | prefix sharing | capacity | requests sharing a prompt share its KV blocks | unchanged | copy on write |
-# | 6 | grouped-query and multi-query attention | capacity, bandwidth | fewer KV heads: fewer KV bytes per token to hold and to read | unchanged: the all-reduces carry activations of width $D$ | a retrained model; some quality |
+# | 6 | {term}`grouped-query <GQA>` and multi-query attention | capacity, bandwidth | fewer KV heads: fewer KV bytes per token to hold and to read | unchanged: the all-reduces carry activations of width $D$ | a retrained model; some quality |
 # | 6 | int8 KV cache | capacity, bandwidth | half the bytes per cached token | unchanged | attention error |
-# | 6 | int8 / int4 weights | bandwidth, capacity | fewer bytes per weight for every decode step | unchanged: the activations exchanged stay 16-bit | quantization error; dequantizing costs compute |
-# | 7 | operator fusion | bandwidth | intermediates stay on chip; fewer kernel launches | unchanged | compile time |
-# | 7 | FlashAttention | bandwidth, capacity | $S$ and $P$ never written; memory linear in $N$ | unchanged | a tiled kernel per device; the same FLOPs |
+# | 6 | int8 / int4 weights ({term}`quantization`) | bandwidth, capacity | fewer bytes per weight for every decode step | unchanged: the activations exchanged stay 16-bit | quantization error; dequantizing costs compute |
+# | 7 | {term}`operator fusion` | bandwidth | intermediates stay on chip; fewer kernel launches | unchanged | compile time |
+# | 7 | {term}`FlashAttention` | bandwidth, capacity | $S$ and $P$ never written; memory linear in $N$ | unchanged | a tiled kernel per device; the same FLOPs |
 # | 7 | split-K decoding | bandwidth | more pieces of work than SMs at small batch, so every SM reads the KV cache | none: the pieces are on one device | a final reduction across the pieces |
 # | 8 | mixture of experts | compute (bandwidth at batch 1) | $k$ of $E$ experts per token | added: with the experts on different devices (expert parallelism), each MoE layer sends every token to its experts' devices and the results back, two all-to-all exchanges {cite:p}`lepikhin2021gshard` | capacity (all experts held); bandwidth once a batch touches most experts |
 # | 8 | speculative decoding | sequential steps | several tokens per target step | fewer per token: each target step's all-reduces serve its $\tau$ tokens, not one (plus the draft's own, if the draft is split too) | compute (drafts and rejected tokens); capacity (the draft's weights and its KV cache); fades under heavy batching |
@@ -741,7 +781,7 @@ lp.Table(["batch B", "expected layers the batch runs"], profile_rows,
 # row that relieves capacity can remove communication altogether, when the model then fits on
 # fewer devices.
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Worked problems
 #
 # **Problem 1.** Prune the target (4 layers, $D = 256$, 4 heads of 64, SwiGLU $D_{\text{ff}} =
@@ -789,13 +829,13 @@ lp.Table(["batch B", "expected layers the batch runs"], profile_rows,
 #
 # Half the values, $8{,}388{,}608 \times 2$ bytes, plus a 2-bit position for each, 2,097,152
 # bytes: 18,874,368 bytes, 0.5625 of the dense 33,554,432. The peak math rate doubles, so a
-# compute-bound product runs at most twice as fast (the gain a kernel achieves is what to
+# {term}`compute-bound <compute bound>` product runs at most twice as fast (the gain a kernel achieves is what to
 # measure); in a memory-bound decode step the gain is the bytes' ratio instead,
 # $1/0.5625 = 1.78$.
 #
 # </details>
 
-# %% tags=["hide-cell"]
+# %% slideshow={"slide_type": "skip"} tags=["hide-cell"]
 # The worked problems' answers, checked against llmperf.
 size = pruned_size(target.config, 344, 3, dtype="fp16")
 assert size.params_after == 1_898_752 and size.bytes_after == 3_797_504
@@ -820,8 +860,41 @@ assert 0.05 < gap < 0.15 and 0.01 < greedy[1] - greedy[0] < 0.03
 assert all(m < p for m, p in zip(union_measured[1:], union_predicted[1:]))
 assert union_measured[batches.index(64)] > 0.5
 assert abs(expected_layers(point.exit_fractions) - point.mean_layers) < 1e-6
+# Figure 1's caption: Wanda below magnitude through the climb (50 to 80%); the 2:4 pattern
+# costs more loss than 50% chosen freely.
+_at = {s: i for i, s in enumerate(sparsities)}
+assert all(unstructured["wanda"][_at[s]] < unstructured["magnitude"][_at[s]]
+           for s in (0.5, 0.6, 0.7, 0.8))
+assert all(two_four[m] > unstructured[m][_at[0.5]] for m in ("magnitude", "wanda"))
+# Figure 2's caption: at the same count of kept weights structured FFN pruning loses more than
+# Wanda, and a head costs far more loss per parameter removed than FFN neurons do.
+_order = np.argsort(nonzero)
+_kept, _wanda = np.array(nonzero)[_order], np.array(unstructured["wanda"])[_order]
+assert all(loss > np.interp(p, _kept, _wanda) for d, h, p, loss in structured if h == 4 and d < 688)
+_by = {(d, h): (p, loss) for d, h, p, loss in structured}
+_cost = {k: (_by[k][1] - dense_loss) / (target.model.num_parameters() - _by[k][0])
+         for k in ((688, 3), (516, 4))}
+assert _cost[688, 3] > 10 * _cost[516, 4]
+# Section 9.2: each live step lowers the KL term; the distilled student's is the lower on the
+# slice.
+assert all(b[2] < a[2] for a, b in zip(steps_log, steps_log[1:]))
+_kl = {row[0]: row[6] for row in slice_rows}
+assert _kl["student-distilled"] < _kl["student"]
+# Figure 3's caption: most neurons off in every layer, more so in the middle two.
+_means = [float(x.mean()) for x in per_layer]
+assert min(_means) > 0.5 and min(_means[1:3]) > max(_means[0], _means[3])
+# The predictors: recall grows with the rank; the lowest rank costs real loss; a predictor of
+# under a tenth of W_up's work finds most active neurons and leaves the loss nearly unchanged.
+assert all(b[2] > a[2] for a, b in zip(predictor_rows, predictor_rows[1:]))
+assert predictor_rows[0][6] > 0.1
+assert any(c < 0.1 and recall > 0.8 and dl < 0.02 for _, c, recall, _, _, _, dl in predictor_rows)
+# Figure 5's caption: a low threshold exits often and pays in loss, a high one saves little;
+# and a batch of 8 runs nearly every layer.
+assert all(b.exit_rate <= a.exit_rate for a, b in zip(curve, curve[1:]))
+assert curve[0].loss_nats > curve[-1].loss_nats + 0.5 and curve[-1].layers_saved < 0.01
+assert dict(profile_rows)[8] > 3.95
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Summary
 #
 # - Unstructured pruning removes the weights that matter least, and Wanda's activation-aware
@@ -841,13 +914,15 @@ assert abs(expected_layers(point.exit_fractions) - point.mean_layers) < 1e-6
 #   to turn that into time.
 # - Early exit saves layers for confident tokens at a cost in loss, but a batch runs until its
 #   slowest token exits, which erases the saving at modest batch sizes.
-#
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Exercises
 #
 # `exercises/09_smaller_and_sparser.py`: parameters and bytes after structured pruning, the
 # FLOPs and bytes an oracle saves at a given activation sparsity, a magnitude-pruning mask
 # written by hand, and the expected layers under an exit profile, alone and in a batch.
-#
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## References
 #
 # ```{bibliography}
