@@ -439,7 +439,7 @@ engine_configs = {
 }
 Engine(target.model, 4).run(engine_requests[:4])  # warm-up
 engine_runs = {name: [] for name in engine_configs}
-with watch_load() as load:
+with watch_load() as machine:
     for _ in range(3):  # three rounds, the caches in turn: a busy moment hits all three
         for name, kw in engine_configs.items():
             engine = Engine(target.model, **kw)
@@ -464,7 +464,7 @@ for name in ("paged", "paged int8, same bytes"):
     print(f"{name} against contiguous: {in_flight[name] / in_flight['contiguous']:.2f}x the "
           f"requests in flight, {tokens_per_s[name] / tokens_per_s['contiguous']:.2f}x the "
           "output tokens/s (medians)")
-print(load.note())
+print(machine.note())
 
 # %% slideshow={"slide_type": "skip"} tags=["hide-cell"]
 # The prose below: paging preempts when its blocks run out; the int8 cache, with nearly four
@@ -845,7 +845,7 @@ def make_variant(model, spec):
 
 
 measured = {}
-with watch_load() as load:
+with watch_load() as machine:
     for label, model in (("target", target.model), ("ref-small", small)):
         for name, spec in variant_specs.items():
             m = make_variant(model, spec)
@@ -887,7 +887,7 @@ for label in ("target", "ref-small"):
 for variant, v in measured.items():
     if v["kernels"]:  # which matmul kernel each quantized layer ran
         print(f"{variant}: {v['kernels']}")
-print(load.note())
+print(machine.note())
 
 # %% slideshow={"slide_type": "skip"} tags=["hide-cell"]
 # Figure 4's caption: the loss moves by a hundredth of a nat or less from fp32's, down to int4.
@@ -982,7 +982,7 @@ for name, spec in (("int8 per channel", (8, None)), ("int4 group 128", (4, 128))
                    ("int4 group 32", (4, 32)), ("int8, reference path", (8, None, "reference"))):
     big_variants[name] = quantize_model(torch.nn.Sequential(copy.deepcopy(big)), *spec)
 kernel_rows, kernel_timings = [], {}
-with watch_load() as load, torch.inference_mode():
+with watch_load() as machine, torch.inference_mode():
     for name, layer in big_variants.items():
         inp = x.to(torch.bfloat16) if name == "bf16" else x
         timing = benchmark(lambda layer=layer, inp=inp: layer(inp), warmup=3, repeat=20,
@@ -1002,7 +1002,7 @@ print(f"bf16 against fp32: {bf16_bytes / fp32_bytes:.0%} of the bytes, "
       f"{bf16_s / fp32_s:.0%} of the time, {bf16_bw / fp32_bw:.0%} of the bandwidth")
 print(f"int8 reference path against fp32: {kernel['int8, reference path'][1] / fp32_s:.1f}x "
       "the time")
-print(load.note())
+print(machine.note())
 
 # %% slideshow={"slide_type": "fragment"}
 ax = new_axes("Achieved bandwidth of each kernel on one weight matrix",

@@ -224,7 +224,7 @@ tokens = 512
 inputs = chain_inputs(ref, tokens, device=device, dtype=tdtype)
 measured_dtype = "fp16" if tdtype == torch.float16 else "fp32"
 chain_results = []
-with watch_load() as load, torch.inference_mode():
+with watch_load() as machine, torch.inference_mode():
     host = measure_host(dtypes=("fp32",), quick=True, device=device, progress=False)
     for name, chain in inputs.items():
         elements = {"residual_norm": tokens * ref.d_model, "swiglu_gate": tokens * ref.d_ff,
@@ -261,7 +261,7 @@ display(lp.Table(
     formats={"bytes eager": lp.format_bytes, "bytes fused": lp.format_bytes,
              "speedup": ".2f", "bytes ratio": ".2f", "compile time": lp.format_seconds}))
 print(f"measured bandwidth (measure_host): {lp.format_bandwidth(host.mem_bandwidth)}")
-print(load.note())
+print(machine.note())
 
 # %% slideshow={"slide_type": "fragment"}
 ax = new_axes(f"Memory-bound chains of one ref-small layer, {tokens} tokens ({device})",
@@ -305,7 +305,7 @@ plt.show()
 tiny = Transformer("ref-tiny", device=device, dtype=tdtype, max_seq_len=128)
 cache = KVCache(tiny, 1, 128)
 token = torch.zeros(1, 1, dtype=torch.long, device=device)
-with watch_load() as load, torch.inference_mode():
+with watch_load() as machine, torch.inference_mode():
     start = time.perf_counter()
     compiled_tiny = torch.compile(tiny, fullgraph=True)
     compiled_tiny(token, 64, cache, last_only=True)
@@ -327,7 +327,7 @@ saved_per_step = eager_step.median_s - compiled_step.median_s
 print(f"compiled over eager: {compiled_step.median_s / eager_step.median_s:.2f} of the time; "
       + (f"the compile time is repaid after {tiny_compile_s / saved_per_step:,.0f} steps"
          if saved_per_step > 0 else "compiling does not pay here"))
-print(load.note())
+print(machine.note())
 
 # %% [markdown] slideshow={"slide_type": "-"}
 # Read the ratios, not the times. Where the eager step takes many times what its bytes and
@@ -552,7 +552,7 @@ assert round(a100_40.ridge_point("fp16")) == 201 and round(tiled_a100 / a100_40.
 heads, dh, budget = 4, 64, 64 * lp.MiB
 lengths = [128, 256, 512, 1024, 2048]
 attention_rows = []
-with watch_load() as load:
+with watch_load() as machine:
     for n in lengths:
         q, k, v = (torch.randn(1, heads, n, dh, generator=gen).to(device, tdtype) for _ in range(3))
         runs = {"standard": lambda q, k, v: standard_attention(q, k, v, causal=True),
@@ -582,7 +582,7 @@ print("tiled time / standard time, where both ran: "
       + ", ".join(f"N = {n}: {tiled_s[n] / standard_s[n]:.2f}" for n in standard_s))
 tiled_faster = [n for n in standard_s if tiled_s[n] < standard_s[n]]
 print("lengths where the tiled one is faster: " + (", ".join(map(str, tiled_faster)) or "none"))
-print(load.note())
+print(machine.note())
 
 # %% slideshow={"slide_type": "skip"} tags=["hide-cell"]
 # Figure 4's caption: the standard algorithm's peak memory grows as N^2 (eight times N gives

@@ -279,7 +279,7 @@ plt.show()
 
 # %% slideshow={"slide_type": "-"} tags=["nbval-ignore-output"]
 step_batches = [1, 2, 4, 8, 16, 32, 64]
-with watch_load() as load:  # three rounds, the two models in turn: a busy moment hits both
+with watch_load() as machine:  # three rounds, the two models in turn: a busy moment hits both
     rounds = [(decode_steps(moe.model, step_batches, context=128, steps=5),
                decode_steps(target.model, step_batches, context=128, steps=5)) for _ in range(3)]
 moe_rounds = [[r[0][i].median_s for r in rounds] for i in range(len(step_batches))]
@@ -294,7 +294,7 @@ display(lp.Table(
       f"{r:.2f}", f"{row.experts_touched:.2f}")
      for b, m, d, r, row in zip(step_batches, moe_rounds, dense_rounds, bytes_ratio, rounds[0][0])],
     title=f"Decode step after 128 cached tokens, {device}: median of 3 rounds (lowest to highest)"))
-print(load.note())
+print(machine.note())
 
 # %% slideshow={"slide_type": "fragment"} tags=["nbval-ignore-output"]
 ax = new_axes("Decode step against batch: trained MoE and dense target",
@@ -505,7 +505,7 @@ assert best_gamma(0.3, 0.3) == 0 and best_gamma(0.31, 0.3) > 0
 prompts = [text[i:i + 48].tolist() for i in (0, 25_000)]
 spec_gammas = [1, 2, 3, 4, 6]
 drafts = {"draft model": draft.model, "n-gram lookup": NgramDraft()}
-with watch_load() as load:  # three rounds, each timing plain and speculative decoding in turn
+with watch_load() as machine:  # three rounds, each timing plain and speculative decoding in turn
     greedy_rounds = [compare(target.model, drafts, prompts, 64, spec_gammas, temperature=0.0,
                              rounds=1) for _ in range(3)]
     sampled_rounds = [compare(target.model, {"draft model": draft.model}, prompts, 64,
@@ -546,7 +546,7 @@ print(f"greedy alpha: draft model {min(r.alpha for r in model_rows):.2f} to "
 print(f"draft model's c: {with_range([r.c for r in model_rows + sampled], ratio)} of a target "
       f"step, against {draft.config.param_count() / target.config.param_count():.3f} of its "
       "parameters")
-print(load.note())
+print(machine.note())
 
 # %% slideshow={"slide_type": "fragment"} tags=["nbval-ignore-output"]
 fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(7.0, 7.6), sharex=True)
@@ -706,7 +706,7 @@ print(f"draft model, greedy, gamma = {best.gamma}: measured {best.speedup:.2f}x 
 # as the loop runs it (the draft's steps untimed).
 
 # %% slideshow={"slide_type": "-"} tags=["nbval-ignore-output"]
-with watch_load() as load:  # three rounds of 50 timed steps each way
+with watch_load() as machine:  # three rounds of 50 timed steps each way
     pairs = [step_after_other_s(target.model, draft.model, other_calls=best.gamma, rounds=1)
              for _ in range(3)]
 alone_s, after_s = [a for a, _ in pairs], [b for _, b in pairs]
@@ -716,7 +716,7 @@ print(f"target decode step, 96 cached, median of 3 rounds (lowest to highest):\n
       f"  change:                          {with_range([b / a - 1 for a, b in pairs], '{:+.0%}'.format)}\n"
       f"remainder of the draft model's rows (greedy): "
       f"{', '.join(f'{r.unexplained_s_per_token / r.spec_s_per_token:+.0%}' for r in model_rows)}")
-print(load.note())
+print(machine.note())
 
 # %% [markdown] slideshow={"slide_type": "-"}
 # Where the step right after the draft's is dearer than the step repeated alone, the
