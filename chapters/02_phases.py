@@ -49,21 +49,12 @@ import llmperf as lp
 from llmperf.measured.cache import KVCache
 from llmperf.measured.generate import Generation, generate
 from llmperf.measured.model import Transformer
-from llmperf.plots import new_axes, use_style
+from llmperf.plots import legend_below, new_axes, use_style
 
 use_style()
 torch.manual_seed(0)
 np.random.seed(0)
 device = "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def legend_below(ax, ncol=2):
-    """The legend of `ax` under the figure's plots, where no measured point can land."""
-    if ax.get_legend() is not None:  # one drawn inside the axes (plot_roofline draws one)
-        ax.get_legend().remove()
-    ax.figure.set_layout_engine("constrained")
-    ax.figure.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=ncol,
-                     fontsize="medium")
 
 
 ref = lp.get_model("ref-small")

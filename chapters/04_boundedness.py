@@ -77,21 +77,12 @@ import numpy as np
 import torch
 
 import llmperf as lp
-from llmperf.plots import new_axes, use_style
+from llmperf.plots import legend_below, new_axes, use_style
 
 torch.manual_seed(0)
 np.random.seed(0)
 use_style()
 device = "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def legend_below(ax, ncol=2):
-    """The legend of `ax` under the figure's plots, where no point can land."""
-    if ax.get_legend() is not None:  # one drawn inside the axes (plot_roofline draws one)
-        ax.get_legend().remove()
-    ax.figure.set_layout_engine("constrained")
-    ax.figure.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=ncol,
-                     fontsize="medium")
 
 
 # On a GPU we measure in fp16 like the lecture; a CPU has no fast fp16 matmul, so fp32 there.

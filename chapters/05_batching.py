@@ -62,7 +62,7 @@ import torch
 import llmperf as lp
 from llmperf import serving as sv
 from llmperf.analytic import batching as bt
-from llmperf.plots import new_axes, use_style
+from llmperf.plots import legend_below, new_axes, use_style
 
 use_style()
 torch.manual_seed(0)
@@ -70,15 +70,6 @@ np.random.seed(0)
 device = "cuda" if torch.cuda.is_available() else "cpu"
 mdtype = "fp16" if device == "cuda" else "fp32"
 tdtype = torch.float16 if device == "cuda" else torch.float32
-
-
-def legend_below(ax, ncol=2):
-    """The legend of `ax` under the figure's plots, where no point can land."""
-    if ax.get_legend() is not None:  # one drawn inside the axes (plot_roofline draws one)
-        ax.get_legend().remove()
-    ax.figure.set_layout_engine("constrained")
-    ax.figure.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=ncol,
-                     fontsize="medium")
 
 
 def plain_log_ticks(axis, values):

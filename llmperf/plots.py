@@ -35,6 +35,18 @@ def use_style() -> None:
     plt.rcParams.update(STYLE)
 
 
+def legend_below(ax: Axes, ncol: int = 2) -> None:
+    """Move the legend of `ax` under the figure's plots, where no data point can land.
+
+    A legend drawn inside the axes (as `plot_roofline` draws one) is removed first; the
+    figure switches to the constrained layout so that the legend gets room of its own."""
+    if ax.get_legend() is not None:
+        ax.get_legend().remove()
+    ax.figure.set_layout_engine("constrained")
+    ax.figure.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=ncol,
+                     fontsize="medium")
+
+
 def new_axes(title: str | None = None, xlabel: str | None = None, ylabel: str | None = None,
              figsize: tuple[float, float] | None = None) -> Axes:
     """A fresh figure in the book's style, with one axes, labelled."""

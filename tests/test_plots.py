@@ -47,3 +47,19 @@ def test_critical_path_is_a_chain():
     assert critical_path(3, 2, decode=False) == [(2, 0), (2, 1)]
     with pytest.raises(ValueError, match="tokens"):
         critical_path(0, 2, decode=True)
+
+
+def test_legend_below_moves_the_axes_legend_to_the_figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from llmperf.plots import legend_below, new_axes
+
+    ax = new_axes()
+    ax.plot([1, 2], [1, 2], label="measured")
+    ax.plot([1, 2], [2, 3], label="predicted")
+    ax.legend()
+    legend_below(ax, ncol=2)
+    assert ax.get_legend() is None
+    (figure_legend,) = ax.figure.legends
+    assert [t.get_text() for t in figure_legend.get_texts()] == ["measured", "predicted"]
