@@ -1,6 +1,7 @@
-"""Every chapter can be presented with jupyterlab-rise: its cells carry RISE slide metadata.
+"""Every chapter can be presented as slides (`make slides`, jupyterlab-myst-revealjs): its cells
+carry the standard slideshow metadata.
 
-RISE reads `metadata.slideshow.slide_type` of each cell; jupytext keeps it in the percent
+The slides read `metadata.slideshow.slide_type` of each cell; jupytext keeps it in the percent
 source's cell headers (`# %% [markdown] slideshow={"slide_type": "slide"}`). Each `##` section
 starts a slide, and the cells folded away on the site (`hide-cell`, the worked problems' checks)
 are skipped rather than shown.
@@ -30,7 +31,7 @@ def test_chapter_has_slide_metadata(py):
     nb = jupytext.read(py)
     missing = [i for i, c in enumerate(nb.cells) if slide_type(c) not in SLIDE_TYPES]
     assert not missing, \
-        f"{py.name}: cells {missing} have no RISE slide_type (one of {sorted(SLIDE_TYPES)})"
+        f"{py.name}: cells {missing} have no slide_type (one of {sorted(SLIDE_TYPES)})"
     assert slide_type(nb.cells[0]) == "slide", f"{py.name}: the title cell must open a slide"
 
 
