@@ -31,7 +31,7 @@ from .notebooks import (
     question_places,
     read_notebook,
 )
-from .questions import ExerciseError, GradedQuestion
+from .questions import Check, ExerciseError, GradedQuestion
 from .sandbox import run_submission
 from .worker import UNDEFINED
 
@@ -232,7 +232,8 @@ def _result(q: GradedQuestion, outcomes: dict, place: Place | None = None,
                           tuple(sorted(called)), tuple(hidden_failed))
 
 
-def _hidden_line(q: GradedQuestion, number: int, check, reason: str | None, outcome: dict) -> str:
+def _hidden_line(q: GradedQuestion, number: int, check: Check, reason: str | None,
+                 outcome: dict) -> str:
     """Hidden checks say what they check (their description) and why they failed, never with
     which arguments; a value question's check shows the value, which the student chose."""
     if q.kind == "value":
