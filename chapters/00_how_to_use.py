@@ -8,13 +8,13 @@
 #     name: python3
 # ---
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # # Chapter 0: How to use this book
 #
 # This book asks one question over and over: when a transformer language model
 # answers a request, **where does the time go?** Each chapter answers it twice.
 # First it *derives* the answer with a small analytic model, written once in the
-# companion library `llmperf` (FLOPs, bytes, rooflines, memory capacity). Then it
+# companion library `llmperf` (FLOPs, bytes, {term}`rooflines <roofline>`, memory capacity). Then it
 # *measures* the answer with a real PyTorch experiment on the machine in front of
 # you, and prints the two side by side. Where they disagree, the chapter says by
 # how much and why. That habit, **predict, then measure**, is the spine of the book.
@@ -30,10 +30,10 @@
 # - run every chapter on a laptop CPU, or on a GPU when you have one;
 # - read the units and conventions the rest of the book uses without ambiguity;
 # - compute the first numbers of the running example, Llama 2 7B on an NVIDIA A10,
-#   and locate that GPU among other common accelerators by its ridge point.
+#   and locate that GPU among other common accelerators by its {term}`ridge point`.
 # :::
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## How to run it
 #
 # From a clone of the repository, two commands do everything:
@@ -58,7 +58,7 @@
 # The numbers you will see in measured cells are *your* machine's. The prose never
 # states them as facts; it tells you what to look for.
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Conventions
 #
 # | quantity | unit in code | printed as | note |
@@ -68,7 +68,7 @@
 # | compute rate | FLOP/s | TFLOP/s | peaks are **dense**: no 2:4 structured sparsity |
 # | data | bytes (`_bytes`) | GB = $10^9$ B or GiB = $2^{30}$ B, always said which | |
 # | bandwidth | B/s | GB/s (decimal, as datasheets print it) | |
-# | arithmetic intensity | FLOP/byte | FLOP/byte | work divided by off-chip traffic |
+# | {term}`arithmetic intensity` | FLOP/byte | FLOP/byte | work divided by off-chip traffic |
 #
 # Two traps deserve a sentence each. **GB against GiB**: bandwidths, model sizes and
 # everything this library prints count $1\,\text{GB} = 10^9$ bytes, while memory chips
@@ -85,7 +85,7 @@
 # | symbol | meaning | unit |
 # |---|---|---|
 # | $d$ | size of one attention head | elements |
-# | $h$, $h_{kv}$ | query heads, key/value heads ($h_{kv} < h$ under grouped-query attention) | |
+# | $h$, $h_{kv}$ | query heads, key/value heads ($h_{kv} < h$ under {term}`grouped-query attention <GQA>`) | |
 # | $D = h\,d$ | model width | elements |
 # | $D_{ff}$ | feed-forward width (11008 for Llama 2 7B) | elements |
 # | $L$ | layers | |
@@ -104,7 +104,7 @@
 #
 # A matrix product multiplies $X$ of shape $(N, K)$ by a weight matrix $W$ of shape $(K, M)$.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 import matplotlib.pyplot as plt
 
 import llmperf as lp
@@ -114,13 +114,13 @@ print(f"1 GB  = {lp.GB:>13,.0f} bytes")
 print(f"1 GiB = {lp.GiB:>13,.0f} bytes  ({lp.GiB / lp.GB - 1:.1%} more)")
 print("bytes per element:", {k: v for k, v in lp.BYTES_PER_ELEMENT.items() if k != "fp64"})
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## The running example: Llama 2 7B on an NVIDIA A10
 #
 # The lecture this book follows {cite:p}`krishnamurthy2024lecture` studies one model
 # on one GPU, and so do we, before asking the same questions of other parts and of your
 # own machine. The lecture itself draws on Baseten's guide to inference performance
-# {cite:p}`shenoy2023baseten`, Anyscale's account of continuous batching
+# {cite:p}`shenoy2023baseten`, Anyscale's account of {term}`continuous batching`
 # {cite:p}`daniel2023anyscale` and the roofline survey of {cite:t}`yuan2024unveiled`.
 # Llama 2 7B has $L = 32$ layers of width $D = 4096$ ($h = 32$ heads of $d = 128$),
 # a feed-forward width of 11008 and a vocabulary of 32000 tokens (its published
@@ -129,7 +129,7 @@ print("bytes per element:", {k: v for k, v in lp.BYTES_PER_ELEMENT.items() if k 
 # the one place where a datasheet means GiB: memory chips come in binary sizes, so the
 # A10 holds $24 \times 2^{30}$ bytes, and `llmperf` stores capacities that way.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 llama = lp.get_model("llama-2-7b")
 a10 = lp.get_accelerator("A10")
 
@@ -142,7 +142,7 @@ lp.Table(["quantity", "value"], [
     ("A10 ridge point", f"{a10.ridge_point('fp16'):.1f} FLOP/byte"),
 ])
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # Three numbers already tell most of the story of this book. The weights take
 # about 13.5 GB, more than half of the A10's memory. Every generated token must
 # read all of them, and the A10 moves 600 GB/s, so a token costs about
@@ -153,7 +153,7 @@ lp.Table(["quantity", "value"], [
 # this into a latency estimate for a request with a 350-token prompt and 150
 # generated tokens:
 
-# %%
+# %% slideshow={"slide_type": "-"}
 estimate = lp.simple_latency(llama, a10, prompt_tokens=350, output_tokens=150)
 lp.Table(["phase", "time", "per token"], [
     ("prefill (compute bound)", estimate.prefill_s, None),
@@ -161,14 +161,16 @@ lp.Table(["phase", "time", "per token"], [
 ], footer=[("total", estimate.total_s, None)],
     formats={"time": lp.format_seconds, "per token": lp.format_seconds})
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "fragment"}
 # :::{important}
 # On an A10, reading the prompt takes tens of milliseconds and writing the answer
 # takes seconds.
 # :::
-#
+
+# %% [markdown] slideshow={"slide_type": "-"}
 # Chapters 2 and 4 explain why, and measure it.
-#
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## The accelerators in the catalog
 #
 # `llmperf` carries a small catalog of common inference accelerators. Each entry
@@ -176,7 +178,7 @@ lp.Table(["phase", "time", "per token"], [
 # memory bandwidth {cite:p}`williams2009roofline`, says how much work an operation
 # must do per byte before the arithmetic, not the memory, limits it.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 lp.Table(
     ["accelerator", "fp16 TFLOP/s", "GB/s", "memory GiB", "ridge FLOP/B"],
     [(acc.name, acc.peak("fp16") / 1e12, acc.mem_bandwidth / 1e9,
@@ -184,7 +186,7 @@ lp.Table(
     formats={"fp16 TFLOP/s": ".1f", "GB/s": ".0f", "memory GiB": ".0f", "ridge FLOP/B": ".1f"},
 )
 
-# %%
+# %% slideshow={"slide_type": "fragment"}
 ax = new_axes(title="Where the roofline bends (fp16, dense)",
               xlabel="memory bandwidth (GB/s)", ylabel="peak fp16 (TFLOP/s)")
 label_below = {"A100 SXM 80GB", "H200 SXM"}  # their neighbours share the same peak
@@ -202,33 +204,34 @@ ax.set_xticks([300, 600, 1000, 2000, 5000], labels=["300", "600", "1000", "2000"
 ax.set_xticks([], minor=True)
 plt.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # **Figure 1.** Each accelerator by its memory bandwidth (x) and dense fp16 peak
 # (y). The dotted lines join parts with the same ridge point. Parts to the upper
 # left need more work per byte to keep their arithmetic busy: an H100 SXM
 # sits near 300 FLOP/byte, the T4 and L4 near 200 and 400, and none of them come
-# close to the 1 FLOP/byte of a batch-1 decode step (chapter 4).
+# close to the 1 FLOP/byte of a batch-1 {term}`decode` step (chapter 4).
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## The chapters
 #
 # | chapter | question |
 # |---|---|
 # | 1. Components | what is inside a transformer, and where do its parameters live? |
-# | 2. Phases | how do prefill and token-by-token decoding differ in time? |
+# | 2. Phases | how do {term}`prefill` and token-by-token decoding differ in time? |
 # | 3. State and dependencies | what must be kept between steps, and what waits for what? |
-# | 4. Compute or memory bound | which resource limits each part, and how long does a request take? |
+# | 4. {term}`Compute <compute bound>` or {term}`memory bound` | which resource limits each part, and how long does a request take? |
 # | 5. Batching | how many requests can share a step, and how should they be scheduled? |
-# | 6. Fewer bytes | what do KV cache management and quantization buy? |
-# | 7. Fewer trips to memory | what do operator fusion and FlashAttention save? |
-# | 8. Less work per token | what do mixture of experts and speculative decoding change? |
-# | 9. Smaller and sparser models | what do pruning, distillation and contextual sparsity buy? |
+# | 6. Fewer bytes | what do {term}`KV cache` management and {term}`quantization` buy? |
+# | 7. Fewer trips to memory | what do {term}`operator fusion` and {term}`FlashAttention` save? |
+# | 8. Less work per token | what do {term}`mixture of experts` and {term}`speculative decoding` change? |
+# | 9. Smaller and sparser models | what do {term}`pruning`, {term}`distillation` and {term}`contextual sparsity` buy? |
 #
 # Each chapter ends with worked problems (answers folded away) and points to an
 # exercise notebook in `exercises/` whose questions are graded automatically; see
 # `exercises/README.md` for how students check their answers and how instructors
 # release and grade them.
-#
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Summary
 #
 # - Every claim comes twice: derived by `llmperf`, measured on your machine.
@@ -236,7 +239,8 @@ plt.show()
 #   dense peaks only, 2 FLOP per multiply-add.
 # - Llama 2 7B has 6,738,415,616 parameters, 13.5 GB in fp16; the A10's ridge point
 #   is 208.3 FLOP/byte.
-#
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## References
 #
 # ```{bibliography}
