@@ -312,7 +312,7 @@ ax.set_xticks(step_batches, [str(b) for b in step_batches])
 ax.yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))  # 1, 2, 5, 10, 20, ... ms
 ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
 ax.minorticks_off()
-ax.legend(loc="upper left", **LEGEND)
+ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, **LEGEND)  # below the data
 plt.show()
 
 # %% [markdown] slideshow={"slide_type": "-"}
