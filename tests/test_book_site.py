@@ -6,11 +6,15 @@ Pages are served on 127.0.0.1 and each is checked for console errors, failed req
 request that leaves the server, maths that MathJax did not typeset or flagged as an error,
 images that did not load and internal links that lead nowhere; the search page must find a word
 that every chapter uses. A screenshot of each page is kept in screenshots/ beside the site.
+Drawn as a reader sees them at 1366 px: figures at 70 % of their natural width or more, tables
+with room around each cell and their numbers right-aligned, one search box at desktop widths,
+and search that lists first the chapter that teaches a term, with snippets free of TeX.
 
 Chromium is Debian's `chromium` package, found on PATH; without it the browser tests skip.
 """
 from __future__ import annotations
 
+import atexit
 import functools
 import http.server
 import json
@@ -23,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 from base64 import b64decode
 from html.parser import HTMLParser
@@ -41,19 +46,28 @@ WINDOW = (1366, 900)
 
 # --- the site ---------------------------------------------------------------------------------
 
-@pytest.fixture(scope="session")
-def site(tmp_path_factory) -> Path:
-    """The folder of the built site (index.html); its parent holds warnings.txt."""
+@functools.cache
+def built_site() -> Path:
+    """The folder of the built site (index.html); its parent holds warnings.txt.
+
+    Built once per test run, whichever test module asks first (tests/test_site_*.py share it).
+    """
     given = os.environ.get("BOOK_SITE")
     if given:
         html = Path(given).resolve()
         assert (html / "index.html").exists(), f"{html}: no index.html, run `make book` first"
         return html
-    out = tmp_path_factory.mktemp("book")
+    out = Path(tempfile.mkdtemp(prefix="book-site-"))
+    atexit.register(shutil.rmtree, out, ignore_errors=True)
     run = subprocess.run([sys.executable, str(ROOT / "tools" / "book.py"), "--no-execute",
                           "--output", str(out)], cwd=ROOT, capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
     return out / "html"
+
+
+@pytest.fixture(scope="session")
+def site() -> Path:
+    return built_site()
 
 
 def page_files(site: Path) -> list[Path]:
@@ -70,7 +84,9 @@ def test_every_chapter_is_a_page_of_the_site(site):
     pages = {p.relative_to(site).as_posix() for p in page_files(site)}
     missing = [c for c in CHAPTERS if f"chapters/{c}.html" not in pages]
     assert not missing, f"chapters without a page: {missing}"
-    for page in ("index.html", "exercises/README.html", "benchmarks/README.html", "search.html"):
+    for page in ("index.html", "exercises/index.html", "instructors/index.html",
+                 "instructors/syllabus.html", "glossary.html", "symbols.html",
+                 "benchmarks/README.html", "search.html"):
         assert page in pages, f"{page} is missing"
     assert any(p.startswith("benchmarks/results/") for p in pages), "no benchmark results page"
 
@@ -317,6 +333,82 @@ CHAPTER_REPORT = r"""
 })()
 """
 
+# Every figure of the article: its natural width against the width it is drawn at.
+FIGURE_REPORT = r"""
+(() => [...document.querySelectorAll("article img")].filter(img => img.naturalWidth > 0).map(
+  img => {
+    const section = img.closest("section[id]");
+    // The chapters caption a figure in the paragraph after its cell: "**Figure 3.** ...".
+    const cell = img.closest(".cell");
+    const after = cell && cell.nextElementSibling ? cell.nextElementSibling.innerText : "";
+    const caption = (after.match(/^Figure \d+\./) || [""])[0];
+    return {src: img.getAttribute("src"), section: section ? section.id : "", caption,
+            natural: img.naturalWidth, rendered: img.getBoundingClientRect().width};
+  }))()
+"""
+
+# Every table of the article, as a reader sees it: cells without room on both sides, numbers
+# not aligned to the right in a column of numbers, and neighbouring cells whose text runs
+# together (less than MIN_GAP_PX between the ink of one cell and the next).
+MIN_PADDING_PX = 6
+MIN_GAP_PX = 8
+TABLE_REPORT = r"""
+((minPadding, minGap) => {
+  const number = /^[-+−]?\d[\d,]*(\.\d+)?([eE][-+]?\d+)?\s?(%|x|×)?$/;
+  const inkOf = cell => {   // the boxes of what the cell shows: its text, its maths
+    const rects = [];
+    const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+    while (walker.nextNode()) {
+      if (!walker.currentNode.textContent.trim()) continue;
+      const range = document.createRange();
+      range.selectNodeContents(walker.currentNode);
+      rects.push(...range.getClientRects());
+    }
+    cell.querySelectorAll("mjx-container, img").forEach(e => rects.push(e.getBoundingClientRect()));
+    const real = rects.filter(r => r.width > 0 && r.height > 0);
+    if (!real.length) return null;
+    return {left: Math.min(...real.map(r => r.left)), right: Math.max(...real.map(r => r.right))};
+  };
+  const problems = [];
+  // Sphinx's general index lays its columns out with a table: not data.
+  document.querySelectorAll("article table:not(.indextable)").forEach((table, t) => {
+    const name = (table.caption ? table.caption.innerText : "") ||
+                 `table ${t + 1} (${(table.rows[0] || {innerText: ""}).innerText.slice(0, 40)})`;
+    const cells = [...table.querySelectorAll("th, td")];
+    const cramped = cells.filter(c => {
+      const s = getComputedStyle(c);
+      return parseFloat(s.paddingLeft) < minPadding || parseFloat(s.paddingRight) < minPadding;
+    });
+    if (cramped.length) {
+      problems.push(`${name}: ${cramped.length} cells with under ${minPadding} px of padding`);
+    }
+    const body = [...table.querySelectorAll("tbody tr")].map(r => [...r.cells]);
+    const width = Math.max(0, ...body.map(r => r.length));
+    for (let j = 0; j < width; j++) {
+      const column = body.map(r => r[j]).filter(c => c && c.innerText.trim());
+      if (!column.length || !column.every(c => number.test(c.innerText.trim()))) continue;
+      const left = column.filter(c => !["right", "end"].includes(getComputedStyle(c).textAlign));
+      if (left.length) {
+        const example = left[0].innerText.trim();
+        problems.push(`${name}: column ${j + 1} of numbers not right-aligned (${example})`);
+      }
+    }
+    for (const row of table.rows) {
+      const inks = [...row.cells].map(inkOf);
+      for (let j = 1; j < inks.length; j++) {
+        const gap = inks[j - 1] && inks[j] ? inks[j].left - inks[j - 1].right : Infinity;
+        if (gap < minGap) {
+          const [a, b] = [row.cells[j - 1], row.cells[j]].map(c => c.innerText.trim().slice(0, 20));
+          problems.push(`${name}: "${a}" and "${b}" run together (${gap.toFixed(1)} px apart)`);
+          break;
+        }
+      }
+    }
+  });
+  return problems;
+})(MIN_PADDING_PX, MIN_GAP_PX)
+""".replace("MIN_PADDING_PX", str(MIN_PADDING_PX)).replace("MIN_GAP_PX", str(MIN_GAP_PX))
+
 SEARCH_REPORT = r"""
 (async () => {
   // Sphinx lists hits one by one and writes the summary when it has finished.
@@ -344,13 +436,29 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(scope="session")
-def served(site):
+@functools.cache
+def serve(site: Path) -> str:
+    """The site on 127.0.0.1, once per test run: its base URL."""
     handler = functools.partial(_QuietHandler, directory=str(site))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
+    atexit.register(server.shutdown)
+    return f"http://127.0.0.1:{server.server_address[1]}/"
+
+
+@pytest.fixture(scope="session")
+def served(site):
+    return serve(site)
+
+
+@functools.cache
+def shared_browser() -> Browser:
+    """One Chromium for the whole test run, closed when the run ends."""
+    profile = tempfile.TemporaryDirectory(ignore_cleanup_errors=True)
+    b = Browser(CHROMIUM, Path(profile.name))
+    atexit.register(profile.cleanup)
+    atexit.register(b.close)  # atexit runs in reverse: the browser closes first
+    return b
 
 
 @pytest.fixture(scope="session")
@@ -358,10 +466,9 @@ def browser():
     if CHROMIUM is None:
         pytest.skip("no chromium on PATH (Debian: apt-get install chromium)")
     pytest.importorskip("websocket", reason="websocket-client is in the test extra")
-    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
-        b = Browser(CHROMIUM, Path(profile))
-        yield b
-        b.close()
+    b = shared_browser()
+    b.call("Emulation.clearDeviceMetricsOverride")
+    return b
 
 
 def _problems(events: list[dict], origin: str) -> dict[str, list[str]]:
@@ -400,6 +507,8 @@ def pages(site, served, browser):
         rel = path.relative_to(site).as_posix()
         browser.open(served + rel)
         report = browser.evaluate(PAGE_REPORT)
+        report["figures"] = browser.evaluate(FIGURE_REPORT)
+        report["tables"] = browser.evaluate(TABLE_REPORT)
         if rel.startswith("chapters/"):
             report["chapter"] = browser.evaluate(CHAPTER_REPORT)
         browser.settle()
@@ -487,3 +596,123 @@ def test_search_finds_a_word_every_chapter_uses(served, browser):
     assert not problems["console"] and not problems["requests"], problems
     found = {Path(urlsplit(urljoin(served + "search.html", h)).path).stem for h in hits}
     assert set(CHAPTERS) <= found, f"search for {SEARCH_WORD!r} missed {set(CHAPTERS) - found}"
+
+
+# --- figures and tables, as drawn -----------------------------------------------------------------
+
+MIN_FIGURE_SHARE = 0.70  # a figure drawn narrower than this share of its pixels is hard to read
+
+
+def test_figures_are_drawn_at_least_70_percent_of_their_natural_width(pages):
+    """A figure squeezed into the text column shrinks its lettering with it: at 1366 px wide,
+    every figure must be drawn at 70 % of its natural width or more (make it narrower, or
+    with fewer pixels per inch, when it is not)."""
+    small = {}
+    for rel, r in pages.items():
+        for f in r["figures"]:
+            share = f["rendered"] / f["natural"]
+            if share < MIN_FIGURE_SHARE:
+                small.setdefault(rel, []).append(
+                    f"{f['caption'] or 'a figure'} in section {f['section']!r}: "
+                    f"{f['natural']} px wide, drawn at {f['rendered']:.0f} px ({share:.1%})")
+    assert not small, f"figures drawn below {MIN_FIGURE_SHARE:.0%}: {json.dumps(small, indent=1)}"
+
+
+def test_tables_have_room_and_align_their_numbers(pages):
+    assert not (f := _failures(pages, "tables")), json.dumps(f, indent=1)
+
+
+# --- one search box, and search that finds the chapter -------------------------------------------
+
+VISIBLE_SEARCH_BOXES = r"""
+(() => {
+  const visible = e => {
+    const r = e.getBoundingClientRect(), s = getComputedStyle(e);
+    return r.width > 0 && r.height > 0 && s.visibility !== "hidden" && !e.closest("dialog");
+  };
+  return [...document.querySelectorAll(".search-button-field, .search-button, form.bd-search")]
+    .filter(visible).map(e => e.className);
+})()
+"""
+
+
+@pytest.mark.parametrize("width", [1024, 1280, 1366, 1920])
+def test_one_search_box_at_desktop_width(served, browser, width):
+    browser.call("Emulation.setDeviceMetricsOverride", width=width, height=900,
+                 deviceScaleFactor=1, mobile=False)
+    try:
+        browser.open(served + "chapters/04_boundedness.html")
+        boxes = browser.evaluate(VISIBLE_SEARCH_BOXES)
+    finally:
+        browser.call("Emulation.clearDeviceMetricsOverride")
+    assert len(boxes) == 1, f"{width} px: {len(boxes)} search boxes: {boxes}"
+
+
+def test_a_phone_can_still_search(served, browser):
+    browser.call("Emulation.setDeviceMetricsOverride", width=400, height=800,
+                 deviceScaleFactor=1, mobile=True)
+    try:
+        browser.open(served + "chapters/04_boundedness.html")
+        boxes = browser.evaluate(VISIBLE_SEARCH_BOXES)
+    finally:
+        browser.call("Emulation.clearDeviceMetricsOverride")
+    assert boxes, "no search box or button at 400 px"
+
+
+SEARCH_RESULTS = r"""
+(async () => {
+  for (let i = 0; i < 200 && !document.querySelector("#search-results .search-summary"); i++) {
+    await new Promise(r => setTimeout(r, 100));
+  }
+  // Each result's snippet arrives with its page: wait until every one has it, or 5 s.
+  const items = () => [...document.querySelectorAll("#search-results li")];
+  for (let i = 0; i < 50 && items().some(li => !li.querySelector(".context")); i++) {
+    await new Promise(r => setTimeout(r, 100));
+  }
+  return items().map(li => ({href: li.querySelector("a").getAttribute("href"),
+                             snippet: (li.querySelector(".context") || {}).textContent || ""}));
+})()
+"""
+
+
+def search(served, browser, query: str) -> list[dict]:
+    browser.open(served + "search.html?q=" + urllib.parse.quote(query))
+    results = browser.evaluate(SEARCH_RESULTS)
+    browser.settle()
+    problems = _problems(browser.events, served)
+    assert not problems["console"] and not problems["requests"], problems
+    return results
+
+
+@pytest.mark.parametrize("query, chapter", [
+    ("roofline", "04_boundedness"), ("ridge point", "04_boundedness"),
+    ("KV cache", "03_dependencies"), ("goodput", "05_batching"),
+    ("FlashAttention", "07_fusion"), ("speculative decoding", "08_moe_and_speculative"),
+])
+def test_search_lists_the_chapter_that_teaches_a_term_first(served, browser, query, chapter):
+    hits = search(served, browser, query)
+    assert hits, f"{query!r}: nothing found"
+    first = urlsplit(hits[0]["href"]).path
+    assert first.startswith("chapters/"), f"{query!r}: the first result is {first}, not a chapter"
+    assert first == f"chapters/{chapter}.html", f"{query!r}: first {first}, not chapter {chapter}"
+
+
+@pytest.mark.parametrize("query", ["bandwidth", "batch"])
+def test_search_lists_chapters_before_other_pages(served, browser, query):
+    pages = [urlsplit(h["href"]).path for h in search(served, browser, query)]
+    chapters = [i for i, p in enumerate(pages) if p.startswith("chapters/")]
+    others = [i for i, p in enumerate(pages) if not p.startswith(("chapters/", "glossary"))]
+    assert chapters and others and max(chapters) < min(others), pages
+
+
+RAW_TEX = re.compile(r"\\[()\[\]]|\\[A-Za-z]+|\$")
+STRAY_FILE_NAME = re.compile(r"(?:^|\s)\.(?:ipynb|py|md|pdf)\b")
+
+
+@pytest.mark.parametrize("query", ["roofline", "bandwidth", "attention"])
+def test_search_snippets_have_no_tex_or_file_names(served, browser, query):
+    hits = search(served, browser, query)
+    bad = {h["href"]: h["snippet"] for h in hits
+           if RAW_TEX.search(h["snippet"]) or STRAY_FILE_NAME.search(h["snippet"])}
+    assert all(h["snippet"] for h in hits), [h["href"] for h in hits if not h["snippet"]]
+    assert not bad, json.dumps(bad, indent=1)
