@@ -77,7 +77,7 @@ from llmperf.measured.kernels import (
 from llmperf.measured.load import watch_load
 from llmperf.measured.measure import benchmark, measure_host
 from llmperf.measured.model import Transformer
-from llmperf.plots import new_axes, use_style
+from llmperf.plots import legend_below, new_axes, use_style
 
 torch.manual_seed(0)
 use_style()
@@ -277,7 +277,7 @@ sizes = np.logspace(5.5, 8.5)
 ax.loglog(sizes, sizes / host.mem_bandwidth, "k:", label="bytes / measured bandwidth")
 ax.plot([], [], "ko", mfc="none", label="circle: eager")
 ax.plot([], [], "ks", mfc="none", label="square: compiled")
-ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, **LEGEND)  # below the data
+legend_below(ax)  # under the plot, where no data point can land
 plt.show()
 
 # %% [markdown] slideshow={"slide_type": "-"}
@@ -469,7 +469,7 @@ for label, color in (("standard", "k"), (f"tiled on A10 ({sram_a10 // lp.KiB} Ki
 for label, style in (("solid: d = 128", "-"), ("dashed: d = 64", "--")):
     ax.plot([], [], "k" + style, label=label)
 ax.plot([], [], ":", color="gray", label="N^2 d^2 / M (A100, d = 64)")
-ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, **LEGEND)
+legend_below(ax)  # under the plot, where no data point can land
 plt.show()
 
 # %% [markdown] slideshow={"slide_type": "-"}

@@ -71,7 +71,7 @@ from llmperf.measured.experiments import compare, step_after_other_s
 from llmperf.measured.load import watch_load
 from llmperf.measured.moe import decode_steps, record_routing
 from llmperf.measured.speculative import verify
-from llmperf.plots import new_axes, use_style
+from llmperf.plots import legend_below, new_axes, use_style
 from llmperf.trained import load, validation_tokens
 
 torch.manual_seed(0)
@@ -312,7 +312,7 @@ ax.set_xticks(step_batches, [str(b) for b in step_batches])
 ax.yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))  # 1, 2, 5, 10, 20, ... ms
 ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
 ax.minorticks_off()
-ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, **LEGEND)  # below the data
+legend_below(ax)  # under the plot, where no data point can land
 plt.show()
 
 # %% [markdown] slideshow={"slide_type": "-"}

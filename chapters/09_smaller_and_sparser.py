@@ -84,7 +84,7 @@ from llmperf.measured.sparsity import (
     prediction_quality,
     trace_ffn,
 )
-from llmperf.plots import new_axes, use_style
+from llmperf.plots import legend_below, new_axes, use_style
 from llmperf.trained import agreement, evaluate, load, manifest
 from llmperf.trained.corpus import split_text
 from llmperf.trained.load import validation_tokens
@@ -256,7 +256,7 @@ for heads, marker, color in ((4, "o", "C2"), (3, "D", "C3"), (2, "x", "C4")):
     ax.plot(*zip(*pts), marker, color=color, ms=8,
             label=f"structured, {heads} heads per layer")
 ax.axhline(dense_loss, color="gray", ls=":", label="dense")
-ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, **LEGEND)
+legend_below(ax)  # under the plot, where no data point can land
 plt.show()
 
 # %% [markdown] slideshow={"slide_type": "-"}
