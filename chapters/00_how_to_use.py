@@ -226,10 +226,10 @@ plt.show()
 # | 8. Less work per token | what do {term}`mixture of experts` and {term}`speculative decoding` change? |
 # | 9. Smaller and sparser models | what do {term}`pruning`, {term}`distillation` and {term}`contextual sparsity` buy? |
 #
-# Each chapter ends with worked problems (answers folded away) and points to an
-# exercise notebook in `exercises/` whose questions are graded automatically; see
-# `exercises/README.md` for how students check their answers and how instructors
-# release and grade them.
+# Each chapter ends with worked problems (answers folded away) and points to a set of
+# exercises whose questions are graded automatically: the {doc}`Exercises </exercises/index>`
+# page says how students download, fill in and check them, and the
+# {doc}`For instructors </instructors/index>` page how instructors release and grade them.
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## Summary

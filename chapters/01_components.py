@@ -66,7 +66,7 @@ from IPython.display import display
 
 import llmperf as lp
 from llmperf.measured.load import watch_load
-from llmperf.plots import new_axes, use_style
+from llmperf.plots import legend_below, new_axes, use_style
 
 use_style()
 torch.manual_seed(0)
@@ -337,16 +337,16 @@ names = [n for n in lp.list_models() if not n.startswith("ref-") or n == "ref-sm
 parts = ["embedding", "attention", "ffn", "norms", "lm_head"]
 shares = np.array([[lp.get_model(n).param_breakdown()[p] / lp.get_model(n).param_count()
                     for p in parts] for n in names])
-ax = new_axes("Where the parameters live", None, "share of all parameters", figsize=(9.0, 4.4))
-bottom = np.zeros(len(names))
+ax = new_axes("Where the parameters live", "share of all parameters", None, figsize=(7.0, 6.0))
+left = np.zeros(len(names))
 for j, part in enumerate(parts):
-    ax.bar(names, shares[:, j], bottom=bottom, label=part)
-    bottom += shares[:, j]
+    ax.barh(names, shares[:, j], left=left, label=part)
+    left += shares[:, j]
 for i, n in enumerate(names):
-    ax.text(i, 1.01, f"{lp.get_model(n).param_count() / 1e9:.2g}B", ha="center", fontsize=7)
-ax.set_ylim(0, 1.08)
-ax.tick_params(axis="x", rotation=60)
-ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5))
+    ax.text(1.01, i, f"{lp.get_model(n).param_count() / 1e9:.2g}B", va="center")
+ax.set_xlim(0, 1.12)
+ax.invert_yaxis()  # the catalog's order, top to bottom
+legend_below(ax, ncol=5)
 plt.show()
 
 # %% slideshow={"slide_type": "-"}
@@ -354,7 +354,7 @@ lp.Table(["model", *parts], [(n, *row) for n, row in zip(names, shares)],
          formats={p: ".1%" for p in parts})
 
 # %% [markdown] slideshow={"slide_type": "-"}
-# **Figure 1.** Share of each model's parameters by component; the label above each bar is the
+# **Figure 1.** Share of each model's parameters by component; the label beside each bar is the
 # total count. In every large model the FFN holds the majority and attention most of the rest;
 # the norms are invisible. Embedding and LM head matter for small models with large vocabularies
 # (GPT-2, the course's `ref-small`) and for Llama 3, whose vocabulary grew to 128,256 tokens.
@@ -555,20 +555,20 @@ print(f"measured / predicted: {measured[0] / predicted[0]:.2f} at S = {lengths[0
 print(machine.note())
 
 # %% slideshow={"slide_type": "fragment"}
-fig, (left, right) = plt.subplots(1, 2, figsize=(9.0, 3.8))
-left.loglog(lengths, measured, "o-", label="measured")
-left.loglog(lengths, predicted, "s--", label="FLOPs / measured peak")
-left.set_title("Prefill of ref-small")
-left.set_xlabel("prompt length S (tokens)")
-left.set_ylabel("time (s)")
-left.legend()
-right.semilogx(lengths, shares, "o-")
-right.axhline(1, color="gray", lw=0.8)
-right.set_ylim(0, max(1.05, 1.1 * max(shares)))  # a share above 1 stays in view
-right.set_title("Share of the peak the prefill reaches")
-right.set_xlabel("prompt length S (tokens)")
-right.set_ylabel("achieved FLOP/s / peak")
-for axis in (left, right):
+fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.0, 7.0))
+top.loglog(lengths, measured, "o-", label="measured")
+top.loglog(lengths, predicted, "s--", label="FLOPs / measured peak")
+top.set_title("Prefill of ref-small")
+top.set_xlabel("prompt length S (tokens)")
+top.set_ylabel("time (s)")
+top.legend()
+bottom.semilogx(lengths, shares, "o-")
+bottom.axhline(1, color="gray", lw=0.8)
+bottom.set_ylim(0, max(1.05, 1.1 * max(shares)))  # a share above 1 stays in view
+bottom.set_title("Share of the peak the prefill reaches")
+bottom.set_xlabel("prompt length S (tokens)")
+bottom.set_ylabel("achieved FLOP/s / peak")
+for axis in (top, bottom):
     axis.set_xscale("log", base=2)
     axis.set_xticks(lengths, [str(n) for n in lengths])
     axis.minorticks_off()
@@ -576,9 +576,9 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown] slideshow={"slide_type": "-"}
-# **Figure 3.** Left: measured prefill time (median of 9 runs) of the reference model and the
+# **Figure 3.** Top: measured prefill time (median of 9 runs) of the reference model and the
 # time its FLOPs, counted with the fused causal attention the model runs, would take at the
-# peak rate `measure_host()` found. Right: the achieved arithmetic rate as a share of that
+# peak rate `measure_host()` found. Bottom: the achieved arithmetic rate as a share of that
 # peak. The prediction charges every FLOP at the peak rate, so expect it to be optimistic, by
 # an amount that depends on the prompt length; what to look for is how the ratio of measured
 # to predicted time moves with $S$ (printed under the table). For short prompts the model does
@@ -721,7 +721,7 @@ assert abs(lp.step_costs(gpt2, "decode", 1, 1024).total.flops / (2 * gpt2.param_
 #   (section 1.6 measures how closely); decode multiplies one vector per weight matrix and is
 #   limited by memory.
 #
-# **Exercises:** `exercises/01_components.py` (count parameters of a configuration, FLOPs per
+# **Exercises:** {doc}`Exercise set 1 </exercises/01_components>` (count parameters of a configuration, FLOPs per
 # token, the crossover length, shapes of a block).
 
 # %% [markdown] slideshow={"slide_type": "slide"}

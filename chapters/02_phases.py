@@ -706,7 +706,7 @@ assert round(next_token_distribution(z, 1.0, top_k=2)[0].item(), 3) == 0.731
 # - Greedy, temperature and top-k sampling choose the next token; a seeded generator makes the
 #   choice reproducible, and its cost is negligible beside the forward pass.
 #
-# **Exercises:** `exercises/02_phases.py` (TTFT, TPOT and tokens/s from timestamps, the simple
+# **Exercises:** {doc}`Exercise set 2 </exercises/02_phases>` (TTFT, TPOT and tokens/s from timestamps, the simple
 # latency model, the prefill-decode crossover, a sampler).
 
 # %% [markdown] slideshow={"slide_type": "slide"}

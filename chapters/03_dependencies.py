@@ -942,7 +942,7 @@ assert lp.max_batch_size(llama, a10, 4096) == 4  # the default counts usable_cap
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## Exercises
 #
-# `exercises/03_dependencies.py` asks you to compute KV bytes per token and cache sizes with
+# {doc}`Exercise set 3 </exercises/03_dependencies>` asks you to compute KV bytes per token and cache sizes with
 # and without GQA, to write the KV cache update into a preallocated array, to count critical
 # paths and to compare the cost of recomputation with that of caching. Run its visible checks
 # in the notebook; `llmperf grade` scores a submission.

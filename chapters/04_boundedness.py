@@ -1215,7 +1215,7 @@ assert round(llama3.weight_bytes("fp16") / llama3.kv_bytes_per_token("fp16"), -2
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## Exercises
 #
-# The exercise notebook `exercises/04_boundedness.py` asks you to derive intensities, place
+# {doc}`Exercise set 4 </exercises/04_boundedness>` asks you to derive intensities, place
 # operators on rooflines, predict request latencies and reproduce parts of this chapter's
 # measurements; its checks tell you immediately whether you got them right.
 

@@ -1236,7 +1236,7 @@ assert lp.max_batch_size("llama-2-13b", "A100 SXM 80GB", 2048, reserved_bytes=2 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## Exercises
 #
-# The exercise notebook `exercises/05_batching.py` asks you to draw static and continuous
+# {doc}`Exercise set 5 </exercises/05_batching>` asks you to draw static and continuous
 # timelines by hand, read TTFT and TPOT off a timeline, count the requests that fit, find the
 # critical batch, and write a small scheduler of your own.
 

@@ -1255,7 +1255,7 @@ assert [round(r[3], 2) for r in gpt_fast_rows] == [0.75, 0.59]
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## Exercises
 #
-# `exercises/06_memory.py`: blocks needed and internal fragmentation, requests that fit
+# {doc}`Exercise set 6 </exercises/06_memory>`: blocks needed and internal fragmentation, requests that fit
 # under reservation and paging, the scale and error of quantizing a small vector, int4 bytes
 # with group scales, and a small implementation.
 

@@ -761,7 +761,7 @@ assert 1.6 < min(_ratios) and round(max(_ratios), 2) == 5.0
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## Exercises
 #
-# `exercises/07_fusion.py`: bytes saved by fusing a chain, which pairs of a small graph may
+# {doc}`Exercise set 7 </exercises/07_fusion>`: bytes saved by fusing a chain, which pairs of a small graph may
 # fuse, the online-softmax update written by hand, and the accesses of standard and tiled
 # attention.
 

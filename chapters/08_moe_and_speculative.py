@@ -899,7 +899,7 @@ assert float((firsts / samples - p_toy[0]).abs().max()) < 3 * 0.005
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## Exercises
 #
-# `exercises/08_moe_and_speculative.py`: active and total parameters of an MoE configuration,
+# {doc}`Exercise set 8 </exercises/08_moe_and_speculative>`: active and total parameters of an MoE configuration,
 # experts touched by a batch, tokens per step and speedup, the best $\gamma$, and the
 # accept/reject step written by hand.
 

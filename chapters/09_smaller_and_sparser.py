@@ -918,7 +918,7 @@ assert dict(profile_rows)[8] > 3.95
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## Exercises
 #
-# `exercises/09_smaller_and_sparser.py`: parameters and bytes after structured pruning, the
+# {doc}`Exercise set 9 </exercises/09_smaller_and_sparser>`: parameters and bytes after structured pruning, the
 # FLOPs and bytes an oracle saves at a given activation sparsity, a magnitude-pruning mask
 # written by hand, and the expected layers under an exit profile, alone and in a batch.
 

@@ -23,7 +23,7 @@ STYLE = {
     "axes.spines.top": False,
     "axes.spines.right": False,
     "font.size": 10,
-    "legend.fontsize": 8,
+    "legend.fontsize": 10,  # as large as the axis labels: read at page width
     "legend.frameon": False,
 }
 
