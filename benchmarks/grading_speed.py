@@ -12,7 +12,10 @@ offers, the default limits: 10 s per question and per cell); the loop alone cost
 The same 40 are graded by `classroom.grade_many` with 1 worker (in this process) and with
 one process per core (a pool of spawned processes, which each load the exercise once);
 rounds alternate the two, and the scores of every round must agree. Submissions per second
-is 40 over the median round's wall-clock time, the pool's start included.
+is 40 over the median round's wall-clock time, the pool's start included. Each round also
+records the cores the grading used on average (its CPU time, sandboxes included, over the
+wall time) and the cores other processes used meanwhile (the machine's CPU time less
+ours): on a shared machine the second says how much of the machine the pool could have.
 
 Run: .venv/bin/python benchmarks/grading_speed.py
 """
@@ -39,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXERCISE = "05_batching"
 ROUNDS = 3
 SEED = 0  # the order of the kinds among the 40 names
-KINDS = (("correct", 24), ("wrong", 10), ("partial", 5), ("loops", 1))
+KINDS = (("correct", 24), ("wrong", 10), ("partial", 5), ("looping", 1))
 WRONG = "def {name}(*args):\n    return 0"
 LOOP = "def admitted(waiting, free_slots, free_kv_tokens):\n    while True:\n        pass"
 
@@ -70,7 +73,7 @@ def make_class(folder: Path) -> list[str]:
                     else f"{name} = 0"
         elif kind == "partial":
             cells = {name: answers[name] for name in names[:2]}
-        elif kind == "loops":
+        elif kind == "looping":
             cells["admitted"] = LOOP
         nb = nbformat.read(ipynb, as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]
@@ -81,12 +84,37 @@ def make_class(folder: Path) -> list[str]:
     return kinds
 
 
+def machine_busy_s() -> float:
+    """CPU seconds all processes have used since boot, from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:9]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # less idle, iowait
+
+
+def own_busy_s() -> float:
+    """CPU seconds of this process and of every descendant it (or they) waited for: the
+    pool's processes, the keepers and the sandboxed workers."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def timed(grade) -> tuple[list, dict]:
+    """Run `grade()`; its result, and the round's wall time, the cores the grading used on
+    average, and the cores other processes used meanwhile."""
+    start = time.perf_counter(), machine_busy_s(), own_busy_s()
+    grades = grade()
+    wall = time.perf_counter() - start[0]
+    ours = own_busy_s() - start[2]
+    others = max(machine_busy_s() - start[1] - ours, 0.0)
+    return grades, {"wall_s": wall, "grading_cores": ours / wall, "other_cores": others / wall}
+
+
 def main() -> None:
     load_start = os.getloadavg()
     cores = available_cores()
     isolation = choose_isolation("auto").isolation
     options = Options(isolation, ROOT / "exercises", None, Limits())
-    seconds: dict[int, list[float]] = {1: [], cores: []}
+    rounds: dict[int, list[dict]] = {1: [], cores: []}
     scores: list[list[float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         kinds = make_class(Path(tmp))
@@ -94,24 +122,31 @@ def main() -> None:
         assert len(subs) == len(kinds) == 40
         for _ in range(ROUNDS):
             for workers in (1, cores):
-                start = time.perf_counter()
-                grades = grade_many(subs, options, workers)
-                seconds[workers].append(time.perf_counter() - start)
+                grades, measured = timed(lambda w=workers: grade_many(subs, options, w))
+                rounds[workers].append(measured)
                 scores.append([g.score for g in grades])
     assert all(s == scores[0] for s in scores), "the rounds disagree on the scores"
     by_kind = {kind: sorted({s for s, k in zip(scores[0], kinds) if k == kind})
                for kind, _ in KINDS}
+    seconds = {w: [r["wall_s"] for r in rs] for w, rs in rounds.items()}
     median = {w: statistics.median(s) for w, s in seconds.items()}
     rate = {w: len(subs) / median[w] for w in seconds}
-    results = {str(w): {"workers": w, "seconds": seconds[w], "median_s": median[w],
-                        "submissions_per_s": rate[w], "speedup": median[1] / median[w]}
+
+    def mid(w, key):
+        return statistics.median(r[key] for r in rounds[w])
+
+    results = {str(w): {"workers": w, "rounds": rounds[w], "median_s": median[w],
+                        "submissions_per_s": rate[w], "speedup": median[1] / median[w],
+                        "median_grading_cores": mid(w, "grading_cores"),
+                        "median_other_cores": mid(w, "other_cores")}
                for w in seconds}
     rows = "\n".join(
         f"| {w}{' (every core)' if w == cores else ''} | {median[w]:.1f} s | "
         f"{', '.join(f'{s:.1f}' for s in seconds[w])} | {rate[w]:.2f} | "
-        f"{median[1] / median[w]:.2f}x |"
+        f"{median[1] / median[w]:.2f}x | {mid(w, 'grading_cores'):.2f} | "
+        f"{mid(w, 'other_cores'):.2f} |"
         for w in seconds)
-    loop_at = kinds.index("loops")
+    loop_at = kinds.index("looping")
     summary = (
         f"# Grading speed: one worker against one process per core\n\n"
         f"{len(subs)} generated submissions of exercise {EXERCISE} "
@@ -122,9 +157,13 @@ def main() -> None:
         f"(10 s per question and per cell: the looping submission spends about 12 s). "
         f"{ROUNDS} rounds, alternating; the median round is reported, the pool's start "
         "included. Every round gave the same scores.\n\n"
-        "| workers | median time | each round | submissions/s | speedup |\n"
-        "|---|---|---|---|---|\n"
+        "| workers | median time | each round | submissions/s | speedup | cores the grading "
+        "used | cores other processes used |\n"
+        "|---|---|---|---|---|---|---|\n"
         f"{rows}\n\n"
+        f"The last two columns are medians over the rounds, from /proc/stat and the CPU time "
+        f"of the grading's processes: with {cores} cores, what the others take the pool "
+        "cannot have.\n\n"
         f"Load average (1, 5, 15 min) at the start: "
         f"({', '.join(f'{x:.2f}' for x in load_start)}).")
     write("grading_speed", {"exercise": EXERCISE, "submissions": len(subs),
