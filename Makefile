@@ -60,7 +60,7 @@ execute: setup
 
 BENCHMARKS := import_time host_roofline decode_bandwidth vs_huggingface predicted_vs_measured \
               simulator_speed engine_vs_static simulator_vs_engine paged_kv quantized_decode \
-              fusion attention moe_decode speculative pruning
+              fusion attention moe_decode speculative pruning grading_speed
 
 bench: setup
 	@for b in $(BENCHMARKS); do echo "== $$b"; $(BIN)/python benchmarks/$$b.py > /dev/null || exit 1; done
