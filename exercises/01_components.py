@@ -9,7 +9,7 @@
 # ---
 
 # %% [markdown]
-# # Exercises for chapter 1: the components of a transformer
+# # Exercises 1: the components of a transformer
 #
 # Fill in each function where it says so, then run the cell below it: the visible checks print
 # PASS or FAIL at once. The grader runs further, hidden checks with other arguments, so make your

@@ -9,7 +9,7 @@
 # ---
 
 # %% [markdown]
-# # Exercises for chapter 2: prefill and autoregression
+# # Exercises 2: prefill and autoregression
 #
 # Fill in each function where it says so, then run the cell below it: the visible checks print
 # PASS or FAIL at once. The grader runs further, hidden checks with other arguments. Use plain

@@ -9,7 +9,7 @@
 # ---
 
 # %% [markdown]
-# # Exercises for chapter 3: state and dependencies
+# # Exercises 3: state and dependencies
 #
 # These questions follow chapter 3. Some ask for a formula turned into a short
 # function, some for a small piece of an inference engine: writing keys and values
