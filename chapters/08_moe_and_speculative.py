@@ -215,10 +215,10 @@ plt.show()
 # times larger than for a dense model (`lp.ffn_critical_batch`, chapter 5).
 
 # %% slideshow={"slide_type": "-"}
-lp.Table(["accelerator", "memory", "Mixtral fits (fp16)?", "critical batch, Mixtral",
-          "critical batch, dense twin"],
+lp.Table(["accelerator", "memory", "Mixtral fits (fp16, one 4,096-token request)?",
+          "critical batch, Mixtral", "critical batch, dense twin"],
          [(a, lp.format_bytes(lp.get_accelerator(a).mem_capacity, binary=True),
-           "yes" if mixtral.weight_bytes("fp16") < lp.get_accelerator(a).mem_capacity else "no",
+           "yes" if lp.memory_report(mixtral, a, batch=1, seq_len=4096).fits else "no",
            lp.ffn_critical_batch(mixtral, a), lp.ffn_critical_batch(dense_twin, a))
           for a in ("A100 SXM 80GB", "H100 SXM", "H200 SXM")],
          title="Mixtral 8x7B: memory and the batch at which its FFN products turn compute bound")
