@@ -392,7 +392,8 @@ lp.Table(["step", "cross-entropy", "T^2 KL(teacher || student)", "total"], steps
 
 # %% [markdown] slideshow={"slide_type": "-"}
 # The KL term measures, in nats scaled by $T^2$, how far the student's softened distribution is
-# from the teacher's; it is zero only when they agree, and each step on this batch lowers it.
+# from the teacher's; it is zero only when they agree. Over these six steps on one batch it falls
+# (an Adam step may still raise it now and then: the table shows each step).
 # (A real run draws a new batch each step, so its loss falls more slowly and less evenly.)
 # The committed students were trained once each, on the same budget (150 steps of 8 windows of
 # 256 tokens, the same shape): one on the corpus alone, one with this loss ($\alpha = 0.5$,
@@ -875,9 +876,9 @@ _by = {(d, h): (p, loss) for d, h, p, loss in structured}
 _cost = {k: (_by[k][1] - dense_loss) / (target.model.num_parameters() - _by[k][0])
          for k in ((688, 3), (516, 4))}
 assert _cost[688, 3] > 10 * _cost[516, 4]
-# Section 9.2: each live step lowers the KL term; the distilled student's is the lower on the
-# slice.
-assert all(b[2] < a[2] for a, b in zip(steps_log, steps_log[1:]))
+# Section 9.2: over the live steps the KL term falls; the distilled student's is the lower on
+# the slice.
+assert steps_log[-1][2] < steps_log[0][2]
 _kl = {row[0]: row[6] for row in slice_rows}
 assert _kl["student-distilled"] < _kl["student"]
 # Figure 3's caption: most neurons off in every layer, more so in the middle two.
