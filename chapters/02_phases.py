@@ -174,11 +174,10 @@ assert lp.decode_step_time(llama, a10, 1) < simple_step < lp.decode_step_time(ll
 # says whether other programs used the processor meanwhile.
 
 # %% slideshow={"slide_type": "-"} tags=["nbval-ignore-output"]
-import dataclasses
-import statistics
 
 from IPython.display import display
 
+from llmperf.measured.host import median_host
 from llmperf.measured.load import watch_load
 from llmperf.measured.measure import measure_decode, measure_host, measure_prefill
 
@@ -186,8 +185,7 @@ dtype = "fp32"
 with watch_load() as load:
     probes = [measure_host(dtypes=(dtype,), device=device, progress=False) for _ in range(3)]
 peaks, bandwidths = [a.peak(dtype) for a in probes], [a.mem_bandwidth for a in probes]
-host = dataclasses.replace(probes[0], peak_flops={dtype: statistics.median(peaks)},
-                           mem_bandwidth=statistics.median(bandwidths))
+host = median_host(probes)
 print(f"{host.name}: {lp.format_flop_rate(host.peak(dtype))} ({dtype}; three probes "
       f"{lp.format_flop_rate(min(peaks))} to {lp.format_flop_rate(max(peaks))}), "
       f"{lp.format_bandwidth(host.mem_bandwidth)} (three probes {lp.format_bandwidth(min(bandwidths))} "

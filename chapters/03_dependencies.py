@@ -299,11 +299,10 @@ assert round(llama.weight_bytes("fp16") / 1e9, 1) == 13.5
 # the median bandwidth.
 
 # %% slideshow={"slide_type": "-"} tags=["nbval-ignore-output"]
-import dataclasses
-import statistics
 
 from IPython.display import display
 
+from llmperf.measured.host import median_host
 from llmperf.measured.load import watch_load
 from llmperf.measured.measure import benchmark, measure_host
 
@@ -311,8 +310,7 @@ dtype = "fp32"
 with watch_load() as load:
     probes = [measure_host(dtypes=(dtype,), device=device, progress=False) for _ in range(3)]
 peaks, bandwidths = [a.peak(dtype) for a in probes], [a.mem_bandwidth for a in probes]
-host = dataclasses.replace(probes[0], peak_flops={dtype: statistics.median(peaks)},
-                           mem_bandwidth=statistics.median(bandwidths))
+host = median_host(probes)
 print(host.name, f"peak Pi = {lp.format_flop_rate(host.peak(dtype))} (three probes "
       f"{lp.format_flop_rate(min(peaks))} to {lp.format_flop_rate(max(peaks))}), "
       f"bandwidth beta = {lp.format_bandwidth(host.mem_bandwidth)} (three probes "

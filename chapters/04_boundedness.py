@@ -275,20 +275,16 @@ assert ridges["L4"] > 400 and ridges["L40S"] > 400 and ridges["A10G"] < 0.6 * ri
 # within a few seconds.
 
 # %% slideshow={"slide_type": "-"} tags=["nbval-ignore-output"]
-import dataclasses
-import statistics
 
 from IPython.display import display
 
+from llmperf.measured.host import median_host
 from llmperf.measured.load import watch_load
 from llmperf.measured.measure import benchmark, measure_host
 
 with watch_load() as load:
     probes = [measure_host(dtypes=(mdtype,), device=device, progress=False) for _ in range(3)]
-dtypes = [d for d in probes[0].dtypes if all(d in a.dtypes for a in probes)]
-host = dataclasses.replace(
-    probes[0], peak_flops={d: statistics.median(a.peak(d) for a in probes) for d in dtypes},
-    mem_bandwidth=statistics.median(a.mem_bandwidth for a in probes))
+host = median_host(probes)
 if mdtype not in host.dtypes:  # a GPU without fast fp16: fall back to fp32
     mdtype, tdtype = "fp32", torch.float32
 print(host.name)

@@ -151,11 +151,10 @@ lp.Table(["phase", "operators", *[f"B={b}" for b in BATCHES]],
 # median peak and bandwidth, and prints the range of the three.
 
 # %% slideshow={"slide_type": "-"} tags=["nbval-ignore-output"]
-import dataclasses
-import statistics
 
 from IPython.display import display
 
+from llmperf.measured.host import median_host
 from llmperf.measured.load import watch_load
 from llmperf.measured.measure import measure_decode, measure_host
 from llmperf.measured.model import Transformer
@@ -163,10 +162,7 @@ from llmperf.measured.model import Transformer
 with watch_load() as load:
     probes = [measure_host(dtypes=(mdtype,), quick=True, device=device, progress=False)
               for _ in range(3)]
-dtypes = [d for d in probes[0].dtypes if all(d in a.dtypes for a in probes)]
-host = dataclasses.replace(
-    probes[0], peak_flops={d: statistics.median(a.peak(d) for a in probes) for d in dtypes},
-    mem_bandwidth=statistics.median(a.mem_bandwidth for a in probes))
+host = median_host(probes)
 if mdtype not in host.dtypes:  # a GPU without fast fp16: fall back to fp32
     mdtype, tdtype = "fp32", torch.float32
 ref = lp.get_model("ref-small")

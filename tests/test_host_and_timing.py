@@ -46,3 +46,18 @@ def test_measure_host_notes_no_guess_when_the_machine_says(monkeypatch):
     monkeypatch.setattr(host, "_memory_capacity", lambda dev: (64e9, None))
     acc = host.measure_host(dtypes=("fp32",), quick=True)
     assert acc.mem_capacity == 64e9 and "unreadable" not in acc.notes
+
+
+def test_median_host_takes_each_figures_median_over_the_runs():
+    import pytest
+
+    from llmperf import Accelerator
+
+    runs = [Accelerator(f"run {i}", {"fp32": f, **({"bf16": 2 * f} if i else {})}, bw, 64e9)
+            for i, (f, bw) in enumerate([(1e12, 30e9), (3e12, 10e9), (2e12, 20e9)])]
+    median = host.median_host(runs)
+    assert median.peak("fp32") == 2e12 and median.mem_bandwidth == 20e9
+    assert median.dtypes == ("fp32",)  # bf16 was not measured in every run
+    assert median.notes.endswith("median of 3 runs")
+    with pytest.raises(ValueError, match="runs"):
+        host.median_host([])

@@ -19,7 +19,9 @@ replaced by a stated guess, and the `notes` say which.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
+import statistics
 from collections.abc import Callable, Sequence
 
 import torch
@@ -176,3 +178,16 @@ def measure_host(dtypes: Sequence[str] | None = None, quick: bool = False,
                       source="measured by llmperf.measured.host.measure_host",
                       notes="; ".join(notes))
     return acc
+
+
+def median_host(runs: Sequence[Accelerator]) -> Accelerator:
+    """One `Accelerator` from repeated `measure_host` runs: for each dtype that every run
+    measured, the median peak FLOP/s, and the median bandwidth, so that a busy moment during one
+    run moves the figures little. Keep the runs to report their spread."""
+    if not runs:
+        raise ValueError("runs must hold at least one measure_host result, got none")
+    dtypes = [d for d in runs[0].dtypes if all(d in a.dtypes for a in runs)]
+    return dataclasses.replace(
+        runs[0], peak_flops={d: statistics.median(a.peak(d) for a in runs) for d in dtypes},
+        mem_bandwidth=statistics.median(a.mem_bandwidth for a in runs),
+        notes=f"{runs[0].notes}; median of {len(runs)} runs")
