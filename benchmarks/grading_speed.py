@@ -25,7 +25,6 @@ import os
 import random
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import nbformat
@@ -37,6 +36,7 @@ from llmperf.grading.grade import submissions_in
 from llmperf.grading.isolation import choose_isolation
 from llmperf.grading.notebooks import BEGIN, END, load_exercise, question_places
 from llmperf.grading.release import release
+from llmperf.measured.load import watch_load
 
 ROOT = Path(__file__).resolve().parent.parent
 EXERCISE = "05_batching"
@@ -84,29 +84,14 @@ def make_class(folder: Path) -> list[str]:
     return kinds
 
 
-def machine_busy_s() -> float:
-    """CPU seconds all processes have used since boot, from /proc/stat."""
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:9]]
-    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # less idle, iowait
-
-
-def own_busy_s() -> float:
-    """CPU seconds of this process and of every descendant it (or they) waited for: the
-    pool's processes, the keepers and the sandboxed workers."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
-
-
 def timed(grade) -> tuple[list, dict]:
     """Run `grade()`; its result, and the round's wall time, the cores the grading used on
-    average, and the cores other processes used meanwhile."""
-    start = time.perf_counter(), machine_busy_s(), own_busy_s()
-    grades = grade()
-    wall = time.perf_counter() - start[0]
-    ours = own_busy_s() - start[2]
-    others = max(machine_busy_s() - start[1] - ours, 0.0)
-    return grades, {"wall_s": wall, "grading_cores": ours / wall, "other_cores": others / wall}
+    average (the pool's processes, keepers and workers included) and the cores other processes
+    used meanwhile (`llmperf.measured.load.watch_load`)."""
+    with watch_load() as load:
+        grades = grade()
+    return grades, {"wall_s": load.wall_s, "grading_cores": load.own_cores,
+                    "other_cores": load.other_cores}
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ def test_other_processes_share_is_machine_time_less_our_own(monkeypatch):
     with load.watch_load() as report:
         pass
     assert report.other_cores == pytest.approx(1.0)
+    assert report.own_cores == pytest.approx(0.5)
     assert report.busy and report.note().startswith("WARNING: machine busy")
     assert "1.00 of 2 cores" in report.note()
 

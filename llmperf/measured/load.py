@@ -36,17 +36,20 @@ def _machine_busy_s() -> float | None:
 
 
 def _own_busy_s() -> float:
-    """CPU seconds this process (all its threads) has used."""
+    """CPU seconds this process (all its threads) has used, with the children it waited for
+    (a pool's workers, a sandbox's processes): the work the measured block itself caused."""
     t = os.times()
-    return t.user + t.system
+    return t.user + t.system + t.children_user + t.children_system
 
 
 @dataclass
 class LoadReport:
-    """What other processes used while the block ran: `other_cores` on average, of `cores`."""
+    """What the block used (`own_cores`) and what other processes used meanwhile
+    (`other_cores`), in cores on average, of the machine's `cores`."""
 
     cores: int
     wall_s: float = 0.0
+    own_cores: float = 0.0
     other_cores: float | None = None
     load_average: float | None = None
 
@@ -83,6 +86,7 @@ def watch_load() -> Iterator[LoadReport]:
         wall = time.perf_counter() - start[0]
         machine, own = _machine_busy_s(), _own_busy_s()
         report.wall_s = wall
+        report.own_cores = (own - start[2]) / wall if wall > 0 else 0.0
         if machine is not None and start[1] is not None and wall > 0:
             others = (machine - start[1]) - (own - start[2])
             report.other_cores = max(others, 0.0) / wall  # jiffy rounding can dip below 0
