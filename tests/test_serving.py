@@ -306,3 +306,101 @@ def test_the_scheduler_and_simulate_refuse_with_the_same_check():
                  kv_capacity_tokens=20)
     with pytest.raises(ValueError, match="Request"):
         scheduler.add(2, (0.0, 4, 4))
+
+
+# Stop tokens: the engine calls finish_early for a request whose new token is a stop token,
+# after running the batch and before complete. `stop_after` plays that engine: request i
+# meets a stop token as its stop_after[i]-th generated token (a recomputed prompt's token
+# counts: it is the next one, not a repeat).
+
+def serve_with_stops(requests, stop_after, scheduler=None):
+    scheduler = scheduler or Scheduler("continuous", 4)
+    made = [0] * len(requests)
+
+    def execute(batch):
+        yielding = [*batch.decode, *(c.request_id for c in batch.prefill if c.completes_prompt)]
+        for i in yielding:
+            made[i] += 1
+            if made[i] == stop_after.get(i):
+                scheduler.finish_early(i)
+
+    run = serve([Sequence(i, r) for i, r in enumerate(requests)], scheduler,
+                SimulatedClock(UNIT), execute)
+    return run, scheduler
+
+
+def test_a_request_stopped_after_three_tokens_finishes_at_three_seconds():
+    # Cap 10. it 0 [0,1] prefill: token 1 at 1; it 1: token 2 at 2; it 2: token 3, a stop
+    # token, at 3: it leaves at 3 having generated 3, TPOT (3 - 1) / (3 - 1) = 1 s.
+    run, scheduler = serve_with_stops([Request(0.0, 8, 10)], {0: 3})
+    r = run.requests[0]
+    assert (r.first_token_s, r.finish_s, r.generated_tokens) == (1, 3, 3)
+    assert r.tpot_s == 1.0
+    assert run.output_tokens == 3 and run.throughput_tok_s == 1.0
+    assert len(run.iterations) == 3 and scheduler.running == 0
+
+
+def test_a_stop_token_as_the_first_token_ends_the_request_in_its_prefill():
+    run, _ = serve_with_stops([Request(0.0, 8, 10)], {0: 1})
+    r = run.requests[0]
+    assert (r.first_token_s, r.finish_s, r.generated_tokens, r.tpot_s) == (1, 1, 1, None)
+    assert len(run.iterations) == 1
+
+
+def test_a_stopped_request_leaves_while_the_others_continue():
+    # R0 stops at its 2nd token (at 2), R1 runs to its cap of 5 (at 5), R2 stops at its
+    # cap exactly (the stop and the cap agree: it leaves once, at 4).
+    reqs = [Request(0.0, 8, 10), Request(0.0, 8, 5), Request(0.0, 8, 4)]
+    run, _ = serve_with_stops(reqs, {0: 2, 2: 4})
+    assert timeline(run) == [(1, 2), (1, 5), (1, 4)]
+    assert [r.generated_tokens for r in run.requests] == [2, 5, 4]
+    assert [it.decode for it in run.iterations[1:]] == [(0, 1, 2), (1, 2), (1, 2), (1,)]
+
+
+def test_a_stopped_request_frees_its_slot_for_the_next_iteration():
+    # One slot. R0 (cap 10) stops at its 2nd token, at 2. R1 is admitted in it 2 [2,3]:
+    # first token at 3, its 3 tokens end at 5. Without the stop R1 would start at 10.
+    reqs = [Request(0.0, 8, 10), Request(0.0, 8, 3)]
+    run, _ = serve_with_stops(reqs, {0: 2}, Scheduler("continuous", 1))
+    assert timeline(run) == [(1, 2), (3, 5)]
+    assert [r.admitted_s for r in run.requests] == [0, 2]
+
+
+def test_a_stopped_request_gives_back_its_blocks_and_never_grows():
+    # Blocks of 4, prompt 4, cap 10: its decodes would take a block at its 2nd token (the
+    # 5th KV token) and more later. It stops at its 3rd token: nothing is held at the end,
+    # and the run holds at most 2 blocks (8 slots).
+    memory = PagedMemory(64, block_size=4)
+    run, scheduler = serve_with_stops([Request(0.0, 4, 10)], {0: 3},
+                                      Scheduler("continuous", 2, memory=memory))
+    assert run.requests[0].finish_s == 3
+    assert memory.allocator.tables == {} and memory.held_tokens == 0
+    assert run.peak_kv_held_tokens == 8
+    assert scheduler._growing == {} or all(not v for v in scheduler._growing.values())
+
+
+def test_static_batching_keeps_a_stopped_requests_slot_empty():
+    # Static, two slots: R0 stops at its first token (at 1); R2 still waits for R1 (cap 3,
+    # at 3), then runs [3, 4] and finishes at 4.
+    reqs = [Request(0.0, 8, 10), Request(0.0, 8, 3), Request(0.0, 8, 1)]
+    run, _ = serve_with_stops(reqs, {0: 1}, Scheduler("static", 2))
+    assert timeline(run) == [(1, 1), (1, 3), (4, 4)]
+
+
+def test_finish_early_refuses_a_request_that_yields_no_token():
+    scheduler = Scheduler("chunked", 2, token_budget=4)
+    scheduler.add(0, Request(0.0, 8, 3))
+    with pytest.raises(ValueError, match="scheduled batch"):
+        scheduler.finish_early(0)
+    batch = scheduler.schedule()                        # chunk 0..3 of an 8-token prompt
+    with pytest.raises(ValueError, match="generates no token"):
+        scheduler.finish_early(0)
+    with pytest.raises(ValueError, match="generates no token"):
+        scheduler.finish_early(7)
+    scheduler.complete(batch)
+    batch = scheduler.schedule()                        # chunk 4..7: the first token
+    scheduler.finish_early(0)
+    with pytest.raises(ValueError, match="already"):
+        scheduler.finish_early(0)
+    outcome = scheduler.complete(batch)
+    assert (outcome.first_token, outcome.finished, outcome.generated) == ((0,), (0,), (1,))

@@ -19,7 +19,12 @@ from ..units import check_non_negative, check_positive
 
 @dataclass(frozen=True)
 class Request:
-    """One request: arrival time in seconds, prompt length and output length in tokens."""
+    """One request: arrival time in seconds, prompt length and output length in tokens.
+
+    output_tokens is the most the request may generate. The simulator runs every request
+    to it (a known length, as a study tool may assume); an engine with stop tokens ends a
+    request earlier, at its first stop token (`Scheduler.finish_early`).
+    """
 
     arrival_s: float
     prompt_tokens: int

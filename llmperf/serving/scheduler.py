@@ -6,6 +6,7 @@ engine share) does four things:
     scheduler.add(request_id, request)   # for every request that has arrived by now
     batch = scheduler.schedule()         # None: nothing to run until the next arrival
     ...run `batch` (simulated: a step-time model; real: a forward pass)...
+    scheduler.finish_early(request_id)   # the engine: that request's new token is a stop token
     outcome = scheduler.complete(batch)  # which requests got their first token, which left
 
 The scheduler knows nothing of clocks: the driver stamps times on what it returns. Token
@@ -32,6 +33,10 @@ fit: no request overtakes another):
 In every policy a request yields its first token at the end of the iteration that processes
 the last token of its prompt, then one token in each following iteration, and leaves at the
 end of the iteration that yields its last token (a one-token output leaves with its first).
+A request's `output_tokens` is the most it may generate: the simulator knows each length and
+runs every request to it, while an engine that meets a stop token (end of sequence) calls
+`finish_early`, and the request leaves at the end of that iteration as if it were its last
+token (its first token included). The scheduler never needs the real length in advance.
 A slot is the index (0 .. max_batch - 1) of the batch row a request occupies: the lowest
 free one when it is admitted.
 
@@ -112,10 +117,13 @@ class Batch:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What an iteration produced: requests that got their first token, and those that left."""
+    """What an iteration produced: requests that got their first token, those that left,
+    and how many tokens each of those generated in all (its output_tokens unless it met a
+    stop token)."""
 
     first_token: tuple[int, ...]
     finished: tuple[int, ...]
+    generated: tuple[int, ...] = ()  # tokens each finished request generated, as `finished`
 
 
 class Scheduler:
@@ -150,6 +158,8 @@ class Scheduler:
         self._finishing: dict[int, list[int]] = {}    # iteration -> ids whose last token it is
         self._growing: dict[int, list[Sequence]] = {}  # iteration -> those needing memory
         self._free_slots = list(range(self.max_batch))
+        self._stopped: list[int] = []                 # finish_early this iteration
+        self._batch: Batch | None = None              # the batch scheduled, not completed
         self.preemptions = 0
 
     @property
@@ -191,9 +201,26 @@ class Scheduler:
             chunks += new_chunks
         elif not chunks and not decode:
             return None
-        return Batch(self.iteration, chunks, decode, self._decode_kv_tokens,
+        self._batch = batch = Batch(self.iteration, chunks, decode, self._decode_kv_tokens,
                      tuple((s.id, s.slot) for s in admitted), preempted,
                      self.memory.held_tokens, self._decode_kv_tokens + self._prefill_tokens)
+        return batch
+
+    def finish_early(self, request_id: int) -> None:
+        """Mark `request_id` as finished by the batch scheduled last: the token it generated
+        there (a decode's, or the one that follows its prompt) is a stop token. Call after
+        running the batch and before `complete(batch)`, which then lets it leave at this
+        iteration. ValueError unless that batch generates a token for it."""
+        batch = self._batch
+        if batch is None or batch.iteration != self.iteration:
+            raise ValueError("finish_early needs a scheduled batch not yet completed")
+        if request_id in self._stopped:
+            raise ValueError(f"request_id {request_id!r} is already finished this iteration")
+        if request_id not in self._decoding and not any(
+                c.request_id == request_id and c.completes_prompt for c in batch.prefill):
+            raise ValueError(f"request_id {request_id!r} generates no token in iteration "
+                             f"{self.iteration}: it must decode, or complete its prompt")
+        self._stopped.append(request_id)
 
     def _make_room(self) -> tuple[int, ...]:
         it, preempted = self.iteration, []
@@ -276,13 +303,33 @@ class Scheduler:
                 self._start_decoding(seq, it)
                 if seq.generated == 0:
                     first.append(seq.id)
-        finished = self._finishing.pop(it, ())
+        finished = self._finishing.pop(it, [])
+        if self._stopped:
+            finished += self._stop_early(it)
+        generated = []
         for request_id in finished:
-            self._leave(request_id, it)
+            generated.append(self._leave(request_id, it))
         # every request still decoding gained a token, so reads one more KV token next time
         self._decode_kv_tokens += len(self._decoding)
         self.iteration += 1
-        return Outcome(tuple(first), tuple(finished))
+        self._batch = None
+        return Outcome(tuple(first), tuple(finished), tuple(generated))
+
+    def _stop_early(self, it: int) -> list[int]:
+        """Take the requests stopped at `it` (finish_early) off their planned finish and
+        memory growth; those not finishing at `it` anyway, in the order they stopped."""
+        stopped, self._stopped = self._stopped, []
+        early = []
+        for request_id in stopped:
+            seq = self._decoding[request_id]
+            if seq.finish_iteration == it:  # its cap: already in the list
+                continue
+            self._finishing[seq.finish_iteration].remove(request_id)
+            if seq.grow_at >= 0:
+                self._growing[seq.grow_at].remove(seq)
+                seq.grow_at = -1
+            early.append(request_id)
+        return early
 
     def _start_decoding(self, seq: Sequence, it: int) -> None:
         del self._prefilling[seq.id]
@@ -293,11 +340,13 @@ class Scheduler:
         self._decode_kv_tokens += seq.kv_tokens_at(it)
         self._plan_growth(seq)
 
-    def _leave(self, request_id: int, it: int) -> None:
+    def _leave(self, request_id: int, it: int) -> int:
+        """Release a request whose last token `it` yielded; the tokens it generated."""
         seq = self._decoding.pop(request_id)
         self._decode_kv_tokens -= seq.kv_tokens_at(it)
         self.memory.release(request_id)
         heapq.heappush(self._free_slots, seq.slot)
+        return seq.base_generated + it - seq.base_iteration
 
 
 def _chunks(seqs: Iterable[Sequence],

@@ -45,7 +45,8 @@ class Sequence:
 
     @property
     def finish_iteration(self) -> int:
-        """The iteration that yields its last token, once it decodes."""
+        """The iteration that yields its output_tokens-th token (its cap), once it decodes;
+        a stop token may end it sooner (`Scheduler.finish_early`)."""
         return self.base_iteration + self.request.output_tokens - self.base_generated
 
     @property
