@@ -25,6 +25,7 @@ from ..analytic.layers import StepCosts, step_costs
 from ..models import ModelConfig, get_model
 from ..units import check_positive
 from .device import dtype_name, resolve_device, resolve_dtype
+from .varlen import RaggedBatch
 
 _SUPPORTED = {"norm": "rmsnorm", "position": "rope"}
 _ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu}
@@ -116,13 +117,16 @@ class Attention(nn.Module):
         q = apply_rotary(q.view(B, T, H, D).transpose(1, 2), cos, sin)  # (B, H, T, D)
         k = apply_rotary(k.view(B, T, Hkv, D).transpose(1, 2), cos, sin)  # (B, Hkv, T, D)
         v = v.view(B, T, Hkv, D).transpose(1, 2)
-        if cache is not None:
-            k, v = cache.update(self.layer_index, start_pos, k, v)  # (B, Hkv, start_pos + T, D)
-        if T == 1:
-            y = self._decode(q, k, v, mask)
+        if isinstance(cache, RaggedBatch):  # B = 1: the tokens of several sequences
+            y = self._ragged(q, k, v, cache)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
-                                               enable_gqa=H != Hkv)
+            if cache is not None:
+                k, v = cache.update(self.layer_index, start_pos, k, v)  # (B, Hkv, start+T, D)
+            if T == 1:
+                y = self._decode(q, k, v, mask)
+            else:
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                                   is_causal=mask is None, enable_gqa=H != Hkv)
         return self.wo(y.transpose(1, 2).reshape(B, T, H * D))
 
     def _decode(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -136,6 +140,27 @@ class Attention(nn.Module):
             scores = scores.masked_fill(~mask, -math.inf)
         probs = (scores * (1.0 / math.sqrt(D))).float().softmax(dim=-1).to(v.dtype)
         return (probs @ v).reshape(B, H, 1, D)
+
+
+    def _ragged(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                batch: RaggedBatch) -> torch.Tensor:
+        """Attention of a ragged batch (q (1, H, N, D), k and v (1, Hkv, N, D)): every token's
+        K and V go to its own slot, then each piece's queries attend to its own keys only,
+        positions 0 .. end - 1 (see llmperf.measured.varlen for what reading them copies)."""
+        batch.write(self.layer_index, k[0], v[0])
+        outputs = []
+        for i, piece in enumerate(batch.pieces):
+            keys, values = batch.context(self.layer_index, i, q.dtype)  # (Hkv, end, D)
+            q_piece = q[:, :, piece.rows]
+            if piece.tokens == 1:
+                y = self._decode(q_piece, keys[None], values[None], None)
+            else:
+                mask = batch.masks[i]  # None: plain causal, SDPA's own mask
+                y = F.scaled_dot_product_attention(
+                    q_piece, keys[None], values[None], attn_mask=mask, is_causal=mask is None,
+                    enable_gqa=self.n_heads != self.n_kv_heads)
+            outputs.append(y)
+        return torch.cat(outputs, dim=2)
 
 
 class FeedForward(nn.Module):
@@ -314,7 +339,13 @@ class Transformer(nn.Module):
         and attention reads 0..start_pos+T-1; without one, tokens are a whole sequence. start_pos
         may be a LongTensor (B,) of per-row starts, with a cache reading `cache.length` positions
         (a `SlotView`). last_only returns the last position's logits (B, 1, vocab).
+
+        With a `llmperf.measured.varlen.RaggedBatch` as cache, tokens (1, N) are the pieces of
+        several sequences end to end and start_pos must be the batch's `positions` (N,); the
+        logits are per token, (N, vocab), or with last_only each piece's last token's, (S, vocab).
         """
+        if isinstance(cache, RaggedBatch):
+            return self._forward_ragged(tokens, start_pos, cache, last_only)
         per_row = not isinstance(start_pos, int)
         if cache is None and (per_row or start_pos != 0):  # an int test: no device wait
             raise ValueError(f"start_pos must be 0 without a cache (nothing earlier to attend "
@@ -333,8 +364,30 @@ class Transformer(nn.Module):
             x = layer(x, cos, sin, start_pos, cache, mask)
         if last_only:
             x = x[:, -1:]
+        return self._logits(x)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
         x = self.norm(x)
         return F.linear(x, self.tok_embeddings.weight) if self.output is None else self.output(x)
+
+    def _forward_ragged(self, tokens: torch.Tensor, positions: torch.Tensor, batch: RaggedBatch,
+                        last_only: bool) -> torch.Tensor:
+        """One pass over a ragged batch: RoPE at each token's own position; attention as
+        `Attention._ragged` runs it; every other layer is per token and needs no change."""
+        if positions is not batch.positions:
+            raise ValueError("start_pos must be the RaggedBatch's positions (batch.positions)")
+        if tokens.dim() != 2 or tokens.shape[0] != 1 or tokens.shape[1] != batch.num_tokens:
+            raise ValueError(f"tokens must be (1, {batch.num_tokens}), the pieces' tokens end "
+                             f"to end, got {tuple(tokens.shape)}")
+        if max(batch.keys_attended) > self.max_seq_len:
+            raise ValueError(f"pieces must end by the model's max_seq_len={self.max_seq_len}, "
+                             f"got a piece ending at {max(batch.keys_attended)}")
+        cos, sin = self.rope.cos[positions], self.rope.sin[positions]  # (N, D)
+        x = self.tok_embeddings(tokens)
+        for layer in self.layers:
+            x = layer(x, cos, sin, positions, batch, None)
+        x = x[0, batch.last_rows] if last_only else x[0]
+        return self._logits(x)
 
 
 def check_model(model: Transformer) -> None:
