@@ -7,11 +7,12 @@ The folders follow the book: every claim derived, then measured.
   `llmperf` command.
 - `analytic/` (torch-free): `cost` and `layers` count FLOPs and bytes (`steptable` is the
   table `step_costs` returns), `memory` what a batch needs in memory and whether it fits,
-  `roofline` and `perfmodel` turn the counts into times, `parallel` the bytes of tensor
-  parallelism, `batching` what a batch costs and how many fit, and the optimization
-  chapters' `fusion`, `quant`, `speculative` and `sparsity`.
+  `roofline` and `perfmodel` turn the counts into times, `collectives` the time of
+  all-reduces and other collectives on a `Link`, `parallel` the layouts over several GPUs
+  (tensor-parallel bytes and decode, the pipeline bubble), `batching` what a batch costs
+  and how many fit, and the optimization chapters' `fusion`, `quant`, `speculative` and `sparsity`.
 - `serving/` (torch-free): requests, the scheduler, KV memory (reserved or paged), step
-  times, metrics, and the simulator.
+  times, metrics, the simulator, and clusters of instances (`cluster`, `disaggregated`).
 - `measured/` (PyTorch): the reference `model`, every KV `cache`, `generate`, the serving
   `engine`, and the measurements that sit beside the analytic modules of the same name
   (`fusion` is measured by `kernels`; `quant`, `speculative`, `sparsity`), with `pruning`,
@@ -22,6 +23,13 @@ The folders follow the book: every claim derived, then measured.
 `import llmperf` loads the analytic API as `lp.*` and neither torch nor matplotlib;
 `lp.plot_roofline` and `lp.plot_dependency_graph` import matplotlib when a plot is drawn.
 """
+from .analytic.collectives import (
+    COLLECTIVES,
+    bytes_sent_per_rank,
+    collective_steps,
+    collective_time,
+    fit_alpha_beta,
+)
 from .analytic.cost import (
     Cost,
     activation_cost,
@@ -45,10 +53,12 @@ from .analytic.layers import (
 )
 from .analytic.memory import MemoryReport, activation_bytes, memory_report
 from .analytic.parallel import (
-    INTERCONNECTS,
-    Link,
+    TensorParallelDecode,
+    kv_head_share,
+    pipeline_bubble_fraction,
     ring_allreduce_bytes,
     tensor_parallel_bytes_per_token,
+    tensor_parallel_decode,
     tensor_parallel_layer_bytes,
 )
 from .analytic.perfmodel import (
@@ -67,7 +77,16 @@ from .analytic.perfmodel import (
 from .analytic.roofline import attainable_flops, bound, compute_time, memory_time, roofline_time
 from .analytic.steptable import KINDS, OpRow, PlacedOpRow, PlacedStepCosts, StepCosts
 from .hardware import CATALOG as ACCELERATORS
-from .hardware import Accelerator, get_accelerator, list_accelerators
+from .hardware import (
+    INTERCONNECTS,
+    LINKS,
+    Accelerator,
+    Link,
+    get_accelerator,
+    get_link,
+    list_accelerators,
+    list_links,
+)
 from .models import CATALOG as MODELS
 from .models import ModelConfig, get_model, list_models
 from .table import Table

@@ -25,6 +25,11 @@ and every count of what fits uses it (`max_batch_size`, `kv_capacity_tokens`,
 `mem_capacity`); the CUDA context and the framework then take a few hundred MiB more,
 which their `reserved_bytes=...` sets aside.
 Each entry cites its source.
+
+`Link` describes how one GPU reaches its peers (NVLink, PCIe, InfiniBand): its bandwidth
+(both directions together, per GPU, as datasheets print it; `one_way` is half) and the
+latency of one message, the two constants of the alpha-beta model of communication
+(`llmperf.analytic.collectives`). `LINKS` is their catalog, `get_link(name)` the lookup.
 """
 from __future__ import annotations
 
@@ -33,7 +38,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from .names import build_index, lookup
-from .units import GB, TFLOP, GiB, check_positive, normalize_dtype
+from .units import GB, TFLOP, GiB, check_non_negative, check_positive, normalize_dtype
 
 INLINE_ECC_FRACTION = 1 / 16  # of a GDDR6 part's memory, holding check bits when ECC is on
 
@@ -220,3 +225,106 @@ def get_accelerator(name: str | Accelerator) -> Accelerator:
     if isinstance(name, Accelerator):
         return name
     return lookup("accelerator", name, _INDEX, list_accelerators())
+
+
+@dataclass(frozen=True)
+class Link:
+    """A GPU's link to its peers, in SI units: the alpha-beta model's two constants.
+
+    bandwidth: bytes per second per GPU, both directions together, as datasheets print
+    it (NVLink 4: 900 GB/s = 450 GB/s each way). `one_way` is half of it: a ring sends
+    and receives at once, so each transfer moves at the one-way rate.
+    latency_s: alpha, the seconds one message costs before its first byte arrives,
+    whatever its size (a ring step, a send).
+    source: where the bandwidth comes from; latency_source: where the latency does (the
+    same when empty).
+    """
+
+    name: str
+    bandwidth: float
+    latency_s: float
+    source: str
+    latency_source: str = ""
+    notes: str = ""
+    aliases: tuple[str, ...] = field(default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        check_positive("bandwidth", self.bandwidth)
+        check_non_negative("latency_s", self.latency_s)
+        if not self.latency_source:
+            object.__setattr__(self, "latency_source", self.source)
+
+    @property
+    def one_way(self) -> float:
+        """B/s in each direction: the B of the alpha-beta model."""
+        return self.bandwidth / 2
+
+
+_H100_DATASHEET = "https://resources.nvidia.com/en-us-tensor-core/nvidia-tensor-core-gpu-datasheet"
+_A100_DATASHEET = ("https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a100/pdf/"
+                   "nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf")
+_A10_DATASHEET = ("https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a10/pdf/"
+                  "a10-datasheet.pdf")
+# NCCL's own cost model (src/graph/tuning.cc, table hwLat, ring algorithm, LL protocol, the
+# one NCCL picks for small messages) charges each ring step 0.6 us over NVLink, 1.0 us over
+# PCIe and 2.7 us over the network, on top of a fixed 6.6 us per collective that the
+# alpha-beta model here leaves out. These are NCCL's modelling assumptions, not
+# measurements: measure your own with nccl-tests' all_reduce_perf at small sizes.
+_NCCL_TUNING = ("https://github.com/NVIDIA/nccl/blob/b6475625fbcaa2c3c0e50eed2fa1255d7514d4a2"
+                "/src/graph/tuning.cc")
+_LATENCY_NOTE = ("latency_s is NCCL's modelled per-step latency (ring, LL protocol), an "
+                 "assumption, not a measurement; NCCL adds a fixed ~6.6 us per collective.")
+
+# Bandwidth in GB/s (both directions together, per GPU), latency in seconds.
+LINKS: tuple[Link, ...] = (
+    # NVIDIA H100 datasheet (SXM): NVLink 900 GB/s, both directions together. NCCL's
+    # maintainers put the achievable rate at about 370 GB/s each way
+    # (https://github.com/NVIDIA/nccl/issues/1442). Latency: NCCL's model, 0.6 us a step.
+    Link("NVLink 4 (H100 SXM)", 900 * GB, 0.6e-6, _H100_DATASHEET, _NCCL_TUNING,
+         notes=_LATENCY_NOTE, aliases=("NVLink 4", "NVLink4", "H100 NVLink")),
+    # NVIDIA A100 datasheet (SXM): NVLink 600 GB/s, both directions together.
+    # Latency: NCCL's model, 0.6 us a step (the same table entry for every NVLink).
+    Link("NVLink 3 (A100 SXM)", 600 * GB, 0.6e-6, _A100_DATASHEET, _NCCL_TUNING,
+         notes=_LATENCY_NOTE, aliases=("NVLink 3", "NVLink3", "A100 NVLink")),
+    # NVIDIA H100 datasheet (PCIe): PCIe Gen5 128 GB/s, both directions (64 GB/s each way).
+    # Latency: NCCL's model for PCIe, 1.0 us a step.
+    Link("PCIe Gen5 x16", 128 * GB, 1.0e-6, _H100_DATASHEET, _NCCL_TUNING,
+         notes=_LATENCY_NOTE, aliases=("PCIe 5", "PCIe 5.0", "PCIe Gen5")),
+    # NVIDIA A10 datasheet: PCIe Gen4 64 GB/s, both directions (the A10 has no NVLink).
+    # Latency: NCCL's model for PCIe, 1.0 us a step.
+    Link("PCIe Gen4 x16", 64 * GB, 1.0e-6, _A10_DATASHEET, _NCCL_TUNING,
+         notes=_LATENCY_NOTE, aliases=("PCIe 4", "PCIe 4.0", "PCIe Gen4")),
+    # InfiniBand NDR: a 4x port carries 400 Gb/s = 50 GB/s each way, 100 GB/s both ways
+    # (Linux mlx5 driver, "IB/mlx5: Add support for NDR link speed": 100, 200 and 400 Gb/s
+    # are NDR at widths x1, x2 and x4). Per GPU where each GPU has a port of its own, as in
+    # NVIDIA's DGX H100. Latency: NCCL's model for the network, 2.7 us a step (the adapter
+    # alone takes under 1 us; the rest is PCIe, the switch and NCCL's proxy thread).
+    Link("InfiniBand NDR (400 Gb/s)", 100 * GB, 2.7e-6,
+         "https://github.com/torvalds/linux/commit/f946e45f59ef01ff54ffb3b1eba3a8e7915e7326",
+         _NCCL_TUNING, notes=_LATENCY_NOTE, aliases=("NDR", "InfiniBand NDR", "IB NDR")),
+    # InfiniBand HDR: ConnectX-6 ports of 200 Gb/s = 25 GB/s each way, 50 GB/s both ways,
+    # at under 600 ns of adapter latency (NVIDIA ConnectX-6 user manual, introduction). Per
+    # GPU where each GPU has a port of its own, as in NVIDIA's DGX A100. Latency: NCCL's
+    # model for the network, 2.7 us a step.
+    Link("InfiniBand HDR (200 Gb/s)", 50 * GB, 2.7e-6,
+         "https://docs.nvidia.com/networking/display/ConnectX6EN/Introduction",
+         _NCCL_TUNING, notes=_LATENCY_NOTE, aliases=("HDR", "InfiniBand HDR", "IB HDR")),
+)
+
+# Chapter 4's links: the four inside one server, in the table's order.
+INTERCONNECTS: tuple[Link, ...] = LINKS[:4]
+
+_LINK_INDEX = build_index((label, link) for link in LINKS for label in (link.name, *link.aliases))
+
+
+def list_links() -> list[str]:
+    """Names of the catalog links, in catalog order."""
+    return [link.name for link in LINKS]
+
+
+def get_link(name: str | Link) -> Link:
+    """Look up a catalog link ("NVLink 4", "PCIe Gen4", "NDR", ...), ignoring case, spaces
+    and punctuation; a Link passes through unchanged."""
+    if isinstance(name, Link):
+        return name
+    return lookup("link", name, _LINK_INDEX, list_links())
