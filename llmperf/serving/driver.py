@@ -2,21 +2,26 @@
 
     admit the arrived requests -> schedule an iteration -> run it -> record it -> advance
 
-`serve` writes that loop once. What differs between a simulation and a real engine is the
-clock: a `SimulatedClock` advances by what a step-time model predicts for each batch; a
-`WallClock` reads the time once the engine has run the batch on a model (the engine's
-`execute`). Times are in seconds since the run started, the origin of the arrivals.
+`DriverLoop` writes that loop once, one pass at a time, and `serve` runs it to the end.
+What differs between a simulation and a real engine is the clock: a `SimulatedClock`
+advances by what a step-time model predicts for each batch; a `WallClock` reads the time
+once the engine has run the batch on a model (the engine's `execute`). Times are in
+seconds since the run started, the origin of the arrivals. A cluster of instances
+(`llmperf.serving.cluster`) steps one `DriverLoop` per instance, each up to the next
+arrival, so that a router sees every instance as it stands when a request arrives.
 """
 from __future__ import annotations
 
+import math
 import time
+from collections import deque
 from collections.abc import Callable
 from collections.abc import Sequence as Seq
 from typing import Protocol
 
 from .metrics import RunRecorder, RunResult
 from .requests import Request
-from .scheduler import Batch, Scheduler
+from .scheduler import Batch, Outcome, Scheduler
 from .sequence import Sequence
 
 
@@ -93,6 +98,54 @@ def check_requests(requests: Seq[Request], max_context_tokens: int | None = None
     return requests
 
 
+class DriverLoop:
+    """One instance's driver loop, a pass at a time: admit the requests that have arrived,
+    schedule an iteration, run it, record it; or idle until the next arrival.
+
+    Sequences join with `add` in order of arrival (each is queued once the clock has
+    reached its arrival_s); `step` makes one pass; `record(batch, start_s, end_s,
+    outcome)` is told of every iteration that runs (a `RunRecorder.record`). The caller
+    has checked each sequence against the scheduler's memory (`check_fit`).
+    """
+
+    def __init__(self, scheduler: Scheduler, clock: Clock,
+                 record: Callable[[Batch, float, float, Outcome], None],
+                 execute: Callable[[Batch], None] | None = None) -> None:
+        self.scheduler, self.clock, self._record, self._execute = scheduler, clock, record, execute
+        self._arrivals: deque[Sequence] = deque()  # added, not yet queued, by arrival
+
+    def add(self, seq: Sequence) -> None:
+        """A sequence that arrives at seq.request.arrival_s, no earlier than those added."""
+        self._arrivals.append(seq)
+
+    @property
+    def pending(self) -> int:
+        """Sequences added whose arrival the clock has not yet reached."""
+        return len(self._arrivals)
+
+    def step(self, before_s: float = math.inf) -> bool:
+        """One pass, if it starts before `before_s`: queue the arrived sequences, then run
+        an iteration, or idle until the next arrival if nothing can run. False when it did
+        neither: the clock has reached before_s, or nothing can run and no sequence added
+        is left to arrive (or the next arrives at before_s or later)."""
+        now = self.clock.now()
+        if now >= before_s:
+            return False
+        arrivals, scheduler = self._arrivals, self.scheduler
+        while arrivals and arrivals[0].request.arrival_s <= now:
+            scheduler.enqueue(arrivals.popleft())
+        batch = scheduler.schedule()
+        if batch is None:
+            if not arrivals or arrivals[0].request.arrival_s >= before_s:
+                return False
+            self.clock.wait_until(arrivals[0].request.arrival_s)
+            return True
+        if self._execute is not None:
+            self._execute(batch)
+        self._record(batch, now, self.clock.end_of(batch), scheduler.complete(batch))
+        return True
+
+
 def serve(sequences: list[Sequence], scheduler: Scheduler, clock: Clock,
           execute: Callable[[Batch], None] | None = None) -> RunResult:
     """Run every sequence to its last token; the result lists them in the order given.
@@ -105,21 +158,11 @@ def serve(sequences: list[Sequence], scheduler: Scheduler, clock: Clock,
     for seq in sequences:
         memory.check_fit(seq.request, f"requests[{seq.id}]")
     requests = [seq.request for seq in sequences]
-    order = sorted(range(len(requests)), key=lambda i: requests[i].arrival_s)
     recorder = RunRecorder(scheduler.policy, requests)
-    nxt, n = 0, len(requests)
-    while recorder.finished < n:
-        now = clock.now()
-        while nxt < n and requests[order[nxt]].arrival_s <= now:
-            scheduler.enqueue(sequences[order[nxt]])
-            nxt += 1
-        batch = scheduler.schedule()
-        if batch is None:
-            if nxt == n:
-                raise RuntimeError("nothing can run and no request is left to arrive")
-            clock.wait_until(requests[order[nxt]].arrival_s)
-            continue
-        if execute is not None:
-            execute(batch)
-        recorder.record(batch, now, clock.end_of(batch), scheduler.complete(batch))
+    loop = DriverLoop(scheduler, clock, recorder.record, execute)
+    for i in sorted(range(len(requests)), key=lambda i: requests[i].arrival_s):
+        loop.add(sequences[i])
+    while recorder.finished < len(requests):
+        if not loop.step():
+            raise RuntimeError("nothing can run and no request is left to arrive")
     return recorder.result()

@@ -1,0 +1,208 @@
+"""Several identical serving instances behind a router: `simulate_cluster`.
+
+Each replica is the single-instance simulator (its own `Scheduler`, KV memory and
+`SimulatedClock`, built from `simulate`'s arguments). A router sends every request, at its
+arrival, to one replica:
+
+- "round_robin": request i (in the order given) to replica i mod R;
+- "least_loaded": the replica with the fewest outstanding tokens at the arrival, ties to
+  the lowest index. A request's outstanding tokens are its prompt tokens not yet prefilled
+  plus its output tokens not yet generated; a replica's, the sum over the requests routed
+  to it and not finished. An iteration's tokens count as done at the iteration's end;
+  a prompt prefilled again after a preemption (or found in a prefix cache) is not work
+  counted twice;
+- "prefix": the replica whose prefix cache holds the longest prefix of the request's
+  prompt (`PagedMemory.cached_prefix_tokens`; needs kv_memory="paged",
+  prefix_caching=True and requests with `prompt_ids`), ties by the least_loaded rule.
+  A replica's cache is seen as of its last iteration that started before the arrival.
+
+The replicas advance together in simulated time: before a request is routed, each runs
+every iteration that starts before its arrival (`DriverLoop.step(before_s=...)`), so the
+router sees each as it stands then. Requests arriving at the same time are routed one
+after another in the order given, each seeing the ones before it.
+"""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence as Seq
+from dataclasses import dataclass
+from typing import Any
+
+from ..units import check_positive
+from .driver import DriverLoop, SimulatedClock, check_requests
+from .memory import make_memory
+from .metrics import RunRecorder, RunResult
+from .requests import Request
+from .scheduler import Batch, Outcome, Scheduler
+from .sequence import Sequence
+from .simulator import simulate
+
+ROUTERS = ("round_robin", "least_loaded", "prefix")
+
+
+@dataclass(frozen=True)
+class ClusterRun:
+    """A cluster's run: `run`, a `RunResult` over every request in the order given and every
+    iteration of every replica, and which replica served each request (`replica[i]`) and
+    ran each iteration (`iteration_replica[j]` for `run.iterations[j]`).
+
+    Every attribute of a `RunResult` reads through (`requests`, `makespan_s`,
+    `slo_attainment(...)`, ...). Time-weighted means over iterations (`mean_in_flight`,
+    `kv_utilization`) are per replica, averaged over the replicas' iterations.
+    """
+
+    run: RunResult
+    router: str
+    replicas: int
+    replica: tuple[int, ...]
+    iteration_replica: tuple[int, ...]
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "run":  # not set yet (while unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.run, name)
+
+    def requests_served(self) -> list[int]:
+        """How many requests each replica served."""
+        counts = [0] * self.replicas
+        for k in self.replica:
+            counts[k] += 1
+        return counts
+
+
+class _Replica:
+    """One instance: its driver loop, and its outstanding tokens (see the module docstring)."""
+
+    def __init__(self, index: int, scheduler: Scheduler, clock: SimulatedClock,
+                 recorder: RunRecorder, iteration_replica: list[int],
+                 requests: list[Request]) -> None:
+        self.index, self.memory = index, scheduler.memory
+        self.loop = DriverLoop(scheduler, clock, self._record)
+        self._recorder, self._iteration_replica, self._requests = (
+            recorder, iteration_replica, requests)
+        self.outstanding = 0          # tokens, once every iteration run so far has ended
+        self._last_end_s, self._last_done = 0.0, 0
+        self._prompt_done: dict[int, int] = {}  # request id -> prompt tokens prefilled
+
+    def add(self, seq: Sequence) -> None:
+        self.outstanding += seq.request.total_tokens
+        self.loop.add(seq)
+
+    def advance(self, t_s: float) -> None:
+        """Run every iteration that starts before t_s."""
+        step = self.loop.step
+        while step(t_s):
+            pass
+
+    def outstanding_at(self, t_s: float) -> int:
+        """Outstanding tokens at t_s: the last iteration run counts only if it has ended."""
+        return self.outstanding + (self._last_done if self._last_end_s > t_s else 0)
+
+    def _record(self, batch: Batch, start_s: float, end_s: float, outcome: Outcome) -> None:
+        self._recorder.record(batch, start_s, end_s, outcome)
+        self._iteration_replica.append(self.index)
+        done = len(batch.decode)  # one token each
+        prompt_done = self._prompt_done
+        for chunk in batch.prefill:
+            rid = chunk.request_id
+            reached = min(chunk.start_tokens + chunk.tokens, self._requests[rid].prompt_tokens)
+            before = prompt_done.get(rid, 0)
+            if reached > before:
+                done += reached - before
+                prompt_done[rid] = reached
+            done += chunk.completes_prompt  # the token its last position yields
+        for rid in outcome.finished:
+            prompt_done.pop(rid, None)
+        self.outstanding -= done
+        self._last_end_s, self._last_done = end_s, done
+
+
+def simulate_arguments(simulate_args: dict[str, Any]) -> dict[str, Any]:
+    """`simulate`'s keyword arguments with its defaults filled in; ValueError naming any
+    argument `simulate` does not take (or `requests`, given separately)."""
+    params = inspect.signature(simulate).parameters
+    names = [name for name in params if name != "requests"]
+    for name in simulate_args:
+        if name not in names:
+            raise ValueError(f"{name!r} is not an argument of simulate; it takes {names}")
+    return {name: simulate_args.get(name, params[name].default) for name in names}
+
+
+def build_instance(args: dict[str, Any]) -> tuple[Scheduler, SimulatedClock]:
+    """A scheduler over fresh KV memory and a simulated clock, as `simulate` builds them
+    from its arguments (`simulate_arguments`); each constructor checks its own."""
+    if args["step_time"] is None:
+        raise ValueError("step_time is required: a LinearStepTime or a RooflineStepTime")
+    caching = {"prefix_caching": args["prefix_caching"]} if "prefix_caching" in args else {}
+    memory = make_memory(args["kv_memory"], args["kv_capacity_tokens"], args["block_size"],
+                         args["reserve_tokens"], **caching)
+    scheduler = Scheduler(args["policy"], args["max_batch"], args["token_budget"], memory)
+    return scheduler, SimulatedClock(args["step_time"])
+
+
+def check_instance_requests(requests: Seq[Request], args: dict[str, Any],
+                            scheduler: Scheduler) -> list[Request]:
+    """`requests` as a list, checked once as `simulate` checks them: contexts within the
+    step-time model's limit, each within what one instance's KV memory can ever hold."""
+    requests = check_requests(requests, getattr(args["step_time"], "max_context_tokens", None))
+    for i, request in enumerate(requests):
+        scheduler.memory.check_fit(request, f"requests[{i}]")
+    return requests
+
+
+def _least_loaded(replicas: list[_Replica], t_s: float) -> int:
+    loads = [rep.outstanding_at(t_s) for rep in replicas]
+    return loads.index(min(loads))
+
+
+def _longest_prefix(replicas: list[_Replica], request: Request, t_s: float) -> int:
+    cached = [rep.memory.cached_prefix_tokens(request) for rep in replicas]
+    best = max(cached)
+    tied = [rep for rep, c in zip(replicas, cached) if c == best]
+    return tied[_least_loaded(tied, t_s)].index
+
+
+def _check_router(router: str, args: dict[str, Any]) -> None:
+    if router not in ROUTERS:
+        raise ValueError(f"router must be one of {ROUTERS}, got {router!r}")
+    if router == "prefix" and not (args["kv_memory"] == "paged" and args.get("prefix_caching")):
+        raise ValueError("router 'prefix' needs kv_memory='paged' and prefix_caching=True")
+
+
+def simulate_cluster(requests: Seq[Request], replicas: int, router: str = "least_loaded",
+                     **simulate_args: Any) -> ClusterRun:
+    """Serve `requests` on `replicas` identical instances behind `router` (see the module
+    docstring); `simulate_args` are `simulate`'s (policy, max_batch, step_time,
+    kv_capacity_tokens, ...), with its defaults, for every replica.
+
+    Every argument and request is checked once, before anything runs. Returns a
+    `ClusterRun`: the requests in the order given, times in seconds, and the replica of each.
+    """
+    check_positive("replicas", replicas, integer=True)
+    args = simulate_arguments(simulate_args)
+    _check_router(router, args)
+    instances = [build_instance(args) for _ in range(int(replicas))]
+    requests = check_instance_requests(requests, args, instances[0][0])
+    recorder, iteration_replica = RunRecorder(args["policy"], requests), []
+    reps = [_Replica(k, scheduler, clock, recorder, iteration_replica, requests)
+            for k, (scheduler, clock) in enumerate(instances)]
+    served = [0] * len(requests)
+    order = sorted(range(len(requests)), key=lambda i: requests[i].arrival_s)
+    for i in order:
+        request, t_s = requests[i], requests[i].arrival_s
+        for rep in reps:
+            rep.advance(t_s)
+        if router == "round_robin":
+            k = i % len(reps)
+        elif router == "least_loaded":
+            k = _least_loaded(reps, t_s)
+        else:
+            k = _longest_prefix(reps, request, t_s)
+        served[i] = k
+        reps[k].add(Sequence(i, request))
+    for rep in reps:
+        rep.advance(float("inf"))
+    if recorder.finished < len(requests):
+        raise RuntimeError("nothing can run and no request is left to arrive")
+    return ClusterRun(recorder.result(), router, len(reps), tuple(served),
+                      tuple(iteration_replica))
