@@ -8,7 +8,10 @@ engine's `WallClock` is read after running the model. Both return the same `RunR
 and both track a request's running state in one `Sequence`. KV memory is either reserved
 per request (`ReservationMemory`) or paged in blocks with preemption by recompute
 (`PagedMemory`, over a `BlockAllocator` of block tables with reference counts and copy on
-write); `simulate(..., kv_memory="paged")` picks the second.
+write); `simulate(..., kv_memory="paged")` picks the second, and `prefix_caching=True` adds
+automatic prefix caching (a `PrefixCachingAllocator`; workloads whose requests carry
+`prompt_ids`: `shared_prefix_workload`, `multi_turn_workload`). The engine's stop tokens end
+a request early through `Scheduler.finish_early`.
 
     from llmperf.serving import Request, LinearStepTime, simulate
     reqs = [Request(arrival_s=0.0, prompt_tokens=8, output_tokens=n) for n in (1, 2, 3, 10)]
@@ -22,6 +25,7 @@ from .metrics import METRICS, Iteration, RequestResult, RunRecorder, RunResult
 from .paging import (
     BlockAllocator,
     OutOfBlocks,
+    PrefixCachingAllocator,
     blocks_needed,
     internal_fragmentation,
     kv_utilization,
@@ -32,6 +36,7 @@ from .paging import (
 )
 from .requests import (
     CHAT_CAP_TOKENS,
+    DEFAULT_VOCAB_SIZE,
     SHAREGPT_MEAN_OUTPUT_TOKENS,
     SHAREGPT_MEAN_PROMPT_TOKENS,
     THROUGHPUT_CAPS_TOKENS,
@@ -41,7 +46,9 @@ from .requests import (
     Request,
     Uniform,
     chat_workload,
+    multi_turn_workload,
     poisson_arrivals,
+    shared_prefix_workload,
     throughput_workload,
     workload,
 )
@@ -62,4 +69,6 @@ __all__ = [
     "StepTimeModel", "Uniform", "chat_workload", "fit_linear_step_time", "goodput",
     "poisson_arrivals", "simulate", "throughput_workload", "workload",
     "Clock", "Sequence", "SimulatedClock", "WallClock", "check_requests", "serve",
+    "DEFAULT_VOCAB_SIZE", "PrefixCachingAllocator", "multi_turn_workload",
+    "shared_prefix_workload",
 ]

@@ -11,6 +11,10 @@ Definitions (times in seconds from the same origin as the arrivals):
   request's output_tokens, or fewer when it met a stop token (`Scheduler.finish_early`).
 - latency_s = finish_s - arrival_s (end to end).
 - makespan_s = last finish - first arrival; throughput_tok_s = tokens generated / makespan_s.
+- prefix_hit_rate = cached_prompt_tokens / prompt_tokens: the share of the requests' prompt
+  tokens found in the prefix cache, each request counted once, at its first admission (a
+  preempted request's recomputed prefill is extra work, seen in the iterations' chunks, not
+  a second serving of its prompt).
 """
 from __future__ import annotations
 
@@ -30,7 +34,8 @@ class RequestResult:
     """One request's timeline: admitted_s is the start of the iteration that first admitted
     it, slot the slot it took then (a preempted request may come back in another).
     generated_tokens: the tokens it generated (None given: its request's output_tokens, the
-    cap it reaches unless it stops early)."""
+    cap it reaches unless it stops early). cached_prompt_tokens: the prompt tokens it found
+    in the prefix cache at its first admission, not computed."""
 
     request: Request
     slot: int
@@ -38,6 +43,7 @@ class RequestResult:
     first_token_s: float
     finish_s: float
     generated_tokens: int | None = None
+    cached_prompt_tokens: int = 0
 
     def __post_init__(self) -> None:
         if self.generated_tokens is None:
@@ -119,6 +125,21 @@ class RunResult:
         return self.output_tokens / self.makespan_s
 
     @property
+    def prompt_tokens(self) -> int:
+        """Prompt tokens of all requests (each request once)."""
+        return sum(r.request.prompt_tokens for r in self.requests)
+
+    @property
+    def cached_prompt_tokens(self) -> int:
+        """Prompt tokens found in the prefix cache at each request's first admission."""
+        return sum(r.cached_prompt_tokens for r in self.requests)
+
+    @property
+    def prefix_hit_rate(self) -> float:
+        """cached_prompt_tokens / prompt_tokens (0.0 without prefix caching)."""
+        return self.cached_prompt_tokens / self.prompt_tokens
+
+    @property
     def preemptions(self) -> int:
         """Times a request's KV was dropped, to be recomputed."""
         return sum(len(it.preempted) for it in self.iterations)
@@ -179,6 +200,7 @@ class RunRecorder:
         self._slot, self._admitted_s = [-1] * n, [0.0] * n
         self._first_s, self._finish_s = [-1.0] * n, [-1.0] * n
         self._generated = [r.output_tokens for r in requests]
+        self._cached = [0] * n
         self._iterations: list[Iteration] = []
         self.finished = 0
 
@@ -186,9 +208,12 @@ class RunRecorder:
         """One iteration that ran from start_s to end_s and yielded `outcome`."""
         if not start_s <= end_s:
             raise ValueError(f"end_s ({end_s!r}) must be >= start_s ({start_s!r})")
-        for request_id, slot in batch.admitted:  # a readmitted request keeps its first
-            if self._slot[request_id] < 0:
+        cached = batch.cached  # () without prefix caching
+        for i, (request_id, slot) in enumerate(batch.admitted):  # a readmitted request
+            if self._slot[request_id] < 0:                       # keeps its first
                 self._slot[request_id], self._admitted_s[request_id] = slot, start_s
+                if cached:
+                    self._cached[request_id] = cached[i]
         for request_id in outcome.first_token:
             self._first_s[request_id] = end_s
         for request_id in outcome.finished:
@@ -205,5 +230,5 @@ class RunRecorder:
             raise ValueError(f"{len(self._requests) - self.finished} requests have not finished")
         reqs = tuple(RequestResult(r, *fields) for r, *fields in zip(
             self._requests, self._slot, self._admitted_s, self._first_s, self._finish_s,
-            self._generated))
+            self._generated, self._cached))
         return RunResult(self.policy, reqs, tuple(self._iterations))

@@ -10,7 +10,8 @@ either clips the draws (a draw above it becomes the cap) or, for `Exponential` w
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import operator
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -24,21 +25,44 @@ class Request:
     output_tokens is the most the request may generate. The simulator runs every request
     to it (a known length, as a study tool may assume); an engine with stop tokens ends a
     request earlier, at its first stop token (`Scheduler.finish_early`).
+
+    prompt_ids: the prompt's token ids (prompt_tokens non-negative integers, kept as a
+    tuple), or None. Only prefix caching reads them, to find prompts that begin alike;
+    without them a request never hits the cache. The simulator never needs real ids:
+    synthetic ones that repeat where prompts repeat (`shared_prefix_workload`,
+    `multi_turn_workload`) are enough.
     """
 
     arrival_s: float
     prompt_tokens: int
     output_tokens: int
+    prompt_ids: tuple[int, ...] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         check_non_negative("arrival_s", self.arrival_s)
         check_positive("prompt_tokens", self.prompt_tokens, integer=True)
         check_positive("output_tokens", self.output_tokens, integer=True)
+        if self.prompt_ids is not None:
+            object.__setattr__(self, "prompt_ids", _token_ids(self.prompt_ids,
+                                                              int(self.prompt_tokens)))
 
     @property
     def total_tokens(self) -> int:
         """Prompt plus output: the KV cache the request holds when it finishes."""
         return int(self.prompt_tokens) + int(self.output_tokens)
+
+
+def _token_ids(ids, length: int) -> tuple[int, ...]:
+    """`ids` as a tuple of `length` non-negative ints; ValueError naming prompt_ids if not."""
+    try:
+        ids = tuple(operator.index(t) for t in ids)
+    except TypeError:
+        raise ValueError("prompt_ids must be a sequence of integer token ids") from None
+    if len(ids) != length:
+        raise ValueError(f"prompt_ids must hold prompt_tokens={length} ids, got {len(ids)}")
+    if ids and min(ids) < 0:
+        raise ValueError(f"prompt_ids must be non-negative, got {min(ids)}")
+    return ids
 
 
 @dataclass(frozen=True)
@@ -198,3 +222,84 @@ def chat_workload(n: int, rate_per_s: float | None, seed: int = 0,
     prompt = LogNormal(SHAREGPT_MEAN_PROMPT_TOKENS, sigma, CHAT_CAP_TOKENS)
     output = LogNormal(SHAREGPT_MEAN_OUTPUT_TOKENS, sigma, CHAT_CAP_TOKENS)
     return workload(n, prompt, output, rate_per_s=rate_per_s, seed=seed)
+
+
+# Synthetic token ids for prefix caching: only their equality matters (which prompts begin
+# alike), so they are drawn uniformly from the vocabulary. Llama 2's tokenizer has 32,000
+# tokens (Touvron et al., "Llama 2: Open Foundation and Fine-Tuned Chat Models", 2023,
+# arXiv 2307.09288, section 2.2); pass a model's own vocab_size to feed its engine.
+DEFAULT_VOCAB_SIZE = 32_000
+
+
+def _ids(rng: np.random.Generator, n: int, vocab_size: int) -> tuple[int, ...]:
+    return tuple(rng.integers(0, vocab_size, size=int(n)).tolist())
+
+
+def _check_workload_args(n_name: str, n: int, seed: int, vocab_size: int) -> None:
+    check_positive(n_name, n, integer=True)
+    check_non_negative("seed", seed, integer=True)
+    check_positive("vocab_size", vocab_size, integer=True)
+
+
+def shared_prefix_workload(n: int, system_tokens: int, user: LengthDistribution,
+                           output: LengthDistribution, rate_per_s: float | None = None,
+                           seed: int = 0,
+                           vocab_size: int = DEFAULT_VOCAB_SIZE) -> list[Request]:
+    """`n` requests whose prompts begin with the same `system_tokens` tokens (a system
+    prompt), then a user part of their own drawn from `user`; outputs from `output`.
+
+    Arrivals Poisson at `rate_per_s` or all at time 0 (None). Token ids are synthetic
+    (uniform in 0 .. vocab_size - 1, `prompt_ids`): the system prompt's are drawn once, each
+    user part's afresh. Seeded: the same seed gives the same requests, and arrivals,
+    lengths and ids come from separate streams (changing the rate keeps the prompts).
+    """
+    _check_workload_args("n", n, seed, vocab_size)
+    check_positive("system_tokens", system_tokens, integer=True)
+    arrivals_rng, user_rng, output_rng, ids_rng = (np.random.default_rng([seed, k])
+                                                   for k in range(4))
+    arrivals = (np.zeros(n) if rate_per_s is None
+                else poisson_arrivals(n, rate_per_s, arrivals_rng))
+    users, outputs = user.sample(n, user_rng), output.sample(n, output_rng)
+    system = _ids(ids_rng, system_tokens, vocab_size)
+    return [Request(float(a), int(system_tokens + u), int(o),
+                    system + _ids(ids_rng, u, vocab_size))
+            for a, u, o in zip(arrivals, users, outputs)]
+
+
+def multi_turn_workload(conversations: int, turns: int, user: LengthDistribution,
+                        output: LengthDistribution, think_s: float,
+                        rate_per_s: float | None = None, system_tokens: int = 0,
+                        seed: int = 0, vocab_size: int = DEFAULT_VOCAB_SIZE) -> list[Request]:
+    """Chat conversations of `turns` turns each: turn k's prompt is turn k - 1's prompt,
+    then its reply (output_tokens synthetic ids), then a new user message drawn from
+    `user`; so the prompt grows turn by turn and each begins with the one before.
+
+    Turn 0's prompt is a system prompt of `system_tokens` tokens shared by every
+    conversation (0: none), then the first user message. Conversations start at Poisson
+    arrivals of `rate_per_s` (None: all at 0); turn k arrives k * think_s seconds after its
+    conversation's start. A workload is fixed before the run, so a turn cannot wait for
+    the reply it follows: choose think_s longer than a reply takes, or a turn arrives
+    before the one it continues has been computed (and finds less of it cached). Token ids
+    are synthetic, as in `shared_prefix_workload`. Returns the requests conversation by
+    conversation: turn k of conversation c is requests[c * turns + k].
+    """
+    _check_workload_args("conversations", conversations, seed, vocab_size)
+    check_positive("turns", turns, integer=True)
+    check_non_negative("think_s", think_s)
+    check_non_negative("system_tokens", system_tokens, integer=True)
+    arrivals_rng, user_rng, output_rng, ids_rng = (np.random.default_rng([seed, k])
+                                                   for k in range(4))
+    starts = (np.zeros(conversations) if rate_per_s is None
+              else poisson_arrivals(conversations, rate_per_s, arrivals_rng))
+    users = user.sample(conversations * turns, user_rng).reshape(conversations, turns)
+    outputs = output.sample(conversations * turns, output_rng).reshape(conversations, turns)
+    system = _ids(ids_rng, system_tokens, vocab_size)
+    requests = []
+    for c, start in enumerate(starts):
+        context: tuple[int, ...] = system
+        for k in range(turns):
+            prompt = context + _ids(ids_rng, users[c, k], vocab_size)
+            out = int(outputs[c, k])
+            requests.append(Request(float(start + k * think_s), len(prompt), out, prompt))
+            context = prompt + _ids(ids_rng, out, vocab_size)
+    return requests

@@ -46,6 +46,11 @@ for its prompt are free, and each decode takes blocks as it needs them; when non
 the newest running request is preempted by recompute (after vLLM): its KV is dropped, it
 returns to the head of the queue, and when admitted again its prompt and the tokens it had
 yielded are prefilled together, the last prefill position yielding its next token.
+With prefix caching (`PagedMemory(..., prefix_caching=True)`), `memory.admit` says how many
+of those tokens it found cached: the prefill computes only the rest (its first chunk starts
+there, so step times charge the computed tokens while the chunk's KV reads include the
+cached ones; a chunked budget is spent on computed tokens), and as each chunk completes the
+scheduler tells the memory (`memory.computed`), which caches the prompt blocks it filled.
 """
 from __future__ import annotations
 
@@ -84,6 +89,8 @@ class Batch:
     decode_kv_tokens: the KV tokens the decodes read, summed over them; a request that has
     generated g tokens from a prompt of P reads P + g (its cache, and its new token).
     admitted: (request id, slot) of the requests admitted this iteration.
+    cached: under prefix caching, the tokens each of them found cached (as `admitted`; their
+    chunks start after them); () without prefix caching.
     preempted: requests whose KV was dropped before this iteration, to be recomputed.
     kv_held_tokens, kv_used_tokens: KV slots the memory policy holds during the iteration,
     and those holding a token once it has run.
@@ -97,6 +104,7 @@ class Batch:
     preempted: tuple[int, ...] = ()
     kv_held_tokens: int = 0
     kv_used_tokens: int = 0
+    cached: tuple[int, ...] = ()
 
     @property
     def tokens(self) -> int:
@@ -148,6 +156,7 @@ class Scheduler:
                              f"{type(memory).__name__}")
         self.policy, self.max_batch, self.token_budget = policy, int(max_batch), token_budget
         self.memory = memory if memory is not None else ReservationMemory(None)
+        self._caching = getattr(self.memory, "prefix_caching", False)
         self.iteration = 0
         self._waiting: deque[Sequence] = deque()
         self._arrived = 0                             # requests queued so far
@@ -201,9 +210,14 @@ class Scheduler:
             chunks += new_chunks
         elif not chunks and not decode:
             return None
+        used = self._decode_kv_tokens + self._prefill_tokens
+        cached = ()
+        if self._caching:
+            used -= self.memory.shared_tokens  # a shared block's slots hold its tokens once
+            cached = tuple(s.cached for s in admitted)
         self._batch = batch = Batch(self.iteration, chunks, decode, self._decode_kv_tokens,
-                     tuple((s.id, s.slot) for s in admitted), preempted,
-                     self.memory.held_tokens, self._decode_kv_tokens + self._prefill_tokens)
+                                    tuple((s.id, s.slot) for s in admitted), preempted,
+                                    self.memory.held_tokens, used, cached)
         return batch
 
     def finish_early(self, request_id: int) -> None:
@@ -278,13 +292,13 @@ class Scheduler:
             if not self.memory.fits(seq.request, target):
                 break
             self._waiting.popleft()
-            self.memory.admit(seq.id, seq.request, target)
-            seq.slot, seq.target, seq.prefilled = heapq.heappop(self._free_slots), target, 0
+            seq.cached = seq.prefilled = self.memory.admit(seq.id, seq.request, target)
+            seq.slot, seq.target = heapq.heappop(self._free_slots), target
             self._prefilling[seq.id] = seq
             self._prefill_tokens += target
             admitted.append(seq)
             if budget is not None:
-                budget -= target
+                budget -= target - seq.cached
         return admitted
 
     def complete(self, batch: Batch) -> Outcome:
@@ -299,6 +313,8 @@ class Scheduler:
         for chunk in batch.prefill:
             seq = self._prefilling[chunk.request_id]
             seq.prefilled += chunk.tokens
+            if self._caching:
+                self.memory.computed(seq.id, seq.request, seq.prefilled)
             if chunk.completes_prompt:
                 self._start_decoding(seq, it)
                 if seq.generated == 0:

@@ -18,14 +18,16 @@ class Sequence:
     The scheduler's: `order` (place in arrival order), `slot` (-1 while not admitted),
     `generated` (tokens it had yielded when last admitted, recomputed with its prompt
     after a preemption), `target` (tokens its prefill caches: prompt + generated),
-    `prefilled` (of them, those cached so far), `base_iteration` and `base_generated` (the
-    iteration that yielded its base_generated-th token, its last prefill's), and
+    `cached` (of them, those found in the prefix cache when last admitted, never
+    computed), `prefilled` (of them, those cached so far, hits included),
+    `base_iteration` and `base_generated` (the iteration that yielded its
+    base_generated-th token, its last prefill's), and
     `grow_at` (the iteration at which it next needs more KV memory; -1: none pending).
     The engine's: `output`, the token ids generated so far.
     """
 
     __slots__ = ("id", "request", "prompt", "generator", "output", "order", "slot",
-                 "generated", "target", "prefilled", "base_iteration", "base_generated",
+                 "generated", "target", "cached", "prefilled", "base_iteration", "base_generated",
                  "grow_at")
 
     def __init__(self, seq_id: int, request: Request, prompt: list[int] | None = None,
@@ -33,7 +35,7 @@ class Sequence:
         self.id, self.request, self.prompt, self.generator = seq_id, request, prompt, generator
         self.output: list[int] = []
         self.order = self.slot = -1
-        self.generated = self.prefilled = self.base_generated = 0
+        self.generated = self.cached = self.prefilled = self.base_generated = 0
         self.target = request.prompt_tokens
         self.base_iteration = self.grow_at = -1
 

@@ -24,7 +24,8 @@ __all__ = ["StepTimeModel", "goodput", "simulate"]
 def simulate(requests: Seq[Request], policy: str = "continuous", max_batch: int = 8,
              step_time: StepTimeModel | None = None, kv_capacity_tokens: int | None = None,
              token_budget: int | None = None, kv_memory: str = "reservation",
-             block_size: int = 16, reserve_tokens: int | None = None) -> RunResult:
+             block_size: int = 16, reserve_tokens: int | None = None,
+             prefix_caching: bool = False) -> RunResult:
     """Serve `requests` on one instance under `policy`; times come from `step_time`.
 
     policy: "static", "continuous" or "chunked" (which needs `token_budget`, in tokens per
@@ -32,7 +33,10 @@ def simulate(requests: Seq[Request], policy: str = "continuous", max_batch: int 
     kv_capacity_tokens: KV memory in tokens (None: unlimited). kv_memory: "reservation",
     each request reserving its prompt and output at admission (or `reserve_tokens` each),
     or "paged", blocks of `block_size` tokens taken as tokens arrive, with preemption by
-    recompute (`llmperf.serving.memory`). Every argument is checked here, once, and every
+    recompute (`llmperf.serving.memory`). prefix_caching (paged only): full prompt blocks
+    stay cached by content and later requests whose `prompt_ids` begin alike reuse them,
+    computing only the rest of their prompts (`PagedMemory`; the run's `prefix_hit_rate`).
+    Every argument is checked here, once, and every
     request before the first iteration runs. The result lists the requests in the order
     given, times in seconds.
     """
@@ -40,7 +44,8 @@ def simulate(requests: Seq[Request], policy: str = "continuous", max_batch: int 
         raise ValueError("step_time is required: a LinearStepTime or a RooflineStepTime")
     clock = SimulatedClock(step_time)
     requests = check_requests(requests, getattr(step_time, "max_context_tokens", None))
-    memory = make_memory(kv_memory, kv_capacity_tokens, block_size, reserve_tokens)
+    memory = make_memory(kv_memory, kv_capacity_tokens, block_size, reserve_tokens,
+                         prefix_caching)
     scheduler = Scheduler(policy, max_batch, token_budget, memory)
     return serve([Sequence(i, r) for i, r in enumerate(requests)], scheduler, clock)
 
