@@ -357,3 +357,20 @@ def test_the_allocator_keeps_one_block_per_content():
     alloc.free(3)                                          # 0 and 1 idle, last block first
     assert list(alloc._evictable) == [1, 0] and alloc.free_blocks == 4
     alloc.check()
+
+
+def test_a_request_stopped_at_its_first_token_leaves_its_prompt_cached():
+    # R0 (AB + 8, cap 10) meets a stop token as its first token: it leaves at 1, and its
+    # blocks A and B, computed, stay cached. R1 (AB + 8) at 1 hits them.
+    memory = PagedMemory(None, 16, prefix_caching=True)
+    scheduler = Scheduler(max_batch=4, memory=memory)
+
+    def execute(batch):
+        if batch.iteration == 0:
+            scheduler.finish_early(0)
+
+    reqs = [request(0.0, "AB", 8, output=10), request(1.0, "AB", 8, output=2, start=2000)]
+    run = serve([Sequence(i, r) for i, r in enumerate(reqs)], scheduler,
+                SimulatedClock(UNIT), execute)
+    assert [(r.finish_s, r.generated_tokens) for r in run.requests] == [(1, 1), (3, 2)]
+    assert [r.cached_prompt_tokens for r in run.requests] == [0, 32]

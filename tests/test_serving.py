@@ -404,3 +404,20 @@ def test_finish_early_refuses_a_request_that_yields_no_token():
         scheduler.finish_early(0)
     outcome = scheduler.complete(batch)
     assert (outcome.first_token, outcome.finished, outcome.generated) == ((0,), (0,), (1,))
+
+
+def test_a_stop_token_from_a_recomputed_prefill_ends_the_request():
+    # Blocks of 4, 3 blocks (12 slots), max_batch 2; R0, R1: prompt 4, cap 8, both at 0.
+    # it 0 prefills both (a block each), first tokens at 1. it 1: each decode writes
+    # position 4 and needs a 2nd block: R0 takes the last one, so R1 (the newest) is
+    # preempted. R0 runs alone to its cap (8 at 8). R1 returns at it 8 [8, 9], recomputing
+    # its prompt and its first token; the token that prefill yields, its 2nd, is a stop
+    # token: it leaves in that iteration, at 9, having generated 2.
+    memory = PagedMemory(12, block_size=4)
+    reqs = [Request(0.0, 4, 8), Request(0.0, 4, 8)]
+    run, _ = serve_with_stops(reqs, {1: 2}, Scheduler("continuous", 2, memory=memory))
+    assert run.preemptions == 1 and run.iterations[1].preempted == (1,)
+    assert [(c.request_id, c.tokens) for c in run.iterations[8].prefill] == [(1, 5)]
+    assert timeline(run) == [(1, 8), (1, 9)]
+    assert [r.generated_tokens for r in run.requests] == [8, 2]
+    assert len(run.iterations) == 9 and memory.allocator.tables == {}
