@@ -8,6 +8,15 @@ import torch
 
 from llmperf.measured.collectives import OPS, measure_collectives, timed_bytes
 from llmperf.measured.distributed import launch, launch_overhead
+from llmperf.measured.generate import generate
+from llmperf.measured.model import Transformer
+from llmperf.measured.tensor_parallel import (
+    head_shard,
+    run_tensor_parallel,
+    shard_attention,
+    shard_feed_forward,
+)
+from llmperf.models import get_model
 
 
 def _rank_and_sum(rank, world_size):
@@ -69,3 +78,81 @@ def test_launch_refuses_bad_input():
     with pytest.raises(ValueError, match="start_method"):
         launch(_rank_and_sum, 2, start_method="fork")
     assert set(OPS) >= {"all_reduce", "all_gather", "all_to_all"}
+
+
+# ---- tensor parallelism -------------------------------------------------------------------
+
+TINY = get_model("ref-tiny")                                  # 4 query heads, 2 KV heads
+ONE_KV = TINY.with_(name="tiny-mqa", n_kv_heads=1)           # every rank needs the one KV head
+WIDE_GQA = TINY.with_(name="tiny-gqa8", n_heads=8, n_kv_heads=2, d_head=16)
+
+
+def _prompt(vocab, batch, length, seed=0):
+    return torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("config, world_size, expected", [
+    (TINY, 2, [(range(0, 2), range(0, 1)), (range(2, 4), range(1, 2))]),
+    (ONE_KV, 2, [(range(0, 2), range(0, 1)), (range(2, 4), range(0, 1))]),
+    (WIDE_GQA, 4, [(range(0, 2), range(0, 1)), (range(2, 4), range(0, 1)),
+                   (range(4, 6), range(1, 2)), (range(6, 8), range(1, 2))]),
+])
+def test_head_shard_gives_each_rank_the_kv_heads_its_queries_read(config, world_size, expected):
+    shards = [head_shard(config, r, world_size) for r in range(world_size)]
+    assert [(s.q_heads, s.kv_heads) for s in shards] == expected
+    group = config.n_heads // config.n_kv_heads
+    for s in shards:
+        assert {q // group for q in s.q_heads} == set(s.kv_heads)
+
+
+@pytest.mark.parametrize("config, world_size", [(TINY, 2), (ONE_KV, 2), (WIDE_GQA, 4),
+                                                (WIDE_GQA, 8)])
+def test_shards_partial_sums_add_up_to_the_full_layer(config, world_size):
+    model = Transformer(config, max_seq_len=16, seed=3)
+    block = model.layers[1]
+    x = torch.randn(2, 5, config.d_model, generator=torch.Generator().manual_seed(1))
+    cos, sin = model.rope(0, 5)
+    with torch.inference_mode():
+        attention = sum(shard_attention(block.attention, config, r, world_size)(
+            x, cos, sin, 0, None, None) for r in range(world_size))
+        ffn = sum(shard_feed_forward(block.feed_forward, config, r, world_size)(x)
+                  for r in range(world_size))
+        torch.testing.assert_close(attention, block.attention(x, cos, sin, 0, None, None))
+        torch.testing.assert_close(ffn, block.feed_forward(x))
+
+
+@pytest.mark.parametrize("config", [TINY, ONE_KV], ids=["gqa-split", "kv-replicated"])
+def test_tensor_parallel_tokens_equal_single_process_greedy(config):
+    model = Transformer(config, max_seq_len=64, seed=1)
+    prompt = _prompt(config.vocab_size, 2, 7)
+    run = run_tensor_parallel(model, 2, prompt, new_tokens=8)
+    assert torch.equal(run.tokens, generate(model, prompt, 8).tokens)
+    assert run.all_reduces_per_step == 2 * config.n_layers
+    assert run.all_reduce_bytes == 2 * config.d_model * 4
+    assert len(run.per_rank) == 2 and run.threads == 1
+    assert run.decode.communication_s > 0 and run.decode.step_s > 0
+
+
+def test_tensor_parallel_on_one_rank_has_no_communication():
+    model = Transformer(TINY, max_seq_len=64, seed=2)
+    prompt = _prompt(TINY.vocab_size, 1, 5)
+    run = run_tensor_parallel(model, 1, prompt, new_tokens=4)
+    assert torch.equal(run.tokens, generate(model, prompt, 4).tokens)
+    assert run.decode.communication_s == 0 and run.all_reduces_per_step == 0
+
+
+@pytest.mark.parametrize("world_size, new_tokens, name", [
+    (0, 4, "world_size"), (3, 4, "world_size"), (2, 1, "new_tokens"), (2, 0, "new_tokens"),
+])
+def test_tensor_parallel_refuses_bad_input(world_size, new_tokens, name):
+    model = Transformer(TINY, max_seq_len=64)
+    with pytest.raises(ValueError, match=name):
+        run_tensor_parallel(model, world_size, [1, 2, 3], new_tokens)
+
+
+def test_tensor_parallel_refuses_an_moe_model_and_uneven_kv_heads():
+    with pytest.raises(ValueError, match="model must be dense"):
+        run_tensor_parallel(Transformer("ref-moe-tiny", max_seq_len=32), 2, [1, 2], 2)
+    six = TINY.with_(name="six-heads", n_heads=6, n_kv_heads=2, d_head=16)
+    with pytest.raises(ValueError, match="world_size must divide n_kv_heads"):
+        run_tensor_parallel(Transformer(six, max_seq_len=32), 3, [1, 2], 2)

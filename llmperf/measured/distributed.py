@@ -44,6 +44,10 @@ from .model import Transformer, check_model
 BACKENDS = ("gloo", "nccl")
 START_METHODS = ("forkserver", "spawn")
 DEFAULT_TIMEOUT_S = 300.0  # a rank waiting longer than this for its peers gives up
+# What the fork server imports before it forks any rank: torch, the model, and torch._dynamo,
+# which building any module on the meta device (as Transformer does) imports on first use,
+# about a second of CPU that every rank would otherwise pay again.
+PRELOAD = [__name__, "torch._dynamo"]
 
 
 @dataclass(frozen=True)
@@ -136,8 +140,8 @@ def launch(fn: Callable[..., Any], world_size: int, args: tuple = (), *,
     check_positive("timeout_s", timeout_s)
     if threads is None and world_size >= 2:
         threads = 1
-    if method == "forkserver":  # the server imports torch and the model once, for every launch
-        multiprocessing.get_context("forkserver").set_forkserver_preload([__name__])
+    if method == "forkserver":  # the server imports once what every rank needs
+        multiprocessing.get_context("forkserver").set_forkserver_preload(PRELOAD)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="llmperf-dist-") as folder:
         spec = ModelFile.save(model, Path(folder)) if model is not None else None
@@ -210,3 +214,16 @@ class CommClock:
                    output_splits: list[int], input_splits: list[int]) -> None:
         """Rows input_splits[r] of `input` go to rank r; rows from rank r land in `output`."""
         self.timed(dist.all_to_all_single, output, input, output_splits, input_splits)
+
+
+def model_with_blocks(model: Transformer, config: Any,
+                      blocks: list[torch.nn.Module]) -> Transformer:
+    """A Transformer of `config` running `blocks` as its layers, sharing `model`'s embedding,
+    final norm, head and RoPE tables (not copied): a rank's model whose blocks hold only its
+    part of each layer runs the reference model's own forward pass, and `KVCache` sizes
+    itself from `config` (a rank's heads only)."""
+    shell = Transformer(config, device="meta", dtype=model.dtype, max_seq_len=model.max_seq_len)
+    shell.tok_embeddings, shell.norm = model.tok_embeddings, model.norm
+    shell.output, shell.rope = model.output, model.rope
+    shell.layers = torch.nn.ModuleList(blocks)
+    return shell
