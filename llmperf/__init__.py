@@ -55,6 +55,7 @@ from .analytic.memory import MemoryReport, activation_bytes, memory_report
 from .analytic.parallel import (
     TensorParallelDecode,
     kv_head_share,
+    kv_transfer_time,
     pipeline_bubble_fraction,
     ring_allreduce_bytes,
     tensor_parallel_bytes_per_token,

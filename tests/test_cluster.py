@@ -6,7 +6,7 @@ Unless said otherwise every iteration lasts 1 s (LinearStepTime(1, 0, 0)).
 import pytest
 
 from llmperf.serving import LinearStepTime, Request, chat_workload, simulate
-from llmperf.serving.cluster import ROUTERS, simulate_cluster
+from llmperf.serving.cluster import ROUTERS, cluster_goodput, simulate_cluster
 
 UNIT = LinearStepTime(base_s=1.0, per_token_s=0.0, per_kv_token_s=0.0)
 # A step time that depends on the batch, so that replicas drift apart in time.
@@ -131,3 +131,23 @@ def test_requests_are_checked_once_against_one_replica_memory():
 def test_routers_are_named():
     assert ROUTERS == ("round_robin", "least_loaded", "prefix")
 
+
+
+def evenly_spaced(rate):
+    """20 requests (prompt 8, output 2) every 1 / rate seconds."""
+    return [Request(i / rate, 8, 2) for i in range(20)]
+
+
+@pytest.mark.parametrize("router", ["round_robin", "least_loaded"])
+def test_cluster_goodput_per_gpu(router):
+    # One request at a time, two one-second iterations each: a replica meets TTFT 1 s for
+    # every request up to one request every 2 s, not above. Two replicas serve twice the
+    # rate: still 0.5 per GPU, 0.25 with two GPUs a replica.
+    one = cluster_goodput(evenly_spaced, 1.001, 1.001, replicas=1, router=router, attainment=1.0,
+                          max_batch=1, step_time=UNIT)
+    two = cluster_goodput(evenly_spaced, 1.001, 1.001, replicas=2, router=router, attainment=1.0,
+                          max_batch=1, step_time=UNIT)
+    assert 0.49 <= one <= 0.501 and 0.49 <= two <= 0.501  # 1.001: rounding of the times
+    wide = cluster_goodput(evenly_spaced, 1.001, 1.001, replicas=2, router=router,
+                           gpus_per_replica=2, attainment=1.0, max_batch=1, step_time=UNIT)
+    assert wide == pytest.approx(two / 2)

@@ -12,7 +12,9 @@ A ring all-reduce of M bytes over p GPUs makes each GPU send (and receive)
 
 `tensor_parallel_decode` puts the pieces together for one decode step: what fits on each
 GPU, the step's roofline time on one GPU's share of the work, and the all-reduces on the
-link. `pipeline_bubble_fraction` is the idle share of a pipeline-parallel schedule.
+link. `pipeline_bubble_fraction` is the idle share of a pipeline-parallel schedule, and
+`kv_transfer_time` what moving a prompt's KV cache from a prefill GPU to a decode GPU
+costs (disaggregated serving, `llmperf.serving.disaggregated`).
 """
 from __future__ import annotations
 
@@ -70,6 +72,16 @@ def pipeline_bubble_fraction(stages: int, microbatches: int) -> float:
     check_positive("stages", stages, integer=True)
     check_positive("microbatches", microbatches, integer=True)
     return (stages - 1) / (microbatches + stages - 1)
+
+
+def kv_transfer_time(model: ModelConfig | str, prompt_tokens: int, link: Link | str,
+                     dtype: str = "fp16") -> float:
+    """Seconds to send the KV cache of a prompt of `prompt_tokens` tokens over `link` as one
+    message: `collective_time("send", kv_cache_bytes(prompt_tokens, 1, dtype), 2, link)`,
+    alpha + bytes / B (a sliding window caps the bytes, as it caps the cache)."""
+    m = get_model(model)
+    check_positive("prompt_tokens", prompt_tokens, integer=True)
+    return collective_time("send", m.kv_cache_bytes(int(prompt_tokens), 1, dtype), 2, link)
 
 
 def kv_head_share(model: ModelConfig | str, tp: int) -> float:

@@ -20,17 +20,21 @@ The replicas advance together in simulated time: before a request is routed, eac
 every iteration that starts before its arrival (`DriverLoop.step(before_s=...)`), so the
 router sees each as it stands then. Requests arriving at the same time are routed one
 after another in the order given, each seeing the ones before it.
+
+`cluster_goodput` is DistServe's goodput per GPU of such a cluster.
 """
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from typing import Any
 
 from ..units import check_positive
 from .driver import DriverLoop, SimulatedClock, check_requests
-from .memory import make_memory
+from .goodput import max_goodput
+from .memory import PagedMemory, ReservationMemory, make_memory
 from .metrics import RunRecorder, RunResult
 from .requests import Request
 from .scheduler import Batch, Outcome, Scheduler
@@ -84,8 +88,12 @@ class _Replica:
         self._last_end_s, self._last_done = 0.0, 0
         self._prompt_done: dict[int, int] = {}  # request id -> prompt tokens prefilled
 
-    def add(self, seq: Sequence) -> None:
-        self.outstanding += seq.request.total_tokens
+    def add(self, seq: Sequence, prompt_done: int = 0) -> None:
+        """Route `seq` here; `prompt_done` of its prompt tokens already hold their KV (and
+        seq.generated of its output tokens are out) when it arrives."""
+        self.outstanding += seq.request.total_tokens - prompt_done - seq.generated
+        if prompt_done:
+            self._prompt_done[seq.id] = prompt_done
         self.loop.add(seq)
 
     def advance(self, t_s: float) -> None:
@@ -128,14 +136,18 @@ def simulate_arguments(simulate_args: dict[str, Any]) -> dict[str, Any]:
     return {name: simulate_args.get(name, params[name].default) for name in names}
 
 
-def build_instance(args: dict[str, Any]) -> tuple[Scheduler, SimulatedClock]:
-    """A scheduler over fresh KV memory and a simulated clock, as `simulate` builds them
-    from its arguments (`simulate_arguments`); each constructor checks its own."""
+def build_instance(args: dict[str, Any],
+                   memory: ReservationMemory | PagedMemory | None = None
+                   ) -> tuple[Scheduler, SimulatedClock]:
+    """A scheduler over fresh KV memory (`memory`, or the one `make_memory` builds from the
+    arguments) and a simulated clock, as `simulate` builds them from its arguments
+    (`simulate_arguments`); each constructor checks its own."""
     if args["step_time"] is None:
         raise ValueError("step_time is required: a LinearStepTime or a RooflineStepTime")
-    caching = {"prefix_caching": args["prefix_caching"]} if "prefix_caching" in args else {}
-    memory = make_memory(args["kv_memory"], args["kv_capacity_tokens"], args["block_size"],
-                         args["reserve_tokens"], **caching)
+    if memory is None:
+        caching = {"prefix_caching": args["prefix_caching"]} if "prefix_caching" in args else {}
+        memory = make_memory(args["kv_memory"], args["kv_capacity_tokens"], args["block_size"],
+                             args["reserve_tokens"], **caching)
     scheduler = Scheduler(args["policy"], args["max_batch"], args["token_budget"], memory)
     return scheduler, SimulatedClock(args["step_time"])
 
@@ -169,6 +181,38 @@ def _check_router(router: str, args: dict[str, Any]) -> None:
         raise ValueError("router 'prefix' needs kv_memory='paged' and prefix_caching=True")
 
 
+def route_and_run(sequences: list[Sequence], instances: list[tuple[Scheduler, SimulatedClock]],
+                  router: str, recorder: RunRecorder,
+                  prompt_done: list[int] | None = None) -> tuple[list[int], list[int]]:
+    """Route each sequence at its arrival to one of the instances under `router` and run
+    them all to the end, recording into `recorder` (sequences[i].id == i, checked by the
+    caller). prompt_done[i]: prompt tokens of sequence i whose KV arrives with it (default
+    none). Returns the replica of each sequence and the replica of each iteration recorded.
+    """
+    requests = [seq.request for seq in sequences]
+    iteration_replica: list[int] = []
+    reps = [_Replica(k, scheduler, clock, recorder, iteration_replica, requests)
+            for k, (scheduler, clock) in enumerate(instances)]
+    served = [0] * len(sequences)
+    for i in sorted(range(len(requests)), key=lambda i: requests[i].arrival_s):
+        t_s = requests[i].arrival_s
+        for rep in reps:
+            rep.advance(t_s)
+        if router == "round_robin":
+            k = i % len(reps)
+        elif router == "least_loaded":
+            k = _least_loaded(reps, t_s)
+        else:
+            k = _longest_prefix(reps, requests[i], t_s)
+        served[i] = k
+        reps[k].add(sequences[i], 0 if prompt_done is None else prompt_done[i])
+    for rep in reps:
+        rep.advance(float("inf"))
+    if recorder.finished < len(requests):
+        raise RuntimeError("nothing can run and no request is left to arrive")
+    return served, iteration_replica
+
+
 def simulate_cluster(requests: Seq[Request], replicas: int, router: str = "least_loaded",
                      **simulate_args: Any) -> ClusterRun:
     """Serve `requests` on `replicas` identical instances behind `router` (see the module
@@ -183,26 +227,23 @@ def simulate_cluster(requests: Seq[Request], replicas: int, router: str = "least
     _check_router(router, args)
     instances = [build_instance(args) for _ in range(int(replicas))]
     requests = check_instance_requests(requests, args, instances[0][0])
-    recorder, iteration_replica = RunRecorder(args["policy"], requests), []
-    reps = [_Replica(k, scheduler, clock, recorder, iteration_replica, requests)
-            for k, (scheduler, clock) in enumerate(instances)]
-    served = [0] * len(requests)
-    order = sorted(range(len(requests)), key=lambda i: requests[i].arrival_s)
-    for i in order:
-        request, t_s = requests[i], requests[i].arrival_s
-        for rep in reps:
-            rep.advance(t_s)
-        if router == "round_robin":
-            k = i % len(reps)
-        elif router == "least_loaded":
-            k = _least_loaded(reps, t_s)
-        else:
-            k = _longest_prefix(reps, request, t_s)
-        served[i] = k
-        reps[k].add(Sequence(i, request))
-    for rep in reps:
-        rep.advance(float("inf"))
-    if recorder.finished < len(requests):
-        raise RuntimeError("nothing can run and no request is left to arrive")
-    return ClusterRun(recorder.result(), router, len(reps), tuple(served),
+    recorder = RunRecorder(args["policy"], requests)
+    served, iteration_replica = route_and_run(
+        [Sequence(i, r) for i, r in enumerate(requests)], instances, router, recorder)
+    return ClusterRun(recorder.result(), router, len(instances), tuple(served),
                       tuple(iteration_replica))
+
+
+def cluster_goodput(workload: Callable[[float], Seq[Request]], ttft_s: float, tpot_s: float,
+                    replicas: int, router: str = "least_loaded", gpus_per_replica: int = 1,
+                    attainment: float = 0.9, max_rate_per_s: float = 100.0,
+                    tolerance_per_s: float = 0.01, **simulate_args: Any) -> float:
+    """Goodput per GPU of `replicas` instances of `gpus_per_replica` GPUs each: the highest
+    rate at which `attainment` of `workload(rate)`'s requests meet both SLOs
+    (`llmperf.serving.goodput.max_goodput`, over `simulate_cluster`), divided by the GPUs."""
+    check_positive("replicas", replicas, integer=True)
+    check_positive("gpus_per_replica", gpus_per_replica, integer=True)
+    rate = max_goodput(
+        lambda r: simulate_cluster(workload(r), replicas, router, **simulate_args),
+        ttft_s, tpot_s, attainment, max_rate_per_s, tolerance_per_s)
+    return rate / (replicas * gpus_per_replica)
