@@ -171,3 +171,113 @@ def test_bad_model_raises():
 def test_bad_run_arguments_raise(tiny, requests, prompts, match):
     with pytest.raises(ValueError, match=match):
         Engine(tiny).run(requests, prompts)
+
+
+@pytest.mark.parametrize("kv_memory", ["reservation", "paged"])
+@pytest.mark.parametrize("policy,budget", POLICIES)
+def test_one_forward_pass_per_iteration_and_each_row_reads_its_own_context(
+        tiny, policy, budget, kv_memory):
+    # The iteration's chunks and decodes go through the model together: one call of the
+    # model per iteration. Row by row, a chunk attends to its cached prompt and itself, a
+    # decode to its prompt and the tokens generated so far (P + g), never to the longest
+    # row's length: the keys of an iteration sum to the scheduler's own count.
+    calls = []
+    hook = tiny.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        engine = Engine(tiny, max_batch=3, policy=policy, token_budget=budget,
+                        kv_memory=kv_memory, block_size=4)
+        requests = [Request(0.0, p, o) for p, o in SHAPES]
+        run = engine.run(requests, prompts_for(requests))
+    finally:
+        hook.remove()
+    assert len(calls) == len(run.iterations)
+    for it, keys, (_, kv_tokens, _) in zip(run.iterations, engine.keys_attended,
+                                           engine.step_samples):
+        chunks = [c.start_tokens + c.tokens for c in it.prefill]
+        assert keys[:len(chunks)] == chunks
+        assert len(keys) == len(chunks) + len(it.decode)
+        assert sum(keys) == kv_tokens
+    # a decode of request i at its g-th generated token reads P_i + g keys
+    first_decode = {}
+    for it, keys in zip(run.iterations, engine.keys_attended):
+        for i, k in zip(it.decode, keys[len(it.prefill):]):
+            first_decode.setdefault(i, k)
+    for i, k in first_decode.items():
+        assert k == requests[i].prompt_tokens + 1
+
+
+@pytest.mark.parametrize("kv_memory", ["reservation", "paged"])
+def test_paged_and_contiguous_engines_give_each_request_its_tokens_alone(tiny, kv_memory):
+    requests = [Request(0.0, p, o) for p, o in SHAPES]
+    prompts = prompts_for(requests, seed=5)
+    engine = Engine(tiny, max_batch=4, policy="chunked", token_budget=8, kv_memory=kv_memory,
+                    block_size=4, kv_capacity_tokens=16 if kv_memory == "paged" else None)
+    run = engine.run(requests, prompts)
+    if kv_memory == "paged":
+        assert run.preemptions > 0  # 16 slots cannot hold four of these at once: preemptions
+    for i, r in enumerate(requests):
+        assert engine.outputs[i] == generate(tiny, prompts[i], r.output_tokens).tokens[0].tolist()
+
+
+def test_a_stop_token_ends_a_request_where_generating_it_alone_would_draw_it(tiny):
+    # Find, for each request, the greedy tokens it would generate alone; pick as stop token
+    # the third token of request 0. Every request then ends at its first occurrence of that
+    # token (kept as its last), or at its cap if it never draws it.
+    requests = [Request(0.0, p, 9) for p, _ in SHAPES]
+    prompts = prompts_for(requests, seed=1)
+    alone = [generate(tiny, p, 9).tokens[0].tolist() for p in prompts]
+    stop = alone[0][2]
+    engine = Engine(tiny, max_batch=3, stop_tokens={stop})
+    run = engine.run(requests, prompts)
+    for i, tokens in enumerate(alone):
+        expected = tokens[:tokens.index(stop) + 1] if stop in tokens else tokens
+        assert engine.outputs[i] == expected, f"request {i}"
+        assert run.requests[i].generated_tokens == len(expected)
+    assert len(engine.outputs[0]) == 3
+
+
+def test_a_request_whose_first_token_is_a_stop_token_finishes_in_its_prefill_iteration(tiny):
+    prompts = prompts_for([Request(0.0, 6, 1)], seed=4)
+    first = generate(tiny, prompts[0], 1).tokens[0].tolist()[0]
+    engine = Engine(tiny, max_batch=2, stop_tokens=[first])
+    run = engine.run([Request(0.0, 6, 5)], prompts, clock=SimulatedClock(UNIT))
+    assert engine.outputs[0] == [first]
+    assert (run.requests[0].first_token_s, run.requests[0].finish_s) == (1.0, 1.0)
+    assert len(run.iterations) == 1
+
+
+@pytest.mark.parametrize("stop_tokens", [5, [512], [-1], ["a"], [True]])
+def test_bad_stop_tokens_raise(tiny, stop_tokens):
+    with pytest.raises(ValueError, match="stop_tokens"):
+        Engine(tiny, stop_tokens=stop_tokens)
+
+
+@pytest.mark.parametrize("policy,budget", POLICIES)
+def test_prefix_caching_reuses_a_shared_prompt_and_changes_no_token(tiny, policy, budget):
+    # Six requests share a 12-token system prompt (three blocks of 4) and add 2 to 5 tokens
+    # of their own; they arrive one second apart on a simulated clock, so each finds the
+    # first one's full blocks computed. Cached blocks are not computed again: the prefill
+    # chunks of later requests start after the hit, and every token equals generating alone.
+    gen = torch.Generator().manual_seed(9)
+    system = torch.randint(0, 512, (12,), generator=gen).tolist()
+    prompts = [system + torch.randint(0, 512, (n,), generator=gen).tolist()
+               for n in (2, 5, 3, 4, 2, 5)]
+    requests = [Request(float(i), len(p), 3) for i, p in enumerate(prompts)]
+    engine = Engine(tiny, max_batch=3, policy=policy, token_budget=budget, kv_memory="paged",
+                    block_size=4, prefix_caching=True)
+    run = engine.run(requests, prompts, clock=SimulatedClock(UNIT))
+    for i, prompt in enumerate(prompts):
+        assert engine.outputs[i] == generate(tiny, prompt, 3).tokens[0].tolist()
+    first_chunk = {}
+    for it in run.iterations:
+        for c in it.prefill:
+            first_chunk.setdefault(c.request_id, c.start_tokens)
+    assert first_chunk[0] == 0
+    assert all(first_chunk[i] == 12 for i in range(1, 6))
+    assert [r.cached_prompt_tokens for r in run.requests] == [0] + [12] * 5
+    assert run.prefix_hit_rate == pytest.approx(60 / sum(len(p) for p in prompts))
+
+
+def test_prefix_caching_needs_paged_memory(tiny):
+    with pytest.raises(ValueError, match="prefix_caching"):
+        Engine(tiny, prefix_caching=True)
