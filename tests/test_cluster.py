@@ -151,3 +151,27 @@ def test_cluster_goodput_per_gpu(router):
     wide = cluster_goodput(evenly_spaced, 1.001, 1.001, replicas=2, router=router,
                            gpus_per_replica=2, attainment=1.0, max_batch=1, step_time=UNIT)
     assert wide == pytest.approx(two / 2)
+
+
+def _ids(start, n):
+    return tuple(range(start, start + n))
+
+
+def test_prefix_router_by_hand():
+    # Blocks of 4 tokens. R0 (prompt A) and R1 (prompt B) at 0 go to replicas 0 and 1 (no
+    # cache anywhere: least loaded) and are done by 2, leaving A cached on replica 0 and B
+    # on replica 1. At 5, R2 and R3 extend B: replica 1 holds its 8 tokens (2 blocks; the
+    # block of a prompt's last position is always computed), so both go there, although
+    # replica 0 is the less loaded for R3. R4's prompt is cached nowhere: least loaded.
+    b = _ids(100, 8)
+    reqs = [Request(0.0, 8, 2, _ids(0, 8)), Request(0.0, 8, 2, b),
+            Request(5.0, 12, 2, b + _ids(200, 4)), Request(5.0, 12, 2, b + _ids(300, 4)),
+            Request(5.0, 8, 2, _ids(500, 8))]
+    args = dict(step_time=UNIT, max_batch=4, kv_memory="paged", block_size=4,
+                prefix_caching=True)
+    run = simulate_cluster(reqs, 2, "prefix", **args)
+    assert run.replica == (0, 1, 1, 1, 0)
+    assert [r.cached_prompt_tokens for r in run.requests] == [0, 0, 8, 8, 0]
+    ll = simulate_cluster(reqs, 2, "least_loaded", **args)
+    assert ll.replica == (0, 1, 0, 1, 0)
+    assert ll.cached_prompt_tokens == 8 < run.cached_prompt_tokens == 16

@@ -31,6 +31,11 @@ def test_the_issue_example():
     assert r.ttft_s == 1.0 and r.tpot_s == pytest.approx(1.25)
     assert run.kv_arrival_s == (1.5,) and run.decode_replica == (0,)
     assert [(it.start_s, it.end_s) for it in run.decode.iterations] == [(1.5, 2.5), (2.5, 3.5)]
+    # the decode instance computes its first output token on the transferred prompt: a
+    # one-token chunk at position 8, which a step-time model costs like a decode
+    joined, decoded = run.decode.iterations
+    assert [(c.start_tokens, c.tokens) for c in joined.prefill] == [(8, 1)] and not joined.decode
+    assert decoded.decode == (0,) and not decoded.prefill
 
 
 def test_one_token_output_finishes_at_its_prefill():
