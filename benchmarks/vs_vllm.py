@@ -53,6 +53,7 @@ WORKER = Path(__file__).resolve().parent / "_vllm_worker.py"
 DEFAULT_VLLM_PYTHON = RESULTS.parent.parent / ".venv-vllm" / "bin" / "python"
 START_TIMEOUT_S, ROUND_TIMEOUT_S = 900, 300
 METRICS, PERCENTILES = ("ttft_s", "tpot_s"), (50, 90)
+SHORT_NAMES = {"vllm": "vLLM", "transformers": "transformers"}
 
 
 class VllmUnavailable(RuntimeError):
@@ -186,6 +187,13 @@ def measure(args, model, hf, worker, requests, prompts) -> tuple[dict, dict, str
     return rounds, outputs, failure
 
 
+def throughput_ratios(rounds: dict[str, list[dict]]) -> dict:
+    """Each other server's throughput over the engine's, per round (neighbours in time)."""
+    return {f"{SHORT_NAMES[k]} / engine": spread([o["throughput_tok_s"] / e["throughput_tok_s"]
+                                                  for o, e in zip(v, rounds["engine"])])
+            for k, v in rounds.items() if k != "engine"}
+
+
 def summary_text(args, info: dict, stats: dict, ratios: dict, agree: dict, reason) -> str:
     """The markdown summary: the table, the agreement of tokens, what ran and under what."""
     import transformers
@@ -204,7 +212,11 @@ def summary_text(args, info: dict, stats: dict, ratios: dict, agree: dict, reaso
         f"{a['tokens_before_first_difference']:.1%} of tokens before the first difference"
         for k, a in agree.items())
     if reason is None:
-        ran = (f"vLLM ran in its own environment ({args.vllm_python}): torch {info['torch']}, "
+        ran = ("How the two engines run differs, and none of it is measured apart here: vLLM "
+               "runs each iteration as one forward pass over all its requests' tokens, its model "
+               "compiled by torch.compile, with its own C++ paged-attention kernels; see the "
+               "engine's module docstring for how it runs.\n\n"
+               f"vLLM ran in its own environment ({args.vllm_python}): torch {info['torch']}, "
                f"{info['torch_threads']} thread(s), kernels {info['kernels']}, compilation mode "
                f"{info['compilation_mode']}, block size {info['block_size']}, "
                f"max_num_batched_tokens {info['max_num_batched_tokens']}, engine core in the "
@@ -270,9 +282,7 @@ def main() -> None:
             "output_tokens": sum(r.output_tokens for r in requests),
             **(worker.ready if reason is None else {})}
     stats = {k: {m: spread([r[m] for r in v]) for m in v[0]} for k, v in rounds.items()}
-    ratios = {f"{other} / engine": spread([o["throughput_tok_s"] / e["throughput_tok_s"]
-                                           for o, e in zip(rounds[other], rounds["engine"])])
-              for other in rounds if other != "engine"}
+    ratios = throughput_ratios(rounds)
     agree = {k: agreement(v, outputs["engine"]) for k, v in outputs.items() if k != "engine"}
     write("vs_vllm", {"model": MODEL, "max_batch": MAX_BATCH, "threads": args.threads,
                       "quick": args.quick, "n_rounds": args.rounds, "vllm_ran": reason is None,
