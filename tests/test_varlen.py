@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import llmperf as lp
+from llmperf.measured import varlen
 from llmperf.measured.cache import KVCache, PagedKVCache
 from llmperf.measured.model import Transformer
 from llmperf.measured.varlen import RaggedBatch
@@ -19,6 +20,14 @@ BLOCK = 4
 @pytest.fixture(scope="module")
 def model():
     return Transformer(GQA, max_seq_len=96, seed=5)
+
+
+@pytest.fixture(params=["per_piece", "compiled"])
+def decode(request, monkeypatch):
+    """How decode pieces attend; "compiled" runs here uncompiled (the same function: the
+    compiler's own run is tested once, below, as compiling takes seconds)."""
+    monkeypatch.setattr(varlen, "compiled_decode_attention", lambda: varlen.decode_attention)
+    return request.param
 
 
 def prompts(model):
@@ -43,7 +52,7 @@ def row_store(model):
     return KVCache(model, batch=len(REQUESTS) + 2, max_seq_len=64), [5, 0, 7, 2, 1, 3]
 
 
-def run_ragged(model, cache, seqs, last_only=True):
+def run_ragged(model, cache, seqs, last_only=True, decode="per_piece"):
     """Prefill every request's cached part in one ragged pass, then its new tokens in another;
     return the second pass's logits and batch."""
     xs = prompts(model)
@@ -51,7 +60,7 @@ def run_ragged(model, cache, seqs, last_only=True):
     batch = RaggedBatch(cache, cached)
     tokens = torch.cat([x[:, :c] for x, (c, _) in zip(xs, REQUESTS) if c], dim=1)
     model(tokens, batch.positions, batch, last_only=True)
-    batch = RaggedBatch(cache, [(s, c, n) for s, (c, n) in zip(seqs, REQUESTS)])
+    batch = RaggedBatch(cache, [(s, c, n) for s, (c, n) in zip(seqs, REQUESTS)], decode)
     tokens = torch.cat([x[:, c:] for x, (c, _) in zip(xs, REQUESTS)], dim=1)
     return model(tokens, batch.positions, batch, last_only=last_only), batch
 
@@ -62,13 +71,13 @@ def alone(model):
 
 
 @pytest.mark.parametrize("store", [paged_store, row_store], ids=["paged", "rows"])
-def test_one_ragged_pass_equals_each_request_alone(model, store):
+def test_one_ragged_pass_equals_each_request_alone(model, store, decode):
     cache, seqs = store(model)
-    got, batch = run_ragged(model, cache, seqs, last_only=False)
+    got, batch = run_ragged(model, cache, seqs, last_only=False, decode=decode)
     want = torch.cat(alone(model))
     assert got.shape == (sum(n for _, n in REQUESTS), model.config.vocab_size)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-    last, _ = run_ragged(model, *store(model))
+    last, _ = run_ragged(model, *store(model), decode=decode)
     torch.testing.assert_close(last, got[batch.last_rows])
     assert last.shape == (len(REQUESTS), model.config.vocab_size)
 
@@ -80,9 +89,9 @@ def test_the_pool_mixes_consecutive_and_scattered_tables(model):
     assert kinds == {True, False}
 
 
-def test_int8_pool_ragged_equals_the_int8_padded_view(model):
+def test_int8_pool_ragged_equals_the_int8_padded_view(model, decode):
     cache, seqs = paged_store(model, "int8")
-    got, _ = run_ragged(model, cache, seqs)
+    got, _ = run_ragged(model, cache, seqs, decode=decode)
     for row, (x, (c, n)) in enumerate(zip(prompts(model), REQUESTS)):
         ref_cache, ref_seqs = paged_store(model, "int8")
         s = ref_seqs[row]
@@ -114,8 +123,8 @@ def _poison_all_but_contexts(cache, seqs):
 @pytest.mark.parametrize("store", [paged_store, row_store,
                                    lambda m: paged_store(m, "int8")],
                          ids=["paged", "rows", "int8"])
-def test_each_piece_reads_its_own_keys_only(model, store):
-    clean, _ = run_ragged(model, *store(model))
+def test_each_piece_reads_its_own_keys_only(model, store, decode):
+    clean, _ = run_ragged(model, *store(model), decode=decode)
     cache, seqs = store(model)
     xs = prompts(model)
     cached = [(s, 0, c) for s, (c, _) in zip(seqs, REQUESTS) if c]
@@ -123,7 +132,7 @@ def test_each_piece_reads_its_own_keys_only(model, store):
     model(torch.cat([x[:, :c] for x, (c, _) in zip(xs, REQUESTS) if c], dim=1),
           batch.positions, batch)
     _poison_all_but_contexts(cache, seqs)
-    batch = RaggedBatch(cache, [(s, c, n) for s, (c, n) in zip(seqs, REQUESTS)])
+    batch = RaggedBatch(cache, [(s, c, n) for s, (c, n) in zip(seqs, REQUESTS)], decode)
     got = model(torch.cat([x[:, c:] for x, (c, _) in zip(xs, REQUESTS)], dim=1),
                 batch.positions, batch, last_only=True)
     assert torch.isfinite(got).all()
@@ -155,6 +164,31 @@ def test_one_forward_pass_and_each_piece_attends_its_own_context(model, store, m
         for i, e in enumerate(batch.keys_attended)]
 
 
+@pytest.mark.parametrize("store", [paged_store, row_store], ids=["paged", "rows"])
+def test_fused_decode_reads_each_pieces_own_positions(model, store):
+    cache, seqs = store(model)
+    batch = RaggedBatch(cache, [(s, c, n) for s, (c, n) in zip(seqs, REQUESTS)], "compiled")
+    decodes = [i for i, (_, n) in enumerate(REQUESTS) if n == 1]
+    assert batch.one_by_one == [i for i in range(len(REQUESTS)) if i not in decodes]
+    counts = torch.bincount(batch.fused.owner, minlength=len(decodes)).tolist()
+    assert counts == [batch.keys_attended[i] for i in decodes]
+    ends = [sum(REQUESTS[i]) for i in decodes]
+    if store is row_store:
+        rows, pos = batch.fused.where
+        assert rows.tolist() == [seqs[i] for i, e in zip(decodes, ends) for _ in range(e)]
+        assert pos.tolist() == [t for e in ends for t in range(e)]
+    else:
+        s, tables = BLOCK, cache.allocator.tables
+        assert batch.fused.where[0].tolist() == [
+            tables[seqs[i]][t // s] * s + t % s for i, e in zip(decodes, ends) for t in range(e)]
+
+
+def test_the_compiled_decode_kernel_gives_the_per_piece_logits(model):
+    want, _ = run_ragged(model, *paged_store(model))
+    got, _ = run_ragged(model, *paged_store(model), decode="compiled")
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_greedy_decode_of_several_requests_in_ragged_steps_equals_each_alone(model):
     cache, seqs = row_store(model)
     xs = [x[:, :c + n] for x, (c, n) in zip(prompts(model), REQUESTS)][:3]
@@ -171,7 +205,7 @@ def test_greedy_decode_of_several_requests_in_ragged_steps_equals_each_alone(mod
 @pytest.mark.parametrize("pieces, match", [
     ([], "pieces"), ([(10, 0, 2), (10, 2, 1)], "each seq once"), ([(10, 0, 0)], "tokens >= 1"),
     ([(10, -1, 1)], "start >= 0"), ([(10, 0, 2.5)], "ints"), ([(10, 0)], "ints"),
-    ([(10, 12, 2)], "allocate or append"), ([(99, 0, 1)], "holds None")])
+    ([(10, 14, 2)], "allocate or append"), ([(99, 0, 1)], "holds None")])
 def test_bad_pieces_of_a_pool_raise(model, pieces, match):
     cache, _ = paged_store(model)
     with pytest.raises(ValueError, match=match):
@@ -198,6 +232,8 @@ def test_bad_forward_arguments_raise(model):
         model(tokens, batch.positions.clone(), batch)
     with pytest.raises(ValueError, match="cache must be"):
         RaggedBatch(object(), [(0, 0, 1)])
+    with pytest.raises(ValueError, match="decode must be one of"):
+        RaggedBatch(cache, [(0, 0, 1)], decode="cuda")
     small = Transformer(GQA, max_seq_len=8)
     batch = RaggedBatch(KVCache(small, 1, 16), [(0, 6, 4)])
     with pytest.raises(ValueError, match="max_seq_len=8"):

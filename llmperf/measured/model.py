@@ -146,21 +146,27 @@ class Attention(nn.Module):
                 batch: RaggedBatch) -> torch.Tensor:
         """Attention of a ragged batch (q (1, H, N, D), k and v (1, Hkv, N, D)): every token's
         K and V go to its own slot, then each piece's queries attend to its own keys only,
-        positions 0 .. end - 1 (see llmperf.measured.varlen for what reading them copies)."""
+        positions 0 .. end - 1 (see llmperf.measured.varlen for what reading them copies):
+        one by one, or, where the batch asks for it, its decode pieces in one compiled kernel."""
         batch.write(self.layer_index, k[0], v[0])
-        outputs = []
-        for i, piece in enumerate(batch.pieces):
+        y = torch.empty_like(q)
+        for i in batch.one_by_one:
+            piece = batch.pieces[i]
             keys, values = batch.context(self.layer_index, i, q.dtype)  # (Hkv, end, D)
             q_piece = q[:, :, piece.rows]
             if piece.tokens == 1:
-                y = self._decode(q_piece, keys[None], values[None], None)
+                y[:, :, piece.rows] = self._decode(q_piece, keys[None], values[None], None)
             else:
                 mask = batch.masks[i]  # None: plain causal, SDPA's own mask
-                y = F.scaled_dot_product_attention(
+                y[:, :, piece.rows] = F.scaled_dot_product_attention(
                     q_piece, keys[None], values[None], attn_mask=mask, is_causal=mask is None,
                     enable_gqa=self.n_heads != self.n_kv_heads)
-            outputs.append(y)
-        return torch.cat(outputs, dim=2)
+        if batch.fused is not None:  # the decode pieces at once, reading their keys in place
+            rows, R = batch.fused.rows, len(batch.fused.rows)
+            q_rows = q[0, :, rows].transpose(0, 1).reshape(R, self.n_kv_heads, -1, self.d_head)
+            y_rows = batch.attend_decodes(self.layer_index, q_rows)  # (R, Hkv, G, D)
+            y[0, :, rows] = y_rows.reshape(R, self.n_heads, self.d_head).transpose(0, 1)
+        return y
 
 
 class FeedForward(nn.Module):

@@ -28,6 +28,8 @@ scattered blocks in place; PyTorch ships none for the CPU.
 """
 from __future__ import annotations
 
+import functools
+import math
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,6 +42,10 @@ from .quant import dequantize_groups, quantize_groups
 
 if TYPE_CHECKING:
     from .cache import KVCache, PagedKVCache
+
+# per_piece: each decode piece attends alone (eager, read as `context` says); compiled: all
+# decode pieces in one compiled gather-and-attend that reads their keys in place
+DECODE_KERNELS = ("per_piece", "compiled")
 
 
 @dataclass(frozen=True)
@@ -94,10 +100,12 @@ class RaggedBatch:
     the batch index of each piece's last token (whose logits pick its next token).
     """
 
-    def __init__(self, cache: PagedKVCache | KVCache,
-                 pieces: Sequence[tuple[int, int, int]]) -> None:
+    def __init__(self, cache: PagedKVCache | KVCache, pieces: Sequence[tuple[int, int, int]],
+                 decode: str = "per_piece") -> None:
         from .cache import KVCache, PagedKVCache  # here: cache imports the model, which imports us
 
+        if decode not in DECODE_KERNELS:
+            raise ValueError(f"decode must be one of {DECODE_KERNELS}, got {decode!r}")
         self.pieces = _pieces(pieces)
         self.cache, self.paged = cache, isinstance(cache, PagedKVCache)
         if not self.paged and not isinstance(cache, KVCache):
@@ -114,6 +122,9 @@ class RaggedBatch:
             self._index_pool(cache)
         else:
             self._index_rows(cache)
+        fused = [i for i, p in enumerate(self.pieces) if p.tokens == 1 and decode == "compiled"]
+        self.one_by_one = [i for i in range(len(self.pieces)) if i not in set(fused)]
+        self.fused = _FusedDecode(self, fused) if fused else None
 
     def _index_pool(self, cache: PagedKVCache) -> None:
         """Pool slots of the new tokens, and each piece's blocks (a slice if consecutive)."""
@@ -173,6 +184,18 @@ class RaggedBatch:
                 dequantize_groups(self._read(c.v[layer_index], i),
                                   self._read(c.v_scale[layer_index], i), dtype))
 
+    def attend_decodes(self, layer_index: int, q: torch.Tensor) -> torch.Tensor:
+        """Attention of the fused decode pieces, q (R, kv_heads, G, d_head) (one query each,
+        G query heads per KV head), reading their keys in place: (R, kv_heads, G, d_head)."""
+        c, f = self.cache, self.fused
+        if self.paged:
+            stores = [c.k[layer_index], c.v[layer_index]]
+            if c.kv_dtype is not None:
+                stores += [c.k_scale[layer_index], c.v_scale[layer_index]]
+        else:  # (kv_heads, rows, positions, d_head): a view
+            stores = [c.k[layer_index].transpose(0, 1), c.v[layer_index].transpose(0, 1)]
+        return compiled_decode_attention()(q, f.where, f.owner, *stores)
+
     def _read(self, pool: torch.Tensor, i: int) -> torch.Tensor:
         """Piece i's positions from one layer's (kv_heads, slots, ...) pool: a slice of it,
         or its own blocks gathered in table order (a copy)."""
@@ -182,6 +205,65 @@ class RaggedBatch:
         H, s, rest = pool.shape[0], self.cache.block_size, pool.shape[2:]
         blocks = pool.view(H, -1, s, *rest).index_select(1, where)
         return blocks.view(H, -1, *rest)[:, :end]
+
+
+class _FusedDecode:
+    """Where the keys of some decode pieces lie, end to end: key j is position pos[j] of piece
+    owner[j], at index `where` of the store after its heads (a pool slot, or row and position)."""
+
+    def __init__(self, batch: RaggedBatch, fused: list[int]) -> None:
+        pieces = [batch.pieces[i] for i in fused]
+        device = batch.positions.device
+        ends = torch.tensor([p.end for p in pieces])
+        self.rows = torch.tensor([p.offset for p in pieces], device=device)
+        owner = torch.repeat_interleave(torch.arange(len(pieces)), ends)
+        pos = torch.arange(int(ends.sum())) - (ends.cumsum(0) - ends)[owner]
+        self.owner = owner.to(device)
+        if batch.paged:
+            s, tables = batch.cache.block_size, batch.cache.allocator.tables
+            own = [tables[p.seq][:blocks_needed(p.end, s)] for p in pieces]
+            first = torch.tensor([0] + [len(t) for t in own[:-1]]).cumsum(0)  # each row's 1st
+            flat = torch.tensor([b for t in own for b in t])
+            self.where = ((flat[first[owner] + pos // s] * s + pos % s).to(device),)
+        else:
+            self.where = (torch.tensor([p.seq for p in pieces])[owner].to(device), pos.to(device))
+
+
+def decode_attention(q: torch.Tensor, where: tuple[torch.Tensor, ...], owner: torch.Tensor,
+                     k_store: torch.Tensor, v_store: torch.Tensor,
+                     k_scale: torch.Tensor | None = None,
+                     v_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """Attention of R rows of one query each, q (R, Hkv, G, D), over keys read where they lie.
+
+    k_store, v_store: (Hkv, ..., D) with index `where` (LongTensors (L,) for the dimensions
+    after the heads) naming every row's keys end to end, key j belonging to row owner[j];
+    int8 stores come with their scales (Hkv, ...). A score per key, a softmax per row (its max
+    and its sum gathered by row), then each row's values weighted by it: (R, Hkv, G, D).
+
+    In plain PyTorch this materialises each key's query, (Hkv, L, G, D), and is slow;
+    compiled (`compiled_decode_attention`) Inductor fuses the indexed reads into its loops, so
+    no key or value is copied: the work of a paged-attention kernel, written as PyTorch.
+    """
+    R, Hkv, G, D = q.shape
+    keys, values = k_store[(slice(None), *where)], v_store[(slice(None), *where)]  # (Hkv, L, D)
+    if k_scale is not None:
+        keys = keys.float() * k_scale[(slice(None), *where)].float()[..., None]
+        values = values.float() * v_scale[(slice(None), *where)].float()[..., None]
+    q_of_key = q.transpose(0, 1)[:, owner]                                    # (Hkv, L, G, D)
+    scores = (q_of_key.float() * keys.float()[:, :, None]).sum(-1) * (1.0 / math.sqrt(D))
+    by_row = owner[None, :, None].expand(Hkv, -1, G)                          # (Hkv, L, G)
+    row_max = scores.new_full((Hkv, R, G), -math.inf).scatter_reduce(1, by_row, scores, "amax")
+    weights = (scores - row_max[:, owner]).exp()
+    total = scores.new_zeros(Hkv, R, G).index_add(1, owner, weights)
+    out = scores.new_zeros(Hkv, R, G, D).index_add(
+        1, owner, weights[..., None] * values.float()[:, :, None])
+    return (out / total[..., None]).to(q.dtype).transpose(0, 1)
+
+
+@functools.cache
+def compiled_decode_attention():
+    """`decode_attention` compiled once per process for every shape (dynamic), by Inductor."""
+    return torch.compile(decode_attention, dynamic=True)
 
 
 def _chunk_mask(piece: Piece, device: torch.device) -> torch.Tensor | None:
