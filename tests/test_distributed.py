@@ -10,6 +10,7 @@ from llmperf.measured.collectives import OPS, measure_collectives, timed_bytes
 from llmperf.measured.distributed import launch, launch_overhead
 from llmperf.measured.generate import generate
 from llmperf.measured.model import Transformer
+from llmperf.measured.pipeline_parallel import pipeline_bubble, run_pipeline_parallel, stage_layers
 from llmperf.measured.tensor_parallel import (
     head_shard,
     run_tensor_parallel,
@@ -136,7 +137,7 @@ def test_tensor_parallel_tokens_equal_single_process_greedy(config):
 def test_tensor_parallel_on_one_rank_has_no_communication():
     model = Transformer(TINY, max_seq_len=64, seed=2)
     prompt = _prompt(TINY.vocab_size, 1, 5)
-    run = run_tensor_parallel(model, 1, prompt, new_tokens=4)
+    run = run_tensor_parallel(model, 1, prompt, new_tokens=4, threads=1)
     assert torch.equal(run.tokens, generate(model, prompt, 4).tokens)
     assert run.decode.communication_s == 0 and run.all_reduces_per_step == 0
 
@@ -156,3 +157,56 @@ def test_tensor_parallel_refuses_an_moe_model_and_uneven_kv_heads():
     six = TINY.with_(name="six-heads", n_heads=6, n_kv_heads=2, d_head=16)
     with pytest.raises(ValueError, match="world_size must divide n_kv_heads"):
         run_tensor_parallel(Transformer(six, max_seq_len=32), 3, [1, 2], 2)
+
+
+# ---- pipeline parallelism -----------------------------------------------------------------
+@pytest.mark.parametrize("stages, micro_batches, passes, expected", [
+    (4, 4, 1, 3 / 7),            # GPipe: (p - 1) / (m + p - 1)
+    (2, 1, 1, 1 / 2),
+    (2, 1, 2, 1 / 2),            # one micro-batch: one stage works at a time
+    (2, 4, 5, 1 - 20 / 21),      # m >= p: only the first fill and the last drain are idle
+    (4, 2, 3, 1 - 6 / 13),       # m < p: 3 trips of 4 stage-times, then 2 - 1 more
+    (1, 3, 4, 0.0),
+])
+def test_pipeline_bubble_by_hand(stages, micro_batches, passes, expected):
+    assert pipeline_bubble(stages, micro_batches, passes) == pytest.approx(expected)
+
+
+def test_stage_layers_are_contiguous_and_even():
+    assert stage_layers(4, 2) == [range(0, 2), range(2, 4)]
+    assert stage_layers(5, 3) == [range(0, 2), range(2, 4), range(4, 5)]
+    with pytest.raises(ValueError, match="stages"):
+        stage_layers(2, 3)
+
+
+@pytest.mark.parametrize("stages, micro_batches", [(2, 2), (2, 4)])
+def test_pipeline_parallel_tokens_equal_single_process_greedy(stages, micro_batches):
+    model = Transformer(TINY, max_seq_len=64, seed=4)
+    prompts = _prompt(TINY.vocab_size, 4, 6, seed=2)
+    run = run_pipeline_parallel(model, stages, prompts, new_tokens=5,
+                                micro_batches=micro_batches)
+    assert torch.equal(run.tokens, generate(model, prompts, 5).tokens)
+    assert run.layers == (range(0, 1), range(1, 2))
+    assert run.prefill.passes == 1 and run.decode.passes == 4
+    assert run.prefill.predicted_idle == pytest.approx(pipeline_bubble(2, micro_batches))
+    for phase in (run.prefill, run.decode):
+        assert len(phase.idle) == 2 and all(0 <= i < 1 for i in phase.idle)
+        assert all(0 < b <= phase.span_s for b in phase.busy_s)
+
+
+def test_pipeline_on_one_stage_has_no_bubble_and_one_token_no_decode_phase():
+    model = Transformer(TINY, max_seq_len=64, seed=5)
+    prompts = _prompt(TINY.vocab_size, 2, 4)
+    run = run_pipeline_parallel(model, 1, prompts, new_tokens=1, micro_batches=1, threads=1)
+    assert torch.equal(run.tokens, generate(model, prompts, 1).tokens)
+    assert run.decode is None and run.prefill.idle[0] == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("stages, micro_batches, name", [
+    (0, 2, "stages"), (3, 2, "stages"), (2, 3, "micro_batches"), (2, 0, "micro_batches"),
+])
+def test_pipeline_parallel_refuses_bad_input(stages, micro_batches, name):
+    model = Transformer(TINY, max_seq_len=64)
+    with pytest.raises(ValueError, match=name):
+        run_pipeline_parallel(model, stages, _prompt(TINY.vocab_size, 4, 3), 2,
+                              micro_batches=micro_batches)
