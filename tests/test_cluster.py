@@ -5,8 +5,10 @@ Unless said otherwise every iteration lasts 1 s (LinearStepTime(1, 0, 0)).
 """
 import pytest
 
+import llmperf as lp
 from llmperf.serving import LinearStepTime, Request, chat_workload, simulate
 from llmperf.serving.cluster import ROUTERS, cluster_goodput, simulate_cluster
+from llmperf.serving.parallel_steptime import TensorParallelStepTime
 
 UNIT = LinearStepTime(base_s=1.0, per_token_s=0.0, per_kv_token_s=0.0)
 # A step time that depends on the batch, so that replicas drift apart in time.
@@ -175,3 +177,20 @@ def test_prefix_router_by_hand():
     ll = simulate_cluster(reqs, 2, "least_loaded", **args)
     assert ll.replica == (0, 1, 0, 1, 0)
     assert ll.cached_prompt_tokens == 8 < run.cached_prompt_tokens == 16
+
+
+def test_tensor_parallel_step_time_by_hand():
+    # Llama 2 7B: 32 layers, d_model 4096, fp16. An iteration of 8 prompt tokens over 2 GPUs
+    # joined by a link of 10 us and 100 GB/s each way: half the one-GPU second, plus 64
+    # all-reduces of 8 * 4096 * 2 bytes, each 2 (2 - 1) (10 us + m / (2 * 100 GB/s)).
+    link = lp.Link("test", bandwidth=200e9, latency_s=10e-6, source="by hand")
+    tp2 = TensorParallelStepTime(UNIT, "llama-2-7b", link, tp=2)
+    run = simulate([Request(0.0, 8, 1)], step_time=tp2)
+    m = 8 * 4096 * 2
+    assert run.requests[0].finish_s == pytest.approx(0.5 + 64 * 2 * (10e-6 + m / (2 * 100e9)))
+    tp1 = TensorParallelStepTime(UNIT, "llama-2-7b", link, tp=1)
+    assert simulate([Request(0.0, 8, 3)], step_time=tp1).requests[0].finish_s == 3.0
+    with pytest.raises(ValueError, match="tp"):
+        TensorParallelStepTime(UNIT, "llama-2-7b", link, tp=3)
+    with pytest.raises(ValueError, match="step_time"):
+        TensorParallelStepTime(None, "llama-2-7b", link, tp=2)

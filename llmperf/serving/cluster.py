@@ -1,7 +1,8 @@
 """Several identical serving instances behind a router: `simulate_cluster`.
 
 Each replica is the single-instance simulator (its own `Scheduler`, KV memory and
-`SimulatedClock`, built from `simulate`'s arguments). A router sends every request, at its
+`SimulatedClock`, built from `simulate`'s arguments by `llmperf.serving.instance`); a
+replica spanning several GPUs takes a `TensorParallelStepTime` as its step_time. A router sends every request, at its
 arrival, to one replica:
 
 - "round_robin": request i (in the order given) to replica i mod R;
@@ -32,9 +33,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..units import check_positive
-from .driver import DriverLoop, SimulatedClock, check_requests
+from .driver import DriverLoop, SimulatedClock
 from .goodput import max_goodput
-from .memory import PagedMemory, ReservationMemory, make_memory
+from .instance import build_instance, check_instance_requests
 from .metrics import RunRecorder, RunResult
 from .requests import Request
 from .scheduler import Batch, Outcome, Scheduler
@@ -126,40 +127,15 @@ class _Replica:
 
 
 def simulate_arguments(simulate_args: dict[str, Any]) -> dict[str, Any]:
-    """`simulate`'s keyword arguments with its defaults filled in; ValueError naming any
-    argument `simulate` does not take (or `requests`, given separately)."""
+    """`simulate`'s keyword arguments with its defaults filled in (what
+    `llmperf.serving.instance.build_instance` takes); ValueError naming any argument
+    `simulate` does not take (or `requests`, given separately)."""
     params = inspect.signature(simulate).parameters
     names = [name for name in params if name != "requests"]
     for name in simulate_args:
         if name not in names:
             raise ValueError(f"{name!r} is not an argument of simulate; it takes {names}")
     return {name: simulate_args.get(name, params[name].default) for name in names}
-
-
-def build_instance(args: dict[str, Any],
-                   memory: ReservationMemory | PagedMemory | None = None
-                   ) -> tuple[Scheduler, SimulatedClock]:
-    """A scheduler over fresh KV memory (`memory`, or the one `make_memory` builds from the
-    arguments) and a simulated clock, as `simulate` builds them from its arguments
-    (`simulate_arguments`); each constructor checks its own."""
-    if args["step_time"] is None:
-        raise ValueError("step_time is required: a LinearStepTime or a RooflineStepTime")
-    if memory is None:
-        caching = {"prefix_caching": args["prefix_caching"]} if "prefix_caching" in args else {}
-        memory = make_memory(args["kv_memory"], args["kv_capacity_tokens"], args["block_size"],
-                             args["reserve_tokens"], **caching)
-    scheduler = Scheduler(args["policy"], args["max_batch"], args["token_budget"], memory)
-    return scheduler, SimulatedClock(args["step_time"])
-
-
-def check_instance_requests(requests: Seq[Request], args: dict[str, Any],
-                            scheduler: Scheduler) -> list[Request]:
-    """`requests` as a list, checked once as `simulate` checks them: contexts within the
-    step-time model's limit, each within what one instance's KV memory can ever hold."""
-    requests = check_requests(requests, getattr(args["step_time"], "max_context_tokens", None))
-    for i, request in enumerate(requests):
-        scheduler.memory.check_fit(request, f"requests[{i}]")
-    return requests
 
 
 def _least_loaded(replicas: list[_Replica], t_s: float) -> int:
@@ -225,8 +201,8 @@ def simulate_cluster(requests: Seq[Request], replicas: int, router: str = "least
     check_positive("replicas", replicas, integer=True)
     args = simulate_arguments(simulate_args)
     _check_router(router, args)
-    instances = [build_instance(args) for _ in range(int(replicas))]
-    requests = check_instance_requests(requests, args, instances[0][0])
+    instances = [build_instance(**args) for _ in range(int(replicas))]
+    requests = check_instance_requests(requests, args["step_time"], instances[0][0])
     recorder = RunRecorder(args["policy"], requests)
     served, iteration_replica = route_and_run(
         [Sequence(i, r) for i, r in enumerate(requests)], instances, router, recorder)

@@ -39,15 +39,9 @@ from ..analytic.parallel import kv_transfer_time
 from ..hardware import Link
 from ..models import ModelConfig, get_model
 from ..units import check_positive
-from .cluster import (
-    ClusterRun,
-    build_instance,
-    check_instance_requests,
-    route_and_run,
-    simulate_arguments,
-    simulate_cluster,
-)
+from .cluster import ClusterRun, route_and_run, simulate_arguments, simulate_cluster
 from .goodput import max_goodput
+from .instance import build_instance, check_instance_requests
 from .memory import PagedMemory, ReservationMemory
 from .metrics import RequestResult, RunRecorder, RunResult
 from .requests import Request
@@ -157,9 +151,9 @@ def simulate_disaggregated(requests: Seq[Request], prefill_replicas: int, decode
                              "LinearStepTime or a RooflineStepTime")
     prefill_args = simulate_arguments({**simulate_args, "step_time": prefill_step_time})
     decode_args = {**prefill_args, "step_time": decode_step_time}
-    decode_instances = [build_instance(decode_args, _decode_memory(decode_args))
+    decode_instances = [build_instance(**decode_args, memory=_decode_memory(decode_args))
                         for _ in range(int(decode_replicas))]
-    requests = check_instance_requests(requests, decode_args, decode_instances[0][0])
+    requests = check_instance_requests(requests, decode_step_time, decode_instances[0][0])
     transfer_s = _transfer_times(requests, kv_transfer_s)
     prompts = [dataclasses.replace(r, output_tokens=1) for r in requests]
     prefill = simulate_cluster(prompts, prefill_replicas, "least_loaded", **prefill_args)
