@@ -94,6 +94,18 @@ def test_fit_recovers_alpha_and_b_from_noiseless_times(op):
         lp.collective_time(op, 1e6, 4, LINK), rel=1e-9)
 
 
+def test_fit_weighs_small_and_large_messages_alike():
+    # 5 % noise on every time: alpha comes from the small messages, B from the large ones,
+    # both within 10 % (an absolute least squares would let the 64 MiB times swamp alpha).
+    rng = np.random.default_rng(0)
+    sizes = np.repeat(4 * 4.0 ** np.arange(13), 3)
+    times = [lp.collective_time("all_reduce", m, 4, LINK) * (1 + 0.05 * rng.standard_normal())
+             for m in sizes]
+    fitted = lp.fit_alpha_beta(sizes, times, "all_reduce", 4)
+    assert fitted.latency_s == pytest.approx(10e-6, rel=0.1)
+    assert fitted.one_way == pytest.approx(100e9, rel=0.1)
+
+
 def test_fit_refuses_what_it_cannot_fit():
     with pytest.raises(ValueError, match="different sizes"):
         lp.fit_alpha_beta([1e6, 1e6], [1e-3, 2e-3], "all_reduce", 4)
