@@ -2,8 +2,8 @@
 
 Each replica is the single-instance simulator (its own `Scheduler`, KV memory and
 `SimulatedClock`, built from `simulate`'s arguments by `llmperf.serving.instance`); a
-replica spanning several GPUs takes a `TensorParallelStepTime` as its step_time. A router sends every request, at its
-arrival, to one replica:
+replica spanning several GPUs takes a `TensorParallelStepTime` as its step_time. A router
+sends every request, at its arrival, to one replica:
 
 - "round_robin": request i (in the order given) to replica i mod R;
 - "least_loaded": the replica with the fewest outstanding tokens at the arrival, ties to
@@ -34,7 +34,7 @@ from typing import Any
 
 from ..units import check_positive
 from .driver import DriverLoop, SimulatedClock
-from .goodput import max_goodput
+from .goodput_search import max_goodput
 from .instance import build_instance, check_instance_requests
 from .metrics import RunRecorder, RunResult
 from .requests import Request
@@ -216,7 +216,7 @@ def cluster_goodput(workload: Callable[[float], Seq[Request]], ttft_s: float, tp
                     tolerance_per_s: float = 0.01, **simulate_args: Any) -> float:
     """Goodput per GPU of `replicas` instances of `gpus_per_replica` GPUs each: the highest
     rate at which `attainment` of `workload(rate)`'s requests meet both SLOs
-    (`llmperf.serving.goodput.max_goodput`, over `simulate_cluster`), divided by the GPUs."""
+    (`llmperf.serving.goodput_search.max_goodput`, over `simulate_cluster`), divided by the GPUs."""
     check_positive("replicas", replicas, integer=True)
     check_positive("gpus_per_replica", gpus_per_replica, integer=True)
     rate = max_goodput(

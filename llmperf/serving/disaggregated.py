@@ -40,7 +40,7 @@ from ..hardware import Link
 from ..models import ModelConfig, get_model
 from ..units import check_positive
 from .cluster import ClusterRun, route_and_run, simulate_arguments, simulate_cluster
-from .goodput import max_goodput
+from .goodput_search import max_goodput
 from .instance import build_instance, check_instance_requests
 from .memory import PagedMemory, ReservationMemory
 from .metrics import RequestResult, RunRecorder, RunResult
@@ -207,7 +207,7 @@ def disaggregated_goodput(workload: Callable[[float], Seq[Request]], ttft_s: flo
                           tolerance_per_s: float = 0.01, **simulate_args: Any) -> float:
     """Goodput per GPU of the two pools, as DistServe measures it: the highest rate at which
     `attainment` of `workload(rate)`'s requests meet both SLOs
-    (`llmperf.serving.goodput.max_goodput`, over `simulate_disaggregated`), divided by
+    (`llmperf.serving.goodput_search.max_goodput`, over `simulate_disaggregated`), divided by
     prefill_replicas * gpus_per_prefill_replica + decode_replicas * gpus_per_decode_replica."""
     check_positive("prefill_replicas", prefill_replicas, integer=True)
     check_positive("decode_replicas", decode_replicas, integer=True)

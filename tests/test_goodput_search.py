@@ -1,7 +1,7 @@
 """The goodput search shared by the single-instance, cluster and disaggregated simulators."""
 import pytest
 
-from llmperf.serving.goodput import highest_rate, max_goodput
+from llmperf.serving.goodput_search import highest_rate, max_goodput
 
 
 class FakeRun:

@@ -8,7 +8,8 @@ divided by the GPUs it takes, goodput per GPU compares layouts of different size
 `max_goodput` finds that rate for any serving run (one instance, a cluster, a
 disaggregated pair of pools): `run_at(rate)` serves the workload at that rate and returns
 a result with `slo_attainment(ttft_s, tpot_s)`. `llmperf.serving.cluster.cluster_goodput`
-and `llmperf.serving.disaggregated.disaggregated_goodput` apply it per GPU.
+and `llmperf.serving.disaggregated.disaggregated_goodput` apply it per GPU. (The module is
+not called `goodput`: that name is `llmperf.serving.goodput`, the single-instance function.)
 """
 from __future__ import annotations
 
