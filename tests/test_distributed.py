@@ -8,6 +8,7 @@ import torch
 
 from llmperf.measured.collectives import OPS, measure_collectives, timed_bytes
 from llmperf.measured.distributed import launch, launch_overhead
+from llmperf.measured.expert_parallel import expert_ranges, run_expert_parallel
 from llmperf.measured.generate import generate
 from llmperf.measured.model import Transformer
 from llmperf.measured.pipeline_parallel import pipeline_bubble, run_pipeline_parallel, stage_layers
@@ -210,3 +211,42 @@ def test_pipeline_parallel_refuses_bad_input(stages, micro_batches, name):
     with pytest.raises(ValueError, match=name):
         run_pipeline_parallel(model, stages, _prompt(TINY.vocab_size, 4, 3), 2,
                               micro_batches=micro_batches)
+
+
+# ---- expert parallelism -------------------------------------------------------------------
+@pytest.mark.parametrize("world_size", [2, 4])
+def test_expert_parallel_logits_equal_the_single_process_model(world_size):
+    model = Transformer("ref-moe-tiny", max_seq_len=32, seed=6)
+    prompts = _prompt(model.config.vocab_size, 4, 12, seed=3)
+    run = run_expert_parallel(model, world_size, prompts, repeats=1)
+    with torch.inference_mode():
+        torch.testing.assert_close(run.logits, model(prompts))
+    c = model.config
+    every_slot = 2 * prompts.numel() * c.experts_per_token * c.d_model * 4 * c.n_layers
+    assert run.bytes_if_all_leave == every_slot
+    assert run.bytes_uniform == pytest.approx(every_slot * (world_size - 1) / world_size)
+    assert 0 < run.bytes_exchanged < every_slot      # some rows stay on their own rank
+    # every (token, expert) pair is run once, on the rank holding the expert
+    assert sum(run.rows_run) == prompts.numel() * c.experts_per_token * c.n_layers
+    assert run.experts == tuple(expert_ranges(c.n_experts, world_size))
+
+
+def test_expert_parallel_on_one_rank_exchanges_nothing():
+    model = Transformer("ref-moe-tiny", max_seq_len=32, seed=7)
+    prompts = _prompt(model.config.vocab_size, 2, 5)
+    run = run_expert_parallel(model, 1, prompts, repeats=1, threads=1)
+    with torch.inference_mode():
+        torch.testing.assert_close(run.logits, model(prompts))
+    assert run.bytes_exchanged == 0 and run.bytes_uniform == 0
+
+
+@pytest.mark.parametrize("model, world_size, rows, name", [
+    ("ref-tiny", 2, 4, "model must be a mixture of experts"),
+    ("ref-moe-tiny", 3, 6, "world_size"),
+    ("ref-moe-tiny", 0, 4, "world_size"),
+    ("ref-moe-tiny", 2, 3, "prompts"),
+])
+def test_expert_parallel_refuses_bad_input(model, world_size, rows, name):
+    with pytest.raises(ValueError, match=name):
+        run_expert_parallel(Transformer(model, max_seq_len=32), world_size,
+                            _prompt(512, rows, 4))
