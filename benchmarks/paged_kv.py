@@ -20,19 +20,42 @@ tokens are compared with the contiguous row's (greedy: they must be equal, excep
 The rows alternate round by round, so a busy moment on a shared machine hits all of them.
 One torch thread (see engine_vs_static.py).
 
-Run: .venv/bin/python benchmarks/paged_kv.py
+Then the cost of paging itself, on one ragged batch (`llmperf.measured.varlen.RaggedBatch`,
+the same model): an iteration of PREFILL_CHUNKS prompt chunks and DECODES decode tokens, all
+in one forward pass, each reading its own context only, from the contiguous cache (each
+request's keys are a view of its row), from a paged pool whose blocks are consecutive for
+each request (read in place too), from one whose blocks are interleaved (eager: each
+request's blocks gathered into a new tensor at every layer), and from that pool with the
+decodes' keys read in place by the compiled gather-and-attend. "KV bytes moved" counts the
+keys and values attention reads (`ModelConfig.kv_bytes_per_token`), plus, where blocks are
+gathered, the gather's read and write of whole blocks; "predicted" is
+`llmperf.serving.RooflineStepTime` of the iteration on this machine's measured roofline
+(`measure_host`), plus the gather's bytes over its bandwidth.
+
+Run: .venv/bin/python benchmarks/paged_kv.py   (--quick: a smoke run, small sizes)
 """
+import argparse
 import statistics
 
 import torch
 from _common import write
+from ragged_decode import interleaved_pool, print_only, ragged_step
 
 from llmperf import trained
 from llmperf.analytic.quant import int8_kv_bytes_per_token
+from llmperf.measured.cache import KVCache, PagedKVCache
 from llmperf.measured.engine import Engine
-from llmperf.serving import Uniform, workload
+from llmperf.measured.host import measure_host, median_host
+from llmperf.measured.timing import benchmark
+from llmperf.serving import BlockAllocator, RooflineStepTime, Uniform, workload
+from llmperf.serving.paging import blocks_needed
+from llmperf.serving.scheduler import Batch, Chunk
 
 BUDGET_TOKENS, BLOCK, ROUNDS, THREADS, N = 2048, 16, 5, 1, 48
+# the ragged batch: chunks of CHUNK tokens after CHUNK cached; decodes of contexts spread
+# uniformly on 16..LONGEST
+PREFILL_CHUNKS, CHUNK, DECODES, LONGEST, STEP_REPEAT = 2, 64, 14, 256, 10
+QUICK = dict(N=8, ROUNDS=1, PREFILL_CHUNKS=1, CHUNK=16, DECODES=3, LONGEST=64, STEP_REPEAT=2)
 
 
 def configs(max_len: int, int8_tokens: int) -> dict[str, dict]:
@@ -47,9 +70,90 @@ def configs(max_len: int, int8_tokens: int) -> dict[str, dict]:
     }
 
 
+def ragged_pieces(sizes: dict) -> list[tuple[int, int, int]]:
+    """(seq, start, tokens): the prompt chunks, then the decodes, sequences 0, 1, ..."""
+    chunks = [(i, sizes["CHUNK"], sizes["CHUNK"]) for i in range(sizes["PREFILL_CHUNKS"])]
+    D, top = sizes["DECODES"], sizes["LONGEST"]
+    contexts = [round(16 + (top - 16) * j / max(D - 1, 1)) for j in range(D)]
+    return chunks + [(len(chunks) + j, c - 1, 1) for j, c in enumerate(contexts)]
+
+
+def consecutive_pool(model, ends: list[int], block: int) -> PagedKVCache:
+    """Sequences 0..S-1 holding ends[i] tokens, each in consecutive blocks."""
+    alloc = BlockAllocator(sum(blocks_needed(e, block) for e in ends), block)
+    for i, e in enumerate(ends):
+        alloc.allocate(i, e)
+    return PagedKVCache(model, alloc)
+
+
+def same_ragged_batch(model, sizes: dict) -> tuple[list[dict], str]:
+    """Step time, KV bytes moved and prediction of one ragged iteration in every store."""
+    pieces = ragged_pieces(sizes)
+    ends = [start + n for _, start, n in pieces]
+    interleaved = interleaved_pool(model, ends, BLOCK)
+    stores = {"contiguous": (KVCache(model, len(ends), max(ends)), "per_piece"),
+              "paged, consecutive blocks": (consecutive_pool(model, ends, BLOCK), "per_piece"),
+              "paged, interleaved blocks": (interleaved, "per_piece"),
+              "paged, interleaved, compiled decodes": (interleaved, "compiled")}
+    steps = {k: ragged_step(model, cache, pieces, decode) for k, (cache, decode) in stores.items()}
+    hosts = [measure_host(["fp32"], quick=sizes["ROUNDS"] == 1, progress=False)]
+    with torch.no_grad():
+        ref = {k: f() for k, f in steps.items()}  # warms up; compiles once
+        times = {k: [] for k in steps}
+        for _ in range(sizes["ROUNDS"]):
+            for k, f in steps.items():
+                times[k].append(benchmark(f, warmup=1, repeat=sizes["STEP_REPEAT"]).median_s)
+    hosts.append(measure_host(["fp32"], quick=sizes["ROUNDS"] == 1, progress=False))
+    host = median_host(hosts)
+    per_token = model.config.kv_bytes_per_token("fp32")
+    attended = sum(ends) * per_token  # each piece reads its own keys and values once
+    gathered = 2 * sum(blocks_needed(e, BLOCK) * BLOCK for e in ends) * per_token  # read + write
+    chunks_gathered = 2 * sum(blocks_needed(s + n, BLOCK) * BLOCK
+                              for _, s, n in pieces if n > 1) * per_token
+    moved = {"contiguous": attended, "paged, consecutive blocks": attended,
+             "paged, interleaved blocks": attended + gathered,
+             "paged, interleaved, compiled decodes": attended + chunks_gathered}
+    batch = Batch(iteration=0, prefill=tuple(Chunk(i, s, n, True) for i, s, n in pieces if n > 1),
+                  decode=tuple(i for i, _, n in pieces if n == 1),
+                  decode_kv_tokens=sum(s + 1 for _, s, n in pieces if n == 1), admitted=())
+    base_s = RooflineStepTime(model.config, host, dtype="fp32",
+                              attention="standard").iteration_s(batch)
+    rows = [{"store": k, "step_s": statistics.median(times[k]), "kv_bytes_moved": moved[k],
+             "predicted_step_s": base_s + (moved[k] - attended) / host.mem_bandwidth,
+             "max_abs_logit_difference": float((ref[k] - ref["contiguous"]).abs().max())}
+            for k in steps]
+    table = "\n".join(
+        f"| {r['store']} | {r['kv_bytes_moved'] / 2**20:.1f} MiB | {r['step_s'] * 1e3:.2f} ms | "
+        f"{r['predicted_step_s'] * 1e3:.2f} ms | {r['step_s'] / rows[0]['step_s']:.2f}x | "
+        f"{r['max_abs_logit_difference']:.1e} |" for r in rows)
+    text = (
+        f"## Paged against contiguous KV on one ragged batch\n\n"
+        f"One forward pass: {sizes['PREFILL_CHUNKS']} prompt chunks of {sizes['CHUNK']} tokens "
+        f"after {sizes['CHUNK']} cached, and {sizes['DECODES']} decodes with contexts spread "
+        f"on 16..{sizes['LONGEST']} tokens ({len(pieces)} sequences, {sum(ends)} keys "
+        f"attended); blocks of {BLOCK}; medians of {sizes['ROUNDS']} interleaved rounds of "
+        f"{sizes['STEP_REPEAT']} steps. Host: {host.mem_bandwidth / 1e9:.1f} GB/s "
+        f"(measure_host).\n\n"
+        "| KV store | KV bytes moved | step | predicted | step / contiguous | "
+        "max logit difference |\n|---|---|---|---|---|---|\n" + table + "\n\n"
+        "The contiguous cache and the consecutive blocks are read where they lie; interleaved "
+        "blocks are gathered, eagerly, into a new tensor per request and layer, which moves "
+        "each block twice more (the cost a paged-attention kernel avoids); the compiled "
+        "decodes read theirs in place, only the prompt chunks' blocks are still gathered.\n")
+    return rows, text
+
+
 def main() -> None:
+    global N, ROUNDS  # the engine part's sizes, smaller in a smoke run
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    args = parser.parse_args()
+    sizes = dict(N=N, ROUNDS=ROUNDS, PREFILL_CHUNKS=PREFILL_CHUNKS, CHUNK=CHUNK,
+                 DECODES=DECODES, LONGEST=LONGEST, STEP_REPEAT=STEP_REPEAT)
+    sizes.update(QUICK if args.quick else {})
     torch.set_num_threads(THREADS)
     model = trained.load("target").model
+    N, ROUNDS = sizes["N"], sizes["ROUNDS"]
     requests = workload(N, Uniform(8, 32), Uniform(16, 192), rate_per_s=None, seed=3)
     max_len = max(r.total_tokens for r in requests) - 1
     fp32_bytes = BUDGET_TOKENS * model.config.kv_bytes_per_token("fp32")
@@ -110,11 +214,15 @@ def main() -> None:
         "cache's gather of every request's blocks at every layer (a paged attention kernel "
         "reads them in place) also cost time here. The int8 rows' greedy tokens may differ "
         "from fp32's where the random prompts leave two tokens nearly tied.\n")
-    write("paged_kv", {"model": "trained target", "threads": THREADS, "requests": N,
-                       "budget_tokens": BUDGET_TOKENS, "int8_budget_tokens": int8_tokens,
-                       "block_size": BLOCK, "max_len": max_len, "rounds": rounds,
-                       "median": med, "ratios": ratios,
-                       "requests_with_tokens_equal_to_contiguous": same}, summary)
+    batch_rows, batch_text = same_ragged_batch(model, sizes)
+    save = print_only if args.quick else write  # a smoke run leaves the results alone
+    save("paged_kv", {"model": "trained target", "threads": THREADS, "requests": N,
+                      "budget_tokens": BUDGET_TOKENS, "int8_budget_tokens": int8_tokens,
+                      "block_size": BLOCK, "max_len": max_len, "rounds": rounds,
+                      "median": med, "ratios": ratios,
+                      "requests_with_tokens_equal_to_contiguous": same,
+                      "same_ragged_batch": {"sizes": sizes, "rows": batch_rows}},
+         summary + "\n" + batch_text)
 
 
 if __name__ == "__main__":

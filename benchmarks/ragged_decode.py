@@ -70,10 +70,15 @@ def interleaved_pool(model: Transformer, contexts: list[int], block: int,
     return PagedKVCache(model, alloc, kv_dtype)
 
 
-def ragged_step(model: Transformer, cache, contexts: list[int], decode: str = "per_piece"):
-    """One ragged decode step: request i writes position contexts[i] - 1, reads 0..that."""
-    tokens = torch.zeros(1, len(contexts), dtype=torch.long)
-    pieces = [(i, c - 1, 1) for i, c in enumerate(contexts)]
+def decode_pieces(contexts: list[int]) -> list[tuple[int, int, int]]:
+    """One decode per request: request i writes position contexts[i] - 1 and reads 0..that."""
+    return [(i, c - 1, 1) for i, c in enumerate(contexts)]
+
+
+def ragged_step(model: Transformer, cache, pieces: list[tuple[int, int, int]],
+                decode: str = "per_piece"):
+    """One ragged forward pass over `pieces` (seq, start, tokens), its batch built each time."""
+    tokens = torch.zeros(1, sum(n for _, _, n in pieces), dtype=torch.long)
 
     def step() -> torch.Tensor:
         batch = RaggedBatch(cache, pieces, decode)
@@ -95,11 +100,12 @@ def padded_steps(model: Transformer, rows: KVCache, pool: PagedKVCache, contexts
 def layouts(model: Transformer, contexts: list[int], block: int) -> dict:
     rows = KVCache(model, len(contexts), max(contexts))
     pool = interleaved_pool(model, contexts, block)
+    pieces = decode_pieces(contexts)
     return {**padded_steps(model, rows, pool, contexts),
-            "ragged, contiguous": ragged_step(model, rows, contexts),
-            "ragged, paged": ragged_step(model, pool, contexts),
-            "ragged, contiguous, compiled": ragged_step(model, rows, contexts, "compiled"),
-            "ragged, paged, compiled": ragged_step(model, pool, contexts, "compiled")}
+            "ragged, contiguous": ragged_step(model, rows, pieces),
+            "ragged, paged": ragged_step(model, pool, pieces),
+            "ragged, contiguous, compiled": ragged_step(model, rows, pieces, "compiled"),
+            "ragged, paged, compiled": ragged_step(model, pool, pieces, "compiled")}
 
 
 def predicted_s(model: Transformer, host, contexts: list[int], kv_tokens: int) -> float:
