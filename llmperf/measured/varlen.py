@@ -20,11 +20,18 @@ It computes on the host, once for every layer, where each new token's K and V go
     batch = RaggedBatch(cache, [(seq, start, n), ...])
     logits = model(tokens, batch.positions, batch, last_only=True)  # (pieces, vocab)
 
-What reading a piece's keys costs: a row of a `KVCache` is read in place (a view, no copy);
-a paged sequence whose blocks lie one after another in the pool is read in place too, and
-otherwise its own blocks are gathered once per layer into a contiguous tensor (a copy of its
-own context, never of another sequence's, never padded). A paged-attention kernel would read
-scattered blocks in place; PyTorch ships none for the CPU.
+What reading a piece's keys costs (`decode`, how decode pieces attend):
+
+- "per_piece" (the default, plain PyTorch, no compilation): every piece attends on its own. A
+  row of a `KVCache` is read in place (a view, no copy); a paged sequence whose blocks lie one
+  after another in the pool is read in place too; otherwise its own blocks are gathered once
+  per layer into a new tensor (a copy of its own context, rounded up to whole blocks, never
+  another sequence's, never padded). A paged-attention kernel would read scattered blocks in
+  place; PyTorch ships none for the CPU. Prompt chunks always attend this way.
+- "compiled": every decode piece (one token) at once, in `decode_attention`, a
+  gather-and-attend written in PyTorch and compiled by `torch.compile` (Inductor), which fuses
+  the indexed reads into its loops: no key or value is copied, paged or not. The first call
+  in a process compiles it (seconds), so it is an option, not the default.
 """
 from __future__ import annotations
 
