@@ -19,7 +19,16 @@ a request early through `Scheduler.finish_early`.
                    step_time=LinearStepTime(base_s=1.0, per_token_s=0.0, per_kv_token_s=0.0))
     run.requests[3].finish_s   # 10.0: ten one-second iterations
 """
-from .driver import Clock, SimulatedClock, WallClock, check_requests, serve
+from .cluster import ROUTERS, ClusterRun, cluster_goodput, simulate_cluster
+from .disaggregated import (
+    DisaggregatedRun,
+    disaggregated_goodput,
+    kv_transfer,
+    simulate_disaggregated,
+)
+from .driver import Clock, DriverLoop, SimulatedClock, WallClock, check_requests, serve
+from .goodput_search import highest_rate, max_goodput
+from .instance import build_instance, check_instance_requests
 from .memory import MEMORY_POLICIES, PagedMemory, ReservationMemory, make_memory
 from .metrics import METRICS, Iteration, RequestResult, RunRecorder, RunResult
 from .paging import (
@@ -34,6 +43,7 @@ from .paging import (
     shared_prefix_blocks,
     shared_sampling_blocks,
 )
+from .parallel_steptime import TensorParallelStepTime
 from .requests import (
     CHAT_CAP_TOKENS,
     DEFAULT_VOCAB_SIZE,
@@ -71,4 +81,7 @@ __all__ = [
     "Clock", "Sequence", "SimulatedClock", "WallClock", "check_requests", "serve",
     "DEFAULT_VOCAB_SIZE", "PrefixCachingAllocator", "multi_turn_workload",
     "shared_prefix_workload",
+    "ROUTERS", "ClusterRun", "DisaggregatedRun", "DriverLoop", "TensorParallelStepTime",
+    "build_instance", "check_instance_requests", "cluster_goodput", "disaggregated_goodput",
+    "highest_rate", "kv_transfer", "max_goodput", "simulate_cluster", "simulate_disaggregated",
 ]

@@ -10,12 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from collections.abc import Sequence as Seq
 
-from ..units import check_positive
-from .driver import SimulatedClock, StepTimeModel, check_requests, serve
-from .memory import make_memory
+from .driver import StepTimeModel, check_requests, serve
+from .goodput_search import max_goodput
+from .instance import build_instance
 from .metrics import RunResult
 from .requests import Request
-from .scheduler import Scheduler
 from .sequence import Sequence
 
 __all__ = ["StepTimeModel", "goodput", "simulate"]
@@ -40,13 +39,10 @@ def simulate(requests: Seq[Request], policy: str = "continuous", max_batch: int 
     request before the first iteration runs. The result lists the requests in the order
     given, times in seconds.
     """
-    if step_time is None:
-        raise ValueError("step_time is required: a LinearStepTime or a RooflineStepTime")
-    clock = SimulatedClock(step_time)
+    scheduler, clock = build_instance(step_time, policy, max_batch, kv_capacity_tokens,
+                                      token_budget, kv_memory, block_size, reserve_tokens,
+                                      prefix_caching)
     requests = check_requests(requests, getattr(step_time, "max_context_tokens", None))
-    memory = make_memory(kv_memory, kv_capacity_tokens, block_size, reserve_tokens,
-                         prefix_caching)
-    scheduler = Scheduler(policy, max_batch, token_budget, memory)
     return serve([Sequence(i, r) for i, r in enumerate(requests)], scheduler, clock)
 
 
@@ -65,22 +61,5 @@ def goodput(workload: Callable[[float], Sequence[Request]], ttft_s: float, tpot_
     Returns 0.0 if no rate down to the tolerance meets it; ValueError if max_rate_per_s
     already does (raise it).
     """
-    check_positive("ttft_s", ttft_s)
-    check_positive("tpot_s", tpot_s)
-    check_positive("attainment", attainment)
-    if attainment > 1:
-        raise ValueError(f"attainment must be in (0, 1], got {attainment!r}")
-    check_positive("max_rate_per_s", max_rate_per_s)
-    check_positive("tolerance_per_s", tolerance_per_s)
-
-    def meets(rate: float) -> bool:
-        run = simulate(workload(rate), **simulate_args)
-        return run.slo_attainment(ttft_s, tpot_s) >= attainment
-
-    if meets(max_rate_per_s):
-        raise ValueError(f"max_rate_per_s={max_rate_per_s} already meets the goal: raise it")
-    low, high = 0.0, max_rate_per_s
-    while high - low > tolerance_per_s:
-        mid = (low + high) / 2
-        low, high = (mid, high) if meets(mid) else (low, mid)
-    return low
+    return max_goodput(lambda rate: simulate(workload(rate), **simulate_args), ttft_s, tpot_s,
+                       attainment, max_rate_per_s, tolerance_per_s)
