@@ -10,6 +10,8 @@ field, so `Transformer.step_costs` always counts the products the model runs
 (tests/test_model_costs.py compares them with PyTorch's FLOP counter).
 
 Past keys and values live in a cache passed to `forward` (`llmperf.measured.cache.KVCache`).
+A serving iteration runs as one ragged pass: several sequences' tokens end to end, each at its
+own position, each attending to its own keys only (`llmperf.measured.varlen.RaggedBatch`).
 Token ids and lengths are checked where a run starts, not in `forward`, which looks at no
 tensor's values: a step never waits for the device, and `torch.compile` traces it whole.
 """
@@ -140,7 +142,6 @@ class Attention(nn.Module):
             scores = scores.masked_fill(~mask, -math.inf)
         probs = (scores * (1.0 / math.sqrt(D))).float().softmax(dim=-1).to(v.dtype)
         return (probs @ v).reshape(B, H, 1, D)
-
 
     def _ragged(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 batch: RaggedBatch) -> torch.Tensor:
