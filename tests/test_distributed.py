@@ -6,6 +6,7 @@ whole file, so after the first launch a group starts in a fraction of a second.
 import pytest
 import torch
 
+import llmperf as lp
 from llmperf.measured.collectives import OPS, measure_collectives, timed_bytes
 from llmperf.measured.distributed import launch, launch_overhead
 from llmperf.measured.expert_parallel import expert_ranges, run_expert_parallel
@@ -105,6 +106,7 @@ def test_head_shard_gives_each_rank_the_kv_heads_its_queries_read(config, world_
     group = config.n_heads // config.n_kv_heads
     for s in shards:
         assert {q // group for q in s.q_heads} == set(s.kv_heads)
+        assert len(s.kv_heads) / config.n_kv_heads == lp.kv_head_share(config, world_size)
 
 
 @pytest.mark.parametrize("config, world_size", [(TINY, 2), (ONE_KV, 2), (WIDE_GQA, 4),
@@ -171,6 +173,12 @@ def test_tensor_parallel_refuses_an_moe_model_and_uneven_kv_heads():
 ])
 def test_pipeline_bubble_by_hand(stages, micro_batches, passes, expected):
     assert pipeline_bubble(stages, micro_batches, passes) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("stages, micro_batches", [(1, 1), (2, 1), (2, 8), (4, 3), (8, 8)])
+def test_one_pass_is_the_analytic_gpipe_bubble(stages, micro_batches):
+    assert pipeline_bubble(stages, micro_batches) == pytest.approx(
+        lp.pipeline_bubble_fraction(stages, micro_batches))
 
 
 def test_stage_layers_are_contiguous_and_even():

@@ -56,7 +56,8 @@ def pipeline_bubble(stages: int, micro_batches: int, passes: int = 1) -> float:
     last stage (its next token is known). Counting in stage-times: stage s runs trip t of
     micro-batch j at t max(m, p) + j + s, so the schedule lasts passes max(m, p) + min(m, p)
     - 1 stage-times, of which each stage is busy passes m:
-    1 - passes m / (passes max(m, p) + min(m, p) - 1). passes = 1 is GPipe's (p-1)/(m+p-1)."""
+    1 - passes m / (passes max(m, p) + min(m, p) - 1).
+    One pass is GPipe's (p - 1) / (m + p - 1), `llmperf.pipeline_bubble_fraction`."""
     check_positive("stages", stages, integer=True)
     check_positive("micro_batches", micro_batches, integer=True)
     check_positive("passes", passes, integer=True)

@@ -31,13 +31,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..analytic.parallel import ALLREDUCES_PER_LAYER
 from ..models import ModelConfig
 from ..units import check_positive
 from .distributed import CommClock, check_world_size, launch, model_with_blocks, rank_device
 from .generate import generate, prompt_tensor
 from .model import MLP, Attention, Block, FeedForward, Transformer, check_model
-
-ALL_REDUCES_PER_LAYER = 2  # after attention's output projection and after the FFN's down
 
 
 @dataclass(frozen=True)
@@ -218,7 +217,7 @@ def run_tensor_parallel(model: Transformer, world_size: int, prompt, new_tokens:
                  backend=backend, threads=threads)
     splits = [_split(stamps, comm) for _, stamps, comm in run.results]
     out, stamps, comm = run.results[0]
-    calls = ALL_REDUCES_PER_LAYER * model.config.n_layers if world_size > 1 else 0
+    calls = ALLREDUCES_PER_LAYER * model.config.n_layers if world_size > 1 else 0
     return TensorParallelRun(out, world_size, run.threads, stamps[0], comm[0], splits[0],
                              tuple(splits), calls,
                              tokens.shape[0] * model.config.d_model * model.dtype.itemsize,
@@ -237,6 +236,6 @@ def _tensor_parallel_rank(rank: int, world_size: int, model: Transformer, tokens
     clock = CommClock(rank_device(rank, dist.get_backend()))
     shard = shard_model(model, rank, world_size, clock)
     generation = generate(shard, tokens.to(shard.device), new_tokens)
-    calls = ALL_REDUCES_PER_LAYER * len(shard.layers) if world_size > 1 else 0
+    calls = ALLREDUCES_PER_LAYER * len(shard.layers) if world_size > 1 else 0
     comm = [sum(clock.calls_s[i * calls:(i + 1) * calls]) for i in range(new_tokens)]
     return generation.tokens, generation.timestamps_s, comm
