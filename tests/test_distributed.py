@@ -80,6 +80,8 @@ def test_launch_refuses_bad_input():
         launch(_rank_and_sum, 2, backend="mpi")
     with pytest.raises(ValueError, match="start_method"):
         launch(_rank_and_sum, 2, start_method="fork")
+    with pytest.raises(ValueError, match="fn must be a module-level function"):
+        launch(lambda rank, world_size: rank, 2)
     assert set(OPS) >= {"all_reduce", "all_gather", "all_to_all"}
 
 

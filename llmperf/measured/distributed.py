@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import multiprocessing
 import socket
+import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -110,6 +112,17 @@ def check_world_size(world_size: int) -> None:
     check_positive("world_size", world_size, integer=True)
 
 
+def _check_importable(fn: Callable[..., Any]) -> None:
+    """ValueError unless the ranks can import fn by name: not a lambda, not a nested function,
+    not one defined in a notebook or at an interactive prompt (a __main__ without a file)."""
+    name = getattr(fn, "__qualname__", "")
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if not callable(fn) or "<" in name or (fn.__module__ == "__main__" and main_file is None):
+        raise ValueError(f"fn must be a module-level function of an importable module (each "
+                         f"rank imports it by name), got {fn!r}; in a notebook, put it in a "
+                         f".py file next to the notebook and import it from there")
+
+
 def _check_launch(world_size: int, backend: str, threads: int | None,
                   start_method: str | None) -> str:
     check_world_size(world_size)
@@ -136,6 +149,7 @@ def launch(fn: Callable[..., Any], world_size: int, args: tuple = (), *,
     With `model`, each rank gets its own copy first: fn(rank, world_size, model_copy, *args).
     Returns a `Launch` whose `results[r]` is what rank r returned (it must pickle).
     """
+    _check_importable(fn)
     method = _check_launch(world_size, backend, threads, start_method)
     check_positive("timeout_s", timeout_s)
     if threads is None and world_size >= 2:
@@ -147,8 +161,11 @@ def launch(fn: Callable[..., Any], world_size: int, args: tuple = (), *,
         spec = ModelFile.save(model, Path(folder)) if model is not None else None
         rank_args = (fn, world_size, args, spec, free_port(), backend, threads, timeout_s,
                      folder, start)
-        torch_mp.start_processes(_rank_main, rank_args, nprocs=world_size, join=True,
-                                 start_method=method)
+        try:
+            torch_mp.start_processes(_rank_main, rank_args, nprocs=world_size, join=True,
+                                     start_method=method)
+        except Exception as error:  # torch reports whichever failed rank it noticed first
+            raise _first_failure(Path(folder), error) from error
         outputs = [torch.load(Path(folder) / f"rank{r}.pt", weights_only=False)
                    for r in range(world_size)]
     joined = max(out["joined_at"] for out in outputs)
@@ -174,8 +191,25 @@ def _rank_main(rank: int, fn: Callable[..., Any], world_size: int, args: tuple,
         result = fn(rank, world_size, *head, *args)
         torch.save({"result": result, "joined_at": joined_at,
                     "threads": torch.get_num_threads()}, Path(folder) / f"rank{rank}.pt")
+    except BaseException:
+        failed = f"{time.perf_counter()!r}\n{traceback.format_exc()}"
+        (Path(folder) / f"rank{rank}.error").write_text(failed)
+        raise
     finally:
         dist.destroy_process_group()
+
+
+def _first_failure(folder: Path, error: Exception) -> Exception:
+    """The error of the rank that failed first: its peers then fail too (a connection reset
+    in the middle of a collective), and torch may report one of those instead."""
+    failures = []
+    for path in folder.glob("rank*.error"):
+        when, trace = path.read_text().split("\n", 1)
+        failures.append((float(when), path.stem.removeprefix("rank"), trace))
+    if not failures:
+        return error
+    _, rank, trace = min(failures)
+    return RuntimeError(f"rank {rank} failed first:\n{trace}")
 
 
 def _nothing(rank: int, world_size: int) -> None:
