@@ -4,20 +4,23 @@
 them into one process group (gloo on CPUs; NCCL when asked, one GPU per rank), calls
 `fn(rank, world_size, *args)` in each, and returns what each returned. It is an ordinary
 function, so a notebook cell can call it; `fn` must be a module-level function of an
-importable module (the children import it by name; a lambda or a notebook function fails).
+importable module (the children import it by name): a lambda, a nested function or one
+defined in the notebook itself is refused with a ValueError.
 
 - Rendezvous: TCP on 127.0.0.1, on a port free when the launch starts.
 - Start method: "forkserver" where the platform has it, else "spawn". Both start clean
   processes (no copy of the parent's threads); a fork server imports torch once, so after the
   first launch a new group starts in well under a second instead of paying torch's import
-  (about 1.5 s of CPU) in every process again. `start_method="spawn"` gives the other.
+  (about 1.5 s of CPU, and as much again for the first model built on the meta device) in
+  every process again. `start_method="spawn"` gives the other.
 - Threads: each rank runs `threads` intra-op threads; by default 1 when world_size >= 2, so
   ranks do not fight over a laptop's few cores, and torch's default for a single rank.
 - A model goes to the ranks as a file (`model=`): its weights are saved once in the launch's
   temporary folder and each rank maps them (torch.load(mmap=True)) into its own Transformer,
   instead of through shared memory, which containers often keep small.
 - Results come back as files in that folder (torch.save), whatever their size, and the group
-  is destroyed in every rank, also when `fn` raises (the parent then raises too).
+  is destroyed in every rank, also when `fn` raises; the parent then raises the error of the
+  rank that failed first.
 
 `CommClock` wraps the collectives a run makes and keeps how long each call took.
 """
