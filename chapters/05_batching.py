@@ -35,7 +35,9 @@
 #   {term}`TTFT` and {term}`TPOT` off them, and explain the prefill stall and
 #   {term}`chunked prefill`;
 # - measure a serving configuration by throughput, latency percentiles, SLO attainment
-#   and {term}`goodput`, and rank configurations on a throughput-latency plot.
+#   and {term}`goodput`, and rank configurations on a throughput-latency plot;
+# - explain what a ragged (varlen) batch, stop tokens and prefix caching change in a real
+#   engine, and measure each on this machine beside the simulator.
 # :::
 #
 # Notation follows chapter 4. New or used more heavily here:
@@ -984,15 +986,23 @@ assert 0.4 < best["L4"] / best["A10"] < 0.6
 # ## 5.8 The real engine on this machine
 #
 # The simulator's numbers come from a step-time model. `llmperf.measured.engine` runs the same
-# `Scheduler` on the reference model instead: each iteration prefills the admitted prompts
-# (or their chunks) one request at a time, then runs one decode step of every decoding
-# request together, each row at its own position in a KV cache preallocated for `max_batch`
-# sequences, and stamps the iteration with the wall clock. `Engine(...).run(requests)`
-# returns the simulator's `RunResult`, so everything above applies to it unchanged. The
-# requests here are small enough to keep the chapter quick: 24 of them, all at time 0,
+# `Scheduler` on the reference model instead, the way vLLM and nano-vllm do. Each iteration is
+# **one forward pass**: the admitted prompts (or their chunks) and one new token of every
+# decoding request are laid end to end as one ragged batch of tokens, each with its own
+# position, with no padding (`llmperf.measured.varlen.RaggedBatch`). The weights are read once
+# per iteration, whatever the mix. Inside attention, each request's queries read only its own
+# keys: a row of a contiguous KV cache, or its blocks in a paged one (chapter 6). After the
+# pass, every request that finished its prompt or decoded samples its next token. A request
+# ends at a stop token, or at its `output_tokens`, the most it may generate; the scheduler is
+# told when that happens and never needs a request's length in advance.
+#
+# `Engine(...).run(requests)` returns the simulator's `RunResult`, so everything above applies
+# to it unchanged. The requests here are small enough to keep the chapter quick: 24 of them,
 # prompts of 8 to 32 tokens and outputs exponential with mean 24 tokens, capped at 64, on
-# `ref-tiny`. Its matrices are so small that splitting each product over several CPU threads
-# costs more than it saves, so on a CPU the engine runs on one thread.
+# `ref-tiny`. They arrive either all at time 0 (heavy load) or as a Poisson process of 40 per
+# second (light load: the engine is often idle between arrivals). Its matrices are so small
+# that splitting each product over several CPU threads costs more than it saves, so on a CPU
+# the engine runs on one thread.
 
 # %% slideshow={"slide_type": "-"} tags=["nbval-ignore-output"]
 from llmperf.measured.engine import Engine
@@ -1000,68 +1010,86 @@ from llmperf.measured.engine import Engine
 if device == "cpu":
     torch.set_num_threads(1)
 tiny = Transformer(lp.get_model("ref-tiny"), device=device, dtype=tdtype, seed=0)
-engine_requests = sv.workload(24, sv.Uniform(8, 32), sv.Exponential(24, 64), seed=3)
+loads = {"heavy": sv.workload(24, sv.Uniform(8, 32), sv.Exponential(24, 64), seed=3),
+         "light": sv.workload(24, sv.Uniform(8, 32), sv.Exponential(24, 64), rate_per_s=40,
+                              seed=3)}
+engine_requests = loads["heavy"]
+policies = {"static": {}, "continuous": {}, "chunked": dict(token_budget=16)}
 Engine(tiny, max_batch=4).run(engine_requests[:4])  # warm-up: first calls allocate
-engine_runs, samples = {}, []  # engine_runs[policy]: five runs, fastest first
+engine_runs, samples = {}, []  # engine_runs[load, policy]: three runs, fastest first
 with watch_load() as load:
-    for policy in ("static", "continuous"):
-        runs = []
-        for _ in range(5):
-            engine = Engine(tiny, max_batch=8, policy=policy)
-            runs.append(engine.run(engine_requests))
-            samples += engine.step_samples
-        engine_runs[policy] = sorted(runs, key=lambda r: r.makespan_s)
-median_run = {p: runs[2] for p, runs in engine_runs.items()}  # by makespan
-iterations = {p: {len(r.iterations) for r in runs} for p, runs in engine_runs.items()}
-assert all(len(n) == 1 for n in iterations.values())  # every request at time 0: no clock in it
+    for _ in range(3):  # rounds: a busy moment hits every configuration alike
+        for name, requests in loads.items():
+            for policy, extra in policies.items():
+                engine = Engine(tiny, max_batch=8, policy=policy, **extra)
+                engine_runs.setdefault((name, policy), []).append(engine.run(requests))
+                samples += engine.step_samples
+median_run = {key: sorted(runs, key=lambda r: r.makespan_s)[1]
+              for key, runs in engine_runs.items()}
+iterations = {p: {len(r.iterations) for r in engine_runs["heavy", p]} for p in policies}
+assert all(len(n) == 1 for n in iterations.values())  # all at time 0: no clock in the schedule
 assert min(iterations["continuous"]) < min(iterations["static"])
-try:
-    fitted = sv.fit_linear_step_time(samples)
-except ValueError:  # a noisy run can make the KV coefficient negative: fit without it
-    design = np.array([(1.0, tokens) for tokens, _, _ in samples])
-    (base, per_token), *_ = np.linalg.lstsq(design, [t for *_, t in samples], rcond=None)
-    fitted = sv.LinearStepTime(max(base, 0.0), max(per_token, 0.0), 0.0)
-predicted_runs = {p: sv.simulate(engine_requests, p, max_batch=8, step_time=fitted)
-                  for p in engine_runs}
+
+
+def fit_step_time(samples):
+    """The linear step time fitted to (tokens, KV tokens, seconds) samples; when noise makes
+    the KV coefficient negative, the fit without it."""
+    try:
+        return sv.fit_linear_step_time(samples)
+    except ValueError:
+        design = np.array([(1.0, tokens) for tokens, _, _ in samples])
+        (base, per_token), *_ = np.linalg.lstsq(design, [t for *_, t in samples], rcond=None)
+        return sv.LinearStepTime(max(base, 0.0), max(per_token, 0.0), 0.0)
+
+
+fitted = fit_step_time(samples)
+predicted_runs = {(name, p): sv.simulate(loads[name], p, max_batch=8, step_time=fitted, **extra)
+                  for name in loads for p, extra in policies.items()}
 print(f"fitted step time: {lp.format_seconds(fitted.base_s)} per iteration + "
       f"{lp.format_seconds(fitted.per_token_s)} per token + "
       f"{lp.format_seconds(fitted.per_kv_token_s)} per KV token read")
-display(lp.Table(["policy", "iterations", "measured makespan", "five runs", "predicted makespan",
-                  "measured median TTFT", "predicted median TTFT"],
-                 [(p, len(r.iterations), r.makespan_s,
-                   " to ".join(lp.format_seconds(x.makespan_s) for x in (engine_runs[p][0],
-                                                                         engine_runs[p][-1])),
-                   predicted_runs[p].makespan_s, r.percentile("ttft_s", 50),
-                   predicted_runs[p].percentile("ttft_s", 50)) for p, r in median_run.items()],
-                 title=f"ref-tiny on {device}: the engine (median of five runs), and the simulator "
-                       "with its fitted step time",
-                 formats={"measured makespan": lp.format_seconds,
-                          "predicted makespan": lp.format_seconds,
+
+
+gaps = {key: (predicted_runs[key].makespan_s / r.makespan_s - 1,
+               predicted_runs[key].percentile("ttft_s", 50) / r.percentile("ttft_s", 50) - 1)
+        for key, r in median_run.items()}
+refit_rows = [(name, p, len(r.iterations), r.makespan_s, predicted_runs[name, p].makespan_s,
+               gaps[name, p][0], r.percentile("ttft_s", 50),
+               predicted_runs[name, p].percentile("ttft_s", 50), gaps[name, p][1])
+              for (name, p), r in median_run.items()]
+display(lp.Table(["load", "policy", "iterations", "measured makespan", "predicted", "off by",
+                  "measured median TTFT", "predicted ", "off by "], refit_rows,
+                 title=f"ref-tiny on {device}: the engine (median of three runs), and the "
+                       "simulator with the step time fitted to it",
+                 formats={"measured makespan": lp.format_seconds, "predicted": lp.format_seconds,
                           "measured median TTFT": lp.format_seconds,
-                          "predicted median TTFT": lp.format_seconds}))
-ttft = {p: r.percentile("ttft_s", 50) for p, r in median_run.items()}
-print(f"median TTFT, continuous against static: x{ttft['continuous'] / ttft['static']:.2f} "
-      f"(the simulator: x{predicted_runs['continuous'].percentile('ttft_s', 50) / predicted_runs['static'].percentile('ttft_s', 50):.2f})")
-for p, r in median_run.items():
-    print(f"{p}: the simulator's makespan is {predicted_runs[p].makespan_s / r.makespan_s - 1:+.0%} "
-          f"off the measured one, its median TTFT "
-          f"{predicted_runs[p].percentile('ttft_s', 50) / r.percentile('ttft_s', 50) - 1:+.0%}")
+                          "predicted ": lp.format_seconds, "off by": "+.0%", "off by ": "+.0%"}))
+heavy_ttft = {p: median_run["heavy", p].percentile("ttft_s", 50) for p in policies}
+print(f"heavy load, median TTFT, continuous against static: "
+      f"x{heavy_ttft['continuous'] / heavy_ttft['static']:.2f} (the simulator: "
+      f"x{predicted_runs['heavy', 'continuous'].percentile('ttft_s', 50) / predicted_runs['heavy', 'static'].percentile('ttft_s', 50):.2f})")
+worst = max(abs(g) for pair in gaps.values() for g in pair)
+print(f"largest gap between simulator and engine: {worst:.0%}")
 print(load.note())
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
 # The engine runs, on your machine, what the simulator ran. Continuous batching needs fewer
-# iterations than static batching for the same tokens (the iterations column, the same in
-# every run: the scheduler's decisions do not depend on the clock when every request arrives
-# at once). In section 5.4's simulation it also gave the shorter median TTFT, because the
-# requests of later groups do not wait for the longest request of the group before them; the
-# first line under the table sets the factor measured here beside the one the simulator
-# predicts with the fitted step time. The step time fitted to the engine's own iterations
-# has a fixed cost per iteration, a cost per token and a cost per KV token read, by least
-# squares over all ten runs. The simulator, run with it, predicts the makespan and the median
-# TTFT of both policies; the lines under the table print how far off it is. Tens of percent
-# is the most to expect from a model this simple; a wider gap means the iterations' cost is
-# not linear in those three terms on this machine (a cache boundary, a thread pool waking up,
-# another program's load, which the note says whether there was).
+# iterations than static batching for the same tokens at heavy load (the iterations column,
+# the same in every run: the scheduler's decisions do not depend on the clock when every
+# request arrives at once). The line under the table sets the median TTFT factor measured
+# here beside the one the simulator predicts. The step time fitted to the engine's own
+# iterations has a fixed cost per iteration, a cost per token and a cost per KV token read,
+# by least squares over all eighteen runs. Because an iteration is one forward pass, those
+# three terms are what it costs; an engine that ran each prompt chunk as a pass of its own
+# would pay the fixed cost once per chunk, which no per-iteration model can follow. The
+# simulator, run with the fitted step time, predicts the makespan and the median TTFT of
+# every policy at both loads, and the table says how far off it is. Look at the last
+# printed line: within about 25 percent is what to expect from a model this simple. A wider
+# gap means the iterations' cost is not linear in those three terms on this machine (a cache
+# boundary, a thread pool waking up, another program's load, which the note says whether
+# there was). At light load, a median TTFT of a few milliseconds moves by a large fraction
+# when a request lands in the middle of an iteration instead of at its start, so the light
+# rows' TTFT gap is the noisiest.
 #
 # The same engine fills a leaderboard of its own: configurations of the reference model
 # ranked by measured throughput, with measured TTFT and TPOT percentiles. Each configuration
@@ -1116,6 +1144,288 @@ plt.show()
 # batch limit; look whether yours do. Where a step's fixed cost dominates, as for a tiny model
 # on a CPU, larger batches cost almost no TPOT and the front is nearly flat in latency. The
 # table's range of five runs says how far each point could move on a rerun.
+
+# %% [markdown] slideshow={"slide_type": "slide"}
+# ## 5.9 What a decode step reads: padded against ragged
+#
+# A simple batched engine lays a decode step out as a rectangle: $B$ rows of one token, each
+# row reading as many keys as the longest context in the batch, the shorter rows' extra keys
+# masked. Four requests, one with a 200-token prompt and three with 4: every step reads
+# $4 \times 201$ keys, while the requests hold 216. The scheduler's own count, the one the
+# simulator's step time and the memory fit use, is 216, and so is what the engine's ragged
+# step reads: each request attends to its own context only, so the step reads
+# $\sum_i N_i$ keys instead of $B \max_i N_i$. The waste of the rectangle grows with the
+# spread of the contexts, which continuous batching makes the normal case: requests join at
+# every iteration, so the batch always mixes old and new ones. Below, a batch of 16 requests
+# of Llama 2 7B whose contexts fall evenly from 2,048 tokens down to $2048(1 - s)$ for a
+# spread $s$, and the same for a batch with one 2,048-token request among short ones.
+
+# %% slideshow={"slide_type": "-"}
+def spread_contexts(batch, longest, spread):
+    """Contexts falling evenly from `longest` to longest * (1 - spread), at least 1."""
+    return [max(1, round(longest * (1 - spread * i / (batch - 1)))) for i in range(batch)]
+
+
+kv_per_token = llama.kv_bytes_per_token("fp16")
+spreads = np.linspace(0, 1, 21)
+padded_gb = [16 * 2048 * kv_per_token / 1e9 for _ in spreads]
+ragged_gb = [sum(spread_contexts(16, 2048, s)) * kv_per_token / 1e9 for s in spreads]
+one_long_gb = [(2048 + 15 * max(1, round(2048 * (1 - s)))) * kv_per_token / 1e9 for s in spreads]
+ax = new_axes("KV bytes one decode step reads (Llama 2 7B, fp16, 16 requests)",
+              "spread of the contexts s (shortest = 2,048 (1 - s) tokens)", "KV read per step (GB)")
+ax.plot(spreads, padded_gb, "-", label="padded to the longest (both batches)")
+ax.plot(spreads, ragged_gb, "-", label="ragged, contexts falling evenly")
+ax.plot(spreads, one_long_gb, "--", label="ragged, one long and 15 short")
+ax.set_ylim(0, None)
+legend_below(ax)
+plt.show()
+
+# %% slideshow={"slide_type": "skip"} tags=["hide-cell"]
+# The figure's numbers in the prose below, from the library.
+assert round(padded_gb[0], 1) == 17.2 and round(llama.param_count() * 2 / 1e9, 1) == 13.5
+assert abs(ragged_gb[-1] / padded_gb[-1] - 0.5) < 0.05 and one_long_gb[-1] / padded_gb[-1] < 0.07
+
+# %% [markdown] slideshow={"slide_type": "-"}
+# **Figure 10.** The KV bytes one decode step reads, from `ModelConfig.kv_bytes_per_token`: the
+# padded step reads $16 \times 2048$ tokens' worth (17.2 GB) whatever the spread, the ragged
+# one only what the requests hold, half of it when contexts fall evenly to nothing, and one
+# sixteenth when one long request sits among very short ones. Decode is memory bound, so on
+# a GPU those bytes are time (section 5.1), beside the weights' 13.5 GB read once per step.
+#
+# *Measured on this machine.* `llmperf.measured.decode_layouts.compare_decode_layouts` runs
+# one decode step of `ref-small` both ways on the same cache, in alternating rounds: padded
+# (`KVCache.slots`, the model's batched path) and ragged (`RaggedBatch`, the engine's), for 16
+# requests of at most 1,024 tokens.
+
+# %% slideshow={"slide_type": "-"} tags=["nbval-ignore-output"]
+from llmperf.measured.decode_layouts import compare_decode_layouts
+
+small = Transformer(lp.get_model("ref-small"), device=device, dtype=tdtype, max_seq_len=1024)
+layout_cases = {"equal (s = 0)": spread_contexts(16, 1024, 0.0),
+                "falling evenly to 32": spread_contexts(16, 1024, 1 - 32 / 1024),
+                "one long, 15 of 32": [1024] + [32] * 15}
+with watch_load() as load:
+    layouts = {name: compare_decode_layouts(small, contexts, repeat=5, rounds=3)
+               for name, contexts in layout_cases.items()}
+display(lp.Table(["contexts", "KV read, padded", "KV read, ragged", "step, padded",
+                  "step, ragged", "padded / ragged time"],
+                 [(name, r.padded_kv_bytes, r.ragged_kv_bytes, r.padded_s, r.ragged_s,
+                   r.padded_s / r.ragged_s) for name, r in layouts.items()],
+                 title=f"ref-small on {device}: one decode step of 16 requests (median of "
+                       "three rounds)",
+                 formats={"KV read, padded": lp.format_bytes, "KV read, ragged": lp.format_bytes,
+                          "step, padded": lp.format_seconds, "step, ragged": lp.format_seconds,
+                          "padded / ragged time": ".2f"}))
+print(load.note())
+
+# %% [markdown] slideshow={"slide_type": "-"}
+# Read the last column against the bytes. With equal contexts the two layouts read the same
+# keys, and the ragged step pays for running each request's attention as a call of its own
+# (a Python loop over requests on the CPU, where PyTorch ships no varlen attention kernel),
+# so expect it level or a little slower. The more the contexts differ, the more the padded
+# step reads keys it then masks, and the ragged one should pull ahead, most with one long
+# request among short ones. How far depends on how large attention's share of the step is:
+# `ref-small`'s weights are small beside these contexts' keys, which is the case the figure
+# shows for long contexts on a GPU. On a GPU, FlashAttention's varlen kernel and vLLM's paged
+# attention run all requests in one launch, so the ragged step pays no per-request overhead.
+
+# %% [markdown] slideshow={"slide_type": "slide"}
+# ## 5.10 Lengths a server does not know
+#
+# Every simulation so far knew each request's output length when it arrived. A server does
+# not: a request ends when the model draws an end-of-sequence token, or at the `max_tokens`
+# cap its client set. The engine works that way: `Engine(..., stop_tokens={ids})` ends a
+# request at its first stop token (kept as its last output token) or at its
+# `output_tokens`, now a cap, and tells the scheduler in that iteration. Below, eight
+# requests with a cap of 24 tokens and one stop token, chosen as the token request 0 draws
+# third, run through the engine and alone: each stops where generating it alone first draws
+# that token.
+
+# %% slideshow={"slide_type": "-"}
+from llmperf.measured.generate import generate
+
+stop_requests = sv.workload(8, sv.Uniform(8, 32), sv.Fixed(24), seed=5)
+stop_prompts = [torch.randint(0, tiny.config.vocab_size, (r.prompt_tokens,),
+                              generator=torch.Generator().manual_seed(i)).tolist()
+                for i, r in enumerate(stop_requests)]
+alone = [generate(tiny, p, 24).tokens[0].tolist() for p in stop_prompts]
+stop_token = alone[0][2]
+stopper = Engine(tiny, max_batch=4, stop_tokens={stop_token})
+stop_run = stopper.run(stop_requests, stop_prompts)
+for out, full in zip(stopper.outputs, alone):  # a prefix of the capped tokens, ending at the stop
+    assert out == (full[:full.index(stop_token) + 1] if stop_token in full else full)
+lp.Table(["request", "cap (tokens)", "generated", "ended by"],
+         [(i, r.output_tokens, res.generated_tokens,
+           "stop token" if stopper.outputs[i][-1] == stop_token else "cap")
+          for i, (r, res) in enumerate(zip(stop_requests, stop_run.requests))],
+         title=f"ref-tiny, stop token {stop_token}: tokens generated against the cap")
+
+# %% [markdown] slideshow={"slide_type": "subslide"}
+# Not knowing lengths costs memory when memory is reserved per request. A server that
+# reserves must reserve what a request *may* need: its prompt and its cap, or, as the engine's
+# contiguous cache does, a whole slot as long as the context window. The simulator still
+# knows the true lengths (it is a study tool), so it can put a price on not knowing them.
+# Section 5.5's chat requests on the A10 at 1.5 requests per second, continuous batching with
+# up to 16 requests, under three memory policies: reservation of the true length (the oracle
+# of section 5.5), reservation of Llama 2's whole 4,096-token context (what a server that
+# knows nothing else must hold), and paged memory, which takes blocks as tokens arrive and
+# needs no length at all ([chapter 6](06_memory.ipynb)).
+
+# %% slideshow={"slide_type": "-"}
+unknown_requests = sv.chat_workload(300, rate_per_s=1.5, seed=0)
+memories = {"reserve the true length (oracle)": {},
+            "reserve the 4,096-token context": dict(reserve_tokens=llama.max_seq_len),
+            "paged (no length needed)": dict(kv_memory="paged")}
+unknown_runs = {name: sv.simulate(unknown_requests, "continuous", max_batch=16,
+                                  step_time=a10_steps, kv_capacity_tokens=a10_kv, **kw)
+                for name, kw in memories.items()}
+lp.Table(["KV memory", "requests in flight (mean)", "output tokens/s", "median TTFT",
+          "SLO attainment"],
+         [(name, r.mean_in_flight, r.throughput_tok_s, r.percentile("ttft_s", 50),
+           r.slo_attainment(TTFT_SLO, TPOT_SLO)) for name, r in unknown_runs.items()],
+         title="Llama 2 7B on an A10, chat requests at 1.5/s, continuous B = 16 (simulated)",
+         formats={"requests in flight (mean)": ".1f", "output tokens/s": ",.0f",
+                  "median TTFT": lp.format_seconds, "SLO attainment": ".0%"})
+
+# %% slideshow={"slide_type": "skip"} tags=["hide-cell"]
+# The prose below: reserving the context admits far fewer requests and misses the SLOs;
+# paging matches the oracle without knowing any length.
+_oracle, _context, _paged = unknown_runs.values()
+assert _context.mean_in_flight < 0.5 * _oracle.mean_in_flight
+assert _context.slo_attainment(TTFT_SLO, TPOT_SLO) < 0.5 * _oracle.slo_attainment(TTFT_SLO, TPOT_SLO)
+assert abs(_paged.throughput_tok_s / _oracle.throughput_tok_s - 1) < 0.05
+
+# %% [markdown] slideshow={"slide_type": "-"}
+# The context-sized reservation holds a few requests where the oracle holds about ten, so
+# queues build and TTFT grows by orders of magnitude: the whole 4,096-token slot is held by
+# requests that use a few hundred tokens of it. Paged memory serves as if it knew every
+# length. That is the case for paging, and chapter 6 takes it apart.
+
+# %% [markdown] slideshow={"slide_type": "slide"}
+# ## 5.11 Prefix caching
+#
+# Many requests begin alike: a system prompt shared by every request of an application, or
+# the earlier turns of a conversation, sent again with each new turn. Their keys and values
+# are the same, because a token's K and V depend only on the tokens before it. *Automatic
+# prefix caching* (vLLM's name for it) keeps them: with paged memory, each full block of a
+# prompt is identified by its tokens and everything before them; a new request reuses the
+# cached blocks of its longest cached prefix and prefills only the rest. Blocks of finished
+# requests stay cached until memory is needed, and then the least recently used go first.
+# `Engine(..., kv_memory="paged", prefix_caching=True)` does it on the model, and
+# `sv.simulate(..., kv_memory="paged", prefix_caching=True)` with the same policy in the
+# simulator (both from the same `llmperf.serving.memory.PagedMemory`). The hit rate is the
+# share of prompt tokens served from the cache.
+#
+# *Predict first.* Twenty-four requests share a system prompt of $S$ tokens and add 8 to 32
+# tokens of their own. With the cache, what share of prompt tokens is computed, and how does
+# TTFT change as $S$ grows?
+#
+# *Measured.* The engine serves them as a Poisson stream of 100 per second, with and without
+# the cache, for four system prompts; the simulator runs the same requests with a step time
+# fitted to the iterations of these runs and of section 5.8's.
+
+# %% slideshow={"slide_type": "-"} tags=["nbval-ignore-output"]
+system_sizes = (32, 96, 192, 288)
+prefix_loads = {s: sv.shared_prefix_workload(24, s, sv.Uniform(8, 32), sv.Fixed(8),
+                                             rate_per_s=100, seed=4,
+                                             vocab_size=tiny.config.vocab_size)
+                for s in system_sizes}
+prefix_runs, prefix_samples = {}, []
+with watch_load() as load:
+    for _ in range(3):
+        for s, requests in prefix_loads.items():
+            for cached in (False, True):
+                engine = Engine(tiny, max_batch=8, kv_memory="paged", prefix_caching=cached)
+                prefix_runs.setdefault((s, cached), []).append(engine.run(requests))
+                prefix_samples += engine.step_samples
+prefix_fit = fit_step_time(samples + prefix_samples)
+prefix_median = {key: sorted(runs, key=lambda r: r.percentile("ttft_s", 50))[1]
+                 for key, runs in prefix_runs.items()}
+prefix_sim = {(s, cached): sv.simulate(prefix_loads[s], "continuous", max_batch=8,
+                                       step_time=prefix_fit, kv_memory="paged",
+                                       prefix_caching=cached)
+              for s, cached in prefix_median}
+display(lp.Table(["system prompt", "cache", "hit rate", "prompt tokens computed",
+                  "median TTFT, engine", "simulator", "hit rate, simulator"],
+                 [(s, "on" if cached else "off", r.prefix_hit_rate,
+                   r.prompt_tokens - r.cached_prompt_tokens, r.percentile("ttft_s", 50),
+                   prefix_sim[s, cached].percentile("ttft_s", 50),
+                   prefix_sim[s, cached].prefix_hit_rate)
+                  for (s, cached), r in prefix_median.items()],
+                 title=f"ref-tiny on {device}: a shared system prompt, 24 requests at 100/s "
+                       "(median of three runs)",
+                 formats={"hit rate": ".0%", "prompt tokens computed": ",d",
+                          "median TTFT, engine": lp.format_seconds,
+                          "simulator": lp.format_seconds, "hit rate, simulator": ".0%"}))
+print(f"fitted step time: {lp.format_seconds(prefix_fit.base_s)} + "
+      f"{lp.format_seconds(prefix_fit.per_token_s)} per token + "
+      f"{lp.format_seconds(prefix_fit.per_kv_token_s)} per KV token")
+print(load.note())
+
+# %% slideshow={"slide_type": "skip"} tags=["hide-cell"]
+# The prose: the engine and the simulator find the same hits (the same policy), and the hit
+# rate grows with the shared share of the prompt.
+for key, r in prefix_median.items():
+    assert r.prefix_hit_rate == prefix_sim[key].prefix_hit_rate
+_hits = [prefix_median[s, True].prefix_hit_rate for s in system_sizes]
+assert _hits == sorted(_hits) and _hits[0] > 0.4
+
+# %% slideshow={"slide_type": "fragment"}
+ax = new_axes(f"Median TTFT against the prefix cache's hit rate (ref-tiny, {device})",
+              "hit rate (prompt tokens served from the cache)", "median TTFT (ms)")
+for cached, marker in ((False, "o"), (True, "s")):
+    label = "cache on" if cached else "cache off"
+    hits = [prefix_median[s, cached].prefix_hit_rate for s in system_sizes]
+    ax.plot(hits, [prefix_median[s, cached].percentile("ttft_s", 50) * 1e3 for s in system_sizes],
+            marker, color="C0" if cached else "C1", ls="", markersize=8,
+            label=f"engine, {label}")
+    ax.plot(hits, [prefix_sim[s, cached].percentile("ttft_s", 50) * 1e3 for s in system_sizes],
+            marker, color="C0" if cached else "C1", ls="", markersize=8, fillstyle="none",
+            label=f"simulator, {label}")
+for s in system_sizes:
+    ax.annotate(f"S={s}", (prefix_median[s, True].prefix_hit_rate,
+                           prefix_median[s, True].percentile("ttft_s", 50) * 1e3),
+                textcoords="offset points", xytext=(4, 4), fontsize=9)
+legend_below(ax, ncol=2)
+plt.show()
+
+# %% [markdown] slideshow={"slide_type": "-"}
+# **Figure 11.** Median TTFT of the engine (filled) and of the simulator (hollow), without the
+# cache (all at hit rate 0, one point per system prompt) and with it. Without the cache, TTFT
+# grows with the system prompt, which every request computes again; with it, the system
+# prompt is computed once and each later request prefills only its own part, so TTFT stays
+# nearly flat while the hit rate climbs toward $S/(S + \bar u)$ for a mean user part
+# $\bar u$. The engine and the simulator find exactly the same hits, since they share the
+# memory policy (the cell above checks); how close their TTFTs are depends on how well the
+# fitted step time prices a prefill on this machine. The first requests find nothing cached:
+# a block is cached only once its keys are computed, so requests that arrive together all
+# compute the prefix, which is why the hit rate stays a little below the formula.
+#
+# The simulator carries this to a workload the engine cannot run here: conversations of four
+# turns, each turn sending the whole conversation so far, with a 300-token system prompt,
+# Llama 2 7B on the A10.
+
+# %% slideshow={"slide_type": "-"}
+conversations = sv.multi_turn_workload(40, 4, sv.LogNormal(100, 1.0, 1024),
+                                       sv.LogNormal(200, 1.0, 1024), think_s=60,
+                                       rate_per_s=0.5, system_tokens=300, seed=0)
+turn_runs = {cached: sv.simulate(conversations, "continuous", max_batch=16,
+                                 step_time=a10_steps, kv_capacity_tokens=a10_kv,
+                                 kv_memory="paged", prefix_caching=cached)
+             for cached in (False, True)}
+lp.Table(["prefix cache", "hit rate", "prompt tokens computed", "median TTFT", "p90 TTFT"],
+         [("on" if cached else "off", r.prefix_hit_rate, r.prompt_tokens - r.cached_prompt_tokens,
+           r.percentile("ttft_s", 50), r.percentile("ttft_s", 90))
+          for cached, r in turn_runs.items()],
+         title="Llama 2 7B on an A10: 40 conversations of 4 turns (simulated)",
+         formats={"hit rate": ".0%", "prompt tokens computed": ",d",
+                  "median TTFT": lp.format_seconds, "p90 TTFT": lp.format_seconds})
+
+# %% [markdown] slideshow={"slide_type": "-"}
+# Later turns find the earlier turns' prompts cached (the replies themselves are not cached
+# here: the simulator has no output token ids, so only prompt blocks are kept), so the
+# prompt tokens computed fall by the hit rate and TTFT with them. On a GPU, where a long
+# prefill is compute bound, that saving is the whole prefill of the shared part.
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## Worked problems
@@ -1223,8 +1533,16 @@ assert lp.max_batch_size("llama-2-13b", "A100 SXM 80GB", 2048, reserved_bytes=2 
 #   decodes behind a newcomer's prefill; chunked prefill bounds the stall.
 # - TTFT and TPOT limits turn throughput into goodput; a configuration is a point on a
 #   throughput-latency plane, and the useful ones lie on its Pareto front.
-# - The engine runs the same scheduler on a real model on your machine; a step time fitted to
-#   its iterations lets the simulator predict its runs, and the chapter prints how closely.
+# - The engine runs the same scheduler on a real model on your machine, each iteration as one
+#   forward pass over a ragged batch of every prompt chunk and decode token; a step time
+#   fitted to its iterations lets the simulator predict its runs at light and heavy load, and
+#   the chapter prints how closely.
+# - A padded decode step reads $B \max_i N_i$ keys, a ragged one $\sum_i N_i$: the
+#   difference grows with the spread of the contexts, which continuous batching makes normal.
+# - A server does not know output lengths: requests end at a stop token or a cap. Reserving
+#   memory for what a request may need costs most of the batch; paging needs no length.
+# - Prefix caching reuses the KV blocks of a shared prompt prefix, so only the rest is
+#   prefilled: prompt tokens computed fall by the hit rate, and TTFT with them.
 # - The published 23x combines scheduling, paged memory and kernels against a slow baseline;
 #   scheduling alone, in simulation at the roofline, gives several times, growing with the
 #   variance of output lengths.

@@ -227,9 +227,15 @@ lp.Table(["request", "tokens", "block table", "empty slots in its last block"],
 # %% [markdown] slideshow={"slide_type": "-"}
 # C's table is `[4, 5, 2]`: its third block is the one B gave back, wherever it lies. The
 # attention kernel must then read each request's keys through its table, block by block, and
-# that indirection is what PagedAttention adds to the kernel. Our engine does the same with
-# one gather per layer (`llmperf.measured.cache.PagedKVCache`): the model's attention calls the
-# cache's `update(layer, start, k, v)` as before and receives the request's keys in order.
+# that indirection is what PagedAttention adds to the kernel. Our engine runs each iteration
+# as one ragged forward pass (`llmperf.measured.varlen.RaggedBatch`, chapter 5): every
+# request's new keys and values are written into the slots its table names, and its queries
+# read its own blocks only, never another request's and never padded to the longest one.
+# PyTorch ships no paged-attention kernel for the CPU, so the plain version reads a request's
+# blocks in place when they lie one after another in the pool and otherwise gathers them
+# into a new tensor, once per layer (a copy of its own context); `decode="compiled"` lets
+# `torch.compile` fuse that gather into the attention's loops, which then read the blocks in
+# place, as a paged-attention kernel does.
 #
 # How large is the waste? On average half a block per request, $(s-1)/2$ slots, whatever the
 # request's length: for blocks of 16 and the chat requests, whose mean length is about 500
@@ -347,6 +353,15 @@ lp.Table(["system prompt (tokens)", "blocks, each its own copy", "blocks, prefix
          formats={"memory saved": ".1%"})
 
 # %% [markdown] slideshow={"slide_type": "-"}
+# The same blocks serve requests that arrive at different times, too: with *automatic prefix
+# caching* (`Engine(..., kv_memory="paged", prefix_caching=True)` and
+# `sv.simulate(..., prefix_caching=True)`), a full prompt block is looked up by its tokens and
+# everything before them, a new request reuses the cached blocks of its longest cached prefix
+# and computes only the rest, and finished requests' blocks stay cached until memory is needed,
+# evicted least recently used first. That saves compute (the shared part's prefill) as well as
+# memory; [chapter 5](05_batching.ipynb) (section 5.11) measures it on the engine beside the
+# simulator.
+#
 # *Measured:* `llmperf.measured.generate.parallel_samples` samples four continuations of one prompt
 # together on the trained target, once with the prompt's blocks shared and once without,
 # counting the blocks the allocator held at the peak (the tests check that each sample's
@@ -479,12 +494,14 @@ assert _preempted["paged int8, same bytes"] == 0 and 3.8 < int8_slots / 2048 < 4
 # and the int8 cache, with nearly four times the slots, more still without preempting. Whether
 # that raises the throughput depends on the machine: on a GPU, where a step's time is set by
 # the bytes of weights it reads, it should, as simulated; on a CPU, this small model's step
-# grows with every request it holds, and the engine's paged cache gathers every request's keys
-# into a new tensor at every layer (a paged attention kernel reads the blocks in place), so
-# expect a gain far smaller than the simulator's, which a busy moment can hide (the note under
-# the table says whether the machine was quiet). The benchmark `benchmarks/paged_kv.py`
-# repeats this comparison with medians of interleaved runs, and also compares peak memory at
-# an equal batch.
+# grows with every request it holds, and the engine's paged cache copies a request's
+# scattered blocks into a new tensor at every layer (a paged-attention kernel reads them in
+# place), so expect a gain far smaller than the simulator's, which a busy moment can hide (the
+# note under the table says whether the machine was quiet). The benchmark
+# `benchmarks/paged_kv.py` repeats this comparison with medians of interleaved runs, compares
+# peak memory at an equal batch, and prices paging itself: one ragged batch run over a
+# contiguous cache, over a paged one whose blocks lie in order, over one whose blocks are
+# interleaved (the plain gather), and over the same with the compiled decode.
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
 # ### 6.1.6 Smaller KV per token

@@ -37,6 +37,8 @@ KV_SCALE_DTYPE = torch.float16  # one scale per token, head, and K or V
 class PagedKVCache:
     """A pool of KV blocks for `model`, shared by the sequences of `allocator`'s tables."""
 
+    layout = "paged"  # how a RaggedBatch finds a token's slot: through the block tables
+
     def __init__(self, model: Transformer, allocator: BlockAllocator,
                  kv_dtype: str | None = None) -> None:
         check_model(model)
@@ -171,6 +173,8 @@ class KVCache:
     k and v have shape (layers, batch, kv_heads, max_seq_len, d_head), in the model's
     dtype and on its device.
     """
+
+    layout = "rows"  # how a RaggedBatch finds a token's slot: row seq, its position
 
     def __init__(self, model: Transformer, batch: int = 1, max_seq_len: int | None = None) -> None:
         check_model(model)

@@ -40,15 +40,22 @@ import math
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 
 from ..serving.paging import blocks_needed
 from .quant import dequantize_groups, quantize_groups
 
-if TYPE_CHECKING:
-    from .cache import KVCache, PagedKVCache
+
+class KVStore(Protocol):
+    """A `llmperf.measured.cache.KVCache` (layout "rows") or `PagedKVCache` ("paged"), named
+    by what this module reads of them, since the caches import the model, which imports
+    this module."""
+
+    layout: str
+    k: torch.Tensor
+    v: torch.Tensor
 
 # per_piece: each decode piece attends alone (eager, read as `context` says); compiled: all
 # decode pieces in one compiled gather-and-attend that reads their keys in place
@@ -107,15 +114,16 @@ class RaggedBatch:
     the batch index of each piece's last token (whose logits pick its next token).
     """
 
-    def __init__(self, cache: PagedKVCache | KVCache, pieces: Sequence[tuple[int, int, int]],
+    def __init__(self, cache: KVStore, pieces: Sequence[tuple[int, int, int]],
                  decode: str = "per_piece") -> None:
-        from .cache import KVCache, PagedKVCache  # here: cache imports the model, which imports us
-
         if decode not in DECODE_KERNELS:
             raise ValueError(f"decode must be one of {DECODE_KERNELS}, got {decode!r}")
         self.pieces = _pieces(pieces)
-        self.cache, self.paged = cache, isinstance(cache, PagedKVCache)
-        if not self.paged and not isinstance(cache, KVCache):
+        # the store's own `layout` says which it is (no import of the caches: they import
+        # the model, which imports this module)
+        layout = getattr(cache, "layout", None)
+        self.cache, self.paged = cache, layout == "paged"
+        if layout not in ("paged", "rows"):
             raise ValueError("cache must be a llmperf.measured.cache.PagedKVCache or KVCache, "
                              f"got {type(cache).__name__}")
         device = cache.k.device
@@ -133,7 +141,7 @@ class RaggedBatch:
         self.one_by_one = [i for i in range(len(self.pieces)) if i not in set(fused)]
         self.fused = _FusedDecode(self, fused) if fused else None
 
-    def _index_pool(self, cache: PagedKVCache) -> None:
+    def _index_pool(self, cache: KVStore) -> None:
         """Pool slots of the new tokens, and each piece's blocks (a slice if consecutive)."""
         s, alloc = cache.block_size, cache.allocator
         write, self.reads = [], []
@@ -150,7 +158,7 @@ class RaggedBatch:
                               else torch.tensor(table, device=cache.k.device))
         self.write_slots = torch.tensor(write, device=cache.k.device)
 
-    def _index_rows(self, cache: KVCache) -> None:
+    def _index_rows(self, cache: KVStore) -> None:
         """Row and position of each new token in a cache with one row per sequence."""
         for p in self.pieces:
             if not 0 <= p.seq < cache.batch:
