@@ -1032,14 +1032,15 @@ assert min(iterations["continuous"]) < min(iterations["static"])
 
 
 def fit_step_time(samples):
-    """The linear step time fitted to (tokens, KV tokens, seconds) samples; when noise makes
-    the KV coefficient negative, the fit without it."""
+    """The linear step time fitted to (tokens, KV tokens, seconds, after idle) samples; when
+    noise makes the KV coefficient negative, the fit without it."""
     try:
         return sv.fit_linear_step_time(samples)
     except ValueError:
-        design = np.array([(1.0, tokens) for tokens, _, _ in samples])
-        (base, per_token), *_ = np.linalg.lstsq(design, [t for *_, t in samples], rcond=None)
-        return sv.LinearStepTime(max(base, 0.0), max(per_token, 0.0), 0.0)
+        design = np.array([(1.0, tokens, idle) for tokens, _, _, idle in samples])
+        seconds = [s for _, _, s, _ in samples]
+        (base, per_token, wake), *_ = np.linalg.lstsq(design, seconds, rcond=None)
+        return sv.LinearStepTime(max(base, 0.0), max(per_token, 0.0), 0.0, max(wake, 0.0))
 
 
 fitted = fit_step_time(samples)
@@ -1047,7 +1048,8 @@ predicted_runs = {(name, p): sv.simulate(loads[name], p, max_batch=8, step_time=
                   for name in loads for p, extra in policies.items()}
 print(f"fitted step time: {lp.format_seconds(fitted.base_s)} per iteration + "
       f"{lp.format_seconds(fitted.per_token_s)} per token + "
-      f"{lp.format_seconds(fitted.per_kv_token_s)} per KV token read")
+      f"{lp.format_seconds(fitted.per_kv_token_s)} per KV token read, + "
+      f"{lp.format_seconds(fitted.wake_s)} for an iteration that starts from idle")
 
 
 gaps = {key: (predicted_runs[key].makespan_s / r.makespan_s - 1,
@@ -1078,8 +1080,12 @@ print(load.note())
 # the same in every run: the scheduler's decisions do not depend on the clock when every
 # request arrives at once). The line under the table sets the median TTFT factor measured
 # here beside the one the simulator predicts. The step time fitted to the engine's own
-# iterations has a fixed cost per iteration, a cost per token and a cost per KV token read,
-# by least squares over all eighteen runs. Because an iteration is one forward pass, those
+# iterations has a fixed cost per iteration, a cost per token, a cost per KV token read and
+# a cost of waking up, by least squares over all eighteen runs. The last term matters at
+# light load: an iteration that starts after the engine sat idle runs slower on a CPU (the
+# caches hold what other programs touched meanwhile, and the core may have slowed down), and
+# at light load almost every request's first iteration is such a one, so its TTFT is that
+# iteration. Because an iteration is one forward pass, those
 # three terms are what it costs; an engine that ran each prompt chunk as a pass of its own
 # would pay the fixed cost once per chunk, which no per-iteration model can follow. The
 # simulator, run with the fitted step time, predicts the makespan and the median TTFT of
@@ -1359,7 +1365,8 @@ display(lp.Table(["system prompt", "cache", "hit rate", "prompt tokens computed"
                           "simulator": lp.format_seconds, "hit rate, simulator": ".0%"}))
 print(f"fitted step time: {lp.format_seconds(prefix_fit.base_s)} + "
       f"{lp.format_seconds(prefix_fit.per_token_s)} per token + "
-      f"{lp.format_seconds(prefix_fit.per_kv_token_s)} per KV token")
+      f"{lp.format_seconds(prefix_fit.per_kv_token_s)} per KV token + "
+      f"{lp.format_seconds(prefix_fit.wake_s)} from idle")
 print(load.note())
 
 # %% slideshow={"slide_type": "skip"} tags=["hide-cell"]

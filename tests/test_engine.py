@@ -110,8 +110,10 @@ def test_wall_clock_stamps_are_ordered_and_one_sample_per_iteration(tiny):
         assert it.start_s <= it.end_s <= nxt.start_s
     for r in run.requests:
         assert r.arrival_s <= r.admitted_s < r.first_token_s <= r.finish_s
-    assert [(tokens, kv) for tokens, kv, _ in engine.step_samples] == [(8, 8), (2, 10), (1, 7)]
-    assert all(seconds > 0 for _, _, seconds in engine.step_samples)
+    assert [(tokens, kv) for tokens, kv, _, _ in engine.step_samples] == [(8, 8), (2, 10), (1, 7)]
+    assert all(seconds > 0 for _, _, seconds, _ in engine.step_samples)
+    # the first iteration starts from idle, the others right after one another
+    assert [after_idle for *_, after_idle in engine.step_samples] == [True, False, False]
 
 
 def test_seeded_sampling_gives_each_request_its_own_seeded_stream(tiny):
@@ -191,8 +193,8 @@ def test_one_forward_pass_per_iteration_and_each_row_reads_its_own_context(
     finally:
         hook.remove()
     assert len(calls) == len(run.iterations)
-    for it, keys, (_, kv_tokens, _) in zip(run.iterations, engine.keys_attended,
-                                           engine.step_samples):
+    for it, keys, (_, kv_tokens, _, _) in zip(run.iterations, engine.keys_attended,
+                                              engine.step_samples):
         chunks = [c.start_tokens + c.tokens for c in it.prefill]
         assert keys[:len(chunks)] == chunks
         assert len(keys) == len(chunks) + len(it.decode)

@@ -173,3 +173,27 @@ def test_fit_rejects_negative_coefficients_and_degenerate_samples():
 def test_linear_step_time_refuses_negative_costs():
     with pytest.raises(ValueError, match="per_kv_token_s"):
         LinearStepTime(1.0, 0.0, -1e-9)
+
+
+def test_fit_recovers_the_cost_of_waking_from_idle():
+    # seconds = 1 + 2 tokens + 3 kv, plus 0.5 for the iterations that start from idle
+    points = [(1, 1, 0), (2, 5, 1), (7, 3, 0), (4, 4, 1), (3, 8, 0), (5, 2, 1)]
+    samples = [(t, k, 1.0 + 2.0 * t + 3.0 * k + 0.5 * idle, bool(idle)) for t, k, idle in points]
+    fit = fit_linear_step_time(samples)
+    assert (fit.base_s, fit.per_token_s, fit.per_kv_token_s, fit.wake_s) == pytest.approx(
+        (1, 2, 3, 0.5))
+    # none from idle: wake_s cannot be told apart from nothing, and is 0
+    busy = [(t, k, s, False) for t, k, s, _ in samples]
+    assert fit_linear_step_time(busy).wake_s == 0.0
+
+
+def test_wake_is_charged_to_the_first_iteration_and_to_each_after_idling():
+    # R0 at 0 (2 tokens), R1 at 10 (1 token); 1 s per iteration, 0.5 s more from idle:
+    # it 0 from idle [0, 1.5], it 1 [1.5, 2.5]; idle until 10; it 2 from idle [10, 11.5]
+    step = LinearStepTime(base_s=1.0, per_token_s=0.0, per_kv_token_s=0.0, wake_s=0.5)
+    run = simulate([Request(0.0, 4, 2), Request(10.0, 4, 1)], step_time=step)
+    assert [it.after_idle for it in run.iterations] == [True, False, True]
+    assert [(it.start_s, it.end_s) for it in run.iterations] == [(0, 1.5), (1.5, 2.5),
+                                                                 (10, 11.5)]
+    with pytest.raises(ValueError, match="wake_s"):
+        LinearStepTime(1.0, 0.0, 0.0, wake_s=-1.0)

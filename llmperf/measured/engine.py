@@ -91,7 +91,8 @@ class Engine:
     greedy; above 0, request i samples (with top_k) from a generator seeded with seed + i,
     so its tokens are those of `generate(model, prompt_i, n, temperature, top_k, seed + i)`.
     After `run`: `outputs[i]`, request i's tokens; `step_samples`, one (tokens processed,
-    KV tokens read, seconds) per iteration, to fit `fit_linear_step_time` to this machine;
+    KV tokens read, seconds, after_idle) per iteration, to fit `fit_linear_step_time` to
+    this machine;
     `keys_attended`, per iteration the keys each row (prefill chunk, then decode) attended.
 
     stop_tokens: token ids that end a request (kept as its last output token); a request
@@ -133,7 +134,7 @@ class Engine:
         self.kv_memory, self.block_size, self.kv_dtype = kv_memory, int(block_size), kv_dtype
         self.kv_capacity_tokens = kv_capacity_tokens
         self.outputs: list[list[int]] = []
-        self.step_samples: list[tuple[int, int, float]] = []
+        self.step_samples: list[tuple[int, int, float, bool]] = []
         self.keys_attended: list[list[int]] = []
         self.cache_bytes = 0
         self.peak_kv_held_bytes = 0
@@ -179,7 +180,7 @@ class Engine:
             self.keys_attended.append(runner.last_batch.keys_attended)
 
         result = serve(seqs, scheduler, WallClock() if clock is None else clock, execute)
-        self.step_samples = [(tokens, kv_tokens, it.duration_s)
+        self.step_samples = [(tokens, kv_tokens, it.duration_s, it.after_idle)
                              for (tokens, kv_tokens), it in zip(sizes, result.iterations)]
         self.outputs = [s.output for s in seqs]
         self.cache_bytes = runner.cache.nbytes

@@ -75,7 +75,8 @@ class RequestResult:
 @dataclass(frozen=True)
 class Iteration:
     """One iteration: when it ran, its prefill chunks, the requests it decoded, those
-    preempted before it, and the KV slots held and holding a token (see `Batch`)."""
+    preempted before it, the KV slots held and holding a token, and whether the instance
+    was idle just before (see `Batch`)."""
 
     index: int
     start_s: float
@@ -85,6 +86,7 @@ class Iteration:
     preempted: tuple[int, ...] = ()
     kv_held_tokens: int = 0
     kv_used_tokens: int = 0
+    after_idle: bool = False
 
     @property
     def duration_s(self) -> float:
@@ -223,7 +225,7 @@ class RunRecorder:
         self.finished += len(outcome.finished)
         self._iterations.append(Iteration(batch.iteration, start_s, end_s, batch.prefill,
                                           batch.decode, batch.preempted, batch.kv_held_tokens,
-                                          batch.kv_used_tokens))
+                                          batch.kv_used_tokens, batch.after_idle))
 
     def result(self) -> RunResult:
         if self.finished != len(self._requests):

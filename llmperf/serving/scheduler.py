@@ -94,6 +94,9 @@ class Batch:
     preempted: requests whose KV was dropped before this iteration, to be recomputed.
     kv_held_tokens, kv_used_tokens: KV slots the memory policy holds during the iteration,
     and those holding a token once it has run.
+    after_idle: the instance had nothing to run just before (or this is its first
+    iteration), so it starts from idle; a step-time model may charge waking up
+    (`LinearStepTime.wake_s`).
     """
 
     iteration: int
@@ -105,6 +108,7 @@ class Batch:
     kv_held_tokens: int = 0
     kv_used_tokens: int = 0
     cached: tuple[int, ...] = ()
+    after_idle: bool = False
 
     @property
     def tokens(self) -> int:
@@ -170,6 +174,7 @@ class Scheduler:
         self._stopped: list[int] = []                 # finish_early this iteration
         self._batch: Batch | None = None              # the batch scheduled, not completed
         self.preemptions = 0
+        self._idle = True  # an instance starts idle
 
     @property
     def running(self) -> int:
@@ -209,6 +214,7 @@ class Scheduler:
             new_chunks, _ = _chunks(admitted, budget)
             chunks += new_chunks
         elif not chunks and not decode:
+            self._idle = True
             return None
         used = self._decode_kv_tokens + self._prefill_tokens
         cached = ()
@@ -217,7 +223,8 @@ class Scheduler:
             cached = tuple(s.cached for s in admitted)
         self._batch = batch = Batch(self.iteration, chunks, decode, self._decode_kv_tokens,
                                     tuple((s.id, s.slot) for s in admitted), preempted,
-                                    self.memory.held_tokens, used, cached)
+                                    self.memory.held_tokens, used, cached, self._idle)
+        self._idle = False
         return batch
 
     def finish_early(self, request_id: int) -> None:

@@ -24,44 +24,59 @@ ATTENTION_KERNEL_ROWS = ("qk", "softmax", "sv", "attention")
 
 @dataclass(frozen=True)
 class LinearStepTime:
-    """seconds = base_s + per_token_s * batch.tokens + per_kv_token_s * batch.kv_tokens.
+    """seconds = base_s + per_token_s * batch.tokens + per_kv_token_s * batch.kv_tokens,
+    plus wake_s when the batch starts from idle (`Batch.after_idle`).
 
     tokens: prefill chunk tokens plus one per decode. kv_tokens: for a chunk, the keys
     its queries attend to (the prompt cached before it, and itself); for a decode, the
     request's prompt plus the tokens it has generated (its cache and its new token).
+    wake_s: what an iteration costs more when the instance was idle before it (on a CPU,
+    caches another program filled and a core that slowed down; on a GPU, clocks that
+    ramp up); 0 by default.
     """
 
     base_s: float
     per_token_s: float
     per_kv_token_s: float
+    wake_s: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("base_s", "per_token_s", "per_kv_token_s"):
+        for name in ("base_s", "per_token_s", "per_kv_token_s", "wake_s"):
             check_non_negative(name, getattr(self, name))
 
     def iteration_s(self, batch: Batch) -> float:
-        return self.base_s + self.per_token_s * batch.tokens + self.per_kv_token_s * batch.kv_tokens
+        seconds = (self.base_s + self.per_token_s * batch.tokens
+                   + self.per_kv_token_s * batch.kv_tokens)
+        return seconds + self.wake_s if batch.after_idle else seconds
 
 
-def fit_linear_step_time(samples: Iterable[tuple[float, float, float]]) -> LinearStepTime:
-    """Least-squares fit of `LinearStepTime` to (tokens, kv_tokens, seconds) samples.
+def fit_linear_step_time(samples: Iterable[tuple[float, ...]]) -> LinearStepTime:
+    """Least-squares fit of `LinearStepTime` to (tokens, kv_tokens, seconds) samples, or
+    to (tokens, kv_tokens, seconds, after_idle) samples, which fit wake_s too (the
+    engine's `step_samples`; wake_s is 0 when no sample starts from idle).
 
-    Unconstrained least squares over [1, tokens, kv_tokens]; a fit with a negative
-    coefficient is rejected with ValueError (it would predict negative costs), not
+    Unconstrained least squares over [1, tokens, kv_tokens(, after_idle)]; a fit with a
+    negative coefficient is rejected with ValueError (it would predict negative costs), not
     clipped: measure more varied batches (several token counts and context lengths).
     """
     data = np.asarray(list(samples), dtype=float)
-    if data.ndim != 2 or data.shape[1] != 3:
-        raise ValueError("samples must be (tokens, kv_tokens, seconds) triples")
+    if data.ndim != 2 or data.shape[1] not in (3, 4):
+        raise ValueError("samples must be (tokens, kv_tokens, seconds) triples or "
+                         "(tokens, kv_tokens, seconds, after_idle) quadruples")
     if not np.all(np.isfinite(data)) or np.any(data < 0):
         raise ValueError("samples must hold finite numbers >= 0")
-    design = np.column_stack([np.ones(len(data)), data[:, 0], data[:, 1]])
-    if np.linalg.matrix_rank(design) < 3:
-        raise ValueError("samples must vary tokens and kv_tokens independently (at least 3 "
-                         "samples not on one line) to determine three coefficients")
+    columns = [np.ones(len(data)), data[:, 0], data[:, 1]]
+    names = ["base_s", "per_token_s", "per_kv_token_s"]
+    if data.shape[1] == 4 and data[:, 3].any() and not data[:, 3].all():
+        columns.append(data[:, 3])
+        names.append("wake_s")
+    design = np.column_stack(columns)
+    if np.linalg.matrix_rank(design) < len(columns):
+        raise ValueError(f"samples must vary tokens and kv_tokens independently (at least "
+                         f"{len(columns)} samples not on one line) to determine "
+                         f"{len(columns)} coefficients")
     coef, *_ = np.linalg.lstsq(design, data[:, 2], rcond=None)
     tol = 1e-12 * max(1.0, float(np.max(np.abs(coef))))
-    names = ("base_s", "per_token_s", "per_kv_token_s")
     negative = [f"{n}={c:.3g}" for n, c in zip(names, coef) if c < -tol]
     if negative:
         raise ValueError(f"the least-squares fit has negative coefficients "
