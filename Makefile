@@ -59,8 +59,9 @@ execute: setup
 	$(BIN)/python tools/execute.py chapters/[0-9][0-9]_*.py exercises/[0-9][0-9]_*.py
 
 BENCHMARKS := import_time host_roofline decode_bandwidth vs_huggingface predicted_vs_measured \
-              simulator_speed engine_vs_static simulator_vs_engine paged_kv quantized_decode \
-              fusion attention moe_decode speculative pruning grading_speed
+              simulator_speed engine_vs_static simulator_vs_engine ragged_decode paged_kv \
+              prefix_caching vs_vllm quantized_decode fusion attention moe_decode speculative \
+              pruning collectives tensor_parallel cluster_speed grading_speed
 
 bench: setup
 	@for b in $(BENCHMARKS); do echo "== $$b"; $(BIN)/python benchmarks/$$b.py > /dev/null || exit 1; done
