@@ -12,7 +12,7 @@ from llmperf.measured.distributed import launch, launch_overhead
 from llmperf.measured.expert_parallel import expert_ranges, run_expert_parallel
 from llmperf.measured.generate import generate
 from llmperf.measured.model import Transformer
-from llmperf.measured.pipeline_parallel import pipeline_bubble, run_pipeline_parallel, stage_layers
+from llmperf.measured.pipeline_parallel import run_pipeline_parallel, stage_layers
 from llmperf.measured.tensor_parallel import (
     head_shard,
     run_tensor_parallel,
@@ -174,13 +174,13 @@ def test_tensor_parallel_refuses_an_moe_model_and_uneven_kv_heads():
     (1, 3, 4, 0.0),
 ])
 def test_pipeline_bubble_by_hand(stages, micro_batches, passes, expected):
-    assert pipeline_bubble(stages, micro_batches, passes) == pytest.approx(expected)
+    assert lp.pipeline_bubble_fraction(stages, micro_batches, passes) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("stages, micro_batches", [(1, 1), (2, 1), (2, 8), (4, 3), (8, 8)])
-def test_one_pass_is_the_analytic_gpipe_bubble(stages, micro_batches):
-    assert pipeline_bubble(stages, micro_batches) == pytest.approx(
-        lp.pipeline_bubble_fraction(stages, micro_batches))
+def test_one_pass_is_the_gpipe_bubble(stages, micro_batches):
+    assert lp.pipeline_bubble_fraction(stages, micro_batches) == pytest.approx(
+        (stages - 1) / (micro_batches + stages - 1))
 
 
 def test_stage_layers_are_contiguous_and_even():
@@ -199,7 +199,8 @@ def test_pipeline_parallel_tokens_equal_single_process_greedy(stages, micro_batc
     assert torch.equal(run.tokens, generate(model, prompts, 5).tokens)
     assert run.layers == (range(0, 1), range(1, 2))
     assert run.prefill.passes == 1 and run.decode.passes == 4
-    assert run.prefill.predicted_idle == pytest.approx(pipeline_bubble(2, micro_batches))
+    predicted = lp.pipeline_bubble_fraction(2, micro_batches)
+    assert run.prefill.predicted_idle == pytest.approx(predicted)
     for phase in (run.prefill, run.decode):
         assert len(phase.idle) == 2 and all(0 <= i < 1 for i in phase.idle)
         assert all(0 < b <= phase.span_s for b in phase.busy_s)

@@ -62,16 +62,24 @@ def tensor_parallel_bytes_per_token(model: ModelConfig | str, tp: int, dtype: st
     return layers * tensor_parallel_layer_bytes(m.d_model, tp, dtype)
 
 
-def pipeline_bubble_fraction(stages: int, microbatches: int) -> float:
-    """Share of a GPipe-style schedule each stage idles: (p - 1) / (m + p - 1).
+def pipeline_bubble_fraction(stages: int, microbatches: int, passes: int = 1) -> float:
+    """Share of a GPipe-style schedule each of p equal stages idles: (p - 1) / (m + p - 1).
 
     p stages each take one slot per micro-batch; the m micro-batches leave the last stage
     after m + p - 1 slots, of which every stage is busy for m (Huang et al., "GPipe",
     https://arxiv.org/abs/1811.06965, section 2.3). 0 for one stage.
+
+    passes > 1: each micro-batch makes that many trips through the stages (decoding, one
+    token a trip), a trip starting once the same micro-batch's previous trip has left the
+    last stage. Stage s runs trip t of micro-batch j at t max(m, p) + j + s, so the schedule
+    lasts passes max(m, p) + min(m, p) - 1 slots, each stage busy for passes m of them:
+    1 - passes m / (passes max(m, p) + min(m, p) - 1), which is GPipe's for one pass.
     """
     check_positive("stages", stages, integer=True)
     check_positive("microbatches", microbatches, integer=True)
-    return (stages - 1) / (microbatches + stages - 1)
+    check_positive("passes", passes, integer=True)
+    p, m, t = stages, microbatches, passes
+    return 1 - t * m / (t * max(m, p) + min(m, p) - 1)
 
 
 def kv_transfer_time(model: ModelConfig | str, prompt_tokens: int, link: Link | str,

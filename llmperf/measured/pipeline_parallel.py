@@ -12,7 +12,8 @@ micro-batch 0, stage 0 already works on micro-batch 1. A stage is idle while it 
 input; with p equal stages and m micro-batches, one pass (the prefill) leaves each stage idle
 a fraction (p - 1) / (m + p - 1) of the time, the pipeline's bubble. Decoding makes
 new_tokens - 1 more passes, a micro-batch's next pass starting once its token is back at
-stage 0: `pipeline_bubble` gives the idle fraction for any number of passes.
+stage 0: `llmperf.pipeline_bubble_fraction(stages, micro_batches, passes)` gives the idle
+fraction for any number of passes.
 
 Each phase, prefill and decode, starts after a barrier, and its bubble is measured from the
 intervals each stage spent computing: idle = 1 - busy / span, with span from the phase's
@@ -29,6 +30,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from ..analytic.parallel import pipeline_bubble_fraction
 from ..units import check_positive
 from .cache import KVCache
 from .distributed import launch
@@ -50,25 +52,10 @@ def stage_layers(n_layers: int, stages: int) -> list[range]:
     return [range(a, b) for a, b in zip(bounds, bounds[1:])]
 
 
-def pipeline_bubble(stages: int, micro_batches: int, passes: int = 1) -> float:
-    """Idle fraction of each of p equal stages when m micro-batches each make `passes` trips
-    through them, a trip starting as soon as the same micro-batch's previous trip has left the
-    last stage (its next token is known). Counting in stage-times: stage s runs trip t of
-    micro-batch j at t max(m, p) + j + s, so the schedule lasts passes max(m, p) + min(m, p)
-    - 1 stage-times, of which each stage is busy passes m:
-    1 - passes m / (passes max(m, p) + min(m, p) - 1).
-    One pass is GPipe's (p - 1) / (m + p - 1), `llmperf.pipeline_bubble_fraction`."""
-    check_positive("stages", stages, integer=True)
-    check_positive("micro_batches", micro_batches, integer=True)
-    check_positive("passes", passes, integer=True)
-    p, m, t = stages, micro_batches, passes
-    return 1 - t * m / (t * max(m, p) + min(m, p) - 1)
-
-
 @dataclass(frozen=True)
 class PhaseBubble:
     """One phase of a pipeline run: its span, each stage's busy seconds and idle fraction, and
-    `pipeline_bubble`'s prediction for equal stages."""
+    `llmperf.pipeline_bubble_fraction`'s prediction for equal stages."""
 
     passes: int
     span_s: float
@@ -132,7 +119,7 @@ def _phase(intervals: list[list[tuple[float, float]]], stages: int, micro_batche
     span = max(b for stage in intervals for _, b in stage) - start
     busy = tuple(sum(b - a for a, b in stage) for stage in intervals)
     return PhaseBubble(passes, span, busy, tuple(1 - x / span for x in busy),
-                       pipeline_bubble(stages, micro_batches, passes))
+                       pipeline_bubble_fraction(stages, micro_batches, passes))
 
 
 def _head(model: Transformer, x: torch.Tensor) -> torch.Tensor:
