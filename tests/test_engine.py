@@ -209,10 +209,12 @@ def test_one_forward_pass_per_iteration_and_each_row_reads_its_own_context(
 
 
 @pytest.mark.parametrize("kv_memory", ["reservation", "paged"])
-def test_paged_and_contiguous_engines_give_each_request_its_tokens_alone(tiny, kv_memory):
+@pytest.mark.parametrize("policy,budget", [("static", None), ("continuous", None), ("chunked", 8)])
+def test_paged_and_contiguous_engines_give_each_request_its_tokens_alone(tiny, kv_memory, policy,
+                                                                         budget):
     requests = [Request(0.0, p, o) for p, o in SHAPES]
     prompts = prompts_for(requests, seed=5)
-    engine = Engine(tiny, max_batch=4, policy="chunked", token_budget=8, kv_memory=kv_memory,
+    engine = Engine(tiny, max_batch=4, policy=policy, token_budget=budget, kv_memory=kv_memory,
                     block_size=4, kv_capacity_tokens=16 if kv_memory == "paged" else None)
     run = engine.run(requests, prompts)
     if kv_memory == "paged":
@@ -221,7 +223,10 @@ def test_paged_and_contiguous_engines_give_each_request_its_tokens_alone(tiny, k
         assert engine.outputs[i] == generate(tiny, prompts[i], r.output_tokens).tokens[0].tolist()
 
 
-def test_a_stop_token_ends_a_request_where_generating_it_alone_would_draw_it(tiny):
+@pytest.mark.parametrize("kv_memory", ["reservation", "paged"])
+@pytest.mark.parametrize("policy,budget", POLICIES)
+def test_a_stop_token_ends_a_request_where_generating_it_alone_would_draw_it(tiny, policy, budget,
+                                                                             kv_memory):
     # Find, for each request, the greedy tokens it would generate alone; pick as stop token
     # the third token of request 0. Every request then ends at its first occurrence of that
     # token (kept as its last), or at its cap if it never draws it.
@@ -229,7 +234,8 @@ def test_a_stop_token_ends_a_request_where_generating_it_alone_would_draw_it(tin
     prompts = prompts_for(requests, seed=1)
     alone = [generate(tiny, p, 9).tokens[0].tolist() for p in prompts]
     stop = alone[0][2]
-    engine = Engine(tiny, max_batch=3, stop_tokens={stop})
+    engine = Engine(tiny, max_batch=3, policy=policy, token_budget=budget, kv_memory=kv_memory,
+                    block_size=4, stop_tokens={stop})
     run = engine.run(requests, prompts)
     for i, tokens in enumerate(alone):
         expected = tokens[:tokens.index(stop) + 1] if stop in tokens else tokens
