@@ -11,12 +11,16 @@ The folders follow the book: every claim derived, then measured.
   all-reduces and other collectives on a `Link`, `parallel` the layouts over several GPUs
   (tensor-parallel bytes and decode, the pipeline bubble), `batching` what a batch costs
   and how many fit, and the optimization chapters' `fusion`, `quant`, `speculative` and `sparsity`.
-- `serving/` (torch-free): requests, the scheduler, KV memory (reserved or paged), step
-  times, metrics, the simulator, and clusters of instances (`cluster`, `disaggregated`).
-- `measured/` (PyTorch): the reference `model`, every KV `cache`, `generate`, the serving
-  `engine`, and the measurements that sit beside the analytic modules of the same name
-  (`fusion` is measured by `kernels`; `quant`, `speculative`, `sparsity`), with `pruning`,
-  `moe`, `early_exit`, `distill`, `hooks`, `measure`, `host`, `timing`, `device` and `hf`.
+- `serving/` (torch-free): requests, the scheduler, KV memory (reserved or paged, with
+  prefix caching), step times, metrics, the simulator, and clusters of instances
+  (`cluster`, `disaggregated`).
+- `measured/` (PyTorch): the reference `model`, every KV `cache`, the ragged batch of one
+  engine iteration (`varlen`), `generate`, the serving `engine`, the parallel runs over
+  `torch.distributed` (`distributed`, `collectives`, `tensor_parallel`, `pipeline_parallel`,
+  `expert_parallel`), and the measurements that sit beside the analytic modules of the same
+  name (`fusion` is measured by `kernels`; `quant`, `speculative`, `sparsity`), with
+  `decode_layouts`, `pruning`, `moe`, `early_exit`, `distill`, `hooks`, `measure`, `host`,
+  `timing`, `device` and `hf`.
 - `trained/`: the small trained models of chapters 6 to 9 (nothing in `measured/` imports it).
 - `grading/`: the autograder.
 
