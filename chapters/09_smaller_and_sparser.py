@@ -756,17 +756,17 @@ lp.Table(["batch B", "expected layers the batch runs"], profile_rows,
 # [7](07_fusion.ipynb), [8](08_moe_and_speculative.ipynb) and this one relieves one or more of
 # them, often by spending another.
 #
-# | chapter | optimization | relieves | how | communication (tensor or expert parallel) | at what cost, or where it fades |
+# | chapter | optimization | relieves | how | communication (tensor or expert parallel, [chapter 10](10_beyond_one_device.ipynb)) | at what cost, or where it fades |
 # |---|---|---|---|---|---|
 # | 6 | paged KV allocation ({term}`PagedAttention`) | capacity | KV blocks reserved as tokens arrive, not for the longest possible answer | unchanged | block tables; preemption when blocks run out |
 # | 6 | prefix sharing | capacity | requests sharing a prompt share its KV blocks | unchanged | copy on write |
-# | 6 | {term}`grouped-query <GQA>` and multi-query attention | capacity, bandwidth | fewer KV heads: fewer KV bytes per token to hold and to read | unchanged: the all-reduces carry activations of width $D$ | a retrained model; some quality |
+# | 6 | {term}`grouped-query <GQA>` and multi-query attention | capacity, bandwidth | fewer KV heads: fewer KV bytes per token to hold and to read | unchanged: the all-reduces carry activations of width $D$, whatever the KV heads (`lp.tensor_parallel_bytes_per_token`) | a retrained model; some quality |
 # | 6 | int8 KV cache | capacity, bandwidth | half the bytes per cached token | unchanged | attention error |
 # | 6 | int8 / int4 weights ({term}`quantization`) | bandwidth, capacity | fewer bytes per weight for every decode step | unchanged: the activations exchanged stay 16-bit | quantization error; dequantizing costs compute |
 # | 7 | {term}`operator fusion` | bandwidth | intermediates stay on chip; fewer kernel launches | unchanged | compile time |
 # | 7 | {term}`FlashAttention` | bandwidth, capacity | $S$ and $P$ never written; memory linear in $N$ | unchanged | a tiled kernel per device; the same FLOPs |
 # | 7 | split-K decoding | bandwidth | more pieces of work than SMs at small batch, so every SM reads the KV cache | none: the pieces are on one device | a final reduction across the pieces |
-# | 8 | mixture of experts | compute (bandwidth at batch 1) | $k$ of $E$ experts per token | added: with the experts on different devices (expert parallelism), each MoE layer sends every token to its experts' devices and the results back, two all-to-all exchanges {cite:p}`lepikhin2021gshard` | capacity (all experts held); bandwidth once a batch touches most experts |
+# | 8 | mixture of experts | compute (bandwidth at batch 1) | $k$ of $E$ experts per token | added: with the experts on different devices (expert parallelism), each MoE layer sends every token to its experts' devices and the results back, two all-to-all exchanges {cite:p}`lepikhin2021gshard` (`lp.collective_time("all_to_all", ...)`, chapter 10, section 10.5) | capacity (all experts held); bandwidth once a batch touches most experts |
 # | 8 | speculative decoding | sequential steps | several tokens per target step | fewer per token: each target step's all-reduces serve its $\tau$ tokens, not one (plus the draft's own, if the draft is split too) | compute (drafts and rejected tokens); capacity (the draft's weights and its KV cache); fades under heavy batching |
 # | 9 | unstructured pruning | capacity, only at high sparsity in a sparse format | fewer weights stored; at 50% in fp16 CSR, values and 16-bit column indices take as many bytes as the dense matrix | unchanged | no speed in dense kernels |
 # | 9 | 2:4 sparsity | compute, some bandwidth | tensor cores at twice the peak math rate on compressed weights (a peak, not the achieved gain) | unchanged | hardware support; loss of the forced pattern |
@@ -775,8 +775,9 @@ lp.Table(["batch B", "expected layers the batch runs"], profile_rows,
 # | 9 | contextual sparsity | bandwidth, compute | a token reads and multiplies only its active neurons | unchanged: the FFN's output still has width $D$ | predictor cost and misses; gone at large batch |
 # | 9 | early exit | compute, bandwidth | fewer layers for confident tokens | fewer per token: a layer not run exchanges nothing | loss; missing KV of skipped layers; gone at large batch |
 #
-# Under tensor parallelism each layer exchanges its activations in two all-reduces (chapter 4),
-# whose size is set by the batch and $D$; most rows leave both unchanged. Three rows change
+# Under tensor parallelism each layer exchanges its activations in two all-reduces (chapter 4;
+# `lp.tensor_parallel_bytes_per_token` counts their bytes and `lp.collective_time` their time,
+# chapter 10), whose size is set by the batch and $D$; most rows leave both unchanged. Three rows change
 # the count per token: early exit and distillation run fewer layers, and speculation runs one
 # target step for $\tau$ tokens. An MoE split over devices adds exchanges of its own. And every
 # row that relieves capacity can remove communication altogether, when the model then fits on
