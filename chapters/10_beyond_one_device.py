@@ -275,7 +275,7 @@ with watch_load() as load:
         for world in (1, WORLD):
             run = run_tensor_parallel(model, world, prompt, TP_NEW, threads=1, backend=BACKEND)
             tp_runs[name, world] = run
-            tp_equal[name, world] = torch.equal(run.tokens, single)
+            tp_equal[name, world] = torch.equal(run.tokens.cpu(), single)
 
 
 def predicted_tp_step(name, world, link=local_link):
