@@ -374,3 +374,30 @@ def test_a_request_stopped_at_its_first_token_leaves_its_prompt_cached():
                 SimulatedClock(UNIT), execute)
     assert [(r.finish_s, r.generated_tokens) for r in run.requests] == [(1, 1), (3, 2)]
     assert [r.cached_prompt_tokens for r in run.requests] == [0, 32]
+
+
+@pytest.mark.parametrize("capacity", [None, 1024])
+def test_an_unlimited_pool_evicts_nothing_and_hits_as_a_large_one(capacity):
+    # R0 (blocks A B, then 8 of its own) at 0 s, R1 (C D, 8 of its own) at 10 s, R2 (R0's
+    # prompt again) at 20 s: R2 finds A and B cached, 32 tokens, whatever R1 took meanwhile.
+    # An unlimited pool must not reuse R0's finished blocks for R1 (memory is never needed).
+    r0 = Request(0.0, 40, 2, ids("AB", 8))
+    r1 = Request(10.0, 40, 2, ids("CD", 8, start=2000))
+    r2 = Request(20.0, 40, 2, ids("AB", 8))
+    run = simulate([r0, r1, r2], step_time=UNIT, kv_memory="paged", prefix_caching=True,
+                   kv_capacity_tokens=capacity)
+    assert [r.cached_prompt_tokens for r in run.requests] == [0, 0, 32]
+
+
+def test_requests_finishing_together_leave_in_arrival_order():
+    # R0 (cap 5) and R1 (cap 2) prefill in iteration 0 and decode in iteration 1, where R1
+    # reaches its cap and R0 draws a stop token: both leave, R0 first (arrival order), so
+    # the engine, which learns of R0's end during the iteration, releases their blocks in
+    # the order a simulator that knew R0's length would.
+    scheduler = Scheduler("continuous", 2, memory=PagedMemory(64, 16, prefix_caching=True))
+    for i, cap in enumerate((5, 2)):
+        scheduler.enqueue(Sequence(i, Request(0.0, 8, cap, tuple(range(8 * i, 8 * i + 8)))))
+    scheduler.complete(scheduler.schedule())
+    batch = scheduler.schedule()
+    scheduler.finish_early(0)
+    assert scheduler.complete(batch).finished == (0, 1)

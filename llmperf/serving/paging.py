@@ -265,10 +265,13 @@ class PrefixCachingAllocator(BlockAllocator):
         return len(self._free) + len(self._evictable)
 
     def _pop(self) -> int:
-        """A block to fill: the lowest free one, else the least recent evictable one
-        (evicted: its key forgotten), else a new one (unlimited pools)."""
+        """A block to fill: the lowest free one, else (an unlimited pool) a new one, else the
+        least recent evictable one (evicted: its key forgotten). Memory is never needed in an
+        unlimited pool, so it evicts nothing."""
         if self._free:
             return heappop(self._free)
+        if self.num_blocks is None:
+            return self._mint()
         if self._evictable:
             block = self._evictable.popitem(last=False)[0]
             del self._cached[self._key_of.pop(block)]

@@ -329,6 +329,9 @@ class Scheduler:
         finished = self._finishing.pop(it, [])
         if self._stopped:
             finished += self._stop_early(it)
+        # leave in arrival order, however each learned it was done (its known length, a cap
+        # or a stop token): the order blocks are released in is the cached blocks' LRU order
+        finished.sort(key=lambda request_id: self._decoding[request_id].order)
         generated = []
         for request_id in finished:
             generated.append(self._leave(request_id, it))
