@@ -54,3 +54,31 @@ def test_a_process_spinning_beside_the_block_is_seen():
         spinner.kill()
         spinner.wait()
     assert report.other_cores is not None and report.other_cores > 0.7
+
+
+SERVER = """
+import subprocess, sys
+sys.stdin.readline()
+spin = "import time\\nt = time.process_time()\\nwhile time.process_time() - t < 1.0: pass"
+subprocess.run([sys.executable, "-c", spin])
+print("done", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_work_a_fork_server_started_earlier_runs_for_the_block_counts_as_the_blocks_own():
+    # A child started before the block (like torch.distributed's fork server) runs a
+    # grandchild for the block, which spins 1 CPU second and is reaped by the child: that
+    # second is the block's own work, not another program's.
+    server = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.3)  # the server is up and waiting
+        with load.watch_load() as report:
+            server.stdin.write("go\n")
+            server.stdin.flush()
+            assert server.stdout.readline().strip() == "done"
+    finally:
+        server.kill()
+        server.wait()
+    assert report.own_cores * report.wall_s > 0.8  # the grandchild's second, counted as own

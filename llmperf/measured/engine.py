@@ -23,6 +23,7 @@ wall-clock seconds since the run started.
 """
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable
 from collections.abc import Sequence as Seq
 from dataclasses import replace
@@ -47,7 +48,7 @@ from ..units import check_non_negative
 from .cache import KVCache, PagedKVCache
 from .generate import check_sampling, prompt_tensor, sample_next
 from .model import Transformer, check_model
-from .varlen import RaggedBatch
+from .varlen import DECODE_KERNELS, RaggedBatch
 
 
 class ModelRunner:
@@ -60,8 +61,9 @@ class ModelRunner:
     """
 
     def __init__(self, model: Transformer, max_batch: int, max_seq_len: int,
-                 memory: PagedMemory | None = None, kv_dtype: str | None = None) -> None:
-        self.model = model
+                 memory: PagedMemory | None = None, kv_dtype: str | None = None,
+                 decode: str = "per_piece") -> None:
+        self.model, self.decode = model, decode
         if memory is None:
             self.cache = KVCache(model, max_batch, max_seq_len)
         else:
@@ -76,7 +78,7 @@ class ModelRunner:
         token, (pieces, vocab)."""
         paged = isinstance(self.cache, PagedKVCache)
         batch = RaggedBatch(self.cache, [(seq.id if paged else seq.slot, start, n)
-                                         for seq, start, n in pieces])
+                                         for seq, start, n in pieces], self.decode)
         ids = [t for seq, start, n in pieces for t in seq.tokens[start:start + n]]
         tokens = torch.tensor([ids], device=self.model.device)
         self.forward_passes += 1
@@ -109,6 +111,10 @@ class Engine:
     and of everything before them, so a request whose prompt starts like an earlier one
     computes only the rest (`RunResult.prefix_hit_rate`); blocks of finished requests are
     evicted least recently used first, when memory is needed.
+    decode: how the decode rows attend (`llmperf.measured.varlen`): "per_piece", each on its
+    own (a paged request's scattered blocks gathered once per layer), or "compiled", all in
+    one gather-and-attend compiled by torch.compile that reads the blocks in place (its
+    first call in a process compiles it, seconds).
     """
 
     def __init__(self, model: Transformer, max_batch: int = 8, policy: str = "continuous",
@@ -116,7 +122,7 @@ class Engine:
                  top_k: int | None = None, seed: int = 0, kv_memory: str = "reservation",
                  block_size: int = 16, kv_capacity_tokens: int | None = None,
                  kv_dtype: str | None = None, stop_tokens: Iterable[int] = (),
-                 prefix_caching: bool = False) -> None:
+                 prefix_caching: bool = False, decode: str = "per_piece") -> None:
         check_model(model)
         Scheduler(policy, max_batch, token_budget)  # checks the three, as `simulate` would
         make_memory(kv_memory, kv_capacity_tokens, block_size,  # checks these
@@ -127,7 +133,9 @@ class Engine:
         check_sampling(temperature, top_k, model.config.vocab_size)
         check_non_negative("seed", seed, integer=True)
         self.stop_tokens = check_stop_tokens(stop_tokens, model.config.vocab_size)
-        self.prefix_caching = prefix_caching
+        if decode not in DECODE_KERNELS:
+            raise ValueError(f"decode must be one of {DECODE_KERNELS}, got {decode!r}")
+        self.prefix_caching, self.decode = prefix_caching, decode
         self.model, self.max_batch, self.policy = model, int(max_batch), policy
         self.token_budget, self.temperature, self.top_k = token_budget, temperature, top_k
         self.seed = int(seed)
@@ -168,7 +176,8 @@ class Engine:
         max_len = max(r.total_tokens for r in requests) - 1  # the last token is never cached
         memory = self._memory(max_len)
         paged = memory if isinstance(memory, PagedMemory) else None
-        runner = ModelRunner(self.model, self.max_batch, max_len, paged, self.kv_dtype)
+        runner = ModelRunner(self.model, self.max_batch, max_len, paged, self.kv_dtype,
+                             self.decode)
         scheduler = Scheduler(self.policy, self.max_batch, self.token_budget, memory)
         sizes = []
 
@@ -245,8 +254,13 @@ def check_stop_tokens(stop_tokens: Iterable[int], vocab_size: int) -> frozenset[
     """`stop_tokens` as a frozenset of token ids in [0, vocab_size)."""
     if isinstance(stop_tokens, (int, str, bytes)) or not isinstance(stop_tokens, Iterable):
         raise ValueError(f"stop_tokens must be a collection of token ids, got {stop_tokens!r}")
-    ids = frozenset(stop_tokens)
-    for t in ids:
-        if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < vocab_size:
+    ids = set()
+    for t in stop_tokens:
+        try:
+            token = operator.index(t)
+        except TypeError:
+            token = None
+        if isinstance(t, bool) or token is None or not 0 <= token < vocab_size:
             raise ValueError(f"stop_tokens must hold token ids in [0, {vocab_size}), got {t!r}")
-    return ids
+        ids.add(token)
+    return frozenset(ids)

@@ -37,9 +37,52 @@ def _machine_busy_s() -> float | None:
 
 def _own_busy_s() -> float:
     """CPU seconds this process (all its threads) has used, with the children it waited for
-    (a pool's workers, a sandbox's processes): the work the measured block itself caused."""
+    (a pool's workers, a sandbox's processes)."""
     t = os.times()
     return t.user + t.system + t.children_user + t.children_system
+
+
+def _descendants() -> dict[int, tuple[int, int]]:
+    """This process's live descendants: pid -> (its own CPU ticks, ticks of the children it
+    waited for). Empty without /proc."""
+    stats = {}
+    try:
+        names = [n for n in os.listdir("/proc") if n.isdigit()]
+    except OSError:
+        return {}
+    for name in names:
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                # after the command's closing parenthesis: state, ppid, ..., then utime,
+                # stime, cutime and cstime at indices 11 to 14
+                rest = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # it ended meanwhile
+        stats[int(name)] = (int(rest[1]), int(rest[11]) + int(rest[12]),
+                            int(rest[13]) + int(rest[14]))
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+    found, todo = {}, list(children.get(os.getpid(), []))
+    while todo:
+        pid = todo.pop()
+        found[pid] = stats[pid][1:]
+        todo += children.get(pid, [])
+    return found
+
+
+def _descendants_busy_s(before: dict[int, tuple[int, int]]) -> float:
+    """CPU seconds the block caused in descendants: all of those born since `before` (a
+    `_descendants()` snapshot), and what those already alive reaped meanwhile (a fork
+    server's workers, such as torch.distributed ranks); not the own time of processes that
+    were already running, which were not started by the block."""
+    ticks = 0
+    for pid, (own, reaped) in _descendants().items():
+        if pid in before:
+            ticks += reaped - before[pid][1]
+        else:
+            ticks += own + reaped
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -79,12 +122,14 @@ class LoadReport:
 def watch_load() -> Iterator[LoadReport]:
     """Measure what other processes use of the CPU while the `with` block runs."""
     report = LoadReport(cores=os.cpu_count() or 1)
+    descendants = _descendants()
     start = (time.perf_counter(), _machine_busy_s(), _own_busy_s())
     try:
         yield report
     finally:
         wall = time.perf_counter() - start[0]
-        machine, own = _machine_busy_s(), _own_busy_s()
+        machine = _machine_busy_s()
+        own = _own_busy_s() + _descendants_busy_s(descendants)
         report.wall_s = wall
         report.own_cores = (own - start[2]) / wall if wall > 0 else 0.0
         if machine is not None and start[1] is not None and wall > 0:
