@@ -153,7 +153,7 @@ def test_a_request_beyond_the_kv_capacity_is_refused_by_the_shared_check(tiny):
     (dict(policy="fifo"), "policy"), (dict(max_batch=0), "max_batch"),
     (dict(policy="chunked"), "token_budget"), (dict(policy="chunked", token_budget=2), "budget"),
     (dict(token_budget=8), "token_budget"), (dict(temperature=-1.0), "temperature"),
-    (dict(top_k=0), "top_k"), (dict(seed=-1), "seed")])
+    (dict(top_k=0), "top_k"), (dict(seed=-1), "seed"), (dict(decode="fused"), "decode")])
 def test_bad_engine_arguments_raise(tiny, kwargs, match):
     with pytest.raises(ValueError, match=match):
         Engine(tiny, **kwargs)
@@ -254,7 +254,7 @@ def test_a_request_whose_first_token_is_a_stop_token_finishes_in_its_prefill_ite
     assert len(run.iterations) == 1
 
 
-@pytest.mark.parametrize("stop_tokens", [5, [512], [-1], ["a"], [True]])
+@pytest.mark.parametrize("stop_tokens", [5, [512], [-1], ["a"], [True], [2.0]])
 def test_bad_stop_tokens_raise(tiny, stop_tokens):
     with pytest.raises(ValueError, match="stop_tokens"):
         Engine(tiny, stop_tokens=stop_tokens)
