@@ -421,3 +421,22 @@ def test_a_stop_token_from_a_recomputed_prefill_ends_the_request():
     assert timeline(run) == [(1, 8), (1, 9)]
     assert [r.generated_tokens for r in run.requests] == [8, 2]
     assert len(run.iterations) == 9 and memory.allocator.tables == {}
+
+
+def test_reserving_the_cap_holds_prompt_plus_cap_whatever_the_true_length():
+    # Capacity 40, prompts of 8, true outputs 2, a cap of 24: the oracle holds 10 slots a
+    # request (four at once), the cap 32 (one at once). 1-second iterations: with the cap the
+    # four requests run one after another, 2 iterations each.
+    unit = LinearStepTime(base_s=1.0, per_token_s=0.0, per_kv_token_s=0.0)
+    requests = [Request(0.0, 8, 2) for _ in range(4)]
+    oracle = simulate(requests, max_batch=4, step_time=unit, kv_capacity_tokens=40)
+    capped = simulate(requests, max_batch=4, step_time=unit, kv_capacity_tokens=40,
+                      reserve_output_tokens=24)
+    assert [r.finish_s for r in oracle.requests] == [2, 2, 2, 2]
+    assert [r.finish_s for r in capped.requests] == [2, 4, 6, 8]
+    with pytest.raises(ValueError, match="reserve_output_tokens"):  # 8 + 40 > 40: never fits
+        simulate(requests, step_time=unit, kv_capacity_tokens=40, reserve_output_tokens=40)
+    with pytest.raises(ValueError, match="not both"):
+        simulate(requests, step_time=unit, reserve_tokens=10, reserve_output_tokens=2)
+    with pytest.raises(ValueError, match="reservation"):
+        simulate(requests, step_time=unit, kv_memory="paged", reserve_output_tokens=2)

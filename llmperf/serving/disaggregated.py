@@ -76,11 +76,13 @@ class _ArrivedPaged(_ArrivedKV, PagedMemory):
 
 def _decode_memory(args: dict[str, Any]) -> ReservationMemory | PagedMemory:
     if args["kv_memory"] == "paged":
-        if args["reserve_tokens"] is not None:
-            raise ValueError("reserve_tokens applies to kv_memory 'reservation' only")
+        if args["reserve_tokens"] is not None or args["reserve_output_tokens"] is not None:
+            raise ValueError("reserve_tokens and reserve_output_tokens apply to kv_memory "
+                             "'reservation' only")
         return _ArrivedPaged(args["kv_capacity_tokens"], args["block_size"])
     if args["kv_memory"] == "reservation":
-        return _ArrivedReservation(args["kv_capacity_tokens"], args["reserve_tokens"])
+        return _ArrivedReservation(args["kv_capacity_tokens"], args["reserve_tokens"],
+                                   args["reserve_output_tokens"])
     raise ValueError(f"kv_memory must be one of ('reservation', 'paged'), got "
                      f"{args['kv_memory']!r}")
 

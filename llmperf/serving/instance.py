@@ -20,7 +20,8 @@ def build_instance(step_time: StepTimeModel | None, policy: str = "continuous",
                    token_budget: int | None = None, kv_memory: str = "reservation",
                    block_size: int = 16, reserve_tokens: int | None = None,
                    prefix_caching: bool = False,
-                   memory: ReservationMemory | PagedMemory | None = None
+                   memory: ReservationMemory | PagedMemory | None = None,
+                   reserve_output_tokens: int | None = None
                    ) -> tuple[Scheduler, SimulatedClock]:
     """A scheduler and a simulated clock from `simulate`'s arguments (see `simulate`);
     `memory`, if given, replaces the KV memory `make_memory` would build from them. Each
@@ -30,7 +31,7 @@ def build_instance(step_time: StepTimeModel | None, policy: str = "continuous",
     clock = SimulatedClock(step_time)
     if memory is None:
         memory = make_memory(kv_memory, kv_capacity_tokens, block_size, reserve_tokens,
-                             prefix_caching)
+                             prefix_caching, reserve_output_tokens)
     return Scheduler(policy, max_batch, token_budget, memory), clock
 
 

@@ -61,20 +61,28 @@ class _KVMemory:
 class ReservationMemory(_KVMemory):
     """Slots reserved for the whole request at admission (see the module docstring).
 
-    capacity_tokens None: unlimited. reserve_tokens None: each request reserves its
-    total_tokens; otherwise every request reserves reserve_tokens (and one longer can never
-    fit).
+    capacity_tokens None: unlimited. Each request reserves its total_tokens (its true length:
+    an oracle); or, with reserve_tokens, every request reserves reserve_tokens (and one
+    longer can never fit); or, with reserve_output_tokens, each reserves its prompt and that
+    many output tokens (the cap a server knows, `max_tokens`, not the length it will reach).
     """
 
     def __init__(self, capacity_tokens: int | None = None,
-                 reserve_tokens: int | None = None) -> None:
+                 reserve_tokens: int | None = None,
+                 reserve_output_tokens: int | None = None) -> None:
         if capacity_tokens is not None:
             check_positive("kv_capacity_tokens", capacity_tokens, integer=True)
             capacity_tokens = int(capacity_tokens)
         if reserve_tokens is not None:
             check_positive("reserve_tokens", reserve_tokens, integer=True)
             reserve_tokens = int(reserve_tokens)
+        if reserve_output_tokens is not None:
+            check_positive("reserve_output_tokens", reserve_output_tokens, integer=True)
+            if reserve_tokens is not None:
+                raise ValueError("give reserve_tokens or reserve_output_tokens, not both")
+            reserve_output_tokens = int(reserve_output_tokens)
         self.capacity_tokens, self.reserve_tokens = capacity_tokens, reserve_tokens
+        self.reserve_output_tokens = reserve_output_tokens
         if reserve_tokens is None:
             self.max_request_tokens = capacity_tokens
         else:  # a reservation larger than the whole memory admits nobody
@@ -84,11 +92,23 @@ class ReservationMemory(_KVMemory):
         self._held: dict[int, int] = {}
 
     def _limits(self) -> str:
-        return f"kv_capacity_tokens={self.capacity_tokens}, reserve_tokens={self.reserve_tokens}"
+        return (f"kv_capacity_tokens={self.capacity_tokens}, reserve_tokens="
+                f"{self.reserve_tokens}, reserve_output_tokens={self.reserve_output_tokens}")
+
+    def can_ever_fit(self, request: Request) -> bool:
+        """Whether `request` fits the whole memory on its own, its true length and its
+        reservation both (else it never runs)."""
+        return super().can_ever_fit(request) and (
+            self.capacity_tokens is None or self.reservation(request) <= self.capacity_tokens)
 
     def reservation(self, request: Request) -> int:
         """Slots `request` reserves at admission."""
-        return request.total_tokens if self.reserve_tokens is None else self.reserve_tokens
+        if self.reserve_tokens is not None:
+            return self.reserve_tokens
+        if self.reserve_output_tokens is not None:
+            return request.prompt_tokens + max(self.reserve_output_tokens,
+                                               request.output_tokens)
+        return request.total_tokens
 
     def fits(self, request: Request, tokens: int | None = None) -> bool:
         return (self.capacity_tokens is None
@@ -279,16 +299,18 @@ class PagedMemory(_KVMemory):
 
 
 def make_memory(kind: str, capacity_tokens: int | None, block_size: int = 16,
-                reserve_tokens: int | None = None,
-                prefix_caching: bool = False) -> ReservationMemory | PagedMemory:
+                reserve_tokens: int | None = None, prefix_caching: bool = False,
+                reserve_output_tokens: int | None = None) -> ReservationMemory | PagedMemory:
     """The memory policy `kind` ("reservation" or "paged") over capacity_tokens slots;
-    prefix_caching applies to "paged" only."""
+    prefix_caching applies to "paged" only, reserve_tokens and reserve_output_tokens to
+    "reservation" only."""
     if kind == "reservation":
         if prefix_caching:
             raise ValueError("prefix_caching applies to kv_memory 'paged' only")
-        return ReservationMemory(capacity_tokens, reserve_tokens)
+        return ReservationMemory(capacity_tokens, reserve_tokens, reserve_output_tokens)
     if kind == "paged":
-        if reserve_tokens is not None:
-            raise ValueError("reserve_tokens applies to kv_memory 'reservation' only")
+        if reserve_tokens is not None or reserve_output_tokens is not None:
+            raise ValueError("reserve_tokens and reserve_output_tokens apply to kv_memory "
+                             "'reservation' only")
         return PagedMemory(capacity_tokens, block_size, prefix_caching)
     raise ValueError(f"kv_memory must be one of {MEMORY_POLICIES}, got {kind!r}")

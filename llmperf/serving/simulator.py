@@ -24,16 +24,18 @@ def simulate(requests: Seq[Request], policy: str = "continuous", max_batch: int 
              step_time: StepTimeModel | None = None, kv_capacity_tokens: int | None = None,
              token_budget: int | None = None, kv_memory: str = "reservation",
              block_size: int = 16, reserve_tokens: int | None = None,
-             prefix_caching: bool = False) -> RunResult:
+             prefix_caching: bool = False,
+             reserve_output_tokens: int | None = None) -> RunResult:
     """Serve `requests` on one instance under `policy`; times come from `step_time`.
 
     policy: "static", "continuous" or "chunked" (which needs `token_budget`, in tokens per
     iteration); see `llmperf.serving.scheduler` for their exact semantics.
     kv_capacity_tokens: KV memory in tokens (None: unlimited). kv_memory: "reservation",
-    each request reserving its prompt and output at admission (or `reserve_tokens` each),
-    or "paged", blocks of `block_size` tokens taken as tokens arrive, with preemption by
-    recompute (`llmperf.serving.memory`). prefix_caching (paged only): full prompt blocks
-    stay cached by content and later requests whose `prompt_ids` begin alike reuse them,
+    each request reserving its prompt and output at admission (or `reserve_tokens` each, or
+    its prompt and `reserve_output_tokens`, the cap a server knows), or "paged", blocks of
+    `block_size` tokens taken as tokens arrive, with preemption by recompute
+    (`llmperf.serving.memory`). prefix_caching (paged only): full prompt blocks stay cached
+    by content and later requests whose `prompt_ids` begin alike reuse them,
     computing only the rest of their prompts (`PagedMemory`; the run's `prefix_hit_rate`).
     Every argument is checked here, once, and every
     request before the first iteration runs. The result lists the requests in the order
@@ -41,7 +43,8 @@ def simulate(requests: Seq[Request], policy: str = "continuous", max_batch: int 
     """
     scheduler, clock = build_instance(step_time, policy, max_batch, kv_capacity_tokens,
                                       token_budget, kv_memory, block_size, reserve_tokens,
-                                      prefix_caching)
+                                      prefix_caching,
+                                      reserve_output_tokens=reserve_output_tokens)
     requests = check_requests(requests, getattr(step_time, "max_context_tokens", None))
     return serve([Sequence(i, r) for i, r in enumerate(requests)], scheduler, clock)
 
