@@ -211,9 +211,10 @@ def main() -> None:
         "On a CPU this small model's decode step grows with every request it holds, so more "
         "requests in flight buy less throughput than on a GPU, where a step's time is set by "
         "the weights it reads; the recomputed prefills of preempted requests and the paged "
-        "cache's gather of every request's blocks at every layer (a paged attention kernel "
-        "reads them in place) also cost time here. The int8 rows' greedy tokens may differ "
-        "from fp32's where the random prompts leave two tokens nearly tied.\n")
+        "cache's gather, at every layer, of each request whose blocks are scattered in the "
+        "pool (a paged attention kernel reads them in place) also cost time here. The int8 "
+        "rows' greedy tokens may differ from fp32's where the random prompts leave two "
+        "tokens nearly tied.\n")
     batch_rows, batch_text = same_ragged_batch(model, sizes)
     save = print_only if args.quick else write  # a smoke run leaves the results alone
     save("paged_kv", {"model": "trained target", "threads": THREADS, "requests": N,

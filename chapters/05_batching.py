@@ -1085,13 +1085,13 @@ print(load.note())
 # light load: an iteration that starts after the engine sat idle runs slower on a CPU (the
 # caches hold what other programs touched meanwhile, and the core may have slowed down), and
 # at light load almost every request's first iteration is such a one, so its TTFT is that
-# iteration. Because an iteration is one forward pass, those
-# three terms are what it costs; an engine that ran each prompt chunk as a pass of its own
-# would pay the fixed cost once per chunk, which no per-iteration model can follow. The
+# iteration. Because an iteration is one forward pass, those four terms are what it costs;
+# an engine that ran each prompt chunk as a pass of its own would pay the fixed cost once
+# per chunk, which no per-iteration model can follow. The
 # simulator, run with the fitted step time, predicts the makespan and the median TTFT of
 # every policy at both loads, and the table says how far off it is. Look at the last
 # printed line: within about 25 percent is what to expect from a model this simple. A wider
-# gap means the iterations' cost is not linear in those three terms on this machine (a cache
+# gap means the iterations' cost is not linear in those four terms on this machine (a cache
 # boundary, a thread pool waking up, another program's load, which the note says whether
 # there was). At light load, a median TTFT of a few milliseconds moves by a large fraction
 # when a request lands in the middle of an iteration instead of at its start, so the light
@@ -1232,8 +1232,10 @@ print(load.note())
 # step reads keys it then masks, and the ragged one should pull ahead, most with one long
 # request among short ones. How far depends on how large attention's share of the step is:
 # `ref-small`'s weights are small beside these contexts' keys, which is the case the figure
-# shows for long contexts on a GPU. On a GPU, FlashAttention's varlen kernel and vLLM's paged
-# attention run all requests in one launch, so the ragged step pays no per-request overhead.
+# shows for long contexts on a GPU. FlashAttention's varlen kernel and vLLM's paged attention
+# run all requests' attention in one kernel launch, so a real server pays no per-request
+# overhead; this book's engine keeps the loop over requests on every device, for clarity, so
+# on a GPU it pays a kernel launch per request and layer.
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## 5.10 Lengths a server does not know
@@ -1268,18 +1270,21 @@ lp.Table(["request", "cap (tokens)", "generated", "ended by"],
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
 # Not knowing lengths costs memory when memory is reserved per request. A server that
-# reserves must reserve what a request *may* need: its prompt and its cap, or, as the engine's
-# contiguous cache does, a whole slot as long as the context window. The simulator still
-# knows the true lengths (it is a study tool), so it can put a price on not knowing them.
-# Section 5.5's chat requests on the A10 at 1.5 requests per second, continuous batching with
-# up to 16 requests, under three memory policies: reservation of the true length (the oracle
-# of section 5.5), reservation of Llama 2's whole 4,096-token context (what a server that
-# knows nothing else must hold), and paged memory, which takes blocks as tokens arrive and
-# needs no length at all ([chapter 6](06_memory.ipynb)).
+# reserves must reserve what a request *may* need: its prompt and its cap (the engine's
+# contiguous cache reserves a slot as long as the longest prompt plus cap of its run), or,
+# knowing nothing of the request, the whole context window. The simulator still knows the true
+# lengths (it is a study tool), so it can put a price on not knowing them. Section 5.5's chat
+# requests on the A10 at 1.5 requests per second, continuous batching with up to 16 requests,
+# under four memory policies: reservation of the true length (the oracle of section 5.5),
+# reservation of each prompt plus a cap of 2,048 output tokens (the workload's own cap, so no
+# request is cut short: `reserve_output_tokens`), reservation of Llama 2's whole 4,096-token
+# context, and paged memory, which takes blocks as tokens arrive and needs no length at all
+# ([chapter 6](06_memory.ipynb)).
 
 # %% slideshow={"slide_type": "-"}
 unknown_requests = sv.chat_workload(300, rate_per_s=1.5, seed=0)
 memories = {"reserve the true length (oracle)": {},
+            "reserve prompt + the 2,048-token cap": dict(reserve_output_tokens=sv.CHAT_CAP_TOKENS),
             "reserve the 4,096-token context": dict(reserve_tokens=llama.max_seq_len),
             "paged (no length needed)": dict(kv_memory="paged")}
 unknown_runs = {name: sv.simulate(unknown_requests, "continuous", max_batch=16,
@@ -1294,18 +1299,22 @@ lp.Table(["KV memory", "requests in flight (mean)", "output tokens/s", "median T
                   "median TTFT": lp.format_seconds, "SLO attainment": ".0%"})
 
 # %% slideshow={"slide_type": "skip"} tags=["hide-cell"]
-# The prose below: reserving the context admits far fewer requests and misses the SLOs;
-# paging matches the oracle without knowing any length.
-_oracle, _context, _paged = unknown_runs.values()
+# The prose below: reserving the cap or the context admits fewer requests and misses the
+# SLOs; paging matches the oracle without knowing any length.
+_oracle, _cap, _context, _paged = unknown_runs.values()
 assert _context.mean_in_flight < 0.5 * _oracle.mean_in_flight
+assert _cap.mean_in_flight < 0.8 * _oracle.mean_in_flight
+assert 0.85 <= _oracle.slo_attainment(TTFT_SLO, TPOT_SLO) < 0.95
+assert _cap.slo_attainment(TTFT_SLO, TPOT_SLO) < 0.5 * _oracle.slo_attainment(TTFT_SLO, TPOT_SLO)
 assert _context.slo_attainment(TTFT_SLO, TPOT_SLO) < 0.5 * _oracle.slo_attainment(TTFT_SLO, TPOT_SLO)
 assert abs(_paged.throughput_tok_s / _oracle.throughput_tok_s - 1) < 0.05
 
 # %% [markdown] slideshow={"slide_type": "-"}
-# The context-sized reservation holds a few requests where the oracle holds about ten, so
-# queues build and TTFT grows by orders of magnitude: the whole 4,096-token slot is held by
-# requests that use a few hundred tokens of it. Paged memory serves as if it knew every
-# length. That is the case for paging, and chapter 6 takes it apart.
+# Reserving the cap holds fewer requests than the oracle, and the context-sized reservation
+# far fewer: the reserved slots are held by requests that use a few hundred tokens of them.
+# At this rate the oracle meets both SLOs for about nine requests in ten, so the few requests
+# the others lose are enough for queues to build, and TTFT grows by orders of magnitude. Paged memory serves as if it
+# knew every length. That is the case for paging, and chapter 6 takes it apart.
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## 5.11 Prefix caching
@@ -1336,12 +1345,14 @@ prefix_loads = {s: sv.shared_prefix_workload(24, s, sv.Uniform(8, 32), sv.Fixed(
                                              rate_per_s=100, seed=4,
                                              vocab_size=tiny.config.vocab_size)
                 for s in system_sizes}
+prefix_kv = 8 * 21 * 16  # 8 requests of up to 336 tokens, in blocks of 16: engine and simulator
 prefix_runs, prefix_samples = {}, []
 with watch_load() as load:
     for _ in range(3):
         for s, requests in prefix_loads.items():
             for cached in (False, True):
-                engine = Engine(tiny, max_batch=8, kv_memory="paged", prefix_caching=cached)
+                engine = Engine(tiny, max_batch=8, kv_memory="paged", prefix_caching=cached,
+                                kv_capacity_tokens=prefix_kv)
                 prefix_runs.setdefault((s, cached), []).append(engine.run(requests))
                 prefix_samples += engine.step_samples
 prefix_fit = fit_step_time(samples + prefix_samples)
@@ -1349,6 +1360,7 @@ prefix_median = {key: sorted(runs, key=lambda r: r.percentile("ttft_s", 50))[1]
                  for key, runs in prefix_runs.items()}
 prefix_sim = {(s, cached): sv.simulate(prefix_loads[s], "continuous", max_batch=8,
                                        step_time=prefix_fit, kv_memory="paged",
+                                       kv_capacity_tokens=prefix_kv,
                                        prefix_caching=cached)
               for s, cached in prefix_median}
 display(lp.Table(["system prompt", "cache", "hit rate", "prompt tokens computed",

@@ -233,9 +233,10 @@ lp.Table(["request", "tokens", "block table", "empty slots in its last block"],
 # read its own blocks only, never another request's and never padded to the longest one.
 # PyTorch ships no paged-attention kernel for the CPU, so the plain version reads a request's
 # blocks in place when they lie one after another in the pool and otherwise gathers them
-# into a new tensor, once per layer (a copy of its own context); `decode="compiled"` lets
-# `torch.compile` fuse that gather into the attention's loops, which then read the blocks in
-# place, as a paged-attention kernel does.
+# into a new tensor, once per layer (a copy of its own context); `Engine(...,
+# decode="compiled")` lets `torch.compile` fuse that gather into the decode rows' attention,
+# which then reads their blocks in place, as a paged-attention kernel does (prompt chunks
+# still gather theirs).
 #
 # How large is the waste? On average half a block per request, $(s-1)/2$ slots, whatever the
 # request's length: for blocks of 16 and the chat requests, whose mean length is about 500

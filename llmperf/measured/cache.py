@@ -1,7 +1,8 @@
 """Every KV cache of the reference model: contiguous, paged, and paged in int8.
 
 `KVCache` holds each layer's keys and values in two buffers allocated once, one row (slot) per
-sequence; `SlotView` lets a serving engine address some of its rows, each at its own position.
+sequence; `SlotView` lets a padded batch address some of its rows, each at its own position
+(the engine itself reads each row's own context through `llmperf.measured.varlen.RaggedBatch`).
 
 `PagedKVCache` keeps every layer's keys and values in one pool of blocks, (layers,
 kv_heads, num_blocks * block_size, d_head), block b holding slots b * block_size onwards;
