@@ -34,7 +34,6 @@ from .metrics import METRICS, Iteration, RequestResult, RunRecorder, RunResult
 from .paging import (
     BlockAllocator,
     OutOfBlocks,
-    PrefixCachingAllocator,
     blocks_needed,
     internal_fragmentation,
     kv_utilization,
@@ -44,6 +43,7 @@ from .paging import (
     shared_sampling_blocks,
 )
 from .parallel_steptime import TensorParallelStepTime
+from .prefix_cache import PrefixCachingAllocator
 from .requests import (
     CHAT_CAP_TOKENS,
     DEFAULT_VOCAB_SIZE,

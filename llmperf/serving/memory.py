@@ -31,7 +31,8 @@ do not.
 from __future__ import annotations
 
 from ..units import check_positive
-from .paging import BlockAllocator, PrefixCachingAllocator
+from .paging import BlockAllocator
+from .prefix_cache import PrefixCachingAllocator
 from .requests import Request
 
 MEMORY_POLICIES = ("reservation", "paged")
