@@ -11,8 +11,9 @@
 # %% [markdown] slideshow={"slide_type": "slide"}
 # # Chapter 10: Beyond one device: parallelism and serving at cluster scale
 #
-# Every experiment so far ran inside one process on one device. Models of more than about 13
-# billion parameters do not fit one GPU in 16-bit weights, and the serving designs of the last
+# Every experiment so far ran inside one process on one device. A 70-billion-parameter model's
+# 16-bit weights (140 GB) fit no single GPU, a 13-billion one's (26 GB) leave little room for
+# its KV cache on most, and the serving designs of the last
 # two years (replicas behind a router that knows their caches, prefill and decode on separate
 # machines, experts spread over GPUs) are all about what crosses a link between devices. This
 # chapter makes the book's habit, derive then measure, hold across a process boundary. The
