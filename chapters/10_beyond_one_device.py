@@ -12,8 +12,8 @@
 # # Chapter 10: Beyond one device: parallelism and serving at cluster scale
 #
 # Every experiment so far ran inside one process on one device. A 70-billion-parameter model's
-# 16-bit weights (140 GB) fit no single GPU, a 13-billion one's (26 GB) leave little room for
-# its KV cache on most, and the serving designs of the last
+# 16-bit weights (140 GB) fit no 80 GB GPU and leave little room for the KV cache on the
+# largest, a 13-billion one's (26 GB) leave little on most, and the serving designs of the last
 # two years (replicas behind a router that knows their caches, prefill and decode on separate
 # machines, experts spread over GPUs) are all about what crosses a link between devices. This
 # chapter makes the book's habit, derive then measure, hold across a process boundary. The
@@ -179,14 +179,16 @@ fitted = {op: lp.fit_alpha_beta([t.message_bytes for t in rows], [t.median_s for
           for op, rows in measured.items()}
 local_link = fitted["all_reduce"]  # the link of this machine, as the all-reduces see it
 display(lp.Table(["collective", "alpha (latency)", "beta (one way)", "m* = p alpha beta",
-                  "4 B, measured", "64 MiB, measured"],
+                  "smallest, measured", "at", "64 MiB, measured"],
                  [(op, link.latency_s, link.one_way,
                    lp.format_bytes(WORLD * link.latency_s * link.one_way, binary=True),
-                   measured[op][0].median_s, measured[op][-1].median_s)
+                   measured[op][0].median_s, lp.format_bytes(measured[op][0].message_bytes),
+                   measured[op][-1].median_s)
                   for op, link in fitted.items()],
                  title=f"Collectives over {WORLD} processes ({BACKEND}), medians of 7",
                  formats={"alpha (latency)": lp.format_seconds, "beta (one way)": lp.format_bandwidth,
-                          "4 B, measured": lp.format_seconds, "64 MiB, measured": lp.format_seconds}))
+                          "smallest, measured": lp.format_seconds,
+                          "64 MiB, measured": lp.format_seconds}))
 nvlink = lp.get_link("NVLink 4")
 print(f"fitted all-reduce alpha: {local_link.latency_s / nvlink.latency_s:,.0f} times NCCL's "
       f"NVLink 4 figure; beta: {nvlink.one_way / local_link.one_way:,.0f} times lower")
@@ -578,7 +580,7 @@ assert whole_step + sends > 5 * tp8.step_s
 # but each is smaller, and a small piece of work runs less efficiently. Decoding makes many
 # passes, a micro-batch's next pass starting when its token comes back from the last stage, so
 # with $M \ge p$ the stages stay busy after the first pass
-# (`llmperf.measured.pipeline_parallel.pipeline_bubble` counts it for any number of passes).
+# (`lp.pipeline_bubble_fraction(p, M, passes)` counts it for any number of passes).
 #
 # `run_pipeline_parallel(model, p, prompts, new_tokens, micro_batches)` runs the trained
 # target in two stages of two layers each, eight prompts of 64 tokens, and measures each
@@ -841,9 +843,12 @@ lp.Table(["model", "prompt tokens", "KV bytes"] + [lp.get_link(n).name for n in 
          formats={lp.get_link(n).name: lp.format_seconds for n in ("NVLink 3", "PCIe Gen4", "NDR")})
 
 # %% [markdown] slideshow={"slide_type": "-"}
-# Against a TPOT of tens of milliseconds the transfer is small over NVLink and the network
-# for a chat-sized prompt, and a visible share of one token's time for long prompts over PCIe.
-# Llama 2 70B's grouped-query attention makes its cache per token smaller than Llama 2 13B's.
+# Set each row beside a decode step of tens of milliseconds: for a chat-sized prompt the
+# transfer is a small part of one step on every link, while a 2,048-token prompt of Llama 2
+# 13B takes about as long as a whole step, or longer, over PCIe and over the network (read the
+# table's last columns); the transfer overlaps
+# other requests' work, but it adds to that request's time to its second token. Llama 2 70B's
+# grouped-query attention makes its cache per token smaller than Llama 2 13B's.
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
 # ### Goodput per GPU: colocated against disaggregated

@@ -166,3 +166,13 @@ def test_tensor_parallel_decode_batch_scales_the_messages():
     assert big.communication_s - small.communication_s == pytest.approx(63 * bandwidth_s)
     assert big.tokens_per_s > small.tokens_per_s
     assert math.isclose(big.kv_bytes_per_gpu, 64 * small.kv_bytes_per_gpu)
+
+
+def test_tensor_parallel_all_reduces_carry_16_bit_activations_whatever_the_weights():
+    # int8 weights halve the weights' bytes, not the activations the all-reduces carry
+    int8 = lp.tensor_parallel_decode("llama-2-70b", "H100 SXM", "NVLink 4", 8, 64, 2048,
+                                     dtype="int8")
+    fp16 = lp.tensor_parallel_decode("llama-2-70b", "H100 SXM", "NVLink 4", 8, 64, 2048)
+    assert int8.communication_s == fp16.communication_s
+    assert int8.bytes_sent_per_gpu == fp16.bytes_sent_per_gpu
+    assert int8.weight_bytes_per_gpu < 0.6 * fp16.weight_bytes_per_gpu

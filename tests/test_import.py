@@ -137,3 +137,10 @@ def test_nothing_in_measured_imports_trained():
     arrows = {m: sorted(t for t in targets if t.startswith("llmperf.trained"))
               for m, targets in import_graph().items() if m.startswith("llmperf.measured")}
     assert {m: t for m, t in arrows.items() if t} == {}
+
+
+def test_every_module_of_the_package_imports():
+    # a module can break alone (a name it imports was moved) while nothing else imports it
+    import importlib
+    for path in sorted(PACKAGE.rglob("*.py")):
+        importlib.import_module(module_name(path))

@@ -170,7 +170,8 @@ def _per_gpu_cost(row, tp: int, kv_share: float) -> Cost:
 def tensor_parallel_decode(model: ModelConfig | str, accelerator: Accelerator | str,
                            link: Link | str, tp: int, batch: int, seq_len: int,
                            dtype: str = "fp16", kv_dtype: str | None = None,
-                           attention: str = "fused", ecc: bool = True) -> TensorParallelDecode:
+                           attention: str = "fused", ecc: bool = True,
+                           activation_dtype: str = "fp16") -> TensorParallelDecode:
     """A decode step of `batch` sequences holding `seq_len` cached tokens each, Megatron-style
     over `tp` accelerators joined by `link`.
 
@@ -181,7 +182,8 @@ def tensor_parallel_decode(model: ModelConfig | str, accelerator: Accelerator | 
     1 / tp of its FLOPs and bytes (its KV reads at `kv_head_share`), except the norms,
     residual adds and embedding gather (`REPLICATED_ROWS`), which every GPU does whole;
     each operator on the accelerator's roofline, summed.
-    Communication: 2 all-reduces per layer of batch * d_model values in `dtype`,
+    Communication: 2 all-reduces per layer of batch * d_model values in `activation_dtype`
+    (16-bit by default: weight-only int8 or int4 still exchanges 16-bit activations),
     `collective_time("all_reduce", ...)` on `link`; none when tp = 1.
     """
     m, acc, link = get_model(model), get_accelerator(accelerator), _as_link(link)
@@ -191,7 +193,8 @@ def tensor_parallel_decode(model: ModelConfig | str, accelerator: Accelerator | 
     kv_dtype = normalize_dtype(kv_dtype or dtype)
     step = step_costs(m, "decode", batch, seq_len, dtype, kv_dtype, attention)
     compute_s = sum(roofline_time(_per_gpu_cost(r, tp, kv_share), acc, dtype) for r in step.rows)
-    message = int(batch) * m.d_model * bytes_per_element(dtype)
+    activation_dtype = normalize_dtype(activation_dtype)
+    message = int(batch) * m.d_model * bytes_per_element(activation_dtype)
     allreduces = ALLREDUCES_PER_LAYER * m.n_layers
     weight_bytes = m.weight_bytes(dtype) / tp
     kv_per_sequence = m.kv_cache_bytes(int(seq_len), 1, kv_dtype) * kv_share
@@ -203,4 +206,4 @@ def tensor_parallel_decode(model: ModelConfig | str, accelerator: Accelerator | 
         max_batch=requests_that_fit(usable, weight_bytes, kv_per_sequence),
         compute_s=compute_s,
         communication_s=allreduces * collective_time("all_reduce", message, tp, link),
-        bytes_sent_per_gpu=int(batch) * tensor_parallel_bytes_per_token(m, tp, dtype))
+        bytes_sent_per_gpu=int(batch) * tensor_parallel_bytes_per_token(m, tp, activation_dtype))

@@ -3,9 +3,9 @@ tensor, pipeline and expert parallelism of the reference model (each in its own 
 from .collectives import CollectiveTiming, measure_collectives
 from .distributed import Launch, launch, launch_overhead
 from .expert_parallel import ExpertParallelRun, run_expert_parallel
-from .pipeline_parallel import PipelineRun, pipeline_bubble, run_pipeline_parallel
+from .pipeline_parallel import PipelineRun, run_pipeline_parallel
 from .tensor_parallel import TensorParallelRun, run_tensor_parallel
 
 __all__ = ["CollectiveTiming", "ExpertParallelRun", "Launch", "PipelineRun", "TensorParallelRun",
-           "launch", "launch_overhead", "measure_collectives", "pipeline_bubble",
+           "launch", "launch_overhead", "measure_collectives",
            "run_expert_parallel", "run_pipeline_parallel", "run_tensor_parallel"]

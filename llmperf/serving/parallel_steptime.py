@@ -31,6 +31,7 @@ class TensorParallelStepTime:
 
     def __init__(self, step_time: StepTimeModel, model: ModelConfig | str, link: Link | str,
                  tp: int, dtype: str = "fp16") -> None:
+        # dtype: the activations' the all-reduces carry (16-bit even for int8/int4 weights)
         if not callable(getattr(step_time, "iteration_s", None)):
             raise ValueError("step_time must have an iteration_s(batch) method, such as a "
                              "LinearStepTime or a RooflineStepTime")
